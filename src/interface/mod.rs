@@ -1,1 +1,1 @@
-//! Ray-shaped interfaces.
+//! Ray-shaped interfaces (see issue 5 for the plugin layer).

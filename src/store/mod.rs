@@ -1,1 +1,37 @@
-//! The store core.
+//! The store core: any process that maps the region creates, seals, gets, releases and deletes
+//! objects with atomic operations on the region alone — no server round trip, no copy.
+//!
+//! * [`directory`] — the lock-free object directory (ids → slots, the object state machine).
+//! * [`allocator`] — the lock-free heap allocator (size-class chunks and page runs).
+//! * [`refs`] — per-client reference tables (who holds what; crash-safe reference counts).
+//! * [`clients`] — the client table (identity, liveness, epochs, in-flight intents).
+//! * [`nodes`] — interned owner nodes (raylet id + IP) referenced by directory slots.
+//! * [`Store`] — one process's attachment to a region; [`Client`] — a registered client.
+//!
+//! The object lifecycle and its crash protocol are specified in `docs/store.md`.
+
+pub mod allocator;
+pub mod clients;
+pub mod clock;
+pub mod control;
+pub mod directory;
+pub mod error;
+pub mod nodes;
+pub mod object_id;
+pub mod refs;
+
+#[cfg(not(loom))]
+mod client;
+#[cfg(not(loom))]
+mod store;
+#[cfg(not(loom))]
+pub mod wait;
+
+#[cfg(not(loom))]
+pub use client::{
+    Client, CreateBuffer, CreateInfo, DeleteOutcome, ObjectRef, ObjectSource, OwnerAddress,
+};
+pub use error::{Result, StoreError};
+pub use object_id::ObjectId;
+#[cfg(not(loom))]
+pub use store::{ClientSummary, ObjectSummary, Stats, Store};

@@ -1,0 +1,948 @@
+//! The heap allocator, lock-free and cross-process: no lock anywhere, so no dead process can hold
+//! one.
+//!
+//! # Design
+//!
+//! The heap is an array of 4 KiB **pages** tracked by a bitmap (one bit per page, set = in use),
+//! grouped in 64 KiB **chunks** (16 pages, one 16-bit lane of a bitmap word).
+//!
+//! * **Small objects** (≤ 16 KiB) use 27 size classes from 128 B to 16 KiB (about four per
+//!   doubling, multiples of 64 B so every payload starts on a cache line). A chunk serving a class
+//!   is carved into equal blocks; its [`ChunkDesc`] holds a packed word
+//!   (`gen:31 | in_list:1 | state:8 | class:8 | used:16`) and a 512-bit block bitmap. Allocating
+//!   is O(1): reserve a block by a CAS that increments `used` (only below capacity, so a free bit
+//!   is guaranteed to exist), then claim a clear bit with `fetch_or`. Each class keeps a hint (its
+//!   current chunk) and a Treiber stack of partially free chunks whose head packs a 32-bit ABA tag
+//!   beside the chunk index. A chunk whose last block is freed returns its pages to the page
+//!   bitmap (or, if it sits in a stack, becomes a zombie that the next pop retires).
+//! * **Large objects** (> 16 KiB) are contiguous runs of pages, found by a next-fit scan of the
+//!   page bitmap (downward from a per-process cursor, so large runs collect at the top of the
+//!   heap and small chunks, allocated first-fit from the bottom, at the other end) and claimed
+//!   word by word with CAS; a conflict rolls back the words already claimed.
+//!
+//! # Crash consistency
+//!
+//! Every step is a single atomic on region memory, so a process killed at any instruction leaves
+//! the metadata well formed; what it can leave is *orphans*: pages or blocks claimed but never
+//! recorded in a directory slot, or `used` counts one too high. The store records each
+//! allocation in the client's intent record as soon as it has it, and in the directory slot before
+//! committing the object; `fsck` and the reaper reconcile the allocator against the directory and
+//! live intents (`docs/recovery.md`).
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// Heap page size (the large-object granule).
+pub const PAGE: u64 = crate::format::layout::PAGE_SIZE;
+/// Chunk size (one small-object run).
+pub const CHUNK: u64 = crate::format::layout::CHUNK_SIZE;
+const PAGES_PER_CHUNK: u64 = CHUNK / PAGE;
+
+/// Size classes for small objects, in bytes.
+pub const CLASSES: [u32; 27] = [
+    128, 192, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072,
+    3584, 4096, 5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384,
+];
+/// Number of size classes.
+pub const NUM_CLASSES: usize = CLASSES.len();
+/// The largest small-object size.
+pub const SMALL_MAX: u64 = 16384;
+
+const CH_UNUSED: u8 = 0;
+const CH_ACTIVE: u8 = 1;
+const CH_ZOMBIE: u8 = 2;
+
+/// Blocks per chunk for class `c`.
+pub fn blocks_per_chunk(c: usize) -> u32 {
+    (CHUNK / u64::from(CLASSES[c])) as u32
+}
+
+/// The size class serving `size` bytes, if small.
+pub fn class_of(size: u64) -> Option<usize> {
+    if size > SMALL_MAX {
+        return None;
+    }
+    Some(CLASSES.partition_point(|&c| u64::from(c) < size.max(1)))
+}
+
+/// Bytes actually reserved for an object of `size` bytes.
+pub fn capacity_for(size: u64) -> u64 {
+    match class_of(size) {
+        Some(c) => u64::from(CLASSES[c]),
+        None => size.div_ceil(PAGE) * PAGE,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ChunkWord {
+    used: u16,
+    class: u8,
+    state: u8,
+    in_list: bool,
+    gen: u32,
+}
+
+impl ChunkWord {
+    fn pack(self) -> u64 {
+        u64::from(self.used)
+            | u64::from(self.class) << 16
+            | u64::from(self.state) << 24
+            | u64::from(self.in_list) << 32
+            | u64::from(self.gen & 0x7fff_ffff) << 33
+    }
+    fn unpack(w: u64) -> ChunkWord {
+        ChunkWord {
+            used: w as u16,
+            class: (w >> 16) as u8,
+            state: (w >> 24) as u8,
+            in_list: (w >> 32) & 1 == 1,
+            gen: (w >> 33) as u32,
+        }
+    }
+}
+
+/// Descriptor of one chunk: 128 bytes.
+#[repr(C)]
+pub struct ChunkDesc {
+    word: AtomicU64,
+    /// Next chunk index + 1 in the class's partial stack (0 = end).
+    next: AtomicU64,
+    bitmap: [AtomicU64; 8],
+    _reserved: [AtomicU64; 6],
+}
+
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(
+    std::mem::size_of::<ChunkDesc>() as u64,
+    crate::format::layout::CHUNK_DESC_SIZE
+);
+// SAFETY: repr(C), integer atomics only, every bit pattern valid, no pointers.
+#[cfg(not(loom))]
+unsafe impl crate::shm::RegionSafe for ChunkDesc {}
+
+impl ChunkDesc {
+    pub fn new_unused() -> ChunkDesc {
+        ChunkDesc {
+            word: AtomicU64::new(0),
+            next: AtomicU64::new(0),
+            bitmap: std::array::from_fn(|_| AtomicU64::new(0)),
+            _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Allocator state shared in the region's control block.
+#[repr(C)]
+pub struct AllocHeads {
+    /// Per class: partial-chunk stack head, `tag:32 | (index + 1):32`.
+    stacks: [AtomicU64; 32],
+    /// Per class: current chunk index + 1 (0 = none).
+    hints: [AtomicU64; 32],
+    /// Bytes of heap handed out (capacities).
+    used_bytes: AtomicU64,
+    /// Objects (allocations) live.
+    allocations: AtomicU64,
+    _reserved: [AtomicU64; 6],
+}
+
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::size_of::<AllocHeads>(), 576);
+// SAFETY: repr(C), integer atomics only.
+#[cfg(not(loom))]
+unsafe impl crate::shm::RegionSafe for AllocHeads {}
+
+impl AllocHeads {
+    pub fn new() -> AllocHeads {
+        AllocHeads {
+            stacks: std::array::from_fn(|_| AtomicU64::new(0)),
+            hints: std::array::from_fn(|_| AtomicU64::new(0)),
+            used_bytes: AtomicU64::new(0),
+            allocations: AtomicU64::new(0),
+            _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Default for AllocHeads {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why an allocation or free failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    #[error("heap full: no room for {requested} bytes")]
+    Full { requested: u64 },
+    #[error("allocator metadata is corrupt: {0}")]
+    Corrupt(&'static str),
+    #[error("free of {offset:#x} that is not allocated (double free or bad offset)")]
+    NotAllocated { offset: u64 },
+}
+
+/// One allocation: where it is (region offset) and how many bytes it reserves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocation {
+    pub offset: u64,
+    pub capacity: u64,
+}
+
+/// The allocator over its metadata (in the region, or on the heap for models).
+pub struct Allocator<'a> {
+    pages: &'a [AtomicU64],
+    chunks: &'a [ChunkDesc],
+    heads: &'a AllocHeads,
+    heap_offset: u64,
+    heap_pages: u64,
+    /// Per-process next-fit cursor for large runs (a page index).
+    cursor: &'a AtomicU64,
+}
+
+impl<'a> Allocator<'a> {
+    /// `pages` has `heap_pages.div_ceil(64)` words, `chunks` one descriptor per chunk.
+    pub fn new(
+        pages: &'a [AtomicU64],
+        chunks: &'a [ChunkDesc],
+        heads: &'a AllocHeads,
+        heap_offset: u64,
+        heap_pages: u64,
+        cursor: &'a AtomicU64,
+    ) -> Allocator<'a> {
+        assert!(pages.len() as u64 >= heap_pages.div_ceil(64));
+        assert!(chunks.len() as u64 >= heap_pages / PAGES_PER_CHUNK);
+        Allocator {
+            pages,
+            chunks,
+            heads,
+            heap_offset,
+            heap_pages,
+            cursor,
+        }
+    }
+
+    pub fn heap_bytes(&self) -> u64 {
+        self.heap_pages * PAGE
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        self.heads.used_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn allocations(&self) -> u64 {
+        self.heads.allocations.load(Ordering::Relaxed)
+    }
+
+    /// Allocates room for `size` bytes (at least one block), 64-byte aligned.
+    ///
+    /// # Errors
+    /// [`AllocError::Full`] when no room is left (no eviction happens here).
+    pub fn alloc(&self, size: u64) -> Result<Allocation, AllocError> {
+        let a = match class_of(size) {
+            Some(c) => self.alloc_small(c, size)?,
+            None => {
+                let n = size.div_ceil(PAGE);
+                let first = self
+                    .alloc_pages(n)
+                    .ok_or(AllocError::Full { requested: size })?;
+                Allocation {
+                    offset: self.heap_offset + first * PAGE,
+                    capacity: n * PAGE,
+                }
+            }
+        };
+        self.heads
+            .used_bytes
+            .fetch_add(a.capacity, Ordering::Relaxed);
+        self.heads.allocations.fetch_add(1, Ordering::Relaxed);
+        Ok(a)
+    }
+
+    /// Frees the allocation at `offset` made for `size` bytes.
+    ///
+    /// # Errors
+    /// [`AllocError::NotAllocated`] for a double free or an offset that is not an allocation of
+    /// that size; [`AllocError::Corrupt`] if the metadata is inconsistent. Nothing is changed then.
+    pub fn free(&self, offset: u64, size: u64) -> Result<(), AllocError> {
+        let rel = offset
+            .checked_sub(self.heap_offset)
+            .ok_or(AllocError::NotAllocated { offset })?;
+        if rel >= self.heap_bytes() {
+            return Err(AllocError::NotAllocated { offset });
+        }
+        let capacity = capacity_for(size);
+        match class_of(size) {
+            Some(c) => self.free_small(c, rel, offset)?,
+            None => {
+                let n = size.div_ceil(PAGE);
+                if rel % PAGE != 0 || rel / PAGE + n > self.heap_pages {
+                    return Err(AllocError::NotAllocated { offset });
+                }
+                self.release_pages(rel / PAGE, n)
+                    .map_err(|_| AllocError::NotAllocated { offset })?;
+            }
+        }
+        self.heads.used_bytes.fetch_sub(capacity, Ordering::Relaxed);
+        self.heads.allocations.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    // ---- small objects -------------------------------------------------------------------
+
+    fn alloc_small(&self, c: usize, size: u64) -> Result<Allocation, AllocError> {
+        let hint = &self.heads.hints[c];
+        loop {
+            // Acquire: pairs with the Release store of a hint after the chunk was initialised.
+            let h = hint.load(Ordering::Acquire);
+            if h != 0 && h - 1 < self.chunks.len() as u64 {
+                if let Some(a) = self.alloc_in_chunk((h - 1) as usize, c) {
+                    return Ok(a);
+                }
+            }
+            if let Some(idx) = self.pop_partial(c)? {
+                hint.store(idx as u64 + 1, Ordering::Release);
+                continue;
+            }
+            let idx = self
+                .new_chunk(c)
+                .ok_or(AllocError::Full { requested: size })?;
+            // Release: publishes the initialised descriptor to allocators that read the hint.
+            hint.store(idx as u64 + 1, Ordering::Release);
+        }
+    }
+
+    fn alloc_in_chunk(&self, idx: usize, c: usize) -> Option<Allocation> {
+        let desc = &self.chunks[idx];
+        let cap = blocks_per_chunk(c);
+        let mut w = desc.word.load(Ordering::Acquire);
+        loop {
+            let cw = ChunkWord::unpack(w);
+            if cw.state != CH_ACTIVE || usize::from(cw.class) != c || u32::from(cw.used) >= cap {
+                return None;
+            }
+            let new = ChunkWord {
+                used: cw.used + 1,
+                ..cw
+            };
+            // Acquire on success: pairs with the Release that initialised the bitmap.
+            match desc.word.compare_exchange_weak(
+                w,
+                new.pack(),
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => w = actual,
+            }
+        }
+        // A block is reserved, so a clear bit exists (set bits never exceed `used`).
+        let words = cap.div_ceil(64) as usize;
+        let start = (ChunkWord::unpack(w).used as usize / 64) % words;
+        loop {
+            for k in 0..words {
+                let i = (start + k) % words;
+                let bits = desc.bitmap[i].load(Ordering::Relaxed);
+                if bits == u64::MAX {
+                    continue;
+                }
+                let bit = (!bits).trailing_zeros();
+                // Relaxed is enough: the block's contents are published through the directory
+                // slot, not through this bit; the bit only decides ownership.
+                let prev = desc.bitmap[i].fetch_or(1 << bit, Ordering::Relaxed);
+                if prev & (1 << bit) == 0 {
+                    let block = i as u64 * 64 + u64::from(bit);
+                    let offset =
+                        self.heap_offset + idx as u64 * CHUNK + block * u64::from(CLASSES[c]);
+                    return Some(Allocation {
+                        offset,
+                        capacity: u64::from(CLASSES[c]),
+                    });
+                }
+            }
+            crate::sync::spin_hint();
+        }
+    }
+
+    fn new_chunk(&self, c: usize) -> Option<usize> {
+        let first = self.alloc_chunk_pages()?;
+        let idx = (first / PAGES_PER_CHUNK) as usize;
+        let desc = &self.chunks[idx];
+        let cap = blocks_per_chunk(c) as usize;
+        for (i, word) in desc.bitmap.iter().enumerate() {
+            // Bits past the capacity are permanently set so they can never be claimed.
+            let lo = i * 64;
+            let v = if lo + 64 <= cap {
+                0
+            } else if lo >= cap {
+                u64::MAX
+            } else {
+                u64::MAX << (cap - lo)
+            };
+            word.store(v, Ordering::Relaxed);
+        }
+        desc.next.store(0, Ordering::Relaxed);
+        let old = ChunkWord::unpack(desc.word.load(Ordering::Relaxed));
+        let new = ChunkWord {
+            used: 0,
+            class: c as u8,
+            state: CH_ACTIVE,
+            in_list: false,
+            gen: old.gen.wrapping_add(1),
+        };
+        // Release: publishes the bitmap initialisation to allocators that Acquire the word.
+        desc.word.store(new.pack(), Ordering::Release);
+        Some(idx)
+    }
+
+    fn free_small(&self, c: usize, rel: u64, offset: u64) -> Result<(), AllocError> {
+        let idx = (rel / CHUNK) as usize;
+        let within = rel % CHUNK;
+        let size = u64::from(CLASSES[c]);
+        if within % size != 0
+            || within / size >= u64::from(blocks_per_chunk(c))
+            || idx >= self.chunks.len()
+        {
+            return Err(AllocError::NotAllocated { offset });
+        }
+        let desc = &self.chunks[idx];
+        let cw = ChunkWord::unpack(desc.word.load(Ordering::Acquire));
+        if cw.state == CH_UNUSED || usize::from(cw.class) != c {
+            return Err(AllocError::NotAllocated { offset });
+        }
+        let block = within / size;
+        let (i, bit) = ((block / 64) as usize, block % 64);
+        // Release: orders our last reads of the block (by the deleter) before its reuse.
+        let prev = desc.bitmap[i].fetch_and(!(1 << bit), Ordering::Release);
+        if prev & (1 << bit) == 0 {
+            return Err(AllocError::NotAllocated { offset });
+        }
+        let cap = blocks_per_chunk(c) as u16;
+        let mut w = desc.word.load(Ordering::Relaxed);
+        loop {
+            let cw = ChunkWord::unpack(w);
+            if cw.used == 0 {
+                return Err(AllocError::Corrupt("chunk used count underflow"));
+            }
+            let used = cw.used - 1;
+            let is_hint = self.heads.hints[c].load(Ordering::Relaxed) == idx as u64 + 1;
+            let mut new = ChunkWord { used, ..cw };
+            let mut retire = false;
+            let mut push = false;
+            if used == 0 && !is_hint {
+                if cw.in_list {
+                    new.state = CH_ZOMBIE;
+                } else {
+                    new.state = CH_UNUSED;
+                    new.gen = cw.gen.wrapping_add(1);
+                    retire = true;
+                }
+            } else if cw.used == cap && !cw.in_list {
+                new.in_list = true;
+                push = true;
+            }
+            match desc.word.compare_exchange_weak(
+                w,
+                new.pack(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    if retire {
+                        self.release_pages(idx as u64 * PAGES_PER_CHUNK, PAGES_PER_CHUNK)
+                            .map_err(|_| AllocError::Corrupt("chunk pages were not allocated"))?;
+                    } else if push {
+                        self.push_partial(c, idx);
+                    } else if new.state == CH_ZOMBIE {
+                        self.drain_zombies(c)?;
+                    }
+                    return Ok(());
+                }
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    fn push_partial(&self, c: usize, idx: usize) {
+        let stack = &self.heads.stacks[c];
+        let mut head = stack.load(Ordering::Relaxed);
+        loop {
+            self.chunks[idx]
+                .next
+                .store(head & 0xffff_ffff, Ordering::Relaxed);
+            let new = (head >> 32).wrapping_add(1) << 32 | (idx as u64 + 1);
+            // Release: publishes `next` to the popper that Acquires the head.
+            match stack.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// Pops an active chunk of class `c` (retiring zombies on the way).
+    fn pop_partial(&self, c: usize) -> Result<Option<usize>, AllocError> {
+        let stack = &self.heads.stacks[c];
+        loop {
+            // Acquire: pairs with the Release push; makes the chunk's `next` visible.
+            let head = stack.load(Ordering::Acquire);
+            let top = head & 0xffff_ffff;
+            if top == 0 {
+                return Ok(None);
+            }
+            let idx = (top - 1) as usize;
+            if idx >= self.chunks.len() {
+                return Err(AllocError::Corrupt(
+                    "partial-chunk stack points outside the heap",
+                ));
+            }
+            let next = self.chunks[idx].next.load(Ordering::Relaxed) & 0xffff_ffff;
+            let new = (head >> 32).wrapping_add(1) << 32 | next;
+            if stack
+                .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            // The chunk is ours to take off the list: clear `in_list`, retiring a zombie.
+            let desc = &self.chunks[idx];
+            let mut w = desc.word.load(Ordering::Acquire);
+            loop {
+                let cw = ChunkWord::unpack(w);
+                let (new, retire) = match cw.state {
+                    CH_ZOMBIE => (
+                        ChunkWord {
+                            state: CH_UNUSED,
+                            in_list: false,
+                            gen: cw.gen.wrapping_add(1),
+                            ..cw
+                        },
+                        true,
+                    ),
+                    _ => (
+                        ChunkWord {
+                            in_list: false,
+                            ..cw
+                        },
+                        false,
+                    ),
+                };
+                match desc.word.compare_exchange_weak(
+                    w,
+                    new.pack(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        if retire {
+                            self.release_pages(idx as u64 * PAGES_PER_CHUNK, PAGES_PER_CHUNK)
+                                .map_err(|_| {
+                                    AllocError::Corrupt("chunk pages were not allocated")
+                                })?;
+                        } else if cw.state == CH_ACTIVE && usize::from(cw.class) == c {
+                            return Ok(Some(idx));
+                        }
+                        break;
+                    }
+                    Err(actual) => w = actual,
+                }
+            }
+        }
+    }
+
+    /// Takes every chunk off class `c`'s stack, retiring zombies (`pop_partial` does that), and
+    /// puts the active ones back, so empty chunks return their pages to the heap promptly.
+    fn drain_zombies(&self, c: usize) -> Result<(), AllocError> {
+        let mut active = Vec::new();
+        while let Some(idx) = self.pop_partial(c)? {
+            active.push(idx);
+        }
+        for idx in active {
+            let desc = &self.chunks[idx];
+            let mut w = desc.word.load(Ordering::Acquire);
+            loop {
+                let cw = ChunkWord::unpack(w);
+                if cw.state != CH_ACTIVE || usize::from(cw.class) != c || cw.in_list {
+                    break;
+                }
+                let is_hint = self.heads.hints[c].load(Ordering::Relaxed) == idx as u64 + 1;
+                let retire = cw.used == 0 && !is_hint;
+                let new = if retire {
+                    ChunkWord {
+                        state: CH_UNUSED,
+                        gen: cw.gen.wrapping_add(1),
+                        ..cw
+                    }
+                } else {
+                    ChunkWord {
+                        in_list: true,
+                        ..cw
+                    }
+                };
+                match desc.word.compare_exchange_weak(
+                    w,
+                    new.pack(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        if retire {
+                            self.release_pages(idx as u64 * PAGES_PER_CHUNK, PAGES_PER_CHUNK)
+                                .map_err(|_| {
+                                    AllocError::Corrupt("chunk pages were not allocated")
+                                })?;
+                        } else {
+                            self.push_partial(c, idx);
+                        }
+                        break;
+                    }
+                    Err(actual) => w = actual,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- pages ---------------------------------------------------------------------------
+
+    /// Claims a free, chunk-aligned run of 16 pages (first fit from the bottom).
+    fn alloc_chunk_pages(&self) -> Option<u64> {
+        let words = self.heap_pages.div_ceil(64) as usize;
+        for i in 0..words {
+            let mut w = self.pages[i].load(Ordering::Relaxed);
+            'lanes: for lane in 0..4u64 {
+                let first = i as u64 * 64 + lane * PAGES_PER_CHUNK;
+                if first + PAGES_PER_CHUNK > self.heap_pages {
+                    break;
+                }
+                let mask = 0xffffu64 << (lane * 16);
+                while w & mask == 0 {
+                    // Acquire: pairs with the Release in `release_pages`; the previous user's
+                    // accesses to these pages happen before ours.
+                    match self.pages[i].compare_exchange_weak(
+                        w,
+                        w | mask,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return Some(first),
+                        Err(actual) => w = actual,
+                    }
+                }
+                continue 'lanes;
+            }
+        }
+        None
+    }
+
+    /// Claims `n` contiguous free pages; returns the first page index.
+    fn alloc_pages(&self, n: u64) -> Option<u64> {
+        if n == 0 || n > self.heap_pages {
+            return None;
+        }
+        // Next fit, scanning downward from the cursor, wrapping once.
+        let start = match self.cursor.load(Ordering::Relaxed) {
+            0 => self.heap_pages,
+            c => c.min(self.heap_pages),
+        };
+        for _attempt in 0..64 {
+            let found = self
+                .find_run_down(n, start, 0)
+                .or_else(|| self.find_run_down(n, self.heap_pages, start))?;
+            match self.claim_run(found, n) {
+                Ok(()) => {
+                    self.cursor.store(found, Ordering::Relaxed);
+                    return Some(found);
+                }
+                Err(()) => continue,
+            }
+        }
+        None
+    }
+
+    /// Highest run of `n` clear bits lying within `[floor, top)`.
+    fn find_run_down(&self, n: u64, top: u64, floor: u64) -> Option<u64> {
+        let mut run = 0u64;
+        let mut p = top;
+        while p > floor {
+            // Examine page p - 1.
+            let i = ((p - 1) / 64) as usize;
+            let w = self.pages[i].load(Ordering::Relaxed);
+            let bit = (p - 1) % 64;
+            if bit == 63 && p - 64 >= floor {
+                // A whole word: fast paths.
+                if w == 0 {
+                    run += 64;
+                    p -= 64;
+                    if run >= n {
+                        return Some(p + run - n);
+                    }
+                    continue;
+                }
+                if w == u64::MAX {
+                    run = 0;
+                    p -= 64;
+                    continue;
+                }
+            }
+            if w & (1 << bit) == 0 {
+                run += 1;
+                p -= 1;
+                if run >= n {
+                    return Some(p + run - n);
+                }
+            } else {
+                run = 0;
+                p -= 1;
+            }
+        }
+        None
+    }
+
+    fn run_masks(first: u64, n: u64) -> impl Iterator<Item = (usize, u64)> {
+        let end = first + n;
+        let mut p = first;
+        std::iter::from_fn(move || {
+            if p >= end {
+                return None;
+            }
+            let i = p / 64;
+            let lo = p % 64;
+            let hi = (end - i * 64).min(64);
+            let mask = if hi - lo == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << (hi - lo)) - 1) << lo
+            };
+            p = i * 64 + hi;
+            Some((i as usize, mask))
+        })
+    }
+
+    fn claim_run(&self, first: u64, n: u64) -> Result<(), ()> {
+        let mut claimed: Vec<(usize, u64)> = Vec::new();
+        for (i, mask) in Self::run_masks(first, n) {
+            let mut w = self.pages[i].load(Ordering::Relaxed);
+            loop {
+                if w & mask != 0 {
+                    for (j, m) in claimed {
+                        self.pages[j].fetch_and(!m, Ordering::Release);
+                    }
+                    return Err(());
+                }
+                // Acquire: pairs with the Release in `release_pages` (see alloc_chunk_pages).
+                match self.pages[i].compare_exchange_weak(
+                    w,
+                    w | mask,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(actual) => w = actual,
+                }
+            }
+            claimed.push((i, mask));
+        }
+        Ok(())
+    }
+
+    /// Clears the bits of pages `[first, first + n)`; fails (after clearing what was set) if any
+    /// was not set.
+    fn release_pages(&self, first: u64, n: u64) -> Result<(), ()> {
+        let mut ok = true;
+        for (i, mask) in Self::run_masks(first, n) {
+            // Release: our (and the object's readers', via the directory) accesses to these
+            // pages happen before the next claimer's Acquire.
+            let prev = self.pages[i].fetch_and(!mask, Ordering::Release);
+            ok &= prev & mask == mask;
+        }
+        ok.then_some(()).ok_or(())
+    }
+
+    /// Pages currently marked in use (for statistics and fsck).
+    pub fn pages_in_use(&self) -> u64 {
+        self.pages
+            .iter()
+            .map(|w| u64::from(w.load(Ordering::Relaxed).count_ones()))
+            .sum()
+    }
+
+    /// Per size class: (chunks active, blocks used).
+    pub fn class_usage(&self) -> Vec<(u32, u64, u64)> {
+        let mut v: Vec<(u32, u64, u64)> = CLASSES.iter().map(|&c| (c, 0, 0)).collect();
+        for d in self
+            .chunks
+            .iter()
+            .take((self.heap_pages / PAGES_PER_CHUNK) as usize)
+        {
+            let cw = ChunkWord::unpack(d.word.load(Ordering::Relaxed));
+            if cw.state != CH_UNUSED && usize::from(cw.class) < NUM_CLASSES {
+                v[usize::from(cw.class)].1 += 1;
+                v[usize::from(cw.class)].2 += u64::from(cw.used);
+            }
+        }
+        v
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    struct Heap {
+        pages: Vec<AtomicU64>,
+        chunks: Vec<ChunkDesc>,
+        heads: AllocHeads,
+        cursor: AtomicU64,
+        heap_pages: u64,
+    }
+
+    impl Heap {
+        fn new(bytes: u64) -> Heap {
+            let heap_pages = bytes / PAGE;
+            Heap {
+                pages: (0..heap_pages.div_ceil(64))
+                    .map(|_| AtomicU64::new(0))
+                    .collect(),
+                chunks: (0..heap_pages / PAGES_PER_CHUNK)
+                    .map(|_| ChunkDesc::new_unused())
+                    .collect(),
+                heads: AllocHeads::new(),
+                cursor: AtomicU64::new(0),
+                heap_pages,
+            }
+        }
+        fn alloc(&self) -> Allocator<'_> {
+            Allocator::new(
+                &self.pages,
+                &self.chunks,
+                &self.heads,
+                1 << 20,
+                self.heap_pages,
+                &self.cursor,
+            )
+        }
+    }
+
+    #[test]
+    fn classes_are_cache_line_multiples() {
+        for c in CLASSES {
+            assert_eq!(c % 64, 0);
+        }
+        assert_eq!(class_of(0), Some(0));
+        assert_eq!(class_of(128), Some(0));
+        assert_eq!(class_of(129), Some(1));
+        assert_eq!(class_of(16384), Some(NUM_CLASSES - 1));
+        assert_eq!(class_of(16385), None);
+        assert_eq!(capacity_for(16385), 20480);
+    }
+
+    #[test]
+    fn small_and_large_do_not_overlap_and_free_returns_everything() {
+        let h = Heap::new(64 << 20);
+        let a = h.alloc();
+        let mut live = Vec::new();
+        let sizes = [
+            1u64,
+            100,
+            128,
+            129,
+            1000,
+            4096,
+            5000,
+            16384,
+            16385,
+            100_000,
+            1 << 20,
+        ];
+        for round in 0..20 {
+            for &s in &sizes {
+                let al = a.alloc(s + round).unwrap();
+                assert_eq!(al.offset % 64, 0);
+                assert!(al.capacity >= s + round);
+                live.push((al, s + round));
+            }
+        }
+        let mut spans: Vec<(u64, u64)> = live
+            .iter()
+            .map(|(al, _)| (al.offset, al.offset + al.capacity))
+            .collect();
+        spans.sort();
+        for w in spans.windows(2) {
+            assert!(w[0].1 <= w[1].0, "overlap {:?}", w);
+        }
+        for (al, s) in &live {
+            a.free(al.offset, *s).unwrap();
+        }
+        assert_eq!(a.used_bytes(), 0);
+        assert_eq!(a.allocations(), 0);
+        // Every chunk went back to the page bitmap except the per-class hints.
+        let hinted = h
+            .heads
+            .hints
+            .iter()
+            .filter(|x| x.load(Ordering::Relaxed) != 0)
+            .count() as u64;
+        assert!(a.pages_in_use() <= hinted * PAGES_PER_CHUNK);
+    }
+
+    #[test]
+    fn double_free_is_refused() {
+        let h = Heap::new(4 << 20);
+        let a = h.alloc();
+        let s = a.alloc(300).unwrap();
+        let l = a.alloc(300_000).unwrap();
+        a.free(s.offset, 300).unwrap();
+        assert!(matches!(
+            a.free(s.offset, 300),
+            Err(AllocError::NotAllocated { .. })
+        ));
+        a.free(l.offset, 300_000).unwrap();
+        assert!(matches!(
+            a.free(l.offset, 300_000),
+            Err(AllocError::NotAllocated { .. })
+        ));
+        assert!(a.free(12, 300).is_err());
+        assert!(a.free(u64::MAX - 5, 300).is_err());
+    }
+
+    #[test]
+    fn fills_up_then_reports_full() {
+        let h = Heap::new(2 << 20);
+        let a = h.alloc();
+        let mut n = 0u64;
+        while a.alloc(64 * 1024).is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, 32);
+        assert!(matches!(a.alloc(64 * 1024), Err(AllocError::Full { .. })));
+    }
+
+    #[test]
+    fn concurrent_threads_never_hand_out_the_same_block() {
+        let h = Heap::new(64 << 20);
+        let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let h = &h;
+                let seen = &seen;
+                s.spawn(move || {
+                    let a = h.alloc();
+                    let mut mine = Vec::new();
+                    for i in 0..2000u64 {
+                        let size = [200u64, 3000, 20_000, 700][((i + t) % 4) as usize];
+                        let al = a.alloc(size).unwrap();
+                        assert!(seen.lock().unwrap().insert(al.offset));
+                        mine.push((al, size));
+                        if i % 3 == 0 {
+                            let (al, size) = mine.swap_remove((i as usize * 7) % mine.len());
+                            seen.lock().unwrap().remove(&al.offset);
+                            a.free(al.offset, size).unwrap();
+                        }
+                    }
+                    for (al, size) in mine {
+                        seen.lock().unwrap().remove(&al.offset);
+                        a.free(al.offset, size).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(h.alloc().used_bytes(), 0);
+    }
+}

@@ -1,0 +1,836 @@
+//! [`Client`]: a registered user of the store, with Plasma's object lifecycle.
+//!
+//! Every operation is a handful of atomics on the region: no server, no system call on the hot
+//! path (a get that must wait for a seal sleeps on a futex on this host and polls across hosts).
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::store::allocator::capacity_for;
+use crate::store::clients::{
+    intent, process_start_time, status, ClientEntry, EntryWord, HostIdentity,
+};
+use crate::store::clock::{coarse_unix_ms, unix_ms};
+use crate::store::directory::{flags, state, InsertError, Word, NO_OWNER};
+use crate::store::error::{Result, StoreError};
+use crate::store::nodes::OwnerNode;
+use crate::store::object_id::ObjectId;
+use crate::store::store::Store;
+use crate::store::wait::{wait_word, wake_word, POLL_PERIOD};
+
+/// Where an object came from (Plasma's `ObjectSource`; statistics only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ObjectSource {
+    #[default]
+    CreatedByWorker = 0,
+    RestoredFromStorage = 1,
+    ReceivedFromRemoteRaylet = 2,
+    ErrorStoredByRaylet = 3,
+}
+
+impl ObjectSource {
+    pub fn from_u8(v: u8) -> ObjectSource {
+        match v {
+            1 => ObjectSource::RestoredFromStorage,
+            2 => ObjectSource::ReceivedFromRemoteRaylet,
+            3 => ObjectSource::ErrorStoredByRaylet,
+            _ => ObjectSource::CreatedByWorker,
+        }
+    }
+}
+
+/// Ray's owner address of an object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnerAddress {
+    pub raylet_id: [u8; 28],
+    pub ip: String,
+    pub port: u16,
+    pub worker_id: [u8; 28],
+}
+
+/// What a create records besides the sizes.
+#[derive(Clone, Debug, Default)]
+pub struct CreateInfo {
+    pub owner: OwnerAddress,
+    pub source: ObjectSource,
+    pub is_mutable: bool,
+}
+
+/// What `delete` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    /// In use or not yet sealed: deleted when the last reference goes.
+    Deferred,
+}
+
+/// A raw view of an object: slot handle plus payload location in this process.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Located {
+    pub index: usize,
+    pub word: Word,
+    pub ptr: *mut u8,
+    pub data_size: u64,
+    pub metadata_size: u64,
+}
+
+/// A registered client of a store.
+pub struct Client {
+    store: Arc<Store>,
+    index: usize,
+    word: u64,
+    host_index: u32,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("index", &self.index)
+            .field("epoch", &EntryWord::unpack(self.word).epoch)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Registers a client in the region's client table.
+    ///
+    /// # Errors
+    /// [`StoreError::ClientTableFull`] when every entry is taken.
+    pub fn connect(self: &Arc<Self>, name: &str) -> Result<Client> {
+        let host = HostIdentity::current();
+        let pid = std::process::id();
+        for i in 0..self.max_clients() {
+            let e: &ClientEntry = self.client_entry(i);
+            let cur = e.word.load(Ordering::Relaxed);
+            let w = EntryWord::unpack(cur);
+            if w.status != status::FREE {
+                continue;
+            }
+            let claimed = EntryWord {
+                epoch: w.epoch.wrapping_add(1),
+                status: status::ACTIVE,
+            };
+            // AcqRel: Acquire makes the reaper's clearing of the previous owner's state visible;
+            // Release (with the store below) publishes our fields.
+            if e.word
+                .compare_exchange(cur, claimed.pack(), Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            self.ref_table(i).clear();
+            e.pid.store(u64::from(pid), Ordering::Relaxed);
+            e.start_time
+                .store(process_start_time(pid).unwrap_or(0), Ordering::Relaxed);
+            e.host_hash.store(host.hash(), Ordering::Relaxed);
+            e.host_index.store(0, Ordering::Relaxed);
+            e.intent.store(intent::NONE, Ordering::Relaxed);
+            e.attached_ms.store(unix_ms(), Ordering::Relaxed);
+            e.heartbeat_ms.store(unix_ms(), Ordering::Relaxed);
+            e.set_name(name);
+            // Release: publishes the fields above to readers that Acquire the word.
+            e.word.store(claimed.pack(), Ordering::Release);
+            return Ok(Client {
+                store: Arc::clone(self),
+                index: i,
+                word: claimed.pack(),
+                host_index: 0,
+            });
+        }
+        Err(StoreError::ClientTableFull {
+            capacity: self.max_clients(),
+        })
+    }
+}
+
+impl Client {
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// This client's index in the client table.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn epoch(&self) -> u32 {
+        EntryWord::unpack(self.word).epoch
+    }
+
+    fn entry(&self) -> &ClientEntry {
+        self.store.client_entry(self.index)
+    }
+
+    /// Fails with `Fenced` if the reaper declared this client dead; refreshes the heartbeat.
+    fn check_alive(&self) -> Result<()> {
+        let e = self.entry();
+        if e.word.load(Ordering::Relaxed) != self.word {
+            return Err(StoreError::Fenced {
+                epoch: self.epoch(),
+            });
+        }
+        let now = coarse_unix_ms();
+        if e.heartbeat_ms.load(Ordering::Relaxed) != now {
+            e.heartbeat_ms.store(now, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Refreshes this client's heartbeat (for clients idle longer than the lease).
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] if the client was declared dead.
+    pub fn heartbeat(&self) -> Result<()> {
+        self.check_alive()
+    }
+
+    fn owner_tag(&self) -> u16 {
+        self.index as u16
+    }
+
+    /// Creates an object of `data_size` bytes with `metadata` stored right after the data, and
+    /// returns a writable buffer. The client holds one reference until [`CreateBuffer::seal`] (or
+    /// [`Client::release`] after [`Client::seal`]).
+    ///
+    /// # Errors
+    /// `ObjectExists`, `StoreFull` (nothing is evicted here), `DirectoryFull`, `Fenced`.
+    pub fn create(
+        &self,
+        id: &ObjectId,
+        data_size: u64,
+        metadata: &[u8],
+        info: &CreateInfo,
+    ) -> Result<CreateBuffer<'_>> {
+        let loc = self.create_raw(id, data_size, metadata, info)?;
+        Ok(CreateBuffer {
+            client: self,
+            id: *id,
+            loc,
+            dirty: false,
+            done: false,
+        })
+    }
+
+    pub(crate) fn create_raw(
+        &self,
+        id: &ObjectId,
+        data_size: u64,
+        metadata: &[u8],
+        info: &CreateInfo,
+    ) -> Result<Located> {
+        self.check_alive()?;
+        let metadata_size = metadata.len() as u64;
+        if metadata_size > u64::from(u32::MAX) {
+            return Err(StoreError::Invalid("metadata larger than 4 GiB".into()));
+        }
+        let total = data_size
+            .checked_add(metadata_size)
+            .filter(|t| {
+                *t <= self
+                    .store
+                    .layout()
+                    .section(crate::format::SectionKind::Heap)
+                    .len
+            })
+            .ok_or_else(|| self.full(data_size.saturating_add(metadata_size)))?;
+        let alloc = self
+            .store
+            .allocator()
+            .alloc(total.max(1))
+            .map_err(|_| self.full(total))?;
+        // Record the allocation as our intent before anything else can fail, so the reaper can
+        // free it if we die before the directory slot names it.
+        let e = self.entry();
+        e.intent_offset.store(alloc.offset, Ordering::Relaxed);
+        e.intent_size.store(total.max(1), Ordering::Relaxed);
+        e.intent.store(intent::ALLOCATED, Ordering::Release);
+
+        let owner_node = self.store.nodes().intern(&OwnerNode {
+            raylet_id: info.owner.raylet_id,
+            ip: info.owner.ip.clone(),
+        });
+        let now = unix_ms();
+        let inserted = self.store.directory().insert(id, self.owner_tag(), |s| {
+            s.data_offset.store(alloc.offset, Ordering::Relaxed);
+            s.data_size.store(data_size, Ordering::Relaxed);
+            s.metadata_size
+                .store(metadata_size as u32, Ordering::Relaxed);
+            s.last_access_ms.store(now, Ordering::Relaxed);
+            let obj_flags = u64::from(info.is_mutable);
+            s.created.store(
+                now << 16 | (info.source as u64) << 8 | obj_flags,
+                Ordering::Relaxed,
+            );
+            s.owner_node
+                .store(owner_node.unwrap_or(u32::MAX), Ordering::Relaxed);
+            s.owner_port
+                .store(u32::from(info.owner.port), Ordering::Relaxed);
+            let worker = crate::store::object_id::ObjectId(info.owner.worker_id).words();
+            for (d, w) in s.owner_worker.iter().zip(worker) {
+                d.store(w, Ordering::Relaxed);
+            }
+            s.creator_host.store(self.host_index, Ordering::Relaxed);
+        });
+        let inserted = match inserted {
+            Ok(i) => i,
+            Err(err) => {
+                let _ = self.store.allocator().free(alloc.offset, total.max(1));
+                e.intent.store(intent::NONE, Ordering::Release);
+                return Err(match err {
+                    InsertError::Exists { .. } => StoreError::ObjectExists(*id),
+                    InsertError::Full => StoreError::DirectoryFull {
+                        capacity: self.store.directory().capacity(),
+                    },
+                });
+            }
+        };
+        // The slot names the allocation now; the intent may go.
+        e.intent.store(intent::NONE, Ordering::Release);
+        if let Err(err) = self
+            .store
+            .ref_table(self.index)
+            .add(inserted.index as u32, inserted.word.gen)
+        {
+            let _ = self.abort_slot(inserted.index, inserted.word);
+            return Err(err.into());
+        }
+        let ptr = self.store.payload_ptr(alloc.offset, total)?;
+        if !metadata.is_empty() {
+            // SAFETY: `ptr..ptr+total` is inside this process's payload view (checked by
+            // payload_ptr) and exclusively ours while the object is CREATING; `metadata` is a
+            // distinct, live slice.
+            unsafe {
+                self.store.coherence().memory_copy(
+                    ptr.add(data_size as usize),
+                    metadata.as_ptr(),
+                    metadata.len(),
+                );
+            }
+        }
+        let c = self.store.control();
+        c.objects_created.fetch_add(1, Ordering::Relaxed);
+        c.bytes_created.fetch_add(total, Ordering::Relaxed);
+        Ok(Located {
+            index: inserted.index,
+            word: inserted.word,
+            ptr,
+            data_size,
+            metadata_size,
+        })
+    }
+
+    fn full(&self, requested: u64) -> StoreError {
+        let a = self.store.allocator();
+        StoreError::StoreFull {
+            requested,
+            free: a.heap_bytes().saturating_sub(a.used_bytes()),
+            capacity: a.heap_bytes(),
+        }
+    }
+
+    /// Finds `id` as a committed entry.
+    fn find(&self, id: &ObjectId) -> Result<(usize, Word)> {
+        self.store
+            .directory()
+            .lookup(id)
+            .ok_or(StoreError::ObjectNotFound(*id))
+    }
+
+    /// Seals `id`: from now on it is immutable and visible to every host. In Flush mode the whole
+    /// payload is written back first. Only the creator may seal.
+    ///
+    /// # Errors
+    /// `ObjectNotFound`, `ObjectAlreadySealed`, `NotCreator`, `Fenced`.
+    pub fn seal(&self, id: &ObjectId) -> Result<()> {
+        self.seal_inner(id, true)
+    }
+
+    fn seal_inner(&self, id: &ObjectId, flush: bool) -> Result<()> {
+        self.check_alive()?;
+        let (index, mut w) = self.find(id)?;
+        let dir = self.store.directory();
+        let slot = dir.slot(index);
+        if flush && self.store.coherence_mode() == crate::coherence::CoherenceMode::Flush {
+            let len = slot.data_size.load(Ordering::Relaxed)
+                + u64::from(slot.metadata_size.load(Ordering::Relaxed));
+            let ptr = self
+                .store
+                .payload_ptr(slot.data_offset.load(Ordering::Relaxed), len)?;
+            // SAFETY: the range is inside this process's payload view (checked).
+            unsafe { self.store.coherence().flush(ptr, len as usize) };
+        }
+        loop {
+            match w.state {
+                state::SEALED | state::DELETING => {
+                    return Err(StoreError::ObjectAlreadySealed(*id))
+                }
+                state::CREATING | state::PENDING => {}
+                _ => return Err(StoreError::ObjectNotFound(*id)),
+            }
+            if w.owner != self.owner_tag() {
+                return Err(StoreError::NotCreator(*id));
+            }
+            let sealed = Word {
+                state: state::SEALED,
+                flags: w.flags & !flags::WAITERS,
+                ..w
+            };
+            // AcqRel (cas_word): the Release half publishes the payload (written, and flushed in
+            // Flush mode, before this point) to every getter that Acquires SEALED.
+            match slot.cas_word(w, sealed) {
+                Ok(()) => {
+                    if w.flags & flags::WAITERS != 0 {
+                        wake_word(&slot.word);
+                    }
+                    self.store
+                        .control()
+                        .objects_sealed
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(actual) if actual.gen == w.gen => w = actual,
+                Err(_) => return Err(StoreError::ObjectNotFound(*id)),
+            }
+        }
+    }
+
+    /// Aborts an unsealed object this client created: afterwards it is as if it never existed.
+    ///
+    /// # Errors
+    /// `ObjectNotFound`, `ObjectAlreadySealed`, `NotCreator`, `Fenced`.
+    pub fn abort(&self, id: &ObjectId) -> Result<()> {
+        self.check_alive()?;
+        let (index, w) = self.find(id)?;
+        match w.state {
+            state::SEALED | state::DELETING => return Err(StoreError::ObjectAlreadySealed(*id)),
+            _ if w.owner != self.owner_tag() => return Err(StoreError::NotCreator(*id)),
+            _ => {}
+        }
+        self.abort_slot(index, w)
+    }
+
+    fn abort_slot(&self, index: usize, mut w: Word) -> Result<()> {
+        let slot = self.store.directory().slot(index);
+        loop {
+            let deleting = Word {
+                state: state::DELETING,
+                flags: 0,
+                ..w
+            };
+            match slot.cas_word(w, deleting) {
+                Ok(()) => {
+                    let refs = self.store.ref_table(self.index);
+                    while refs.remove(index as u32, w.gen).is_some_and(|c| c > 0) {}
+                    self.store
+                        .control()
+                        .objects_aborted
+                        .fetch_add(1, Ordering::Relaxed);
+                    return self.store.finish_delete(index, deleting);
+                }
+                Err(actual) if actual.gen == w.gen && actual.state == state::CREATING => w = actual,
+                Err(_) => {
+                    return Err(StoreError::Corrupt(
+                        "object changed while being aborted".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Gets `id`, waiting up to `timeout` for it to be created and sealed (`None` waits forever,
+    /// zero returns at once). `Ok(None)` means it is not there (yet): Plasma's empty entry.
+    ///
+    /// # Errors
+    /// `Fenced`; `References` if this client holds too many objects.
+    pub fn get(&self, id: &ObjectId, timeout: Option<Duration>) -> Result<Option<ObjectRef<'_>>> {
+        Ok(self.get_raw(id, timeout)?.map(|loc| ObjectRef {
+            client: self,
+            id: *id,
+            loc,
+        }))
+    }
+
+    pub(crate) fn get_raw(
+        &self,
+        id: &ObjectId,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Located>> {
+        self.check_alive()?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let dir = self.store.directory();
+        let mut backoff = 0u32;
+        loop {
+            let found = dir.lookup(id);
+            if let Some((index, w)) = found {
+                let slot = dir.slot(index);
+                match w.state {
+                    state::SEALED => {
+                        if let Some(loc) = self.try_acquire(index, w)? {
+                            return Ok(Some(loc));
+                        }
+                        crate::sync::spin_hint();
+                        continue;
+                    }
+                    state::DELETING => {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    _ => {
+                        // CREATING (or a PENDING winner): wait for the seal.
+                        let Some(left) = remaining(deadline) else {
+                            return Ok(None);
+                        };
+                        let cur = slot.load_word();
+                        if cur.gen != w.gen || cur.state == state::SEALED {
+                            continue;
+                        }
+                        let waiting = Word {
+                            flags: cur.flags | flags::WAITERS,
+                            ..cur
+                        };
+                        if cur.flags & flags::WAITERS == 0 && slot.cas_word(cur, waiting).is_err() {
+                            continue;
+                        }
+                        wait_word(
+                            &slot.word,
+                            waiting.pack() as u32,
+                            left.min(POLL_PERIOD * 10),
+                        );
+                        continue;
+                    }
+                }
+            }
+            // Not created yet: poll with a growing pause (a futex needs a word to sleep on).
+            let Some(left) = remaining(deadline) else {
+                return Ok(None);
+            };
+            backoff = (backoff + 1).min(20);
+            if backoff < 8 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(left.min(Duration::from_micros(50 << (backoff - 8).min(5))));
+            }
+            self.check_alive()?;
+        }
+    }
+
+    /// Takes a reference on a sealed slot (the getter half of the Dekker pair with deletion).
+    fn try_acquire(&self, index: usize, w: Word) -> Result<Option<Located>> {
+        let refs = self.store.ref_table(self.index);
+        refs.add(index as u32, w.gen)?;
+        // SeqCst fence: first half of the Dekker pair with `try_delete` (refs module docs).
+        fence(Ordering::SeqCst);
+        let slot = self.store.directory().slot(index);
+        let now = slot.load_word();
+        if now.gen != w.gen || now.state != state::SEALED {
+            self.drop_ref(index, w.gen);
+            return Ok(None);
+        }
+        let data_size = slot.data_size.load(Ordering::Relaxed);
+        let metadata_size = u64::from(slot.metadata_size.load(Ordering::Relaxed));
+        let offset = slot.data_offset.load(Ordering::Relaxed);
+        let ptr = match self.store.payload_ptr(offset, data_size + metadata_size) {
+            Ok(p) => p,
+            Err(e) => {
+                self.drop_ref(index, w.gen);
+                return Err(e);
+            }
+        };
+        let stamp = coarse_unix_ms();
+        if slot.last_access_ms.load(Ordering::Relaxed) != stamp {
+            slot.last_access_ms.store(stamp, Ordering::Relaxed);
+        }
+        if self.store.coherence_mode() == crate::coherence::CoherenceMode::Flush {
+            // SAFETY: the range is inside this process's payload view (checked); sealed objects
+            // are immutable, so discarding cached lines loses nothing.
+            unsafe {
+                self.store
+                    .coherence()
+                    .invalidate(ptr, (data_size + metadata_size) as usize)
+            };
+        }
+        Ok(Some(Located {
+            index,
+            word: now,
+            ptr,
+            data_size,
+            metadata_size,
+        }))
+    }
+
+    /// Drops one reference of ours; the last one completes a pending delete.
+    fn drop_ref(&self, index: usize, gen: u32) -> Option<u16> {
+        let left = self.store.ref_table(self.index).remove(index as u32, gen)?;
+        if left == 0 {
+            // SeqCst fence: pairs with the fence in `try_delete` after it marks delete-pending.
+            fence(Ordering::SeqCst);
+            let w = self.store.directory().slot(index).load_word();
+            if w.gen == gen && w.state == state::SEALED && w.flags & flags::DELETE_PENDING != 0 {
+                let _ = self.store.try_delete(index, w);
+            }
+        }
+        Some(left)
+    }
+
+    /// Releases one reference to `id` taken by `get` or `create`.
+    ///
+    /// # Errors
+    /// `ObjectNotFound` if this client holds no reference to it.
+    pub fn release(&self, id: &ObjectId) -> Result<()> {
+        self.check_alive()?;
+        let (index, w) = self.find(id)?;
+        self.drop_ref(index, w.gen)
+            .map(|_| ())
+            .ok_or(StoreError::ObjectNotFound(*id))
+    }
+
+    /// Whether `id` exists and is sealed.
+    pub fn contains(&self, id: &ObjectId) -> Result<bool> {
+        self.check_alive()?;
+        Ok(self
+            .store
+            .directory()
+            .lookup(id)
+            .is_some_and(|(_, w)| w.state == state::SEALED))
+    }
+
+    /// Deletes `id` now if it is sealed and unused, else marks it to be deleted when the last
+    /// reference goes (Plasma's deferred deletion).
+    ///
+    /// # Errors
+    /// `ObjectNotFound`.
+    pub fn delete(&self, id: &ObjectId) -> Result<DeleteOutcome> {
+        self.check_alive()?;
+        let dir = self.store.directory();
+        loop {
+            let (index, w) = self.find(id)?;
+            match w.state {
+                state::SEALED => {
+                    return Ok(if self.store.try_delete(index, w)? {
+                        DeleteOutcome::Deleted
+                    } else {
+                        DeleteOutcome::Deferred
+                    })
+                }
+                state::DELETING => return Ok(DeleteOutcome::Deleted),
+                _ => {
+                    let marked = Word {
+                        flags: w.flags | flags::DELETE_PENDING,
+                        ..w
+                    };
+                    if dir.slot(index).cas_word(w, marked).is_ok() {
+                        return Ok(DeleteOutcome::Deferred);
+                    }
+                }
+            }
+        }
+    }
+
+    /// References this client holds on `id`.
+    pub fn held(&self, id: &ObjectId) -> u32 {
+        match self.store.directory().lookup(id) {
+            Some((i, w)) => u32::from(self.store.ref_table(self.index).count(i as u32, w.gen)),
+            None => 0,
+        }
+    }
+
+    /// Releases everything this client holds, aborts its unsealed objects, and frees its entry.
+    pub fn disconnect(self) {
+        drop(self)
+    }
+
+    fn disconnect_inner(&mut self) {
+        if self.entry().word.load(Ordering::Relaxed) != self.word {
+            return; // fenced: the reaper owns our state now
+        }
+        let dir = self.store.directory();
+        for (index, s) in dir.slots().iter().enumerate() {
+            let w = s.load_word();
+            if w.owner == self.owner_tag() && matches!(w.state, state::CREATING | state::PENDING) {
+                let _ = self.abort_slot(index, w);
+            }
+        }
+        for (slot, g16, count) in self.store.ref_table(self.index).held() {
+            if let Some(w) = self.store.entry_names_slot(slot as usize, g16) {
+                for _ in 0..count {
+                    self.drop_ref(slot as usize, w.gen);
+                }
+            }
+        }
+        self.store.ref_table(self.index).clear();
+        let e = self.entry();
+        e.intent.store(intent::NONE, Ordering::Relaxed);
+        let free = EntryWord {
+            epoch: EntryWord::unpack(self.word).epoch,
+            status: status::FREE,
+        };
+        // Release: our table clearing happens before the entry can be claimed again.
+        let _ =
+            e.word
+                .compare_exchange(self.word, free.pack(), Ordering::Release, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.disconnect_inner();
+    }
+}
+
+fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    match deadline {
+        None => Some(Duration::from_secs(3600)),
+        Some(d) => d
+            .checked_duration_since(Instant::now())
+            .filter(|r| !r.is_zero()),
+    }
+}
+
+/// A writable, unsealed object. Dropping it unsealed aborts the object.
+pub struct CreateBuffer<'c> {
+    client: &'c Client,
+    id: ObjectId,
+    loc: Located,
+    /// Written through `data_mut` (needs a flush at seal in Flush mode).
+    dirty: bool,
+    done: bool,
+}
+
+impl<'c> CreateBuffer<'c> {
+    pub fn id(&self) -> &ObjectId {
+        &self.id
+    }
+
+    pub fn len(&self) -> usize {
+        self.loc.data_size as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.loc.data_size == 0
+    }
+
+    /// The payload, writable in place. In Flush mode the whole object is flushed at seal.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        self.dirty = true;
+        // SAFETY: the payload range was bounds-checked at create and is exclusively ours while the
+        // object is CREATING (nobody else reads it before the seal); `&mut self` prevents aliasing.
+        unsafe { std::slice::from_raw_parts_mut(self.loc.ptr, self.loc.data_size as usize) }
+    }
+
+    /// Copies `src` into the payload at `offset` with `memory_copy` (already visible to other
+    /// hosts in Flush mode: no flush needed at seal for these bytes).
+    ///
+    /// # Errors
+    /// `Invalid` if the range is outside the object's data.
+    pub fn write_at(&mut self, offset: usize, src: &[u8]) -> Result<()> {
+        let end = offset
+            .checked_add(src.len())
+            .filter(|e| *e as u64 <= self.loc.data_size);
+        if end.is_none() {
+            return Err(StoreError::Invalid(format!(
+                "write of {} bytes at {offset} exceeds object size {}",
+                src.len(),
+                self.loc.data_size
+            )));
+        }
+        // SAFETY: bounds checked above; exclusively ours while CREATING; `src` is a distinct slice.
+        unsafe {
+            self.client.store.coherence().memory_copy(
+                self.loc.ptr.add(offset),
+                src.as_ptr(),
+                src.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Seals the object and drops the creator's reference.
+    ///
+    /// # Errors
+    /// As [`Client::seal`].
+    pub fn seal(mut self) -> Result<()> {
+        self.done = true;
+        self.client.seal_inner(&self.id, self.dirty)?;
+        self.client.drop_ref(self.loc.index, self.loc.word.gen);
+        Ok(())
+    }
+
+    /// Aborts the object.
+    ///
+    /// # Errors
+    /// As [`Client::abort`].
+    pub fn abort(mut self) -> Result<()> {
+        self.done = true;
+        self.client.abort(&self.id)
+    }
+
+    /// Region offset of the payload.
+    pub fn offset(&self) -> u64 {
+        self.client
+            .store
+            .directory()
+            .slot(self.loc.index)
+            .data_offset
+            .load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for CreateBuffer<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.client.abort(&self.id);
+        }
+    }
+}
+
+/// A sealed object held by this client: its bytes in this process's mapping, zero copy.
+/// Dropping it releases the reference.
+pub struct ObjectRef<'c> {
+    client: &'c Client,
+    id: ObjectId,
+    loc: Located,
+}
+
+impl ObjectRef<'_> {
+    pub fn id(&self) -> &ObjectId {
+        &self.id
+    }
+
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: bounds-checked at get; the object is sealed (immutable) and cannot be freed
+        // while our reference (dropped only in `Drop`) is recorded.
+        unsafe { std::slice::from_raw_parts(self.loc.ptr, self.loc.data_size as usize) }
+    }
+
+    pub fn metadata(&self) -> &[u8] {
+        // SAFETY: as in `data`; metadata follows the data in the same allocation.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.loc.ptr.add(self.loc.data_size as usize),
+                self.loc.metadata_size as usize,
+            )
+        }
+    }
+
+    /// Address of the data in this process (what `is_global()` promises: the caller's own
+    /// mapping of the shared region).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.loc.ptr
+    }
+
+    /// Bytes the allocation reserves.
+    pub fn capacity(&self) -> u64 {
+        capacity_for(self.loc.data_size + self.loc.metadata_size)
+    }
+}
+
+impl Drop for ObjectRef<'_> {
+    fn drop(&mut self) {
+        self.client.drop_ref(self.loc.index, self.loc.word.gen);
+    }
+}
+
+#[allow(dead_code)]
+const _: u16 = NO_OWNER;

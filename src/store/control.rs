@@ -1,0 +1,32 @@
+//! The control block: region-wide mutable state that is not per object — allocator heads, the
+//! leader lease, and counters.
+
+use crate::store::allocator::AllocHeads;
+use crate::sync::AtomicU64;
+
+/// The control block, at the start of the control section (4 KiB).
+#[repr(C)]
+pub struct ControlBlock {
+    pub alloc: AllocHeads,
+    /// `epoch:32 | client index + 1:32` of the server holding the leader lease (0 = none).
+    pub leader: AtomicU64,
+    /// Wall-clock ms until which the leader's lease is valid.
+    pub leader_lease_until_ms: AtomicU64,
+    /// Monotonic counters.
+    pub objects_created: AtomicU64,
+    pub objects_sealed: AtomicU64,
+    pub objects_deleted: AtomicU64,
+    pub objects_evicted: AtomicU64,
+    pub objects_aborted: AtomicU64,
+    pub clients_reaped: AtomicU64,
+    pub bytes_created: AtomicU64,
+    pub _reserved: [AtomicU64; 55],
+}
+
+#[cfg(not(loom))]
+static_assertions::const_assert!(
+    std::mem::size_of::<ControlBlock>() as u64 <= crate::format::layout::CONTROL_SIZE
+);
+// SAFETY: repr(C), integer atomics only, every bit pattern valid, no pointers.
+#[cfg(not(loom))]
+unsafe impl crate::shm::RegionSafe for ControlBlock {}

@@ -1,0 +1,54 @@
+//! Errors of the store core. The interface layer maps them onto Ray's status codes.
+
+use crate::format::FormatError;
+use crate::region::RegionError;
+use crate::store::object_id::ObjectId;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {0} already exists")]
+    ObjectExists(ObjectId),
+    #[error("object {0} not found")]
+    ObjectNotFound(ObjectId),
+    #[error("object {0} is already sealed")]
+    ObjectAlreadySealed(ObjectId),
+    #[error("object {0} is not sealed")]
+    ObjectNotSealed(ObjectId),
+    #[error("object {0} was created by another client; only its creator may seal or abort it")]
+    NotCreator(ObjectId),
+    #[error("object {id} is in use by this client ({count} references); release it first")]
+    InUse { id: ObjectId, count: u32 },
+    #[error("store full: no room for {requested} bytes ({free} of {capacity} bytes free)")]
+    StoreFull {
+        requested: u64,
+        free: u64,
+        capacity: u64,
+    },
+    #[error("object directory full ({capacity} slots); increase dir_capacity at format time")]
+    DirectoryFull { capacity: usize },
+    #[error("client table full ({capacity} clients)")]
+    ClientTableFull { capacity: usize },
+    #[error("{0}")]
+    References(#[from] crate::store::refs::RefError),
+    #[error("timed out")]
+    TimedOut,
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("this client was declared dead by the reaper (epoch {epoch}) and must reconnect")]
+    Fenced { epoch: u32 },
+    #[error("region metadata is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Region(#[from] RegionError),
+}
+
+impl From<crate::store::allocator::AllocError> for StoreError {
+    fn from(e: crate::store::allocator::AllocError) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

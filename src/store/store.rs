@@ -1,0 +1,445 @@
+//! [`Store`]: one process's validated attachment to a formatted region.
+
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::coherence::{Coherence, CoherenceMode};
+use crate::format::{self, FormatOptions, Layout, SectionKind, Superblock};
+use crate::region::Region;
+use crate::shm::view_slice;
+use crate::store::allocator::{AllocHeads, Allocator, ChunkDesc};
+use crate::store::clients::{status, ClientEntry, EntryWord};
+use crate::store::control::ControlBlock;
+use crate::store::directory::{flags, state, Directory, Slot, Word};
+use crate::store::error::{Result, StoreError};
+use crate::store::nodes::{NodeEntry, NodeTable};
+use crate::store::object_id::ObjectId;
+use crate::store::refs::{gen_matches, RefTable};
+
+/// One process's attachment to a region: validated views of every section.
+pub struct Store {
+    region: Region,
+    superblock: Superblock,
+    layout: Layout,
+    coherence: Coherence,
+    /// Where this process reads and writes payloads (the region, or a private emulated view).
+    payload_base: *mut u8,
+    slots: *const Slot,
+    clients: *const ClientEntry,
+    refs: *const AtomicU64,
+    nodes: *const NodeEntry,
+    pages: *const AtomicU64,
+    chunks: *const ChunkDesc,
+    control: *const ControlBlock,
+    large_cursor: AtomicU64,
+}
+
+// SAFETY: the raw pointers point into `region`'s shared mapping, which `Store` owns and which lives
+// as long as the `Store`; everything they point to is `RegionSafe` (atomics only), so sharing
+// across threads is as safe as sharing `&[AtomicU64]`.
+unsafe impl Send for Store {}
+// SAFETY: as above.
+unsafe impl Sync for Store {}
+
+/// What `stat` reports.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub uuid: String,
+    pub coherence: String,
+    pub region_bytes: u64,
+    pub heap_bytes: u64,
+    pub used_bytes: u64,
+    pub allocations: u64,
+    pub dir_capacity: u64,
+    pub objects_by_state: [u64; 6],
+    pub clients_active: u64,
+    pub max_clients: u64,
+    pub objects_created: u64,
+    pub objects_sealed: u64,
+    pub objects_deleted: u64,
+    pub objects_evicted: u64,
+    pub objects_aborted: u64,
+    pub clients_reaped: u64,
+    pub metadata_ratio: f64,
+    /// Per size class: (block size, chunks, blocks used).
+    pub classes: Vec<(u32, u64, u64)>,
+}
+
+/// One object, as `ls` shows it.
+#[derive(Clone, Debug)]
+pub struct ObjectSummary {
+    pub id: ObjectId,
+    pub index: usize,
+    pub gen: u32,
+    pub state: u8,
+    pub data_size: u64,
+    pub metadata_size: u64,
+    pub offset: u64,
+    pub refcount: u32,
+    pub creator: u16,
+    pub creator_host: u32,
+    pub delete_pending: bool,
+    pub last_access_ms: u64,
+}
+
+/// One client, as `clients` shows it.
+#[derive(Clone, Debug)]
+pub struct ClientSummary {
+    pub index: usize,
+    pub epoch: u32,
+    pub status: u8,
+    pub pid: u32,
+    pub name: String,
+    pub host_hash: u64,
+    pub heartbeat_ms: u64,
+    pub references: usize,
+}
+
+impl Store {
+    /// Formats `region` and attaches to it.
+    ///
+    /// # Errors
+    /// As [`format::format`], then [`Store::attach`].
+    pub fn format(region: Region, opts: &FormatOptions) -> Result<Arc<Store>> {
+        format::format(&region, opts)?;
+        Store::attach(region)
+    }
+
+    /// Attaches to a formatted region, using the coherence mode it was formatted with.
+    ///
+    /// # Errors
+    /// Any [`format::FormatError`] from validation.
+    pub fn attach(region: Region) -> Result<Arc<Store>> {
+        let (sb, _) = format::attach(&region)?;
+        let coherence = Coherence::new(sb.coherence_mode()?);
+        Store::attach_with(region, coherence)
+    }
+
+    /// Attaches with an explicit coherence implementation (e.g. an emulated host).
+    ///
+    /// # Errors
+    /// Any [`format::FormatError`] from validation; a coherence mode other than the region's.
+    pub fn attach_with(region: Region, coherence: Coherence) -> Result<Arc<Store>> {
+        let (superblock, layout) = format::attach(&region)?;
+        if coherence.mode() != superblock.coherence_mode()? {
+            return Err(StoreError::Invalid(format!(
+                "region was formatted for {} coherence, not {}",
+                superblock.coherence_mode()?,
+                coherence.mode()
+            )));
+        }
+        let g = layout.geometry;
+        let sec = |k: SectionKind| layout.section(k).offset as usize;
+        // Validate every view once, here; accessors rely on it.
+        let slots = view_slice::<Slot>(
+            &region,
+            sec(SectionKind::Directory),
+            g.dir_capacity as usize,
+        )?
+        .as_ptr();
+        let clients =
+            view_slice::<ClientEntry>(&region, sec(SectionKind::Clients), g.max_clients as usize)?
+                .as_ptr();
+        let nrefs = g.max_clients as usize * g.refs_per_client as usize;
+        let refs = view_slice::<AtomicU64>(&region, sec(SectionKind::ClientRefs), nrefs)?.as_ptr();
+        let nodes =
+            view_slice::<NodeEntry>(&region, sec(SectionKind::Nodes), g.node_capacity as usize)?
+                .as_ptr();
+        let pages = view_slice::<AtomicU64>(
+            &region,
+            sec(SectionKind::PageBitmap),
+            g.heap_pages.div_ceil(64) as usize,
+        )?
+        .as_ptr();
+        let nchunks =
+            (g.heap_pages * format::layout::PAGE_SIZE / format::layout::CHUNK_SIZE) as usize;
+        let chunks = view_slice::<ChunkDesc>(&region, sec(SectionKind::Chunks), nchunks)?.as_ptr();
+        let control = crate::shm::view::<ControlBlock>(&region, sec(SectionKind::Control))?
+            as *const ControlBlock;
+        let payload_base = coherence.payload_base(region.as_ptr());
+        Ok(Arc::new(Store {
+            region,
+            superblock,
+            layout,
+            coherence,
+            payload_base,
+            slots,
+            clients,
+            refs,
+            nodes,
+            pages,
+            chunks,
+            control,
+            large_cursor: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.superblock
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn coherence(&self) -> &Coherence {
+        &self.coherence
+    }
+
+    pub fn coherence_mode(&self) -> CoherenceMode {
+        self.coherence.mode()
+    }
+
+    pub(crate) fn directory(&self) -> Directory<'_> {
+        // SAFETY: validated in `attach_with` (in bounds, aligned, `RegionSafe`); the mapping lives
+        // as long as `self`.
+        Directory::new(unsafe {
+            std::slice::from_raw_parts(self.slots, self.layout.geometry.dir_capacity as usize)
+        })
+    }
+
+    pub(crate) fn allocator(&self) -> Allocator<'_> {
+        let g = &self.layout.geometry;
+        let nchunks =
+            (g.heap_pages * format::layout::PAGE_SIZE / format::layout::CHUNK_SIZE) as usize;
+        // SAFETY: validated in `attach_with`; the mapping lives as long as `self`.
+        let (pages, chunks) = unsafe {
+            (
+                std::slice::from_raw_parts(self.pages, g.heap_pages.div_ceil(64) as usize),
+                std::slice::from_raw_parts(self.chunks, nchunks),
+            )
+        };
+        Allocator::new(
+            pages,
+            chunks,
+            self.alloc_heads(),
+            self.layout.section(SectionKind::Heap).offset,
+            g.heap_pages,
+            &self.large_cursor,
+        )
+    }
+
+    fn alloc_heads(&self) -> &AllocHeads {
+        &self.control().alloc
+    }
+
+    pub(crate) fn control(&self) -> &ControlBlock {
+        // SAFETY: validated in `attach_with`; the mapping lives as long as `self`.
+        unsafe { &*self.control }
+    }
+
+    pub fn max_clients(&self) -> usize {
+        self.layout.geometry.max_clients as usize
+    }
+
+    pub(crate) fn client_entry(&self, index: usize) -> &ClientEntry {
+        assert!(index < self.max_clients());
+        // SAFETY: index checked above; table validated in `attach_with`.
+        unsafe { &*self.clients.add(index) }
+    }
+
+    pub(crate) fn ref_table(&self, index: usize) -> RefTable<'_> {
+        assert!(index < self.max_clients());
+        let per = self.layout.geometry.refs_per_client as usize;
+        // SAFETY: index checked above; the table of `max_clients * per` words was validated.
+        RefTable::new(unsafe { std::slice::from_raw_parts(self.refs.add(index * per), per) })
+    }
+
+    pub(crate) fn nodes(&self) -> NodeTable<'_> {
+        // SAFETY: validated in `attach_with`; the mapping lives as long as `self`.
+        NodeTable::new(unsafe {
+            std::slice::from_raw_parts(self.nodes, self.layout.geometry.node_capacity as usize)
+        })
+    }
+
+    /// Pointer to `len` payload bytes at region offset `offset`, in this process's payload view.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the range is not inside the heap (a bad offset read from the
+    /// region never becomes an address outside it).
+    pub(crate) fn payload_ptr(&self, offset: u64, len: u64) -> Result<*mut u8> {
+        let heap = self.layout.section(SectionKind::Heap);
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| StoreError::Corrupt("payload range overflows".into()))?;
+        if offset < heap.offset || end > heap.end() {
+            return Err(StoreError::Corrupt(format!(
+                "payload {offset:#x}+{len:#x} is outside the heap"
+            )));
+        }
+        // SAFETY: offset..end lies inside the heap section, which lies inside the mapping (or the
+        // emulated view of the same length).
+        Ok(unsafe { self.payload_base.add(offset as usize) })
+    }
+
+    /// References held on `(index, gen)` by all live clients.
+    pub fn refcount(&self, index: usize, gen: u32) -> u32 {
+        (0..self.max_clients())
+            .filter(|&c| self.client_entry(c).load_word().status != status::FREE)
+            .map(|c| u32::from(self.ref_table(c).count(index as u32, gen)))
+            .sum()
+    }
+
+    /// Deletes the sealed object in slot `index` (state word `w`) unless someone references it,
+    /// in which case it is marked delete-pending and deleted by the last release.
+    pub(crate) fn try_delete(&self, index: usize, mut w: Word) -> Result<bool> {
+        let dir = self.directory();
+        let slot = dir.slot(index);
+        loop {
+            if w.state != state::SEALED {
+                return Ok(false);
+            }
+            let deleting = Word {
+                state: state::DELETING,
+                flags: w.flags & !flags::WAITERS,
+                ..w
+            };
+            if let Err(actual) = slot.cas_word(w, deleting) {
+                if actual.gen != w.gen {
+                    return Ok(false);
+                }
+                w = actual;
+                continue;
+            }
+            // SeqCst fence: second half of the Dekker pair with getters (refs module docs).
+            fence(Ordering::SeqCst);
+            if self.refcount(index, w.gen) == 0 {
+                self.finish_delete(index, deleting)?;
+                self.control()
+                    .objects_deleted
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(true);
+            }
+            // In use: back to SEALED, delete-pending. Then look again, in case the last
+            // reference went while we held DELETING (that releaser saw DELETING, not our flag).
+            let pending = Word {
+                state: state::SEALED,
+                flags: deleting.flags | flags::DELETE_PENDING,
+                ..deleting
+            };
+            slot.store_word(pending);
+            fence(Ordering::SeqCst);
+            if self.refcount(index, w.gen) > 0 {
+                return Ok(false);
+            }
+            w = slot.load_word();
+            if w.gen != pending.gen || w.flags & flags::DELETE_PENDING == 0 {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Frees the allocation of a slot we hold in `DELETING`, then the slot.
+    pub(crate) fn finish_delete(&self, index: usize, w: Word) -> Result<()> {
+        let dir = self.directory();
+        let slot = dir.slot(index);
+        let offset = slot.data_offset.load(Ordering::Relaxed);
+        let size = slot.data_size.load(Ordering::Relaxed)
+            + u64::from(slot.metadata_size.load(Ordering::Relaxed));
+        let freed = self.allocator().free(offset, size.max(1));
+        dir.free_slot(index, w);
+        crate::store::wait::wake_word(&slot.word);
+        freed.map_err(StoreError::from)
+    }
+
+    /// Statistics, from one pass over the directory and client table.
+    pub fn stats(&self) -> Stats {
+        let dir = self.directory();
+        let mut by_state = [0u64; 6];
+        for s in dir.slots() {
+            let w = s.load_word();
+            if (w.state as usize) < by_state.len() {
+                by_state[w.state as usize] += 1;
+            }
+        }
+        let alloc = self.allocator();
+        let c = self.control();
+        Stats {
+            uuid: self.superblock.uuid_string(),
+            coherence: self.coherence_mode().to_string(),
+            region_bytes: self.layout.total_size,
+            heap_bytes: alloc.heap_bytes(),
+            used_bytes: alloc.used_bytes(),
+            allocations: alloc.allocations(),
+            dir_capacity: dir.capacity() as u64,
+            objects_by_state: by_state,
+            clients_active: (0..self.max_clients())
+                .filter(|&i| self.client_entry(i).load_word().status == status::ACTIVE)
+                .count() as u64,
+            max_clients: self.max_clients() as u64,
+            objects_created: c.objects_created.load(Ordering::Relaxed),
+            objects_sealed: c.objects_sealed.load(Ordering::Relaxed),
+            objects_deleted: c.objects_deleted.load(Ordering::Relaxed),
+            objects_evicted: c.objects_evicted.load(Ordering::Relaxed),
+            objects_aborted: c.objects_aborted.load(Ordering::Relaxed),
+            clients_reaped: c.clients_reaped.load(Ordering::Relaxed),
+            metadata_ratio: self.layout.metadata_ratio(),
+            classes: alloc.class_usage(),
+        }
+    }
+
+    /// Every committed object.
+    pub fn list(&self) -> Vec<ObjectSummary> {
+        let dir = self.directory();
+        let mut out = Vec::new();
+        for (index, s) in dir.slots().iter().enumerate() {
+            let w = s.load_word();
+            let committed = w.is_committed_state() || dir.is_pending_winner(index);
+            if !committed {
+                continue;
+            }
+            let Some(id) = s.read_id_validated(w) else {
+                continue;
+            };
+            out.push(ObjectSummary {
+                id,
+                index,
+                gen: w.gen,
+                state: if w.state == state::PENDING {
+                    state::CREATING
+                } else {
+                    w.state
+                },
+                data_size: s.data_size.load(Ordering::Relaxed),
+                metadata_size: u64::from(s.metadata_size.load(Ordering::Relaxed)),
+                offset: s.data_offset.load(Ordering::Relaxed),
+                refcount: self.refcount(index, w.gen),
+                creator: w.owner,
+                creator_host: s.creator_host.load(Ordering::Relaxed),
+                delete_pending: w.flags & flags::DELETE_PENDING != 0,
+                last_access_ms: s.last_access_ms.load(Ordering::Relaxed),
+            });
+        }
+        out
+    }
+
+    /// Every registered client.
+    pub fn clients(&self) -> Vec<ClientSummary> {
+        (0..self.max_clients())
+            .filter_map(|i| {
+                let e = self.client_entry(i);
+                let w: EntryWord = e.load_word();
+                (w.status != status::FREE).then(|| ClientSummary {
+                    index: i,
+                    epoch: w.epoch,
+                    status: w.status,
+                    pid: e.pid.load(Ordering::Relaxed) as u32,
+                    name: e.name(),
+                    host_hash: e.host_hash.load(Ordering::Relaxed),
+                    heartbeat_ms: e.heartbeat_ms.load(Ordering::Relaxed),
+                    references: self.ref_table(i).held().len(),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the ref entry generation `g16` held by some client names slot `index`'s object.
+    pub(crate) fn entry_names_slot(&self, index: usize, g16: u16) -> Option<Word> {
+        let w = self.directory().slot(index).load_word();
+        gen_matches(g16, w.gen).then_some(w)
+    }
+}
