@@ -1,65 +1,123 @@
-//! STUB — being replaced by the full region module (device DAX, hugetlbfs, file, memfd).
-//! The API below is the contract the rest of the crate uses.
-use std::path::PathBuf;
+//! The region: one contiguous range of shared memory that every process of the store (and, on
+//! CXL, every host) maps, each at its own address.
+//!
+//! # Backends
+//!
+//! | [`RegionSpec`]             | what it is                          | page size           |
+//! |----------------------------|-------------------------------------|---------------------|
+//! | `dax:/dev/daxX.Y`          | device DAX: CXL or persistent memory | the device `align`  |
+//! | `hugetlbfs:/mnt/huge/g`    | a file on a hugetlbfs mount          | the mount's page size |
+//! | `file:/dev/shm/gismo`      | a regular file (tmpfs)               | 4 KiB               |
+//! | `memfd:N`, `memfd-huge:N`  | an anonymous memory file             | 4 KiB / huge        |
+//! | `fd:N`                     | any of the above, inherited          | as the object's     |
+//!
+//! Each backend is a file in this folder (`devdax.rs`, `file.rs` for regular and hugetlbfs files,
+//! `memfd.rs` for memfds and inherited descriptors); each turns a spec into a `Backing` — an
+//! open descriptor plus the offset and length to map — and [`Region`] maps it. Supporting pieces:
+//! `spec.rs` (the spec syntax and bare-path detection), `hugetlbfs.rs` (`statfs` facts),
+//! `hugepages.rs` (the huge page pool), `mapping.rs` (the `mmap` and prefaulting).
+//!
+//! # The protocol with the kernel
+//!
+//! * Every mapping is `MAP_SHARED` and read-write: the region is the communication medium, and
+//!   device DAX refuses private mappings anyway.
+//! * `create` sizes the object, `open` takes the size that is there (`fstat` for files, sysfs
+//!   `size` and `align` for device DAX) and never changes it.
+//! * `RegionOptions::offset` maps the object from an offset (2 MiB shows a QEMU devdax
+//!   namespace's data from the host side); it must be a multiple of the backing page size.
+//!
+//! # Never `SIGBUS`
+//!
+//! A shared mapping faults with `SIGBUS` when a touched page cannot be provided. The causes and
+//! what this module does about each:
+//!
+//! * Too few huge pages: the pool (`/sys/kernel/mm/hugepages/hugepages-<size>kB/`) is checked
+//!   before a hugetlbfs file or huge memfd is created or grown, and the kernel's own reservation at
+//!   `mmap` time is reported as the same [`RegionError::HugePagesUnavailable`] if it fails.
+//! * Prefaulting with `MADV_POPULATE_WRITE` reports an unavailable page as an error instead of a
+//!   signal.
+//! * Truncation by someone else: nothing here can prevent it. `open` never resizes; `create` does
+//!   when the file exists with another size, so only the region's owner may call `create`.
+//!
+//! # Trust model
+//!
+//! Whoever can map the region can read and write every object in it, and every piece of
+//! metadata: the store's integrity checks defend against bugs and corruption, not against a
+//! malicious mapper. Access control is therefore the backing object's: files are created with
+//! mode `0600` by default ([`RegionOptions::mode`], applied exactly, regardless of the umask), a
+//! device DAX node's owner and mode are the administrator's, and a memfd is reachable only by
+//! processes that were handed its descriptor. Widen the mode only to users who may see all data.
+//!
+//! # Addresses
+//!
+//! The region hands out raw pointers only ([`Region::as_ptr`], [`Region::range_ptr`]): its bytes
+//! change under the process's feet, so no `&[u8]` of them would be honest. Typed, validated views
+//! are [`crate::shm`]'s job.
+
+mod devdax;
+mod error;
+mod file;
+mod hugepages;
+mod hugetlbfs;
+mod mapping;
+mod memfd;
+mod spec;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::fs::{File, Metadata};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
-/// Where a region lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RegionSpec {
-    DevDax(PathBuf),
-    HugeTlbFs(PathBuf),
-    File(PathBuf),
-    Memfd { name: String, huge_pages: bool },
-    Fd(i32),
-}
+pub use devdax::{DaxGeometry, DEFAULT_DAX_ALIGN};
+pub use error::RegionError;
+pub use hugepages::HugePagePool;
+pub use hugetlbfs::HUGETLBFS_MAGIC;
+pub use spec::RegionSpec;
 
-impl std::str::FromStr for RegionSpec {
-    type Err = RegionError;
-    fn from_str(s: &str) -> Result<Self, RegionError> {
-        if let Some(n) = s.strip_prefix("memfd:") {
-            return Ok(RegionSpec::Memfd {
-                name: n.into(),
-                huge_pages: false,
-            });
-        }
-        if let Some(p) = s.strip_prefix("file:") {
-            return Ok(RegionSpec::File(p.into()));
-        }
-        Ok(RegionSpec::File(s.into()))
-    }
-}
+use mapping::SharedMapping;
 
-impl std::fmt::Display for RegionSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RegionSpec::DevDax(p) => write!(f, "dax:{}", p.display()),
-            RegionSpec::HugeTlbFs(p) => write!(f, "hugetlbfs:{}", p.display()),
-            RegionSpec::File(p) => write!(f, "file:{}", p.display()),
-            RegionSpec::Memfd {
-                name,
-                huge_pages: false,
-            } => write!(f, "memfd:{name}"),
-            RegionSpec::Memfd {
-                name,
-                huge_pages: true,
-            } => write!(f, "memfd-huge:{name}"),
-            RegionSpec::Fd(n) => write!(f, "fd:{n}"),
-        }
-    }
-}
+/// Where sysfs is mounted.
+const SYSFS_ROOT: &str = "/sys";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which kind of object backs a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BackendKind {
+    /// A device DAX character device.
     DevDax,
+    /// A file on hugetlbfs.
     HugeTlbFs,
+    /// A regular file.
     File,
+    /// A memfd (with or without huge pages).
     Memfd,
 }
 
-#[derive(Clone, Debug)]
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::DevDax => "devdax",
+            BackendKind::HugeTlbFs => "hugetlbfs",
+            BackendKind::File => "file",
+            BackendKind::Memfd => "memfd",
+        })
+    }
+}
+
+/// How to create or open a region.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegionOptions {
+    /// Populate every page right after mapping (see [`Region::prefault`]). Copies into
+    /// populated pages run about ten times faster than into fresh ones.
     pub prefault: bool,
+    /// Permission bits of files `create` makes (default `0o600`: only the owner may map the
+    /// region; see the trust model in the module docs).
     pub mode: u32,
+    /// Map the object from this byte offset (a multiple of the backing page size); e.g. 2 MiB
+    /// shows a QEMU devdax namespace's data from the host side.
     pub offset: u64,
 }
 
@@ -73,142 +131,406 @@ impl Default for RegionOptions {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RegionError {
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("range {offset}+{len} (align {align}) is outside the region of {region_len} bytes")]
-    OutOfBounds {
-        offset: usize,
-        len: usize,
-        align: usize,
-        region_len: usize,
-    },
+/// An open descriptor and the part of it to map: what each backend produces.
+struct Backing {
+    file: File,
+    kind: BackendKind,
+    /// The object in messages: a path or a spec.
+    what: String,
+    path: Option<PathBuf>,
+    offset: u64,
+    len: u64,
+    page_size: u64,
+    /// The huge page size, when the pages come from the huge page pool.
+    huge_pool: Option<u64>,
+    /// The device name, for device DAX.
+    dax_device: Option<String>,
+    /// A file this `create` made, removed again if mapping fails.
+    created: Option<PathBuf>,
 }
 
+/// A mapped region.
+///
+/// The mapping lives as long as the value; the backing descriptor stays open with it (see
+/// [`Region::raw_fd`]). `Region` is `Send` and `Sync`: it owns no process-local state that
+/// threads could disturb, and all access to the bytes is through raw pointers.
 pub struct Region {
-    map: memmap2::MmapRaw,
+    map: SharedMapping,
+    file: File,
     kind: BackendKind,
     spec: RegionSpec,
-    file: std::fs::File,
+    path: Option<PathBuf>,
+    what: String,
+    offset: u64,
+    page_size: usize,
+    huge_pool: Option<u64>,
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("spec", &self.spec)
+            .field("kind", &self.kind)
+            .field("base", &self.as_ptr())
+            .field("len", &self.len())
+            .field("offset", &self.offset)
+            .field("page_size", &self.page_size)
+            .field("fd", &self.file.as_raw_fd())
+            .finish()
+    }
 }
 
 impl Region {
+    /// Creates the region's backing object with `size` bytes (or reuses it) and maps it.
+    ///
+    /// * `File`: created with mode `opts.mode`, or the existing file is reused and resized to
+    ///   `opts.offset + size`.
+    /// * `HugeTlbFs`: as `File`, with `size` rounded up to the huge page size, after checking that
+    ///   enough huge pages are free.
+    /// * `Memfd`: a new memfd (`MFD_HUGETLB` with the same check when `huge_pages`).
+    /// * `DevDax`: the device is opened and `size` rounded down to its alignment is mapped.
+    /// * `Fd`: the inherited object is resized (a file) or sized (a device) as above.
+    ///
+    /// With `opts.prefault`, every page is populated before returning.
+    ///
+    /// # Errors
+    /// [`RegionError::WrongSize`] for `size == 0` or more than a device has;
+    /// [`RegionError::HugePagesUnavailable`]; [`RegionError::NotFound`] (missing directory or
+    /// device), [`RegionError::PermissionDenied`], [`RegionError::WrongFileType`],
+    /// [`RegionError::MisalignedOffset`], the DAX errors ([`RegionError::DaxSystemRamMode`],
+    /// [`RegionError::DaxAlignment`], [`RegionError::DaxSizeUnavailable`]),
+    /// [`RegionError::InvalidSpec`] for a bad memfd name, [`RegionError::BadDescriptor`],
+    /// [`RegionError::Prefault`], and [`RegionError::Io`] for anything else.
+    ///
+    /// # Example
+    /// ```
+    /// use gismo::region::{Region, RegionOptions, RegionSpec};
+    /// let spec: RegionSpec = "memfd:example".parse()?;
+    /// let region = Region::create(&spec, 1 << 20, &RegionOptions::default())?;
+    /// assert_eq!(region.len(), 1 << 20);
+    /// # Ok::<(), gismo::region::RegionError>(())
+    /// ```
     pub fn create(
         spec: &RegionSpec,
         size: u64,
-        _opts: &RegionOptions,
-    ) -> Result<Self, RegionError> {
-        let (file, kind) = match spec {
-            RegionSpec::File(p) => (
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(p)?,
-                BackendKind::File,
-            ),
-            RegionSpec::Memfd { name, .. } => {
-                let c = std::ffi::CString::new(name.as_str()).unwrap_or_default();
-                // SAFETY: `c` is a valid NUL-terminated string; the returned fd is checked.
-                let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error().into());
-                }
-                // SAFETY: `fd` is a fresh descriptor we own.
-                (
-                    unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) },
-                    BackendKind::Memfd,
-                )
+        opts: &RegionOptions,
+    ) -> Result<Region, RegionError> {
+        Self::create_in(spec, size, opts, false, Path::new(SYSFS_ROOT))
+    }
+
+    /// As [`Region::create`], but a file-backed region must not exist yet (`O_EXCL`): a second
+    /// store started on the same path fails instead of resizing the first one's region.
+    /// Memfds are always new; devices and inherited descriptors behave as in `create`.
+    ///
+    /// # Errors
+    /// [`RegionError::AlreadyExists`] if the file exists; otherwise as [`Region::create`].
+    pub fn create_new(
+        spec: &RegionSpec,
+        size: u64,
+        opts: &RegionOptions,
+    ) -> Result<Region, RegionError> {
+        Self::create_in(spec, size, opts, true, Path::new(SYSFS_ROOT))
+    }
+
+    /// Opens and maps an existing region: a file from `opts.offset` to its end, a device DAX from
+    /// `opts.offset` to its end rounded down to its alignment, an inherited descriptor as the
+    /// object it refers to. Never changes the object's size.
+    ///
+    /// # Errors
+    /// [`RegionError::NotFound`] (with the path), [`RegionError::PermissionDenied`],
+    /// [`RegionError::WrongFileType`], [`RegionError::WrongSize`] for an empty object or an offset
+    /// past its end, [`RegionError::MisalignedOffset`], the DAX errors,
+    /// [`RegionError::HugePagesUnavailable`] when the kernel cannot reserve the pages,
+    /// [`RegionError::BadDescriptor`] for `fd:N` not open here, [`RegionError::InvalidSpec`] for a
+    /// `memfd:` spec (a memfd has no name to open by: pass its descriptor as `fd:N`),
+    /// [`RegionError::Prefault`], [`RegionError::Io`].
+    pub fn open(spec: &RegionSpec, opts: &RegionOptions) -> Result<Region, RegionError> {
+        Self::open_in(spec, opts, Path::new(SYSFS_ROOT))
+    }
+
+    /// `create` with sysfs at `sysfs_root` (tests point it at a fake tree).
+    fn create_in(
+        spec: &RegionSpec,
+        size: u64,
+        opts: &RegionOptions,
+        exclusive: bool,
+        sysfs_root: &Path,
+    ) -> Result<Region, RegionError> {
+        let backing = match spec {
+            RegionSpec::DevDax(path) => devdax::open(path, sysfs_root, opts.offset, Some(size))?,
+            RegionSpec::HugeTlbFs(path) => file::create(
+                path,
+                file::Filesystem::HugeTlbFs,
+                size,
+                opts,
+                exclusive,
+                sysfs_root,
+            )?,
+            RegionSpec::File(path) => file::create(
+                path,
+                file::Filesystem::Any,
+                size,
+                opts,
+                exclusive,
+                sysfs_root,
+            )?,
+            RegionSpec::Memfd { name, huge_pages } => {
+                memfd::create(name, *huge_pages, size, opts, sysfs_root)?
             }
-            _ => return Err(std::io::Error::other("stub").into()),
+            RegionSpec::Fd(fd) => memfd::open_fd(*fd, Some(size), opts, sysfs_root)?,
         };
-        file.set_len(size)?;
-        let map = memmap2::MmapOptions::new()
-            .len(size as usize)
-            .map_raw(&file)?;
-        Ok(Region {
-            map,
-            kind,
-            spec: spec.clone(),
-            file,
-        })
+        let created = backing.created.clone();
+        let region = Self::map(spec, backing, opts, sysfs_root);
+        if region.is_err() {
+            if let Some(path) = created {
+                // Best effort: a failed create leaves no file behind. We made it with O_EXCL.
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        region
     }
 
-    pub fn open(spec: &RegionSpec, _opts: &RegionOptions) -> Result<Self, RegionError> {
-        let file = match spec {
-            RegionSpec::File(p) => std::fs::OpenOptions::new().read(true).write(true).open(p)?,
-            RegionSpec::Fd(n) => std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(format!("/proc/self/fd/{n}"))?,
-            _ => return Err(std::io::Error::other("stub").into()),
+    /// `open` with sysfs at `sysfs_root`.
+    fn open_in(
+        spec: &RegionSpec,
+        opts: &RegionOptions,
+        sysfs_root: &Path,
+    ) -> Result<Region, RegionError> {
+        let backing = match spec {
+            RegionSpec::DevDax(path) => devdax::open(path, sysfs_root, opts.offset, None)?,
+            RegionSpec::HugeTlbFs(path) => {
+                file::open(path, file::Filesystem::HugeTlbFs, opts, sysfs_root)?
+            }
+            RegionSpec::File(path) => file::open(path, file::Filesystem::Any, opts, sysfs_root)?,
+            RegionSpec::Memfd { .. } => {
+                return Err(RegionError::InvalidSpec {
+                    spec: spec.to_string(),
+                    reason: "a memfd has no name to open by; pass its descriptor as fd:N \
+                             (see Region::inheritable_fd)"
+                        .to_string(),
+                })
+            }
+            RegionSpec::Fd(fd) => memfd::open_fd(*fd, None, opts, sysfs_root)?,
         };
-        let map = memmap2::MmapRaw::map_raw(&file)?;
-        Ok(Region {
-            map,
-            kind: BackendKind::File,
-            spec: spec.clone(),
-            file,
-        })
+        Self::map(spec, backing, opts, sysfs_root)
     }
 
+    /// Maps a backing object and prefaults it if asked.
+    fn map(
+        spec: &RegionSpec,
+        backing: Backing,
+        opts: &RegionOptions,
+        sysfs_root: &Path,
+    ) -> Result<Region, RegionError> {
+        let len = usize::try_from(backing.len)
+            .ok()
+            .filter(|&len| isize::try_from(len).is_ok())
+            .ok_or_else(|| RegionError::WrongSize {
+                what: backing.what.clone(),
+                requested: backing.len,
+                available: isize::MAX as u64,
+                reason: "larger than the address space",
+            })?;
+        let map = SharedMapping::new(&backing.file, backing.offset, len)
+            .map_err(|e| mapping::map_error(e, &backing, sysfs_root))?;
+        let region = Region {
+            map,
+            file: backing.file,
+            kind: backing.kind,
+            spec: spec.clone(),
+            path: backing.path,
+            what: backing.what,
+            offset: backing.offset,
+            // The page size is at most the mapping length, which fits in usize.
+            page_size: usize::try_from(backing.page_size).unwrap_or(usize::MAX),
+            huge_pool: backing.huge_pool,
+        };
+        if opts.prefault {
+            region.prefault()?;
+        }
+        Ok(region)
+    }
+
+    /// Length of the mapping in bytes.
     pub fn len(&self) -> usize {
         self.map.len()
     }
+
+    /// Whether the mapping is empty (never, for a region that was created or opened: empty
+    /// regions are refused).
     pub fn is_empty(&self) -> bool {
         self.map.len() == 0
     }
+
+    /// The kind of object backing the region.
     pub fn kind(&self) -> BackendKind {
         self.kind
     }
+
+    /// The spec the region was created or opened with.
     pub fn spec(&self) -> &RegionSpec {
         &self.spec
     }
+
+    /// The path of the backing file or device (`None` for memfds and inherited descriptors).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The byte offset of the backing object at which the mapping starts.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The backing page size: 4 KiB, the huge page size, or the device DAX alignment. The
+    /// mapping's base address is aligned to it.
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// Base address of the mapping. Obtaining it is safe; dereferencing it is up to the caller,
+    /// who must remember that other processes write these bytes concurrently (use atomics, or
+    /// the protocol of [`crate::store`]) and that the pointer dies with the `Region`.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.map.as_mut_ptr()
+        self.map.as_ptr()
     }
+
+    /// The backing descriptor, owned by the region (to send with `SCM_RIGHTS`, or to `fstat`).
+    /// It has `CLOEXEC` set; for a child process use [`Region::inheritable_fd`].
     pub fn raw_fd(&self) -> Option<i32> {
-        Some(std::os::fd::AsRawFd::as_raw_fd(&self.file))
+        Some(self.file.as_raw_fd())
     }
+
+    /// A new descriptor for the backing object with `CLOEXEC` cleared, for a child process
+    /// spawned with `fork`/`exec` (e.g. `std::process::Command`), which then opens the region as
+    /// `RegionSpec::Fd(n)` (`fd:N`). The caller owns it and should close it once the child is
+    /// spawned; every process spawned meanwhile, by any thread, inherits it too.
+    ///
+    /// # Errors
+    /// [`RegionError::Io`] if the descriptor cannot be duplicated (e.g. `EMFILE`).
+    pub fn inheritable_fd(&self) -> Result<i32, RegionError> {
+        self.inheritable_owned_fd().map(IntoRawFd::into_raw_fd)
+    }
+
+    /// As [`Region::inheritable_fd`], as an [`OwnedFd`] that closes itself when dropped (drop it
+    /// after spawning the child).
+    ///
+    /// # Errors
+    /// As [`Region::inheritable_fd`].
+    pub fn inheritable_owned_fd(&self) -> Result<OwnedFd, RegionError> {
+        memfd::inheritable_dup(&self.file)
+    }
+
+    /// Populates every page of the mapping now, writable, so later copies do not pay page
+    /// faults. Uses `MADV_POPULATE_WRITE` (which reports unavailable pages as errors), falling
+    /// back on kernels before 5.14 to writing one byte per page with an atomic exchange that
+    /// stores back exactly the value it finds, so concurrent users of the region lose nothing.
+    ///
+    /// # Errors
+    /// [`RegionError::HugePagesUnavailable`] if a huge page could not be provided;
+    /// [`RegionError::Prefault`] for other failures (`EFAULT`: the object is shorter than the
+    /// mapping, e.g. truncated by someone; `ENOMEM`; `EHWPOISON`).
     pub fn prefault(&self) -> Result<(), RegionError> {
-        Ok(())
+        self.map.populate(self.page_size).map_err(|source| {
+            let code = source.raw_os_error();
+            match self.huge_pool {
+                Some(page_size) if code == Some(libc::EFAULT) || code == Some(libc::ENOMEM) => {
+                    hugepages::unavailable_error(
+                        Path::new(SYSFS_ROOT),
+                        &self.what,
+                        page_size,
+                        hugepages::pages_for(self.len() as u64, page_size),
+                    )
+                }
+                _ => RegionError::Prefault {
+                    what: self.what.clone(),
+                    len: self.len(),
+                    source,
+                },
+            }
+        })
     }
+
+    /// A pointer to `len` bytes at `offset`, after checking that `offset..offset + len` lies
+    /// inside the mapping (without overflow) and that both `offset` and the resulting address
+    /// are multiples of `align`. `len == 0` at `offset == len()` is allowed (one past the end).
+    ///
+    /// # Errors
+    /// [`RegionError::OutOfBounds`] if `offset + len` overflows or exceeds [`Region::len`], if
+    /// `align` is 0, or if `offset` or the address is not a multiple of `align`.
+    ///
+    /// # Example
+    /// ```
+    /// use gismo::region::{Region, RegionError, RegionOptions, RegionSpec};
+    /// let region = Region::create(&"memfd:doc".parse()?, 4096, &RegionOptions::default())?;
+    /// assert!(region.range_ptr(64, 8, 8).is_ok());
+    /// assert!(matches!(region.range_ptr(4090, 8, 1), Err(RegionError::OutOfBounds { .. })));
+    /// assert!(matches!(region.range_ptr(usize::MAX, 2, 1), Err(RegionError::OutOfBounds { .. })));
+    /// # Ok::<(), RegionError>(())
+    /// ```
     pub fn range_ptr(
         &self,
         offset: usize,
         len: usize,
         align: usize,
     ) -> Result<NonNull<u8>, RegionError> {
-        let oob = RegionError::OutOfBounds {
+        let out_of_bounds = || RegionError::OutOfBounds {
             offset,
             len,
             align,
             region_len: self.len(),
         };
-        let end = offset.checked_add(len).ok_or_else(|| oob_clone(&oob))?;
-        if end > self.len() || (align > 1 && offset % align != 0) {
-            return Err(oob);
+        let end = offset.checked_add(len).ok_or_else(out_of_bounds)?;
+        if align == 0 || end > self.len() || offset % align != 0 {
+            return Err(out_of_bounds());
         }
-        // SAFETY: offset <= len of the mapping, so the pointer stays inside (or one past) the mapping.
-        NonNull::new(unsafe { self.as_ptr().add(offset) }).ok_or(oob)
+        // In bounds (offset <= len of the mapping), so no unsafe `add` is needed to stay honest.
+        let ptr = self.as_ptr().wrapping_add(offset);
+        if (ptr as usize) % align != 0 {
+            return Err(out_of_bounds());
+        }
+        NonNull::new(ptr).ok_or_else(out_of_bounds)
     }
 }
 
-fn oob_clone(e: &RegionError) -> RegionError {
-    match e {
-        RegionError::OutOfBounds {
-            offset,
-            len,
-            align,
-            region_len,
-        } => RegionError::OutOfBounds {
-            offset: *offset,
-            len: *len,
-            align: *align,
-            region_len: *region_len,
-        },
-        RegionError::Io(e) => RegionError::Io(std::io::Error::new(e.kind(), e.to_string())),
-    }
+/// A short description of a file's type for messages.
+fn describe_file_type(meta: &Metadata) -> String {
+    let t = meta.file_type();
+    let name = if t.is_dir() {
+        "a directory"
+    } else if t.is_file() {
+        "a regular file"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device (use a devdax namespace instead)"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    };
+    name.to_string()
+}
+
+/// `value` rounded up to a multiple of `align` (> 0); `None` on overflow.
+fn round_up(value: u64, align: u64) -> Option<u64> {
+    value.checked_next_multiple_of(align)
+}
+
+/// `value` rounded down to a multiple of `align` (> 0).
+fn round_down(value: u64, align: u64) -> u64 {
+    value - value % align
+}
+
+/// The base page size.
+fn system_page_size() -> usize {
+    // SAFETY: `sysconf` reads a configuration value; it has no preconditions and touches no
+    // memory of ours.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|&s| s > 0)
+        .unwrap_or(4096)
 }
