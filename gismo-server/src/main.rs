@@ -1,4 +1,129 @@
-fn main() {
-    eprintln!("gismo-server: not yet implemented");
-    std::process::exit(2);
+//! `gismo-server`: serves a GISMO region on this host.
+//!
+//! Startup: parse and check the options, install the SIGTERM/SIGINT handlers, provision the
+//! region (open, or create and format it), print how to use it, log `ready`, then run the
+//! periodic tasks until a signal arrives. Everything a client does happens in the region itself;
+//! the server only keeps it healthy (today: statistics; planned: reaper, evictor, leader lease).
+
+mod banner;
+mod cli;
+mod config;
+mod default_region;
+mod failure;
+mod logger;
+mod provision;
+mod service;
+mod shutdown;
+mod tasks;
+
+use std::io::Write;
+
+use clap::Parser;
+use gismo::region::RegionSpec;
+use gismo::units::ByteSize;
+use log::{error, info};
+
+use crate::cli::Args;
+use crate::config::ServerConfig;
+use crate::failure::{ExitCode, Failure};
+use crate::provision::{FormatPolicy, Outcome, Request};
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    logger::init(args.log_level);
+    match serve(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(f) => {
+            error!("{}", f.message);
+            std::process::ExitCode::from(f.code as u8)
+        }
+    }
+}
+
+fn serve(args: &Args) -> Result<(), Failure> {
+    let config = ServerConfig::from_args(args)?;
+    let shutdown = shutdown::Shutdown::install().map_err(|e| {
+        Failure::new(
+            ExitCode::Runtime,
+            format!("cannot install signal handlers: {e}"),
+        )
+    })?;
+    let request = request(args)?;
+    let (store, outcome) = provision::provision(&request)?;
+    if outcome == Outcome::Attached {
+        info!("attached to the existing store in {}", request.spec);
+    }
+    let public = banner::public_spec(&request.spec, store.region());
+    // Best effort: a closed standard output must not stop the server.
+    let _ = std::io::stdout().write_all(banner::text(&public, &store).as_bytes());
+    let _ = std::io::stdout().flush();
+    info!(
+        "lease {} ms, eviction watermarks {:.2}/{:.2} (recorded; the reaper and evictor are \
+         planned)",
+        config.lease.as_millis(),
+        config.high_watermark,
+        config.low_watermark
+    );
+    info!(
+        "ready: serving {public} ({}, {} coherence, pid {})",
+        ByteSize(store.region().len() as u64),
+        store.coherence_mode(),
+        std::process::id()
+    );
+    let mut service = service::Service::new(store, tasks::tasks(&config));
+    service.run(&shutdown);
+    info!("stopping on signal");
+    Ok(())
+}
+
+/// The region to serve, from the options or the embedded default.
+fn request(args: &Args) -> Result<Request, Failure> {
+    let policy = match (args.format, args.force) {
+        (_, true) => FormatPolicy::Always,
+        (true, false) => FormatPolicy::IfNeeded,
+        (false, false) => FormatPolicy::Never,
+    };
+    let coherence = args.coherence.map(Into::into);
+    let Some(text) = &args.region else {
+        let sizing = default_region::sizing();
+        let size = args.size.map_or(sizing.size, |s| s.0);
+        info!(
+            "no --region: using {} (MemAvailable {}, free in /dev/shm {}; size {})",
+            default_region::DEFAULT_PATH,
+            shown(sizing.mem_available),
+            shown(sizing.shm_free),
+            ByteSize(size)
+        );
+        return Ok(Request {
+            spec: default_region::spec(),
+            size: Some(size),
+            policy: policy.max_if_needed(),
+            coherence,
+            prefault: args.prefault,
+        });
+    };
+    let spec: RegionSpec = text
+        .parse()
+        .map_err(|e| Failure::region("bad --region", &e))?;
+    Ok(Request {
+        spec,
+        size: args.size.map(|s| s.0),
+        policy,
+        coherence,
+        prefault: args.prefault,
+    })
+}
+
+fn shown(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "unknown".to_string(), |b| ByteSize(b).to_string())
+}
+
+impl FormatPolicy {
+    /// The default region is always formatted when it holds no store.
+    fn max_if_needed(self) -> FormatPolicy {
+        match self {
+            FormatPolicy::Never => FormatPolicy::IfNeeded,
+            p => p,
+        }
+    }
 }

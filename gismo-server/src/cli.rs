@@ -1,0 +1,94 @@
+//! The command line of `gismo-server`.
+
+use clap::{Parser, ValueEnum};
+use gismo::coherence::CoherenceMode;
+use gismo::units::ByteSize;
+
+use crate::logger::LogLevel;
+
+/// Printed after `--help`.
+const AFTER_HELP: &str = "\
+Without --region the server uses /dev/shm/gismo-default, sized for this machine (the smallest of
+25% of MemAvailable, 80% of the free space in /dev/shm and 4 GiB, at least 64 MiB), and formats it
+unless it already holds a GISMO store.
+
+With --region the region must already hold a store (see `gismoctl format`) unless --format is
+given: --format creates the region (with --size) if needed and formats it unless it already holds
+a store; --format --force always formats it, deleting every object in it.
+
+Exit codes:
+  0  stopped by SIGTERM or SIGINT
+  1  runtime error
+  2  usage error (bad option or value)
+  6  region unusable: cannot be opened, created, formatted, or attached (not formatted, corrupt)";
+
+/// GISMO region daemon: serves a shared-memory object store for Ray.
+#[derive(Debug, Parser)]
+#[command(name = "gismo-server", version, after_help = AFTER_HELP)]
+pub struct Args {
+    /// The region to serve: file:PATH, hugetlbfs:PATH, dax:/dev/daxX.Y, memfd:NAME, fd:N, or a
+    /// bare path. Default: /dev/shm/gismo-default.
+    #[arg(long, short = 'r', value_name = "SPEC")]
+    pub region: Option<String>,
+
+    /// Region size when creating it (4096, 512MiB, 4GiB).
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<ByteSize>,
+
+    /// Create (with --size) and format the region unless it already holds a store.
+    #[arg(long)]
+    pub format: bool,
+
+    /// With --format: format even a region that holds a store (its objects are lost).
+    #[arg(long, requires = "format")]
+    pub force: bool,
+
+    /// Coherence mode for a region this server formats.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub coherence: Option<CoherenceArg>,
+
+    /// Populate every page of the region at start (commits its memory now; later copies are
+    /// faster, and a shortage shows up as an error at start instead of a fault later).
+    #[arg(long)]
+    pub prefault: bool,
+
+    /// Client lease: a client whose heartbeat is older than this is considered dead (used by the
+    /// reaper, which is planned; recorded and validated today).
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub lease_ms: u64,
+
+    /// Heap usage fraction at which eviction starts (evictor planned; recorded and validated
+    /// today).
+    #[arg(long, value_name = "F", default_value_t = 0.9)]
+    pub high_watermark: f64,
+
+    /// Heap usage fraction eviction brings usage back down to.
+    #[arg(long, value_name = "F", default_value_t = 0.8)]
+    pub low_watermark: f64,
+
+    /// How often to log statistics (at debug level).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub stats_interval_ms: u64,
+
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, value_enum, value_name = "L", env = "GISMO_LOG", default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+}
+
+/// The coherence mode to format a region for.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CoherenceArg {
+    /// Coherent memory (one host, or CXL with hardware coherence).
+    Hardware,
+    /// Non-coherent sharing: payloads are flushed at seal and invalidated at get.
+    Flush,
+}
+
+impl From<CoherenceArg> for CoherenceMode {
+    fn from(c: CoherenceArg) -> CoherenceMode {
+        match c {
+            CoherenceArg::Hardware => CoherenceMode::Hardware,
+            CoherenceArg::Flush => CoherenceMode::Flush,
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Why the server stops with an error, and with which exit code (documented in `--help`).
+
+use gismo::region::RegionError;
+use gismo::store::StoreError;
+
+/// The exit codes of `gismo-server`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    Runtime = 1,
+    Usage = 2,
+    RegionUnusable = 6,
+}
+
+/// A fatal error: what to log and how to exit.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: ExitCode,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: ExitCode, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure::new(ExitCode::Usage, message)
+    }
+
+    /// A region error while doing `context`: a bad spec is a usage error.
+    pub fn region(context: &str, e: &RegionError) -> Failure {
+        let code = match e {
+            RegionError::InvalidSpec { .. } => ExitCode::Usage,
+            _ => ExitCode::RegionUnusable,
+        };
+        Failure::new(code, format!("{context}: {e}"))
+    }
+
+    /// A store error while setting up the region: the region is unusable.
+    pub fn store(context: &str, e: &StoreError) -> Failure {
+        Failure::new(ExitCode::RegionUnusable, format!("{context}: {e}"))
+    }
+}

@@ -1,0 +1,152 @@
+//! Getting a store to serve: open the region, or create it, and format it when asked to.
+//!
+//! | `FormatPolicy` | region holds a store | region has no store / is missing        |
+//! |----------------|----------------------|-----------------------------------------|
+//! | `Never`        | attach               | fail (region unusable; hint `--format`) |
+//! | `IfNeeded`     | attach               | create (needs a size), format           |
+//! | `Always`       | format again         | create (needs a size), format           |
+//!
+//! A region that already holds a store keeps its size and coherence mode; a different `--size`
+//! or `--coherence` is reported and ignored rather than silently destroying objects.
+
+use std::sync::Arc;
+
+use gismo::coherence::CoherenceMode;
+use gismo::format::{self, FormatOptions};
+use gismo::region::{Region, RegionError, RegionOptions, RegionSpec};
+use gismo::store::Store;
+use gismo::units::ByteSize;
+
+use crate::failure::{ExitCode, Failure};
+use log::{info, warn};
+
+/// When to format the region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatPolicy {
+    Never,
+    IfNeeded,
+    Always,
+}
+
+/// What the server asked for.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub spec: RegionSpec,
+    pub size: Option<u64>,
+    pub policy: FormatPolicy,
+    pub coherence: Option<CoherenceMode>,
+    pub prefault: bool,
+}
+
+/// What was done to the region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Attached,
+    Formatted,
+}
+
+/// Opens, creates and formats the region as `req` says, and attaches to it.
+///
+/// # Errors
+/// A usage failure for a missing size; a region-unusable failure for everything else.
+pub fn provision(req: &Request) -> Result<(Arc<Store>, Outcome), Failure> {
+    let opts = RegionOptions {
+        prefault: req.prefault,
+        ..RegionOptions::default()
+    };
+    let region = match Region::open(&req.spec, &opts) {
+        Ok(region) => region,
+        Err(e) if req.policy == FormatPolicy::Never => {
+            return Err(Failure::region("cannot open region", &e).with_hint(&req.spec))
+        }
+        Err(e) => {
+            let Some(size) = req.size else {
+                return Err(match e {
+                    RegionError::NotFound { .. } | RegionError::WrongSize { .. } => {
+                        Failure::usage(format!(
+                            "{} does not exist or is empty: pass --size SIZE to create it",
+                            req.spec
+                        ))
+                    }
+                    e => Failure::region("cannot open region", &e),
+                });
+            };
+            return create_and_format(req, size, &opts);
+        }
+    };
+    let holds_store = format::attach(&region);
+    match (holds_store, req.policy) {
+        (Ok((sb, _)), FormatPolicy::Never | FormatPolicy::IfNeeded) => {
+            if let Some(size) = req.size.filter(|&s| s != region.len() as u64) {
+                warn!(
+                    "{} already holds a store of {}; --size {} ignored (use --format --force to \
+                     recreate it)",
+                    req.spec,
+                    ByteSize(region.len() as u64),
+                    ByteSize(size)
+                );
+            }
+            if let Some(c) = req.coherence.filter(|&c| Ok(c) != sb.coherence_mode()) {
+                warn!(
+                    "{} was formatted for {} coherence; --coherence {c} ignored",
+                    req.spec,
+                    sb.coherence_mode()
+                        .map_or_else(|_| "unknown".to_string(), |m| m.to_string())
+                );
+            }
+            let store = Store::attach(region).map_err(|e| Failure::store("cannot attach", &e))?;
+            Ok((store, Outcome::Attached))
+        }
+        (Err(e), FormatPolicy::Never) => Err(Failure::new(
+            ExitCode::RegionUnusable,
+            format!("{}: {e}", req.spec),
+        )
+        .with_hint(&req.spec)),
+        (_, _) => match req.size.filter(|&s| s != region.len() as u64) {
+            Some(size) => {
+                drop(region);
+                create_and_format(req, size, &opts)
+            }
+            None => format_region(req, region),
+        },
+    }
+}
+
+fn create_and_format(
+    req: &Request,
+    size: u64,
+    opts: &RegionOptions,
+) -> Result<(Arc<Store>, Outcome), Failure> {
+    info!("creating {} with {}", req.spec, ByteSize(size));
+    let region = Region::create(&req.spec, size, opts)
+        .map_err(|e| Failure::region("cannot create region", &e))?;
+    format_region(req, region)
+}
+
+fn format_region(req: &Request, region: Region) -> Result<(Arc<Store>, Outcome), Failure> {
+    let coherence = req.coherence.unwrap_or(CoherenceMode::Hardware);
+    info!(
+        "formatting {} ({}, {coherence} coherence)",
+        req.spec,
+        ByteSize(region.len() as u64)
+    );
+    let opts = FormatOptions {
+        coherence,
+        // The policy already decided that this region is to be (re)formatted.
+        force: true,
+        ..FormatOptions::default()
+    };
+    let store = Store::format(region, &opts).map_err(|e| Failure::store("cannot format", &e))?;
+    Ok((store, Outcome::Formatted))
+}
+
+impl Failure {
+    /// Adds how to get a usable region, for failures of `FormatPolicy::Never`.
+    fn with_hint(mut self, spec: &RegionSpec) -> Failure {
+        self.message.push_str(&format!(
+            " (to create and format it: gismo-server --region {spec} --size SIZE --format, or \
+             gismoctl --region {spec} format --size SIZE)"
+        ));
+        self
+    }
+}

@@ -1,0 +1,143 @@
+//! The command line: every subcommand, option and exit code, as clap parses them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gismo::coherence::CoherenceMode;
+use gismo::store::ObjectId;
+use gismo::units::ByteSize;
+
+/// Printed after `--help`: the exit codes, which scripts rely on.
+const AFTER_HELP: &str = "\
+Region specs: file:/dev/shm/gismo, hugetlbfs:/mnt/huge/gismo, dax:/dev/dax0.0, fd:N, or a bare
+path (a /dev/dax* or character device is device DAX, a path on hugetlbfs is hugetlbfs, anything
+else a file). Object ids are 56 hex digits (Ray's 28-byte ObjectID).
+
+Exit codes:
+  0  success
+  1  any other error (I/O on input or output files, client table full, ...)
+  2  usage error (bad option, bad id, bad size, bad region spec, no region given)
+  3  object not found, or `get` timed out
+  4  already exists (object id taken by `put`; region already formatted, without --force)
+  5  store full (no room in the heap or the object directory)
+  6  region unusable: cannot be opened, not formatted, corrupt, or from another version
+  130  interrupted (SIGINT or SIGTERM) while `get` waited or `put` copied; nothing is left behind";
+
+/// Command-line tool for GISMO regions: shared-memory object stores for Ray.
+#[derive(Debug, Parser)]
+#[command(name = "gismoctl", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// The region to use (see "Region specs" below).
+    #[arg(
+        long,
+        short = 'r',
+        global = true,
+        env = "GISMO_REGION",
+        value_name = "SPEC"
+    )]
+    pub region: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the region if needed and write an empty store into it.
+    Format(FormatArgs),
+    /// Show the store's size, usage, objects by state, clients and counters.
+    Stat(JsonFlag),
+    /// List the objects in the store.
+    Ls(JsonFlag),
+    /// Store a file (or standard input, `-`) as a sealed object.
+    Put(PutArgs),
+    /// Write an object's payload to standard output or a file.
+    Get(GetArgs),
+    /// Delete an object (deferred while someone holds a reference to it).
+    Rm(RmArgs),
+    /// List the clients attached to the store.
+    Clients(JsonFlag),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The coherence mode to format a region for.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CoherenceArg {
+    /// Coherent memory (one host, or CXL with hardware coherence): plain copies.
+    Hardware,
+    /// Non-coherent sharing: payloads are flushed at seal and invalidated at get.
+    Flush,
+}
+
+impl From<CoherenceArg> for CoherenceMode {
+    fn from(c: CoherenceArg) -> CoherenceMode {
+        match c {
+            CoherenceArg::Hardware => CoherenceMode::Hardware,
+            CoherenceArg::Flush => CoherenceMode::Flush,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct FormatArgs {
+    /// Region size (4096, 512MiB, 4GiB). Needed when the file does not exist yet; an existing
+    /// file is resized to it (only with --force if it holds a store). Default: the current size.
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<ByteSize>,
+    /// Overwrite a region that already holds a store (its objects are lost).
+    #[arg(long)]
+    pub force: bool,
+    /// Coherence mode of the store.
+    #[arg(long, value_enum, default_value_t = CoherenceArg::Hardware)]
+    pub coherence: CoherenceArg,
+    /// Size of the client table (1..=65535).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub max_clients: u32,
+    /// Object directory slots, a power of two (default: one per 32 KiB of heap, at least 1024).
+    #[arg(long, value_name = "N")]
+    pub dir_capacity: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The object id (56 hex digits).
+    pub id: ObjectId,
+    /// The file to store, or `-` for standard input.
+    pub file: PathBuf,
+    /// Metadata stored with the object (Ray's metadata buffer).
+    #[arg(long, value_name = "STRING")]
+    pub metadata: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The object id (56 hex digits).
+    pub id: ObjectId,
+    /// Write the payload to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// How long to wait for the object to be created and sealed: 0 returns at once, -1 waits
+    /// forever.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub timeout_ms: i64,
+    /// Write the object's metadata instead of its data.
+    #[arg(long)]
+    pub metadata: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The object id (56 hex digits).
+    pub id: ObjectId,
+}

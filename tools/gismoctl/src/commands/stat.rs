@@ -1,0 +1,134 @@
+//! `gismoctl stat`: the store's size, usage, objects by state, clients and counters.
+
+use std::fmt::Write as _;
+
+use gismo::region::RegionSpec;
+use gismo::store::directory::state;
+use gismo::store::Stats;
+use gismo::units::ByteSize;
+use serde_json::{json, Map, Value};
+
+use crate::failure::CmdResult;
+use crate::{output, region_access};
+
+pub fn run(spec: &RegionSpec, json: bool) -> CmdResult {
+    let store = region_access::attach(spec)?;
+    let s = store.stats();
+    if json {
+        output::json(&to_json(spec, &s))
+    } else {
+        output::stdout(&to_text(spec, &s))
+    }
+}
+
+/// `(name, count)` for every object state, in state order.
+fn by_state(s: &Stats) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+    s.objects_by_state
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (state::name(i as u8), n))
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+fn to_text(spec: &RegionSpec, s: &Stats) -> String {
+    let free = s.heap_bytes.saturating_sub(s.used_bytes);
+    let mut t = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(t, "region      {spec}");
+    let _ = writeln!(t, "uuid        {}", s.uuid);
+    let _ = writeln!(t, "coherence   {}", s.coherence);
+    let _ = writeln!(
+        t,
+        "size        {} (heap {}, metadata {:.2}% of heap)",
+        ByteSize(s.region_bytes),
+        ByteSize(s.heap_bytes),
+        s.metadata_ratio * 100.0
+    );
+    let _ = writeln!(
+        t,
+        "used        {} ({:.1}%) in {} allocations, {} free",
+        ByteSize(s.used_bytes),
+        percent(s.used_bytes, s.heap_bytes),
+        s.allocations,
+        ByteSize(free)
+    );
+    let states: Vec<String> = by_state(s).map(|(n, c)| format!("{n} {c}")).collect();
+    let _ = writeln!(
+        t,
+        "objects     {} (directory capacity {})",
+        states.join(", "),
+        s.dir_capacity
+    );
+    let _ = writeln!(
+        t,
+        "clients     {} active of {}",
+        s.clients_active, s.max_clients
+    );
+    let _ = writeln!(
+        t,
+        "counters    created {}, sealed {}, deleted {}, evicted {}, aborted {}, clients reaped {}",
+        s.objects_created,
+        s.objects_sealed,
+        s.objects_deleted,
+        s.objects_evicted,
+        s.objects_aborted,
+        s.clients_reaped
+    );
+    let used: Vec<_> = s.classes.iter().filter(|c| c.1 > 0).collect();
+    if used.is_empty() {
+        let _ = writeln!(t, "size classes: none in use");
+    } else {
+        let _ = writeln!(
+            t,
+            "size classes:\n  {:>10}  {:>8}  {:>12}",
+            "block", "chunks", "blocks used"
+        );
+        for (block, chunks, blocks) in used {
+            let _ = writeln!(t, "  {block:>10}  {chunks:>8}  {blocks:>12}");
+        }
+    }
+    t
+}
+
+fn to_json(spec: &RegionSpec, s: &Stats) -> Value {
+    let objects: Map<String, Value> = by_state(s)
+        .map(|(n, c)| (n.to_string(), json!(c)))
+        .collect();
+    let classes: Vec<Value> = s
+        .classes
+        .iter()
+        .map(|(block, chunks, used)| {
+            json!({ "block_size": block, "chunks": chunks, "blocks_used": used })
+        })
+        .collect();
+    json!({
+        "region": spec.to_string(),
+        "uuid": s.uuid,
+        "coherence": s.coherence,
+        "region_bytes": s.region_bytes,
+        "heap_bytes": s.heap_bytes,
+        "used_bytes": s.used_bytes,
+        "free_bytes": s.heap_bytes.saturating_sub(s.used_bytes),
+        "allocations": s.allocations,
+        "dir_capacity": s.dir_capacity,
+        "objects": objects,
+        "clients": { "active": s.clients_active, "max": s.max_clients },
+        "counters": {
+            "objects_created": s.objects_created,
+            "objects_sealed": s.objects_sealed,
+            "objects_deleted": s.objects_deleted,
+            "objects_evicted": s.objects_evicted,
+            "objects_aborted": s.objects_aborted,
+            "clients_reaped": s.clients_reaped,
+        },
+        "metadata_ratio": s.metadata_ratio,
+        "size_classes": classes,
+    })
+}

@@ -1,0 +1,551 @@
+//! `gismoctl` as a user runs it: real processes on a file region in a temporary directory.
+//!
+//! Every child runs under a watchdog (killed, and the test failed, after [`WATCHDOG`]); no test
+//! asserts how fast anything is.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const GISMOCTL: &str = env!("CARGO_BIN_EXE_gismoctl");
+/// A child still running after this long is hung: kill it and fail.
+const WATCHDOG: Duration = Duration::from_secs(120);
+
+/// What a finished child left.
+#[derive(Debug)]
+struct Output {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Output {
+    fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout_text()))
+    }
+
+    #[track_caller]
+    fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "expected success, got {self:?}");
+        self
+    }
+
+    /// Failed with `code` and exactly one `gismoctl: ` line on stderr, no panic.
+    #[track_caller]
+    fn assert_one_line_failure(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "exit code of {self:?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one stderr line, got {:?}",
+            self.stderr
+        );
+        assert!(lines[0].starts_with("gismoctl: "), "{:?}", lines[0]);
+        assert!(!self.stderr.contains("panicked"), "{:?}", self.stderr);
+        self
+    }
+}
+
+/// Waits for `child` under the watchdog, feeding it `stdin` (then closing it).
+fn finish(mut child: Child, stdin: Option<Vec<u8>>) -> Output {
+    let writer = stdin.map(|bytes| {
+        let mut pipe = child.stdin.take().expect("stdin was piped");
+        thread::spawn(move || {
+            let _ = pipe.write_all(&bytes);
+        })
+    });
+    let pid = child.id();
+    let start = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let out = child.wait_with_output();
+        let _ = tx.send(());
+        out
+    });
+    while rx.recv_timeout(Duration::from_millis(50)).is_err() {
+        if start.elapsed() > WATCHDOG {
+            // SAFETY: `kill` only sends a signal; `pid` is our own child, not yet reaped (the
+            // waiter has not returned), so the pid cannot have been reused.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("watchdog: gismoctl (pid {pid}) still running after {WATCHDOG:?}");
+        }
+    }
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    let out = waiter
+        .join()
+        .expect("waiter thread")
+        .expect("wait for gismoctl");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A region in a temporary directory and the gismoctl invocations on it.
+struct Fixture {
+    dir: tempfile::TempDir,
+    region: String,
+}
+
+impl Fixture {
+    /// A fresh, unformatted region spec.
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let region = format!("file:{}", dir.path().join("region").display());
+        Fixture { dir, region }
+    }
+
+    /// A formatted 64 MiB region.
+    fn formatted() -> Fixture {
+        let f = Fixture::new();
+        f.run(&["format", "--size", "64MiB"]).assert_ok();
+        f
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("region")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(GISMOCTL);
+        c.arg("--region")
+            .arg(&self.region)
+            .args(args)
+            .env_remove("GISMO_REGION")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).spawn().expect("spawn gismoctl")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        finish(self.spawn(args), None)
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: Vec<u8>) -> Output {
+        let child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn gismoctl");
+        finish(child, Some(stdin))
+    }
+
+    fn write_file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, bytes).expect("write input file");
+        p
+    }
+
+    fn ls(&self) -> Vec<Value> {
+        match self.run(&["ls", "--json"]).assert_ok().json() {
+            Value::Array(rows) => rows,
+            other => panic!("ls --json is not an array: {other}"),
+        }
+    }
+}
+
+fn id(n: u8) -> String {
+    format!("{n:02x}").repeat(28)
+}
+
+/// Deterministic bytes covering every byte value.
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x as u8) ^ (i as u8)
+        })
+        .collect()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+#[test]
+fn format_then_stat_in_text_and_json() {
+    let f = Fixture::new();
+    let out = f.run(&["format", "--size", "64MiB", "--coherence", "flush"]);
+    out.assert_ok();
+    assert!(out.stdout_text().contains("formatted"), "{out:?}");
+
+    let text = f.run(&["stat"]).assert_ok().stdout_text();
+    for word in [
+        "uuid",
+        "coherence",
+        "flush",
+        "objects",
+        "clients",
+        "counters",
+    ] {
+        assert!(text.contains(word), "stat lacks {word:?}: {text}");
+    }
+    let j = f.run(&["stat", "--json"]).assert_ok().json();
+    assert_eq!(j["region_bytes"], 64 << 20);
+    assert_eq!(j["coherence"], "flush");
+    assert!(j["heap_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(j["used_bytes"], 0);
+    assert_eq!(j["objects"]["sealed"], 0);
+    assert_eq!(j["clients"]["active"], 0);
+    assert_eq!(j["clients"]["max"], 128);
+    assert!(j["size_classes"].is_array());
+    assert!(j["counters"]["objects_created"].is_u64());
+}
+
+#[test]
+fn format_refuses_a_formatted_region_without_force() {
+    let f = Fixture::formatted();
+    let uuid = f.run(&["stat", "--json"]).json()["uuid"].clone();
+    let out = f.run(&["format", "--size", "32MiB"]);
+    out.assert_one_line_failure(4);
+    assert!(out.stderr.contains("--force"), "{out:?}");
+    // Refused before anything changed: same store, same size.
+    let j = f.run(&["stat", "--json"]).assert_ok().json();
+    assert_eq!(j["uuid"], uuid);
+    assert_eq!(j["region_bytes"], 64 << 20);
+
+    f.run(&[
+        "format",
+        "--force",
+        "--max-clients",
+        "8",
+        "--dir-capacity",
+        "1024",
+    ])
+    .assert_ok();
+    let j = f.run(&["stat", "--json"]).assert_ok().json();
+    assert_ne!(j["uuid"], uuid);
+    assert_eq!(j["clients"]["max"], 8);
+    assert_eq!(j["dir_capacity"], 1024);
+}
+
+#[test]
+fn format_without_size_needs_an_existing_region() {
+    let f = Fixture::new();
+    f.run(&["format"]).assert_one_line_failure(2);
+    f.run(&["format", "--size", "1MiB"])
+        .assert_one_line_failure(2);
+    f.run(&["format", "--size", "64MiB", "--dir-capacity", "1000"])
+        .assert_one_line_failure(2);
+}
+
+#[test]
+fn put_get_round_trip_is_byte_exact() {
+    let f = Fixture::formatted();
+    // Small (size-class chunk), large (page run), and empty objects.
+    for (n, len) in [(1u8, 1000usize), (2, 3 << 20), (3, 0), (4, 64 * 1024 + 1)] {
+        let data = payload(len, u64::from(n));
+        let file = f.write_file(&format!("in{n}"), &data);
+        f.run(&["put", &id(n), path_str(&file)]).assert_ok();
+        let out = f.run(&["get", &id(n)]);
+        out.assert_ok();
+        assert!(out.stdout == data, "object {n}: {len} bytes differ");
+    }
+    // -o FILE
+    let dest = f.dir.path().join("out2");
+    f.run(&["get", &id(2), "-o", path_str(&dest)]).assert_ok();
+    assert!(std::fs::read(&dest).unwrap() == payload(3 << 20, 2));
+}
+
+#[test]
+fn put_from_stdin_and_metadata() {
+    let f = Fixture::formatted();
+    let data = payload(200_003, 9);
+    f.run_with_stdin(&["put", &id(9), "-", "--metadata", "pickle5"], data.clone())
+        .assert_ok();
+    assert!(f.run(&["get", &id(9)]).assert_ok().stdout == data);
+    let meta = f.run(&["get", &id(9), "--metadata"]);
+    assert_eq!(meta.assert_ok().stdout, b"pickle5");
+    let row = &f.ls()[0];
+    assert_eq!(row["size"], 200_003);
+    assert_eq!(row["metadata_size"], 7);
+}
+
+#[test]
+fn ls_stat_and_rm() {
+    let f = Fixture::formatted();
+    let file = f.write_file("in", &payload(5000, 1));
+    for n in 1..=3 {
+        f.run(&["put", &id(n), path_str(&file)]).assert_ok();
+    }
+    let rows = f.ls();
+    assert_eq!(rows.len(), 3);
+    for (n, row) in (1..=3).zip(&rows) {
+        assert_eq!(row["id"], id(n));
+        assert_eq!(row["size"], 5000);
+        assert_eq!(row["state"], "sealed");
+        assert_eq!(row["refcount"], 0);
+    }
+    let text = f.run(&["ls"]).assert_ok().stdout_text();
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(text.contains(&id(2)));
+
+    let j = f.run(&["stat", "--json"]).assert_ok().json();
+    assert_eq!(j["objects"]["sealed"], 3);
+    assert_eq!(j["counters"]["objects_sealed"], 3);
+
+    f.run(&["rm", &id(2)]).assert_ok();
+    let ids: Vec<Value> = f.ls().iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(ids, vec![Value::from(id(1)), Value::from(id(3))]);
+    f.run(&["rm", &id(2)]).assert_one_line_failure(3);
+    f.run(&["get", &id(2)]).assert_one_line_failure(3);
+    // Freed space is reused: the id can be stored again.
+    f.run(&["put", &id(2), path_str(&file)]).assert_ok();
+}
+
+#[test]
+fn duplicate_put_fails_with_one_line() {
+    let f = Fixture::formatted();
+    let first = f.write_file("a", b"first");
+    let second = f.write_file("b", b"second");
+    f.run(&["put", &id(7), path_str(&first)]).assert_ok();
+    let out = f.run(&["put", &id(7), path_str(&second)]);
+    out.assert_one_line_failure(4);
+    assert!(out.stderr.contains("already exists"), "{out:?}");
+    assert_eq!(f.run(&["get", &id(7)]).assert_ok().stdout, b"first");
+    assert_eq!(f.ls().len(), 1);
+}
+
+#[test]
+fn get_of_a_missing_object_times_out_with_one_line() {
+    let f = Fixture::formatted();
+    let out = f.run(&["get", &id(5), "--timeout-ms", "300"]);
+    out.assert_one_line_failure(3);
+    assert!(out.stderr.contains("not found within 300 ms"), "{out:?}");
+    assert!(out.stdout.is_empty());
+    f.run(&["get", &id(5)]).assert_one_line_failure(3);
+    // The timed-out get left no client behind.
+    assert_eq!(f.run(&["stat", "--json"]).json()["clients"]["active"], 0);
+}
+
+#[test]
+fn waiting_get_receives_an_object_put_by_another_process() {
+    let f = Fixture::formatted();
+    let data = payload(100_000, 42);
+    let file = f.write_file("in", &data);
+    let getter = f.spawn(&["get", &id(8), "--timeout-ms", "5000"]);
+    // Put only once the getter is attached and waiting (its client appears in the table).
+    wait_until_attached(&f, getter.id());
+    f.run(&["put", &id(8), path_str(&file)]).assert_ok();
+    let out = finish(getter, None);
+    out.assert_ok();
+    assert!(out.stdout == data);
+}
+
+/// Polls `clients --json` until a client of process `pid` is attached.
+fn wait_until_attached(f: &Fixture, pid: u32) {
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        let clients = f.run(&["clients", "--json"]).assert_ok().json();
+        let rows = clients.as_array().expect("clients --json is an array");
+        if rows.iter().any(|c| c["pid"] == pid) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} never attached");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn interrupted_get_detaches_cleanly() {
+    let f = Fixture::formatted();
+    let getter = f.spawn(&["get", &id(6), "--timeout-ms", "-1"]);
+    let pid = getter.id();
+    wait_until_attached(&f, pid);
+    // SAFETY: `kill` only sends a signal; the child is not reaped yet, so `pid` still names it.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    let out = finish(getter, None);
+    out.assert_one_line_failure(130);
+    assert!(out.stderr.contains("interrupted"), "{out:?}");
+    // Its client table entry was freed on the way out.
+    assert_eq!(f.run(&["clients", "--json"]).json(), Value::Array(vec![]));
+}
+
+#[test]
+fn concurrent_put_processes_all_succeed() {
+    let f = Fixture::formatted();
+    let n = 8u8;
+    let files: Vec<PathBuf> = (1..=n)
+        .map(|i| {
+            f.write_file(
+                &format!("in{i}"),
+                &payload(10_000 * usize::from(i), i.into()),
+            )
+        })
+        .collect();
+    let children: Vec<Child> = (1..=n)
+        .zip(&files)
+        .map(|(i, file)| f.spawn(&["put", &id(i), path_str(file)]))
+        .collect();
+    for child in children {
+        finish(child, None).assert_ok();
+    }
+    let rows = f.ls();
+    assert_eq!(rows.len(), usize::from(n));
+    for i in 1..=n {
+        assert!(
+            rows.iter()
+                .any(|r| r["id"] == id(i) && r["size"] == 10_000 * u64::from(i)),
+            "object {i} missing from ls"
+        );
+        let out = f.run(&["get", &id(i)]);
+        assert!(out.assert_ok().stdout == payload(10_000 * usize::from(i), i.into()));
+    }
+}
+
+#[test]
+fn bad_command_lines_fail_with_one_line() {
+    let f = Fixture::formatted();
+    f.run(&["get", "not-an-id"]).assert_one_line_failure(2);
+    f.run(&["get", &"a".repeat(55)]).assert_one_line_failure(2);
+    f.run(&["rm", &"zz".repeat(28)]).assert_one_line_failure(2);
+    f.run(&["format", "--size", "12XB"])
+        .assert_one_line_failure(2);
+    f.run(&["get", &id(1), "--timeout-ms", "-5"])
+        .assert_one_line_failure(2);
+    f.run(&["frobnicate"]).assert_one_line_failure(2);
+    f.run(&["put", &id(1)]).assert_one_line_failure(2);
+    let missing = f.dir.path().join("no-such-input");
+    f.run(&["put", &id(1), path_str(&missing)])
+        .assert_one_line_failure(1);
+}
+
+#[test]
+fn missing_or_bad_region_fails_with_one_line() {
+    let out = finish(
+        Command::new(GISMOCTL)
+            .arg("stat")
+            .env_remove("GISMO_REGION")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+        None,
+    );
+    out.assert_one_line_failure(2);
+    assert!(out.stderr.contains("GISMO_REGION"), "{out:?}");
+
+    // From the environment, when --region is absent.
+    let f = Fixture::formatted();
+    let out = finish(
+        Command::new(GISMOCTL)
+            .arg("stat")
+            .env("GISMO_REGION", &f.region)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+        None,
+    );
+    out.assert_ok();
+
+    let nowhere = Fixture::new();
+    nowhere.run(&["stat"]).assert_one_line_failure(6);
+    nowhere.run(&["ls"]).assert_one_line_failure(6);
+    let mut bad = Fixture::new();
+    bad.region = "daxx:/dev/dax0.0".into();
+    bad.run(&["stat"]).assert_one_line_failure(2);
+}
+
+#[test]
+fn unformatted_region_is_refused_with_one_line() {
+    let f = Fixture::new();
+    std::fs::File::create(f.path())
+        .and_then(|file| file.set_len(8 << 20))
+        .expect("zero file");
+    let out = f.run(&["stat"]);
+    out.assert_one_line_failure(6);
+    assert!(out.stderr.contains("not a GISMO region"), "{out:?}");
+    f.run(&["put", &id(1), "-"]).assert_one_line_failure(6);
+    // ... and can be formatted in place, at its current size.
+    f.run(&["format"]).assert_ok();
+    assert_eq!(f.run(&["stat", "--json"]).json()["region_bytes"], 8 << 20);
+}
+
+#[test]
+fn corrupt_superblock_is_refused_with_one_line() {
+    let f = Fixture::formatted();
+    let file = f.write_file("in", b"payload");
+    f.run(&["put", &id(1), path_str(&file)]).assert_ok();
+    let mut bytes = std::fs::read(f.path()).expect("read region");
+    for (i, b) in bytes[..64].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(37) ^ 0x5a;
+    }
+    std::fs::write(f.path(), &bytes).expect("corrupt region");
+    for args in [&["stat"][..], &["ls"], &["clients"], &["get", &id(1)]] {
+        f.run(args).assert_one_line_failure(6);
+    }
+    // A damaged checksum (magic intact) is caught too.
+    let f = Fixture::formatted();
+    let mut bytes = std::fs::read(f.path()).expect("read region");
+    bytes[40] ^= 0xff; // inside the uuid
+    std::fs::write(f.path(), &bytes).expect("corrupt region");
+    let out = f.run(&["stat"]);
+    out.assert_one_line_failure(6);
+    assert!(out.stderr.contains("checksum"), "{out:?}");
+}
+
+#[test]
+fn store_full_is_reported() {
+    let f = Fixture::new();
+    f.run(&["format", "--size", "8MiB"]).assert_ok();
+    let file = f.write_file("big", &payload(16 << 20, 3));
+    let out = f.run(&["put", &id(1), path_str(&file)]);
+    out.assert_one_line_failure(5);
+    // Nothing was left behind by the failed put.
+    assert!(f.ls().is_empty());
+    assert_eq!(f.run(&["stat", "--json"]).json()["used_bytes"], 0);
+}
+
+#[test]
+fn clients_lists_nothing_when_idle() {
+    let f = Fixture::formatted();
+    let j = f.run(&["clients", "--json"]).assert_ok().json();
+    assert_eq!(j, Value::Array(vec![]));
+    let text = f.run(&["clients"]).assert_ok().stdout_text();
+    assert!(text.starts_with("INDEX"), "{text}");
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let out = finish(
+        Command::new(GISMOCTL)
+            .arg("--help")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+        None,
+    );
+    let text = out.assert_ok().stdout_text();
+    for needle in [
+        "Exit codes",
+        "3  object not found",
+        "6  region unusable",
+        "GISMO_REGION",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle:?}");
+    }
+}

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# The whole test suite in one command: system packages, formatting, lints, tests, loom models.
+#
+#   tools/test.sh            everything
+#   tools/test.sh --quick    everything but the loom model checks
+#   GISMO_SOAK=1 tools/test.sh   reserved for long soak tests (none exist yet; off by default)
+#
+# Usable on a fresh Debian 12 machine as root (with a Rust toolchain >= the workspace's
+# rust-version, plus rustfmt and clippy). Idempotent. Every step runs even when an earlier one
+# failed; the summary lists each step, and the last line is "N passed, M failed" (steps).
+# Exits non-zero if any step failed.
+set -euo pipefail
+
+# System packages the tests need. Later suites add theirs here, e.g. redis-server,
+# qemu-system-x86, busybox-static, ndctl, daxctl, cpio, kmod.
+SYSTEM_PACKAGES=()
+
+usage() {
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+quick=0
+for arg in "$@"; do
+    case "$arg" in
+        --quick) quick=1 ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            echo "test.sh: unknown argument '$arg' (try --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+cd "$(dirname "$0")/.."
+
+# Installs the missing packages of SYSTEM_PACKAGES with apt-get (running `apt-get update` first,
+# and only when something is missing).
+install_system_packages() {
+    local missing=() pkg
+    for pkg in "${SYSTEM_PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        echo "system packages: nothing to install"
+        return 0
+    fi
+    echo "system packages: installing ${missing[*]}"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null; then
+            sudo=(sudo)
+        else
+            echo "test.sh: not root and no sudo: install ${missing[*]} by hand" >&2
+            return 1
+        fi
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# Checks that cargo, rustfmt and clippy are there (a toolchain cannot be installed from here:
+# Debian's own cargo is older than the workspace's rust-version).
+check_toolchain() {
+    if ! command -v cargo >/dev/null; then
+        echo "test.sh: cargo not found: install a Rust toolchain (rustup, stable)" >&2
+        return 1
+    fi
+    local component
+    for component in fmt clippy; do
+        if ! cargo "$component" --version >/dev/null 2>&1; then
+            if command -v rustup >/dev/null; then
+                local name=$component
+                [ "$component" = fmt ] && name=rustfmt
+                rustup component add "$name"
+            else
+                echo "test.sh: cargo $component is missing (rustup component add ...)" >&2
+                return 1
+            fi
+        fi
+    done
+    cargo --version
+}
+
+step_names=()
+step_results=()
+step_seconds=()
+
+# run_step NAME COMMAND...: runs one step, records its result, never stops the script.
+run_step() {
+    local name=$1
+    shift
+    echo
+    echo "==> $name"
+    local start=$SECONDS status=0
+    "$@" || status=$?
+    step_names+=("$name")
+    step_seconds+=($((SECONDS - start)))
+    if [ "$status" -eq 0 ]; then
+        step_results+=(passed)
+    else
+        step_results+=("FAILED (exit $status)")
+    fi
+}
+
+loom_tests() {
+    RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 \
+        CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
+        cargo test --release --test loom
+}
+
+run_step "system packages" install_system_packages
+run_step "toolchain" check_toolchain
+run_step "cargo fmt --check" cargo fmt --all -- --check
+run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+run_step "cargo test" cargo test --workspace --all-features
+if [ "$quick" -eq 1 ]; then
+    echo
+    echo "==> loom model checks: skipped (--quick)"
+else
+    run_step "loom model checks" loom_tests
+fi
+if [ "${GISMO_SOAK:-0}" = 1 ]; then
+    echo
+    echo "==> soak tests: GISMO_SOAK=1 is reserved; no soak tests exist yet"
+fi
+
+passed=0
+failed=0
+echo
+echo "==> summary"
+for i in "${!step_names[@]}"; do
+    printf '  %-22s %-18s %5ss\n' "${step_names[$i]}" "${step_results[$i]}" "${step_seconds[$i]}"
+    if [ "${step_results[$i]}" = passed ]; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+    fi
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
