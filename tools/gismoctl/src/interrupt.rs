@@ -2,10 +2,11 @@
 //!
 //! A gismoctl process killed while it is attached leaves its client table entry (and, during a
 //! put, an unsealed object) behind until a reaper reclaims them. So the commands that wait or
-//! write — `get` while it waits, `put` while it copies — install these handlers *after* they
-//! attach, poll [`Interrupt::requested`] between short steps, and then fail normally: dropping
-//! the client releases its references, aborts an unsealed object and frees its table entry.
-//! Before that point (e.g. while `put -` reads a terminal) the signals keep their default action.
+//! write — `get` while it waits, `put` while it copies — install these handlers just *before*
+//! they attach (so no signal can kill them once their client is in the table), poll
+//! [`Interrupt::requested`] between short steps, and then fail normally: dropping the client
+//! releases its references, aborts an unsealed object and frees its table entry. Until then (e.g.
+//! while `put -` reads a terminal) the signals keep their default action.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -31,8 +31,9 @@ fn timeout(ms: i64) -> CmdResult<Option<Duration>> {
 
 pub fn run(spec: &RegionSpec, args: &GetArgs) -> CmdResult {
     let wait = timeout(args.timeout_ms)?;
-    let client = region_access::connect(spec)?;
+    // Before connecting: once our client is in the table, a signal must not kill us.
     let interrupt = Interrupt::install()?;
+    let client = region_access::connect(spec)?;
     let object = wait_for(&client, &args.id, wait, &interrupt)?;
     let bytes = if args.metadata {
         object.metadata()

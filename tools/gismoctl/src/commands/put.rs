@@ -30,8 +30,9 @@ enum Source {
 
 pub fn run(spec: &RegionSpec, args: &PutArgs) -> CmdResult {
     let source = open_source(&args.file)?;
-    let client = region_access::connect(spec)?;
+    // Before connecting: once our client is in the table, a signal must not kill us.
     let interrupt = Interrupt::install()?;
+    let client = region_access::connect(spec)?;
     let metadata = args.metadata.as_deref().unwrap_or("").as_bytes();
     put(&client, &args.id, source, metadata, &args.file, &interrupt)
 }
