@@ -12,8 +12,9 @@ use crate::store::clients::{
     intent, process_start_time, status, ClientEntry, EntryWord, HostIdentity,
 };
 use crate::store::clock::{coarse_unix_ms, unix_ms};
-use crate::store::directory::{flags, state, InsertError, Word, NO_OWNER};
+use crate::store::directory::{after_release, flags, state, InsertError, Word, NO_OWNER};
 use crate::store::error::{Result, StoreError};
+use crate::store::events::EventKind;
 use crate::store::nodes::OwnerNode;
 use crate::store::object_id::ObjectId;
 use crate::store::store::Store;
@@ -82,6 +83,9 @@ pub struct Client {
     index: usize,
     word: u64,
     host_index: u32,
+    /// A client's reference table has a single writer: the client. `!Sync` makes the compiler
+    /// enforce that (share a client between threads behind a mutex, or connect one per thread).
+    _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -125,7 +129,9 @@ impl Store {
             e.start_time
                 .store(process_start_time(pid).unwrap_or(0), Ordering::Relaxed);
             e.host_hash.store(host.hash(), Ordering::Relaxed);
-            e.host_index.store(0, Ordering::Relaxed);
+            let host_index = crate::store::events::host_index(self.hosts(), host.hash(), &host.name)
+                .unwrap_or(0) as u32;
+            e.host_index.store(u64::from(host_index), Ordering::Relaxed);
             e.intent.store(intent::NONE, Ordering::Relaxed);
             e.attached_ms.store(unix_ms(), Ordering::Relaxed);
             e.heartbeat_ms.store(unix_ms(), Ordering::Relaxed);
@@ -136,7 +142,8 @@ impl Store {
                 store: Arc::clone(self),
                 index: i,
                 word: claimed.pack(),
-                host_index: 0,
+                host_index,
+                _not_sync: std::marker::PhantomData,
             });
         }
         Err(StoreError::ClientTableFull {
@@ -153,6 +160,11 @@ impl Client {
     /// This client's index in the client table.
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// Index of this client's host in the host table (its event ring).
+    pub fn host_index(&self) -> u32 {
+        self.host_index
     }
 
     pub fn epoch(&self) -> u32 {
@@ -388,6 +400,8 @@ impl Client {
                         .control()
                         .objects_sealed
                         .fetch_add(1, Ordering::Relaxed);
+                    self.store
+                        .notify(self.host_index, EventKind::Sealed, index, w.gen, *id);
                     return Ok(());
                 }
                 Err(actual) if actual.gen == w.gen => w = actual,
@@ -564,11 +578,9 @@ impl Client {
     fn drop_ref(&self, index: usize, gen: u32) -> Option<u16> {
         let left = self.store.ref_table(self.index).remove(index as u32, gen)?;
         if left == 0 {
-            // SeqCst fence: pairs with the fence in `try_delete` after it marks delete-pending.
-            fence(Ordering::SeqCst);
-            let w = self.store.directory().slot(index).load_word();
-            if w.gen == gen && w.state == state::SEALED && w.flags & flags::DELETE_PENDING != 0 {
-                let _ = self.store.try_delete(index, w);
+            let slot = self.store.directory().slot(index);
+            if let Some(deleting) = after_release(slot, gen, || self.store.refcount(index, gen)) {
+                let _ = self.store.complete_delete(index, deleting);
             }
         }
         Some(left)

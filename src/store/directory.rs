@@ -541,6 +541,70 @@ impl<'a> Directory<'a> {
     }
 }
 
+/// The deletion protocol on one slot, independent of where references are counted.
+///
+/// Starts deleting the sealed object whose state word is `w`: CAS to `DELETING`, then
+/// `fence(SeqCst)` and ask `refcount` (the sum over every client's reference table). If nobody
+/// holds it, returns the `DELETING` word: the caller now exclusively owns the slot and must free
+/// the payload and then the slot. Otherwise the slot goes back to `SEALED` with
+/// `DELETE_PENDING`, and is re-checked once more: a reference dropped while we held `DELETING` was
+/// dropped by a releaser who saw `DELETING` rather than our flag, so nobody else will retry.
+/// Returns `None` if the object is in use (deferred) or was not deletable (changed under us).
+pub fn begin_delete(slot: &Slot, mut w: Word, refcount: impl Fn() -> u32) -> Option<Word> {
+    loop {
+        if w.state != state::SEALED {
+            return None;
+        }
+        let deleting = Word {
+            state: state::DELETING,
+            flags: w.flags & !flags::WAITERS,
+            ..w
+        };
+        if let Err(actual) = slot.cas_word(w, deleting) {
+            if actual.gen != w.gen {
+                return None;
+            }
+            w = actual;
+            continue;
+        }
+        // SeqCst fence: second half of the Dekker pair with getters and releasers (refs docs).
+        fence(Ordering::SeqCst);
+        if refcount() == 0 {
+            return Some(deleting);
+        }
+        let pending = Word {
+            state: state::SEALED,
+            flags: deleting.flags | flags::DELETE_PENDING,
+            ..deleting
+        };
+        slot.store_word(pending);
+        // SeqCst fence: pairs with the fence in `after_release` (store flag, then read refs
+        // here; store ref drop, then read the flag there).
+        fence(Ordering::SeqCst);
+        if refcount() > 0 {
+            return None;
+        }
+        w = slot.load_word();
+        if w.gen != pending.gen || w.flags & flags::DELETE_PENDING == 0 {
+            return None;
+        }
+    }
+}
+
+/// Called by a client right after its reference count on `(slot, gen)` dropped to zero: if a
+/// delete is pending, tries it (see [`begin_delete`]). Returns the `DELETING` word if the caller
+/// must finish the delete.
+pub fn after_release(slot: &Slot, gen: u32, refcount: impl Fn() -> u32) -> Option<Word> {
+    // SeqCst fence: pairs with the fence in `begin_delete` after it sets DELETE_PENDING.
+    fence(Ordering::SeqCst);
+    let w = slot.load_word();
+    if w.gen == gen && w.state == state::SEALED && w.flags & flags::DELETE_PENDING != 0 {
+        begin_delete(slot, w, refcount)
+    } else {
+        None
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod control;
 pub mod directory;
 pub mod error;
+pub mod events;
 pub mod nodes;
 pub mod object_id;
 pub mod refs;

@@ -1,6 +1,6 @@
 //! [`Store`]: one process's validated attachment to a formatted region.
 
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::coherence::{Coherence, CoherenceMode};
@@ -10,8 +10,9 @@ use crate::shm::view_slice;
 use crate::store::allocator::{AllocHeads, Allocator, ChunkDesc};
 use crate::store::clients::{status, ClientEntry, EntryWord};
 use crate::store::control::ControlBlock;
-use crate::store::directory::{flags, state, Directory, Slot, Word};
+use crate::store::directory::{begin_delete, flags, state, Directory, Slot, Word};
 use crate::store::error::{Result, StoreError};
+use crate::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
 use crate::store::nodes::{NodeEntry, NodeTable};
 use crate::store::object_id::ObjectId;
 use crate::store::refs::{gen_matches, RefTable};
@@ -28,10 +29,11 @@ pub struct Store {
     clients: *const ClientEntry,
     refs: *const AtomicU64,
     nodes: *const NodeEntry,
+    hosts: *const HostEntry,
+    events: *const EventCell,
     pages: *const AtomicU64,
     chunks: *const ChunkDesc,
     control: *const ControlBlock,
-    large_cursor: AtomicU64,
 }
 
 // SAFETY: the raw pointers point into `region`'s shared mapping, which `Store` owns and which lives
@@ -145,6 +147,11 @@ impl Store {
         let nodes =
             view_slice::<NodeEntry>(&region, sec(SectionKind::Nodes), g.node_capacity as usize)?
                 .as_ptr();
+        let hosts =
+            view_slice::<HostEntry>(&region, sec(SectionKind::Hosts), g.max_hosts as usize)?
+                .as_ptr();
+        let nevents = g.max_hosts as usize * g.ring_capacity as usize;
+        let events = view_slice::<EventCell>(&region, sec(SectionKind::Events), nevents)?.as_ptr();
         let pages = view_slice::<AtomicU64>(
             &region,
             sec(SectionKind::PageBitmap),
@@ -167,10 +174,11 @@ impl Store {
             clients,
             refs,
             nodes,
+            hosts,
+            events,
             pages,
             chunks,
             control,
-            large_cursor: AtomicU64::new(0),
         }))
     }
 
@@ -219,7 +227,6 @@ impl Store {
             self.alloc_heads(),
             self.layout.section(SectionKind::Heap).offset,
             g.heap_pages,
-            &self.large_cursor,
         )
     }
 
@@ -256,6 +263,34 @@ impl Store {
         })
     }
 
+    pub(crate) fn hosts(&self) -> &[HostEntry] {
+        // SAFETY: validated in `attach_with`; the mapping lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.hosts, self.layout.geometry.max_hosts as usize) }
+    }
+
+    /// The event ring of host `index`, if it exists.
+    pub fn event_ring(&self, index: usize) -> Option<EventRing<'_>> {
+        let g = &self.layout.geometry;
+        let host = self.hosts().get(index)?;
+        let cap = g.ring_capacity as usize;
+        // SAFETY: index < max_hosts (checked by `get`), so the ring lies in the validated events
+        // section of `max_hosts * ring_capacity` cells.
+        let cells = unsafe { std::slice::from_raw_parts(self.events.add(index * cap), cap) };
+        Some(EventRing::new(host, cells))
+    }
+
+    /// Publishes an event to host `host`'s runner (dropped and counted if its ring is full).
+    pub(crate) fn notify(&self, host: u32, kind: EventKind, slot: usize, gen: u32, id: ObjectId) {
+        if let Some(ring) = self.event_ring(host as usize) {
+            ring.push(&Event {
+                kind,
+                slot: slot as u32,
+                gen,
+                id,
+            });
+        }
+    }
+
     /// Pointer to `len` payload bytes at region offset `offset`, in this process's payload view.
     ///
     /// # Errors
@@ -286,51 +321,25 @@ impl Store {
 
     /// Deletes the sealed object in slot `index` (state word `w`) unless someone references it,
     /// in which case it is marked delete-pending and deleted by the last release.
-    pub(crate) fn try_delete(&self, index: usize, mut w: Word) -> Result<bool> {
-        let dir = self.directory();
-        let slot = dir.slot(index);
-        loop {
-            if w.state != state::SEALED {
-                return Ok(false);
-            }
-            let deleting = Word {
-                state: state::DELETING,
-                flags: w.flags & !flags::WAITERS,
-                ..w
-            };
-            if let Err(actual) = slot.cas_word(w, deleting) {
-                if actual.gen != w.gen {
-                    return Ok(false);
-                }
-                w = actual;
-                continue;
-            }
-            // SeqCst fence: second half of the Dekker pair with getters (refs module docs).
-            fence(Ordering::SeqCst);
-            if self.refcount(index, w.gen) == 0 {
-                self.finish_delete(index, deleting)?;
-                self.control()
-                    .objects_deleted
-                    .fetch_add(1, Ordering::Relaxed);
-                return Ok(true);
-            }
-            // In use: back to SEALED, delete-pending. Then look again, in case the last
-            // reference went while we held DELETING (that releaser saw DELETING, not our flag).
-            let pending = Word {
-                state: state::SEALED,
-                flags: deleting.flags | flags::DELETE_PENDING,
-                ..deleting
-            };
-            slot.store_word(pending);
-            fence(Ordering::SeqCst);
-            if self.refcount(index, w.gen) > 0 {
-                return Ok(false);
-            }
-            w = slot.load_word();
-            if w.gen != pending.gen || w.flags & flags::DELETE_PENDING == 0 {
-                return Ok(false);
-            }
+    pub(crate) fn try_delete(&self, index: usize, w: Word) -> Result<bool> {
+        let slot = self.directory().slot(index);
+        match begin_delete(slot, w, || self.refcount(index, w.gen)) {
+            Some(deleting) => self.complete_delete(index, deleting).map(|()| true),
+            None => Ok(false),
         }
+    }
+
+    /// Finishes a delete that `begin_delete`/`after_release` handed to us.
+    pub(crate) fn complete_delete(&self, index: usize, deleting: Word) -> Result<()> {
+        let slot = self.directory().slot(index);
+        let id = slot.read_id_raw();
+        let host = slot.creator_host.load(Ordering::Relaxed);
+        self.finish_delete(index, deleting)?;
+        self.control()
+            .objects_deleted
+            .fetch_add(1, Ordering::Relaxed);
+        self.notify(host, EventKind::Deleted, index, deleting.gen, id);
+        Ok(())
     }
 
     /// Frees the allocation of a slot we hold in `DELETING`, then the slot.

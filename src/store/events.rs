@@ -1,0 +1,317 @@
+//! Hosts and their event rings: how a host's runner learns what its clients sealed and what was
+//! deleted, so it can call Ray's `add_object_callback` / `delete_object_callback`.
+//!
+//! **Host table.** An entry's first word is the host's identity hash (name + boot id, never 0);
+//! a host claims its entry by one CAS from 0 to its hash, probing linearly from `hash mod
+//! max_hosts`. Because the claim writes the identity atomically and every process of a host
+//! probes the same sequence, two processes of one host always agree on its index.
+//!
+//! **Event rings.** One bounded multi-producer, single-consumer ring per host (Vyukov's sequenced
+//! cells, with lap numbers so that an all-zero ring is valid): a producer claims position `p` by
+//! CAS on the ring's tail, writes the event and publishes it (`seq = 2·lap + 1`, `Release`); the
+//! consumer reads it once published (`Acquire`) and frees the cell for the next lap. A full ring drops the
+//! event and counts it in `overflows`; a consumer that sees the counter move rescans the directory
+//! (see `GismoRunner`), so nothing is lost for good — only delayed. A producer killed between
+//! claiming a cell and publishing it leaves a hole; the consumer skips a hole that stays
+//! unpublished for [`HOLE_TIMEOUT_MS`] while later cells are ready, and rescans.
+
+use crate::store::object_id::ObjectId;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+
+/// How long a claimed-but-unpublished event may block the consumer before it is skipped.
+pub const HOLE_TIMEOUT_MS: u64 = 1000;
+
+/// Event kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EventKind {
+    Sealed = 1,
+    Deleted = 2,
+}
+
+/// One host table entry: 128 bytes.
+#[repr(C)]
+pub struct HostEntry {
+    /// Identity hash; 0 = free.
+    pub identity: AtomicU64,
+    /// Ring positions: next to claim (producers), next to read (consumer).
+    pub tail: AtomicU64,
+    pub head: AtomicU64,
+    /// Events dropped because the ring was full (or skipped as holes).
+    pub overflows: AtomicU64,
+    /// Wall-clock ms of the last consumer pass (0 = no runner).
+    pub runner_heartbeat_ms: AtomicU64,
+    /// Host name, NUL padded (informational).
+    pub name: [AtomicU64; 8],
+    pub _reserved: [AtomicU64; 3],
+}
+
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(
+    std::mem::size_of::<HostEntry>() as u64,
+    crate::format::layout::HOST_ENTRY_SIZE
+);
+// SAFETY: repr(C), integer atomics only, every bit pattern valid, no pointers.
+#[cfg(not(loom))]
+unsafe impl crate::shm::RegionSafe for HostEntry {}
+
+/// One event: 64 bytes.
+#[repr(C)]
+pub struct EventCell {
+    seq: AtomicU64,
+    /// `kind:8 | 0:24 | slot:32`.
+    what: AtomicU64,
+    gen: AtomicU32,
+    id: [AtomicU32; 7],
+    _reserved: [AtomicU64; 2],
+}
+
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(
+    std::mem::size_of::<EventCell>() as u64,
+    crate::format::layout::EVENT_SIZE
+);
+// SAFETY: repr(C), integer atomics only, every bit pattern valid, no pointers.
+#[cfg(not(loom))]
+unsafe impl crate::shm::RegionSafe for EventCell {}
+
+/// A decoded event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub slot: u32,
+    pub gen: u32,
+    pub id: ObjectId,
+}
+
+/// Finds or claims the entry of the host with identity `hash` (≠ 0); `None` if the table is full.
+pub fn host_index(hosts: &[HostEntry], hash: u64, name: &str) -> Option<usize> {
+    let n = hosts.len();
+    let start = (hash % n as u64) as usize;
+    for k in 0..n {
+        let i = (start + k) % n;
+        let e = &hosts[i];
+        match e.identity.load(Ordering::Acquire) {
+            h if h == hash => return Some(i),
+            0 => {
+                // AcqRel: the winner's later name stores are informational; the identity itself
+                // is the claim.
+                match e
+                    .identity
+                    .compare_exchange(0, hash, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => {
+                        let mut b = [0u8; 64];
+                        let m = name.len().min(64);
+                        b[..m].copy_from_slice(&name.as_bytes()[..m]);
+                        for (j, w) in e.name.iter().enumerate() {
+                            let mut x = [0u8; 8];
+                            x.copy_from_slice(&b[j * 8..j * 8 + 8]);
+                            w.store(u64::from_le_bytes(x), Ordering::Relaxed);
+                        }
+                        return Some(i);
+                    }
+                    Err(h) if h == hash => return Some(i),
+                    Err(_) => continue,
+                }
+            }
+            _ => continue,
+        }
+    }
+    None
+}
+
+/// One host's ring.
+pub struct EventRing<'a> {
+    host: &'a HostEntry,
+    cells: &'a [EventCell],
+}
+
+impl<'a> EventRing<'a> {
+    /// `cells.len()` must be a power of two.
+    pub fn new(host: &'a HostEntry, cells: &'a [EventCell]) -> EventRing<'a> {
+        assert!(cells.len().is_power_of_two());
+        EventRing { host, cells }
+    }
+
+    fn cell(&self, pos: u64) -> &EventCell {
+        &self.cells[pos as usize & (self.cells.len() - 1)]
+    }
+
+    /// Appends an event; `false` (and the overflow counter bumped) if the ring is full.
+    ///
+    /// A cell's `seq` is `2 * lap` while free for lap `lap` and `2 * lap + 1` once published for
+    /// it, where position `p` uses cell `p mod capacity` in lap `p / capacity` (all-zero = every
+    /// cell free for lap 0, which is what `format` writes).
+    pub fn push(&self, ev: &Event) -> bool {
+        let cap = self.cells.len() as u64;
+        let mut pos = self.host.tail.load(Ordering::Relaxed);
+        loop {
+            let cell = self.cell(pos);
+            let lap = pos / cap;
+            // Acquire: pairs with the consumer's Release that freed the cell.
+            let seq = cell.seq.load(Ordering::Acquire);
+            if seq == 2 * lap {
+                match self.host.tail.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        cell.what.store(
+                            u64::from(ev.kind as u8) << 56 | u64::from(ev.slot),
+                            Ordering::Relaxed,
+                        );
+                        cell.gen.store(ev.gen, Ordering::Relaxed);
+                        for (d, w) in cell.id.iter().zip(ev.id.words()) {
+                            d.store(w, Ordering::Relaxed);
+                        }
+                        // Release: publishes the event fields to the consumer.
+                        cell.seq.store(2 * lap + 1, Ordering::Release);
+                        return true;
+                    }
+                    Err(actual) => pos = actual,
+                }
+            } else if seq < 2 * lap {
+                // Still holds the previous lap's event: full.
+                self.host.overflows.fetch_add(1, Ordering::Relaxed);
+                return false;
+            } else {
+                pos = self.host.tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes the next published event (consumer only). `Err(())` signals a hole that was skipped:
+    /// the caller must rescan.
+    pub fn pop(&self, now_ms: u64, hole_since: &mut Option<u64>) -> Result<Option<Event>, ()> {
+        let pos = self.host.head.load(Ordering::Relaxed);
+        let cell = self.cell(pos);
+        let lap = pos / self.cells.len() as u64;
+        // Acquire: pairs with the producer's Release publish.
+        let seq = cell.seq.load(Ordering::Acquire);
+        if seq != 2 * lap + 1 {
+            // Nothing published here. A hole if producers have moved past it.
+            if self.host.tail.load(Ordering::Relaxed) > pos {
+                let since = *hole_since.get_or_insert(now_ms);
+                if now_ms.saturating_sub(since) >= HOLE_TIMEOUT_MS {
+                    *hole_since = None;
+                    self.release_cell(pos);
+                    self.host.overflows.fetch_add(1, Ordering::Relaxed);
+                    return Err(());
+                }
+            }
+            return Ok(None);
+        }
+        *hole_since = None;
+        let what = cell.what.load(Ordering::Relaxed);
+        let kind = match (what >> 56) as u8 {
+            1 => Some(EventKind::Sealed),
+            2 => Some(EventKind::Deleted),
+            _ => None,
+        };
+        let ev = kind.map(|kind| Event {
+            kind,
+            slot: what as u32,
+            gen: cell.gen.load(Ordering::Relaxed),
+            id: ObjectId::from_words(std::array::from_fn(|i| cell.id[i].load(Ordering::Relaxed))),
+        });
+        self.release_cell(pos);
+        Ok(ev)
+    }
+
+    fn release_cell(&self, pos: u64) {
+        let lap = pos / self.cells.len() as u64;
+        // Release: our reads of the cell happen before a producer reuses it.
+        self.cell(pos).seq.store(2 * (lap + 1), Ordering::Release);
+        self.host.head.store(pos + 1, Ordering::Relaxed);
+    }
+
+    pub fn overflows(&self) -> u64 {
+        self.host.overflows.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn host() -> HostEntry {
+        HostEntry {
+            identity: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            head: AtomicU64::new(0),
+            overflows: AtomicU64::new(0),
+            runner_heartbeat_ms: AtomicU64::new(0),
+            name: std::array::from_fn(|_| AtomicU64::new(0)),
+            _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    fn cells(n: usize) -> Vec<EventCell> {
+        (0..n)
+            .map(|_| EventCell {
+                seq: AtomicU64::new(0),
+                what: AtomicU64::new(0),
+                gen: AtomicU32::new(0),
+                id: std::array::from_fn(|_| AtomicU32::new(0)),
+                _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
+            })
+            .collect()
+    }
+
+    fn ev(i: u32) -> Event {
+        Event {
+            kind: EventKind::Sealed,
+            slot: i,
+            gen: i * 3,
+            id: ObjectId::from_u64(u64::from(i)),
+        }
+    }
+
+    #[test]
+    fn fifo_across_laps_and_full_ring() {
+        let h = host();
+        let c = cells(4);
+        let r = EventRing::new(&h, &c);
+        let mut hole = None;
+        for lap in 0..5u32 {
+            for i in 0..4 {
+                assert!(r.push(&ev(lap * 4 + i)));
+            }
+            assert!(!r.push(&ev(99)), "a full ring refuses");
+            for i in 0..4 {
+                assert_eq!(r.pop(0, &mut hole).unwrap(), Some(ev(lap * 4 + i)));
+            }
+            assert_eq!(r.pop(0, &mut hole).unwrap(), None);
+        }
+        assert_eq!(r.overflows(), 5);
+    }
+
+    #[test]
+    fn a_hole_left_by_a_dead_producer_is_skipped_after_the_timeout() {
+        let h = host();
+        let c = cells(4);
+        let r = EventRing::new(&h, &c);
+        h.tail.store(1, Ordering::Relaxed); // position 0 claimed, never published
+        assert!(r.push(&ev(1)));
+        let mut hole = None;
+        assert_eq!(r.pop(10, &mut hole).unwrap(), None);
+        assert!(r.pop(10 + HOLE_TIMEOUT_MS, &mut hole).is_err());
+        assert_eq!(r.pop(10 + HOLE_TIMEOUT_MS, &mut hole).unwrap(), Some(ev(1)));
+    }
+
+    #[test]
+    fn hosts_agree_on_their_index() {
+        let hosts: Vec<HostEntry> = (0..4).map(|_| host()).collect();
+        let a = host_index(&hosts, 42, "a").unwrap();
+        let b = host_index(&hosts, 46, "b").unwrap(); // same start slot (mod 4)
+        assert_ne!(a, b);
+        assert_eq!(host_index(&hosts, 42, "a"), Some(a));
+        assert_eq!(host_index(&hosts, 46, "b"), Some(b));
+        host_index(&hosts, 7, "c").unwrap();
+        host_index(&hosts, 8, "d").unwrap();
+        assert_eq!(host_index(&hosts, 9, "e"), None);
+    }
+}

@@ -1,0 +1,292 @@
+//! Model checks of the lock-free state machines with `loom`.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --test loom`
+//! (`tools/test.sh` does, in its own target directory).
+#![cfg(loom)]
+
+use gismo::store::allocator::{AllocHeads, Allocator, ChunkDesc};
+use gismo::store::directory::{
+    after_release, begin_delete, flags, state, Directory, InsertError, Slot, Word,
+};
+use gismo::store::refs::RefTable;
+use gismo::store::ObjectId;
+use gismo::sync::{fence, AtomicU64, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+
+fn table(n: usize) -> Arc<Vec<Slot>> {
+    Arc::new((0..n).map(|_| Slot::new_free()).collect())
+}
+
+/// Ids whose home is slot 0 of a 4-slot table.
+fn same_home_ids(n: usize) -> Vec<ObjectId> {
+    (0u64..)
+        .map(ObjectId::from_u64)
+        .filter(|id| id.hash64() & 3 == 0)
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn one_id_inserted_twice_concurrently_exactly_one_wins() {
+    loom::model(|| {
+        let slots = table(4);
+        let id = same_home_ids(1)[0];
+        let ths: Vec<_> = (0..2u16)
+            .map(|t| {
+                let s = slots.clone();
+                thread::spawn(move || Directory::new(&s).insert(&id, t, |_| {}))
+            })
+            .collect();
+        let results: Vec<_> = ths.into_iter().map(|h| h.join().unwrap()).collect();
+        let wins = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "{results:?}");
+        for r in &results {
+            if let Err(e) = r {
+                assert!(matches!(e, InsertError::Exists { .. }));
+            }
+        }
+        let dir = Directory::new(&slots);
+        let (i, w) = dir.lookup(&id).expect("winner visible");
+        assert_eq!(w.state, state::CREATING);
+        let winner = results.iter().find_map(|r| r.ok()).unwrap();
+        assert_eq!(i, winner.index);
+        // Exactly one committed slot holds the id.
+        let holders = slots
+            .iter()
+            .filter(|s| s.load_word().state == state::CREATING)
+            .count();
+        assert_eq!(holders, 1);
+    });
+}
+
+#[test]
+fn insert_races_delete_and_reinsert_in_the_same_home() {
+    loom::model(|| {
+        let slots = table(4);
+        let ids = same_home_ids(2);
+        let (a, b) = (ids[0], ids[1]);
+        let first = Directory::new(&slots).insert(&a, 0, |_| {}).unwrap();
+        let s1 = slots.clone();
+        let t1 = thread::spawn(move || {
+            let dir = Directory::new(&s1);
+            // Delete a, then insert it again.
+            let del = Word {
+                state: state::DELETING,
+                ..first.word
+            };
+            dir.slot(first.index).cas_word(first.word, del).unwrap();
+            dir.free_slot(first.index, del);
+            dir.insert(&a, 0, |_| {}).is_ok()
+        });
+        let s2 = slots.clone();
+        let t2 = thread::spawn(move || Directory::new(&s2).insert(&b, 1, |_| {}).is_ok());
+        assert!(t1.join().unwrap());
+        assert!(t2.join().unwrap());
+        let dir = Directory::new(&slots);
+        let (ia, _) = dir.lookup(&a).expect("a present");
+        let (ib, _) = dir.lookup(&b).expect("b present");
+        assert_ne!(ia, ib);
+    });
+}
+
+#[test]
+fn lookup_racing_insert_never_returns_another_key() {
+    loom::model(|| {
+        let slots = table(4);
+        let ids = same_home_ids(2);
+        let (a, b) = (ids[0], ids[1]);
+        let first = Directory::new(&slots).insert(&a, 0, |_| {}).unwrap();
+        let s1 = slots.clone();
+        let t1 = thread::spawn(move || {
+            let dir = Directory::new(&s1);
+            let del = Word {
+                state: state::DELETING,
+                ..first.word
+            };
+            dir.slot(first.index).cas_word(first.word, del).unwrap();
+            dir.free_slot(first.index, del);
+            dir.insert(&b, 1, |_| {}).unwrap();
+        });
+        let s2 = slots.clone();
+        let t2 = thread::spawn(move || {
+            // a's slot is freed and reused for b under us: a lookup of b may miss it (it is
+            // not committed yet) but must never return a slot whose key is not b.
+            let dir = Directory::new(&s2);
+            if let Some((i, w)) = dir.lookup(&b) {
+                assert!(w.state == state::CREATING || w.state == state::PENDING);
+                assert_eq!(dir.slot(i).read_id_raw(), b);
+            }
+        });
+        t1.join().unwrap();
+        t2.join().unwrap();
+        assert!(Directory::new(&slots).lookup(&a).is_none());
+    });
+}
+
+/// The get/delete Dekker pair: a getter that keeps its reference and a deleter that frees the
+/// object never both succeed.
+#[test]
+fn get_and_delete_never_both_win() {
+    loom::model(|| {
+        let slot = Arc::new(Slot::new_free());
+        let sealed = Word {
+            gen: 1,
+            state: state::SEALED,
+            flags: 0,
+            owner: 0,
+        };
+        slot.store_word(sealed);
+        let refs: Arc<Vec<AtomicU64>> = Arc::new((0..16).map(|_| AtomicU64::new(0)).collect());
+
+        let (s1, r1) = (slot.clone(), refs.clone());
+        let getter = thread::spawn(move || {
+            let t = RefTable::new(&r1);
+            t.add(0, 1).unwrap();
+            fence(Ordering::SeqCst);
+            let w = s1.load_word();
+            if w.state == state::SEALED && w.gen == 1 {
+                true
+            } else {
+                t.remove(0, 1);
+                false
+            }
+        });
+        let (s2, r2) = (slot.clone(), refs.clone());
+        let deleter = thread::spawn(move || {
+            let deleting = Word {
+                state: state::DELETING,
+                ..sealed
+            };
+            if s2.cas_word(sealed, deleting).is_err() {
+                return false;
+            }
+            fence(Ordering::SeqCst);
+            if RefTable::new(&r2).count(0, 1) == 0 {
+                true
+            } else {
+                s2.store_word(sealed);
+                false
+            }
+        });
+        let got = getter.join().unwrap();
+        let deleted = deleter.join().unwrap();
+        assert!(!(got && deleted), "a reader kept an object that was freed");
+    });
+}
+
+/// A delete racing the last release: the deferred delete is never lost and happens exactly once.
+#[test]
+fn deferred_delete_is_never_lost() {
+    loom::model(|| {
+        let slot = Arc::new(Slot::new_free());
+        let sealed = Word {
+            gen: 1,
+            state: state::SEALED,
+            flags: 0,
+            owner: 0,
+        };
+        slot.store_word(sealed);
+        let refs: Arc<Vec<AtomicU64>> = Arc::new((0..16).map(|_| AtomicU64::new(0)).collect());
+        RefTable::new(&refs).add(0, 1).unwrap();
+        let count = |r: &Vec<AtomicU64>| u32::from(RefTable::new(r).count(0, 1));
+
+        let (s1, r1) = (slot.clone(), refs.clone());
+        let deleter = thread::spawn(move || begin_delete(&s1, sealed, || count(&r1)).is_some());
+        let (s2, r2) = (slot.clone(), refs.clone());
+        let releaser = thread::spawn(move || {
+            assert_eq!(RefTable::new(&r2).remove(0, 1), Some(0));
+            after_release(&s2, 1, || count(&r2)).is_some()
+        });
+        let a = deleter.join().unwrap();
+        let b = releaser.join().unwrap();
+        assert!(
+            a ^ b,
+            "exactly one party must own the delete (deleter {a}, releaser {b})"
+        );
+        let w = slot.load_word();
+        assert_eq!(w.state, state::DELETING);
+        assert_eq!(w.flags & flags::WAITERS, 0);
+    });
+}
+
+struct Heap {
+    pages: Vec<AtomicU64>,
+    chunks: Vec<ChunkDesc>,
+    heads: AllocHeads,
+}
+
+fn heap() -> Arc<Heap> {
+    // Two chunks of 64 KiB.
+    Arc::new(Heap {
+        pages: (0..1).map(|_| AtomicU64::new(0)).collect(),
+        chunks: (0..2).map(|_| ChunkDesc::new_unused()).collect(),
+        heads: AllocHeads::new(),
+    })
+}
+
+fn allocator(h: &Heap) -> Allocator<'_> {
+    Allocator::new(&h.pages, &h.chunks, &h.heads, 4096, 32)
+}
+
+#[test]
+fn concurrent_small_allocations_are_distinct() {
+    loom::model(|| {
+        let h = heap();
+        let ths: Vec<_> = (0..2)
+            .map(|_| {
+                let h = h.clone();
+                thread::spawn(move || allocator(&h).alloc(16384).unwrap().offset)
+            })
+            .collect();
+        let offs: Vec<u64> = ths.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_ne!(offs[0], offs[1]);
+        assert_eq!(allocator(&h).used_bytes(), 2 * 16384);
+    });
+}
+
+#[test]
+fn free_racing_alloc_never_loses_or_duplicates_blocks() {
+    loom::model(|| {
+        let h = heap();
+        let a = allocator(&h);
+        // 16 KiB class: 4 blocks per chunk. Fill one chunk, keep one block to free.
+        let blocks: Vec<u64> = (0..4).map(|_| a.alloc(16384).unwrap().offset).collect();
+        let h1 = h.clone();
+        let victim = blocks[0];
+        let t1 = thread::spawn(move || allocator(&h1).free(victim, 16384).unwrap());
+        let h2 = h.clone();
+        let t2 = thread::spawn(move || allocator(&h2).alloc(16384).unwrap().offset);
+        t1.join().unwrap();
+        let got = t2.join().unwrap();
+        assert!(!blocks[1..].contains(&got));
+        assert_eq!(allocator(&h).used_bytes(), 4 * 16384);
+        // Free everything: all pages come back except the hinted chunk.
+        let a = allocator(&h);
+        for b in blocks[1..].iter().chain([&got]) {
+            a.free(*b, 16384).unwrap();
+        }
+        assert_eq!(a.used_bytes(), 0);
+    });
+}
+
+#[test]
+fn large_runs_claimed_concurrently_do_not_overlap() {
+    loom::model(|| {
+        let h = heap();
+        let ths: Vec<_> = (0..2)
+            .map(|_| {
+                let h = h.clone();
+                thread::spawn(move || {
+                    allocator(&h)
+                        .alloc(40_000)
+                        .ok()
+                        .map(|a| (a.offset, a.capacity))
+                })
+            })
+            .collect();
+        let got: Vec<_> = ths.into_iter().map(|t| t.join().unwrap()).collect();
+        let (a, b) = (got[0].unwrap(), got[1].unwrap());
+        assert!(a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0, "{a:?} overlaps {b:?}");
+    });
+}
