@@ -241,7 +241,7 @@ impl Layout {
                 .unwrap_or_else(|| (heap_bytes / (32 * 1024)).max(1024).next_power_of_two())
         };
         if let Some(c) = opts.dir_capacity {
-            if !c.is_power_of_two() || c < 64 || c > (1 << 32) {
+            if !c.is_power_of_two() || !(64..=(1 << 32)).contains(&c) {
                 return Err(bad("dir_capacity must be a power of two in 64..=2^32"));
             }
         }

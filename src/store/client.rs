@@ -15,9 +15,9 @@ use crate::store::clock::{coarse_unix_ms, unix_ms};
 use crate::store::directory::{after_release, flags, state, InsertError, Word, NO_OWNER};
 use crate::store::error::{Result, StoreError};
 use crate::store::events::EventKind;
+use crate::store::handle::Store;
 use crate::store::nodes::OwnerNode;
 use crate::store::object_id::ObjectId;
-use crate::store::store::Store;
 use crate::store::wait::{wait_word, wake_word, POLL_PERIOD};
 
 /// Where an object came from (Plasma's `ObjectSource`; statistics only).
@@ -653,7 +653,9 @@ impl Client {
         drop(self)
     }
 
-    fn disconnect_inner(&mut self) {
+    /// Aborts this client's unsealed objects and releases every reference it holds, keeping the
+    /// registration (Plasma's `Disconnect` for a client object that outlives it).
+    pub fn release_all(&self) {
         if self.entry().word.load(Ordering::Relaxed) != self.word {
             return; // fenced: the reaper owns our state now
         }
@@ -671,6 +673,13 @@ impl Client {
                 }
             }
         }
+    }
+
+    fn disconnect_inner(&mut self) {
+        if self.entry().word.load(Ordering::Relaxed) != self.word {
+            return; // fenced: the reaper owns our state now
+        }
+        self.release_all();
         self.store.ref_table(self.index).clear();
         let e = self.entry();
         e.intent.store(intent::NONE, Ordering::Relaxed);

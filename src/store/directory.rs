@@ -591,6 +591,32 @@ pub fn begin_delete(slot: &Slot, mut w: Word, refcount: impl Fn() -> u32) -> Opt
     }
 }
 
+/// Starts evicting the sealed object `w` if nobody references it: like [`begin_delete`], but an
+/// object in use is left exactly as it was (eviction never marks anything delete-pending).
+pub fn begin_evict(slot: &Slot, w: Word, refcount: impl Fn() -> u32) -> Option<Word> {
+    if w.state != state::SEALED {
+        return None;
+    }
+    let deleting = Word {
+        state: state::DELETING,
+        flags: w.flags & !flags::WAITERS,
+        ..w
+    };
+    slot.cas_word(w, deleting).ok()?;
+    // SeqCst fence: second half of the Dekker pair with getters (refs docs).
+    fence(Ordering::SeqCst);
+    if refcount() == 0 {
+        return Some(deleting);
+    }
+    // In use: restore. A releaser meanwhile saw DELETING and did nothing, which is right: no
+    // delete was asked for. A pending-delete flag set before is kept (it was in `w`).
+    slot.store_word(Word {
+        state: state::SEALED,
+        ..deleting
+    });
+    None
+}
+
 /// Called by a client right after its reference count on `(slot, gen)` dropped to zero: if a
 /// delete is pending, tries it (see [`begin_delete`]). Returns the `DELETING` word if the caller
 /// must finish the delete.

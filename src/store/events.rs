@@ -121,6 +121,10 @@ pub fn host_index(hosts: &[HostEntry], hash: u64, name: &str) -> Option<usize> {
     None
 }
 
+/// A claimed event cell was never published (its producer died) and was skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoleSkipped;
+
 /// One host's ring.
 pub struct EventRing<'a> {
     host: &'a HostEntry,
@@ -183,9 +187,13 @@ impl<'a> EventRing<'a> {
         }
     }
 
-    /// Takes the next published event (consumer only). `Err(())` signals a hole that was skipped:
-    /// the caller must rescan.
-    pub fn pop(&self, now_ms: u64, hole_since: &mut Option<u64>) -> Result<Option<Event>, ()> {
+    /// Takes the next published event (consumer only). `Err(HoleSkipped)` signals a hole that was
+    /// skipped: the caller must rescan.
+    pub fn pop(
+        &self,
+        now_ms: u64,
+        hole_since: &mut Option<u64>,
+    ) -> Result<Option<Event>, HoleSkipped> {
         let pos = self.host.head.load(Ordering::Relaxed);
         let cell = self.cell(pos);
         let lap = pos / self.cells.len() as u64;
@@ -199,7 +207,7 @@ impl<'a> EventRing<'a> {
                     *hole_since = None;
                     self.release_cell(pos);
                     self.host.overflows.fetch_add(1, Ordering::Relaxed);
-                    return Err(());
+                    return Err(HoleSkipped);
                 }
             }
             return Ok(None);

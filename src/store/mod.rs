@@ -24,7 +24,7 @@ pub mod refs;
 #[cfg(not(loom))]
 mod client;
 #[cfg(not(loom))]
-mod store;
+mod handle;
 #[cfg(not(loom))]
 pub mod wait;
 
@@ -33,6 +33,6 @@ pub use client::{
     Client, CreateBuffer, CreateInfo, DeleteOutcome, ObjectRef, ObjectSource, OwnerAddress,
 };
 pub use error::{Result, StoreError};
-pub use object_id::ObjectId;
 #[cfg(not(loom))]
-pub use store::{ClientSummary, ObjectSummary, Stats, Store};
+pub use handle::{ClientSummary, ObjectSummary, Stats, Store};
+pub use object_id::ObjectId;

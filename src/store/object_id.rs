@@ -65,9 +65,7 @@ impl ObjectId {
             .is_err()
         {
             let t = crate::store::clock::unix_ns();
-            b[..16].copy_from_slice(
-                &(u128::from(t) ^ u128::from(std::process::id()) << 64).to_le_bytes(),
-            );
+            b[..16].copy_from_slice(&(t ^ u128::from(std::process::id()) << 64).to_le_bytes());
         }
         ObjectId(b)
     }

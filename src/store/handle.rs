@@ -10,7 +10,7 @@ use crate::shm::view_slice;
 use crate::store::allocator::{AllocHeads, Allocator, ChunkDesc};
 use crate::store::clients::{status, ClientEntry, EntryWord};
 use crate::store::control::ControlBlock;
-use crate::store::directory::{begin_delete, flags, state, Directory, Slot, Word};
+use crate::store::directory::{begin_delete, begin_evict, flags, state, Directory, Slot, Word};
 use crate::store::error::{Result, StoreError};
 use crate::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
 use crate::store::nodes::{NodeEntry, NodeTable};
@@ -82,6 +82,12 @@ pub struct ObjectSummary {
     pub creator_host: u32,
     pub delete_pending: bool,
     pub last_access_ms: u64,
+    pub created_ms: u64,
+    pub source: u8,
+    pub is_mutable: bool,
+    pub owner_node: Option<crate::store::nodes::OwnerNode>,
+    pub owner_port: u16,
+    pub owner_worker: [u8; 28],
 }
 
 /// One client, as `clients` shows it.
@@ -342,6 +348,43 @@ impl Store {
         Ok(())
     }
 
+    /// Evicts sealed, unreferenced objects in least-recently-used order until at least `bytes`
+    /// of heap were freed (or nothing evictable is left). Returns the bytes freed. Called only
+    /// while serving a create (Plasma's rule 3).
+    pub fn evict(&self, bytes: u64) -> Result<u64> {
+        let dir = self.directory();
+        let mut candidates: Vec<(u64, usize, Word)> = dir
+            .slots()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let w = s.load_word();
+                (w.state == state::SEALED).then(|| (s.last_access_ms.load(Ordering::Relaxed), i, w))
+            })
+            .collect();
+        candidates.sort_unstable_by_key(|c| c.0);
+        let mut freed = 0u64;
+        for (_, index, w) in candidates {
+            if freed >= bytes {
+                break;
+            }
+            let slot = dir.slot(index);
+            let size = slot.data_size.load(Ordering::Relaxed)
+                + u64::from(slot.metadata_size.load(Ordering::Relaxed));
+            if let Some(deleting) = begin_evict(slot, w, || self.refcount(index, w.gen)) {
+                self.complete_delete(index, deleting)?;
+                self.control()
+                    .objects_evicted
+                    .fetch_add(1, Ordering::Relaxed);
+                self.control()
+                    .objects_deleted
+                    .fetch_sub(1, Ordering::Relaxed);
+                freed += crate::store::allocator::capacity_for(size.max(1));
+            }
+        }
+        Ok(freed)
+    }
+
     /// Frees the allocation of a slot we hold in `DELETING`, then the slot.
     pub(crate) fn finish_delete(&self, index: usize, w: Word) -> Result<()> {
         let dir = self.directory();
@@ -391,39 +434,65 @@ impl Store {
         }
     }
 
+    /// The committed object in slot `index`, if any.
+    pub fn object_at(&self, index: usize) -> Option<ObjectSummary> {
+        let dir = self.directory();
+        if index >= dir.capacity() {
+            return None;
+        }
+        let s = dir.slot(index);
+        let w = s.load_word();
+        if !(w.is_committed_state() || dir.is_pending_winner(index)) {
+            return None;
+        }
+        let id = s.read_id_validated(w)?;
+        let created = s.created.load(Ordering::Relaxed);
+        let owner_node = s.owner_node.load(Ordering::Relaxed);
+        let worker: [u32; 7] = std::array::from_fn(|i| s.owner_worker[i].load(Ordering::Relaxed));
+        Some(ObjectSummary {
+            id,
+            index,
+            gen: w.gen,
+            state: if w.state == state::PENDING {
+                state::CREATING
+            } else {
+                w.state
+            },
+            data_size: s.data_size.load(Ordering::Relaxed),
+            metadata_size: u64::from(s.metadata_size.load(Ordering::Relaxed)),
+            offset: s.data_offset.load(Ordering::Relaxed),
+            refcount: self.refcount(index, w.gen),
+            creator: w.owner,
+            creator_host: s.creator_host.load(Ordering::Relaxed),
+            delete_pending: w.flags & flags::DELETE_PENDING != 0,
+            last_access_ms: s.last_access_ms.load(Ordering::Relaxed),
+            created_ms: created >> 16,
+            source: (created >> 8) as u8,
+            is_mutable: created & 1 == 1,
+            owner_node: self.nodes().get(owner_node),
+            owner_port: s.owner_port.load(Ordering::Relaxed) as u16,
+            owner_worker: ObjectId::from_words(worker).0,
+        })
+    }
+
+    /// The committed object `id`, if any.
+    pub fn lookup_summary(&self, id: &ObjectId) -> Option<ObjectSummary> {
+        let (index, _) = self.directory().lookup(id)?;
+        self.object_at(index).filter(|o| o.id == *id)
+    }
+
     /// Every committed object.
     pub fn list(&self) -> Vec<ObjectSummary> {
-        let dir = self.directory();
-        let mut out = Vec::new();
-        for (index, s) in dir.slots().iter().enumerate() {
-            let w = s.load_word();
-            let committed = w.is_committed_state() || dir.is_pending_winner(index);
-            if !committed {
-                continue;
-            }
-            let Some(id) = s.read_id_validated(w) else {
-                continue;
-            };
-            out.push(ObjectSummary {
-                id,
-                index,
-                gen: w.gen,
-                state: if w.state == state::PENDING {
-                    state::CREATING
-                } else {
-                    w.state
-                },
-                data_size: s.data_size.load(Ordering::Relaxed),
-                metadata_size: u64::from(s.metadata_size.load(Ordering::Relaxed)),
-                offset: s.data_offset.load(Ordering::Relaxed),
-                refcount: self.refcount(index, w.gen),
-                creator: w.owner,
-                creator_host: s.creator_host.load(Ordering::Relaxed),
-                delete_pending: w.flags & flags::DELETE_PENDING != 0,
-                last_access_ms: s.last_access_ms.load(Ordering::Relaxed),
-            });
+        (0..self.directory().capacity())
+            .filter_map(|i| self.object_at(i))
+            .collect()
+    }
+
+    /// Records that host `index`'s runner is alive.
+    pub fn hosts_heartbeat(&self, index: usize, now_ms: u64) {
+        if let Some(h) = self.hosts().get(index) {
+            h.runner_heartbeat_ms.store(now_ms, Ordering::Relaxed);
         }
-        out
     }
 
     /// Every registered client.

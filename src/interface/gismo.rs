@@ -1,0 +1,481 @@
+//! The GISMO plugin: [`GismoClient`] and [`GismoRunner`] over a shared region.
+//!
+//! `is_global()` is true: every host that maps the region sees every object, and `get` returns the
+//! object's address in the caller's own mapping — no pull, no copy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::coherence::CoherenceMode;
+use crate::format::FormatOptions;
+use crate::interface::client::ReleaseObject;
+use crate::interface::{
+    ObjectBuffer, ObjectInfo, ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, Status,
+};
+use crate::interface::{StatusCode, WritableBuffer};
+use crate::region::{Region, RegionOptions, RegionSpec};
+use crate::store::clients::HostIdentity;
+use crate::store::directory::state;
+use crate::store::events::{host_index, EventKind};
+use crate::store::{Client, CreateInfo, ObjectId, ObjectSource, OwnerAddress, Store, StoreError};
+
+/// Opens (and, if asked, creates and formats) the store named by a plugin configuration:
+/// `region=SPEC` (default `file:/dev/shm/gismo-default`), `size=BYTES` (to create it),
+/// `format=true|false` (format when it is not yet a GISMO region; default true), `coherence=`.
+///
+/// # Errors
+/// `IOError` for a region that cannot be opened or formatted; `Invalid` for bad values.
+pub fn open_store(params: &BTreeMap<String, String>) -> Result<Arc<Store>, Status> {
+    let spec: RegionSpec = params
+        .get("region")
+        .map(String::as_str)
+        .unwrap_or("file:/dev/shm/gismo-default")
+        .parse()
+        .map_err(|e| Status::invalid(format!("region: {e}")))?;
+    let io = |e: String| Status::new(StatusCode::IOError, e);
+    match Region::open(&spec, &RegionOptions::default()) {
+        Ok(region) => match Store::attach(region) {
+            Ok(store) => return Ok(store),
+            Err(StoreError::Format(crate::format::FormatError::NotFormatted))
+                if params.get("format").is_none_or(|v| v != "false") => {}
+            Err(e) => return Err(io(format!("{spec}: {e}"))),
+        },
+        Err(e) if params.contains_key("size") => {
+            let _ = e;
+        }
+        Err(e) => return Err(io(format!("{spec}: {e}"))),
+    }
+    let size: crate::units::ByteSize = params
+        .get("size")
+        .map(String::as_str)
+        .unwrap_or("256MiB")
+        .parse()
+        .map_err(|e| Status::invalid(format!("size: {e}")))?;
+    let coherence: CoherenceMode = params
+        .get("coherence")
+        .map(String::as_str)
+        .unwrap_or("hardware")
+        .parse()
+        .map_err(|e: crate::coherence::ParseCoherenceModeError| Status::invalid(e.to_string()))?;
+    let region = Region::create(&spec, size.0, &RegionOptions::default())
+        .map_err(|e| io(format!("{spec}: {e}")))?;
+    Store::format(
+        region,
+        &FormatOptions {
+            coherence,
+            ..FormatOptions::default()
+        },
+    )
+    .map_err(|e| io(format!("{spec}: {e}")))
+}
+
+struct ClientInner {
+    client: Mutex<Client>,
+    store: Arc<Store>,
+}
+
+impl ClientInner {
+    fn lock(&self) -> MutexGuard<'_, Client> {
+        // A panic while holding the lock leaves the client usable: its state is in the region.
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ReleaseObject for ClientInner {
+    fn release_object(&self, id: &ObjectId) {
+        let _ = self.lock().release(id);
+    }
+}
+
+/// A GISMO client: a registered client of the shared region.
+#[derive(Clone)]
+pub struct GismoClient {
+    inner: Arc<ClientInner>,
+}
+
+impl GismoClient {
+    /// Registers a client of `store`.
+    ///
+    /// # Errors
+    /// `OutOfMemory` when the client table is full.
+    pub fn connect(store: &Arc<Store>, name: &str) -> Result<GismoClient, Status> {
+        let client = store.connect(name)?;
+        Ok(GismoClient {
+            inner: Arc::new(ClientInner {
+                client: Mutex::new(client),
+                store: Arc::clone(store),
+            }),
+        })
+    }
+
+    /// Opens the region named by a plugin configuration (see [`open_store`]) and registers.
+    ///
+    /// # Errors
+    /// As [`open_store`] and [`GismoClient::connect`].
+    pub fn from_config(params: &BTreeMap<String, String>) -> Result<GismoClient, Status> {
+        let store = open_store(params)?;
+        GismoClient::connect(
+            &store,
+            params
+                .get("client_name")
+                .map(String::as_str)
+                .unwrap_or("gismo-client"),
+        )
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_inner(
+        &self,
+        id: &ObjectId,
+        owner: &OwnerAddress,
+        is_mutable: bool,
+        data_size: u64,
+        metadata: &[u8],
+        source: ObjectSource,
+        evict: bool,
+    ) -> Result<WritableBuffer, Status> {
+        let info = CreateInfo {
+            owner: owner.clone(),
+            source,
+            is_mutable,
+        };
+        let client = self.inner.lock();
+        let mut attempts = 0;
+        loop {
+            match client.create_raw(id, data_size, metadata, &info) {
+                Ok(loc) => {
+                    let owner: Arc<dyn ReleaseObject> = self.inner.clone();
+                    // SAFETY: the payload stays valid and ours until sealed or aborted; the
+                    // creation reference is dropped through `owner`.
+                    return Ok(unsafe {
+                        WritableBuffer::from_raw(*id, loc.ptr, loc.data_size as usize, owner)
+                    });
+                }
+                Err(StoreError::StoreFull { requested, .. }) if evict && attempts < 3 => {
+                    attempts += 1;
+                    // Evict at least the request, and 20% of capacity at a time as Plasma does.
+                    let want = requested.max(self.inner.store.allocator().heap_bytes() / 5);
+                    if self.inner.store.evict(want)? == 0 {
+                        return Err(client
+                            .create_raw(id, data_size, metadata, &info)
+                            .err()
+                            .map_or_else(
+                                || Status::new(StatusCode::UnknownError, "create raced"),
+                                Status::from,
+                            ));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl ObjectStoreClient for GismoClient {
+    fn create(
+        &self,
+        id: &ObjectId,
+        owner: &OwnerAddress,
+        is_mutable: bool,
+        data_size: u64,
+        metadata: &[u8],
+        source: ObjectSource,
+    ) -> Result<WritableBuffer, Status> {
+        self.create_inner(id, owner, is_mutable, data_size, metadata, source, true)
+    }
+
+    fn try_create_immediately(
+        &self,
+        id: &ObjectId,
+        owner: &OwnerAddress,
+        data_size: u64,
+        metadata: &[u8],
+        source: ObjectSource,
+    ) -> Result<WritableBuffer, Status> {
+        self.create_inner(id, owner, false, data_size, metadata, source, false)
+    }
+
+    fn seal(&self, id: &ObjectId) -> Result<(), Status> {
+        Ok(self.inner.lock().seal(id)?)
+    }
+
+    fn abort(&self, id: &ObjectId) -> Result<(), Status> {
+        Ok(self.inner.lock().abort(id)?)
+    }
+
+    fn get(&self, ids: &[ObjectId], timeout_ms: i64) -> Result<Vec<Option<ObjectBuffer>>, Status> {
+        let deadline =
+            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        let client = self.inner.lock();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            match client.get_raw(id, left)? {
+                Some(loc) => {
+                    let owner: Arc<dyn ReleaseObject> = self.inner.clone();
+                    // SAFETY: the object is sealed and our reference keeps it alive until the
+                    // buffer's drop releases it through `owner`.
+                    out.push(Some(unsafe {
+                        ObjectBuffer::from_raw(
+                            *id,
+                            loc.ptr,
+                            loc.data_size as usize,
+                            loc.metadata_size as usize,
+                            owner,
+                        )
+                    }));
+                }
+                None => out.push(None),
+            }
+        }
+        Ok(out)
+    }
+
+    fn release(&self, id: &ObjectId) -> Result<(), Status> {
+        Ok(self.inner.lock().release(id)?)
+    }
+
+    fn contains(&self, id: &ObjectId) -> Result<bool, Status> {
+        Ok(self.inner.lock().contains(id)?)
+    }
+
+    fn delete(&self, ids: &[ObjectId]) -> Result<(), Status> {
+        let client = self.inner.lock();
+        for id in ids {
+            match client.delete(id) {
+                Ok(_) | Err(StoreError::ObjectNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn disconnect(&self) -> Result<(), Status> {
+        self.inner.lock().release_all();
+        Ok(())
+    }
+
+    fn get_memory_usage(&self) -> Result<String, Status> {
+        let s = self.inner.store.stats();
+        Ok(format!(
+            "GISMO region {} ({} coherence): {} of {} heap bytes used in {} allocations; objects: {} creating, {} sealed; {} clients",
+            s.uuid,
+            s.coherence,
+            s.used_bytes,
+            s.heap_bytes,
+            s.allocations,
+            s.objects_by_state[state::CREATING as usize] + s.objects_by_state[state::PENDING as usize],
+            s.objects_by_state[state::SEALED as usize],
+            s.clients_active
+        ))
+    }
+
+    unsafe fn memory_copy(&self, dst: *mut u8, src: *const u8, len: usize) {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.inner.store.coherence().memory_copy(dst, src, len) }
+    }
+
+    fn is_global(&self) -> bool {
+        true
+    }
+}
+
+/// The GISMO runner: reports the objects this host's clients seal (and their deletions) to the
+/// raylet through its callbacks, from the host's event ring.
+pub struct GismoRunner {
+    store: Mutex<Option<Arc<Store>>>,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Default for GismoRunner {
+    fn default() -> Self {
+        GismoRunner::new()
+    }
+}
+
+impl GismoRunner {
+    /// A runner that opens its region from `start`'s parameters.
+    pub fn new() -> GismoRunner {
+        GismoRunner {
+            store: Mutex::new(None),
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// A runner over an already attached store.
+    pub fn with_store(store: Arc<Store>) -> GismoRunner {
+        let r = GismoRunner::new();
+        *r.store.lock().unwrap_or_else(|p| p.into_inner()) = Some(store);
+        r
+    }
+
+    pub fn store(&self) -> Option<Arc<Store>> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn object_info(store: &Store, index: usize, gen: u32, id: &ObjectId) -> Option<ObjectInfo> {
+    let summary = store.object_at(index)?;
+    (summary.gen == gen && summary.state == state::SEALED && summary.id == *id).then(|| {
+        let node = summary.owner_node.unwrap_or_default();
+        ObjectInfo {
+            object_id: *id,
+            is_mutable: summary.is_mutable,
+            data_size: summary.data_size as i64,
+            metadata_size: summary.metadata_size as i64,
+            owner_raylet_id: node.raylet_id,
+            owner_ip_address: node.ip,
+            owner_port: i32::from(summary.owner_port),
+            owner_worker_id: summary.owner_worker,
+        }
+    })
+}
+
+fn runner_loop(store: Arc<Store>, host: usize, cb: RunnerCallbacks, stop: Arc<AtomicBool>) {
+    let mut reported: HashMap<ObjectId, ()> = HashMap::new();
+    let rescan = |reported: &mut HashMap<ObjectId, ()>| {
+        let mut present = HashMap::new();
+        for o in store.list() {
+            if o.state == state::SEALED && o.creator_host as usize == host {
+                present.insert(o.id, ());
+                if let std::collections::hash_map::Entry::Vacant(slot) = reported.entry(o.id) {
+                    if let Some(info) = object_info(&store, o.index, o.gen, &o.id) {
+                        (cb.add_object)(&info);
+                        slot.insert(());
+                    }
+                }
+            }
+        }
+        reported.retain(|id, _| {
+            let keep = present.contains_key(id);
+            if !keep {
+                (cb.delete_object)(id);
+            }
+            keep
+        });
+    };
+    let Some(ring) = store.event_ring(host) else {
+        return;
+    };
+    let mut seen_overflows = ring.overflows();
+    rescan(&mut reported);
+    let mut hole = None;
+    while !stop.load(Ordering::Relaxed) {
+        let now = crate::store::clock::unix_ms();
+        store.hosts_heartbeat(host, now);
+        match ring.pop(now, &mut hole) {
+            Ok(Some(ev)) => match ev.kind {
+                EventKind::Sealed => {
+                    if let Some(info) = object_info(&store, ev.slot as usize, ev.gen, &ev.id) {
+                        (cb.add_object)(&info);
+                        reported.insert(ev.id, ());
+                    }
+                }
+                EventKind::Deleted => {
+                    if reported.remove(&ev.id).is_some() {
+                        (cb.delete_object)(&ev.id);
+                    }
+                }
+            },
+            Ok(None) => {
+                if ring.overflows() != seen_overflows {
+                    seen_overflows = ring.overflows();
+                    rescan(&mut reported);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_hole) => rescan(&mut reported),
+        }
+    }
+}
+
+impl ObjectStoreRunner for GismoRunner {
+    fn start(
+        &self,
+        params: &BTreeMap<String, String>,
+        callbacks: RunnerCallbacks,
+    ) -> Result<(), Status> {
+        let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        if thread.is_some() {
+            return Err(Status::invalid("runner already started"));
+        }
+        let store = match self.store() {
+            Some(s) => s,
+            None => {
+                let s = open_store(params)?;
+                *self.store.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&s));
+                s
+            }
+        };
+        let me = HostIdentity::current();
+        let host = host_index(store.hosts(), me.hash(), &me.name)
+            .ok_or_else(|| Status::new(StatusCode::OutOfMemory, "host table full"))?;
+        self.stop.store(false, Ordering::Relaxed);
+        let stop = Arc::clone(&self.stop);
+        *thread = Some(
+            std::thread::Builder::new()
+                .name("gismo-runner".into())
+                .spawn(move || runner_loop(store, host, callbacks, stop))
+                .map_err(|e| {
+                    Status::new(StatusCode::IOError, format!("spawn runner thread: {e}"))
+                })?,
+        );
+        Ok(())
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+
+    fn is_object_spillable(&self, id: &ObjectId) -> bool {
+        let Some(store) = self.store() else {
+            return false;
+        };
+        store
+            .lookup_summary(id)
+            .is_some_and(|o| o.state == state::SEALED && o.refcount == 1)
+    }
+
+    fn consumed_bytes(&self) -> i64 {
+        self.store().map_or(0, |s| {
+            s.control().bytes_created.load(Ordering::Relaxed) as i64
+        })
+    }
+
+    fn fallback_allocated(&self) -> i64 {
+        0
+    }
+
+    fn available_memory(&self) -> i64 {
+        self.store().map_or(0, |s| {
+            let a = s.allocator();
+            a.heap_bytes().saturating_sub(a.used_bytes()) as i64
+        })
+    }
+
+    fn total_memory_size(&self) -> i64 {
+        self.store()
+            .map_or(0, |s| s.allocator().heap_bytes() as i64)
+    }
+
+    fn max_memory_size(&self) -> i64 {
+        self.total_memory_size()
+    }
+}
+
+impl Drop for GismoRunner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
