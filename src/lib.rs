@@ -19,6 +19,7 @@
 
 pub mod coherence;
 pub mod format;
+#[cfg(not(loom))]
 pub mod interface;
 pub mod region;
 pub mod shm;

@@ -241,8 +241,8 @@ impl Layout {
                 .unwrap_or_else(|| (heap_bytes / (32 * 1024)).max(1024).next_power_of_two())
         };
         if let Some(c) = opts.dir_capacity {
-            if !c.is_power_of_two() || !(64..=(1 << 32)).contains(&c) {
-                return Err(bad("dir_capacity must be a power of two in 64..=2^32"));
+            if !c.is_power_of_two() || !(64..=(1 << 31)).contains(&c) {
+                return Err(bad("dir_capacity must be a power of two in 64..=2^31"));
             }
         }
         let mut g = Geometry {
@@ -289,8 +289,8 @@ impl Layout {
         if u64::from(g.page_size) != PAGE_SIZE || u64::from(g.chunk_size) != CHUNK_SIZE {
             return bad("page or chunk size differs from this build's");
         }
-        if !g.dir_capacity.is_power_of_two() || g.dir_capacity > (1 << 32) {
-            return bad("directory capacity is not a power of two <= 2^32");
+        if !g.dir_capacity.is_power_of_two() || g.dir_capacity > (1 << 31) {
+            return bad("directory capacity is not a power of two <= 2^31");
         }
         if g.heap_pages == 0 || g.heap_pages % (CHUNK_SIZE / PAGE_SIZE) != 0 {
             return bad("heap is not a whole number of chunks");

@@ -125,6 +125,10 @@ impl Store {
                 continue;
             }
             self.ref_table(i).clear();
+            // SeqCst: pairs with the SeqCst load in `refcount` (see there).
+            self.control()
+                .clients_hwm
+                .fetch_max(i as u64 + 1, Ordering::SeqCst);
             e.pid.store(u64::from(pid), Ordering::Relaxed);
             e.start_time
                 .store(process_start_time(pid).unwrap_or(0), Ordering::Relaxed);
@@ -356,12 +360,23 @@ impl Client {
     /// # Errors
     /// `ObjectNotFound`, `ObjectAlreadySealed`, `NotCreator`, `Fenced`.
     pub fn seal(&self, id: &ObjectId) -> Result<()> {
-        self.seal_inner(id, true)
+        self.seal_inner(id, true, None)
     }
 
-    fn seal_inner(&self, id: &ObjectId, flush: bool) -> Result<()> {
+    /// Seals `id`; `known` is the slot handle when the caller has it (a `CreateBuffer`), which
+    /// saves the lookup.
+    fn seal_inner(&self, id: &ObjectId, flush: bool, known: Option<(usize, u32)>) -> Result<()> {
         self.check_alive()?;
-        let (index, mut w) = self.find(id)?;
+        let (index, mut w) = match known {
+            Some((index, gen)) => {
+                let w = self.store.directory().slot(index).load_word();
+                if w.gen != gen {
+                    return Err(StoreError::ObjectNotFound(*id));
+                }
+                (index, w)
+            }
+            None => self.find(id)?,
+        };
         let dir = self.store.directory();
         let slot = dir.slot(index);
         if flush && self.store.coherence_mode() == crate::coherence::CoherenceMode::Flush {
@@ -441,7 +456,11 @@ impl Client {
                         .control()
                         .objects_aborted
                         .fetch_add(1, Ordering::Relaxed);
-                    return self.store.finish_delete(index, deleting);
+                    return self.store.finish_delete(
+                        index,
+                        deleting,
+                        w.flags & flags::WAITERS != 0,
+                    );
                 }
                 Err(actual) if actual.gen == w.gen && actual.state == state::CREATING => w = actual,
                 Err(_) => {
@@ -484,11 +503,19 @@ impl Client {
                         if let Some(loc) = self.try_acquire(index, w)? {
                             return Ok(Some(loc));
                         }
+                        if remaining(deadline).is_none() {
+                            return Ok(None);
+                        }
                         crate::sync::spin_hint();
                         continue;
                     }
                     state::DELETING => {
-                        std::thread::yield_now();
+                        // Someone is deleting it (normally for microseconds). Honour the
+                        // deadline: the deleter may be stalled or dead until the reaper acts.
+                        if remaining(deadline).is_none() {
+                            return Ok(None);
+                        }
+                        std::thread::sleep(Duration::from_micros(50));
                         continue;
                     }
                     _ => {
@@ -773,7 +800,11 @@ impl<'c> CreateBuffer<'c> {
     /// As [`Client::seal`].
     pub fn seal(mut self) -> Result<()> {
         self.done = true;
-        self.client.seal_inner(&self.id, self.dirty)?;
+        self.client.seal_inner(
+            &self.id,
+            self.dirty,
+            Some((self.loc.index, self.loc.word.gen)),
+        )?;
         self.client.drop_ref(self.loc.index, self.loc.word.gen);
         Ok(())
     }

@@ -20,7 +20,9 @@ pub struct ControlBlock {
     pub objects_aborted: AtomicU64,
     pub clients_reaped: AtomicU64,
     pub bytes_created: AtomicU64,
-    pub _reserved: [AtomicU64; 55],
+    /// One past the highest client-table index ever claimed: reference scans stop there.
+    pub clients_hwm: AtomicU64,
+    pub _reserved: [AtomicU64; 54],
 }
 
 #[cfg(not(loom))]

@@ -79,6 +79,10 @@ pub mod flags {
 /// Owner value meaning "no client".
 pub const NO_OWNER: u16 = u16::MAX;
 
+/// Commit record of a slot being freed: its home (`u32::MAX`) matches no home index, because
+/// capacities are at most 2^31.
+const FREEING: u64 = u64::MAX;
+
 /// The most slots an insert probes from its home before reporting the directory full.
 pub const MAX_PROBE: usize = 1024;
 
@@ -408,7 +412,7 @@ impl<'a> Directory<'a> {
             let wslot = &self.slots[(h + home.commit_d as usize) & self.mask];
             let ww = wslot.load_word();
             if ww.state == state::PENDING && wslot.commit_info() == (home.ver, h as u32) {
-                let _ = wslot.cas_word(ww, ww.with_state(state::CREATING));
+                flip_to_creating(wslot, ww.gen);
             }
 
             // Scan for a committed entry of this key; recompute maxd from the entries of home h.
@@ -425,14 +429,19 @@ impl<'a> Directory<'a> {
                 new_maxd = d;
                 if slot.key_matches(&words) {
                     fence(Ordering::Acquire);
-                    if Word::unpack(slot.word.load(Ordering::Relaxed)) == w {
+                    let now = Word::unpack(slot.word.load(Ordering::Relaxed));
+                    // A key is only rewritten after a claim bumps the generation, so the same
+                    // generation in a live state is the same object, whatever else changed (a
+                    // seal, a waiter flag, a delete mark): the id exists.
+                    if now.gen == w.gen && now.state != state::FREE && now.state != state::RESERVED
+                    {
                         if let Some((index, _, w)) = mine.take() {
                             self.release_uncommitted(index, w);
                         }
-                        return Err(InsertError::Exists { index, word: w });
+                        return Err(InsertError::Exists { index, word: now });
                     }
-                    // Changed under us: if it was deleted it no longer matters; if a new
-                    // version of the key was committed, our commit CAS will fail and rescan.
+                    // Reused or freed under us: that object is gone. If the key was committed
+                    // again meanwhile, our commit CAS fails and we rescan.
                 }
             }
 
@@ -480,9 +489,8 @@ impl<'a> Directory<'a> {
                 )
                 .is_ok()
             {
-                let creating = w.with_state(state::CREATING);
-                // Fails only if a helper already flipped it, which leaves the same word.
-                let _ = slot.cas_word(pending, creating);
+                // Flip (or find flipped by a helper); report the word as it is now.
+                let creating = flip_to_creating(slot, w.gen).unwrap_or_else(|| slot.load_word());
                 return Ok(Inserted {
                     index,
                     word: creating,
@@ -496,7 +504,7 @@ impl<'a> Directory<'a> {
     fn release_uncommitted(&self, index: usize, w: Word) {
         let slot = &self.slots[index];
         // Make it fail every commit check before it is free again.
-        slot.commit.store(0, Ordering::Relaxed);
+        slot.commit.store(FREEING, Ordering::Relaxed);
         slot.store_word(Word {
             gen: w.gen,
             state: state::FREE,
@@ -509,7 +517,9 @@ impl<'a> Directory<'a> {
     /// The generation stays; the next claim bumps it.
     pub fn free_slot(&self, index: usize, w: Word) {
         let slot = &self.slots[index & self.mask];
-        slot.commit.store(0, Ordering::Relaxed);
+        // From here on no scan counts the slot as an entry of its home: the object is gone,
+        // even while the state word still says DELETING for a moment.
+        slot.commit.store(FREEING, Ordering::Relaxed);
         // Release: the deleter's reads of the fields (data offset for freeing) happen before the
         // slot can be claimed again.
         slot.store_word(Word {
@@ -520,18 +530,18 @@ impl<'a> Directory<'a> {
         });
     }
 
-    /// Whether an uncommitted slot (`RESERVED`/`PENDING`) is the committed winner of its home
-    /// (a `PENDING` slot whose flip to `CREATING` has not happened yet).
-    pub fn is_pending_winner(&self, index: usize) -> bool {
+    /// The state word of slot `index` if it holds a live entry: committed (`CREATING`, `SEALED`,
+    /// `DELETING` not yet past the point of no return, or the winning `PENDING` slot).
+    pub fn live_word(&self, index: usize) -> Option<Word> {
         let slot = &self.slots[index & self.mask];
-        let w = slot.load_word();
-        if w.state != state::PENDING {
-            return false;
+        let (_, chome) = slot.commit_info();
+        let h = chome as usize;
+        if h >= self.slots.len() {
+            return None;
         }
-        let (cver, chome) = slot.commit_info();
-        let h = chome as usize & self.mask;
+        // Acquire: as in `lookup`.
         let home = Home::unpack(self.slots[h].home.load(Ordering::Acquire));
-        cver == home.ver && (index.wrapping_sub(h) & self.mask) == home.commit_d as usize
+        self.committed_entry(slot, h, index.wrapping_sub(h) & self.mask, home)
     }
 
     /// The current scan length for `id`'s home (for tests and statistics).
@@ -539,6 +549,20 @@ impl<'a> Directory<'a> {
         let h = self.home_of(id);
         Home::unpack(self.slots[h].home.load(Ordering::Acquire)).maxd as usize + 1
     }
+}
+
+/// Moves a committed `PENDING` slot of generation `gen` to `CREATING`, keeping whatever flags
+/// others set meanwhile (a waiter, a delete mark). Returns the word it left, if it flipped it.
+fn flip_to_creating(slot: &Slot, gen: u32) -> Option<Word> {
+    let mut w = slot.load_word();
+    while w.gen == gen && w.state == state::PENDING {
+        let creating = w.with_state(state::CREATING);
+        match slot.cas_word(w, creating) {
+            Ok(()) => return Some(creating),
+            Err(actual) => w = actual,
+        }
+    }
+    None
 }
 
 /// The deletion protocol on one slot, independent of where references are counted.

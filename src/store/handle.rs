@@ -319,7 +319,12 @@ impl Store {
 
     /// References held on `(index, gen)` by all live clients.
     pub fn refcount(&self, index: usize, gen: u32) -> u32 {
-        (0..self.max_clients())
+        // SeqCst: pairs with the SeqCst `fetch_max` in `connect`. A client registered after this
+        // load took its first reference after it too, so the getter/deleter Dekker pair still
+        // holds for it: that getter will see our DELETING word (see `refs` module docs).
+        let hwm =
+            (self.control().clients_hwm.load(Ordering::SeqCst) as usize).min(self.max_clients());
+        (0..hwm)
             .filter(|&c| self.client_entry(c).load_word().status != status::FREE)
             .map(|c| u32::from(self.ref_table(c).count(index as u32, gen)))
             .sum()
@@ -340,7 +345,7 @@ impl Store {
         let slot = self.directory().slot(index);
         let id = slot.read_id_raw();
         let host = slot.creator_host.load(Ordering::Relaxed);
-        self.finish_delete(index, deleting)?;
+        self.finish_delete(index, deleting, false)?;
         self.control()
             .objects_deleted
             .fetch_add(1, Ordering::Relaxed);
@@ -386,7 +391,7 @@ impl Store {
     }
 
     /// Frees the allocation of a slot we hold in `DELETING`, then the slot.
-    pub(crate) fn finish_delete(&self, index: usize, w: Word) -> Result<()> {
+    pub(crate) fn finish_delete(&self, index: usize, w: Word, wake: bool) -> Result<()> {
         let dir = self.directory();
         let slot = dir.slot(index);
         let offset = slot.data_offset.load(Ordering::Relaxed);
@@ -394,7 +399,9 @@ impl Store {
             + u64::from(slot.metadata_size.load(Ordering::Relaxed));
         let freed = self.allocator().free(offset, size.max(1));
         dir.free_slot(index, w);
-        crate::store::wait::wake_word(&slot.word);
+        if wake {
+            crate::store::wait::wake_word(&slot.word);
+        }
         freed.map_err(StoreError::from)
     }
 
@@ -441,11 +448,17 @@ impl Store {
             return None;
         }
         let s = dir.slot(index);
-        let w = s.load_word();
-        if !(w.is_committed_state() || dir.is_pending_winner(index)) {
-            return None;
+        // Retry a slot whose word changes under us (a seal, a flag) like `lookup` does.
+        let mut w = dir.live_word(index)?;
+        let mut id = None;
+        for _ in 0..8 {
+            if let Some(found) = s.read_id_validated(w) {
+                id = Some(found);
+                break;
+            }
+            w = dir.live_word(index)?;
         }
-        let id = s.read_id_validated(w)?;
+        let id = id?;
         let created = s.created.load(Ordering::Relaxed);
         let owner_node = s.owner_node.load(Ordering::Relaxed);
         let worker: [u32; 7] = std::array::from_fn(|i| s.owner_worker[i].load(Ordering::Relaxed));

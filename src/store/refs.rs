@@ -148,11 +148,32 @@ impl<'a> RefTable<'a> {
                 let c = count_of(w) - 1;
                 // SeqCst: a later deleter's scan must see the drop once it sees anything newer.
                 self.entries[i].store(pack(slot, gen, c), Ordering::SeqCst);
+                if c == 0 {
+                    self.trim_before_empty(i);
+                }
                 return Some(c);
             }
             i = (i + 1) & self.mask;
         }
         None
+    }
+
+    /// If the entry after `i` is empty, clears the tombstones ending at `i` (owner only): they end
+    /// a probe chain, so readers would stop right after them anyway. Keeps chains short under
+    /// create/release churn without a full sweep.
+    fn trim_before_empty(&self, i: usize) {
+        if self.entries[(i + 1) & self.mask].load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        let mut j = i;
+        for _ in 0..self.entries.len() {
+            let w = self.entries[j].load(Ordering::Relaxed);
+            if w == 0 || count_of(w) != 0 {
+                return;
+            }
+            self.entries[j].store(0, Ordering::Relaxed);
+            j = (j + self.entries.len() - 1) & self.mask;
+        }
     }
 
     /// Clears tombstones that end a probe chain (owner only).
