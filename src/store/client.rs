@@ -292,8 +292,10 @@ impl Client {
         let inserted = match inserted {
             Ok(i) => i,
             Err(err) => {
-                let _ = self.store.allocator().free(alloc.offset, total.max(1));
+                // Intent first, then the free: dying in between leaks the block (fsck finds it)
+                // instead of letting the reaper free it a second time after someone reused it.
                 e.intent.store(intent::NONE, Ordering::Release);
+                let _ = self.store.allocator().free(alloc.offset, total.max(1));
                 return Err(match err {
                     InsertError::Exists { .. } => StoreError::ObjectExists(*id),
                     InsertError::Full => StoreError::DirectoryFull {

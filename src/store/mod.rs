@@ -26,6 +26,8 @@ mod client;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
+mod reaper;
+#[cfg(not(loom))]
 pub mod wait;
 
 #[cfg(not(loom))]
@@ -36,3 +38,5 @@ pub use error::{Result, StoreError};
 #[cfg(not(loom))]
 pub use handle::{ClientSummary, ObjectSummary, Stats, Store};
 pub use object_id::ObjectId;
+#[cfg(not(loom))]
+pub use reaper::{DeathCause, ReapReport};

@@ -1,0 +1,255 @@
+//! Crash recovery with real processes: a client is killed with SIGKILL while it holds an unsealed
+//! object, references, and an in-flight allocation; the reaper reclaims all of it, and a client
+//! that was only paused past its lease is fenced.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gismo::region::{Region, RegionOptions, RegionSpec};
+use gismo::store::{CreateInfo, DeathCause, DeleteOutcome, ObjectId, Store, StoreError};
+
+const ROLE: &str = "GISMO_RECOVERY_ROLE";
+
+fn fresh_store(name: &str) -> (Arc<Store>, i32) {
+    let region = Region::create(
+        &RegionSpec::Memfd {
+            name: name.into(),
+            huge_pages: false,
+        },
+        64 << 20,
+        &RegionOptions::default(),
+    )
+    .unwrap();
+    let fd = region.inheritable_fd().unwrap();
+    (Store::format(region, &Default::default()).unwrap(), fd)
+}
+
+fn spawn(role: &str, fd: i32, host: &str) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env("GISMO_TEST_FD", fd.to_string())
+        .env("GISMO_HOST", host)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    (child, out)
+}
+
+/// Reads lines until one starts with `READY`; fails after 30 s.
+fn wait_ready(out: &mut BufReader<std::process::ChildStdout>) {
+    let t = Instant::now();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child exited before READY"
+        );
+        if line.contains("READY") {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "child never became ready"
+        );
+    }
+}
+
+/// The child side: attaches through the inherited descriptor and does what its role says.
+#[test]
+fn child() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let fd: i32 = std::env::var("GISMO_TEST_FD").unwrap().parse().unwrap();
+    let store =
+        Store::attach(Region::open(&RegionSpec::Fd(fd), &RegionOptions::default()).unwrap())
+            .unwrap();
+    let client = store.connect(&format!("recovery-{role}")).unwrap();
+    match role.as_str() {
+        "hold" => {
+            // An unsealed 1 MiB object, and a reference on the parent's object "shared".
+            let buf = client
+                .create(
+                    &ObjectId::from_u64(100),
+                    1 << 20,
+                    b"",
+                    &CreateInfo::default(),
+                )
+                .unwrap();
+            std::mem::forget(buf);
+            let held = client
+                .get(&ObjectId::from_u64(1), Some(Duration::ZERO))
+                .unwrap()
+                .unwrap();
+            std::mem::forget(held);
+            println!("READY");
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "pause" => {
+            let held = client
+                .get(&ObjectId::from_u64(1), Some(Duration::ZERO))
+                .unwrap()
+                .unwrap();
+            println!("READY");
+            // Wait for the parent to stop and resume us, then try to use the store.
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).ok();
+            let r = client
+                .create(&ObjectId::from_u64(200), 10, b"", &CreateInfo::default())
+                .map(|_| ());
+            match r {
+                Err(StoreError::Fenced { .. }) => println!("RESULT fenced"),
+                Err(e) => println!("RESULT error {e}"),
+                Ok(()) => println!("RESULT created"),
+            }
+            std::mem::forget(held);
+        }
+        _ => panic!("unknown role {role}"),
+    }
+}
+
+#[test]
+fn kill_9_with_unsealed_object_and_references_is_reaped() {
+    let (store, fd) = fresh_store("gismo-recovery-kill");
+    let parent = store.connect("parent").unwrap();
+    let shared = ObjectId::from_u64(1);
+    let mut b = parent
+        .create(&shared, 4096, b"m", &CreateInfo::default())
+        .unwrap();
+    b.write_at(0, &[7u8; 4096]).unwrap();
+    b.seal().unwrap();
+    let baseline = store.stats().used_bytes;
+
+    let (mut child, mut out) = spawn("hold", fd, "recovery-host");
+    wait_ready(&mut out);
+    assert!(
+        store.stats().used_bytes > baseline,
+        "the child's unsealed object is allocated"
+    );
+    assert_eq!(
+        parent.delete(&shared).unwrap(),
+        DeleteOutcome::Deferred,
+        "the child holds it"
+    );
+    // The child's process is alive: nothing to reap yet.
+    assert!(store.dead_clients(60_000).is_empty());
+
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Its host identity differs from ours (GISMO_HOST), so only its lease can tell: a long lease
+    // keeps it, a zero lease declares it dead once its heartbeat is older than 0 ms.
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(store.dead_clients(60_000).is_empty());
+    let dead = store.dead_clients(0);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1, DeathCause::LeaseExpired);
+
+    let reports = store.reap_dead(0).unwrap();
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert_eq!(r.aborted_objects, 1, "{r:?}");
+    assert_eq!(
+        r.released_references, 2,
+        "the creation reference and the get: {r:?}"
+    );
+    assert_eq!(
+        r.deleted_objects, 1,
+        "the pending delete ran once the last reference went: {r:?}"
+    );
+    assert_eq!(
+        store.stats().used_bytes,
+        0,
+        "every byte the child held is back"
+    );
+    assert!(store.list().is_empty());
+    assert!(
+        store.clients().iter().all(|c| c.name != "recovery-hold"),
+        "its entry is free"
+    );
+    // The aborted id can be created again.
+    parent
+        .create(&ObjectId::from_u64(100), 10, b"", &CreateInfo::default())
+        .unwrap()
+        .seal()
+        .unwrap();
+}
+
+#[test]
+fn same_host_death_is_detected_by_pid_at_once() {
+    let (store, fd) = fresh_store("gismo-recovery-pid");
+    let host = gismo::store::clients::HostIdentity::current().name;
+    let parent = store.connect("parent").unwrap();
+    parent
+        .create(&ObjectId::from_u64(1), 64, b"", &CreateInfo::default())
+        .unwrap()
+        .seal()
+        .unwrap();
+    let (mut child, mut out) = spawn("hold", fd, &host);
+    wait_ready(&mut out);
+    assert!(store.dead_clients(u64::MAX).is_empty());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let dead = store.dead_clients(u64::MAX);
+    assert_eq!(
+        dead.len(),
+        1,
+        "a dead pid on this host is found without waiting for a lease"
+    );
+    assert_eq!(dead[0].1, DeathCause::ProcessGone);
+    store.reap_dead(u64::MAX).unwrap();
+    assert_eq!(
+        store.stats().used_bytes,
+        gismo::store::allocator::capacity_for(64)
+    );
+}
+
+#[test]
+fn a_paused_client_reaped_past_its_lease_is_fenced_on_resume() {
+    let (store, fd) = fresh_store("gismo-recovery-pause");
+    let parent = store.connect("parent").unwrap();
+    parent
+        .create(&ObjectId::from_u64(1), 64, b"", &CreateInfo::default())
+        .unwrap()
+        .seal()
+        .unwrap();
+    let (mut child, mut out) = spawn("pause", fd, "paused-host");
+    let mut stdin = child.stdin.take();
+    wait_ready(&mut out);
+    let pid = child.id() as i32;
+    // SAFETY: plain signal to our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(20));
+    let reaped = store.reap_dead(10).unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped[0].released_references, 1);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    drop(stdin.take());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child exited without a result"
+        );
+        if let Some(r) = line.split("RESULT ").nth(1) {
+            assert_eq!(r.trim(), "fenced", "a reaped client must fail cleanly");
+            break;
+        }
+    }
+    child.wait().unwrap();
+    // Nothing was damaged: the parent's object is intact and nothing of the child's remains.
+    let o = parent
+        .get(&ObjectId::from_u64(1), Some(Duration::ZERO))
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.data().len(), 64);
+    drop(o);
+    assert!(store.lookup_summary(&ObjectId::from_u64(200)).is_none());
+}
