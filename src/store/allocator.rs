@@ -76,6 +76,25 @@ pub fn capacity_for(size: u64) -> u64 {
     }
 }
 
+/// A chunk's state, as fsck reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkState {
+    Unused,
+    Active,
+    /// Empty and waiting on a partial stack to be retired.
+    Zombie,
+    Corrupt,
+}
+
+/// A chunk descriptor, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkInfo {
+    pub state: ChunkState,
+    pub class: Option<usize>,
+    pub used: u32,
+    pub bitmap: [u64; 8],
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ChunkWord {
     used: u16,
@@ -336,7 +355,9 @@ impl<'a> Allocator<'a> {
         // A block is reserved, so a clear bit exists (set bits never exceed `used`).
         let words = cap.div_ceil(64) as usize;
         let start = (ChunkWord::unpack(w).used as usize / 64) % words;
-        loop {
+        // Bounded: legitimately a pass misses only when racing other claimers; a bitmap that
+        // stays full despite the reservation is corrupt (fsck repairs the count).
+        for _pass in 0..10_000 {
             for k in 0..words {
                 let i = (start + k) % words;
                 let bits = desc.bitmap[i].load(Ordering::Relaxed);
@@ -359,6 +380,7 @@ impl<'a> Allocator<'a> {
             }
             crate::sync::spin_hint();
         }
+        None
     }
 
     fn new_chunk(&self, c: usize) -> Option<usize> {
@@ -479,7 +501,8 @@ impl<'a> Allocator<'a> {
     /// Pops an active chunk of class `c` (retiring zombies on the way).
     fn pop_partial(&self, c: usize) -> Result<Option<usize>, AllocError> {
         let stack = &self.heads.stacks[c];
-        loop {
+        // Bounded: a stack longer than the number of chunks (times retries) has a cycle.
+        for _ in 0..(self.chunks.len() + 1) * 64 {
             // Acquire: pairs with the Release push; makes the chunk's `next` visible.
             let head = stack.load(Ordering::Acquire);
             let top = head & 0xffff_ffff;
@@ -544,6 +567,7 @@ impl<'a> Allocator<'a> {
                 }
             }
         }
+        Err(AllocError::Corrupt("partial-chunk stack has a cycle"))
     }
 
     /// Takes every chunk off class `c`'s stack, retiring zombies (`pop_partial` does that), and
@@ -552,6 +576,9 @@ impl<'a> Allocator<'a> {
         let mut active = Vec::new();
         while let Some(idx) = self.pop_partial(c)? {
             active.push(idx);
+            if active.len() > self.chunks.len() {
+                return Err(AllocError::Corrupt("partial-chunk stack has a cycle"));
+            }
         }
         for idx in active {
             let desc = &self.chunks[idx];
@@ -754,6 +781,71 @@ impl<'a> Allocator<'a> {
             ok &= prev & mask == mask;
         }
         ok.then_some(()).ok_or(())
+    }
+
+    /// A chunk descriptor as fsck sees it.
+    pub fn chunk_info(&self, idx: usize) -> ChunkInfo {
+        let Some(desc) = self.chunks.get(idx) else {
+            return ChunkInfo {
+                state: ChunkState::Corrupt,
+                class: None,
+                used: 0,
+                bitmap: [0; 8],
+            };
+        };
+        let cw = ChunkWord::unpack(desc.word.load(Ordering::Acquire));
+        let state = match cw.state {
+            CH_UNUSED => ChunkState::Unused,
+            CH_ACTIVE => ChunkState::Active,
+            CH_ZOMBIE => ChunkState::Zombie,
+            _ => ChunkState::Corrupt,
+        };
+        ChunkInfo {
+            state,
+            class: (usize::from(cw.class) < NUM_CLASSES).then_some(usize::from(cw.class)),
+            used: u32::from(cw.used),
+            bitmap: std::array::from_fn(|i| desc.bitmap[i].load(Ordering::Relaxed)),
+        }
+    }
+
+    /// How many of pages `[first, first + n)` are marked in use.
+    pub fn pages_set(&self, first: u64, n: u64) -> u64 {
+        if first + n > self.heap_pages {
+            return 0;
+        }
+        Self::run_masks(first, n)
+            .map(|(i, m)| u64::from((self.pages[i].load(Ordering::Relaxed) & m).count_ones()))
+            .sum()
+    }
+
+    /// fsck repair: frees pages `[first, first + n)` that nothing accounts for.
+    pub fn release_page_run(&self, first: u64, n: u64) -> bool {
+        if first + n > self.heap_pages || self.release_pages(first, n).is_err() {
+            return false;
+        }
+        self.heads.used_bytes.fetch_sub(n * PAGE, Ordering::Relaxed);
+        true
+    }
+
+    /// fsck repair: sets a chunk's `used` count (quiescent region only).
+    pub fn set_chunk_used(&self, idx: usize, used: u32) -> bool {
+        let Some(desc) = self.chunks.get(idx) else {
+            return false;
+        };
+        let w = desc.word.load(Ordering::Acquire);
+        let new = ChunkWord {
+            used: used.min(u32::from(u16::MAX)) as u16,
+            ..ChunkWord::unpack(w)
+        };
+        desc.word
+            .compare_exchange(w, new.pack(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// fsck repair: sets the usage counters (quiescent region only).
+    pub fn set_used_bytes(&self, bytes: u64, allocations: u64) {
+        self.heads.used_bytes.store(bytes, Ordering::Relaxed);
+        self.heads.allocations.store(allocations, Ordering::Relaxed);
     }
 
     /// Pages currently marked in use (for statistics and fsck).

@@ -24,6 +24,8 @@ pub mod refs;
 #[cfg(not(loom))]
 mod client;
 #[cfg(not(loom))]
+pub mod fsck;
+#[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
 mod reaper;
