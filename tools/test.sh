@@ -7,7 +7,8 @@
 #
 # Usable on a fresh Debian 12 machine as root (with a Rust toolchain >= the workspace's
 # rust-version, plus rustfmt and clippy). Idempotent. Every step runs even when an earlier one
-# failed; the summary lists each step, and the last line is "N passed, M failed" (steps).
+# failed (and `cargo test` runs every test binary even when one fails); the summary lists each
+# step, and the last line is "N passed, M failed" (steps).
 # Exits non-zero if any step failed.
 set -euo pipefail
 
@@ -16,7 +17,7 @@ set -euo pipefail
 SYSTEM_PACKAGES=()
 
 usage() {
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 quick=0
@@ -118,7 +119,7 @@ run_step "system packages" install_system_packages
 run_step "toolchain" check_toolchain
 run_step "cargo fmt --check" cargo fmt --all -- --check
 run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-run_step "cargo test" cargo test --workspace --all-features
+run_step "cargo test" cargo test --workspace --all-features --no-fail-fast
 if [ "$quick" -eq 1 ]; then
     echo
     echo "==> loom model checks: skipped (--quick)"
