@@ -27,7 +27,17 @@ fn fresh_store(name: &str) -> (Arc<Store>, i32) {
 }
 
 fn spawn(role: &str, fd: i32, host: &str) -> (Child, BufReader<std::process::ChildStdout>) {
+    spawn_seeded(role, fd, host, 0)
+}
+
+fn spawn_seeded(
+    role: &str,
+    fd: i32,
+    host: &str,
+    seed: u64,
+) -> (Child, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("GISMO_SEED", seed.to_string())
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
         .env("GISMO_TEST_FD", fd.to_string())
@@ -109,6 +119,52 @@ fn child() {
                 Ok(()) => println!("RESULT created"),
             }
             std::mem::forget(held);
+        }
+        "churn" => {
+            // Random creates, writes, seals, gets, releases and deletes until killed.
+            let seed: u64 = std::env::var("GISMO_SEED").unwrap().parse().unwrap();
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            println!("READY");
+            let mut held = Vec::new();
+            loop {
+                let r = next();
+                let id = ObjectId::from_u64(1000 + r % 40);
+                match r % 5 {
+                    0 | 1 => {
+                        let size =
+                            [0u64, 100, 5000, 16_384, 70_000, 300_000][(r >> 8) as usize % 6];
+                        if let Ok(mut b) = client.create(&id, size, b"m", &CreateInfo::default()) {
+                            b.data_mut().fill(r as u8);
+                            if r & 0x100 == 0 {
+                                b.seal().unwrap();
+                            } else {
+                                std::mem::forget(b); // keep it unsealed for a while
+                            }
+                        }
+                    }
+                    2 => {
+                        if let Ok(Some(o)) = client.get(&id, Some(Duration::ZERO)) {
+                            held.push(o);
+                        }
+                        if held.len() > 8 {
+                            held.remove(0);
+                        }
+                    }
+                    3 => {
+                        let _ = client.delete(&id);
+                    }
+                    _ => {
+                        let _ = client.seal(&id);
+                        held.pop();
+                    }
+                }
+            }
         }
         _ => panic!("unknown role {role}"),
     }
@@ -252,4 +308,72 @@ fn a_paused_client_reaped_past_its_lease_is_fenced_on_resume() {
     assert_eq!(o.data().len(), 64);
     drop(o);
     assert!(store.lookup_summary(&ObjectId::from_u64(200)).is_none());
+}
+
+/// Kills a churning client at seeded random points (inside create, write, seal, get, release and
+/// delete) 200 times (`GISMO_SOAK=1`: 2000). After each reap, fsck is clean, the heap holds exactly
+/// the live objects, and the other client's objects are intact.
+#[test]
+fn random_kill_points_leave_no_leak_and_no_damage() {
+    let iterations: u64 = if std::env::var("GISMO_SOAK").is_ok_and(|v| v == "1") {
+        2000
+    } else {
+        200
+    };
+    let (store, fd) = fresh_store("gismo-recovery-random");
+    let host = gismo::store::clients::HostIdentity::current().name;
+    let parent = store.connect("parent").unwrap();
+    let mine: Vec<(ObjectId, Vec<u8>)> = (0..3u64)
+        .map(|i| {
+            let data: Vec<u8> = (0..20_000u32 + i as u32 * 7)
+                .map(|b| (b * 31 + i as u32) as u8)
+                .collect();
+            let id = ObjectId::from_u64(i + 1);
+            let mut b = parent
+                .create(&id, data.len() as u64, b"", &CreateInfo::default())
+                .unwrap();
+            b.write_at(0, &data).unwrap();
+            b.seal().unwrap();
+            (id, data)
+        })
+        .collect();
+    let mut orphans = 0u64;
+    for i in 0..iterations {
+        let (mut child, mut out) = spawn_seeded("churn", fd, &host, i + 1);
+        wait_ready(&mut out);
+        // A pseudo-random pause of 0–4 ms, then SIGKILL wherever the child is.
+        std::thread::sleep(Duration::from_micros((i * 7919) % 4000));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let reports = store.reap_dead(u64::MAX).unwrap();
+        assert_eq!(
+            reports.len(),
+            1,
+            "iteration {i}: the killed client is found by pid"
+        );
+        orphans += reports[0].orphan_bytes;
+        let check = store.fsck(false);
+        assert!(check.is_clean(), "iteration {i}: {:?}", check.problems);
+        let live: u64 = store
+            .list()
+            .iter()
+            .map(|o| gismo::store::allocator::capacity_for((o.data_size + o.metadata_size).max(1)))
+            .sum();
+        assert_eq!(
+            check.used_bytes, live,
+            "iteration {i}: heap holds exactly the live objects"
+        );
+        assert!(store
+            .list()
+            .iter()
+            .all(|o| o.state == gismo::store::directory::state::SEALED));
+        for (id, data) in &mine {
+            let o = parent
+                .get(id, Some(Duration::ZERO))
+                .unwrap()
+                .expect("parent's object intact");
+            assert_eq!(o.data(), &data[..], "iteration {i}");
+        }
+    }
+    println!("random kills: {iterations} iterations, {orphans} orphaned bytes collected");
 }

@@ -161,7 +161,7 @@ impl GismoClient {
                     attempts += 1;
                     // Evict at least the request, and 20% of capacity at a time as Plasma does.
                     let want = requested.max(self.inner.store.allocator().heap_bytes() / 5);
-                    if self.inner.store.evict(want)? == 0 {
+                    if client.evict(want)? == 0 {
                         return Err(client
                             .create_raw(id, data_size, metadata, &info)
                             .err()

@@ -827,6 +827,33 @@ impl<'a> Allocator<'a> {
         true
     }
 
+    /// Orphan collection: lowers a chunk's `used` count from `from` to `to` if it is still `from`.
+    pub fn cas_chunk_used(&self, idx: usize, from: u32, to: u32) -> bool {
+        let Some(desc) = self.chunks.get(idx) else {
+            return false;
+        };
+        let w = desc.word.load(Ordering::Acquire);
+        let cw = ChunkWord::unpack(w);
+        if u32::from(cw.used) != from || to > from {
+            return false;
+        }
+        let new = ChunkWord {
+            used: to as u16,
+            ..cw
+        };
+        desc.word
+            .compare_exchange(w, new.pack(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Orphan collection: resets the used-bytes counter from `from` to `to` if it is still `from`.
+    pub fn cas_used_bytes(&self, from: u64, to: u64) -> bool {
+        self.heads
+            .used_bytes
+            .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// fsck repair: sets a chunk's `used` count (quiescent region only).
     pub fn set_chunk_used(&self, idx: usize, used: u32) -> bool {
         let Some(desc) = self.chunks.get(idx) else {

@@ -237,6 +237,7 @@ impl Client {
         info: &CreateInfo,
     ) -> Result<Located> {
         self.check_alive()?;
+        let _op = OpGuard::begin(self.entry());
         let metadata_size = metadata.len() as u64;
         if metadata_size > u64::from(u32::MAX) {
             return Err(StoreError::Invalid("metadata larger than 4 GiB".into()));
@@ -443,6 +444,7 @@ impl Client {
     }
 
     fn abort_slot(&self, index: usize, mut w: Word) -> Result<()> {
+        let _op = OpGuard::begin(self.entry());
         let slot = self.store.directory().slot(index);
         loop {
             let deleting = Word {
@@ -608,11 +610,23 @@ impl Client {
         let left = self.store.ref_table(self.index).remove(index as u32, gen)?;
         if left == 0 {
             let slot = self.store.directory().slot(index);
+            let _op = OpGuard::begin(self.entry());
             if let Some(deleting) = after_release(slot, gen, || self.store.refcount(index, gen)) {
                 let _ = self.store.complete_delete(index, deleting);
             }
         }
         Some(left)
+    }
+
+    /// Evicts unreferenced sealed objects in LRU order until `bytes` are free (see
+    /// [`Store::evict`]), as this client's operation.
+    ///
+    /// # Errors
+    /// As [`Store::evict`].
+    pub fn evict(&self, bytes: u64) -> Result<u64> {
+        self.check_alive()?;
+        let _op = OpGuard::begin(self.entry());
+        self.store.evict(bytes)
     }
 
     /// Releases one reference to `id` taken by `get` or `create`.
@@ -644,6 +658,7 @@ impl Client {
     /// `ObjectNotFound`.
     pub fn delete(&self, id: &ObjectId) -> Result<DeleteOutcome> {
         self.check_alive()?;
+        let _op = OpGuard::begin(self.entry());
         let dir = self.store.directory();
         loop {
             let (index, w) = self.find(id)?;
@@ -726,6 +741,36 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.disconnect_inner();
+    }
+}
+
+/// Marks an operation that allocates or frees heap memory as in flight in the client's `op_seq`
+/// (odd) until dropped (even again). Nested guards are no-ops, so only the outermost ends it.
+pub(crate) struct OpGuard<'a>(Option<&'a ClientEntry>);
+
+impl<'a> OpGuard<'a> {
+    pub(crate) fn begin(entry: &'a ClientEntry) -> OpGuard<'a> {
+        let v = entry.op_seq.load(Ordering::Relaxed);
+        if v % 2 == 1 {
+            return OpGuard(None);
+        }
+        entry.op_seq.store(v | 1, Ordering::Relaxed);
+        // SeqCst fence: pairs with the fences around the orphan collector's scan. If its scan
+        // sees a heap change we are about to make, its later read of op_seq sees this odd value
+        // (see `Store::collect_orphans`).
+        fence(Ordering::SeqCst);
+        OpGuard(Some(entry))
+    }
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.0 {
+            let v = entry.op_seq.load(Ordering::Relaxed);
+            // Release: the slot or intent that now accounts for our allocation is visible
+            // before the collector sees us idle.
+            entry.op_seq.store(v + 1, Ordering::Release);
+        }
     }
 }
 

@@ -58,8 +58,12 @@ pub struct ClientEntry {
     pub intent: AtomicU64,
     pub intent_offset: AtomicU64,
     pub intent_size: AtomicU64,
-    /// Up to 48 bytes of a human-readable name.
-    pub name: [AtomicU64; 6],
+    /// Odd while a create is between its allocation and its directory slot; bumped at both
+    /// ends. The orphan collector waits for every client to move past the operations that were
+    /// in flight when it first looked.
+    pub op_seq: AtomicU64,
+    /// Up to 40 bytes of a human-readable name.
+    pub name: [AtomicU64; 5],
 }
 
 #[cfg(not(loom))]
@@ -78,8 +82,8 @@ impl ClientEntry {
     }
 
     pub fn set_name(&self, name: &str) {
-        let mut bytes = [0u8; 48];
-        let n = name.len().min(48);
+        let mut bytes = [0u8; 40];
+        let n = name.len().min(40);
         bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
         for (i, w) in self.name.iter().enumerate() {
             let mut b = [0u8; 8];
@@ -89,7 +93,7 @@ impl ClientEntry {
     }
 
     pub fn name(&self) -> String {
-        let mut bytes = Vec::with_capacity(48);
+        let mut bytes = Vec::with_capacity(40);
         for w in &self.name {
             bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
         }

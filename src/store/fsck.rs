@@ -50,8 +50,6 @@ pub enum Problem {
     },
     /// A chunk descriptor that is corrupt (unknown state or class).
     BadChunk { chunk: u64 },
-    /// The used-bytes counter differs from the allocations.
-    UsedBytes { recorded: u64, actual: u64 },
     /// A client entry left `DEAD` by an interrupted reap.
     DeadClient { client: usize },
 }
@@ -102,12 +100,6 @@ impl fmt::Display for Problem {
                 )
             }
             Problem::BadChunk { chunk } => write!(f, "chunk {chunk}: corrupt descriptor"),
-            Problem::UsedBytes { recorded, actual } => {
-                write!(
-                    f,
-                    "used-bytes counter {recorded}, allocations add up to {actual}"
-                )
-            }
             Problem::DeadClient { client } => {
                 write!(f, "client {client} left dead by an interrupted reap")
             }
@@ -123,7 +115,6 @@ impl Problem {
             Problem::LeakedPages { .. }
                 | Problem::LeakedBlock { .. }
                 | Problem::ChunkCount { .. }
-                | Problem::UsedBytes { .. }
                 | Problem::DeadClient { .. }
         )
     }
@@ -138,6 +129,12 @@ pub struct FsckReport {
     pub active_clients: u64,
     pub problems: Vec<Problem>,
     pub repaired: usize,
+    /// Heap bytes in use according to the allocator's bitmaps (the ground truth).
+    pub used_bytes: u64,
+    /// The fast used-bytes counter, when it has drifted from `used_bytes` (a process killed
+    /// between an allocator step and its counter update). A statistic, not an inconsistency:
+    /// `repair` resets it.
+    pub counter_drift: Option<u64>,
 }
 
 impl FsckReport {
@@ -330,12 +327,10 @@ impl Store {
             }
         }
         merge_page_leaks(&mut report.problems);
+        report.used_bytes = actual_bytes;
         let recorded = alloc.used_bytes();
         if recorded != actual_bytes {
-            report.problems.push(Problem::UsedBytes {
-                recorded,
-                actual: actual_bytes,
-            });
+            report.counter_drift = Some(recorded);
             if repair {
                 alloc.set_used_bytes(actual_bytes, owned.len() as u64);
                 report.repaired += 1;
@@ -361,6 +356,86 @@ impl Store {
             }
         }
         report
+    }
+
+    /// Frees leaked blocks and pages while clients keep working: waits (up to `wait`) for a
+    /// moment when no client is inside a create, checks, and frees what is leaked only if no
+    /// create started or finished during the check. Returns the bytes freed.
+    ///
+    /// Correctness: a create marks itself in flight (odd `op_seq`) and fences before it
+    /// allocates; we fence before and after the scan and compare `op_seq` snapshots taken
+    /// outside the fences. Equal, even snapshots mean no allocation was in flight during the
+    /// scan, so every unaccounted block it saw is a true orphan (a client killed between its
+    /// allocation and its intent record).
+    pub fn collect_orphans(&self, wait: std::time::Duration) -> u64 {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let before = self.op_snapshot();
+            if before.iter().all(|(_, seq)| seq % 2 == 0) {
+                std::sync::atomic::fence(Ordering::SeqCst);
+                let report = self.fsck(false);
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if self.op_snapshot() == before {
+                    return self.free_leaks(&report);
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return 0;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    fn op_snapshot(&self) -> Vec<(usize, u64)> {
+        (0..self.max_clients())
+            .filter(|&c| self.client_entry(c).load_word().status == status::ACTIVE)
+            .map(|c| (c, self.client_entry(c).op_seq.load(Ordering::SeqCst)))
+            .collect()
+    }
+
+    /// Frees the leaks a quiet scan found, and lowers chunk counts and the byte counter that a
+    /// killed process left one step ahead — each with a CAS from the value the scan saw, so
+    /// anything that changed since is left alone.
+    fn free_leaks(&self, report: &FsckReport) -> u64 {
+        let alloc = self.allocator();
+        let mut freed = 0;
+        // Counts first (from the values the scan saw), then the frees, which adjust them.
+        for p in &report.problems {
+            if let Problem::ChunkCount {
+                chunk,
+                recorded,
+                actual,
+            } = *p
+            {
+                if recorded > actual {
+                    alloc.cas_chunk_used(chunk as usize, recorded, actual);
+                }
+            }
+        }
+        for p in &report.problems {
+            match *p {
+                Problem::LeakedBlock { offset, class_size } => {
+                    if alloc.free(offset, u64::from(class_size)).is_ok() {
+                        freed += u64::from(class_size);
+                    }
+                }
+                Problem::LeakedPages { first_page, pages } => {
+                    if alloc.release_page_run(first_page, pages) {
+                        freed += pages * PAGE_SIZE;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(recorded) = report.counter_drift {
+            // Frees above already adjusted the counter by what they freed.
+            let now = alloc.used_bytes();
+            let expected = recorded.saturating_sub(freed);
+            if now == expected {
+                alloc.cas_used_bytes(now, report.used_bytes.saturating_sub(freed));
+            }
+        }
+        freed
     }
 
     /// Whether `offset..offset+size` can be an allocation of `size` bytes in the heap.

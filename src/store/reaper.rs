@@ -32,6 +32,9 @@ pub struct ReapReport {
     pub freed_intent_bytes: u64,
     pub released_references: u64,
     pub deleted_objects: u64,
+    /// Orphaned heap bytes (allocated by a client killed before it recorded them) collected
+    /// after this reap pass; counted on the first report of a pass.
+    pub orphan_bytes: u64,
 }
 
 /// Why a client is considered dead.
@@ -212,6 +215,9 @@ impl Store {
                 Ok(None) => {}
                 Err(e) => first_error = first_error.or(Some(e)),
             }
+        }
+        if let Some(first) = out.first_mut() {
+            first.orphan_bytes = self.collect_orphans(std::time::Duration::from_millis(200));
         }
         match first_error {
             Some(e) => Err(e),
