@@ -414,15 +414,15 @@ impl Store {
         }
         for p in &report.problems {
             match *p {
-                Problem::LeakedBlock { offset, class_size } => {
-                    if alloc.free(offset, u64::from(class_size)).is_ok() {
-                        freed += u64::from(class_size);
-                    }
+                Problem::LeakedBlock { offset, class_size }
+                    if alloc.free(offset, u64::from(class_size)).is_ok() =>
+                {
+                    freed += u64::from(class_size);
                 }
-                Problem::LeakedPages { first_page, pages } => {
-                    if alloc.release_page_run(first_page, pages) {
-                        freed += pages * PAGE_SIZE;
-                    }
+                Problem::LeakedPages { first_page, pages }
+                    if alloc.release_page_run(first_page, pages) =>
+                {
+                    freed += pages * PAGE_SIZE;
                 }
                 _ => {}
             }
