@@ -1,0 +1,213 @@
+//! The store core on non-coherent emulated hosts (Flush mode): each host reads and writes payloads
+//! through a private view of the region, so only `memory_copy`/`flush` move bytes to the shared
+//! region and only `invalidate` refreshes a reader's view. Objects still travel intact between
+//! hosts; with the writer's flush or the reader's invalidate skipped, they do not — which shows the
+//! emulation catches exactly the bug it exists for, at the level of the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gismo::coherence::{Coherence, CoherenceMode, EmulatedHost};
+use gismo::format::FormatOptions;
+use gismo::region::{Region, RegionOptions, RegionSpec};
+use gismo::store::{CreateInfo, ObjectId, Store};
+
+struct Host {
+    store: Arc<Store>,
+    view: Arc<EmulatedHost>,
+}
+
+/// A region formatted for Flush mode and `n` emulated hosts, each with its own mapping of it.
+fn hosts(name: &str, n: usize) -> Vec<Host> {
+    let spec = RegionSpec::Memfd {
+        name: name.into(),
+        huge_pages: false,
+    };
+    let first = Region::create(&spec, 64 << 20, &RegionOptions::default()).unwrap();
+    let fd = first.inheritable_fd().unwrap();
+    let opts = FormatOptions {
+        coherence: CoherenceMode::Flush,
+        ..FormatOptions::default()
+    };
+    gismo::format::format(&first, &opts).unwrap();
+    (0..n)
+        .map(|_| {
+            let region = Region::open(&RegionSpec::Fd(fd), &RegionOptions::default()).unwrap();
+            // SAFETY: the view mirrors this host's own mapping of the region, which the store
+            // below keeps alive for as long as the view is used.
+            let view = unsafe { EmulatedHost::new(region.as_ptr(), region.len()) };
+            let coherence = Coherence::emulated(CoherenceMode::Flush, view.clone());
+            Host {
+                store: Store::attach_with(region, coherence).unwrap(),
+                view,
+            }
+        })
+        .collect()
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+const SIZES: [usize; 7] = [0, 1, 63, 1000, 16_385, 300_001, 4 << 20];
+
+#[test]
+fn objects_cross_emulated_hosts_intact_both_ways() {
+    let h = hosts("gismo-emu-ok", 2);
+    assert_ne!(
+        h[0].store.region().as_ptr(),
+        h[1].store.region().as_ptr(),
+        "distinct mappings"
+    );
+    for (writer, reader) in [(0usize, 1usize), (1, 0)] {
+        let w = h[writer].store.connect("writer").unwrap();
+        let r = h[reader].store.connect("reader").unwrap();
+        for (i, &len) in SIZES.iter().enumerate() {
+            let id = ObjectId::from_u64((writer as u64) << 32 | i as u64);
+            let data = pattern(i as u64 + 1, len);
+            let mut b = w
+                .create(&id, len as u64, b"metadata", &CreateInfo::default())
+                .unwrap();
+            if i % 2 == 0 {
+                b.write_at(0, &data).unwrap(); // memory_copy: written back as it goes
+            } else {
+                b.data_mut().copy_from_slice(&data); // in place: written back at seal
+            }
+            b.seal().unwrap();
+            let o = r
+                .get(&id, Some(Duration::ZERO))
+                .unwrap()
+                .expect("sealed on the other host");
+            assert_eq!(o.data(), &data[..], "size {len}, host {writer} -> {reader}");
+            assert_eq!(o.metadata(), b"metadata");
+        }
+    }
+    assert!(h[0].view.lines_written_back() > 0 && h[1].view.lines_refreshed() > 0);
+}
+
+#[test]
+fn a_skipped_flush_leaves_the_reader_with_stale_bytes() {
+    let h = hosts("gismo-emu-noflush", 2);
+    h[0].view.set_skip_flush(true);
+    let w = h[0].store.connect("writer").unwrap();
+    let r = h[1].store.connect("reader").unwrap();
+    let data = pattern(7, 100_000);
+    let mut b = w
+        .create(
+            &ObjectId::from_u64(1),
+            data.len() as u64,
+            b"",
+            &CreateInfo::default(),
+        )
+        .unwrap();
+    b.data_mut().copy_from_slice(&data);
+    b.seal().unwrap();
+    let o = r
+        .get(&ObjectId::from_u64(1), Some(Duration::ZERO))
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        o.data(),
+        &data[..],
+        "without the writer's flush the bytes never reach the region"
+    );
+}
+
+#[test]
+fn a_skipped_invalidate_leaves_the_reader_with_stale_bytes() {
+    let h = hosts("gismo-emu-noinval", 2);
+    let w = h[0].store.connect("writer").unwrap();
+    let r = h[1].store.connect("reader").unwrap();
+    // Version 1 is read by host 1, so its view caches those lines.
+    let one = pattern(1, 50_000);
+    let mut b = w
+        .create(
+            &ObjectId::from_u64(1),
+            one.len() as u64,
+            b"",
+            &CreateInfo::default(),
+        )
+        .unwrap();
+    b.write_at(0, &one).unwrap();
+    b.seal().unwrap();
+    let first_offset = r
+        .get(&ObjectId::from_u64(1), Some(Duration::ZERO))
+        .unwrap()
+        .unwrap()
+        .as_ptr() as usize;
+    w.delete(&ObjectId::from_u64(1)).unwrap();
+    // Version 2 lands in the same blocks (best fit reuses the freed run).
+    let two = pattern(2, 50_000);
+    let mut b = w
+        .create(
+            &ObjectId::from_u64(2),
+            two.len() as u64,
+            b"",
+            &CreateInfo::default(),
+        )
+        .unwrap();
+    b.write_at(0, &two).unwrap();
+    b.seal().unwrap();
+    h[1].view.set_skip_invalidate(true);
+    let o = r
+        .get(&ObjectId::from_u64(2), Some(Duration::ZERO))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        o.as_ptr() as usize,
+        first_offset,
+        "the allocator reused the blocks"
+    );
+    assert_eq!(
+        o.data(),
+        &one[..],
+        "without the reader's invalidate it sees the old object"
+    );
+    drop(o);
+    h[1].view.set_skip_invalidate(false);
+    let o = r
+        .get(&ObjectId::from_u64(2), Some(Duration::ZERO))
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.data(), &two[..], "with it, never");
+}
+
+#[test]
+fn concurrent_hosts_never_see_stale_bytes() {
+    let h = hosts("gismo-emu-concurrent", 3);
+    std::thread::scope(|s| {
+        for (me, host) in h.iter().enumerate() {
+            let h = &h;
+            s.spawn(move || {
+                let c = host.store.connect("worker").unwrap();
+                for round in 0..300u64 {
+                    let id = ObjectId::from_u64((me as u64) << 32 | round);
+                    let len = [100usize, 5000, 70_000, 1 << 20][(round % 4) as usize];
+                    let data = pattern(id.hash64(), len);
+                    let mut b = c
+                        .create(&id, len as u64, b"", &CreateInfo::default())
+                        .unwrap();
+                    b.write_at(0, &data).unwrap();
+                    b.seal().unwrap();
+                    // Read a neighbour's object of the same round, then drop our older ones.
+                    let other = ObjectId::from_u64((((me + 1) % h.len()) as u64) << 32 | round);
+                    if let Some(o) = c.get(&other, Some(Duration::from_secs(10))).unwrap() {
+                        let expect = pattern(other.hash64(), o.data().len());
+                        assert_eq!(o.data(), &expect[..], "host {me} read {other} stale");
+                    }
+                    if round >= 2 {
+                        let _ = c.delete(&ObjectId::from_u64((me as u64) << 32 | (round - 2)));
+                    }
+                }
+            });
+        }
+    });
+}
