@@ -241,6 +241,8 @@ fn print_machine() {
 const RATIO_SIZES: [usize; 4] = [MIB, 16 * MIB, 64 * MIB, 256 * MIB];
 /// Rounds of the paired comparison; each round times every implementation once.
 const RATIO_ROUNDS: usize = 15;
+/// Cold destinations for the paired comparison rotate through this much memory (> the LLC).
+const RATIO_POOL: usize = 1024 * MIB;
 
 /// The check this bench exists for: does `Flush` mode at 1 MiB and more reach 0.9x the faster of
 /// a plain copy and a bare non-temporal copy, and how much faster is it than copy + `clflushopt`?
@@ -264,55 +266,77 @@ fn paired_ratios(copiers: &[Box<dyn Copier>]) {
     let mut src = Buffer::new(max, 0x3c3c_3c3c_3c3c_3c3c);
     let mut dst = Buffer::new(max, 0);
     let (sp, dp) = (src.ptr().cast_const(), dst.ptr());
-    println!();
-    println!("paired comparison, GB/s (median of {RATIO_ROUNDS} interleaved rounds):");
-    println!(
-        "{:>8} {:>8} {:>10} {:>10} {:>15} {:>24} {:>24}",
-        "size",
-        "plain",
-        "flush-auto",
-        nt_name,
-        "copy+clflushopt",
-        "flush/max(plain,nt)",
-        "flush/(copy+clflushopt)"
-    );
-    for len in RATIO_SIZES {
-        // Batches of at least 64 MiB so that each timing spans milliseconds.
-        let batch = (64 * MIB / len).max(1);
-        let mut seconds = vec![Vec::with_capacity(RATIO_ROUNDS); picked.len()];
-        for round in 0..RATIO_ROUNDS {
-            for k in 0..picked.len() {
-                let i = (k + round) % picked.len();
-                // One untimed copy first, so the destination's cache state is this
-                // implementation's own steady state (as in criterion's loop), not what the
-                // previous implementation left behind (dirty lines from `plain`, say).
-                // SAFETY: as below.
-                unsafe { picked[i].copy(black_box(dp), black_box(sp), len) };
-                let start = Instant::now();
-                for _ in 0..batch {
-                    // SAFETY: both buffers hold `max >= len` bytes and are distinct allocations.
-                    unsafe { picked[i].copy(black_box(dp), black_box(sp), len) };
-                }
-                seconds[i].push(start.elapsed().as_secs_f64());
+    // A store writes each object into memory it has not just written: cold destinations rotate
+    // through a pool larger than the last-level cache, so a plain copy pays for reaching memory
+    // as the others do (a hot destination lets it stay in cache, which no put can).
+    let mut pool = Buffer::new(RATIO_POOL, 0);
+    let pool_ptr = pool.ptr();
+    for (label, cold) in [
+        ("hot destination (same buffer every copy)", false),
+        ("cold destinations (a put)", true),
+    ] {
+        let mut next_slot = 0usize;
+        let mut dst_for = |len: usize| -> *mut u8 {
+            if !cold {
+                return dp;
             }
-        }
-        let gbs: Vec<f64> = seconds
-            .iter_mut()
-            .map(|t| {
-                t.sort_by(f64::total_cmp);
-                (len * batch) as f64 / t[t.len() / 2] / 1e9
-            })
-            .collect();
+            let slots = (RATIO_POOL / len).max(1);
+            next_slot = (next_slot + 1) % slots;
+            // SAFETY: slot * len + len <= RATIO_POOL.
+            unsafe { pool_ptr.add(next_slot * len) }
+        };
+        println!();
+        println!("paired comparison, {label}, GB/s (median of {RATIO_ROUNDS} interleaved rounds):");
         println!(
-            "{:>8} {:>8.2} {:>10.2} {:>10.2} {:>15.2} {:>24.2} {:>24.2}",
-            size_name(len),
-            gbs[0],
-            gbs[1],
-            gbs[2],
-            gbs[3],
-            gbs[1] / gbs[0].max(gbs[2]),
-            gbs[1] / gbs[3]
+            "{:>8} {:>8} {:>10} {:>10} {:>15} {:>24} {:>24}",
+            "size",
+            "plain",
+            "flush-auto",
+            nt_name,
+            "copy+clflushopt",
+            "flush/max(plain,nt)",
+            "flush/(copy+clflushopt)"
         );
+        for len in RATIO_SIZES {
+            // Batches of at least 64 MiB so that each timing spans milliseconds.
+            let batch = (64 * MIB / len).max(1);
+            let mut seconds = vec![Vec::with_capacity(RATIO_ROUNDS); picked.len()];
+            for round in 0..RATIO_ROUNDS {
+                for k in 0..picked.len() {
+                    let i = (k + round) % picked.len();
+                    // One untimed copy first, so the destination's cache state is this
+                    // implementation's own steady state (as in criterion's loop), not what the
+                    // previous implementation left behind (dirty lines from `plain`, say).
+                    // SAFETY: as below.
+                    unsafe { picked[i].copy(black_box(dst_for(len)), black_box(sp), len) };
+                    let start = Instant::now();
+                    for _ in 0..batch {
+                        let d = dst_for(len);
+                        // SAFETY: the source holds `max >= len` bytes; `d` has `len` writable bytes
+                        // (the destination buffer or a pool slot); distinct allocations.
+                        unsafe { picked[i].copy(black_box(d), black_box(sp), len) };
+                    }
+                    seconds[i].push(start.elapsed().as_secs_f64());
+                }
+            }
+            let gbs: Vec<f64> = seconds
+                .iter_mut()
+                .map(|t| {
+                    t.sort_by(f64::total_cmp);
+                    (len * batch) as f64 / t[t.len() / 2] / 1e9
+                })
+                .collect();
+            println!(
+                "{:>8} {:>8.2} {:>10.2} {:>10.2} {:>15.2} {:>24.2} {:>24.2}",
+                size_name(len),
+                gbs[0],
+                gbs[1],
+                gbs[2],
+                gbs[3],
+                gbs[1] / gbs[0].max(gbs[2]),
+                gbs[1] / gbs[3]
+            );
+        }
     }
 }
 
