@@ -3,7 +3,8 @@
 #
 #   tools/test.sh            everything
 #   tools/test.sh --quick    everything but the loom model checks
-#   GISMO_SOAK=1 tools/test.sh   reserved for long soak tests (none exist yet; off by default)
+#   GISMO_SOAK=1 tools/test.sh   also the long soaks (2000 kill -9 recoveries, every memory_copy
+#                                strategy's exhaustive sweep); off by default
 #
 # Usable on a fresh Debian 12 machine as root (with a Rust toolchain >= the workspace's
 # rust-version, plus rustfmt and clippy). Idempotent. Every step runs even when an earlier one
@@ -120,6 +121,19 @@ run_step "toolchain" check_toolchain
 run_step "cargo fmt --check" cargo fmt --all -- --check
 run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 run_step "cargo test" cargo test --workspace --all-features --no-fail-fast
+# Release-mode tests too slow for a debug build: every (length, misalignment) copy up to 4160
+# bytes for the strategies this machine uses.
+exhaustive_copies() {
+    cargo test --release --lib every_triple_up_to_4160_detected -- --ignored
+}
+
+soak_tests() {
+    GISMO_SOAK=1 cargo test --release --test recovery random_kill_points -- --nocapture &&
+        cargo test --release --lib every_triple_up_to_4160 -- --ignored --exact \
+            coherence::tests::every_triple_up_to_4160
+}
+
+run_step "exhaustive memory_copy" exhaustive_copies
 if [ "$quick" -eq 1 ]; then
     echo
     echo "==> loom model checks: skipped (--quick)"
@@ -127,8 +141,7 @@ else
     run_step "loom model checks" loom_tests
 fi
 if [ "${GISMO_SOAK:-0}" = 1 ]; then
-    echo
-    echo "==> soak tests: GISMO_SOAK=1 is reserved; no soak tests exist yet"
+    run_step "soak tests" soak_tests
 fi
 
 passed=0

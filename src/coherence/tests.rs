@@ -403,6 +403,30 @@ fn every_triple_up_to_4160() {
     );
 }
 
+/// Every (len, src_off, dst_off) triple up to 4160 for the strategies this machine actually uses
+/// (the detected Flush strategy, and Hardware mode): about 40 s in release, so `tools/test.sh`
+/// runs it in release (`--ignored`); the all-strategies sweep above is the by-hand soak.
+#[test]
+#[ignore = "tens of seconds: tools/test.sh runs it with --release -- --ignored"]
+fn every_triple_up_to_4160_detected() {
+    let detected = CopyStrategy {
+        nt_threshold: SWEEP_THRESHOLD,
+        ..CopyStrategy::detect()
+    };
+    for c in [
+        Coherence::with_strategy(CoherenceMode::Flush, detected),
+        Coherence::new(CoherenceMode::Hardware),
+    ] {
+        let t = std::time::Instant::now();
+        sweep(&c, MAX_SWEEP_LEN, Coverage::Every);
+        eprintln!(
+            "{:?}: every triple up to {MAX_SWEEP_LEN} in {:.1?}",
+            c.mode(),
+            t.elapsed()
+        );
+    }
+}
+
 #[test]
 fn large_copies_are_exact() {
     let mut all: Vec<Coherence> = strategies(SWEEP_THRESHOLD)
