@@ -74,6 +74,7 @@ pub fn run_suite(p: &dyn Plugin) {
     deferred_delete(p);
     references_and_disconnect(p);
     runner_callbacks_and_spillable(p);
+    memory_pressure_calls_full_and_spill(p);
     full_store_and_eviction(p);
     memory_copy_copies(p);
 }
@@ -296,6 +297,73 @@ fn runner_callbacks_and_spillable(p: &dyn Plugin) {
     assert!(runner.available_memory() <= runner.total_memory_size());
     assert!(runner.max_memory_size() >= runner.total_memory_size());
     runner.stop();
+}
+
+fn memory_pressure_calls_full_and_spill(p: &dyn Plugin) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (full, spill) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (f2, s2) = (full.clone(), spill.clone());
+    let cb = RunnerCallbacks {
+        object_store_full: Arc::new(move || {
+            f2.fetch_add(1, Ordering::SeqCst);
+        }),
+        spill_objects: Arc::new(move || {
+            s2.fetch_add(1, Ordering::SeqCst);
+            false
+        }),
+        ..RunnerCallbacks::none()
+    };
+    let runner = p.runner();
+    let params: BTreeMap<String, String> =
+        [("object_spilling_threshold".to_string(), "0.5".to_string())].into();
+    runner.start(&params, cb).unwrap();
+    let c = p.client();
+    assert_eq!(
+        full.load(Ordering::SeqCst),
+        0,
+        "no pressure yet: no full callback"
+    );
+    // Pin (hold) objects past the spilling threshold: the runner asks for spilling (rule 5).
+    let chunk = p.capacity() / 8;
+    let mut pinned = Vec::new();
+    for _ in 0..5 {
+        let id = ObjectId::random();
+        let b = c
+            .create(
+                &id,
+                &owner(),
+                false,
+                chunk,
+                b"",
+                ObjectSource::CreatedByWorker,
+            )
+            .unwrap();
+        c.seal(&id).unwrap();
+        drop(b);
+        pinned.push((id, c.get(&[id], 0).unwrap().pop().unwrap().unwrap()));
+    }
+    wait_until("spill_objects_callback above the threshold", || {
+        spill.load(Ordering::SeqCst) > 0
+    });
+    // A create that cannot be served even after eviction (everything is pinned): the store is
+    // full, and the runner calls the full callback (the raylet's global GC) and asks to spill.
+    let big = ObjectId::random();
+    let r = c.create(
+        &big,
+        &owner(),
+        false,
+        chunk * 4,
+        b"",
+        ObjectSource::CreatedByWorker,
+    );
+    assert_eq!(code(r), StatusCode::ObjectStoreFull);
+    wait_until("object_store_full_callback", || {
+        full.load(Ordering::SeqCst) > 0
+    });
+    runner.stop();
+    let ids: Vec<ObjectId> = pinned.iter().map(|(id, _)| *id).collect();
+    drop(pinned);
+    c.delete(&ids).unwrap();
 }
 
 fn full_store_and_eviction(p: &dyn Plugin) {

@@ -162,16 +162,21 @@ impl GismoClient {
                     // Evict at least the request, and 20% of capacity at a time as Plasma does.
                     let want = requested.max(self.inner.store.allocator().heap_bytes() / 5);
                     if client.evict(want)? == 0 {
-                        return Err(client
-                            .create_raw(id, data_size, metadata, &info)
-                            .err()
-                            .map_or_else(
-                                || Status::new(StatusCode::UnknownError, "create raced"),
-                                Status::from,
-                            ));
+                        // Nothing evictable: one last try (a concurrent delete may have made room).
+                        attempts = 3;
                     }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    if matches!(e, StoreError::StoreFull { .. }) {
+                        // Tell the runners: they call the raylet's full and spill callbacks.
+                        self.inner
+                            .store
+                            .control()
+                            .create_full_events
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Err(e.into());
+                }
             }
         }
     }
@@ -339,7 +344,16 @@ fn object_info(store: &Store, index: usize, gen: u32, id: &ObjectId) -> Option<O
     })
 }
 
-fn runner_loop(store: Arc<Store>, host: usize, cb: RunnerCallbacks, stop: Arc<AtomicBool>) {
+/// How often the runner checks memory pressure.
+const PRESSURE_PERIOD_MS: u64 = 100;
+
+fn runner_loop(
+    store: Arc<Store>,
+    host: usize,
+    cb: RunnerCallbacks,
+    stop: Arc<AtomicBool>,
+    spill_threshold: f64,
+) {
     let mut reported: HashMap<ObjectId, ()> = HashMap::new();
     let rescan = |reported: &mut HashMap<ObjectId, ()>| {
         let mut present = HashMap::new();
@@ -368,9 +382,28 @@ fn runner_loop(store: Arc<Store>, host: usize, cb: RunnerCallbacks, stop: Arc<At
     let mut seen_overflows = ring.overflows();
     rescan(&mut reported);
     let mut hole = None;
+    let mut seen_full = store.control().create_full_events.load(Ordering::Relaxed);
+    let mut last_pressure_check = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let now = crate::store::clock::unix_ms();
         store.hosts_heartbeat(host, now);
+        if now.saturating_sub(last_pressure_check) >= PRESSURE_PERIOD_MS {
+            last_pressure_check = now;
+            // Plasma's rules 5 and 6: spilling is asked for when a create could not be served
+            // even after eviction (after the full callback, which triggers a global GC), or
+            // when usage passes the spilling threshold.
+            let full = store.control().create_full_events.load(Ordering::Relaxed);
+            if full != seen_full {
+                seen_full = full;
+                (cb.object_store_full)();
+                (cb.spill_objects)();
+            } else {
+                let a = store.allocator();
+                if a.used_bytes() as f64 > spill_threshold * a.heap_bytes() as f64 {
+                    (cb.spill_objects)();
+                }
+            }
+        }
         match ring.pop(now, &mut hole) {
             Ok(Some(ev)) => match ev.kind {
                 EventKind::Sealed => {
@@ -415,6 +448,16 @@ impl ObjectStoreRunner for GismoRunner {
                 s
             }
         };
+        let spill_threshold: f64 = match params.get("object_spilling_threshold") {
+            None => 0.8,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|t: &f64| (0.0..=1.0).contains(t))
+                .ok_or_else(|| {
+                    Status::invalid(format!("object_spilling_threshold={v}: expected 0..1"))
+                })?,
+        };
         let me = HostIdentity::current();
         let host = host_index(store.hosts(), me.hash(), &me.name)
             .ok_or_else(|| Status::new(StatusCode::OutOfMemory, "host table full"))?;
@@ -423,7 +466,7 @@ impl ObjectStoreRunner for GismoRunner {
         *thread = Some(
             std::thread::Builder::new()
                 .name("gismo-runner".into())
-                .spawn(move || runner_loop(store, host, callbacks, stop))
+                .spawn(move || runner_loop(store, host, callbacks, stop, spill_threshold))
                 .map_err(|e| {
                     Status::new(StatusCode::IOError, format!("spawn runner thread: {e}"))
                 })?,

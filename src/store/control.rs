@@ -22,7 +22,10 @@ pub struct ControlBlock {
     pub bytes_created: AtomicU64,
     /// One past the highest client-table index ever claimed: reference scans stop there.
     pub clients_hwm: AtomicU64,
-    pub _reserved: [AtomicU64; 54],
+    /// Creates that failed for lack of room even after evicting: runners watch it and call
+    /// the raylet's `object_store_full` and `spill_objects` callbacks.
+    pub create_full_events: AtomicU64,
+    pub _reserved: [AtomicU64; 53],
 }
 
 #[cfg(not(loom))]
