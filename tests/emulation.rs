@@ -211,3 +211,101 @@ fn concurrent_hosts_never_see_stale_bytes() {
         }
     });
 }
+
+/// The same exchange between real processes: each process is an emulated host with its own
+/// mapping and its own private view; the child reads what the parent wrote and writes back.
+#[test]
+fn emulated_hosts_in_separate_processes() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    if let Ok(fd) = std::env::var("GISMO_EMU_CHILD_FD") {
+        let region = Region::open(
+            &RegionSpec::Fd(fd.parse().unwrap()),
+            &RegionOptions::default(),
+        )
+        .unwrap();
+        // SAFETY: the view mirrors this process's own mapping, kept alive by the store.
+        let view = unsafe { EmulatedHost::new(region.as_ptr(), region.len()) };
+        let store =
+            Store::attach_with(region, Coherence::emulated(CoherenceMode::Flush, view)).unwrap();
+        let c = store.connect("child-host").unwrap();
+        for (i, &len) in SIZES.iter().enumerate() {
+            let o = c
+                .get(&ObjectId::from_u64(i as u64), Some(Duration::from_secs(30)))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                o.data(),
+                &pattern(i as u64 + 1, len)[..],
+                "child read size {len}"
+            );
+        }
+        for (i, &len) in SIZES.iter().enumerate() {
+            let id = ObjectId::from_u64(100 + i as u64);
+            let mut b = c
+                .create(&id, len as u64, b"", &CreateInfo::default())
+                .unwrap();
+            b.data_mut().copy_from_slice(&pattern(100 + i as u64, len));
+            b.seal().unwrap();
+        }
+        println!("CHILD-DONE");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).ok(); // keep our objects' creator alive until told
+        return;
+    }
+    let h = hosts("gismo-emu-procs", 1);
+    let fd = h[0].store.region().inheritable_fd().unwrap();
+    let c = h[0].store.connect("parent-host").unwrap();
+    for (i, &len) in SIZES.iter().enumerate() {
+        let mut b = c
+            .create(
+                &ObjectId::from_u64(i as u64),
+                len as u64,
+                b"",
+                &CreateInfo::default(),
+            )
+            .unwrap();
+        b.write_at(0, &pattern(i as u64 + 1, len)).unwrap();
+        b.seal().unwrap();
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "emulated_hosts_in_separate_processes",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GISMO_EMU_CHILD_FD", fd.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child ended before finishing"
+        );
+        if line.contains("CHILD-DONE") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "child timed out");
+    }
+    for (i, &len) in SIZES.iter().enumerate() {
+        let o = c
+            .get(&ObjectId::from_u64(100 + i as u64), Some(Duration::ZERO))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            o.data(),
+            &pattern(100 + i as u64, len)[..],
+            "parent read size {len}"
+        );
+    }
+    child.stdin.take().unwrap().write_all(b"done\n").unwrap();
+    assert!(child.wait().unwrap().success());
+}
