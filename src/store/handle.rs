@@ -204,6 +204,12 @@ impl Store {
         &self.coherence
     }
 
+    /// Where this process reads and writes payloads: the region's base, or the private view of
+    /// an emulated non-coherent host. A payload at region offset `o` is at `payload_base() + o`.
+    pub fn payload_base(&self) -> *const u8 {
+        self.payload_base
+    }
+
     pub fn coherence_mode(&self) -> CoherenceMode {
         self.coherence.mode()
     }

@@ -122,7 +122,22 @@ pub fn run(role: &str) {
     let fd = env_num(FD_ENV) as i32;
     let region = Region::open(&RegionSpec::Fd(fd), &RegionOptions::default())
         .expect("open the inherited region");
-    let store = Store::attach(region).expect("attach to the store");
+    let store = if crate::harness::emulated() {
+        // SAFETY: the view mirrors this process's own mapping, which the store keeps alive.
+        let view = unsafe { gismo::coherence::EmulatedHost::new(region.as_ptr(), region.len()) };
+        let coherence =
+            gismo::coherence::Coherence::emulated(gismo::coherence::CoherenceMode::Flush, view);
+        let store =
+            Store::attach_with(region, coherence).expect("attach to the store as an emulated host");
+        assert_ne!(
+            store.payload_base(),
+            store.region().as_ptr().cast_const(),
+            "payloads go through the private view"
+        );
+        store
+    } else {
+        Store::attach(region).expect("attach to the store")
+    };
     let host = std::env::var("GISMO_HOST").unwrap_or_default();
     report!(
         "ready",
@@ -143,9 +158,10 @@ pub fn run(role: &str) {
     }
 }
 
-/// Whether `ptr..ptr+len` lies inside this process's own mapping of the region.
+/// Whether `ptr..ptr+len` lies inside this process's own view of the region's payloads (its
+/// mapping, or its private view as an emulated host).
 pub fn inside_mapping(store: &Store, ptr: *const u8, len: usize) -> bool {
-    let base = store.region().as_ptr() as usize;
+    let base = store.payload_base() as usize;
     let end = base + store.region().len();
     let p = ptr as usize;
     p >= base && p.checked_add(len).is_some_and(|e| e <= end)
@@ -162,7 +178,7 @@ pub fn check_object(store: &Store, obj: &ObjectRef<'_>) -> u64 {
         "object {} at {:p} is not inside this process's mapping at {:p}+{:#x}",
         obj.id(),
         obj.as_ptr(),
-        store.region().as_ptr(),
+        store.payload_base(),
         store.region().len()
     );
     sum

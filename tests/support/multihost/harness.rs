@@ -96,6 +96,19 @@ pub struct Fixture {
     next_child: usize,
 }
 
+/// Whether this run is the emulated variant (`multihost_emulated`, the same source built as a
+/// second test target): regions are formatted for Flush mode and every child is an emulated
+/// non-coherent host with a private view of the payloads.
+pub fn emulated() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().starts_with("multihost_emulated"))
+        })
+        .unwrap_or(false)
+}
+
 impl Fixture {
     /// A memfd of `size` bytes formatted with `opts`.
     pub fn new(name: &str, size: u64, opts: &FormatOptions) -> Fixture {
@@ -104,7 +117,11 @@ impl Fixture {
             huge_pages: false,
         };
         let region = Region::create(&spec, size, &RegionOptions::default()).expect("memfd region");
-        let store = Store::format(region, opts).expect("format the region");
+        let mut opts = opts.clone();
+        if emulated() {
+            opts.coherence = gismo::coherence::CoherenceMode::Flush;
+        }
+        let store = Store::format(region, &opts).expect("format the region");
         let region_fd = store
             .region()
             .inheritable_owned_fd()

@@ -126,7 +126,7 @@ fn script_session(
                 match got {
                     Ok(Some(obj)) => {
                         let sum = check_object(store, &obj);
-                        let offset = obj.as_ptr() as usize - store.region().as_ptr() as usize;
+                        let offset = obj.as_ptr() as usize - store.payload_base() as usize;
                         report!(
                             "got",
                             "id={n} size={} checksum={sum:#x} offset={offset:#x} inside=1 \
