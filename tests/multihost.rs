@@ -1,17 +1,17 @@
-//! Multi-process tests of the store core: several processes — each an emulated host with its own
-//! `GISMO_HOST` and its own mapping of one memfd region — create, get, delete and race on objects
-//! with nothing but the shared region between them.
-//!
-//! Each test formats a region in the test process, then re-executes this test binary as children
-//! (the `child_process` test, which does nothing in a normal run) that inherit the region's
-//! descriptor, attach with `RegionSpec::Fd`, and either follow a script the parent feeds them on
-//! stdin or run a workload on their own. `support/multihost/` holds the harness (spawning, reports,
-//! watchdog), the self-checking payload format (`payload.rs`), and the children's side
-//! (`child.rs`, `script.rs`, `workloads.rs`).
-//!
-//! Every child runs under a watchdog (60 s, more for the stress workload): a hang kills it and
-//! fails the test. Nothing asserts a maximum run time; measured rates are printed (run with
-//! `--nocapture` to see them).
+// Multi-process tests of the store core: several processes — each an emulated host with its own
+// `GISMO_HOST` and its own mapping of one memfd region — create, get, delete and race on objects
+// with nothing but the shared region between them.
+//
+// Each test formats a region in the test process, then re-executes this test binary as children
+// (the `child_process` test, which does nothing in a normal run) that inherit the region's
+// descriptor, attach with `RegionSpec::Fd`, and either follow a script the parent feeds them on
+// stdin or run a workload on their own. `support/multihost/` holds the harness (spawning, reports,
+// watchdog), the self-checking payload format (`payload.rs`), and the children's side
+// (`child.rs`, `script.rs`, `workloads.rs`).
+//
+// Every child runs under a watchdog (60 s, more for the stress workload): a hang kills it and
+// fails the test. Nothing asserts a maximum run time; measured rates are printed (run with
+// `--nocapture` to see them).
 
 #[path = "support/multihost/harness.rs"]
 mod harness;
