@@ -410,3 +410,44 @@ fn too_few_huge_pages_is_a_typed_error_for_hugetlbfs() {
     );
     assert_huge_pages_unavailable(result, pages);
 }
+
+/// A file region larger than its filesystem's free space is refused at create time with a typed
+/// error (space is reserved with `posix_fallocate`), never a SIGBUS at first touch.
+#[test]
+fn a_region_larger_than_the_free_space_is_refused_at_create() {
+    let dir = std::env::temp_dir().join(format!("gismo-small-tmpfs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=8m",
+            "gismo-small",
+            dir.to_str().unwrap(),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        println!("skipped: cannot mount a small tmpfs here (needs root)");
+        let _ = std::fs::remove_dir(&dir);
+        return;
+    }
+    let spec = RegionSpec::File(dir.join("region"));
+    let err = Region::create(&spec, 64 << 20, &RegionOptions::default()).unwrap_err();
+    let fits = Region::create(
+        &RegionSpec::File(dir.join("small")),
+        4 << 20,
+        &RegionOptions::default(),
+    )
+    .map(drop);
+    let _ = Command::new("umount").arg(&dir).status();
+    let _ = std::fs::remove_dir(&dir);
+    assert!(matches!(err, RegionError::WrongSize { .. }), "{err}");
+    assert!(err.to_string().contains("free space"), "{err}");
+    assert!(
+        fits.is_ok(),
+        "a region that fits is created: {:?}",
+        fits.err()
+    );
+}

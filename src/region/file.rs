@@ -243,6 +243,9 @@ pub(super) fn sized_file(
                     RegionError::io(io_context(&format!("resizing to {total} bytes:")), e)
                 })?;
             }
+            if !huge {
+                reserve_space(&file, total, &what)?;
+            }
             len
         }
         None => match meta.len().checked_sub(offset) {
@@ -273,4 +276,43 @@ pub(super) fn sized_file(
         dax_device: None,
         created: None,
     })
+}
+
+/// Reserves the file's blocks now (`posix_fallocate`), so that a region larger than the free space
+/// of its filesystem (a full `/dev/shm`, say) is refused at create time with a typed error instead
+/// of killing a process with SIGBUS at first touch. Filesystems that cannot preallocate are left
+/// as they are.
+fn reserve_space(file: &File, total: u64, what: &str) -> Result<(), RegionError> {
+    let Ok(len) = libc::off_t::try_from(total) else {
+        return Ok(());
+    };
+    // SAFETY: `file` is an open descriptor we own for the duration of the call; posix_fallocate
+    // only allocates blocks of that file.
+    let rc = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(file), 0, len) };
+    match rc {
+        0 | libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+        libc::ENOSPC => Err(RegionError::WrongSize {
+            what: what.to_string(),
+            requested: total,
+            available: free_space(file).unwrap_or(0),
+            reason: "not enough free space in the filesystem to back the region",
+        }),
+        other => Err(RegionError::io(
+            format!("{what}: reserving {total} bytes:"),
+            std::io::Error::from_raw_os_error(other),
+        )),
+    }
+}
+
+/// Free bytes in the filesystem holding `file`.
+fn free_space(file: &File) -> Option<u64> {
+    let mut st: libc::statvfs = unsafe_zeroed_statvfs();
+    // SAFETY: `st` is a valid, writable statvfs; the descriptor is open.
+    let rc = unsafe { libc::fstatvfs(std::os::fd::AsRawFd::as_raw_fd(file), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn unsafe_zeroed_statvfs() -> libc::statvfs {
+    // SAFETY: statvfs is a plain C struct of integers; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
 }
