@@ -305,6 +305,7 @@ fn reserve_space(file: &File, total: u64, what: &str) -> Result<(), RegionError>
 }
 
 /// Free bytes in the filesystem holding `file`.
+#[allow(clippy::unnecessary_cast)] // statvfs field types differ between platforms
 fn free_space(file: &File) -> Option<u64> {
     let mut st: libc::statvfs = unsafe_zeroed_statvfs();
     // SAFETY: `st` is a valid, writable statvfs; the descriptor is open.
