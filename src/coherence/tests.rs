@@ -493,6 +493,38 @@ mod line_coverage {
         }
     }
 
+    /// Large copies take the page-interleaved stream: still every line exactly once.
+    #[test]
+    fn large_streamed_copies_cover_every_line() {
+        for s in strategies(DEFAULT_NT_THRESHOLD) {
+            if s.flush == FlushInstr::None || s.nt == NtStores::None {
+                continue;
+            }
+            let c = Coherence::with_strategy(CoherenceMode::Flush, s);
+            for (len, src_off, dst_off) in [((1 << 20) + 4096 + 100, 3, 17), (3 << 20, 0, 0)] {
+                let mut src = Buffer::new(len + 64, 1);
+                let mut dst = Buffer::new(len + 64, FILL);
+                // SAFETY: inside the buffers, which are distinct.
+                let (d, sp) = unsafe { (dst.ptr().add(dst_off), src.ptr().add(src_off)) };
+                // SAFETY: as above.
+                let ((), events) = record_during(|| unsafe { c.memory_copy(d, sp, len) });
+                check_copy_events(&s, d as usize, len, &events);
+                let streamed: Vec<usize> = events
+                    .iter()
+                    .filter_map(|e| {
+                        if let Event::Stream(l) = e {
+                            Some(*l)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                let unique: std::collections::BTreeSet<usize> = streamed.iter().copied().collect();
+                assert_eq!(unique.len(), streamed.len(), "{s:?}: a line streamed twice");
+            }
+        }
+    }
+
     fn check_copy_events(s: &CopyStrategy, dst: usize, len: usize, events: &[Event]) {
         let want = lines_of(dst, len);
         let mut covered = BTreeSet::new();
