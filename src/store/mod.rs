@@ -28,6 +28,8 @@ pub mod fsck;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
+pub mod leader;
+#[cfg(not(loom))]
 mod reaper;
 #[cfg(not(loom))]
 pub mod wait;
