@@ -52,13 +52,22 @@ pub struct Args {
     #[arg(long)]
     pub prefault: bool,
 
-    /// Client lease: a client whose heartbeat is older than this is considered dead (used by the
-    /// reaper, which is planned; recorded and validated today).
+    /// Lease: a client on another host whose heartbeat is older than this is considered dead;
+    /// also the leader lease (a follower takes over within lease + slack + lease/3 of the
+    /// leader's death).
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub lease_ms: u64,
 
-    /// Heap usage fraction at which eviction starts (evictor planned; recorded and validated
-    /// today).
+    /// Extra wait past the leader's lease before taking over: covers wall-clock skew between
+    /// hosts.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub leader_slack_ms: u64,
+
+    /// How often the leader reaps dead clients and checks the eviction watermarks.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub reap_interval_ms: u64,
+
+    /// Heap usage fraction at which the leader starts evicting.
     #[arg(long, value_name = "F", default_value_t = 0.9)]
     pub high_watermark: f64,
 

@@ -8,9 +8,15 @@ use crate::failure::Failure;
 /// Settings of the periodic tasks.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Heartbeat age after which a client counts as dead (for the planned reaper).
+    /// Heartbeat age after which a client on another host counts as dead, and the length of
+    /// the leader lease.
     pub lease: Duration,
-    /// Heap use fraction that starts eviction (for the planned evictor).
+    /// How much longer than the lease a follower waits before taking over (cross-host clock
+    /// skew allowance).
+    pub leader_slack: Duration,
+    /// How often the leader reaps and checks the watermarks.
+    pub reap_interval: Duration,
+    /// Heap use fraction that starts eviction.
     pub high_watermark: f64,
     /// Heap use fraction eviction stops at.
     pub low_watermark: f64,
@@ -27,6 +33,9 @@ impl ServerConfig {
         if args.lease_ms == 0 {
             return Err(Failure::usage("--lease-ms must be positive"));
         }
+        if args.reap_interval_ms == 0 {
+            return Err(Failure::usage("--reap-interval-ms must be positive"));
+        }
         if args.stats_interval_ms == 0 {
             return Err(Failure::usage("--stats-interval-ms must be positive"));
         }
@@ -41,6 +50,17 @@ impl ServerConfig {
             high_watermark: high,
             low_watermark: low,
             stats_interval: Duration::from_millis(args.stats_interval_ms),
+            leader_slack: Duration::from_millis(args.leader_slack_ms),
+            reap_interval: Duration::from_millis(args.reap_interval_ms),
         })
+    }
+
+    /// How often the lease is renewed (holder) or checked (others): a third of the lease, so a
+    /// holder renews at least twice more before its lease could run out.
+    ///
+    /// Takeover bound: a successor leads within `lease + leader_slack + lease_poll()` of the
+    /// holder's death (within `lease_poll()` of a clean stop, which releases the lease).
+    pub fn lease_poll(&self) -> Duration {
+        (self.lease / 3).max(Duration::from_millis(1))
     }
 }

@@ -3,7 +3,10 @@
 //! Startup: parse and check the options, install the SIGTERM/SIGINT handlers, provision the
 //! region (open, or create and format it), print how to use it, log `ready`, then run the
 //! periodic tasks until a signal arrives. Everything a client does happens in the region itself;
-//! the server only keeps it healthy (today: statistics; planned: reaper, evictor, leader lease).
+//! the server only keeps it healthy. Several servers (one per host) may serve one region: each
+//! registers its own client, and the one holding the region's leader lease reaps dead clients and
+//! evicts; the others heartbeat and wait to take over (see `gismo::store::leader`). A clean stop
+//! releases the lease, so another server takes over at its next poll.
 
 mod banner;
 mod cli;
@@ -16,10 +19,14 @@ mod service;
 mod shutdown;
 mod tasks;
 
+use std::cell::RefCell;
 use std::io::Write;
+use std::rc::Rc;
+use std::sync::Arc;
 
 use clap::Parser;
 use gismo::region::RegionSpec;
+use gismo::store::leader::{LeaderId, LeaderLease};
 use gismo::units::ByteSize;
 use log::{error, info};
 
@@ -27,6 +34,9 @@ use crate::cli::Args;
 use crate::config::ServerConfig;
 use crate::failure::{ExitCode, Failure};
 use crate::provision::{FormatPolicy, Outcome, Request};
+
+/// The name the server's own client carries in the client table.
+const SERVER_CLIENT_NAME: &str = "gismo-server";
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
@@ -57,22 +67,44 @@ fn serve(args: &Args) -> Result<(), Failure> {
     // Best effort: a closed standard output must not stop the server.
     let _ = std::io::stdout().write_all(banner::text(&public, &store).as_bytes());
     let _ = std::io::stdout().flush();
+    let client = store
+        .connect(SERVER_CLIENT_NAME)
+        .map_err(|e| Failure::store("cannot register the server's client", &e))?;
+    let me = LeaderId {
+        client: client.index(),
+        epoch: client.epoch(),
+    };
     info!(
-        "lease {} ms, eviction watermarks {:.2}/{:.2} (recorded; the reaper and evictor are \
-         planned)",
+        "lease {} ms (slack {} ms, poll {} ms), eviction watermarks {:.2}/{:.2}; registered as \
+         {me}",
         config.lease.as_millis(),
+        config.leader_slack.as_millis(),
+        config.lease_poll().as_millis(),
         config.high_watermark,
         config.low_watermark
     );
+    let leadership: tasks::Leadership = Rc::new(RefCell::new(LeaderLease::new(
+        Arc::clone(&store),
+        me,
+        config.lease.as_millis() as u64,
+        config.leader_slack.as_millis() as u64,
+    )));
     info!(
         "ready: serving {public} ({}, {} coherence, pid {})",
         ByteSize(store.region().len() as u64),
         store.coherence_mode(),
         std::process::id()
     );
-    let mut service = service::Service::new(store, tasks::tasks(&config));
+    let mut service = service::Service::new(store, tasks::tasks(&config, client, &leadership));
     service.run(&shutdown);
     info!("stopping on signal");
+    let was_leader = leadership.borrow().is_leader(tasks::now_ms());
+    leadership.borrow_mut().release();
+    if was_leader {
+        info!("released the leader lease");
+    }
+    // Dropping the service drops the server's client, which detaches it.
+    drop(service);
     Ok(())
 }
 

@@ -1,17 +1,28 @@
 //! The server's periodic work, one task per file, all behind [`PeriodicTask`].
 //!
-//! Today there is one task, [`stats_log::StatsLog`]. The reaper (declare clients whose lease
-//! expired dead and reclaim what they held), the evictor (keep heap use between the watermarks)
-//! and the leader lease (one serving server per region) are planned as further tasks; the service
-//! loop runs whatever [`tasks`] returns, so adding one is a new file and a line here.
+//! Every server runs [`lease::LeaseTask`] (claims, renews or watches the region's leader lease),
+//! [`heartbeat::Heartbeat`] (keeps its own client entry alive) and [`stats_log::StatsLog`]. Only
+//! the lease holder acts on the region: [`reaper::Reaper`] reclaims what dead clients held and
+//! [`evictor::Evictor`] keeps heap use between the watermarks. Both ask the shared
+//! [`Leadership`] right before acting, so a server that lost the lease stops at once.
 
+pub mod evictor;
+pub mod heartbeat;
+pub mod lease;
+pub mod reaper;
 pub mod stats_log;
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
-use gismo::store::Store;
+use gismo::store::leader::LeaderLease;
+use gismo::store::{Client, Store};
 
 use crate::config::ServerConfig;
+
+/// The lease, shared by the tasks of the (single-threaded) service loop.
+pub type Leadership = Rc<RefCell<LeaderLease>>;
 
 /// One unit of periodic work on the store.
 pub trait PeriodicTask {
@@ -28,7 +39,38 @@ pub trait PeriodicTask {
     fn run(&mut self, store: &Store) -> Result<(), String>;
 }
 
-/// The tasks the server runs, built from its configuration.
-pub fn tasks(config: &ServerConfig) -> Vec<Box<dyn PeriodicTask>> {
-    vec![Box::new(stats_log::StatsLog::new(config.stats_interval))]
+/// The tasks the server runs, built from its configuration; the lease task first, so the
+/// leader-only tasks of the same tick see its verdict.
+pub fn tasks(
+    config: &ServerConfig,
+    client: Client,
+    leadership: &Leadership,
+) -> Vec<Box<dyn PeriodicTask>> {
+    vec![
+        Box::new(lease::LeaseTask::new(
+            Rc::clone(leadership),
+            config.lease_poll(),
+        )),
+        Box::new(heartbeat::Heartbeat::new(client, config.lease_poll())),
+        Box::new(reaper::Reaper::new(
+            Rc::clone(leadership),
+            config.reap_interval,
+            config.lease,
+        )),
+        Box::new(evictor::Evictor::new(
+            Rc::clone(leadership),
+            config.reap_interval,
+            config.high_watermark,
+            config.low_watermark,
+        )),
+        Box::new(stats_log::StatsLog::new(
+            config.stats_interval,
+            Rc::clone(leadership),
+        )),
+    ]
+}
+
+/// Wall-clock ms now (what the lease compares).
+pub fn now_ms() -> u64 {
+    gismo::store::clock::unix_ms()
 }

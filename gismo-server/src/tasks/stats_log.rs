@@ -1,4 +1,4 @@
-//! Logs the store's statistics at debug level.
+//! Logs the store's statistics (and this server's role) at debug level.
 
 use std::time::Duration;
 
@@ -6,16 +6,17 @@ use gismo::store::directory::state;
 use gismo::store::Store;
 use gismo::units::ByteSize;
 
-use super::PeriodicTask;
+use super::{now_ms, Leadership, PeriodicTask};
 use log::{debug, log_enabled, Level};
 
 pub struct StatsLog {
     period: Duration,
+    leadership: Leadership,
 }
 
 impl StatsLog {
-    pub fn new(period: Duration) -> StatsLog {
-        StatsLog { period }
+    pub fn new(period: Duration, leadership: Leadership) -> StatsLog {
+        StatsLog { period, leadership }
     }
 }
 
@@ -34,8 +35,13 @@ impl PeriodicTask for StatsLog {
         }
         let s = store.stats();
         let n = |st: u8| s.objects_by_state[usize::from(st)];
+        let role = if self.leadership.borrow().is_leader(now_ms()) {
+            "leader"
+        } else {
+            "follower"
+        };
         debug!(
-            "stats: used {} of {} ({} allocations); objects sealed {} creating {} deleting {}; \
+            "stats ({role}): used {} of {} ({} allocations); objects sealed {} creating {} deleting {}; \
              clients {}/{}; created {} sealed {} deleted {} evicted {} aborted {}",
             ByteSize(s.used_bytes),
             ByteSize(s.heap_bytes),

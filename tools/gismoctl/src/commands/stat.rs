@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 
 use gismo::region::RegionSpec;
+use gismo::store::clock::unix_ms;
 use gismo::store::directory::state;
+use gismo::store::leader::LeaderInfo;
 use gismo::store::Stats;
 use gismo::units::ByteSize;
 use serde_json::{json, Map, Value};
@@ -14,10 +16,51 @@ use crate::{output, region_access};
 pub fn run(spec: &RegionSpec, json: bool) -> CmdResult {
     let store = region_access::attach(spec)?;
     let s = store.stats();
+    let leader = store.leader();
+    let now = unix_ms();
     if json {
-        output::json(&to_json(spec, &s))
+        let mut v = to_json(spec, &s);
+        v["leader"] = leader_json(&leader, now);
+        output::json(&v)
     } else {
-        output::stdout(&to_text(spec, &s))
+        let mut t = to_text(spec, &s);
+        let _ = writeln!(t, "leader      {}", leader_text(&leader, now));
+        output::stdout(&t)
+    }
+}
+
+/// The lease holder and how long its lease still runs (negative: expired).
+fn leader_text(l: &LeaderInfo, now_ms: u64) -> String {
+    match l.holder {
+        None => "none".to_string(),
+        Some(h) => format!(
+            "client {} (epoch {}, pid {}), lease {} ms",
+            h.client,
+            h.epoch,
+            l.pid,
+            remaining(l, now_ms)
+        ),
+    }
+}
+
+fn remaining(l: &LeaderInfo, now_ms: u64) -> String {
+    if l.lease_until_ms >= now_ms {
+        format!("expires in {}", l.lease_until_ms - now_ms)
+    } else {
+        format!("expired {} ago", now_ms - l.lease_until_ms)
+    }
+}
+
+fn leader_json(l: &LeaderInfo, now_ms: u64) -> Value {
+    match l.holder {
+        None => Value::Null,
+        Some(h) => json!({
+            "client": h.client,
+            "epoch": h.epoch,
+            "pid": l.pid,
+            "lease_until_ms": l.lease_until_ms,
+            "lease_remaining_ms": l.lease_until_ms as i64 - now_ms as i64,
+        }),
     }
 }
 

@@ -1,0 +1,87 @@
+//! Leader only: when heap use passes the high watermark, evicts least-recently-used sealed,
+//! unreferenced objects ([`Store::evict`]) until it is back at the low watermark.
+
+use std::time::Duration;
+
+use gismo::store::Store;
+use gismo::units::ByteSize;
+use log::{info, warn};
+
+use super::{now_ms, Leadership, PeriodicTask};
+
+pub struct Evictor {
+    leadership: Leadership,
+    period: Duration,
+    high: f64,
+    low: f64,
+}
+
+impl Evictor {
+    pub fn new(leadership: Leadership, period: Duration, high: f64, low: f64) -> Evictor {
+        Evictor {
+            leadership,
+            period,
+            high,
+            low,
+        }
+    }
+}
+
+/// Bytes to free so that `used` comes down to `low * heap`, when `used` is above `high * heap`.
+pub fn excess(used: u64, heap: u64, high: f64, low: f64) -> Option<u64> {
+    let high_bytes = (heap as f64 * high) as u64;
+    let low_bytes = (heap as f64 * low) as u64;
+    (used > high_bytes).then(|| used - low_bytes)
+}
+
+impl PeriodicTask for Evictor {
+    fn name(&self) -> &'static str {
+        "evictor"
+    }
+
+    fn period(&self) -> Duration {
+        self.period
+    }
+
+    fn run(&mut self, store: &Store) -> Result<(), String> {
+        if !self.leadership.borrow().is_leader(now_ms()) {
+            return Ok(());
+        }
+        let s = store.stats();
+        let Some(target) = excess(s.used_bytes, s.heap_bytes, self.high, self.low) else {
+            return Ok(());
+        };
+        info!(
+            "evicting: used {} of {} is above the high watermark; freeing {}",
+            ByteSize(s.used_bytes),
+            ByteSize(s.heap_bytes),
+            ByteSize(target)
+        );
+        let freed = store.evict(target).map_err(|e| format!("evict: {e}"))?;
+        let after = store.stats().used_bytes;
+        if freed < target {
+            warn!(
+                "evicted {} of {} wanted (the rest is referenced or unsealed); used now {}",
+                ByteSize(freed),
+                ByteSize(target),
+                ByteSize(after)
+            );
+        } else {
+            info!("evicted {}; used now {}", ByteSize(freed), ByteSize(after));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::excess;
+
+    #[test]
+    fn evicts_down_to_the_low_watermark_only_above_the_high_one() {
+        assert_eq!(excess(89, 100, 0.9, 0.8), None);
+        assert_eq!(excess(90, 100, 0.9, 0.8), None);
+        assert_eq!(excess(95, 100, 0.9, 0.8), Some(15));
+        assert_eq!(excess(0, 0, 0.9, 0.8), None);
+    }
+}
