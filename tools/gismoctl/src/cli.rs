@@ -57,6 +57,22 @@ pub enum Command {
     Rm(RmArgs),
     /// List the clients attached to the store.
     Clients(JsonFlag),
+    /// Check the store's metadata; exits 1 if a problem remains.
+    Fsck(FsckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// Fix what is safe to fix (leaked blocks and pages, chunk counts, dead client entries).
+    #[arg(long)]
+    pub repair: bool,
+    /// With --repair: repair even while clients are active (a client between an allocation and
+    /// its record can look like a leak).
+    #[arg(long, requires = "repair")]
+    pub force: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 
 mod clients;
 mod format;
+mod fsck;
 mod get;
 mod ls;
 mod put;
@@ -26,5 +27,6 @@ pub fn run(cli: &Cli) -> CmdResult {
         Command::Get(args) => get::run(&spec, args),
         Command::Rm(args) => rm::run(&spec, args),
         Command::Clients(flag) => clients::run(&spec, flag.json),
+        Command::Fsck(args) => fsck::run(&spec, args),
     }
 }
