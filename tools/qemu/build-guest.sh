@@ -50,6 +50,7 @@ fi
 
 # --- kernel -----------------------------------------------------------------------------------
 mkdir -p "$build_dir"
+build_dir=$(cd "$build_dir" && pwd)
 kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 [ -n "$kpkg" ] || { echo "build-guest.sh: apt-cache depends linux-image-amd64 names no kernel" >&2; exit 1; }
 kdir=$build_dir/kernel/$kpkg
@@ -90,13 +91,12 @@ copy_with_libs() {
 }
 copy_with_libs "$(command -v ndctl)" /bin/ndctl
 copy_with_libs "$(command -v daxctl)" /bin/daxctl
+copy_with_libs "$(command -v cxl)" /bin/cxl
 copy_with_libs "$bin_dir/gismoctl" /bin/gismoctl
 copy_with_libs "$bin_dir/gismo-server" /bin/gismo-server
-# The dynamic loader lives under /lib64 on amd64; make /lib/x86_64-linux-gnu reachable too.
-[ -e "$root/lib64" ] || true
 
-# Modules, with their dependencies in load order (modules.dep lists dependencies last-first).
-MODULES=(libnvdimm nd_btt nd_pmem nfit device_dax dax_pmem)
+# Modules, with their dependencies in load order: /etc/modules for every guest; /etc/modules.cxl
+# (in /lib/modules/cxl) only for the optional CXL attempt (try-cxl.sh).
 ordered=()
 add_module() {
     local name=$1 path dep
@@ -108,23 +108,34 @@ add_module() {
     done
     ordered+=("$path")
 }
-for m in "${MODULES[@]}"; do add_module "$m"; done
-: >"$root/etc/modules"
-for path in "${ordered[@]}"; do
-    base=${path##*/}
-    case "$base" in
-        *.ko.xz) xz -dc "$path" >"$root/lib/modules/${base%.xz}"; base=${base%.xz} ;;
-        *.ko.zst) zstd -qdc "$path" >"$root/lib/modules/${base%.zst}"; base=${base%.zst} ;;
-        *) cp "$path" "$root/lib/modules/$base" ;;
-    esac
-    echo "$base" >>"$root/etc/modules"
-done
+# install_modules LIST DIR MODULE...: copies the modules (and dependencies not yet copied) into
+# DIR and lists them in LIST, dependencies first.
+install_modules() {
+    local list=$1 dir=$2 m path base
+    shift 2
+    local before=${#ordered[@]}
+    for m in "$@"; do add_module "$m"; done
+    mkdir -p "$root$dir"
+    : >"$root$list"
+    for path in "${ordered[@]:$before}"; do
+        base=${path##*/}
+        case "$base" in
+            *.ko.xz) xz -dc "$path" >"$root$dir/${base%.xz}"; base=${base%.xz} ;;
+            *.ko.zst) zstd -qdc "$path" >"$root$dir/${base%.zst}"; base=${base%.zst} ;;
+            *) cp "$path" "$root$dir/$base" ;;
+        esac
+        echo "$base" >>"$root$list"
+    done
+}
+install_modules /etc/modules /lib/modules libnvdimm nd_btt nd_pmem nfit device_dax dax_pmem
+install_modules /etc/modules.cxl /lib/modules/cxl cxl_acpi cxl_pci cxl_mem cxl_pmem
 
 install -m 0755 "$here/guest/init" "$root/init"
 install -m 0755 "$here/guest/scenario.sh" "$root/bin/scenario.sh"
+install -m 0755 "$here/guest/cxl.sh" "$root/bin/cxl.sh"
 
 initrd=$build_dir/initrd.img
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 >"$initrd")
-log "initramfs: $(du -h "$initrd" | cut -f1), modules: $(tr '\n' ' ' <"$root/etc/modules")"
+log "initramfs: $(du -h "$initrd" | cut -f1), modules: $(tr '\n' ' ' <"$root/etc/modules")(cxl: $(tr '\n' ' ' <"$root/etc/modules.cxl"))"
 echo "KERNEL=$kernel"
 echo "INITRD=$initrd"

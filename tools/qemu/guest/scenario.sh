@@ -149,7 +149,7 @@ kill_mid_put() {
     gismoctl clients | sed 's/^/  clients: /'
     case "$state" in
         sealed | "") fail "the put finished (state '$state') before it could be killed" ;;
-        *) step "killed put pid=$put_pid mid-put (object state $state)" ;;
+        *) step "killed put pid=$put_pid mid-put (object state $state, after $i polls of ls)" ;;
     esac
 }
 
