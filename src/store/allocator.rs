@@ -468,8 +468,7 @@ impl<'a> Allocator<'a> {
             ) {
                 Ok(_) => {
                     if retire {
-                        self.release_pages(idx as u64 * PAGES_PER_CHUNK, PAGES_PER_CHUNK)
-                            .map_err(|_| AllocError::Corrupt("chunk pages were not allocated"))?;
+                        self.release_chunk_pages(idx)?;
                     } else if push {
                         self.push_partial(c, idx);
                     } else if new.state == CH_ZOMBIE {
@@ -480,6 +479,12 @@ impl<'a> Allocator<'a> {
                 Err(actual) => w = actual,
             }
         }
+    }
+
+    /// Returns a retired chunk's 16 pages to the page bitmap.
+    fn release_chunk_pages(&self, idx: usize) -> Result<(), AllocError> {
+        self.release_pages(idx as u64 * PAGES_PER_CHUNK, PAGES_PER_CHUNK)
+            .map_err(|_| AllocError::Corrupt("chunk pages were not allocated"))
     }
 
     fn push_partial(&self, c: usize, idx: usize) {
@@ -554,10 +559,7 @@ impl<'a> Allocator<'a> {
                 ) {
                     Ok(_) => {
                         if retire {
-                            self.release_pages(idx as u64 * PAGES_PER_CHUNK, PAGES_PER_CHUNK)
-                                .map_err(|_| {
-                                    AllocError::Corrupt("chunk pages were not allocated")
-                                })?;
+                            self.release_chunk_pages(idx)?;
                         } else if cw.state == CH_ACTIVE && usize::from(cw.class) == c {
                             return Ok(Some(idx));
                         }
@@ -610,10 +612,7 @@ impl<'a> Allocator<'a> {
                 ) {
                     Ok(_) => {
                         if retire {
-                            self.release_pages(idx as u64 * PAGES_PER_CHUNK, PAGES_PER_CHUNK)
-                                .map_err(|_| {
-                                    AllocError::Corrupt("chunk pages were not allocated")
-                                })?;
+                            self.release_chunk_pages(idx)?;
                         } else {
                             self.push_partial(c, idx);
                         }
