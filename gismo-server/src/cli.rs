@@ -53,8 +53,8 @@ pub struct Args {
     pub prefault: bool,
 
     /// Lease: a client on another host whose heartbeat is older than this is considered dead;
-    /// also the leader lease (a follower takes over within lease + slack + lease/3 of the
-    /// leader's death).
+    /// also the leader lease (a follower takes over within lease + slack + min(lease/3, 100 ms)
+    /// of the leader's death, and within 100 ms of a clean stop).
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub lease_ms: u64,
 

@@ -5,6 +5,9 @@ use std::time::Duration;
 use crate::cli::Args;
 use crate::failure::Failure;
 
+/// The longest interval between two polls of the leader lease.
+pub const MAX_LEASE_POLL: Duration = Duration::from_millis(100);
+
 /// Settings of the periodic tasks.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -56,11 +59,12 @@ impl ServerConfig {
     }
 
     /// How often the lease is renewed (holder) or checked (others): a third of the lease, so a
-    /// holder renews at least twice more before its lease could run out.
+    /// holder renews at least twice more before its lease could run out, and at most
+    /// [`MAX_LEASE_POLL`], so a released lease is taken over promptly even when leases are long.
     ///
     /// Takeover bound: a successor leads within `lease + leader_slack + lease_poll()` of the
     /// holder's death (within `lease_poll()` of a clean stop, which releases the lease).
     pub fn lease_poll(&self) -> Duration {
-        (self.lease / 3).max(Duration::from_millis(1))
+        (self.lease / 3).clamp(Duration::from_millis(1), MAX_LEASE_POLL)
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! # The protocol
 //!
-//! Every server calls [`LeaderLease::poll`] every *poll interval* (the server uses `lease / 3`).
+//! Every server calls [`LeaderLease::poll`] every *poll interval* (`gismo-server` uses
+//! `min(lease / 3, 100 ms)`).
 //!
 //! * **Claim.** A non-holder reads the holder word `h`. It may claim when `h == 0` (released),
 //!   when `h`'s client entry no longer holds that epoch as `ACTIVE` (the holder was reaped), or
@@ -19,7 +20,7 @@
 //!   servers racing for the same `h` exactly one CAS succeeds, so two servers never both win.
 //!   The winner then stores `lease_until = now + lease`.
 //! * **Renew.** The holder re-reads the word; if it still names the holder it stores
-//!   `lease_until = now + lease` (every poll, so at least every `lease / 3`).
+//!   `lease_until = now + lease` (every poll, so at least every `lease / 3` in `gismo-server`).
 //! * **Fencing.** If the holder finds another value in the word, it stops acting as leader at once
 //!   ([`LeaseEvent::Lost`]). It also stops when its own view of the lease ran out (`now >
 //!   lease_until` as it last wrote it) without a renewal — a paused process never acts on a stale
