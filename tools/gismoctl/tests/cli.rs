@@ -549,3 +549,51 @@ fn help_documents_exit_codes() {
         assert!(text.contains(needle), "--help lacks {needle:?}");
     }
 }
+
+#[test]
+fn fsck_reports_a_clean_region_in_text_and_json() {
+    let f = Fixture::formatted();
+    let input = f.write_file("in", &payload(100_000, 3));
+    f.run(&["put", &id(7), path_str(&input)]).assert_ok();
+    let text = f.run(&["fsck"]).assert_ok().stdout_text();
+    let last = text.lines().last().expect("a summary line");
+    assert!(last.starts_with("clean: 1 objects"), "{text}");
+    let report = f.run(&["fsck", "--json"]).assert_ok().json();
+    assert_eq!(report["clean"], true);
+    assert_eq!(report["objects"], 1);
+    assert_eq!(report["problems"], Value::Array(vec![]));
+    // The allocator's ground truth agrees with what stat reports.
+    let stat = f.run(&["stat", "--json"]).assert_ok().json();
+    assert_eq!(report["used_bytes"], stat["used_bytes"]);
+    // Nothing to repair on a quiet region.
+    let repaired = f.run(&["fsck", "--repair", "--json"]).assert_ok().json();
+    assert_eq!(repaired["repaired"]["count"], 0);
+}
+
+#[test]
+fn fsck_repair_refuses_while_a_client_is_active_unless_forced() {
+    let f = Fixture::formatted();
+    let getter = f.spawn(&["get", &id(8), "--timeout-ms", "-1"]);
+    let pid = getter.id();
+    wait_until_attached(&f, pid);
+    // Checking is always allowed.
+    f.run(&["fsck"]).assert_ok();
+    let refused = f.run(&["fsck", "--repair"]);
+    refused.assert_one_line_failure(1);
+    assert!(refused.stderr.contains("--force"), "{refused:?}");
+    f.run(&["fsck", "--repair", "--force"]).assert_ok();
+    // --force means nothing without --repair.
+    f.run(&["fsck", "--force"]).assert_one_line_failure(2);
+    // SAFETY: `kill` only sends a signal; the child is not reaped yet, so `pid` still names it.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    finish(getter, None);
+}
+
+#[test]
+fn stat_shows_no_leader_without_a_server() {
+    let f = Fixture::formatted();
+    let text = f.run(&["stat"]).assert_ok().stdout_text();
+    assert!(text.contains("leader      none"), "{text}");
+    let stat = f.run(&["stat", "--json"]).assert_ok().json();
+    assert_eq!(stat["leader"], Value::Null);
+}
