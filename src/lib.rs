@@ -12,6 +12,8 @@
 //! 5. [`store`] — the store core: object directory, allocator, client table, per-client references,
 //!    and the [`store::Store`] handle that creates, seals, gets, releases and deletes objects.
 //! 6. [`interface`] — Ray-shaped client and runner interfaces and status codes.
+//! 7. [`plugin`] — plugin configuration, the C ABI (`CreateRunner`/`CreateClient`) and the
+//!    plugin manager that loads shared-library plugins.
 //!
 //! Nothing inside the region is a pointer: every reference is an offset from the region's start,
 //! resolved against the caller's own mapping, because every host maps the region at another address.
@@ -21,6 +23,8 @@ pub mod coherence;
 pub mod format;
 #[cfg(not(loom))]
 pub mod interface;
+#[cfg(not(loom))]
+pub mod plugin;
 pub mod region;
 pub mod shm;
 pub mod store;

@@ -1,0 +1,9 @@
+//! Object-store plugins: the configuration a raylet reads, the stable C ABI a plugin exports
+//! (`CreateRunner` / `CreateClient`, `include/gismo_plugin.h`), and the [`PluginManager`] that
+//! makes runners and clients from built-in plugins or shared libraries.
+//!
+//! See `docs/plugin-abi.md` for the ABI as a specification.
+
+pub mod config;
+
+pub use config::{ConfigError, PluginConfig};
