@@ -59,6 +59,37 @@ pub enum Command {
     Clients(JsonFlag),
     /// Check the store's metadata; exits 1 if a problem remains.
     Fsck(FsckArgs),
+    /// Measure puts and gets from several processes.
+    Bench(BenchArgs),
+    /// One `bench` process (run by `bench`, not by hand).
+    #[command(hide = true)]
+    BenchWorker(BenchWorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Worker processes.
+    #[arg(long, short = 'p', value_name = "N", default_value_t = 1)]
+    pub processes: u32,
+    /// Object size (4096, 1MiB).
+    #[arg(long, value_name = "SIZE", default_value = "64KiB")]
+    pub size: ByteSize,
+    /// How long the workers run.
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchWorkerArgs {
+    #[arg(long)]
+    pub worker: u32,
+    #[arg(long)]
+    pub size: ByteSize,
+    #[arg(long)]
+    pub duration_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -597,3 +597,51 @@ fn stat_shows_no_leader_without_a_server() {
     let stat = f.run(&["stat", "--json"]).assert_ok().json();
     assert_eq!(stat["leader"], Value::Null);
 }
+
+#[test]
+fn bench_runs_worker_processes_and_reports_percentiles() {
+    let f = Fixture::formatted();
+    let report = f
+        .run(&[
+            "bench",
+            "--processes",
+            "2",
+            "--seconds",
+            "0.3",
+            "--size",
+            "8KiB",
+            "--json",
+        ])
+        .assert_ok()
+        .json();
+    assert_eq!(report["processes"], 2);
+    for op in ["put", "get"] {
+        let o = &report["ops"][op];
+        assert!(o["ops"].as_u64() > Some(0), "{report}");
+        let l = &o["latency_us"];
+        assert!(l["p50"].as_f64() <= l["p99"].as_f64(), "{report}");
+        assert!(l["p99"].as_f64() <= l["p99_9"].as_f64(), "{report}");
+    }
+    // The workers left nothing behind.
+    assert!(f.ls().is_empty());
+    assert_eq!(f.run(&["clients", "--json"]).json(), Value::Array(vec![]));
+    let text = f
+        .run(&["bench", "-p", "1", "--seconds", "0.1", "--size", "100"])
+        .assert_ok()
+        .stdout_text();
+    assert!(text.contains("P99.9"), "{text}");
+    // The worker subcommand is not advertised.
+    let help = f.run(&["--help"]).assert_ok().stdout_text();
+    assert!(!help.contains("bench-worker"), "{help}");
+}
+
+#[test]
+fn bench_on_an_unformatted_region_fails_with_one_line() {
+    let f = Fixture::new();
+    f.run(&["bench", "--seconds", "0.1"])
+        .assert_one_line_failure(6);
+    let formatted = Fixture::formatted();
+    formatted
+        .run(&["bench", "--processes", "0"])
+        .assert_one_line_failure(2);
+}

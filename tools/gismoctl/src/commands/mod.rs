@@ -1,5 +1,6 @@
 //! One file per subcommand; [`run`] dispatches to them.
 
+mod bench;
 mod clients;
 mod format;
 mod fsck;
@@ -28,5 +29,7 @@ pub fn run(cli: &Cli) -> CmdResult {
         Command::Rm(args) => rm::run(&spec, args),
         Command::Clients(flag) => clients::run(&spec, flag.json),
         Command::Fsck(args) => fsck::run(&spec, args),
+        Command::Bench(args) => bench::run(&spec, args),
+        Command::BenchWorker(args) => bench::worker::run(&spec, args),
     }
 }
