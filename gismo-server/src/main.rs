@@ -36,7 +36,7 @@ use crate::failure::{ExitCode, Failure};
 use crate::provision::{FormatPolicy, Outcome, Request};
 
 /// The name the server's own client carries in the client table.
-const SERVER_CLIENT_NAME: &str = "gismo-server";
+pub(crate) const SERVER_CLIENT_NAME: &str = "gismo-server";
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();

@@ -152,6 +152,36 @@ fn a_clean_stop_hands_over_at_once() {
     assert_eq!(b.wait().0, 0);
 }
 
+#[test]
+fn a_server_paused_past_its_lease_is_fenced_and_registers_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let region = format!("file:{}", dir.path().join("region").display());
+    // Two emulated hosts: each judges the other's clients by heartbeat age.
+    let mut a = Server::start_on_host(
+        &server_args(&region, &["--format", "--size", "32MiB"]),
+        Some("host-a"),
+    );
+    a.wait_for("became leader");
+    let mut b = Server::start_on_host(&server_args(&region, &[]), Some("host-b"));
+    b.wait_for("following leader");
+    a.signal(libc::SIGSTOP);
+    b.wait_for("became leader");
+    // A's heartbeat ages past the lease: B's reaper declares its client dead.
+    b.wait_for(&format!("(pid {})", a.pid()));
+    a.signal(libc::SIGCONT);
+    a.wait_for("lost leadership");
+    a.wait_for("registered again as");
+    a.wait_for("following leader");
+    let stat = json(&region, &["stat", "--json"]);
+    assert_eq!(stat["leader"]["pid"].as_u64(), Some(u64::from(b.pid())));
+    let a_pid = u64::from(a.pid());
+    assert!(client_pids(&region).contains(&a_pid));
+    for s in [a, b] {
+        s.signal(libc::SIGTERM);
+        assert_eq!(s.wait().0, 0);
+    }
+}
+
 /// Formats a region with room for many small objects and fills it to `fill` of its heap with
 /// sealed, unreferenced objects; returns the number of objects.
 fn fill(path: &std::path::Path, fill: f64) -> usize {

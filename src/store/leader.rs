@@ -217,6 +217,13 @@ impl LeaderLease {
         }
     }
 
+    /// Changes the identity this server claims under (after its client was fenced and registered
+    /// again), giving up any lease held under the old one.
+    pub fn rebind(&mut self, me: LeaderId) {
+        self.release();
+        self.me = me;
+    }
+
     /// Gives the lease up (if held) so another server claims it at its next poll.
     pub fn release(&mut self) {
         let c = self.store.control();
@@ -358,6 +365,22 @@ mod tests {
         assert_eq!(la.poll(1_301), LeaseEvent::Lost { to: None });
         // Nobody else claimed: it reclaims its own word.
         assert_eq!(la.poll(1_302), LeaseEvent::Acquired { previous: None });
+    }
+
+    #[test]
+    fn rebinding_gives_up_the_old_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, ca, _b, _cb) = two_servers(&dir);
+        let mut la = lease(&a, &ca);
+        la.poll(1_000);
+        let new = LeaderId {
+            client: 5,
+            epoch: 9,
+        };
+        la.rebind(new);
+        assert_eq!(a.leader().holder, None);
+        assert_eq!(la.poll(1_001), LeaseEvent::Acquired { previous: None });
+        assert_eq!(a.leader().holder, Some(new));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gismo::store::Store;
 use gismo::units::ByteSize;
-use log::{info, warn};
+use log::{info, log, warn, Level};
 
 use super::{now_ms, Leadership, PeriodicTask};
 
@@ -14,6 +14,8 @@ pub struct Evictor {
     period: Duration,
     high: f64,
     low: f64,
+    /// Set after an eviction fell short (the rest is referenced): warn once, not every period.
+    fell_short: bool,
 }
 
 impl Evictor {
@@ -23,6 +25,7 @@ impl Evictor {
             period,
             high,
             low,
+            fell_short: false,
         }
     }
 }
@@ -49,9 +52,16 @@ impl PeriodicTask for Evictor {
         }
         let s = store.stats();
         let Some(target) = excess(s.used_bytes, s.heap_bytes, self.high, self.low) else {
+            self.fell_short = false;
             return Ok(());
         };
-        info!(
+        let level = if self.fell_short {
+            Level::Debug
+        } else {
+            Level::Info
+        };
+        log!(
+            level,
             "evicting: used {} of {} is above the high watermark; freeing {}",
             ByteSize(s.used_bytes),
             ByteSize(s.heap_bytes),
@@ -60,6 +70,10 @@ impl PeriodicTask for Evictor {
         let freed = store.evict(target).map_err(|e| format!("evict: {e}"))?;
         let after = store.stats().used_bytes;
         if freed < target {
+            if self.fell_short {
+                return Ok(());
+            }
+            self.fell_short = true;
             warn!(
                 "evicted {} of {} wanted (the rest is referenced or unsealed); used now {}",
                 ByteSize(freed),
@@ -67,6 +81,7 @@ impl PeriodicTask for Evictor {
                 ByteSize(after)
             );
         } else {
+            self.fell_short = false;
             info!("evicted {}; used now {}", ByteSize(freed), ByteSize(after));
         }
         Ok(())

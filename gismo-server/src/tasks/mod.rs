@@ -51,7 +51,11 @@ pub fn tasks(
             Rc::clone(leadership),
             config.lease_poll(),
         )),
-        Box::new(heartbeat::Heartbeat::new(client, config.lease_poll())),
+        Box::new(heartbeat::Heartbeat::new(
+            client,
+            config.lease_poll(),
+            Rc::clone(leadership),
+        )),
         Box::new(reaper::Reaper::new(
             Rc::clone(leadership),
             config.reap_interval,

@@ -32,7 +32,17 @@ pub struct Server {
 
 impl Server {
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(SERVER)
+        Server::start_on_host(args, None)
+    }
+
+    /// Starts a server that emulates host `host` (`GISMO_HOST`): clients on other emulated hosts
+    /// are judged by their heartbeats, not their pids.
+    pub fn start_on_host(args: &[&str], host: Option<&str>) -> Server {
+        let mut command = Command::new(SERVER);
+        if let Some(h) = host {
+            command.env("GISMO_HOST", h);
+        }
+        let mut child = command
             .args(args)
             .env_remove("GISMO_LOG")
             .stdin(Stdio::null())
