@@ -232,9 +232,27 @@ fn a_leader_killed_while_evicting_leaves_a_consistent_region() {
     leader.wait_for("became leader");
     let mut a = Server::start(&server_args(&region, &watermarks));
     a.wait_for("following leader");
-    leader.wait_for("evicting");
+    // Watch the heap from this process (an attachment, not a client) and kill the leader as
+    // soon as its eviction has freed something: in the middle of it, unless it was very quick.
+    let watcher = Store::attach(
+        Region::open(&RegionSpec::File(path.clone()), &RegionOptions::default()).expect("open"),
+    )
+    .expect("attach");
+    let deadline = Instant::now() + WATCHDOG;
+    while watcher.stats().used_bytes >= used_before {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: the leader never evicted"
+        );
+        thread::yield_now();
+    }
     leader.signal(libc::SIGKILL);
     assert_eq!(leader.wait().0, -1);
+    let at_kill = json(&region, &["stat", "--json"]);
+    eprintln!(
+        "at the kill: used {} objects {}",
+        at_kill["used_bytes"], at_kill["objects"]
+    );
     a.wait_for("became leader");
 
     // The new leader reaps the dead server's client and finishes the eviction.
