@@ -16,6 +16,12 @@ With --region the region must already hold a store (see `gismoctl format`) unles
 given: --format creates the region (with --size) if needed and formats it unless it already holds
 a store; --format --force always formats it, deleting every object in it.
 
+Several servers (one per host) may serve one region. Each registers a client of its own and
+heartbeats it; exactly one holds the region's leader lease and reaps dead clients and evicts (above
+--high-watermark, down to --low-watermark); the others take over within
+lease + slack + min(lease/3, 100 ms) of its death, or within 100 ms of a clean stop, which releases
+the lease. `gismoctl stat` shows the leader.
+
 Exit codes:
   0  stopped by SIGTERM or SIGINT
   1  runtime error
@@ -75,8 +81,8 @@ pub struct Args {
     #[arg(long, value_name = "F", default_value_t = 0.8)]
     pub low_watermark: f64,
 
-    /// How often to log statistics (at debug level).
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    /// How often to log statistics.
+    #[arg(long, value_name = "MS", default_value_t = 60000)]
     pub stats_interval_ms: u64,
 
     /// Log level: error, warn, info, debug or trace.

@@ -1,4 +1,4 @@
-//! Logs the store's statistics (and this server's role) at debug level.
+//! Logs the store's statistics (and this server's role), every `--stats-interval-ms`.
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use gismo::store::Store;
 use gismo::units::ByteSize;
 
 use super::{now_ms, Leadership, PeriodicTask};
-use log::{debug, log_enabled, Level};
+use log::info;
 
 pub struct StatsLog {
     period: Duration,
@@ -30,9 +30,6 @@ impl PeriodicTask for StatsLog {
     }
 
     fn run(&mut self, store: &Store) -> Result<(), String> {
-        if !log_enabled!(Level::Debug) {
-            return Ok(());
-        }
         let s = store.stats();
         let n = |st: u8| s.objects_by_state[usize::from(st)];
         let role = if self.leadership.borrow().is_leader(now_ms()) {
@@ -40,7 +37,7 @@ impl PeriodicTask for StatsLog {
         } else {
             "follower"
         };
-        debug!(
+        info!(
             "stats ({role}): used {} of {} ({} allocations); objects sealed {} creating {} deleting {}; \
              clients {}/{}; created {} sealed {} deleted {} evicted {} aborted {}",
             ByteSize(s.used_bytes),
