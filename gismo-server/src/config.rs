@@ -68,3 +68,31 @@ impl ServerConfig {
         (self.lease / 3).clamp(Duration::from_millis(1), MAX_LEASE_POLL)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> ServerConfig {
+        let args = Args::parse_from(std::iter::once("gismo-server").chain(args.iter().copied()));
+        ServerConfig::from_args(&args).expect("valid")
+    }
+
+    #[test]
+    fn the_lease_poll_is_a_third_of_the_lease_at_most_100_ms() {
+        assert_eq!(
+            config(&["--lease-ms", "300"]).lease_poll(),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            config(&["--lease-ms", "90"]).lease_poll(),
+            Duration::from_millis(30)
+        );
+        assert_eq!(config(&[]).lease_poll(), MAX_LEASE_POLL);
+        assert_eq!(
+            config(&["--lease-ms", "1"]).lease_poll(),
+            Duration::from_millis(1)
+        );
+    }
+}
