@@ -4,6 +4,8 @@
 //!
 //! See `docs/plugin-abi.md` for the ABI as a specification.
 
+pub mod abi;
 pub mod config;
+mod ffi;
 
 pub use config::{ConfigError, PluginConfig};
