@@ -7,5 +7,8 @@
 pub mod abi;
 pub mod config;
 mod ffi;
+pub mod loaded;
+pub mod manager;
 
 pub use config::{ConfigError, PluginConfig};
+pub use manager::{Mode, PluginError, PluginManager};

@@ -1,0 +1,439 @@
+//! [`PluginManager`]: makes a node's runner and clients from a plugin name, library path and
+//! configuration (the proposal's `PluginManager::GetInstance()` with `CreateRunner`/`CreateClient`).
+//!
+//! # Which plugin
+//!
+//! - A non-empty `path` loads a shared library (absolute path required) whatever the name: the
+//!   manager `dlopen`s it, looks up `CreateRunner` / `CreateClient`, checks the table's ABI version
+//!   and size, and wraps the handle in [`LoadedRunner`] / [`LoadedClient`].
+//! - An empty `path` selects a built-in plugin: `gismo`; `plasma` (also for an empty name) and
+//!   `redis` are not built yet and return [`PluginError::NotAvailable`].
+//!
+//! # Mixing plugins
+//!
+//! Several libraries may be loaded at once (each is loaded once per path and stays loaded while
+//! anything made from it lives). A raylet must take its runner and every client of its node from
+//! the same plugin and configuration: objects, references and callbacks belong to one store, and
+//! a client of one plugin cannot see another's objects. Different nodes may not mix plugins either
+//! unless the plugins share the store (all GISMO nodes must name the same region).
+//!
+//! # Strict and fallback mode
+//!
+//! [`Mode::Strict`] fails with the cause. [`Mode::Fallback`] is meant to log one warning and start
+//! `plasma` instead; until plasma exists, the fallback itself fails with
+//! `NotAvailable("plasma: not built yet")`, after logging the warning with the first cause.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::c_char;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use libloading::Library;
+
+use crate::interface::{GismoClient, GismoRunner, ObjectStoreClient, ObjectStoreRunner, Status};
+use crate::plugin::abi::{
+    CreateClientFn, CreateRunnerFn, GismoClientApi, GismoError, GismoRunnerApi, ABI_VERSION,
+    CREATE_CLIENT_SYMBOL, CREATE_RUNNER_SYMBOL,
+};
+use crate::plugin::config::{check_keys, ConfigError, PluginConfig, GISMO_KEYS};
+use crate::plugin::loaded::{CParams, LoadedClient, LoadedRunner};
+
+/// Why a runner or client could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin not available: {0}")]
+    NotAvailable(String),
+    #[error("unknown built-in plugin {0:?} (give a library path to load a plugin)")]
+    UnknownPlugin(String),
+    #[error("plugin path {0:?} is not absolute")]
+    RelativePath(PathBuf),
+    #[error("plugin library {path:?} does not exist")]
+    MissingLibrary { path: PathBuf },
+    #[error("cannot load plugin library {path:?}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("plugin library {path:?} has no symbol {symbol}")]
+    MissingSymbol { path: PathBuf, symbol: &'static str },
+    #[error(
+        "plugin library {path:?}: {table} ABI version {found}, this host speaks version {expected}"
+    )]
+    AbiVersion {
+        path: PathBuf,
+        table: &'static str,
+        found: u32,
+        expected: u32,
+    },
+    #[error("plugin library {path:?}: {table} is {found} bytes, version {version} needs at least {expected}")]
+    TableTooSmall {
+        path: PathBuf,
+        table: &'static str,
+        version: u32,
+        found: u32,
+        expected: u32,
+    },
+    #[error("plugin library {path:?}: {table}.{function} is null")]
+    NullFunction {
+        path: PathBuf,
+        table: &'static str,
+        function: &'static str,
+    },
+    #[error("plugin library {path:?}: {symbol} failed: {message}")]
+    FactoryFailed {
+        path: PathBuf,
+        symbol: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Status(#[from] Status),
+}
+
+/// What to do when the configured plugin cannot be made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Fail with the cause.
+    #[default]
+    Strict,
+    /// Log one warning and use `plasma` (not built yet: fails with `NotAvailable`).
+    Fallback,
+}
+
+/// The process-wide plugin manager.
+pub struct PluginManager {
+    libraries: Mutex<HashMap<PathBuf, Weak<Library>>>,
+}
+
+fn not_built(name: &str) -> PluginError {
+    PluginError::NotAvailable(format!("{name}: not built yet"))
+}
+
+impl PluginManager {
+    /// The singleton.
+    pub fn instance() -> &'static PluginManager {
+        static INSTANCE: OnceLock<PluginManager> = OnceLock::new();
+        INSTANCE.get_or_init(|| PluginManager {
+            libraries: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Makes the node's runner (not started).
+    ///
+    /// # Errors
+    /// [`PluginError`]: a built-in that does not exist, a library that cannot be loaded or speaks
+    /// another ABI, a refused configuration, or the plugin's own failure.
+    pub fn create_runner(
+        &self,
+        name: &str,
+        path: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<Box<dyn ObjectStoreRunner>, PluginError> {
+        if !path.is_empty() {
+            return self.load_runner(Path::new(path), config);
+        }
+        match name {
+            "gismo" => {
+                check_keys(name, config, GISMO_KEYS)?;
+                let mut params = config.clone();
+                params
+                    .entry("client_name".into())
+                    .or_insert_with(|| "gismo-runner".into());
+                let store = GismoClient::from_config(&params)?.store().clone();
+                Ok(Box::new(GismoRunner::with_store(store)))
+            }
+            "" | "plasma" => Err(not_built("plasma")),
+            "redis" => Err(not_built("redis")),
+            other => Err(PluginError::UnknownPlugin(other.to_string())),
+        }
+    }
+
+    /// Makes a client of the node's store.
+    ///
+    /// # Errors
+    /// As [`PluginManager::create_runner`].
+    pub fn create_client(
+        &self,
+        name: &str,
+        path: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<Arc<dyn ObjectStoreClient>, PluginError> {
+        if !path.is_empty() {
+            return self.load_client(Path::new(path), config);
+        }
+        match name {
+            "gismo" => {
+                check_keys(name, config, GISMO_KEYS)?;
+                Ok(Arc::new(GismoClient::from_config(config)?))
+            }
+            "" | "plasma" => Err(not_built("plasma")),
+            "redis" => Err(not_built("redis")),
+            other => Err(PluginError::UnknownPlugin(other.to_string())),
+        }
+    }
+
+    /// [`create_runner`](Self::create_runner) for a [`PluginConfig`], in `mode`.
+    ///
+    /// # Errors
+    /// Strict: the cause. Fallback: `NotAvailable("plasma: not built yet")` after one warning.
+    pub fn create_runner_with_mode(
+        &self,
+        config: &PluginConfig,
+        mode: Mode,
+    ) -> Result<Box<dyn ObjectStoreRunner>, PluginError> {
+        match self.create_runner(&config.name, &config.path, &config.params) {
+            Ok(r) => Ok(r),
+            Err(e) if mode == Mode::Fallback && !matches!(config.name.as_str(), "" | "plasma") => {
+                eprintln!("warning: object store plugin {config}: {e}; falling back to plasma");
+                self.create_runner("plasma", "", &BTreeMap::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`create_client`](Self::create_client) for a [`PluginConfig`], in `mode` (as
+    /// [`create_runner_with_mode`](Self::create_runner_with_mode)).
+    ///
+    /// # Errors
+    /// As [`create_runner_with_mode`](Self::create_runner_with_mode).
+    pub fn create_client_with_mode(
+        &self,
+        config: &PluginConfig,
+        mode: Mode,
+    ) -> Result<Arc<dyn ObjectStoreClient>, PluginError> {
+        match self.create_client(&config.name, &config.path, &config.params) {
+            Ok(c) => Ok(c),
+            Err(e) if mode == Mode::Fallback && !matches!(config.name.as_str(), "" | "plasma") => {
+                eprintln!("warning: object store plugin {config}: {e}; falling back to plasma");
+                self.create_client("plasma", "", &BTreeMap::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The library at `path`, loaded once and shared while anything uses it.
+    fn library(&self, path: &Path) -> Result<Arc<Library>, PluginError> {
+        if !path.is_absolute() {
+            return Err(PluginError::RelativePath(path.to_path_buf()));
+        }
+        if !path.exists() {
+            return Err(PluginError::MissingLibrary {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut libs = self.libraries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lib) = libs.get(path).and_then(Weak::upgrade) {
+            return Ok(lib);
+        }
+        // SAFETY: loading a library runs its initialisers; a plugin is trusted code named by the
+        // operator (as a raylet trusts its own binaries).
+        let lib = unsafe { Library::new(path) }.map_err(|e| PluginError::Load {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let lib = Arc::new(lib);
+        libs.retain(|_, w| w.strong_count() > 0);
+        libs.insert(path.to_path_buf(), Arc::downgrade(&lib));
+        Ok(lib)
+    }
+
+    fn load_client(
+        &self,
+        path: &Path,
+        config: &BTreeMap<String, String>,
+    ) -> Result<Arc<dyn ObjectStoreClient>, PluginError> {
+        let lib = self.library(path)?;
+        let missing = || PluginError::MissingSymbol {
+            path: path.to_path_buf(),
+            symbol: "CreateClient",
+        };
+        // SAFETY: the symbol is specified to have `CreateClientFn`'s type (plugin ABI).
+        let create: CreateClientFn =
+            *unsafe { lib.get::<CreateClientFn>(CREATE_CLIENT_SYMBOL) }.map_err(|_| missing())?;
+        let params = CParams::new(config)?;
+        let mut api: *const GismoClientApi = std::ptr::null();
+        let mut err = GismoError::default();
+        // SAFETY: arrays of `params.len()` C strings, valid out pointers.
+        let handle = unsafe {
+            create(
+                params.keys.as_ptr() as *const *const c_char,
+                params.values.as_ptr() as *const *const c_char,
+                params.len(),
+                &mut api,
+                &mut err,
+            )
+        };
+        let failed = |message: String| PluginError::FactoryFailed {
+            path: path.to_path_buf(),
+            symbol: "CreateClient",
+            message,
+        };
+        if handle.is_null() {
+            let m = err.text();
+            return Err(failed(if m.is_empty() {
+                "returned null".into()
+            } else {
+                m
+            }));
+        }
+        if api.is_null() {
+            // Without a table there is no destroy: the handle is leaked.
+            return Err(failed("returned a handle but no function table".into()));
+        }
+        // SAFETY: the first two fields are common to every ABI version.
+        let (version, size) = unsafe { ((*api).abi_version, (*api).struct_size) };
+        check_table(
+            path,
+            "GismoClientApi",
+            version,
+            size,
+            std::mem::size_of::<GismoClientApi>(),
+        )?;
+        // SAFETY: version and size checked: the table has this layout (copied once).
+        let table = unsafe { *api };
+        check_client_functions(path, &table)?;
+        // SAFETY: handle and table come from this library's CreateClient, checked above.
+        Ok(Arc::new(unsafe { LoadedClient::new(lib, table, handle) }))
+    }
+
+    fn load_runner(
+        &self,
+        path: &Path,
+        config: &BTreeMap<String, String>,
+    ) -> Result<Box<dyn ObjectStoreRunner>, PluginError> {
+        let lib = self.library(path)?;
+        // SAFETY: the symbol is specified to have `CreateRunnerFn`'s type (plugin ABI).
+        let create: CreateRunnerFn = *unsafe { lib.get::<CreateRunnerFn>(CREATE_RUNNER_SYMBOL) }
+            .map_err(|_| PluginError::MissingSymbol {
+                path: path.to_path_buf(),
+                symbol: "CreateRunner",
+            })?;
+        let params = CParams::new(config)?;
+        let mut api: *const GismoRunnerApi = std::ptr::null();
+        let mut err = GismoError::default();
+        // SAFETY: arrays of `params.len()` C strings, valid out pointers.
+        let handle = unsafe {
+            create(
+                params.keys.as_ptr(),
+                params.values.as_ptr(),
+                params.len(),
+                &mut api,
+                &mut err,
+            )
+        };
+        let failed = |message: String| PluginError::FactoryFailed {
+            path: path.to_path_buf(),
+            symbol: "CreateRunner",
+            message,
+        };
+        if handle.is_null() {
+            let m = err.text();
+            return Err(failed(if m.is_empty() {
+                "returned null".into()
+            } else {
+                m
+            }));
+        }
+        if api.is_null() {
+            return Err(failed("returned a handle but no function table".into()));
+        }
+        // SAFETY: the first two fields are common to every ABI version.
+        let (version, size) = unsafe { ((*api).abi_version, (*api).struct_size) };
+        check_table(
+            path,
+            "GismoRunnerApi",
+            version,
+            size,
+            std::mem::size_of::<GismoRunnerApi>(),
+        )?;
+        // SAFETY: version and size checked: the table has this layout (copied once).
+        let table = unsafe { *api };
+        check_runner_functions(path, &table)?;
+        // SAFETY: handle and table come from this library's CreateRunner, checked above.
+        Ok(Box::new(unsafe { LoadedRunner::new(lib, table, handle) }))
+    }
+}
+
+fn check_table(
+    path: &Path,
+    table: &'static str,
+    version: u32,
+    size: u32,
+    expected: usize,
+) -> Result<(), PluginError> {
+    if version != ABI_VERSION {
+        return Err(PluginError::AbiVersion {
+            path: path.to_path_buf(),
+            table,
+            found: version,
+            expected: ABI_VERSION,
+        });
+    }
+    if (size as usize) < expected {
+        return Err(PluginError::TableTooSmall {
+            path: path.to_path_buf(),
+            table,
+            version,
+            found: size,
+            expected: expected as u32,
+        });
+    }
+    Ok(())
+}
+
+macro_rules! non_null {
+    ($path:expr, $table:literal, $t:expr, [$($f:ident),*]) => {
+        $(
+            if $t.$f.is_none() {
+                return Err(PluginError::NullFunction {
+                    path: $path.to_path_buf(),
+                    table: $table,
+                    function: stringify!($f),
+                });
+            }
+        )*
+    };
+}
+
+fn check_client_functions(path: &Path, t: &GismoClientApi) -> Result<(), PluginError> {
+    non_null!(
+        path,
+        "GismoClientApi",
+        t,
+        [
+            create,
+            try_create_immediately,
+            seal,
+            abort,
+            get,
+            release,
+            contains,
+            delete_objects,
+            disconnect,
+            get_memory_usage,
+            free_string,
+            memory_copy,
+            is_global,
+            destroy
+        ]
+    );
+    Ok(())
+}
+
+fn check_runner_functions(path: &Path, t: &GismoRunnerApi) -> Result<(), PluginError> {
+    non_null!(
+        path,
+        "GismoRunnerApi",
+        t,
+        [
+            start,
+            stop,
+            is_object_spillable,
+            consumed_bytes,
+            fallback_allocated,
+            available_memory,
+            total_memory_size,
+            max_memory_size,
+            destroy
+        ]
+    );
+    Ok(())
+}

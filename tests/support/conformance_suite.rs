@@ -1,0 +1,463 @@
+//! The conformance suite: Plasma's lifecycle rules (`../shared/notes/plugin-lifecycle.md`) checked
+//! against any [`ObjectStoreClient`] / [`ObjectStoreRunner`] pair. Each plugin instantiates it
+//! with a [`Plugin`] that makes clients of one store: `tests/conformance.rs` (built-in GISMO) and
+//! `tests/plugin_load.rs` (shared-library plugins) include this file as a module.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gismo::interface::{
+    ObjectInfo, ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, StatusCode,
+};
+use gismo::store::{ObjectId, ObjectSource, OwnerAddress};
+
+/// What the suite needs from a plugin under test.
+pub trait Plugin {
+    fn name(&self) -> &str;
+    /// A new client of the plugin's single store.
+    fn client(&self) -> Arc<dyn ObjectStoreClient>;
+    /// The plugin's runner (already holding its store), not yet started.
+    fn runner(&self) -> Box<dyn ObjectStoreRunner>;
+    /// Heap bytes of the store (for the full-store checks).
+    fn capacity(&self) -> u64;
+}
+
+pub fn owner() -> OwnerAddress {
+    OwnerAddress {
+        raylet_id: [7; 28],
+        ip: "10.1.2.3".into(),
+        port: 4321,
+        worker_id: [9; 28],
+    }
+}
+
+pub fn put(c: &dyn ObjectStoreClient, id: &ObjectId, data: &[u8], meta: &[u8]) {
+    let mut b = c
+        .create(
+            id,
+            &owner(),
+            false,
+            data.len() as u64,
+            meta,
+            ObjectSource::CreatedByWorker,
+        )
+        .unwrap();
+    b.as_mut_slice().copy_from_slice(data);
+    c.seal(id).unwrap();
+    drop(b);
+}
+
+pub fn code<T: std::fmt::Debug>(r: Result<T, gismo::interface::Status>) -> StatusCode {
+    r.expect_err("expected an error").code
+}
+
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs every rule against `p`.
+pub fn run_suite(p: &dyn Plugin) {
+    println!("conformance: {}", p.name());
+    create_get_metadata_and_exists(p);
+    seal_and_abort_rules(p);
+    get_timeouts_and_waiting(p);
+    contains_only_sealed(p);
+    deferred_delete(p);
+    references_and_disconnect(p);
+    runner_callbacks_and_spillable(p);
+    memory_pressure_calls_full_and_spill(p);
+    full_store_and_eviction(p);
+    memory_copy_copies(p);
+}
+
+fn create_get_metadata_and_exists(p: &dyn Plugin) {
+    let c = p.client();
+    let id = ObjectId::random();
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    put(&*c, &id, &data, b"meta!");
+    let got = c
+        .get(&[id], 0)
+        .unwrap()
+        .pop()
+        .unwrap()
+        .expect("sealed object");
+    assert_eq!(got.data(), &data[..]);
+    assert_eq!(got.metadata(), b"meta!");
+    // Rule: create of an existing id → ObjectExists.
+    let again = c.create(&id, &owner(), false, 10, b"", ObjectSource::CreatedByWorker);
+    assert_eq!(code(again), StatusCode::ObjectExists);
+    let other = p.client();
+    let again = other.create(&id, &owner(), false, 10, b"", ObjectSource::CreatedByWorker);
+    assert_eq!(code(again), StatusCode::ObjectExists);
+    // Zero-size objects exist too.
+    let empty = ObjectId::random();
+    put(&*c, &empty, b"", b"");
+    let e = c.get(&[empty], 0).unwrap().pop().unwrap().unwrap();
+    assert!(e.data().is_empty() && e.metadata().is_empty());
+}
+
+fn seal_and_abort_rules(p: &dyn Plugin) {
+    let c = p.client();
+    assert_eq!(
+        code(c.seal(&ObjectId::random())),
+        StatusCode::ObjectNotFound
+    );
+    let id = ObjectId::random();
+    put(&*c, &id, b"x", b"");
+    assert_eq!(code(c.seal(&id)), StatusCode::ObjectAlreadySealed);
+    assert!(c.abort(&id).is_err(), "abort after seal must fail");
+    // Abort before seal: as if it never existed; the id can be created again.
+    let a = ObjectId::random();
+    let b = c
+        .create(&a, &owner(), false, 100, b"", ObjectSource::CreatedByWorker)
+        .unwrap();
+    drop(b);
+    let other = p.client();
+    assert!(other.abort(&a).is_err(), "only the creator may abort");
+    c.abort(&a).unwrap();
+    assert!(!c.contains(&a).unwrap());
+    assert!(c.get(&[a], 0).unwrap()[0].is_none());
+    put(&*c, &a, b"second life", b"");
+}
+
+fn get_timeouts_and_waiting(p: &dyn Plugin) {
+    let c = p.client();
+    let missing = ObjectId::random();
+    // Timeout 0: returns at once with an empty entry and an OK status.
+    let t = Instant::now();
+    let r = c.get(&[missing], 0).unwrap();
+    assert!(r[0].is_none());
+    assert!(t.elapsed() < Duration::from_secs(1));
+    // A positive timeout on a missing object returns empty after about that long.
+    let t = Instant::now();
+    assert!(c.get(&[missing], 50).unwrap()[0].is_none());
+    assert!(t.elapsed() >= Duration::from_millis(45));
+    // A get waits for an object created and sealed later by another client.
+    let id = ObjectId::random();
+    let creator = p.client();
+    let h = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        put(&*creator, &id, b"late", b"m");
+    });
+    let got = c.get(&[id, missing], 5_000).unwrap();
+    h.join().unwrap();
+    assert_eq!(
+        got[0].as_ref().expect("waited for the seal").data(),
+        b"late"
+    );
+    assert!(got[1].is_none());
+    // A get on a created-but-unsealed object waits for the seal (or times out).
+    let u = ObjectId::random();
+    let creator = p.client();
+    let b = creator
+        .create(&u, &owner(), false, 3, b"", ObjectSource::CreatedByWorker)
+        .unwrap();
+    assert!(c.get(&[u], 20).unwrap()[0].is_none());
+    let mut b = b;
+    b.as_mut_slice().copy_from_slice(b"abc");
+    let h = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        creator.seal(&u).unwrap();
+        drop(b);
+    });
+    assert_eq!(c.get(&[u], -1).unwrap()[0].as_ref().unwrap().data(), b"abc");
+    h.join().unwrap();
+}
+
+fn contains_only_sealed(p: &dyn Plugin) {
+    let c = p.client();
+    let id = ObjectId::random();
+    let b = c
+        .create(&id, &owner(), false, 8, b"", ObjectSource::CreatedByWorker)
+        .unwrap();
+    assert!(
+        !p.client().contains(&id).unwrap(),
+        "unsealed objects are not contained"
+    );
+    c.seal(&id).unwrap();
+    drop(b);
+    assert!(p.client().contains(&id).unwrap());
+}
+
+fn deferred_delete(p: &dyn Plugin) {
+    let (a, b) = (p.client(), p.client());
+    let id = ObjectId::random();
+    put(&*a, &id, b"keep me", b"");
+    let held = b.get(&[id], 0).unwrap().pop().unwrap().unwrap();
+    a.delete(&[id]).unwrap();
+    // Rule 8: in use → not deleted now; the holder still reads it.
+    assert_eq!(held.data(), b"keep me");
+    drop(held);
+    // The last release deletes it.
+    wait_until("deferred delete", || !a.contains(&id).unwrap());
+    assert!(a.get(&[id], 0).unwrap()[0].is_none());
+    // Unsealed: the delete waits for seal and release.
+    let u = ObjectId::random();
+    let buf = a
+        .create(&u, &owner(), false, 4, b"", ObjectSource::CreatedByWorker)
+        .unwrap();
+    b.delete(&[u]).unwrap();
+    a.seal(&u).unwrap();
+    drop(buf);
+    wait_until("delete after seal and release", || !a.contains(&u).unwrap());
+    // Deleting something that does not exist is not an error.
+    a.delete(&[ObjectId::random()]).unwrap();
+}
+
+fn references_and_disconnect(p: &dyn Plugin) {
+    let c = p.client();
+    let id = ObjectId::random();
+    put(&*c, &id, b"ref", b"");
+    // Rule 2: release without a reference is an error.
+    assert!(c.release(&id).is_err());
+    // Two gets → two references; each buffer's drop releases one.
+    let g1 = c.get(&[id], 0).unwrap().pop().unwrap().unwrap();
+    let g2 = c.get(&[id], 0).unwrap().pop().unwrap().unwrap();
+    c.delete(&[id]).unwrap();
+    drop(g1);
+    assert!(c.contains(&id).unwrap(), "one reference still held");
+    std::mem::forget(g2); // leak the buffer: only disconnect can give the reference back
+    assert!(c.contains(&id).unwrap());
+    c.disconnect().unwrap();
+    let other = p.client();
+    wait_until("disconnect releases references", || {
+        !other.contains(&id).unwrap()
+    });
+    // Disconnect aborts unsealed objects.
+    let d = p.client();
+    let u = ObjectId::random();
+    let b = d
+        .create(&u, &owner(), false, 4, b"", ObjectSource::CreatedByWorker)
+        .unwrap();
+    std::mem::forget(b);
+    d.disconnect().unwrap();
+    let again = other.create(&u, &owner(), false, 4, b"", ObjectSource::CreatedByWorker);
+    assert!(again.is_ok(), "aborted by disconnect: the id is free again");
+}
+
+fn runner_callbacks_and_spillable(p: &dyn Plugin) {
+    let added: Arc<Mutex<Vec<ObjectInfo>>> = Arc::default();
+    let deleted: Arc<Mutex<Vec<ObjectId>>> = Arc::default();
+    let (a2, d2) = (added.clone(), deleted.clone());
+    let cb = RunnerCallbacks {
+        add_object: Arc::new(move |i| a2.lock().unwrap().push(i.clone())),
+        delete_object: Arc::new(move |id| d2.lock().unwrap().push(*id)),
+        ..RunnerCallbacks::none()
+    };
+    let runner = p.runner();
+    runner.start(&BTreeMap::new(), cb).unwrap();
+    let c = p.client();
+    let id = ObjectId::random();
+    put(&*c, &id, &[1u8; 300], b"md");
+    wait_until("add_object_callback", || {
+        added.lock().unwrap().iter().any(|i| i.object_id == id)
+    });
+    let info = added
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|i| i.object_id == id)
+        .cloned()
+        .unwrap();
+    assert_eq!((info.data_size, info.metadata_size), (300, 2));
+    assert_eq!(info.owner_ip_address, "10.1.2.3");
+    assert_eq!(info.owner_port, 4321);
+    assert_eq!(info.owner_raylet_id, [7; 28]);
+    assert_eq!(info.owner_worker_id, [9; 28]);
+    // Spillable: sealed and held once (the raylet's pin).
+    assert!(!runner.is_object_spillable(&id));
+    let pin = c.get(&[id], 0).unwrap().pop().unwrap().unwrap();
+    assert!(runner.is_object_spillable(&id));
+    let second = c.get(&[id], 0).unwrap().pop().unwrap().unwrap();
+    assert!(!runner.is_object_spillable(&id));
+    drop((pin, second));
+    // Delete → delete_object_callback; an aborted object never reports either way.
+    let ab = ObjectId::random();
+    let b = c
+        .create(&ab, &owner(), false, 4, b"", ObjectSource::CreatedByWorker)
+        .unwrap();
+    drop(b);
+    c.abort(&ab).unwrap();
+    c.delete(&[id]).unwrap();
+    wait_until("delete_object_callback", || {
+        deleted.lock().unwrap().contains(&id)
+    });
+    assert!(!added.lock().unwrap().iter().any(|i| i.object_id == ab));
+    assert!(!deleted.lock().unwrap().contains(&ab));
+    assert!(runner.total_memory_size() > 0);
+    assert!(runner.available_memory() <= runner.total_memory_size());
+    assert!(runner.max_memory_size() >= runner.total_memory_size());
+    runner.stop();
+}
+
+fn memory_pressure_calls_full_and_spill(p: &dyn Plugin) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (full, spill) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (f2, s2) = (full.clone(), spill.clone());
+    let cb = RunnerCallbacks {
+        object_store_full: Arc::new(move || {
+            f2.fetch_add(1, Ordering::SeqCst);
+        }),
+        spill_objects: Arc::new(move || {
+            s2.fetch_add(1, Ordering::SeqCst);
+            false
+        }),
+        ..RunnerCallbacks::none()
+    };
+    let runner = p.runner();
+    let params: BTreeMap<String, String> =
+        [("object_spilling_threshold".to_string(), "0.5".to_string())].into();
+    runner.start(&params, cb).unwrap();
+    let c = p.client();
+    assert_eq!(
+        full.load(Ordering::SeqCst),
+        0,
+        "no pressure yet: no full callback"
+    );
+    // Pin (hold) objects past the spilling threshold: the runner asks for spilling (rule 5).
+    let chunk = p.capacity() / 8;
+    let mut pinned = Vec::new();
+    for _ in 0..5 {
+        let id = ObjectId::random();
+        let b = c
+            .create(
+                &id,
+                &owner(),
+                false,
+                chunk,
+                b"",
+                ObjectSource::CreatedByWorker,
+            )
+            .unwrap();
+        c.seal(&id).unwrap();
+        drop(b);
+        pinned.push((id, c.get(&[id], 0).unwrap().pop().unwrap().unwrap()));
+    }
+    wait_until("spill_objects_callback above the threshold", || {
+        spill.load(Ordering::SeqCst) > 0
+    });
+    // A create that cannot be served even after eviction (everything is pinned): the store is
+    // full, and the runner calls the full callback (the raylet's global GC) and asks to spill.
+    let big = ObjectId::random();
+    let r = c.create(
+        &big,
+        &owner(),
+        false,
+        chunk * 4,
+        b"",
+        ObjectSource::CreatedByWorker,
+    );
+    assert_eq!(code(r), StatusCode::ObjectStoreFull);
+    wait_until("object_store_full_callback", || {
+        full.load(Ordering::SeqCst) > 0
+    });
+    runner.stop();
+    let ids: Vec<ObjectId> = pinned.iter().map(|(id, _)| *id).collect();
+    drop(pinned);
+    c.delete(&ids).unwrap();
+}
+
+fn full_store_and_eviction(p: &dyn Plugin) {
+    let c = p.client();
+    let cap = p.capacity();
+    let chunk = cap / 8;
+    // Fill with unreferenced objects, then keep one pinned.
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let id = ObjectId::random();
+        let b = c
+            .create(
+                &id,
+                &owner(),
+                false,
+                chunk,
+                b"",
+                ObjectSource::CreatedByWorker,
+            )
+            .unwrap();
+        c.seal(&id).unwrap();
+        drop(b);
+        ids.push(id);
+    }
+    let pinned = c.get(&[ids[0]], 0).unwrap().pop().unwrap().unwrap();
+    // Rule 3: nothing was evicted while we only created within capacity.
+    for id in &ids {
+        assert!(c.contains(id).unwrap());
+    }
+    // try_create_immediately never evicts: a request larger than what is free fails.
+    let big = ObjectId::random();
+    let r = c.try_create_immediately(
+        &big,
+        &owner(),
+        chunk * 3,
+        b"",
+        ObjectSource::CreatedByWorker,
+    );
+    assert_eq!(code(r), StatusCode::ObjectStoreFull);
+    // create evicts unreferenced objects (LRU), never the pinned one.
+    let b = c
+        .create(
+            &big,
+            &owner(),
+            false,
+            chunk * 3,
+            b"",
+            ObjectSource::CreatedByWorker,
+        )
+        .unwrap();
+    c.seal(&big).unwrap();
+    drop(b);
+    assert!(
+        c.contains(&ids[0]).unwrap(),
+        "a referenced object must never be evicted"
+    );
+    assert!(
+        ids[1..].iter().any(|id| !c.contains(id).unwrap()),
+        "something was evicted"
+    );
+    // A request that cannot fit even after evicting everything evictable fails cleanly.
+    let huge = ObjectId::random();
+    let r = c.create(
+        &huge,
+        &owner(),
+        false,
+        cap * 2,
+        b"",
+        ObjectSource::CreatedByWorker,
+    );
+    assert_eq!(code(r), StatusCode::ObjectStoreFull);
+    drop(pinned);
+    let all: Vec<ObjectId> = ids.iter().copied().chain([big]).collect();
+    c.delete(&all).unwrap();
+}
+
+fn memory_copy_copies(p: &dyn Plugin) {
+    let c = p.client();
+    let id = ObjectId::random();
+    let src: Vec<u8> = (0..100_003u32).map(|i| (i % 251) as u8).collect();
+    let mut b = c
+        .create(
+            &id,
+            &owner(),
+            false,
+            src.len() as u64,
+            b"",
+            ObjectSource::CreatedByWorker,
+        )
+        .unwrap();
+    // SAFETY: the buffer is writable for its length; `src` is a distinct allocation.
+    unsafe { c.memory_copy(b.as_mut_ptr(), src.as_ptr(), src.len()) };
+    c.seal(&id).unwrap();
+    drop(b);
+    let got = p.client().get(&[id], 0).unwrap().pop().unwrap().unwrap();
+    assert_eq!(got.data(), &src[..]);
+}
