@@ -13,7 +13,7 @@ mod provider;
 mod runner;
 mod status;
 
-pub use client::{ObjectBuffer, ObjectStoreClient, WritableBuffer};
+pub use client::{ObjectBuffer, ObjectStoreClient, ReleaseObject, WritableBuffer};
 pub use gismo::{GismoClient, GismoRunner};
 pub use provider::{PullHook, StoreProvider};
 pub use runner::{ObjectInfo, ObjectStoreRunner, RunnerCallbacks};
