@@ -192,11 +192,11 @@ fn deferred_delete_is_never_lost() {
         let count = |r: &Vec<AtomicU64>| u32::from(RefTable::new(r).count(0, 1));
 
         let (s1, r1) = (slot.clone(), refs.clone());
-        let deleter = thread::spawn(move || begin_delete(&s1, sealed, || count(&r1)).is_some());
+        let deleter = thread::spawn(move || begin_delete(&s1, sealed, 1, || count(&r1)).is_some());
         let (s2, r2) = (slot.clone(), refs.clone());
         let releaser = thread::spawn(move || {
             assert_eq!(RefTable::new(&r2).remove(0, 1), Some(0));
-            after_release(&s2, 1, || count(&r2)).is_some()
+            after_release(&s2, 1, 2, || count(&r2)).is_some()
         });
         let a = deleter.join().unwrap();
         let b = releaser.join().unwrap();

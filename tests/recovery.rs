@@ -377,3 +377,58 @@ fn random_kill_points_leave_no_leak_and_no_damage() {
     }
     println!("random kills: {iterations} iterations, {orphans} orphaned bytes collected");
 }
+
+/// Overwrites the state word of `id`'s slot with `DELETING`, owned by client `owner` (what a
+/// deleter that died right after claiming the delete leaves behind).
+fn forge_deleting(store: &Store, id: &ObjectId, owner: u16) {
+    let o = store.lookup_summary(id).unwrap();
+    let word: u64 = u64::from(o.gen) << 32 | 5u64 << 24 | u64::from(owner);
+    let at = store
+        .layout()
+        .section(gismo::format::SectionKind::Directory)
+        .offset as usize
+        + o.index * 128;
+    // SAFETY: the slot's first word lies inside the mapped directory section; the test's clients
+    // are idle; the store treats any value there as valid input.
+    unsafe {
+        (store.region().as_ptr().add(at) as *const std::sync::atomic::AtomicU64)
+            .as_ref()
+            .unwrap()
+    }
+    .store(word, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn deletes_left_half_done_are_finished() {
+    let (store, _fd) = fresh_store("gismo-recovery-halfdelete");
+    let a = store.connect("a").unwrap();
+    let (x, y) = (ObjectId::from_u64(1), ObjectId::from_u64(2));
+    for (id, size) in [(x, 300_000u64), (y, 1000)] {
+        a.create(&id, size, b"", &CreateInfo::default())
+            .unwrap()
+            .seal()
+            .unwrap();
+    }
+    // A deleter that dies after claiming the delete of x: the reaper finishes it.
+    let b = store.connect("b").unwrap();
+    forge_deleting(&store, &x, b.index() as u16);
+    let r = store.reap_client(b.index()).unwrap().expect("b was active");
+    assert_eq!(r.finished_deletes, 1, "{r:?}");
+    drop(b); // fenced: its disconnect does nothing
+    assert!(store.lookup_summary(&x).is_none());
+    // A reaper that died while finishing a delete for a client already gone: the owner is no
+    // longer active, so the next pass finishes it.
+    forge_deleting(&store, &y, 77);
+    assert_eq!(store.finish_orphaned_deletes(), 1);
+    assert!(store.lookup_summary(&y).is_none());
+    let check = store.fsck(false);
+    assert!(check.is_clean(), "{:?}", check.problems);
+    assert_eq!(check.used_bytes, 0);
+    // A delete in progress by a live client is left alone.
+    a.create(&x, 10, b"", &CreateInfo::default())
+        .unwrap()
+        .seal()
+        .unwrap();
+    forge_deleting(&store, &x, a.index() as u16);
+    assert_eq!(store.finish_orphaned_deletes(), 0);
+}

@@ -611,7 +611,9 @@ impl Client {
         if left == 0 {
             let slot = self.store.directory().slot(index);
             let _op = OpGuard::begin(self.entry());
-            if let Some(deleting) = after_release(slot, gen, || self.store.refcount(index, gen)) {
+            if let Some(deleting) = after_release(slot, gen, self.owner_tag(), || {
+                self.store.refcount(index, gen)
+            }) {
                 let _ = self.store.complete_delete(index, deleting);
             }
         }
@@ -626,7 +628,7 @@ impl Client {
     pub fn evict(&self, bytes: u64) -> Result<u64> {
         self.check_alive()?;
         let _op = OpGuard::begin(self.entry());
-        self.store.evict(bytes)
+        self.store.evict(bytes, self.owner_tag())
     }
 
     /// Releases one reference to `id` taken by `get` or `create`.
@@ -664,7 +666,7 @@ impl Client {
             let (index, w) = self.find(id)?;
             match w.state {
                 state::SEALED => {
-                    return Ok(if self.store.try_delete(index, w)? {
+                    return Ok(if self.store.try_delete(index, w, self.owner_tag())? {
                         DeleteOutcome::Deleted
                     } else {
                         DeleteOutcome::Deferred

@@ -574,14 +574,22 @@ fn flip_to_creating(slot: &Slot, gen: u32) -> Option<Word> {
 /// `DELETE_PENDING`, and is re-checked once more: a reference dropped while we held `DELETING` was
 /// dropped by a releaser who saw `DELETING` rather than our flag, so nobody else will retry.
 /// Returns `None` if the object is in use (deferred) or was not deletable (changed under us).
-pub fn begin_delete(slot: &Slot, mut w: Word, refcount: impl Fn() -> u32) -> Option<Word> {
+pub fn begin_delete(
+    slot: &Slot,
+    mut w: Word,
+    deleter: u16,
+    refcount: impl Fn() -> u32,
+) -> Option<Word> {
     loop {
         if w.state != state::SEALED {
             return None;
         }
+        // The DELETING word names the deleter (not the creator), so that the reaper can finish a
+        // delete whose deleter died half way.
         let deleting = Word {
             state: state::DELETING,
             flags: w.flags & !flags::WAITERS,
+            owner: deleter,
             ..w
         };
         if let Err(actual) = slot.cas_word(w, deleting) {
@@ -599,6 +607,7 @@ pub fn begin_delete(slot: &Slot, mut w: Word, refcount: impl Fn() -> u32) -> Opt
         let pending = Word {
             state: state::SEALED,
             flags: deleting.flags | flags::DELETE_PENDING,
+            owner: w.owner,
             ..deleting
         };
         slot.store_word(pending);
@@ -617,13 +626,14 @@ pub fn begin_delete(slot: &Slot, mut w: Word, refcount: impl Fn() -> u32) -> Opt
 
 /// Starts evicting the sealed object `w` if nobody references it: like [`begin_delete`], but an
 /// object in use is left exactly as it was (eviction never marks anything delete-pending).
-pub fn begin_evict(slot: &Slot, w: Word, refcount: impl Fn() -> u32) -> Option<Word> {
+pub fn begin_evict(slot: &Slot, w: Word, evicter: u16, refcount: impl Fn() -> u32) -> Option<Word> {
     if w.state != state::SEALED {
         return None;
     }
     let deleting = Word {
         state: state::DELETING,
         flags: w.flags & !flags::WAITERS,
+        owner: evicter,
         ..w
     };
     slot.cas_word(w, deleting).ok()?;
@@ -636,6 +646,7 @@ pub fn begin_evict(slot: &Slot, w: Word, refcount: impl Fn() -> u32) -> Option<W
     // delete was asked for. A pending-delete flag set before is kept (it was in `w`).
     slot.store_word(Word {
         state: state::SEALED,
+        owner: w.owner,
         ..deleting
     });
     None
@@ -644,12 +655,17 @@ pub fn begin_evict(slot: &Slot, w: Word, refcount: impl Fn() -> u32) -> Option<W
 /// Called by a client right after its reference count on `(slot, gen)` dropped to zero: if a
 /// delete is pending, tries it (see [`begin_delete`]). Returns the `DELETING` word if the caller
 /// must finish the delete.
-pub fn after_release(slot: &Slot, gen: u32, refcount: impl Fn() -> u32) -> Option<Word> {
+pub fn after_release(
+    slot: &Slot,
+    gen: u32,
+    releaser: u16,
+    refcount: impl Fn() -> u32,
+) -> Option<Word> {
     // SeqCst fence: pairs with the fence in `begin_delete` after it sets DELETE_PENDING.
     fence(Ordering::SeqCst);
     let w = slot.load_word();
     if w.gen == gen && w.state == state::SEALED && w.flags & flags::DELETE_PENDING != 0 {
-        begin_delete(slot, w, refcount)
+        begin_delete(slot, w, releaser, refcount)
     } else {
         None
     }

@@ -174,11 +174,13 @@ impl Store {
             let size = (slot.data_size.load(Ordering::Relaxed)
                 + u64::from(slot.metadata_size.load(Ordering::Relaxed)))
             .max(1);
+            if offset == 0 {
+                // Claimed with fields not written yet, or a delete past freeing its payload.
+                continue;
+            }
             if live {
                 report.objects += 1;
                 report.live_bytes += size;
-            } else if offset == 0 {
-                continue; // claimed, fields not written yet
             }
             match self.check_range(offset, size) {
                 Ok(()) => owned.push(Owned { offset, size }),

@@ -338,9 +338,9 @@ impl Store {
 
     /// Deletes the sealed object in slot `index` (state word `w`) unless someone references it,
     /// in which case it is marked delete-pending and deleted by the last release.
-    pub(crate) fn try_delete(&self, index: usize, w: Word) -> Result<bool> {
+    pub(crate) fn try_delete(&self, index: usize, w: Word, deleter: u16) -> Result<bool> {
         let slot = self.directory().slot(index);
-        match begin_delete(slot, w, || self.refcount(index, w.gen)) {
+        match begin_delete(slot, w, deleter, || self.refcount(index, w.gen)) {
             Some(deleting) => self.complete_delete(index, deleting).map(|()| true),
             None => Ok(false),
         }
@@ -362,7 +362,7 @@ impl Store {
     /// Evicts sealed, unreferenced objects in least-recently-used order until at least `bytes`
     /// of heap were freed (or nothing evictable is left). Returns the bytes freed. Called only
     /// while serving a create (Plasma's rule 3).
-    pub fn evict(&self, bytes: u64) -> Result<u64> {
+    pub fn evict(&self, bytes: u64, evicter: u16) -> Result<u64> {
         let dir = self.directory();
         let mut candidates: Vec<(u64, usize, Word)> = dir
             .slots()
@@ -382,7 +382,7 @@ impl Store {
             let slot = dir.slot(index);
             let size = slot.data_size.load(Ordering::Relaxed)
                 + u64::from(slot.metadata_size.load(Ordering::Relaxed));
-            if let Some(deleting) = begin_evict(slot, w, || self.refcount(index, w.gen)) {
+            if let Some(deleting) = begin_evict(slot, w, evicter, || self.refcount(index, w.gen)) {
                 self.complete_delete(index, deleting)?;
                 self.control()
                     .objects_evicted
@@ -403,7 +403,15 @@ impl Store {
         let offset = slot.data_offset.load(Ordering::Relaxed);
         let size = slot.data_size.load(Ordering::Relaxed)
             + u64::from(slot.metadata_size.load(Ordering::Relaxed));
-        let freed = self.allocator().free(offset, size.max(1));
+        // Forget the payload before freeing it: dying between the two leaks the block (the
+        // orphan collector finds it) instead of letting a reaper free it a second time.
+        // Release: pairs with the reaper's Acquire load in `finish_orphaned_deletes`.
+        slot.data_offset.store(0, Ordering::Release);
+        let freed = if offset == 0 {
+            Ok(())
+        } else {
+            self.allocator().free(offset, size.max(1))
+        };
         dir.free_slot(index, w);
         if wake {
             crate::store::wait::wake_word(&slot.word);
@@ -512,6 +520,29 @@ impl Store {
         if let Some(h) = self.hosts().get(index) {
             h.runner_heartbeat_ms.store(now_ms, Ordering::Relaxed);
         }
+    }
+
+    /// Finishes deletes whose deleter is no longer an active client (it died, or a reaper died
+    /// while acting for it): frees the payload if it was not freed yet, then the slot.
+    pub fn finish_orphaned_deletes(&self) -> u64 {
+        let dir = self.directory();
+        let mut finished = 0;
+        for (i, slot) in dir.slots().iter().enumerate() {
+            let w = slot.load_word();
+            if w.state != state::DELETING {
+                continue;
+            }
+            let owner = usize::from(w.owner);
+            let active = owner < self.max_clients()
+                && self.client_entry(owner).load_word().status == status::ACTIVE;
+            if active {
+                continue;
+            }
+            // Take it over: nobody else acts on a DELETING slot (its owner is gone).
+            let _ = self.finish_delete(i, w, w.flags & flags::WAITERS != 0);
+            finished += 1;
+        }
+        finished
     }
 
     /// Every registered client.

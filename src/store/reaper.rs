@@ -32,6 +32,8 @@ pub struct ReapReport {
     pub freed_intent_bytes: u64,
     pub released_references: u64,
     pub deleted_objects: u64,
+    /// Deletes it had started and not finished.
+    pub finished_deletes: u64,
     /// Orphaned heap bytes (allocated by a client killed before it recorded them) collected
     /// after this reap pass; counted on the first report of a pass.
     pub orphan_bytes: u64,
@@ -112,9 +114,21 @@ impl Store {
         let mut intent_covered = false;
         for (i, slot) in dir.slots().iter().enumerate() {
             let sw = slot.load_word();
-            if sw.owner != owner
-                || !matches!(sw.state, state::RESERVED | state::PENDING | state::CREATING)
-            {
+            if sw.owner != owner {
+                continue;
+            }
+            if sw.state == state::DELETING {
+                // A delete (or abort, or eviction) it had started: finish it. Its payload was
+                // freed already if the slot no longer names one (see `finish_delete`).
+                let was_abort = slot.data_offset.load(Ordering::Acquire) == intent_offset;
+                intent_covered |= was_abort;
+                match self.finish_delete(i, sw, sw.flags & flags::WAITERS != 0) {
+                    Ok(()) => report.finished_deletes += 1,
+                    Err(err) => first_error = first_error.or(Some(err)),
+                }
+                continue;
+            }
+            if !matches!(sw.state, state::RESERVED | state::PENDING | state::CREATING) {
                 continue;
             }
             let offset = slot.data_offset.load(Ordering::Relaxed);
@@ -176,7 +190,7 @@ impl Store {
             if w.state == state::SEALED && w.flags & flags::DELETE_PENDING != 0 {
                 let slot = dir.slot(slot_index as usize);
                 if let Some(deleting) =
-                    begin_delete(slot, w, || self.refcount(slot_index as usize, w.gen))
+                    begin_delete(slot, w, owner, || self.refcount(slot_index as usize, w.gen))
                 {
                     match self.complete_delete(slot_index as usize, deleting) {
                         Ok(()) => report.deleted_objects += 1,
@@ -217,6 +231,8 @@ impl Store {
             }
         }
         if let Some(first) = out.first_mut() {
+            // Deletes left half done by a reaper that died while acting for a dead client.
+            first.finished_deletes += self.finish_orphaned_deletes();
             first.orphan_bytes = self.collect_orphans(std::time::Duration::from_millis(200));
         }
         match first_error {
