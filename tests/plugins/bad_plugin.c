@@ -3,6 +3,7 @@
  *   NULL_FACTORY  both factories return NULL without a message
  *   BAD_VERSION   tables claim ABI version 99
  *   SMALL_TABLE   tables claim to be 8 bytes
+ *   NULL_FUNCTIONS right version and size, every function NULL
  */
 #include "gismo_plugin.h"
 
