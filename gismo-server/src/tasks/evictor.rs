@@ -67,7 +67,10 @@ impl PeriodicTask for Evictor {
             ByteSize(s.heap_bytes),
             ByteSize(target)
         );
-        let freed = store.evict(target).map_err(|e| format!("evict: {e}"))?;
+        // The server's own client is the evicter: if this server dies mid-eviction, the reaper
+        // finishes what it started.
+        let me = self.leadership.borrow().me().client as u16;
+        let freed = store.evict(target, me).map_err(|e| format!("evict: {e}"))?;
         let after = store.stats().used_bytes;
         if freed < target {
             if self.fell_short {
