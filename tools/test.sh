@@ -13,9 +13,9 @@
 # Exits non-zero if any step failed.
 set -euo pipefail
 
-# System packages the tests need. Later suites add theirs here, e.g. redis-server,
-# qemu-system-x86, busybox-static, ndctl, daxctl, cpio, kmod.
-SYSTEM_PACKAGES=()
+# System packages the tests need. Later suites add theirs here, e.g. redis-server.
+# qemu-system-x86 busybox-static ndctl daxctl cpio kmod: the two-guest QEMU test (tests/qemu.rs).
+SYSTEM_PACKAGES=(qemu-system-x86 busybox-static ndctl daxctl cpio kmod)
 
 usage() {
     sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
@@ -133,7 +133,15 @@ soak_tests() {
             coherence::tests::every_triple_up_to_4160
 }
 
+# Two QEMU guests (TCG) share one file as /dev/dax0.0 and exchange objects; the host checks them
+# (tools/qemu/run.sh, docs/qemu.md). Needs the release binaries the test boots the guests with.
+qemu_guests() {
+    cargo build --release -p gismoctl -p gismo-server &&
+        cargo test --release --test qemu -- --ignored --nocapture
+}
+
 run_step "exhaustive memory_copy" exhaustive_copies
+run_step "qemu two guests" qemu_guests
 if [ "$quick" -eq 1 ]; then
     echo
     echo "==> loom model checks: skipped (--quick)"

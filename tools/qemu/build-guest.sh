@@ -133,6 +133,13 @@ install_modules /etc/modules.cxl /lib/modules/cxl cxl_acpi cxl_pci cxl_mem cxl_p
 install -m 0755 "$here/guest/init" "$root/init"
 install -m 0755 "$here/guest/scenario.sh" "$root/bin/scenario.sh"
 install -m 0755 "$here/guest/cxl.sh" "$root/bin/cxl.sh"
+install -m 0755 "$here/guest/atomics.sh" "$root/bin/atomics.sh"
+# The atomics probe (atomics-probe.sh), when a C compiler with a static libc is there.
+if command -v cc >/dev/null && cc -O2 -static -o "$root/bin/atomic-probe" "$here/guest/atomic-probe.c" 2>/dev/null; then
+    :
+else
+    log "no static C toolchain: the initramfs has no atomic-probe (only atomics-probe.sh needs it)"
+fi
 
 initrd=$build_dir/initrd.img
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 >"$initrd")

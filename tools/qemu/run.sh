@@ -87,7 +87,13 @@ truncate -s 256M "$shared"
 boot_guest() {
     local role=$1 log=$logs/guest-$1.log
     : >"$log"
-    qemu-system-x86_64 -accel "$accel" -smp 1 \
+    # Under TCG, maxcpus=2 (with thread=multi) makes QEMU translate the guest's atomic
+    # instructions into host atomics (CF_PARALLEL). With one possible vCPU it emits plain
+    # load-compare-store sequences, which are atomic within one QEMU but not against the other
+    # guest's QEMU: a compare-and-swap racing with the other guest then loses updates.
+    local accel_opt=$accel
+    [ "$accel" = tcg ] && accel_opt=tcg,thread=multi
+    qemu-system-x86_64 -accel "$accel_opt" -smp 1,maxcpus=2 \
         -machine pc,nvdimm=on -m 512M,slots=2,maxmem=4G \
         -object "memory-backend-file,id=mem1,share=on,mem-path=$shared,size=256M" \
         -device nvdimm,id=nv1,memdev=mem1 \
