@@ -24,7 +24,6 @@
 //! `NotAvailable("plasma: not built yet")`, after logging the warning with the first cause.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::c_char;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -254,8 +253,8 @@ impl PluginManager {
         // SAFETY: arrays of `params.len()` C strings, valid out pointers.
         let handle = unsafe {
             create(
-                params.keys.as_ptr() as *const *const c_char,
-                params.values.as_ptr() as *const *const c_char,
+                params.keys.as_ptr(),
+                params.values.as_ptr(),
                 params.len(),
                 &mut api,
                 &mut err,
