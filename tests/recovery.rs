@@ -432,3 +432,48 @@ fn deletes_left_half_done_are_finished() {
     forge_deleting(&store, &x, a.index() as u16);
     assert_eq!(store.finish_orphaned_deletes(), 0);
 }
+
+/// The GISMO runner plays the server's roles in-process (`embedded_server`, on by default): it
+/// takes the leader lease and reaps a client killed on another host once its lease expires.
+#[test]
+fn the_embedded_runner_reaps_dead_clients() {
+    use gismo::interface::{GismoRunner, ObjectStoreRunner, RunnerCallbacks};
+    let (store, fd) = fresh_store("gismo-recovery-embedded");
+    let runner = GismoRunner::with_store(store.clone());
+    let params = [("lease_ms".to_string(), "200".to_string())]
+        .into_iter()
+        .collect();
+    runner.start(&params, RunnerCallbacks::none()).unwrap();
+    let parent = store.connect("parent").unwrap();
+    parent
+        .create(&ObjectId::from_u64(1), 64, b"", &CreateInfo::default())
+        .unwrap()
+        .seal()
+        .unwrap();
+    let (mut child, mut out) = spawn("hold", fd, "remote-host");
+    wait_ready(&mut out);
+    assert!(store.stats().used_bytes > gismo::store::allocator::capacity_for(64));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = Instant::now();
+    while store.clients().iter().any(|c| c.name == "recovery-hold") {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the embedded runner never reaped the dead client"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        store.leader().holder.is_some(),
+        "the runner holds the leader lease"
+    );
+    assert_eq!(
+        store.stats().used_bytes,
+        gismo::store::allocator::capacity_for(64)
+    );
+    runner.stop();
+    assert!(
+        store.leader().holder.is_none(),
+        "a stopped runner releases the lease"
+    );
+}

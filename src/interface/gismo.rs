@@ -347,13 +347,140 @@ fn object_info(store: &Store, index: usize, gen: u32, id: &ObjectId) -> Option<O
 /// How often the runner checks memory pressure.
 const PRESSURE_PERIOD_MS: u64 = 100;
 
+/// What `start` reads from the plugin parameters.
+#[derive(Clone, Copy, Debug)]
+struct RunnerSettings {
+    /// `object_spilling_threshold` (Ray's name), default 0.8.
+    spill_threshold: f64,
+    /// `embedded_server=true|false` (default true): run the server roles in-process — leader
+    /// lease, reaper, and (if `high_watermark` < 1) the watermark evictor — so a raylet needs
+    /// no separate `gismo-server`.
+    embedded: bool,
+    /// `lease_ms` (default 5000): client and leader lease.
+    lease_ms: u64,
+    /// `high_watermark` / `low_watermark` (default 1.0 / 0.9: off, since Plasma evicts only while
+    /// serving a create).
+    high_watermark: f64,
+    low_watermark: f64,
+}
+
+impl RunnerSettings {
+    fn from_params(params: &BTreeMap<String, String>) -> Result<RunnerSettings, Status> {
+        let fraction = |key: &str, default: f64| -> Result<f64, Status> {
+            match params.get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|t: &f64| (0.0..=1.0).contains(t))
+                    .ok_or_else(|| Status::invalid(format!("{key}={v}: expected a fraction 0..1"))),
+            }
+        };
+        let embedded = match params.get("embedded_server").map(String::as_str) {
+            None | Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(v) => {
+                return Err(Status::invalid(format!(
+                    "embedded_server={v}: expected true or false"
+                )))
+            }
+        };
+        let lease_ms = match params.get("lease_ms") {
+            None => 5000,
+            Some(v) => v.parse().ok().filter(|n: &u64| *n > 0).ok_or_else(|| {
+                Status::invalid(format!("lease_ms={v}: expected milliseconds > 0"))
+            })?,
+        };
+        let settings = RunnerSettings {
+            spill_threshold: fraction("object_spilling_threshold", 0.8)?,
+            embedded,
+            lease_ms,
+            high_watermark: fraction("high_watermark", 1.0)?,
+            low_watermark: fraction("low_watermark", 0.9)?,
+        };
+        if settings.low_watermark > settings.high_watermark {
+            return Err(Status::invalid(
+                "low_watermark must not exceed high_watermark",
+            ));
+        }
+        Ok(settings)
+    }
+}
+
+/// The server roles a runner plays in-process when `embedded_server` is on.
+struct EmbeddedServer {
+    client: Client,
+    lease: crate::store::leader::LeaderLease,
+    last_reap_ms: u64,
+}
+
+impl EmbeddedServer {
+    fn new(store: &Arc<Store>, settings: &RunnerSettings) -> Option<EmbeddedServer> {
+        let client = store.connect("gismo-runner").ok()?;
+        let me = crate::store::leader::LeaderId {
+            client: client.index(),
+            epoch: client.epoch(),
+        };
+        let lease =
+            crate::store::leader::LeaderLease::new(Arc::clone(store), me, settings.lease_ms, 100);
+        Some(EmbeddedServer {
+            client,
+            lease,
+            last_reap_ms: 0,
+        })
+    }
+
+    /// Heartbeat; renew or claim the lease; as leader, reap and evict.
+    fn tick(&mut self, store: &Arc<Store>, settings: &RunnerSettings, now: u64) {
+        if self.client.heartbeat().is_err() {
+            // Fenced (we were paused past our lease): register again under a new identity.
+            if let Ok(c) = store.connect("gismo-runner") {
+                self.lease.rebind(crate::store::leader::LeaderId {
+                    client: c.index(),
+                    epoch: c.epoch(),
+                });
+                self.client = c;
+            }
+            return;
+        }
+        self.lease.poll(now);
+        if !self.lease.is_leader(now) || now.saturating_sub(self.last_reap_ms) < REAP_PERIOD_MS {
+            return;
+        }
+        self.last_reap_ms = now;
+        let _ = store.reap_dead(settings.lease_ms);
+        let a = store.allocator();
+        let (used, heap) = (a.used_bytes() as f64, a.heap_bytes() as f64);
+        if settings.high_watermark < 1.0 && used > settings.high_watermark * heap {
+            let _ = self
+                .client
+                .evict((used - settings.low_watermark * heap) as u64);
+        }
+    }
+}
+
+impl Drop for EmbeddedServer {
+    fn drop(&mut self) {
+        self.lease.release();
+    }
+}
+
+/// How often an embedded leader reaps.
+const REAP_PERIOD_MS: u64 = 100;
+
 fn runner_loop(
     store: Arc<Store>,
     host: usize,
     cb: RunnerCallbacks,
     stop: Arc<AtomicBool>,
-    spill_threshold: f64,
+    settings: RunnerSettings,
 ) {
+    let spill_threshold = settings.spill_threshold;
+    let mut embedded = if settings.embedded {
+        EmbeddedServer::new(&store, &settings)
+    } else {
+        None
+    };
     let mut reported: HashMap<ObjectId, ()> = HashMap::new();
     let rescan = |reported: &mut HashMap<ObjectId, ()>| {
         let mut present = HashMap::new();
@@ -387,6 +514,9 @@ fn runner_loop(
     while !stop.load(Ordering::Relaxed) {
         let now = crate::store::clock::unix_ms();
         store.hosts_heartbeat(host, now);
+        if let Some(server) = embedded.as_mut() {
+            server.tick(&store, &settings, now);
+        }
         if now.saturating_sub(last_pressure_check) >= PRESSURE_PERIOD_MS {
             last_pressure_check = now;
             // Plasma's rules 5 and 6: spilling is asked for when a create could not be served
@@ -448,16 +578,7 @@ impl ObjectStoreRunner for GismoRunner {
                 s
             }
         };
-        let spill_threshold: f64 = match params.get("object_spilling_threshold") {
-            None => 0.8,
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|t: &f64| (0.0..=1.0).contains(t))
-                .ok_or_else(|| {
-                    Status::invalid(format!("object_spilling_threshold={v}: expected 0..1"))
-                })?,
-        };
+        let settings = RunnerSettings::from_params(params)?;
         let me = HostIdentity::current();
         let host = host_index(store.hosts(), me.hash(), &me.name)
             .ok_or_else(|| Status::new(StatusCode::OutOfMemory, "host table full"))?;
@@ -466,7 +587,7 @@ impl ObjectStoreRunner for GismoRunner {
         *thread = Some(
             std::thread::Builder::new()
                 .name("gismo-runner".into())
-                .spawn(move || runner_loop(store, host, callbacks, stop, spill_threshold))
+                .spawn(move || runner_loop(store, host, callbacks, stop, settings))
                 .map_err(|e| {
                     Status::new(StatusCode::IOError, format!("spawn runner thread: {e}"))
                 })?,
