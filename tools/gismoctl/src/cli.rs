@@ -149,6 +149,18 @@ pub struct FormatArgs {
     /// Object directory slots, a power of two (default: one per 32 KiB of heap, at least 1024).
     #[arg(long, value_name = "N")]
     pub dir_capacity: Option<u64>,
+    /// File mode (octal) of a region file this creates: 600 keeps it to its owner; 660 shares it
+    /// with the group. Whoever can map the region can read and change every object.
+    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode)]
+    pub mode: u32,
+}
+
+/// An octal file mode such as `600` or `0660`.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("invalid mode {s:?}: expected octal permissions such as 600 or 660"))
 }
 
 #[derive(Debug, Args)]

@@ -645,3 +645,27 @@ fn bench_on_an_unformatted_region_fails_with_one_line() {
         .run(&["bench", "--processes", "0"])
         .assert_one_line_failure(2);
 }
+
+#[test]
+fn format_creates_region_files_private_unless_asked_to_share() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    f.run(&["format", "--size", "16MiB"]).assert_ok();
+    let mode = std::fs::metadata(f.dir.path().join("region"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "default: owner only");
+    let g = Fixture::new();
+    g.run(&["format", "--size", "16MiB", "--mode", "660"])
+        .assert_ok();
+    let mode = std::fs::metadata(g.dir.path().join("region"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o660, "--mode 660 shares with the group");
+    let bad = Fixture::new().run(&["format", "--size", "16MiB", "--mode", "999"]);
+    assert_eq!(bad.code, 2, "a bad mode is a usage error: {}", bad.stderr);
+}

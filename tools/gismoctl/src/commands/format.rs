@@ -38,8 +38,15 @@ pub fn run(spec: &RegionSpec, args: &FormatArgs) -> CmdResult {
 /// Opens or creates the region at the requested size, refusing a formatted one without --force.
 fn prepare(spec: &RegionSpec, args: &FormatArgs) -> CmdResult<Region> {
     let create = |size: ByteSize| {
-        Region::create(spec, size.0, &RegionOptions::default())
-            .map_err(|e| Failure::region("cannot create region", &e))
+        Region::create(
+            spec,
+            size.0,
+            &RegionOptions {
+                mode: args.mode,
+                ..RegionOptions::default()
+            },
+        )
+        .map_err(|e| Failure::region("cannot create region", &e))
     };
     match Region::open(spec, &RegionOptions::default()) {
         Ok(region) => {
