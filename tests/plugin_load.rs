@@ -151,7 +151,6 @@ fn runner_callbacks_cross_the_abi() {
 }
 
 #[test]
-#[ignore = "tests/plugins/memstore.c is not written yet"]
 fn memstore_c_plugin_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let so = plugin_paths::compile_c("memstore.c", &[], dir.path());
