@@ -10,7 +10,7 @@
 //   cargo build --release -p gismoctl -p gismo-server
 //   cargo test --release --test qemu -- --ignored --nocapture
 //
-// Ignored by default: it boots two guests under TCG (about half a minute on two cores) and
+// Ignored by default: it boots two guests under TCG (half a minute to a minute on two cores) and
 // installs Debian packages (qemu-system-x86, busybox-static, ndctl, daxctl, cpio, kmod) when they
 // are missing; `tools/test.sh` runs it as its own step.
 

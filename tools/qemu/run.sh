@@ -167,11 +167,15 @@ say "guests A and B list the same $(($(wc -l <"$logs/ls-a.txt") - 1)) objects"
 copy=$build_dir/host-copy.img
 dd if="$shared" of="$copy" bs=1M skip=2 status=none
 ctl=("$bin_dir/gismoctl" --region "file:$copy")
+"${ctl[@]}" ls 2>&1 | tr -d '\r' >"$logs/ls-host.txt"
 {
     "${ctl[@]}" stat
     "${ctl[@]}" ls
 } >"$logs/host.log" 2>&1 || { cat "$logs/host.log" >&2; die "the host cannot open the region copy"; }
-"${ctl[@]}" ls | tr -d '\r' >"$logs/ls-host.txt"
+if "${ctl[@]}" --help | grep -q '^ *fsck'; then
+    "${ctl[@]}" fsck >>"$logs/host.log" 2>&1 || { cat "$logs/host.log" >&2; die "host: gismoctl fsck of the region copy failed"; }
+    say "host: $(tail -n1 "$logs/host.log")"
+fi
 diff -u "$logs/ls-a.txt" "$logs/ls-host.txt" || die "the host lists different objects than the guests"
 checked=0
 for manifest in aa bb; do

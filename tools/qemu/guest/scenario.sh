@@ -162,13 +162,21 @@ check_reaped() {
         gismoctl clients | sed 's/^/  clients: /'
         return 0
     fi
+    # Reaping the killed client aborts its unsealed object: wait until it is gone. (The reaped
+    # counter alone could have risen for another client, one stalled past its lease on a loaded
+    # machine.)
     i=0
-    while gismoctl stat | grep -q 'clients reaped 0$'; do
+    while gismoctl ls | grep -q "^$KILLED"; do
         i=$((i + 1))
-        [ $i -le 60 ] || { gismoctl clients; gismoctl stat; fail "the killed client was not reaped within 30 s"; }
+        if [ $i -gt 60 ]; then
+            gismoctl clients
+            gismoctl stat
+            fail "the killed client's object $KILLED was not aborted within 30 s"
+        fi
         sleep 0.5
     done
-    step "dead client reaped"
+    gismoctl stat | grep -q 'clients reaped [1-9]' || fail "the object is gone but no client was reaped"
+    step "dead client reaped, its object aborted ($(gismoctl stat | grep -o 'aborted [0-9]*, clients reaped [0-9]*'))"
     gismoctl clients | sed 's/^/  clients: /'
 }
 
