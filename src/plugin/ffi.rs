@@ -4,6 +4,10 @@
 //! Every exported function catches panics (a panic never unwinds into C) and reports them as
 //! `UnknownError`. References the C caller holds (from `create` and `get`) are the Rust buffers,
 //! kept in the handle until `release` drops one of them.
+//!
+//! The safety contract of every `unsafe extern "C"` function here is the ABI's
+//! (`docs/plugin-abi.md`): live handles, ids of 28 bytes, arrays of the stated lengths, valid out
+//! pointers, error buffers valid or null.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -124,6 +128,11 @@ unsafe fn read_owner(owner: *const GismoOwner) -> OwnerAddress {
     }
 }
 
+/// `create` and `try_create_immediately` (`is_mutable` `None`).
+///
+/// # Safety
+/// The ABI's contract for `create`: a live handle, a 28-byte id, `owner` null or valid,
+/// `metadata_len` readable bytes at `metadata`, `data` and `err` valid (`err` may be null).
 #[allow(clippy::too_many_arguments)]
 unsafe fn c_create_common(
     h: *mut GismoClientHandle,
