@@ -211,14 +211,16 @@ class AbiRunner final : public ObjectStoreRunnerInterface {
   Status Start(const std::map<std::string, std::string> &params, SpillObjectsCallback spill,
                ObjectStoreFullCallback full, AddObjectCallback add,
                DeleteObjectCallback del) override {
-    cb_.reset(new Callbacks{std::move(spill), std::move(full), std::move(add), std::move(del)});
+    // Kept only if the start succeeds: a refused second start leaves the running callbacks.
+    std::unique_ptr<Callbacks> cb(
+        new Callbacks{std::move(spill), std::move(full), std::move(add), std::move(del)});
     std::vector<const char *> keys, values;
     for (const auto &kv : params) {
       keys.push_back(kv.first.c_str());
       values.push_back(kv.second.c_str());
     }
     GismoRunnerCallbacks c{};
-    c.user_data = cb_.get();
+    c.user_data = cb.get();
     c.spill_objects = [](void *u) -> uint8_t {
       auto *cb = static_cast<Callbacks *>(u);
       return cb->spill && cb->spill() ? 1 : 0;
@@ -238,8 +240,12 @@ class AbiRunner final : public ObjectStoreRunnerInterface {
       if (cb->del) cb->del(oid);
     };
     GismoError e{};
-    return detail::ToStatus(
+    Status s = detail::ToStatus(
         api_->start(h_, keys.data(), values.data(), keys.size(), &c, &e), e);
+    if (s.ok()) {
+      cb_ = std::move(cb);
+    }
+    return s;
   }
   void Stop() override { api_->stop(h_); }
   bool IsObjectSpillable(const ObjectID &id) override {
