@@ -166,3 +166,33 @@ fn memstore_c_plugin_conforms() {
     run_suite(&plugin);
     assert!(!plugin.client().is_global());
 }
+
+#[test]
+fn two_libraries_loaded_at_once_keep_their_own_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let memstore = plugin_paths::compile_c("memstore.c", &[], dir.path());
+    let m = PluginManager::instance();
+    let mem_cfg: BTreeMap<String, String> =
+        [("store".to_string(), "side-by-side".to_string())].into();
+    let mem = m
+        .create_client("memstore", memstore.to_str().unwrap(), &mem_cfg)
+        .unwrap();
+    let lib = plugin_paths::libgismo();
+    let gis = m
+        .create_client("gismo", lib.to_str().unwrap(), &gismo_config(dir.path()))
+        .unwrap();
+    let (a, b) = (ObjectId::random(), ObjectId::random());
+    put(&*mem, &a, b"in memstore", b"");
+    put(&*gis, &b, b"in gismo", b"");
+    assert!(mem.contains(&a).unwrap() && !mem.contains(&b).unwrap());
+    assert!(gis.contains(&b).unwrap() && !gis.contains(&a).unwrap());
+    assert!(!mem.is_global() && gis.is_global());
+    // A second client of the same library path shares the loaded library and the store.
+    let mem2 = m
+        .create_client("memstore", memstore.to_str().unwrap(), &mem_cfg)
+        .unwrap();
+    assert_eq!(
+        mem2.get(&[a], 0).unwrap()[0].as_ref().unwrap().data(),
+        b"in memstore"
+    );
+}

@@ -295,16 +295,31 @@ impl ObjectStoreClient for LoadedClient {
             )
         };
         status(code, &err)?;
+        let present = |b: &GismoObjectBuffer| !(b.data.is_null() && b.metadata.is_null());
+        let broken = |b: &GismoObjectBuffer| {
+            (b.data.is_null() && b.data_len > 0) || (b.metadata.is_null() && b.metadata_len > 0)
+        };
+        if out.iter().any(broken) {
+            // A plugin bug (a length without memory): give every reference back and fail.
+            for (id, b) in ids.iter().zip(&out) {
+                if present(b) {
+                    let _ = self.inner.release_raw(id);
+                }
+            }
+            return Err(Status::new(
+                StatusCode::UnknownError,
+                "plugin get returned a length without a pointer",
+            ));
+        }
         let mut result = Vec::with_capacity(ids.len());
         for (id, b) in ids.iter().zip(out) {
-            if b.data.is_null() && b.metadata.is_null() {
+            if !present(&b) {
                 result.push(None);
                 continue;
             }
-            let contiguous = b.data_len == 0
-                || b.metadata_len == 0
-                || b.data.wrapping_add(b.data_len as usize) == b.metadata;
             let owner: Arc<dyn ReleaseObject> = self.inner.clone();
+            let contiguous =
+                b.metadata_len == 0 || b.data.wrapping_add(b.data_len as usize) == b.metadata;
             if contiguous && !b.data.is_null() {
                 // SAFETY: the ABI keeps data and metadata valid until released; the buffer's
                 // drop releases through `owner`. Metadata follows the data (checked).
