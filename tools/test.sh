@@ -120,7 +120,13 @@ run_step "system packages" install_system_packages
 run_step "toolchain" check_toolchain
 run_step "cargo fmt --check" cargo fmt --all -- --check
 run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-run_step "cargo test" cargo test --workspace --all-features --no-fail-fast
+# The plugin tests load `target/debug/libgismo.so`, which `cargo test` alone does not link (it
+# builds the library as an rlib for the tests): build every target first.
+workspace_tests() {
+    cargo build --workspace --all-features && cargo test --workspace --all-features --no-fail-fast
+}
+
+run_step "cargo test" workspace_tests
 # Release-mode tests too slow for a debug build: every (length, misalignment) copy up to 4160
 # bytes for the strategies this machine uses.
 exhaustive_copies() {

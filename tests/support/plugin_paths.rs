@@ -18,7 +18,11 @@ pub fn libgismo() -> PathBuf {
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     ));
-    assert!(so.exists(), "{} not built", so.display());
+    assert!(
+        so.exists(),
+        "{} not built: run `cargo build` first (tools/test.sh does)",
+        so.display()
+    );
     so
 }
 
