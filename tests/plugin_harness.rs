@@ -45,9 +45,12 @@ fn two_harness_processes_exchange_an_object_through_gismo() {
         .unwrap();
 
     let lib = plugin_paths::libgismo();
+    // Two "nodes" on one machine: each needs its own host identity, because a host's runner is
+    // the one consumer of that host's seal/delete events (see docs/ray-integration.md).
     let run = |args: &[&str]| {
         Command::new(&exe)
             .args(args)
+            .env("GISMO_HOST", format!("harness-node-{}", args[0]))
             .env("RAY_object_store_plugin_name", "gismo")
             .env("RAY_object_store_plugin_path", &lib)
             .env("RAY_object_store_plugin_config", format!("region={region}"))
