@@ -37,6 +37,11 @@ pub struct Cli {
     )]
     pub region: Option<String>,
 
+    /// Map an existing region starting this far into its file (e.g. `2MiB`: the host's view of
+    /// a QEMU devdax namespace, whose data starts 2 MiB into the backing file).
+    #[arg(long, global = true, env = "GISMO_REGION_OFFSET", value_name = "SIZE")]
+    pub region_offset: Option<ByteSize>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -21,6 +21,9 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    if let Some(offset) = cli.region_offset {
+        region_access::set_region_offset(offset.0);
+    }
     match commands::run(&cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(failure) => report(&failure),

@@ -21,13 +21,24 @@ pub fn spec(region: Option<&str>) -> CmdResult<RegionSpec> {
         .map_err(|e| Failure::region("bad region", &e))
 }
 
+/// Where existing regions are mapped from (`--region-offset`); set once by `main`.
+static REGION_OFFSET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Records `--region-offset` for every later open.
+pub fn set_region_offset(offset: u64) {
+    let _ = REGION_OFFSET.set(offset);
+}
+
 /// Opens the existing region `spec` without changing it.
 ///
 /// # Errors
 /// A region-unusable failure if it cannot be opened and mapped.
 pub fn open_region(spec: &RegionSpec) -> CmdResult<Region> {
-    Region::open(spec, &RegionOptions::default())
-        .map_err(|e| Failure::region("cannot open region", &e))
+    let opts = RegionOptions {
+        offset: REGION_OFFSET.get().copied().unwrap_or(0),
+        ..RegionOptions::default()
+    };
+    Region::open(spec, &opts).map_err(|e| Failure::region("cannot open region", &e))
 }
 
 /// Opens `spec` and attaches to the store in it.
