@@ -102,11 +102,11 @@ static FILLED: [u8; GUARD] = [FILL; GUARD];
 /// byte a copy fails to write still holds the other pattern (or `FILL` past the previous end)
 /// and shows. All checks are `memcmp`s.
 fn sweep(c: &Coherence, max_len: usize, coverage: Coverage) {
-    // SAFETY: `sweep_with` passes valid, disjoint ranges.
     sweep_with(
         &c.strategy().to_string(),
         max_len,
         coverage,
+        // SAFETY: `sweep_with` passes valid, disjoint ranges.
         |d, s, len| unsafe { c.memory_copy(d, s, len) },
     );
 }
@@ -341,11 +341,11 @@ fn pairwise_sweep_with_wc_barrier() {
         if matches!(s.nt, NtStores::Sse2 | NtStores::Avx2)
             && s.flush == CopyStrategy::detect().flush
         {
-            // SAFETY: `sweep_with` passes valid, disjoint ranges; `s` is supported.
             sweep_with(
                 &format!("{s} +wc"),
                 MAX_SWEEP_LEN,
                 Coverage::Pairs,
+                // SAFETY: `sweep_with` passes valid, disjoint ranges; `s` is supported.
                 |d, src, len| unsafe { super::x86_64::copy_written_back_wc(&s, true, d, src, len) },
             );
         }
