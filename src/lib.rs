@@ -24,6 +24,8 @@ pub mod format;
 #[cfg(not(loom))]
 pub mod interface;
 #[cfg(not(loom))]
+pub mod plasma;
+#[cfg(not(loom))]
 pub mod plugin;
 pub mod region;
 pub mod shm;

@@ -19,7 +19,8 @@ pub enum StatusCode {
     ObjectAlreadySealed = 23,
     ObjectStoreFull = 24,
     TransientObjectStoreFull = 25,
-    TimedOut = 28,
+    TimedOut = 12,
+    OutOfDisk = 28,
 }
 
 /// A failed call: a code and a message.

@@ -23,7 +23,7 @@ use std::ffi::c_char;
 use std::os::raw::c_void;
 
 /// The ABI version this crate implements and accepts.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Bytes of an object id.
 pub const ID_LEN: usize = 28;
 /// Bytes of [`GismoError::message`], including the terminating NUL.

@@ -35,7 +35,8 @@ pub(crate) fn status(code: StatusRaw, err: &GismoError) -> Result<(), Status> {
         23 => StatusCode::ObjectAlreadySealed,
         24 => StatusCode::ObjectStoreFull,
         25 => StatusCode::TransientObjectStoreFull,
-        28 => StatusCode::TimedOut,
+        12 => StatusCode::TimedOut,
+        28 => StatusCode::OutOfDisk,
         _ => StatusCode::UnknownError,
     };
     Ok(()).and(Err(Status::new(code, err.text())))

@@ -6,8 +6,8 @@
 //! - A non-empty `path` loads a shared library (absolute path required) whatever the name: the
 //!   manager `dlopen`s it, looks up `CreateRunner` / `CreateClient`, checks the table's ABI version
 //!   and size, and wraps the handle in [`LoadedRunner`] / [`LoadedClient`].
-//! - An empty `path` selects a built-in plugin: `gismo`; `plasma` (also for an empty name) and
-//!   `redis` are not built yet and return [`PluginError::NotAvailable`].
+//! - An empty `path` selects a built-in plugin: `gismo`, `plasma` (also for an empty name);
+//!   `redis` is not built yet and returns [`PluginError::NotAvailable`].
 //!
 //! # Mixing plugins
 //!
@@ -139,7 +139,10 @@ impl PluginManager {
                 let store = GismoClient::from_config(&params)?.store().clone();
                 Ok(Box::new(GismoRunner::with_store(store)))
             }
-            "" | "plasma" => Err(not_built("plasma")),
+            "" | "plasma" => {
+                check_keys("plasma", config, crate::plasma::PLASMA_KEYS)?;
+                Ok(Box::new(crate::plasma::PlasmaRunner::new(config)?))
+            }
             "redis" => Err(not_built("redis")),
             other => Err(PluginError::UnknownPlugin(other.to_string())),
         }
@@ -163,7 +166,10 @@ impl PluginManager {
                 check_keys(name, config, GISMO_KEYS)?;
                 Ok(Arc::new(GismoClient::from_config(config)?))
             }
-            "" | "plasma" => Err(not_built("plasma")),
+            "" | "plasma" => {
+                check_keys("plasma", config, crate::plasma::PLASMA_KEYS)?;
+                Ok(Arc::new(crate::plasma::PlasmaClient::from_config(config)?))
+            }
             "redis" => Err(not_built("redis")),
             other => Err(PluginError::UnknownPlugin(other.to_string())),
         }

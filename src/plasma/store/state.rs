@@ -1,0 +1,667 @@
+//! The store's bookkeeping, behind the server's one mutex: the object table, which client holds
+//! what, the LRU of evictable objects, and the create queue. No I/O happens here; methods return
+//! what the connection must send and the [`Effects`] (callbacks) to run once the lock is gone.
+//!
+//! Reference counting follows Plasma: the store counts *clients* holding an object (a client's
+//! repeated gets are counted by the client itself and released with one message), so
+//! `refcount == 1` for a sealed object means one holder — the raylet's pin — and the object is a
+//! spillable primary copy.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::interface::{ObjectInfo, Status, StatusCode};
+use crate::plasma::protocol::{CreateRequest, ObjectSpec, PlasmaError};
+use crate::store::{Client, CreateInfo, ObjectId, ObjectSource, OwnerAddress, Store, StoreError};
+
+use super::segments::{FallbackSegment, MAIN_SEGMENT_ID};
+
+pub type ClientId = u64;
+
+/// Where an object's bytes are.
+pub enum Place {
+    /// In the main segment, at this offset from its start.
+    Main(u64),
+    Fallback(Arc<FallbackSegment>),
+}
+
+pub struct Object {
+    pub info: ObjectInfo,
+    pub place: Place,
+    pub sealed: bool,
+    /// Clients holding it.
+    pub refcount: u32,
+    pub creator: ClientId,
+    pub delete_pending: bool,
+    /// Its key in the LRU while sealed and unreferenced.
+    pub lru: Option<u64>,
+}
+
+impl Object {
+    pub fn size(&self) -> u64 {
+        (self.info.data_size + self.info.metadata_size) as u64
+    }
+}
+
+/// A segment a reply refers to, whose descriptor the client may need.
+#[derive(Clone, Debug)]
+pub struct SegmentRef {
+    pub unique_id: i64,
+    pub fd: i32,
+    pub size: u64,
+}
+
+/// Callbacks to run after the lock is released.
+#[derive(Default)]
+pub struct Effects {
+    pub added: Vec<ObjectInfo>,
+    pub deleted: Vec<ObjectId>,
+    pub full: bool,
+    pub spill: bool,
+    /// Referenced sealed bytes grew (check the spilling threshold).
+    pub pinned_grew: bool,
+}
+
+/// A create the store could not serve yet (Ray's create request queue entry).
+pub struct Pending {
+    pub client: ClientId,
+    pub request: CreateRequest,
+    /// When memory first ran out for it.
+    pub oom_since: Instant,
+}
+
+/// What a create came to.
+pub enum CreateOutcome {
+    Done(ObjectSpec, SegmentRef),
+    /// Queued: the client retries with this request id.
+    Retry(u64),
+    Failed(PlasmaError),
+}
+
+#[derive(Default)]
+struct ClientRefs {
+    held: HashSet<ObjectId>,
+}
+
+/// Counters for the runner and the debug string.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub created_objects: u64,
+    pub created_bytes: u64,
+    pub main_bytes: u64,
+    pub unsealed_bytes: u64,
+    pub pinned_bytes: u64,
+    pub fallback_bytes: u64,
+    pub evicted_objects: u64,
+    pub evicted_bytes: u64,
+}
+
+pub struct State {
+    gismo: Client,
+    store: Arc<Store>,
+    main_fd: i32,
+    capacity: u64,
+    objects: HashMap<ObjectId, Object>,
+    lru: BTreeMap<u64, ObjectId>,
+    tick: u64,
+    clients: HashMap<ClientId, ClientRefs>,
+    queue: VecDeque<u64>,
+    pending: HashMap<u64, Pending>,
+    next_request: u64,
+    next_segment: i64,
+    pub counters: Counters,
+}
+
+fn owner_of(req: &CreateRequest) -> OwnerAddress {
+    let id28 = |b: &[u8]| {
+        let mut out = [0u8; 28];
+        let n = b.len().min(28);
+        out[..n].copy_from_slice(&b[..n]);
+        out
+    };
+    OwnerAddress {
+        raylet_id: id28(&req.owner_node_id),
+        ip: req.owner_ip_address.clone(),
+        port: u16::try_from(req.owner_port).unwrap_or(0),
+        worker_id: id28(&req.owner_worker_id),
+    }
+}
+
+impl State {
+    /// # Errors
+    /// `IOError` if the segment's store cannot register the store's own client.
+    pub fn new(store: Arc<Store>) -> Result<State, Status> {
+        let gismo = store.connect("plasma-store")?;
+        let main_fd = store
+            .region()
+            .raw_fd()
+            .ok_or_else(|| Status::new(StatusCode::IOError, "plasma segment has no descriptor"))?;
+        let capacity = store.stats().heap_bytes;
+        Ok(State {
+            gismo,
+            store,
+            main_fd,
+            capacity,
+            objects: HashMap::new(),
+            lru: BTreeMap::new(),
+            tick: 0,
+            clients: HashMap::new(),
+            queue: VecDeque::new(),
+            pending: HashMap::new(),
+            next_request: 1,
+            next_segment: MAIN_SEGMENT_ID + 1,
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub fn main_segment(&self) -> SegmentRef {
+        SegmentRef {
+            unique_id: MAIN_SEGMENT_ID,
+            fd: self.main_fd,
+            size: self.store.region().len() as u64,
+        }
+    }
+
+    pub fn add_client(&mut self, id: ClientId) {
+        self.clients.insert(id, ClientRefs::default());
+    }
+
+    /// The spec and segment of an object.
+    pub fn spec_of(&self, o: &Object) -> (ObjectSpec, SegmentRef) {
+        let (offset, seg, fallback) = match &o.place {
+            Place::Main(off) => (*off, self.main_segment(), false),
+            Place::Fallback(f) => (
+                0,
+                SegmentRef {
+                    unique_id: f.unique_id,
+                    fd: f.raw_fd(),
+                    size: f.size,
+                },
+                true,
+            ),
+        };
+        let data_size = o.info.data_size as u64;
+        let spec = ObjectSpec {
+            segment_index: seg.fd,
+            unique_fd_id: seg.unique_id,
+            header_offset: offset,
+            data_offset: offset,
+            data_size,
+            metadata_offset: offset + data_size,
+            metadata_size: o.info.metadata_size as u64,
+            allocated_size: o.size(),
+            fallback_allocated: fallback,
+            device_num: 0,
+            is_experimental_mutable_object: o.info.is_mutable,
+        };
+        (spec, seg)
+    }
+
+    // ---- references ----------------------------------------------------------------------
+
+    fn add_ref(&mut self, client: ClientId, id: &ObjectId) -> bool {
+        let Some(refs) = self.clients.get_mut(&client) else {
+            return false;
+        };
+        if !refs.held.insert(*id) {
+            return false;
+        }
+        if let Some(o) = self.objects.get_mut(id) {
+            o.refcount += 1;
+            if o.refcount == 1 && o.sealed {
+                if let Some(t) = o.lru.take() {
+                    self.lru.remove(&t);
+                }
+                self.counters.pinned_bytes += o.size();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops `client`'s reference; `Err` if it held none.
+    fn drop_ref(&mut self, client: ClientId, id: &ObjectId, fx: &mut Effects) -> Result<(), ()> {
+        let held = self
+            .clients
+            .get_mut(&client)
+            .is_some_and(|r| r.held.remove(id));
+        if !held {
+            return Err(());
+        }
+        let Some(o) = self.objects.get_mut(id) else {
+            return Ok(());
+        };
+        o.refcount = o.refcount.saturating_sub(1);
+        if o.refcount > 0 {
+            return Ok(());
+        }
+        if o.sealed {
+            self.counters.pinned_bytes -= o.size();
+            if o.delete_pending {
+                self.remove(id, fx);
+            } else {
+                self.tick += 1;
+                o.lru = Some(self.tick);
+                self.lru.insert(self.tick, *id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees an object's memory and forgets it; reports the deletion of a sealed one.
+    fn remove(&mut self, id: &ObjectId, fx: &mut Effects) {
+        let Some(o) = self.objects.remove(id) else {
+            return;
+        };
+        if let Some(t) = o.lru {
+            self.lru.remove(&t);
+        }
+        let size = o.size();
+        if o.sealed && o.refcount > 0 {
+            self.counters.pinned_bytes -= size;
+        }
+        if !o.sealed {
+            self.counters.unsealed_bytes -= size;
+        }
+        match o.place {
+            Place::Main(_) => {
+                self.counters.main_bytes -= size;
+                if o.sealed {
+                    let _ = self.gismo.release(id);
+                    let _ = self.gismo.delete(id);
+                } else {
+                    let _ = self.gismo.abort(id);
+                }
+            }
+            Place::Fallback(_) => self.counters.fallback_bytes -= size,
+        }
+        if o.sealed {
+            fx.deleted.push(*id);
+        }
+    }
+
+    /// Evicts unreferenced sealed objects, oldest first, until `need` bytes (and at least a
+    /// fifth of the capacity, as Plasma does) are freed. Returns the bytes freed.
+    fn evict(&mut self, need: u64, fx: &mut Effects) -> u64 {
+        let target = need.max(self.capacity / 5);
+        let mut freed = 0;
+        while freed < target {
+            let Some((_, id)) = self.lru.pop_first() else {
+                break;
+            };
+            if let Some(o) = self.objects.get_mut(&id) {
+                o.lru = None;
+                freed += o.size();
+                self.counters.evicted_objects += 1;
+                self.counters.evicted_bytes += o.size();
+            }
+            self.remove(&id, fx);
+        }
+        freed
+    }
+
+    // ---- create --------------------------------------------------------------------------
+
+    /// Allocates in the main segment, evicting between tries (Plasma tries up to 11 times).
+    fn allocate_main(&mut self, req: &CreateRequest, fx: &mut Effects) -> Result<u64, PlasmaError> {
+        let metadata = vec![0u8; req.metadata_size as usize];
+        let info = CreateInfo {
+            owner: owner_of(req),
+            source: ObjectSource::from_u8(req.source as u8),
+            is_mutable: req.is_mutable,
+        };
+        for _ in 0..11 {
+            match self
+                .gismo
+                .create_raw(&req.object_id, req.data_size, &metadata, &info)
+            {
+                Ok(loc) => {
+                    let base = self.store.region().as_ptr() as usize;
+                    return Ok((loc.ptr as usize - base) as u64);
+                }
+                Err(StoreError::StoreFull { .. } | StoreError::DirectoryFull { .. }) => {
+                    if self.evict(req.data_size + req.metadata_size, fx) == 0 {
+                        return Err(PlasmaError::OutOfMemory);
+                    }
+                }
+                Err(StoreError::ObjectExists(_)) => return Err(PlasmaError::ObjectExists),
+                Err(_) => return Err(PlasmaError::UnexpectedError),
+            }
+        }
+        Err(PlasmaError::OutOfMemory)
+    }
+
+    fn insert(&mut self, client: ClientId, req: &CreateRequest, place: Place) -> CreateOutcome {
+        let size = req.data_size + req.metadata_size;
+        let mut owner_raylet_id = [0u8; 28];
+        let mut owner_worker_id = [0u8; 28];
+        let n = req.owner_node_id.len().min(28);
+        owner_raylet_id[..n].copy_from_slice(&req.owner_node_id[..n]);
+        let n = req.owner_worker_id.len().min(28);
+        owner_worker_id[..n].copy_from_slice(&req.owner_worker_id[..n]);
+        let info = ObjectInfo {
+            object_id: req.object_id,
+            is_mutable: req.is_mutable,
+            data_size: req.data_size as i64,
+            metadata_size: req.metadata_size as i64,
+            owner_raylet_id,
+            owner_ip_address: req.owner_ip_address.clone(),
+            owner_port: req.owner_port,
+            owner_worker_id,
+        };
+        match &place {
+            Place::Main(_) => self.counters.main_bytes += size,
+            Place::Fallback(_) => self.counters.fallback_bytes += size,
+        }
+        self.counters.unsealed_bytes += size;
+        self.counters.created_objects += 1;
+        self.counters.created_bytes += size;
+        self.objects.insert(
+            req.object_id,
+            Object {
+                info,
+                place,
+                sealed: false,
+                refcount: 0,
+                creator: client,
+                delete_pending: false,
+                lru: None,
+            },
+        );
+        let _ = self.add_ref(client, &req.object_id);
+        let o = &self.objects[&req.object_id];
+        let (spec, seg) = self.spec_of(o);
+        CreateOutcome::Done(spec, seg)
+    }
+
+    fn fallback(
+        &mut self,
+        client: ClientId,
+        req: &CreateRequest,
+        dir: &std::path::Path,
+    ) -> CreateOutcome {
+        let id = self.next_segment;
+        self.next_segment += 1;
+        match FallbackSegment::create(dir, req.data_size + req.metadata_size, id) {
+            Ok(seg) => self.insert(client, req, Place::Fallback(Arc::new(seg))),
+            Err(e) if e.code == StatusCode::OutOfDisk => {
+                CreateOutcome::Failed(PlasmaError::OutOfDisk)
+            }
+            Err(_) => CreateOutcome::Failed(PlasmaError::OutOfMemory),
+        }
+    }
+
+    /// A new create request. `try_immediately` requests are served now (evicting, then falling
+    /// back to a file) or fail; others that do not fit join the queue.
+    pub fn create(
+        &mut self,
+        client: ClientId,
+        req: CreateRequest,
+        fallback_dir: &std::path::Path,
+        fx: &mut Effects,
+    ) -> CreateOutcome {
+        if self.objects.contains_key(&req.object_id)
+            || self
+                .pending
+                .values()
+                .any(|p| p.request.object_id == req.object_id)
+        {
+            return CreateOutcome::Failed(PlasmaError::ObjectExists);
+        }
+        if req.try_immediately {
+            return match self.allocate_main(&req, fx) {
+                Ok(off) => self.insert(client, &req, Place::Main(off)),
+                Err(PlasmaError::OutOfMemory) => self.fallback(client, &req, fallback_dir),
+                Err(e) => CreateOutcome::Failed(e),
+            };
+        }
+        if self.queue.is_empty() {
+            match self.allocate_main(&req, fx) {
+                Ok(off) => return self.insert(client, &req, Place::Main(off)),
+                Err(PlasmaError::OutOfMemory) => {}
+                Err(e) => return CreateOutcome::Failed(e),
+            }
+            fx.full = true;
+            fx.spill = true;
+        }
+        let rid = self.next_request;
+        self.next_request += 1;
+        self.queue.push_back(rid);
+        self.pending.insert(
+            rid,
+            Pending {
+                client,
+                request: req,
+                oom_since: Instant::now(),
+            },
+        );
+        CreateOutcome::Retry(rid)
+    }
+
+    /// A retry of queued request `rid`. Only the queue's head is served (FIFO); after
+    /// `grace` without memory and with no spilling in progress it falls back to a file.
+    /// `spilling` is the raylet's answer to the spill callback, asked by the caller.
+    pub fn retry(
+        &mut self,
+        client: ClientId,
+        rid: u64,
+        spilling: bool,
+        grace: Duration,
+        fallback_dir: &std::path::Path,
+        fx: &mut Effects,
+    ) -> CreateOutcome {
+        match self.pending.get(&rid) {
+            Some(p) if p.client == client => {}
+            _ => return CreateOutcome::Failed(PlasmaError::UnexpectedError),
+        }
+        if self.queue.front() != Some(&rid) {
+            return CreateOutcome::Retry(rid);
+        }
+        let req = self.pending[&rid].request.clone();
+        let outcome = match self.allocate_main(&req, fx) {
+            Ok(off) => self.insert(client, &req, Place::Main(off)),
+            Err(PlasmaError::OutOfMemory) => {
+                fx.full = true;
+                let p = self.pending.get_mut(&rid).expect("checked above");
+                if spilling {
+                    // Spilling makes progress: restart the grace period (Ray resets its timer).
+                    p.oom_since = Instant::now();
+                    return CreateOutcome::Retry(rid);
+                }
+                if p.oom_since.elapsed() < grace {
+                    return CreateOutcome::Retry(rid);
+                }
+                self.fallback(client, &req, fallback_dir)
+            }
+            Err(e) => CreateOutcome::Failed(e),
+        };
+        self.queue.pop_front();
+        self.pending.remove(&rid);
+        outcome
+    }
+
+    /// Whether the queue's head could use the raylet's spilling (for the caller to ask).
+    pub fn has_queue(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    // ---- lifecycle -----------------------------------------------------------------------
+
+    pub fn seal(&mut self, client: ClientId, id: &ObjectId, fx: &mut Effects) -> PlasmaError {
+        let _ = client;
+        let Some(o) = self.objects.get_mut(id) else {
+            return PlasmaError::ObjectNonexistent;
+        };
+        if o.sealed {
+            return PlasmaError::ObjectSealed;
+        }
+        o.sealed = true;
+        let size = o.size();
+        self.counters.unsealed_bytes -= size;
+        if let Place::Main(_) = o.place {
+            if self.gismo.seal(id).is_err() {
+                return PlasmaError::UnexpectedError;
+            }
+        }
+        fx.added.push(o.info.clone());
+        if o.refcount > 0 {
+            self.counters.pinned_bytes += size;
+            fx.pinned_grew = true;
+        } else if o.delete_pending {
+            self.remove(id, fx);
+        } else {
+            self.tick += 1;
+            o.lru = Some(self.tick);
+            self.lru.insert(self.tick, *id);
+        }
+        PlasmaError::Ok
+    }
+
+    /// Abort: only the creator, only before seal.
+    pub fn abort(&mut self, client: ClientId, id: &ObjectId, fx: &mut Effects) -> PlasmaError {
+        match self.objects.get(id) {
+            None => PlasmaError::ObjectNonexistent,
+            Some(o) if o.sealed => PlasmaError::ObjectSealed,
+            Some(o) if o.creator != client => PlasmaError::ObjectInUse,
+            Some(_) => {
+                for refs in self.clients.values_mut() {
+                    refs.held.remove(id);
+                }
+                self.remove(id, fx);
+                PlasmaError::Ok
+            }
+        }
+    }
+
+    /// Takes references for `client` on the sealed objects among `ids`; `None` for the others.
+    pub fn get(
+        &mut self,
+        client: ClientId,
+        ids: &[ObjectId],
+        fx: &mut Effects,
+    ) -> Vec<Option<(ObjectSpec, SegmentRef)>> {
+        ids.iter()
+            .map(|id| {
+                let sealed = self.objects.get(id).is_some_and(|o| o.sealed);
+                if !sealed {
+                    return None;
+                }
+                fx.pinned_grew |= self.add_ref(client, id);
+                Some(self.spec_of(&self.objects[id]))
+            })
+            .collect()
+    }
+
+    /// Whether every id is sealed.
+    pub fn all_sealed(&self, ids: &[ObjectId]) -> bool {
+        ids.iter()
+            .all(|id| self.objects.get(id).is_some_and(|o| o.sealed))
+    }
+
+    /// Release; returns whether the client may unmap the object's segment (a fallback segment
+    /// it no longer uses), or `None` if it held no reference.
+    pub fn release(&mut self, client: ClientId, id: &ObjectId, fx: &mut Effects) -> Option<bool> {
+        let fallback = self
+            .objects
+            .get(id)
+            .is_some_and(|o| matches!(o.place, Place::Fallback(_)));
+        self.drop_ref(client, id, fx).ok()?;
+        Some(fallback)
+    }
+
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.objects.get(id).is_some_and(|o| o.sealed)
+    }
+
+    /// Plasma's delete: now if sealed and unused, else remembered until the last release.
+    pub fn delete(&mut self, id: &ObjectId, fx: &mut Effects) -> PlasmaError {
+        let Some(o) = self.objects.get_mut(id) else {
+            return PlasmaError::ObjectNonexistent;
+        };
+        if !o.sealed {
+            o.delete_pending = true;
+            return PlasmaError::ObjectNotSealed;
+        }
+        if o.refcount > 0 {
+            o.delete_pending = true;
+            return PlasmaError::ObjectInUse;
+        }
+        self.remove(id, fx);
+        PlasmaError::Ok
+    }
+
+    /// A client went away: its references go, its unsealed objects are aborted and its queued
+    /// creates dropped.
+    pub fn disconnect(&mut self, client: ClientId, fx: &mut Effects) {
+        let held: Vec<ObjectId> = self
+            .clients
+            .get(&client)
+            .map(|r| r.held.iter().copied().collect())
+            .unwrap_or_default();
+        for id in held {
+            let _ = self.drop_ref(client, &id, fx);
+        }
+        let unsealed: Vec<ObjectId> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| !o.sealed && o.creator == client)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unsealed {
+            for refs in self.clients.values_mut() {
+                refs.held.remove(&id);
+            }
+            self.remove(&id, fx);
+        }
+        self.queue
+            .retain(|rid| self.pending.get(rid).is_some_and(|p| p.client != client));
+        self.pending.retain(|_, p| p.client != client);
+        self.clients.remove(&client);
+    }
+
+    /// Sealed and held by exactly one client (the raylet's pin).
+    pub fn is_spillable(&self, id: &ObjectId) -> bool {
+        self.objects
+            .get(id)
+            .is_some_and(|o| o.sealed && o.refcount == 1)
+    }
+
+    /// `footprint − (in use − unsealed)`, as Plasma's `GetAvailableMemory`.
+    pub fn available(&self) -> u64 {
+        self.capacity.saturating_sub(
+            self.counters
+                .main_bytes
+                .saturating_sub(self.counters.unsealed_bytes),
+        )
+    }
+
+    pub fn debug_string(&self) -> String {
+        let c = &self.counters;
+        let sealed = self.objects.values().filter(|o| o.sealed).count();
+        format!(
+            "plasma (gismo fallback) store: capacity {} bytes; {} in use in the shared segment \
+             ({} unsealed, {} pinned); {} objects ({} sealed, {} evictable); {} clients; \
+             {} queued creates; fallback allocated {} bytes; created {} objects / {} bytes; \
+             evicted {} objects / {} bytes",
+            self.capacity,
+            c.main_bytes,
+            c.unsealed_bytes,
+            c.pinned_bytes,
+            self.objects.len(),
+            sealed,
+            self.lru.len(),
+            self.clients.len(),
+            self.queue.len(),
+            c.fallback_bytes,
+            c.created_objects,
+            c.created_bytes,
+            c.evicted_objects,
+            c.evicted_bytes
+        )
+    }
+}

@@ -1,0 +1,337 @@
+//! The plasma fallback store: the conformance suite over its real socket protocol (directly and
+//! through the plugin manager), fallback allocations, bad input on the wire, and clients in
+//! other processes that are killed while holding objects.
+
+#[path = "support/conformance_suite.rs"]
+mod conformance_suite;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conformance_suite::{owner, put, run_suite, wait_until, Plugin};
+use gismo::interface::{ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, StatusCode};
+use gismo::plasma::{PlasmaClient, PlasmaRunner, PlasmaSettings, Server};
+use gismo::plugin::manager::PluginManager;
+use gismo::store::{ObjectId, ObjectSource};
+
+fn params(dir: &std::path::Path, memory: &str) -> BTreeMap<String, String> {
+    [
+        (
+            "store_socket_name",
+            dir.join("plasma.sock").to_str().unwrap().to_string(),
+        ),
+        ("object_store_memory", memory.to_string()),
+        ("plasma_directory", "/dev/shm".to_string()),
+        ("fallback_directory", dir.to_str().unwrap().to_string()),
+        ("oom_grace_period_ms", "200".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+struct PlasmaPlugin {
+    server: Arc<Server>,
+    params: BTreeMap<String, String>,
+    via_manager: bool,
+}
+
+impl PlasmaPlugin {
+    fn start(dir: &std::path::Path, via_manager: bool) -> PlasmaPlugin {
+        let params = params(dir, "32MiB");
+        let settings = PlasmaSettings::from_params(&params).unwrap();
+        let server = Server::start(settings, RunnerCallbacks::none()).unwrap();
+        PlasmaPlugin {
+            server,
+            params,
+            via_manager,
+        }
+    }
+}
+
+impl Plugin for PlasmaPlugin {
+    fn name(&self) -> &str {
+        if self.via_manager {
+            "plasma (plugin manager)"
+        } else {
+            "plasma"
+        }
+    }
+    fn client(&self) -> Arc<dyn ObjectStoreClient> {
+        if self.via_manager {
+            let p: BTreeMap<String, String> = [(
+                "store_socket_name".to_string(),
+                self.params["store_socket_name"].clone(),
+            )]
+            .into();
+            PluginManager::instance()
+                .create_client("plasma", "", &p)
+                .unwrap()
+        } else {
+            Arc::new(PlasmaClient::from_config(&self.params).unwrap())
+        }
+    }
+    fn runner(&self) -> Box<dyn ObjectStoreRunner> {
+        Box::new(PlasmaRunner::attach(self.server.clone()))
+    }
+    fn capacity(&self) -> u64 {
+        PlasmaRunner::attach(self.server.clone()).total_memory_size() as u64
+    }
+    fn store_counts_each_get(&self) -> bool {
+        false
+    }
+    fn falls_back_to_files(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn plasma_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = PlasmaPlugin::start(dir.path(), false);
+    run_suite(&p);
+    assert!(!p.client().is_global());
+}
+
+#[test]
+fn plasma_conforms_through_the_plugin_manager() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = PlasmaPlugin::start(dir.path(), true);
+    run_suite(&p);
+}
+
+#[test]
+fn the_manager_starts_a_plasma_runner_from_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = params(dir.path(), "16MiB");
+    let runner = PluginManager::instance()
+        .create_runner("", "", &params)
+        .unwrap();
+    runner
+        .start(&BTreeMap::new(), RunnerCallbacks::none())
+        .unwrap();
+    assert!(runner.total_memory_size() > 15 << 20);
+    let c = PluginManager::instance()
+        .create_client("plasma", "", &params)
+        .unwrap();
+    let id = ObjectId::random();
+    put(&*c, &id, b"from the manager", b"m");
+    let got = c.get(&[id], 0).unwrap().pop().unwrap().unwrap();
+    assert_eq!(got.data(), b"from the manager");
+    assert!(c.get_memory_usage().unwrap().contains("1 objects"));
+    drop(got);
+    // A second store on the same socket is refused while the first lives.
+    let second = PluginManager::instance()
+        .create_runner("plasma", "", &params)
+        .unwrap();
+    let e = second
+        .start(&BTreeMap::new(), RunnerCallbacks::none())
+        .unwrap_err();
+    assert_eq!(e.code, StatusCode::IOError);
+    assert!(e.message.contains("another store"), "{e}");
+    runner.stop();
+    // Stopped: clients get IOError, not a hang.
+    let r = c.get(&[id], -1);
+    assert_eq!(r.unwrap_err().code, StatusCode::IOError);
+    // Unknown keys and bad values are refused with the key named.
+    let mut bad = params.clone();
+    bad.insert("colour".into(), "blue".into());
+    let e = PluginManager::instance()
+        .create_runner("plasma", "", &bad)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("colour"), "{e}");
+}
+
+#[test]
+fn a_full_fallback_disk_is_out_of_disk() {
+    // The fallback directory is a tiny tmpfs: a fallback allocation larger than it fails with
+    // OutOfDisk (space is reserved with fallocate first: never a SIGBUS later).
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        panic!("cannot mount a tmpfs (the suite runs as root)");
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let mut p = params(dir.path(), "8MiB");
+    p.insert("fallback_directory".into(), small.to_str().unwrap().into());
+    let runner = PlasmaRunner::new(&p).unwrap();
+    runner
+        .start(&BTreeMap::new(), RunnerCallbacks::none())
+        .unwrap();
+    let c = PlasmaClient::from_config(&p).unwrap();
+    let r = c.try_create_immediately(
+        &ObjectId::random(),
+        &owner(),
+        16 << 20,
+        b"",
+        ObjectSource::CreatedByWorker,
+    );
+    assert_eq!(r.unwrap_err().code, StatusCode::OutOfDisk);
+    // One that fits the disk works and is counted.
+    let id = ObjectId::random();
+    let mut b = c
+        .try_create_immediately(&id, &owner(), 9 << 20, b"", ObjectSource::CreatedByWorker)
+        .map(|_| ())
+        .err();
+    // 9 MiB does not fit 1 MiB of disk either; 768 KiB past a full segment does.
+    assert_eq!(b.take().unwrap().code, StatusCode::OutOfDisk);
+    let filler = ObjectId::random();
+    let room = runner.total_memory_size() as u64 - (256 << 10);
+    let fb = c
+        .create(
+            &filler,
+            &owner(),
+            false,
+            room,
+            b"",
+            ObjectSource::CreatedByWorker,
+        )
+        .unwrap();
+    let small_obj = ObjectId::random();
+    let sb = c
+        .try_create_immediately(
+            &small_obj,
+            &owner(),
+            768 << 10,
+            b"",
+            ObjectSource::CreatedByWorker,
+        )
+        .unwrap();
+    assert_eq!(runner.fallback_allocated(), 768 << 10);
+    drop((fb, sb));
+}
+
+#[test]
+fn garbage_on_the_socket_closes_only_that_connection() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let p = PlasmaPlugin::start(dir.path(), false);
+    let good = p.client();
+    let id = ObjectId::random();
+    put(&*good, &id, b"still here", b"");
+    for junk in [
+        vec![0u8; 24], // bad cookie
+        [
+            0x5241_5900_0000_0000i64.to_le_bytes(),
+            999i64.to_le_bytes(),
+            0u64.to_le_bytes(),
+        ]
+        .concat(), // unknown type
+        [
+            0x5241_5900_0000_0000i64.to_le_bytes(),
+            8i64.to_le_bytes(),
+            16u64.to_le_bytes(),
+        ]
+        .concat()
+        .into_iter()
+        .chain([0xffu8; 16])
+        .collect(), // a get request that is not a flatbuffer
+    ] {
+        let mut s =
+            std::os::unix::net::UnixStream::connect(&p.params["store_socket_name"]).unwrap();
+        s.write_all(&junk).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            s.read(&mut buf).unwrap(),
+            0,
+            "the store closes a garbled connection"
+        );
+    }
+    let got = good.get(&[id], 0).unwrap().pop().unwrap().unwrap();
+    assert_eq!(got.data(), b"still here");
+}
+
+// ---- clients in other processes -----------------------------------------------------------
+
+const CHILD_ENV: &str = "GISMO_PLASMA_TEST_CHILD";
+
+/// Runs in a child process: creates objects, seals one, holds one unsealed and one got, then
+/// says "ready" and waits to be killed.
+#[test]
+fn child_client() {
+    let Ok(socket) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let p: BTreeMap<String, String> = [("store_socket_name".to_string(), socket)].into();
+    let c = PlasmaClient::from_config(&p).unwrap();
+    let sealed = ObjectId::from_bytes([1; 28]);
+    put(&c, &sealed, b"sealed by the child", b"");
+    let held = c.get(&[sealed], 0).unwrap().pop().unwrap().unwrap();
+    let unsealed = ObjectId::from_bytes([2; 28]);
+    let b = c
+        .create(
+            &unsealed,
+            &owner(),
+            false,
+            1 << 20,
+            b"",
+            ObjectSource::CreatedByWorker,
+        )
+        .unwrap();
+    println!("ready");
+    std::io::Write::flush(&mut std::io::stdout()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    drop((held, b));
+}
+
+#[test]
+fn a_killed_client_loses_its_references_and_unsealed_objects() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let p = PlasmaPlugin::start(dir.path(), false);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_client", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &p.params["store_socket_name"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("ready"))));
+    let runner = p.runner();
+    let sealed = ObjectId::from_bytes([1; 28]);
+    let unsealed = ObjectId::from_bytes([2; 28]);
+    let c = p.client();
+    // The child's object is readable from this process (its payload was written by the child
+    // in the shared segment), and the child's reference makes it its pin.
+    let got = c.get(&[sealed], 0).unwrap().pop().unwrap().unwrap();
+    assert_eq!(got.data(), b"sealed by the child");
+    drop(got);
+    // Held once, by the child (our release is a one-way message: wait for it to land).
+    wait_until("the child's pin alone", || {
+        runner.is_object_spillable(&sealed)
+    });
+    assert!(!c.contains(&unsealed).unwrap());
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    wait_until("the store notices the death", || {
+        !runner.is_object_spillable(&sealed)
+    });
+    // The unsealed object was aborted: its id is free again.
+    let b = c
+        .create(
+            &unsealed,
+            &owner(),
+            false,
+            8,
+            b"",
+            ObjectSource::CreatedByWorker,
+        )
+        .unwrap();
+    drop(b);
+    // The sealed one is still there, unreferenced (evictable).
+    assert!(c.contains(&sealed).unwrap());
+}

@@ -1,0 +1,40 @@
+"""A Ray head node for tests/ray_plasma.rs: puts a NumPy array with a known pattern, prints the
+raylet's plasma socket and the object's id, then serves commands on stdin:
+
+  check ID_HEX   -> prints whether the raylet's store has the object and its memory summary
+  quit
+"""
+import sys
+
+import numpy as np
+import ray
+
+import os
+
+ray.init(address="local", num_cpus=1, object_store_memory=256 * 1024 * 1024,
+         include_dashboard=False, logging_level="ERROR",
+         _temp_dir=os.environ.get("GISMO_RAY_TEMP", "/tmp/gismo-ray"))
+node = ray._private.worker.global_worker.node
+size = 8 * 1024 * 1024
+pattern = (np.arange(size, dtype=np.uint64) * 2654435761) % 251
+arr = pattern.astype(np.uint8)
+ref = ray.put(arr)
+print(f"socket {node.plasma_store_socket_name}", flush=True)
+print(f"object {ref.binary().hex()} {size}", flush=True)
+print(f"ray {ray.__version__}", flush=True)
+
+for line in sys.stdin:
+    cmd = line.split()
+    if not cmd:
+        continue
+    if cmd[0] == "quit":
+        break
+    if cmd[0] == "check":
+        oid = ray.ObjectRef(bytes.fromhex(cmd[1]))
+        # The core worker asks its raylet: the object is local if the store has it sealed.
+        ready, _ = ray.wait([oid], timeout=5, fetch_local=False)
+        from ray._private.internal_api import memory_summary
+        summary = memory_summary(stats_only=True)
+        print(f"ready {len(ready)}", flush=True)
+        print("summary " + summary.replace("\n", " | "), flush=True)
+ray.shutdown()
