@@ -15,7 +15,8 @@ set -euo pipefail
 
 # System packages the tests need. Later suites add theirs here, e.g. redis-server.
 # qemu-system-x86 busybox-static ndctl daxctl cpio kmod: the two-guest QEMU test (tests/qemu.rs).
-SYSTEM_PACKAGES=(qemu-system-x86 busybox-static ndctl daxctl cpio kmod)
+# redis-server redis-tools: the redis plugin tests (tests/redis.rs) start a server, use redis-cli.
+SYSTEM_PACKAGES=(qemu-system-x86 busybox-static ndctl daxctl cpio kmod redis-server redis-tools)
 
 usage() {
     sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
@@ -146,8 +147,34 @@ qemu_guests() {
         cargo test --release --test qemu -- --ignored --nocapture
 }
 
+# Ray tier: Ray from the Python registry in a private venv (tools/ray-venv.sh); our plasma
+# client against a real raylet's plasma store (tests/ray_plasma.rs).
+ray_plasma_wire() {
+    local venv
+    venv=$(bash tools/ray-venv.sh) &&
+        GISMO_RAY_VENV="$venv" cargo test --test ray_plasma -- --ignored --nocapture
+}
+
+# The Python package (python/, docs/python.md): rustfmt and clippy on its extension crate (not a
+# workspace member: it needs a Python interpreter), `maturin develop` into the Ray venv, then its
+# pytest tier — the core API, and gismo.ray in a two-raylet Ray cluster on this machine.
+python_package() {
+    local venv target=${CARGO_TARGET_DIR:-$PWD/target}/python
+    venv=$(bash tools/ray-venv.sh) || return 1
+    (
+        cd python &&
+            export CARGO_TARGET_DIR="$target" VIRTUAL_ENV="$venv" PYO3_PYTHON="$venv/bin/python" &&
+            cargo fmt -- --check &&
+            cargo clippy --all-targets -- -D warnings &&
+            "$venv/bin/maturin" develop -q &&
+            "$venv/bin/python" -m pytest -q tests
+    )
+}
+
 run_step "exhaustive memory_copy" exhaustive_copies
 run_step "qemu two guests" qemu_guests
+run_step "ray plasma wire" ray_plasma_wire
+run_step "python package + ray cluster" python_package
 if [ "$quick" -eq 1 ]; then
     echo
     echo "==> loom model checks: skipped (--quick)"

@@ -22,11 +22,23 @@ heartbeats it; exactly one holds the region's leader lease and reaps dead client
 lease + slack + min(lease/3, 100 ms) of its death, or within 100 ms of a clean stop, which releases
 the lease. `gismoctl stat` shows the leader.
 
+Plugins: --plugin NAME, --plugin-path PATH, --plugin-config K=V,... (default: the raylet's
+variables RAY_object_store_plugin_name, _path and _config) and --plugin-mode strict|fallback
+(RAY_object_store_plugin_mode, default strict). For the gismo plugin (built in, or loaded under the
+name gismo) the server serves the region as above, taking it from --region or else from the
+config's region key; the runner stays with the raylet, which consumes the host's events. For any
+other plugin the server hosts that plugin's runner (Start with the config and callbacks that log)
+until SIGTERM, e.g. a plasma store for tools and tests. If the plugin cannot be loaded or started,
+strict mode exits 7 with the cause; fallback mode logs one warning naming the cause and hosts
+plasma instead (for gismo also when its region cannot be opened).
+
 Exit codes:
   0  stopped by SIGTERM or SIGINT
   1  runtime error
-  2  usage error (bad option or value)
-  6  region unusable: cannot be opened, created, formatted, or attached (not formatted, corrupt)";
+  2  usage error (bad option or value; a bad plugin config, relative path or unknown built-in)
+  6  region unusable: cannot be opened, created, formatted, or attached (not formatted, corrupt)
+  7  plugin unusable: cannot be loaded (missing file, not a shared library, missing symbol, ABI
+     mismatch), made or started";
 
 /// GISMO region daemon: serves a shared-memory object store for Ray.
 #[derive(Debug, Parser)]
@@ -85,9 +97,53 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = 60000)]
     pub stats_interval_ms: u64,
 
+    /// Object store plugin: `gismo` (serve the region named by --region or the config's
+    /// `region` key), any other built-in or loaded plugin (host its runner). See "Plugins".
+    #[arg(id = "plugin_name", long = "plugin", env = gismo::plugin::config::ENV_NAME, value_name = "NAME")]
+    pub plugin: Option<String>,
+
+    /// Absolute path of a plugin shared library.
+    #[arg(id = "plugin_path", long = "plugin-path", env = gismo::plugin::config::ENV_PATH, value_name = "PATH")]
+    pub plugin_path: Option<String>,
+
+    /// The plugin's configuration, `key=value` pairs separated by `,`.
+    #[arg(id = "plugin_config", long = "plugin-config", env = gismo::plugin::config::ENV_CONFIG, value_name = "K=V,...")]
+    pub plugin_config: Option<String>,
+
+    /// When the plugin cannot be loaded or started: strict fails with the cause (exit 7);
+    /// fallback logs one warning naming the cause and hosts `plasma` instead.
+    #[arg(
+        id = "plugin_mode",
+        long = "plugin-mode",
+        env = gismo::plugin::config::ENV_MODE,
+        value_enum,
+        value_name = "MODE",
+        default_value_t = PluginModeArg::Strict
+    )]
+    pub plugin_mode: PluginModeArg,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_enum, value_name = "L", env = "GISMO_LOG", default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+}
+
+/// `--plugin-mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum PluginModeArg {
+    /// Fail with the cause.
+    #[default]
+    Strict,
+    /// Log one warning naming the cause and use `plasma` instead.
+    Fallback,
+}
+
+impl From<PluginModeArg> for gismo::plugin::Mode {
+    fn from(m: PluginModeArg) -> gismo::plugin::Mode {
+        match m {
+            PluginModeArg::Strict => gismo::plugin::Mode::Strict,
+            PluginModeArg::Fallback => gismo::plugin::Mode::Fallback,
+        }
+    }
 }
 
 /// The coherence mode to format a region for.

@@ -1,5 +1,6 @@
 //! Why the server stops with an error, and with which exit code (documented in `--help`).
 
+use gismo::plugin::PluginError;
 use gismo::region::RegionError;
 use gismo::store::StoreError;
 
@@ -10,6 +11,7 @@ pub enum ExitCode {
     Runtime = 1,
     Usage = 2,
     RegionUnusable = 6,
+    PluginUnusable = 7,
 }
 
 /// A fatal error: what to log and how to exit.
@@ -36,6 +38,17 @@ impl Failure {
         let code = match e {
             RegionError::InvalidSpec { .. } => ExitCode::Usage,
             _ => ExitCode::RegionUnusable,
+        };
+        Failure::new(code, format!("{context}: {e}"))
+    }
+
+    /// A plugin that could not be made: bad input is a usage error, anything else makes the
+    /// plugin unusable (as in `gismoctl`).
+    pub fn plugin(context: &str, e: &PluginError) -> Failure {
+        let code = if e.is_bad_input() {
+            ExitCode::Usage
+        } else {
+            ExitCode::PluginUnusable
         };
         Failure::new(code, format!("{context}: {e}"))
     }

@@ -14,6 +14,7 @@ mod config;
 mod default_region;
 mod failure;
 mod logger;
+mod plugin_host;
 mod provision;
 mod service;
 mod shutdown;
@@ -28,7 +29,7 @@ use clap::Parser;
 use gismo::region::RegionSpec;
 use gismo::store::leader::{LeaderId, LeaderLease};
 use gismo::units::ByteSize;
-use log::{error, info};
+use log::{error, info, warn};
 
 use crate::cli::Args;
 use crate::config::ServerConfig;
@@ -52,14 +53,39 @@ fn main() -> std::process::ExitCode {
 
 fn serve(args: &Args) -> Result<(), Failure> {
     let config = ServerConfig::from_args(args)?;
+    let plugin = plugin_host::Plugin::selected(args)?;
     let shutdown = shutdown::Shutdown::install().map_err(|e| {
         Failure::new(
             ExitCode::Runtime,
             format!("cannot install signal handlers: {e}"),
         )
     })?;
-    let request = request(args)?;
-    let (store, outcome) = provision::provision(&request)?;
+    let region = match &plugin {
+        None => args.region.clone(),
+        Some(p) if p.is_gismo() => {
+            info!(
+                "plugin {}: serving its region (the runner stays with the raylet)",
+                p.label()
+            );
+            p.gismo_region(args.region.as_deref())?
+        }
+        Some(p) => return plugin_host::host(p, &shutdown, config.stats_interval),
+    };
+    let request = request(args, region.as_deref())?;
+    let (store, outcome) = match provision::provision(&request) {
+        Ok(provisioned) => provisioned,
+        Err(f) => match &plugin {
+            Some(p) if p.mode == gismo::plugin::Mode::Fallback => {
+                warn!(
+                    "plugin {}: {}; falling back to plasma",
+                    p.label(),
+                    f.message
+                );
+                return plugin_host::host_plasma(&shutdown, config.stats_interval);
+            }
+            _ => return Err(f),
+        },
+    };
     if outcome == Outcome::Attached {
         info!("attached to the existing store in {}", request.spec);
     }
@@ -108,15 +134,16 @@ fn serve(args: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The region to serve, from the options or the embedded default.
-fn request(args: &Args) -> Result<Request, Failure> {
+/// The region to serve (`region`: from `--region` or the gismo plugin's config), or the
+/// embedded default.
+fn request(args: &Args, region: Option<&str>) -> Result<Request, Failure> {
     let policy = match (args.format, args.force) {
         (_, true) => FormatPolicy::Always,
         (true, false) => FormatPolicy::IfNeeded,
         (false, false) => FormatPolicy::Never,
     };
     let coherence = args.coherence.map(Into::into);
-    let Some(text) = &args.region else {
+    let Some(text) = region else {
         let sizing = default_region::sizing();
         let size = args.size.map_or(sizing.size, |s| s.0);
         info!(

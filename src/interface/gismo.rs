@@ -468,13 +468,45 @@ impl Drop for EmbeddedServer {
 /// How often an embedded leader reaps.
 const REAP_PERIOD_MS: u64 = 100;
 
+/// The client under which a runner holds its host's event-ring claim
+/// (`Store::claim_event_ring`), heartbeated by the runner loop.
+const CONSUMER_CLIENT_NAME: &str = "gismo-runner-events";
+
+/// Keeps the ring claim alive: heartbeats `consumer` (registering again if it was fenced: the
+/// runner was paused past its lease) and re-asserts the claim — a no-op while it holds it, a
+/// takeover once a runner that took it meanwhile is gone. Returns whether the claim is held.
+fn keep_claim(store: &Arc<Store>, host: usize, consumer: &mut Client, lease_ms: u64) -> bool {
+    if consumer.heartbeat().is_err() {
+        match store.connect(CONSUMER_CLIENT_NAME) {
+            Ok(c) => *consumer = c,
+            Err(_) => return false,
+        }
+    }
+    store.claim_event_ring(host, consumer, lease_ms).is_ok()
+}
+
 fn runner_loop(
     store: Arc<Store>,
     host: usize,
+    mut consumer: Client,
     cb: RunnerCallbacks,
     stop: Arc<AtomicBool>,
     settings: RunnerSettings,
 ) {
+    runner_events(&store, host, &mut consumer, cb, stop, settings);
+    store.release_event_ring(host, &consumer);
+}
+
+fn runner_events(
+    store: &Arc<Store>,
+    host: usize,
+    consumer: &mut Client,
+    cb: RunnerCallbacks,
+    stop: Arc<AtomicBool>,
+    settings: RunnerSettings,
+) {
+    let store = Arc::clone(store);
+    let mut claimed = true;
     let spill_threshold = settings.spill_threshold;
     let mut embedded = if settings.embedded {
         EmbeddedServer::new(&store, &settings)
@@ -519,6 +551,11 @@ fn runner_loop(
         }
         if now.saturating_sub(last_pressure_check) >= PRESSURE_PERIOD_MS {
             last_pressure_check = now;
+            let had = claimed;
+            claimed = keep_claim(&store, host, consumer, settings.lease_ms);
+            if claimed && !had {
+                rescan(&mut reported);
+            }
             // Plasma's rules 5 and 6: spilling is asked for when a create could not be served
             // even after eviction (after the full callback, which triggers a global GC), or
             // when usage passes the spilling threshold.
@@ -533,6 +570,11 @@ fn runner_loop(
                     (cb.spill_objects)();
                 }
             }
+        }
+        if !claimed {
+            // Another runner took the ring over while we were fenced: leave it alone.
+            std::thread::sleep(Duration::from_millis(PRESSURE_PERIOD_MS));
+            continue;
         }
         match ring.pop(now, &mut hole) {
             Ok(Some(ev)) => match ev.kind {
@@ -582,12 +624,17 @@ impl ObjectStoreRunner for GismoRunner {
         let me = HostIdentity::current();
         let host = host_index(store.hosts(), me.hash(), &me.name)
             .ok_or_else(|| Status::new(StatusCode::OutOfMemory, "host table full"))?;
+        // One consumer per host ring: a second runner with this host identity fails here.
+        let consumer = store.connect(CONSUMER_CLIENT_NAME)?;
+        store
+            .claim_event_ring(host, &consumer, settings.lease_ms)
+            .map_err(|e| Status::invalid(e.to_string()))?;
         self.stop.store(false, Ordering::Relaxed);
         let stop = Arc::clone(&self.stop);
         *thread = Some(
             std::thread::Builder::new()
                 .name("gismo-runner".into())
-                .spawn(move || runner_loop(store, host, callbacks, stop, settings))
+                .spawn(move || runner_loop(store, host, consumer, callbacks, stop, settings))
                 .map_err(|e| {
                     Status::new(StatusCode::IOError, format!("spawn runner thread: {e}"))
                 })?,

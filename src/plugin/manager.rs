@@ -6,8 +6,8 @@
 //! - A non-empty `path` loads a shared library (absolute path required) whatever the name: the
 //!   manager `dlopen`s it, looks up `CreateRunner` / `CreateClient`, checks the table's ABI version
 //!   and size, and wraps the handle in [`LoadedRunner`] / [`LoadedClient`].
-//! - An empty `path` selects a built-in plugin: `gismo`, `plasma` (also for an empty name);
-//!   `redis` is not built yet and returns [`PluginError::NotAvailable`].
+//! - An empty `path` selects a built-in plugin: `gismo`, `plasma` (also for an empty name), or
+//!   `redis` (objects in a Redis server, `docs/redis.md`).
 //!
 //! # Mixing plugins
 //!
@@ -19,9 +19,10 @@
 //!
 //! # Strict and fallback mode
 //!
-//! [`Mode::Strict`] fails with the cause. [`Mode::Fallback`] is meant to log one warning and start
-//! `plasma` instead; until plasma exists, the fallback itself fails with
-//! `NotAvailable("plasma: not built yet")`, after logging the warning with the first cause.
+//! [`Mode::Strict`] fails with the cause. [`Mode::Fallback`] logs one warning naming the cause
+//! and makes `plasma` instead, with the plasma keys the configuration holds (`store_socket_name`,
+//! `object_store_memory`, …; defaults for the others); if that fails too, its error is returned. Every configuration except plasma itself (an empty or `plasma` name without a
+//! library path) falls back — a library path with an empty name included.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -31,8 +32,8 @@ use libloading::Library;
 
 use crate::interface::{GismoClient, GismoRunner, ObjectStoreClient, ObjectStoreRunner, Status};
 use crate::plugin::abi::{
-    CreateClientFn, CreateRunnerFn, GismoClientApi, GismoError, GismoRunnerApi, ABI_VERSION,
-    CREATE_CLIENT_SYMBOL, CREATE_RUNNER_SYMBOL,
+    CreateClientFn, CreateRunnerFn, GismoClientApi, GismoClientHandle, GismoError, GismoRunnerApi,
+    GismoRunnerHandle, ABI_VERSION, CREATE_CLIENT_SYMBOL, CREATE_RUNNER_SYMBOL,
 };
 use crate::plugin::config::{check_keys, ConfigError, PluginConfig, GISMO_KEYS};
 use crate::plugin::loaded::{CParams, LoadedClient, LoadedRunner};
@@ -87,6 +88,22 @@ pub enum PluginError {
     Status(#[from] Status),
 }
 
+impl PluginError {
+    /// Whether the caller's input is at fault — a relative path, an unknown built-in name, a
+    /// malformed config or an unknown key, a value the plugin calls `Invalid` — rather than the
+    /// plugin (missing or broken library, ABI mismatch, a failing factory, not available). Tools
+    /// report the first as usage errors.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            PluginError::RelativePath(_)
+            | PluginError::UnknownPlugin(_)
+            | PluginError::Config(_) => true,
+            PluginError::Status(s) => s.code == crate::interface::StatusCode::Invalid,
+            _ => false,
+        }
+    }
+}
+
 /// What to do when the configured plugin cannot be made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mode {
@@ -100,10 +117,6 @@ pub enum Mode {
 /// The process-wide plugin manager.
 pub struct PluginManager {
     libraries: Mutex<HashMap<PathBuf, Weak<Library>>>,
-}
-
-fn not_built(name: &str) -> PluginError {
-    PluginError::NotAvailable(format!("{name}: not built yet"))
 }
 
 impl PluginManager {
@@ -143,7 +156,12 @@ impl PluginManager {
                 check_keys("plasma", config, crate::plasma::PLASMA_KEYS)?;
                 Ok(Box::new(crate::plasma::PlasmaRunner::new(config)?))
             }
-            "redis" => Err(not_built("redis")),
+            "redis" => {
+                check_keys(name, config, crate::plugin::config::REDIS_KEYS)?;
+                Ok(Box::new(crate::plugin::redis::RedisRunner::from_config(
+                    config,
+                )?))
+            }
             other => Err(PluginError::UnknownPlugin(other.to_string())),
         }
     }
@@ -170,7 +188,12 @@ impl PluginManager {
                 check_keys("plasma", config, crate::plasma::PLASMA_KEYS)?;
                 Ok(Arc::new(crate::plasma::PlasmaClient::from_config(config)?))
             }
-            "redis" => Err(not_built("redis")),
+            "redis" => {
+                check_keys(name, config, crate::plugin::config::REDIS_KEYS)?;
+                Ok(Arc::new(crate::plugin::redis::RedisClient::from_config(
+                    config,
+                )?))
+            }
             other => Err(PluginError::UnknownPlugin(other.to_string())),
         }
     }
@@ -184,14 +207,9 @@ impl PluginManager {
         config: &PluginConfig,
         mode: Mode,
     ) -> Result<Box<dyn ObjectStoreRunner>, PluginError> {
-        match self.create_runner(&config.name, &config.path, &config.params) {
-            Ok(r) => Ok(r),
-            Err(e) if mode == Mode::Fallback && !matches!(config.name.as_str(), "" | "plasma") => {
-                eprintln!("warning: object store plugin {config}: {e}; falling back to plasma");
-                self.create_runner("plasma", "", &BTreeMap::new())
-            }
-            Err(e) => Err(e),
-        }
+        with_fallback(config, mode, |name, path, params| {
+            self.create_runner(name, path, params)
+        })
     }
 
     /// [`create_client`](Self::create_client) for a [`PluginConfig`], in `mode` (as
@@ -204,14 +222,9 @@ impl PluginManager {
         config: &PluginConfig,
         mode: Mode,
     ) -> Result<Arc<dyn ObjectStoreClient>, PluginError> {
-        match self.create_client(&config.name, &config.path, &config.params) {
-            Ok(c) => Ok(c),
-            Err(e) if mode == Mode::Fallback && !matches!(config.name.as_str(), "" | "plasma") => {
-                eprintln!("warning: object store plugin {config}: {e}; falling back to plasma");
-                self.create_client("plasma", "", &BTreeMap::new())
-            }
-            Err(e) => Err(e),
-        }
+        with_fallback(config, mode, |name, path, params| {
+            self.create_client(name, path, params)
+        })
     }
 
     /// The library at `path`, loaded once and shared while anything uses it.
@@ -245,16 +258,41 @@ impl PluginManager {
         path: &Path,
         config: &BTreeMap<String, String>,
     ) -> Result<Arc<dyn ObjectStoreClient>, PluginError> {
+        let (lib, table, handle) = self.load::<ClientFactory>(path, config)?;
+        // SAFETY: handle and table come from this library's CreateClient, checked by `load`.
+        Ok(Arc::new(unsafe { LoadedClient::new(lib, table, handle) }))
+    }
+
+    fn load_runner(
+        &self,
+        path: &Path,
+        config: &BTreeMap<String, String>,
+    ) -> Result<Box<dyn ObjectStoreRunner>, PluginError> {
+        let (lib, table, handle) = self.load::<RunnerFactory>(path, config)?;
+        // SAFETY: handle and table come from this library's CreateRunner, checked by `load`.
+        Ok(Box::new(unsafe { LoadedRunner::new(lib, table, handle) }))
+    }
+
+    /// Loads `path`, calls its `F` factory with `config` and checks the table it returns: ABI
+    /// version, size, and that no function is null. On success the handle and the (copied) table
+    /// belong together and to the returned library.
+    fn load<F: Factory>(
+        &self,
+        path: &Path,
+        config: &BTreeMap<String, String>,
+    ) -> Result<Made<F>, PluginError> {
         let lib = self.library(path)?;
-        let missing = || PluginError::MissingSymbol {
-            path: path.to_path_buf(),
-            symbol: "CreateClient",
-        };
-        // SAFETY: the symbol is specified to have `CreateClientFn`'s type (plugin ABI).
-        let create: CreateClientFn =
-            *unsafe { lib.get::<CreateClientFn>(CREATE_CLIENT_SYMBOL) }.map_err(|_| missing())?;
+        // SAFETY: the symbol is specified to have `FactoryFn<F>`'s type (plugin ABI: the
+        // `CreateClientFn` / `CreateRunnerFn` of `abi.rs`).
+        let create: FactoryFn<F> =
+            *unsafe { lib.get::<FactoryFn<F>>(F::SYMBOL) }.map_err(|_| {
+                PluginError::MissingSymbol {
+                    path: path.to_path_buf(),
+                    symbol: F::SYMBOL_NAME,
+                }
+            })?;
         let params = CParams::new(config)?;
-        let mut api: *const GismoClientApi = std::ptr::null();
+        let mut api: *const F::Table = std::ptr::null();
         let mut err = GismoError::default();
         // SAFETY: arrays of `params.len()` C strings, valid out pointers.
         let handle = unsafe {
@@ -268,7 +306,7 @@ impl PluginManager {
         };
         let failed = |message: String| PluginError::FactoryFailed {
             path: path.to_path_buf(),
-            symbol: "CreateClient",
+            symbol: F::SYMBOL_NAME,
             message,
         };
         if handle.is_null() {
@@ -283,77 +321,103 @@ impl PluginManager {
             // Without a table there is no destroy: the handle is leaked.
             return Err(failed("returned a handle but no function table".into()));
         }
-        // SAFETY: the first two fields are common to every ABI version.
-        let (version, size) = unsafe { ((*api).abi_version, (*api).struct_size) };
+        // SAFETY: both tables are `repr(C)` and start with `abi_version: u32, struct_size: u32`,
+        // the header common to every ABI version.
+        let [version, size] = unsafe { api.cast::<[u32; 2]>().read() };
         check_table(
             path,
-            "GismoClientApi",
+            F::TABLE_NAME,
             version,
             size,
-            std::mem::size_of::<GismoClientApi>(),
+            std::mem::size_of::<F::Table>(),
         )?;
         // SAFETY: version and size checked: the table has this layout (copied once).
         let table = unsafe { *api };
-        check_client_functions(path, &table)?;
-        // SAFETY: handle and table come from this library's CreateClient, checked above.
-        Ok(Arc::new(unsafe { LoadedClient::new(lib, table, handle) }))
+        F::check_functions(path, &table)?;
+        Ok((lib, table, handle))
     }
+}
 
-    fn load_runner(
-        &self,
-        path: &Path,
-        config: &BTreeMap<String, String>,
-    ) -> Result<Box<dyn ObjectStoreRunner>, PluginError> {
-        let lib = self.library(path)?;
-        // SAFETY: the symbol is specified to have `CreateRunnerFn`'s type (plugin ABI).
-        let create: CreateRunnerFn = *unsafe { lib.get::<CreateRunnerFn>(CREATE_RUNNER_SYMBOL) }
-            .map_err(|_| PluginError::MissingSymbol {
-                path: path.to_path_buf(),
-                symbol: "CreateRunner",
-            })?;
-        let params = CParams::new(config)?;
-        let mut api: *const GismoRunnerApi = std::ptr::null();
-        let mut err = GismoError::default();
-        // SAFETY: arrays of `params.len()` C strings, valid out pointers.
-        let handle = unsafe {
-            create(
-                params.keys.as_ptr(),
-                params.values.as_ptr(),
-                params.len(),
-                &mut api,
-                &mut err,
-            )
-        };
-        let failed = |message: String| PluginError::FactoryFailed {
-            path: path.to_path_buf(),
-            symbol: "CreateRunner",
-            message,
-        };
-        if handle.is_null() {
-            let m = err.text();
-            return Err(failed(if m.is_empty() {
-                "returned null".into()
-            } else {
-                m
-            }));
+/// `create` for `config`; in fallback mode, one warning and `plasma` if that fails.
+fn with_fallback<T>(
+    config: &PluginConfig,
+    mode: Mode,
+    create: impl Fn(&str, &str, &BTreeMap<String, String>) -> Result<T, PluginError>,
+) -> Result<T, PluginError> {
+    match create(&config.name, &config.path, &config.params) {
+        Ok(made) => Ok(made),
+        // A library path is never plasma, whatever the name (an empty name with a path too).
+        Err(e)
+            if mode == Mode::Fallback
+                && !(config.path.is_empty() && matches!(config.name.as_str(), "" | "plasma")) =>
+        {
+            eprintln!("warning: object store {config}: {e}; falling back to plasma");
+            // The plasma settings the configuration names (e.g. `store_socket_name`), if any.
+            let plasma: BTreeMap<String, String> = config
+                .params
+                .iter()
+                .filter(|(k, _)| crate::plasma::PLASMA_KEYS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            create("plasma", "", &plasma)
         }
-        if api.is_null() {
-            return Err(failed("returned a handle but no function table".into()));
-        }
-        // SAFETY: the first two fields are common to every ABI version.
-        let (version, size) = unsafe { ((*api).abi_version, (*api).struct_size) };
-        check_table(
-            path,
-            "GismoRunnerApi",
-            version,
-            size,
-            std::mem::size_of::<GismoRunnerApi>(),
-        )?;
-        // SAFETY: version and size checked: the table has this layout (copied once).
-        let table = unsafe { *api };
-        check_runner_functions(path, &table)?;
-        // SAFETY: handle and table come from this library's CreateRunner, checked above.
-        Ok(Box::new(unsafe { LoadedRunner::new(lib, table, handle) }))
+        Err(e) => Err(e),
+    }
+}
+
+/// The two factories of the ABI (`CreateClient`, `CreateRunner`): the same protocol over
+/// different types and names.
+trait Factory {
+    type Table: Copy;
+    type Handle;
+    const SYMBOL: &'static [u8];
+    const SYMBOL_NAME: &'static str;
+    const TABLE_NAME: &'static str;
+    fn check_functions(path: &Path, table: &Self::Table) -> Result<(), PluginError>;
+}
+
+/// What a factory made: the library, the (copied, checked) table and the handle.
+type Made<F> = (
+    Arc<Library>,
+    <F as Factory>::Table,
+    *mut <F as Factory>::Handle,
+);
+
+/// A factory's C signature (`CreateClientFn` / `CreateRunnerFn`).
+type FactoryFn<F> = unsafe extern "C" fn(
+    keys: *const *const std::ffi::c_char,
+    values: *const *const std::ffi::c_char,
+    n: u64,
+    api: *mut *const <F as Factory>::Table,
+    err: *mut GismoError,
+) -> *mut <F as Factory>::Handle;
+
+struct ClientFactory;
+struct RunnerFactory;
+
+/// Compiles only while `FactoryFn` matches the ABI's declared factory types.
+const _: fn(CreateClientFn) -> FactoryFn<ClientFactory> = |f| f;
+const _: fn(CreateRunnerFn) -> FactoryFn<RunnerFactory> = |f| f;
+
+impl Factory for ClientFactory {
+    type Table = GismoClientApi;
+    type Handle = GismoClientHandle;
+    const SYMBOL: &'static [u8] = CREATE_CLIENT_SYMBOL;
+    const SYMBOL_NAME: &'static str = "CreateClient";
+    const TABLE_NAME: &'static str = "GismoClientApi";
+    fn check_functions(path: &Path, table: &GismoClientApi) -> Result<(), PluginError> {
+        check_client_functions(path, table)
+    }
+}
+
+impl Factory for RunnerFactory {
+    type Table = GismoRunnerApi;
+    type Handle = GismoRunnerHandle;
+    const SYMBOL: &'static [u8] = CREATE_RUNNER_SYMBOL;
+    const SYMBOL_NAME: &'static str = "CreateRunner";
+    const TABLE_NAME: &'static str = "GismoRunnerApi";
+    fn check_functions(path: &Path, table: &GismoRunnerApi) -> Result<(), PluginError> {
+        check_runner_functions(path, table)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 mod ffi;
 pub mod loaded;
 pub mod manager;
+pub mod redis;
 
 pub use config::{ConfigError, PluginConfig};
 pub use manager::{Mode, PluginError, PluginManager};

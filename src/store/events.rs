@@ -14,6 +14,10 @@
 //! (see `GismoRunner`), so nothing is lost for good — only delayed. A producer killed between
 //! claiming a cell and publishing it leaves a hole; the consumer skips a hole that stays
 //! unpublished for [`HOLE_TIMEOUT_MS`] while later cells are ready, and rescans.
+//!
+//! **One consumer per ring.** The ring is single-consumer; the entry's `consumer` word records
+//! which client consumes it (see `ring_claim.rs`: claimed at a runner's start, taken over from a
+//! dead client, released at stop).
 
 use crate::store::object_id::ObjectId;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
@@ -43,7 +47,10 @@ pub struct HostEntry {
     pub runner_heartbeat_ms: AtomicU64,
     /// Host name, NUL padded (informational).
     pub name: [AtomicU64; 8],
-    pub _reserved: [AtomicU64; 3],
+    /// The client consuming this host's ring: `epoch:32 | (index + 1):32`, 0 = none (see
+    /// `ring_claim.rs`). Was the first reserved word: regions formatted before it read 0.
+    pub consumer: AtomicU64,
+    pub _reserved: [AtomicU64; 2],
 }
 
 #[cfg(not(loom))]
@@ -253,6 +260,7 @@ mod tests {
             overflows: AtomicU64::new(0),
             runner_heartbeat_ms: AtomicU64::new(0),
             name: std::array::from_fn(|_| AtomicU64::new(0)),
+            consumer: AtomicU64::new(0),
             _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }

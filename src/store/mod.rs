@@ -20,6 +20,7 @@ pub mod events;
 pub mod nodes;
 pub mod object_id;
 pub mod refs;
+pub mod ring_claim;
 
 #[cfg(not(loom))]
 mod client;

@@ -13,6 +13,13 @@ Region specs: file:/dev/shm/gismo, hugetlbfs:/mnt/huge/gismo, dax:/dev/dax0.0, f
 path (a /dev/dax* or character device is device DAX, a path on hugetlbfs is hugetlbfs, anything
 else a file). Object ids are 56 hex digits (Ray's 28-byte ObjectID).
 
+Plugins: --plugin NAME, --plugin-path PATH and --plugin-config K=V,... (default: the variables
+RAY_object_store_plugin_name, _path and _config, as a raylet reads them) send put, get, rm, stat,
+ls and bench through that plugin's client; --plugin-mode (RAY_object_store_plugin_mode) strict
+fails if it cannot be made, fallback warns once and uses plasma. For the gismo plugin without a
+region= key, --region supplies it. A bad plugin config, a relative path or an unknown built-in name
+is a usage error (2).
+
 Exit codes:
   0  success
   1  any other error (I/O on input or output files, client table full, ...)
@@ -21,6 +28,9 @@ Exit codes:
   4  already exists (object id taken by `put`; region already formatted, without --force)
   5  store full (no room in the heap or the object directory)
   6  region unusable: cannot be opened, not formatted, corrupt, or from another version
+  7  plugin unusable: the plugin cannot be loaded or started (missing library, not a shared
+     library, missing symbol, ABI mismatch, its factory or start failed, not available)
+  8  not supported by the plugin (`ls` needs the gismo plugin)
   130  interrupted (SIGINT or SIGTERM) while `get` waited or `put` copied; nothing is left behind";
 
 /// Command-line tool for GISMO regions: shared-memory object stores for Ray.
@@ -42,8 +52,82 @@ pub struct Cli {
     #[arg(long, global = true, env = "GISMO_REGION_OFFSET", value_name = "SIZE")]
     pub region_offset: Option<ByteSize>,
 
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The object store plugin to go through (issue 5): the raylet's three settings, plus the mode.
+///
+/// Without `--plugin` and `--plugin-path` (and their variables) the commands work directly on
+/// `--region`. With either, `put`, `get`, `rm`, `stat`, `ls` and `bench` go through the plugin's
+/// client (and runner); `format`, `clients` and `fsck` always work on `--region`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PluginArgs {
+    /// Object store plugin: `gismo`, `plasma`, `redis` (built in), or any name with
+    /// --plugin-path.
+    #[arg(
+        id = "plugin",
+        long = "plugin",
+        global = true,
+        env = gismo::plugin::config::ENV_NAME,
+        value_name = "NAME"
+    )]
+    pub name: Option<String>,
+
+    /// Absolute path of a plugin shared library (loaded whatever --plugin says).
+    #[arg(
+        id = "plugin_path",
+        long = "plugin-path",
+        global = true,
+        env = gismo::plugin::config::ENV_PATH,
+        value_name = "PATH"
+    )]
+    pub path: Option<String>,
+
+    /// The plugin's configuration: `key=value` pairs separated by `,` (`\,` `\=` `\\` escape).
+    #[arg(
+        id = "plugin_config",
+        long = "plugin-config",
+        global = true,
+        env = gismo::plugin::config::ENV_CONFIG,
+        value_name = "K=V,..."
+    )]
+    pub config: Option<String>,
+
+    /// What to do when the plugin cannot be loaded or started: fail with the cause (strict), or
+    /// warn once and use `plasma` (fallback).
+    #[arg(
+        id = "plugin_mode",
+        long = "plugin-mode",
+        global = true,
+        env = gismo::plugin::config::ENV_MODE,
+        value_enum,
+        value_name = "MODE",
+        default_value_t = PluginModeArg::Strict
+    )]
+    pub mode: PluginModeArg,
+}
+
+/// `--plugin-mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum PluginModeArg {
+    /// Fail with the cause.
+    #[default]
+    Strict,
+    /// Log one warning naming the cause and use `plasma` instead.
+    Fallback,
+}
+
+impl From<PluginModeArg> for gismo::plugin::Mode {
+    fn from(m: PluginModeArg) -> gismo::plugin::Mode {
+        match m {
+            PluginModeArg::Strict => gismo::plugin::Mode::Strict,
+            PluginModeArg::Fallback => gismo::plugin::Mode::Fallback,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,7 +135,7 @@ pub enum Command {
     /// Create the region if needed and write an empty store into it.
     Format(FormatArgs),
     /// Show the store's size, usage, objects by state, clients and counters.
-    Stat(JsonFlag),
+    Stat(StatArgs),
     /// List the objects in the store.
     Ls(JsonFlag),
     /// Store a file (or standard input, `-`) as a sealed object.
@@ -64,7 +148,8 @@ pub enum Command {
     Clients(JsonFlag),
     /// Check the store's metadata; exits 1 if a problem remains.
     Fsck(FsckArgs),
-    /// Measure puts and gets from several processes.
+    /// Measure get, put, wait, transfer and throughput with worker processes (on the region or
+    /// through the plugin): a table, or --json.
     Bench(BenchArgs),
     /// One `bench` process (run by `bench`, not by hand).
     #[command(hide = true)]
@@ -73,22 +158,82 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Worker processes.
-    #[arg(long, short = 'p', value_name = "N", default_value_t = 1)]
-    pub processes: u32,
-    /// Object size (4096, 1MiB).
+    /// What to measure (comma separated): get (get + release of a sealed object), put (create +
+    /// write + seal), wait (a get woken by another process's seal), transfer (an object created
+    /// by one process and read in full by another), throughput (put + get + delete loops in
+    /// every --processes count).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "OPS",
+        default_value = "get,put,wait,transfer,throughput"
+    )]
+    pub ops: Vec<BenchOp>,
+    /// Object sizes of get, put and transfer (comma separated; e.g. 1KiB,64KiB,1MiB,16MiB,256MiB).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "SIZES",
+        default_value = "1KiB,64KiB,1MiB,16MiB"
+    )]
+    pub sizes: Vec<ByteSize>,
+    /// Worker process counts of the throughput runs (comma separated).
+    #[arg(
+        long,
+        short = 'p',
+        value_delimiter = ',',
+        value_name = "N,...",
+        default_value = "1,2,4"
+    )]
+    pub processes: Vec<u32>,
+    /// Object size of the throughput runs.
     #[arg(long, value_name = "SIZE", default_value = "64KiB")]
     pub size: ByteSize,
-    /// How long the workers run.
-    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    /// How long each run lasts.
+    #[arg(long, value_name = "S", default_value_t = 1.0)]
     pub seconds: f64,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (and no progress bar).
     #[arg(long)]
     pub json: bool,
 }
 
+/// One `bench` measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchOp {
+    Get,
+    Put,
+    Wait,
+    Transfer,
+    Throughput,
+}
+
+/// What one `bench-worker` process does (see `commands/bench/worker.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchRole {
+    /// Get and release one sealed object of its own.
+    Get,
+    /// Create, write, seal (and, untimed, delete) objects.
+    Put,
+    /// Seal objects the `wait-get` peer is waiting for.
+    WaitSeal,
+    /// Wait for each object the `wait-seal` peer seals.
+    WaitGet,
+    /// Create objects for the `transfer-get` peer.
+    TransferPut,
+    /// Read in full each object the `transfer-put` peer creates.
+    TransferGet,
+    /// Put, get and delete objects of its own in a loop.
+    Throughput,
+}
+
 #[derive(Debug, Args)]
 pub struct BenchWorkerArgs {
+    #[arg(long, value_enum)]
+    pub role: BenchRole,
+    /// Tells this run's objects apart from any other's.
+    #[arg(long)]
+    pub run: u32,
     #[arg(long)]
     pub worker: u32,
     #[arg(long)]
@@ -109,6 +254,18 @@ pub struct FsckArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// With a plugin: start its runner (with the plugin config and no-op callbacks) before
+    /// reading the runner's memory figures, and stop it after. A gismo runner started this way
+    /// briefly consumes this host's event ring, so it fails while a raylet's runner holds it.
+    #[arg(long)]
+    pub start_runner: bool,
 }
 
 #[derive(Debug, Args)]

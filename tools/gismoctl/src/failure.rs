@@ -6,6 +6,8 @@
 use std::fmt;
 
 use gismo::format::FormatError;
+use gismo::interface::{Status, StatusCode};
+use gismo::plugin::PluginError;
 use gismo::region::RegionError;
 use gismo::store::StoreError;
 
@@ -19,7 +21,28 @@ pub enum ExitCode {
     AlreadyExists = 4,
     StoreFull = 5,
     RegionUnusable = 6,
+    PluginUnusable = 7,
+    NotSupported = 8,
     Interrupted = 130,
+}
+
+impl ExitCode {
+    /// The code a gismoctl process exited with (e.g. a `bench` worker), if it is one of ours.
+    pub fn from_code(code: i32) -> Option<ExitCode> {
+        [
+            ExitCode::Error,
+            ExitCode::Usage,
+            ExitCode::NotFound,
+            ExitCode::AlreadyExists,
+            ExitCode::StoreFull,
+            ExitCode::RegionUnusable,
+            ExitCode::PluginUnusable,
+            ExitCode::NotSupported,
+            ExitCode::Interrupted,
+        ]
+        .into_iter()
+        .find(|c| *c as i32 == code)
+    }
 }
 
 /// A failed command: what to print (without the `gismoctl: ` prefix) and how to exit.
@@ -72,6 +95,32 @@ impl Failure {
             _ => ExitCode::RegionUnusable,
         };
         Failure::new(code, format!("{context}: {e}"))
+    }
+
+    /// A plugin that could not be made: bad input (a relative path, an unknown built-in, a bad
+    /// config string or key, a value the plugin calls invalid) is a usage error; anything else
+    /// (missing or broken library, ABI mismatch, a factory that failed) makes it unusable.
+    pub fn plugin(context: impl fmt::Display, e: &PluginError) -> Failure {
+        let code = if e.is_bad_input() {
+            ExitCode::Usage
+        } else {
+            ExitCode::PluginUnusable
+        };
+        Failure::new(code, format!("{context}: {e}"))
+    }
+
+    /// A Ray status returned by a plugin's client while doing `context`.
+    pub fn status(context: impl fmt::Display, s: &Status) -> Failure {
+        let code = match s.code {
+            StatusCode::ObjectExists => ExitCode::AlreadyExists,
+            StatusCode::ObjectNotFound | StatusCode::TimedOut => ExitCode::NotFound,
+            StatusCode::ObjectStoreFull
+            | StatusCode::TransientObjectStoreFull
+            | StatusCode::OutOfMemory => ExitCode::StoreFull,
+            StatusCode::NotImplemented => ExitCode::NotSupported,
+            _ => ExitCode::Error,
+        };
+        Failure::new(code, format!("{context}: {} ({:?})", s.message, s.code))
     }
 
     /// The message as one line: embedded newlines (from an OS or library message) are folded,

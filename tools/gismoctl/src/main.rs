@@ -8,6 +8,7 @@ mod commands;
 mod failure;
 mod interrupt;
 mod output;
+mod plugin_access;
 mod region_access;
 
 use clap::error::ErrorKind;

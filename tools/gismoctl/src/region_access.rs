@@ -29,6 +29,11 @@ pub fn set_region_offset(offset: u64) {
     let _ = REGION_OFFSET.set(offset);
 }
 
+/// `--region-offset`, if one was given (for processes this one starts).
+pub fn region_offset() -> Option<u64> {
+    REGION_OFFSET.get().copied().filter(|o| *o != 0)
+}
+
 /// Opens the existing region `spec` without changing it.
 ///
 /// # Errors

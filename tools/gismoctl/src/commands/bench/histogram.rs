@@ -11,12 +11,15 @@ const BUCKETS: usize = 41 * SUB as usize;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Histogram {
     counts: Vec<u64>,
+    /// Sum of every recorded value, for the mean (exact, unlike the buckets).
+    sum_ns: u64,
 }
 
 impl Default for Histogram {
     fn default() -> Histogram {
         Histogram {
             counts: vec![0; BUCKETS],
+            sum_ns: 0,
         }
     }
 }
@@ -43,11 +46,21 @@ fn value_of(b: usize) -> u64 {
 impl Histogram {
     pub fn record(&mut self, ns: u64) {
         self.counts[bucket_of(ns)] += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
     }
 
     pub fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
+        }
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+    }
+
+    /// The mean in ns; 0 when empty.
+    pub fn mean(&self) -> f64 {
+        match self.count() {
+            0 => 0.0,
+            n => self.sum_ns as f64 / n as f64,
         }
     }
 
@@ -99,5 +112,11 @@ mod tests {
         assert!((470..=500).contains(&p50), "{p50}");
         assert!(h.quantile(0.999) >= 940);
         assert_eq!(Histogram::default().quantile(0.5), 0);
+        assert!((h.mean() - 500.5).abs() < 1e-9);
+        let mut merged = Histogram::default();
+        merged.merge(&h);
+        merged.merge(&h);
+        assert_eq!(merged.count(), 2000);
+        assert!((merged.mean() - 500.5).abs() < 1e-9);
     }
 }

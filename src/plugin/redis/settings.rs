@@ -1,0 +1,151 @@
+//! The redis plugin's configuration: the `key=value` map of `RAY_object_store_plugin_config`
+//! (keys in [`REDIS_KEYS`](crate::plugin::config::REDIS_KEYS)), parsed and checked once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::plugin::redis::RedisStoreError;
+
+/// Where the store is and how long to wait for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `url=`: a `redis://[user:password@]host:port/db` URL (or `unix://path?db=N`).
+    pub url: String,
+    /// `prefix=`: prepended to every key and channel the plugin uses (default `gismo:`).
+    pub prefix: String,
+    /// `connect_timeout_ms=`: how long to try to get a connection (default 2000).
+    pub connect_timeout: Duration,
+    /// `io_timeout_ms=`: read/write timeout of every command (default 5000).
+    pub io_timeout: Duration,
+    /// `pool_size=`: most connections a process keeps to this store (default 8).
+    pub pool_size: u32,
+    /// `wait_recheck_ms=`: a waiting `get` re-reads Redis this often even without a seal
+    /// message, for writers that do not publish (default 1000).
+    pub wait_recheck: Duration,
+}
+
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/0";
+pub const DEFAULT_PREFIX: &str = "gismo:";
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: DEFAULT_URL.into(),
+            prefix: DEFAULT_PREFIX.into(),
+            connect_timeout: Duration::from_millis(2000),
+            io_timeout: Duration::from_millis(5000),
+            pool_size: 8,
+            wait_recheck: Duration::from_millis(1000),
+        }
+    }
+}
+
+fn millis(
+    params: &BTreeMap<String, String>,
+    key: &'static str,
+    default: Duration,
+) -> Result<Duration, RedisStoreError> {
+    let Some(v) = params.get(key) else {
+        return Ok(default);
+    };
+    match v.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_millis(n)),
+        _ => Err(RedisStoreError::Config {
+            key,
+            value: v.clone(),
+            reason: "expected a positive number of milliseconds".into(),
+        }),
+    }
+}
+
+impl RedisSettings {
+    /// Reads the keys it knows from `params` (unknown keys are the manager's business:
+    /// `check_keys`).
+    ///
+    /// # Errors
+    /// [`RedisStoreError::Config`] for a value that does not parse or a URL the client refuses.
+    pub fn from_params(params: &BTreeMap<String, String>) -> Result<Self, RedisStoreError> {
+        let d = RedisSettings::default();
+        let url = params.get("url").cloned().unwrap_or(d.url);
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            return Err(RedisStoreError::Config {
+                key: "url",
+                value: url,
+                reason: e.to_string(),
+            });
+        }
+        let prefix = params.get("prefix").cloned().unwrap_or(d.prefix);
+        let pool_size = match params.get("pool_size") {
+            None => d.pool_size,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=1024).contains(&n) => n,
+                _ => {
+                    return Err(RedisStoreError::Config {
+                        key: "pool_size",
+                        value: v.clone(),
+                        reason: "expected 1..=1024".into(),
+                    })
+                }
+            },
+        };
+        Ok(RedisSettings {
+            url,
+            prefix,
+            connect_timeout: millis(params, "connect_timeout_ms", d.connect_timeout)?,
+            io_timeout: millis(params, "io_timeout_ms", d.io_timeout)?,
+            pool_size,
+            wait_recheck: millis(params, "wait_recheck_ms", d.wait_recheck)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        assert_eq!(
+            RedisSettings::from_params(&BTreeMap::new()).unwrap(),
+            RedisSettings::default()
+        );
+        let s = RedisSettings::from_params(&map(&[
+            ("url", "redis://127.0.0.1:7000/2"),
+            ("prefix", "ray:"),
+            ("connect_timeout_ms", "300"),
+            ("io_timeout_ms", "400"),
+            ("pool_size", "3"),
+            ("wait_recheck_ms", "50"),
+        ]))
+        .unwrap();
+        assert_eq!(s.url, "redis://127.0.0.1:7000/2");
+        assert_eq!(s.prefix, "ray:");
+        assert_eq!(s.connect_timeout, Duration::from_millis(300));
+        assert_eq!(s.io_timeout, Duration::from_millis(400));
+        assert_eq!(s.pool_size, 3);
+        assert_eq!(s.wait_recheck, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (k, v) in [
+            ("url", "http://nope"),
+            ("connect_timeout_ms", "0"),
+            ("io_timeout_ms", "soon"),
+            ("pool_size", "0"),
+            ("wait_recheck_ms", "-1"),
+        ] {
+            match RedisSettings::from_params(&map(&[(k, v)])) {
+                Err(RedisStoreError::Config { key, .. }) => assert_eq!(key, k),
+                other => panic!("{k}={v}: {other:?}"),
+            }
+        }
+    }
+}
