@@ -83,6 +83,26 @@ impl Drop for RayHead {
     }
 }
 
+/// `gismoctl` next to this test binary (`target/<profile>/`; tools/test.sh builds it first).
+fn gismoctl() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("gismoctl");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build` first",
+        bin.display()
+    );
+    bin
+}
+
+fn object_hex(id: &ObjectId) -> String {
+    id.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn hex_id(s: &str) -> ObjectId {
     let bytes: Vec<u8> = (0..s.len())
         .step_by(2)
