@@ -27,6 +27,10 @@ enum Cmd {
         /// A short run (sizes up to 16 MiB, 0.2 s per measurement): checks the harness only.
         #[arg(long)]
         quick: bool,
+        /// A tiny run (two small sizes, a few milliseconds each, no multi-process runs): the
+        /// harness's own test.
+        #[arg(long, hide = true)]
+        smoke: bool,
         /// The page to rewrite (between its `gismo-bench report` markers).
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
@@ -48,18 +52,24 @@ enum Cmd {
 fn main() {
     let Cmd::Report {
         quick,
+        smoke,
         out,
         plots,
         ray,
         gismoctl,
         json,
     } = Cli::parse().cmd;
-    let budget = if quick {
+    let quick = quick || smoke;
+    let budget = if smoke {
+        Duration::from_millis(20)
+    } else if quick {
         Duration::from_millis(200)
     } else {
         Duration::from_secs(2)
     };
-    let sizes: Vec<usize> = if quick {
+    let sizes: Vec<usize> = if smoke {
+        vec![1 << 10, 64 << 10]
+    } else if quick {
         vec![1 << 10, 64 << 10, 1 << 20, 16 << 20]
     } else {
         vec![1 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20]
@@ -69,7 +79,7 @@ fn main() {
     let mut r = report::Report::new(quick);
 
     eprintln!("physical limits ...");
-    let mut pool = vec![0u8; 1 << 30];
+    let mut pool = vec![0u8; if smoke { 64 << 20 } else { 1 << 30 }];
     pool.iter_mut().step_by(4096).for_each(|b| *b = 1);
     let copiers: Vec<Copier> = [
         Some(Copier::plain()),
@@ -101,7 +111,13 @@ fn main() {
         }
     }
 
-    let cross = if quick { 16 << 20 } else { 64 << 20 };
+    let cross = if smoke {
+        64 << 10
+    } else if quick {
+        16 << 20
+    } else {
+        64 << 20
+    };
     if src.len() >= cross {
         eprintln!("cross-node reads ...");
         let rounds = if quick { 3 } else { 10 };
@@ -109,7 +125,9 @@ fn main() {
         r.cross.push(ops::cross_node_plasma(cross, &src, rounds));
     }
 
-    r.multi = report::multi_process(&gismoctl, quick);
+    if !smoke {
+        r.multi = report::multi_process(&gismoctl, quick);
+    }
     r.ray = std::fs::read_to_string(&ray)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok());
