@@ -57,14 +57,7 @@ fn main() {
     let mut g = c.benchmark_group("limits");
     let mut pool = vec![0u8; 1 << 30];
     pool.iter_mut().step_by(4096).for_each(|b| *b = 1);
-    let copiers: Vec<Copier> = [
-        Some(Copier::plain()),
-        Copier::non_temporal(),
-        Some(Copier::copy_and_flush()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let copiers = Copier::all();
     for &size in &SIZES {
         g.throughput(Throughput::Bytes(size as u64));
         for cp in &copiers {

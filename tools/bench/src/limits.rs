@@ -50,6 +50,19 @@ impl Copier {
         }
     }
 
+    /// Every copier this CPU supports: plain, non-temporal (when there are NT stores), and
+    /// copy + flush.
+    pub fn all() -> Vec<Copier> {
+        [
+            Some(Copier::plain()),
+            Copier::non_temporal(),
+            Some(Copier::copy_and_flush()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     /// Copies `src` into `dst` as this copier does.
     pub fn copy(&self, dst: &mut [u8], src: &[u8]) {
         assert!(dst.len() >= src.len());

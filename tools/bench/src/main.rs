@@ -81,14 +81,7 @@ fn main() {
     eprintln!("physical limits ...");
     let mut pool = vec![0u8; if smoke { 64 << 20 } else { 1 << 30 }];
     pool.iter_mut().step_by(4096).for_each(|b| *b = 1);
-    let copiers: Vec<Copier> = [
-        Some(Copier::plain()),
-        Copier::non_temporal(),
-        Some(Copier::copy_and_flush()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let copiers = Copier::all();
     for &size in &sizes {
         for c in &copiers {
             let s = limits::copy_bandwidth(c, &src, &mut pool, size, budget);
