@@ -215,12 +215,18 @@ impl ObjectStoreClient for GismoClient {
     }
 
     fn get(&self, ids: &[ObjectId], timeout_ms: i64) -> Result<Vec<Option<ObjectBuffer>>, Status> {
+        // No clock for the common `timeout_ms == 0` (and none for -1): only a positive timeout
+        // needs a deadline.
         let deadline =
-            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+            (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
         let client = self.inner.lock();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let left = match (timeout_ms, deadline) {
+                (0, _) => Some(Duration::ZERO),
+                (_, Some(d)) => Some(d.saturating_duration_since(Instant::now())),
+                (_, None) => None,
+            };
             match client.get_raw(id, left)? {
                 Some(loc) => {
                     let owner: Arc<dyn ReleaseObject> = self.inner.clone();
