@@ -152,29 +152,45 @@ impl Report {
 
     fn goals(&self, w: &mut String) {
         let _ = writeln!(w, "### Goals (ratios measured in this run)\n");
+        let _ = writeln!(
+            w,
+            "Each ratio is given at the mean (what criterion estimates, and what throughput \
+             sees) and at the median (the typical operation). On this 2-vCPU virtual machine a \
+             socket round trip that has to wake a halted vCPU costs tens of microseconds, so \
+             the socket-based stores' means sit well above their medians.\n"
+        );
         let _ = writeln!(w, "| goal | measured | met |\n|---|---|---|");
-        let yes = |b: bool| if b { "yes" } else { "**no**" };
+        let verdict = |mean: bool, p50: bool| match (mean, p50) {
+            (true, true) => "yes",
+            (true, false) => "at the mean, **not at the median**",
+            (false, true) => "at the median, **not at the mean**",
+            (false, false) => "**no**",
+        };
+        let both = |a: &Summary, b: &Summary| (b.mean_ns / a.mean_ns, b.p50_ns / a.p50_ns);
         if let (Some(g), Some(p)) = (self.get("gismo-hardware"), self.get("plasma")) {
-            let r = p.p50_ns / g.p50_ns;
+            let (m, q) = both(g, p);
             let _ = writeln!(
                 w,
-                "| GISMO get hit ≥ 100× faster than the plasma fallback (p50) | {r:.0}× ({} vs {}) | {} |",
+                "| GISMO get hit ≥ 100× faster than the plasma fallback | mean {m:.0}× ({} vs {}) · p50 {q:.0}× ({} vs {}) | {} |",
+                human_ns(g.mean_ns),
+                human_ns(p.mean_ns),
                 human_ns(g.p50_ns),
                 human_ns(p.p50_ns),
-                yes(r >= 100.0)
+                verdict(m >= 100.0, q >= 100.0)
             );
         }
-        if let (Some(g), Some(ray)) = (
+        if let (Some(g), Some(rm), Some(rq)) = (
             self.get("gismo-hardware"),
+            self.ray_num(&["get", "1024", "mean_ns"]),
             self.ray_num(&["get", "1024", "p50_ns"]),
         ) {
-            let r = ray / g.p50_ns;
+            let (m, q) = (rm / g.mean_ns, rq / g.p50_ns);
             let _ = writeln!(
                 w,
-                "| GISMO get hit ≥ 400× faster than `ray.get` from Python (1 KiB, p50) | {r:.0}× ({} vs {}) | {} |",
-                human_ns(g.p50_ns),
-                human_ns(ray),
-                yes(r >= 400.0)
+                "| GISMO get hit ≥ 400× faster than `ray.get` from Python (1 KiB) | mean {m:.0}× ({}) · p50 {q:.0}× ({}) | {} |",
+                human_ns(rm),
+                human_ns(rq),
+                verdict(m >= 400.0, q >= 400.0)
             );
         }
         for size in [16u64 << 20, 256 << 20] {
@@ -182,41 +198,45 @@ impl Report {
                 self.put("gismo-flush", size),
                 self.limit("non-temporal copy", size),
             ) {
-                let r = g.gbps_p50() / nt.gbps_p50();
+                let (m, q) = (g.gbps() / nt.gbps(), g.gbps_p50() / nt.gbps_p50());
                 let _ = writeln!(
                     w,
-                    "| GISMO Flush-mode put of {} ≥ 0.9× non-temporal copy bandwidth | {r:.2}× ({:.1} vs {:.1} GB/s) | {} |",
+                    "| GISMO Flush-mode put of {} ≥ 0.9× non-temporal copy bandwidth | mean {m:.2}× ({:.1} vs {:.1} GB/s) · p50 {q:.2}× ({:.1} vs {:.1} GB/s) | {} |",
                     human_bytes(size),
+                    g.gbps(),
+                    nt.gbps(),
                     g.gbps_p50(),
                     nt.gbps_p50(),
-                    yes(r >= 0.9)
+                    verdict(m >= 0.9, q >= 0.9)
                 );
             }
-            if let (Some(g), Some(ray)) = (
+            if let (Some(g), Some(rm), Some(rq)) = (
                 self.put("gismo-flush", size),
+                self.ray_num(&["put", &size.to_string(), "mean_ns"]),
                 self.ray_num(&["put", &size.to_string(), "p50_ns"]),
             ) {
-                let ray_gbps = size as f64 / ray;
+                let (rm, rq) = (size as f64 / rm, size as f64 / rq);
                 let _ = writeln!(
                     w,
-                    "| GISMO Flush-mode put of {} faster than `ray.put` | {:.1} vs {:.1} GB/s | {} |",
+                    "| GISMO Flush-mode put of {} faster than `ray.put` | mean {:.1} vs {rm:.1} GB/s · p50 {:.1} vs {rq:.1} GB/s | {} |",
                     human_bytes(size),
+                    g.gbps(),
                     g.gbps_p50(),
-                    ray_gbps,
-                    yes(g.gbps_p50() > ray_gbps)
+                    verdict(g.gbps() > rm, g.gbps_p50() > rq)
                 );
             }
         }
         let g = self.cross.iter().find(|c| c.store.starts_with("gismo"));
         let p = self.cross.iter().find(|c| c.store == "plasma");
         if let (Some(g), Some(p)) = (g, p) {
+            let ok = g.bytes_copied == 0 && p.bytes_copied >= p.size;
             let _ = writeln!(
                 w,
                 "| Cross-node read of {}: no copy through GISMO, ≥ 1 full copy through plasma | {} vs {} copied | {} |",
                 human_bytes(g.size),
                 human_bytes(g.bytes_copied),
                 human_bytes(p.bytes_copied),
-                yes(g.bytes_copied == 0 && p.bytes_copied >= p.size)
+                verdict(ok, ok)
             );
         }
         let _ = writeln!(w);
@@ -226,9 +246,9 @@ impl Report {
         let _ = writeln!(w, "### get + release of a sealed 1 KiB object (hit)\n");
         let _ = writeln!(
             w,
-            "| store | mean | p50 | p99 | p99.9 | gets/s | plasma ÷ store |\n|---|---|---|---|---|---|---|"
+            "| store | mean | p50 | p99 | p99.9 | gets/s | plasma ÷ store (mean · p50) |\n|---|---|---|---|---|---|---|"
         );
-        let plasma = self.get("plasma").map(|p| p.p50_ns);
+        let plasma = self.get("plasma").cloned();
         for (s, m) in &self.get_hit {
             let _ = writeln!(
                 w,
@@ -238,7 +258,11 @@ impl Report {
                 human_ns(m.p99_ns),
                 human_ns(m.p999_ns),
                 m.ops(),
-                plasma.map_or("".into(), |p| format!("{:.1}×", p / m.p50_ns))
+                plasma.as_ref().map_or("".into(), |p| format!(
+                    "{:.1}× · {:.1}×",
+                    p.mean_ns / m.mean_ns,
+                    p.p50_ns / m.p50_ns
+                ))
             );
         }
         if let Some(rt) = &self.socket_rt {
