@@ -335,3 +335,65 @@ fn a_killed_client_loses_its_references_and_unsealed_objects() {
     // The sealed one is still there, unreferenced (evictable).
     assert!(c.contains(&sealed).unwrap());
 }
+
+// ---- segment backends ----------------------------------------------------------------------
+
+/// A put and a get through a store whose segment lives in `plasma_directory` (with `extra`
+/// settings).
+fn round_trip_in(directory: &str, extra: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = params(dir.path(), "16MiB");
+    p.insert("plasma_directory".into(), directory.into());
+    for (k, v) in extra {
+        p.insert(k.to_string(), v.to_string());
+    }
+    let runner = PlasmaRunner::new(&p).unwrap();
+    runner
+        .start(&BTreeMap::new(), RunnerCallbacks::none())
+        .unwrap_or_else(|e| panic!("plasma segment in {directory}: {e}"));
+    let c = PlasmaClient::from_config(&p).unwrap();
+    let id = ObjectId::random();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    put(&c, &id, &data, b"seg");
+    let got = c.get(&[id], 0).unwrap().pop().unwrap().unwrap();
+    assert_eq!(got.data(), &data[..]);
+    assert_eq!(got.metadata(), b"seg");
+    drop(got);
+    runner.stop();
+}
+
+#[test]
+fn segments_in_dev_shm_memfd_and_hugetlbfs() {
+    round_trip_in("/dev/shm", &[]);
+    round_trip_in("memfd", &[]);
+    // hugetlbfs (Ray's `huge_pages`): a 2 MiB-page mount and enough free pages (the suite runs
+    // as root; raised, never lowered).
+    let mount = "/mnt/gismo-plasma-huge";
+    std::fs::create_dir_all(mount).unwrap();
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(mount));
+    if !mounted {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "hugetlbfs", "-o", "pagesize=2M", "none", mount])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "cannot mount hugetlbfs at {mount} (the suite runs as root)"
+        );
+    }
+    let free = |p: &str| -> u64 {
+        std::fs::read_to_string(format!("/sys/kernel/mm/hugepages/hugepages-2048kB/{p}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    if free("free_hugepages") < 16 {
+        let nr = free("nr_hugepages");
+        std::fs::write("/proc/sys/vm/nr_hugepages", (nr + 16).to_string()).unwrap();
+    }
+    round_trip_in(mount, &[("huge_pages", "true")]);
+}

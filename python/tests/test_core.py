@@ -1,0 +1,242 @@
+"""The core API in one process (and a second process for sharing), without Ray."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gismo
+
+
+def test_connect_needs_a_region(monkeypatch):
+    monkeypatch.delenv(gismo.REGION_ENV, raising=False)
+    with pytest.raises(gismo.GismoError, match="GISMO_REGION"):
+        gismo.connect()
+
+
+def test_connect_from_environment(region, monkeypatch):
+    gismo.Client(region, size=64 << 20).close()  # create and format it
+    monkeypatch.setenv(gismo.REGION_ENV, region)
+    c = gismo.connect()
+    assert c.region == region
+    assert gismo.connected() is c
+
+
+def test_missing_region_without_size_is_an_error():
+    with pytest.raises(gismo.GismoError):
+        gismo.Client("file:/dev/shm/gismo-pytest-does-not-exist")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.arange(100_000, dtype=np.float64).reshape(100, 1000),
+        np.arange(24, dtype=np.int16).reshape(2, 3, 4)[:, ::2, :],  # not contiguous
+        np.zeros((0, 3), dtype=np.int32),
+        np.zeros(3, dtype=[("a", "<i4"), ("b", "<f8", (2,))]),
+        np.array(7.5),
+    ],
+)
+def test_numpy_round_trip_is_a_read_only_view(client, value):
+    ref = gismo.put(value)
+    got = gismo.get(ref)
+    assert got.dtype == value.dtype and got.shape == value.shape
+    np.testing.assert_array_equal(got, value)
+    if value.size:
+        assert not got.flags.writeable
+        with pytest.raises(ValueError):
+            got.flat[0] = got.flat[0]
+
+
+def test_get_is_zero_copy_two_gets_share_memory(client):
+    ref = gismo.put(np.arange(1 << 16, dtype=np.uint64))
+    a, b = gismo.get(ref), gismo.get(ref)
+    # Both views point at the same bytes of the mapping: nothing was copied.
+    assert a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    assert np.shares_memory(a, b)
+
+
+def test_bytes_and_buffers(client):
+    assert gismo.get(gismo.put(b"hello")).tobytes() == b"hello"
+    assert gismo.get(gismo.put(bytearray(b"xyz"))).tobytes() == b"xyz"
+    mv = gismo.get(gismo.put(memoryview(np.arange(4, dtype=np.int32))))
+    assert mv.readonly and mv.nbytes == 16
+    assert gismo.get(gismo.put(b"")).nbytes == 0
+
+
+def test_arbitrary_values_pickle_with_arrays_out_of_band(client):
+    value = {"weights": np.ones((64, 64)), "name": "layer", "n": [1, 2]}
+    got = gismo.get(gismo.put(value))
+    assert got["name"] == "layer" and got["n"] == [1, 2]
+    np.testing.assert_array_equal(got["weights"], value["weights"])
+    assert not got["weights"].flags.writeable  # a view of the region, not a copy
+
+
+def test_views_keep_the_object_referenced_until_the_last_one_goes(client):
+    ref = gismo.put(np.arange(1000))
+    assert client.refcount(ref.id) == 1  # put's own reference
+    arr = gismo.get(ref)
+    part = arr[10:20]
+    assert client.refcount(ref.id) == 2
+    del arr
+    gc.collect()
+    assert client.refcount(ref.id) == 2  # `part` still views it
+    del part
+    gc.collect()
+    assert client.refcount(ref.id) == 1
+    ref.release()
+    assert client.refcount(ref.id) == 0
+
+
+def test_release_refuses_while_views_exist(client):
+    ref = gismo.put(b"abcdef")
+    buf = gismo.get_buffer(ref)
+    view = memoryview(buf)
+    with pytest.raises(BufferError):
+        buf.release()
+    view.release()
+    with buf:
+        pass
+    assert buf.released
+    with pytest.raises(BufferError):
+        memoryview(buf)
+
+
+def test_with_forms_release_on_exit(client):
+    with gismo.put(b"x" * 100) as ref:
+        assert client.refcount(ref.id) == 1
+    assert client.refcount(ref.id) == 0
+    assert gismo.contains(ref)  # unreferenced, not deleted
+    with gismo.get_buffer(ref) as buf:
+        assert client.refcount(ref.id) == 1
+        assert bytes(memoryview(buf)[:1]) == b"x"
+    assert client.refcount(ref.id) == 0
+
+
+def test_delete_is_deferred_while_read(client):
+    ref = gismo.put(np.arange(10))
+    arr = gismo.get(ref)
+    ref.release()
+    gismo.delete(ref)
+    assert client.delete_pending(ref.id)
+    assert arr[9] == 9  # still readable
+    del arr
+    gc.collect()
+    assert not gismo.contains(ref)
+    assert client.refcount(ref.id) is None
+
+
+def test_create_seal_and_writable_buffer_rules(client):
+    oid = gismo.random_id()
+    wb = gismo.create(oid, 4, b"meta")
+    view = memoryview(wb)
+    view[:] = b"abcd"
+    assert not gismo.contains(oid)
+    with pytest.raises(BufferError):
+        gismo.seal(oid)  # a writable view still exists
+    view.release()
+    gismo.seal(oid)
+    assert not wb.writable
+    with pytest.raises(BufferError):
+        memoryview(wb)  # sealed: no more writing
+    buf = gismo.get_buffer(oid)
+    assert bytes(memoryview(buf)) == b"abcd" and buf.metadata == b"meta"
+    with pytest.raises(gismo.ObjectExistsError):
+        gismo.create(oid, 4)
+
+
+def test_create_context_manager_seals_or_aborts(client):
+    ok, bad = gismo.random_id(), gismo.random_id()
+    with gismo.create(ok, 3) as wb:
+        memoryview(wb)[:] = b"abc"
+    assert gismo.contains(ok)
+    with pytest.raises(RuntimeError):
+        with gismo.create(bad, 3):
+            raise RuntimeError("boom")
+    assert not gismo.contains(bad)
+    assert client.refcount(bad) is None
+
+
+def test_dropped_unsealed_buffer_is_aborted(client):
+    oid = gismo.random_id()
+    gismo.create(oid, 1 << 20)
+    gc.collect()
+    assert client.refcount(oid) is None
+    assert client.stats()["used_bytes"] == 0
+
+
+def test_errors(client):
+    with pytest.raises(TimeoutError):
+        gismo.get(gismo.random_id(), timeout=0.05)
+    with pytest.raises(ValueError):
+        gismo.get(b"short")
+    with pytest.raises(gismo.ObjectNotFoundError):
+        gismo.seal(gismo.random_id())
+    assert issubclass(gismo.ObjectNotFoundError, KeyError)
+    with pytest.raises(gismo.StoreFullError):
+        gismo.create(gismo.random_id(), 1 << 40)
+
+
+def test_closed_client(region):
+    c = gismo.Client(region, size=64 << 20)
+    ref = gismo.put(b"still here", client=c)
+    mv = gismo.get(ref, client=c)
+    c.close()
+    assert c.closed
+    with pytest.raises(gismo.GismoError):
+        c.contains(ref.id)
+    assert mv.tobytes() == b"still here"  # views outlive the handle
+
+
+def test_object_ref_pickles_to_its_id(client):
+    ref = gismo.put(b"p")
+    back = pickle.loads(pickle.dumps(ref))
+    assert back == ref and back._pin is None
+
+
+CHILD = """
+import sys, gismo
+gismo.connect(sys.argv[1])
+ref = gismo.put(bytes(range(256)) * 4)
+ref.release()
+sys.stdout.write(ref.id.hex())
+"""
+
+
+def test_another_process_sees_the_object(client, region):
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, region], check=True, capture_output=True, text=True
+    )
+    oid = bytes.fromhex(out.stdout)
+    assert gismo.get(oid, timeout=5).tobytes() == bytes(range(256)) * 4
+
+
+def test_unreferenced_objects_are_evicted_for_room_referenced_ones_are_not(client):
+    n = int(client.stats()["heap_bytes"] * 0.4)
+    first = gismo.put(np.zeros(n, np.uint8))
+    second = gismo.put(np.ones(n, np.uint8))
+    with pytest.raises(gismo.StoreFullError):
+        gismo.put(np.zeros(n, np.uint8))  # both are referenced: nothing may go
+    first.release()
+    third = gismo.put(np.full(n, 3, np.uint8))  # evicts the unreferenced one
+    assert not gismo.contains(first)
+    assert gismo.contains(second) and gismo.contains(third)
+    assert gismo.get(second)[-1] == 1
+
+
+def test_arrow_buffers_round_trip_in_place(client):
+    pa = pytest.importorskip("pyarrow")
+    got = gismo.get(gismo.put(pa.py_buffer(b"arrow bytes")))
+    assert isinstance(got, pa.Buffer) and got.to_pybytes() == b"arrow bytes"
+
+
+def test_ndarray_subclasses_keep_their_type(client):
+    masked = np.ma.masked_array([1, 2, 3], mask=[False, True, False])
+    got = gismo.get(gismo.put(masked))
+    assert isinstance(got, np.ma.MaskedArray)
+    assert got.mask.tolist() == [False, True, False]
