@@ -157,7 +157,23 @@ fn our_client_speaks_to_rays_plasma_store() {
         "found the {size}-byte array at offset {at} of a {}-byte payload",
         data.len()
     );
+    let payload_len = data.len();
     drop(got);
+
+    // 1b. The same from the command line: gismoctl through the plasma plugin.
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let status = Command::new(gismoctl())
+        .args(["--plugin", "plasma", "--plugin-config"])
+        .arg(format!("store_socket_name={}", socket.display()))
+        .args(["get", &object_hex(&id), "--timeout-ms", "5000", "-o"])
+        .arg(out.path())
+        .status()
+        .expect("run gismoctl");
+    assert!(status.success(), "gismoctl get through plasma: {status}");
+    let file = std::fs::read(out.path()).unwrap();
+    assert_eq!(file.len(), payload_len);
+    assert_eq!(&file[at..at + size], &pattern[..]);
+    println!("gismoctl --plugin plasma get: the same {payload_len} bytes");
 
     // 2. Create and seal an object in Ray's store; the store reports it, and a second client
     //    (a new connection) reads it back.
