@@ -309,3 +309,82 @@ fn emulated_hosts_in_separate_processes() {
     child.stdin.take().unwrap().write_all(b"done\n").unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// Through the interface (`GismoClient`), a Flush-mode seal writes back only what
+/// `memory_copy` did not: a payload copied whole is written back once, not twice, and a payload
+/// written partly through the buffer still reaches the other host whole.
+#[test]
+fn seal_writes_back_only_what_memory_copy_did_not() {
+    use gismo::interface::{GismoClient, ObjectStoreClient};
+    use gismo::store::{ObjectSource, OwnerAddress};
+    let h = hosts("gismo-emu-written", 2);
+    let w = GismoClient::connect(&h[0].store, "writer").unwrap();
+    let r = GismoClient::connect(&h[1].store, "reader").unwrap();
+    let lines = |n: usize| n.div_ceil(64) as u64;
+    let len = 1 << 20;
+    let data = pattern(7, len);
+    let create = |id: &ObjectId| {
+        w.create(
+            id,
+            &OwnerAddress::default(),
+            false,
+            len as u64,
+            b"md",
+            ObjectSource::CreatedByWorker,
+        )
+        .unwrap()
+    };
+
+    // Whole payload by memory_copy: written back once (the data's lines; the metadata's line was
+    // written back at create).
+    let a = ObjectId::from_u64(0xa);
+    let mut b = create(&a);
+    let before = h[0].view.lines_written_back();
+    // SAFETY: the buffer is writable for `len` bytes; `data` is a distinct allocation.
+    unsafe { w.memory_copy(b.as_mut_ptr(), data.as_ptr(), len) };
+    w.seal(&a).unwrap();
+    drop(b);
+    let written = h[0].view.lines_written_back() - before;
+    assert!(
+        written <= lines(len) + 1,
+        "{written} lines written back for a {} -line payload: the seal wrote it back again",
+        lines(len)
+    );
+    let got = r.get(&[a], 0).unwrap().pop().unwrap().unwrap();
+    assert_eq!(got.data(), &data[..]);
+    assert_eq!(got.metadata(), b"md");
+    drop(got);
+
+    // First half by memory_copy, second half through the buffer: the seal writes the second
+    // half back, and only it.
+    let c = ObjectId::from_u64(0xc);
+    let mut b = create(&c);
+    let half = len / 2;
+    // SAFETY: as above, for the first half.
+    unsafe { w.memory_copy(b.as_mut_ptr(), data.as_ptr(), half) };
+    b.as_mut_slice()[half..].copy_from_slice(&data[half..]);
+    let before = h[0].view.lines_written_back();
+    w.seal(&c).unwrap();
+    drop(b);
+    let at_seal = h[0].view.lines_written_back() - before;
+    assert!(
+        at_seal >= lines(len - half) && at_seal <= lines(len - half) + 1,
+        "the seal wrote back {at_seal} lines, the buffer-written half has {}",
+        lines(len - half)
+    );
+    let got = r.get(&[c], 0).unwrap().pop().unwrap().unwrap();
+    assert_eq!(
+        got.data(),
+        &data[..],
+        "the buffer-written half reached the other host"
+    );
+
+    // Nothing by memory_copy: the seal writes back everything.
+    let e = ObjectId::from_u64(0xe);
+    let mut b = create(&e);
+    b.as_mut_slice().copy_from_slice(&data);
+    w.seal(&e).unwrap();
+    drop(b);
+    let got = r.get(&[e], 0).unwrap().pop().unwrap().unwrap();
+    assert_eq!(got.data(), &data[..]);
+}

@@ -216,6 +216,11 @@ pub trait ObjectStoreClient: Send + Sync {
 
     /// Copies into an object's payload so that other hosts see it (the proposal's `MemoryCopy`).
     ///
+    /// Bytes of an object under creation written this way are visible to other hosts when the
+    /// call returns, and a Flush-mode seal does not write them back again (GISMO: it writes back
+    /// only the payload's other bytes). So do not overwrite them through the buffer afterwards:
+    /// copy them again with `memory_copy`.
+    ///
     /// # Safety
     /// `src..src+len` readable, `dst..dst+len` writable, not overlapping.
     unsafe fn memory_copy(&self, dst: *mut u8, src: *const u8, len: usize);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::coherence::CoherenceMode;
 use crate::format::FormatOptions;
 use crate::interface::client::ReleaseObject;
+use crate::interface::written::Written;
 use crate::interface::{
     ObjectBuffer, ObjectInfo, ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, Status,
 };
@@ -74,12 +75,27 @@ pub fn open_store(params: &BTreeMap<String, String>) -> Result<Arc<Store>, Statu
 struct ClientInner {
     client: Mutex<Client>,
     store: Arc<Store>,
+    /// Flush mode: the objects this client is creating and which of their bytes
+    /// `memory_copy` wrote (so the seal writes back only the rest). Bounded: an object missing
+    /// here is written back whole, which is always correct.
+    creating: Mutex<HashMap<ObjectId, Written>>,
 }
+
+/// How many objects under creation a client tracks (beyond that, seals write back whole).
+const MAX_TRACKED: usize = 1024;
 
 impl ClientInner {
     fn lock(&self) -> MutexGuard<'_, Client> {
         // A panic while holding the lock leaves the client usable: its state is in the region.
         self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn creating(&self) -> MutexGuard<'_, HashMap<ObjectId, Written>> {
+        self.creating.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn flush_mode(&self) -> bool {
+        self.store.coherence_mode() == CoherenceMode::Flush
     }
 }
 
@@ -106,6 +122,7 @@ impl GismoClient {
             inner: Arc::new(ClientInner {
                 client: Mutex::new(client),
                 store: Arc::clone(store),
+                creating: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -150,6 +167,16 @@ impl GismoClient {
         loop {
             match client.create_raw(id, data_size, metadata, &info) {
                 Ok(loc) => {
+                    if self.inner.flush_mode() {
+                        let total = (loc.data_size + loc.metadata_size) as usize;
+                        let mut w = Written::new(loc.ptr as usize, total);
+                        // The store wrote the metadata with `memory_copy`.
+                        w.add(loc.data_size as usize, loc.metadata_size as usize);
+                        let mut creating = self.inner.creating();
+                        if creating.len() < MAX_TRACKED {
+                            creating.insert(*id, w);
+                        }
+                    }
                     let owner: Arc<dyn ReleaseObject> = self.inner.clone();
                     // SAFETY: the payload stays valid and ours until sealed or aborted; the
                     // creation reference is dropped through `owner`.
@@ -207,10 +234,21 @@ impl ObjectStoreClient for GismoClient {
     }
 
     fn seal(&self, id: &ObjectId) -> Result<(), Status> {
-        Ok(self.inner.lock().seal(id)?)
+        let written = if self.inner.flush_mode() {
+            self.inner.creating().remove(id)
+        } else {
+            None
+        };
+        let client = self.inner.lock();
+        match written {
+            Some(w) => client.seal_writing_back(id, &w.unwritten())?,
+            None => client.seal(id)?,
+        }
+        Ok(())
     }
 
     fn abort(&self, id: &ObjectId) -> Result<(), Status> {
+        self.inner.creating().remove(id);
         Ok(self.inner.lock().abort(id)?)
     }
 
@@ -268,6 +306,7 @@ impl ObjectStoreClient for GismoClient {
     }
 
     fn disconnect(&self) -> Result<(), Status> {
+        self.inner.creating().clear();
         self.inner.lock().release_all();
         Ok(())
     }
@@ -289,7 +328,16 @@ impl ObjectStoreClient for GismoClient {
 
     unsafe fn memory_copy(&self, dst: *mut u8, src: *const u8, len: usize) {
         // SAFETY: forwarded from the caller's contract.
-        unsafe { self.inner.store.coherence().memory_copy(dst, src, len) }
+        unsafe { self.inner.store.coherence().memory_copy(dst, src, len) };
+        if self.inner.flush_mode() {
+            // Written back as it went: the seal need not write these bytes back again.
+            let mut creating = self.inner.creating();
+            for w in creating.values_mut() {
+                if w.add_addr(dst as usize, len) {
+                    break;
+                }
+            }
+        }
     }
 
     fn is_global(&self) -> bool {

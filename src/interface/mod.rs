@@ -12,6 +12,7 @@ mod gismo;
 mod provider;
 mod runner;
 mod status;
+mod written;
 
 pub use client::{ObjectBuffer, ObjectStoreClient, ReleaseObject, WritableBuffer};
 pub use gismo::{GismoClient, GismoRunner};

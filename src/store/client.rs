@@ -77,6 +77,17 @@ pub(crate) struct Located {
     pub metadata_size: u64,
 }
 
+/// What a seal writes back in Flush mode.
+#[derive(Clone, Copy)]
+enum Writeback<'a> {
+    /// The whole payload (it may have been written through plain stores).
+    All,
+    /// Nothing: every byte was written with `memory_copy`.
+    None,
+    /// These `(offset, len)` ranges of the payload; the rest was written with `memory_copy`.
+    Ranges(&'a [(u64, u64)]),
+}
+
 /// A registered client of a store.
 pub struct Client {
     store: Arc<Store>,
@@ -363,12 +374,27 @@ impl Client {
     /// # Errors
     /// `ObjectNotFound`, `ObjectAlreadySealed`, `NotCreator`, `Fenced`.
     pub fn seal(&self, id: &ObjectId) -> Result<()> {
-        self.seal_inner(id, true, None)
+        self.seal_inner(id, Writeback::All, None)
+    }
+
+    /// Seals `id`, writing back (Flush mode) only `ranges` of its payload (`(offset, len)` from
+    /// the start of the data; metadata follows the data): for a caller that knows the rest was
+    /// written coherently already (by [`Coherence::memory_copy`](crate::coherence::Coherence)).
+    ///
+    /// # Errors
+    /// As [`Client::seal`]; `Invalid` for a range outside the payload.
+    pub fn seal_writing_back(&self, id: &ObjectId, ranges: &[(u64, u64)]) -> Result<()> {
+        self.seal_inner(id, Writeback::Ranges(ranges), None)
     }
 
     /// Seals `id`; `known` is the slot handle when the caller has it (a `CreateBuffer`), which
     /// saves the lookup.
-    fn seal_inner(&self, id: &ObjectId, flush: bool, known: Option<(usize, u32)>) -> Result<()> {
+    fn seal_inner(
+        &self,
+        id: &ObjectId,
+        writeback: Writeback<'_>,
+        known: Option<(usize, u32)>,
+    ) -> Result<()> {
         self.check_alive()?;
         let (index, mut w) = match known {
             Some((index, gen)) => {
@@ -382,14 +408,33 @@ impl Client {
         };
         let dir = self.store.directory();
         let slot = dir.slot(index);
-        if flush && self.store.coherence_mode() == crate::coherence::CoherenceMode::Flush {
+        if self.store.coherence_mode() == crate::coherence::CoherenceMode::Flush {
             let len = slot.data_size.load(Ordering::Relaxed)
                 + u64::from(slot.metadata_size.load(Ordering::Relaxed));
             let ptr = self
                 .store
                 .payload_ptr(slot.data_offset.load(Ordering::Relaxed), len)?;
-            // SAFETY: the range is inside this process's payload view (checked).
-            unsafe { self.store.coherence().flush(ptr, len as usize) };
+            let whole = [(0, len)];
+            let ranges: &[(u64, u64)] = match writeback {
+                Writeback::All => &whole,
+                Writeback::None => &[],
+                Writeback::Ranges(r) => r,
+            };
+            for &(off, n) in ranges {
+                if off.checked_add(n).is_none_or(|end| end > len) {
+                    return Err(StoreError::Invalid(format!(
+                        "write-back range {off}+{n} outside the {len}-byte payload"
+                    )));
+                }
+            }
+            for &(off, n) in ranges {
+                // SAFETY: the range is inside this process's payload view (checked above).
+                unsafe {
+                    self.store
+                        .coherence()
+                        .flush(ptr.add(off as usize), n as usize)
+                };
+            }
         }
         loop {
             match w.state {
@@ -859,7 +904,11 @@ impl<'c> CreateBuffer<'c> {
         self.done = true;
         self.client.seal_inner(
             &self.id,
-            self.dirty,
+            if self.dirty {
+                Writeback::All
+            } else {
+                Writeback::None
+            },
             Some((self.loc.index, self.loc.word.gen)),
         )?;
         self.client.drop_ref(self.loc.index, self.loc.word.gen);
