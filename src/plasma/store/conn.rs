@@ -125,7 +125,7 @@ impl Connection {
             MessageType::SealRequest => {
                 let m = IdMessage::decode(kind, body)?;
                 let mut fx = Effects::default();
-                let err = self.server.lock().seal(self.client, &m.object_id, &mut fx);
+                let err = self.server.lock().seal(&m.object_id, &mut fx);
                 if err == PlasmaError::Ok {
                     self.server.sealed.notify_all();
                 }

@@ -492,22 +492,21 @@ impl State {
 
     // ---- lifecycle -----------------------------------------------------------------------
 
-    pub fn seal(&mut self, client: ClientId, id: &ObjectId, fx: &mut Effects) -> PlasmaError {
-        let _ = client;
+    /// Seal (any client may seal, as in Plasma; a client's own checks come first).
+    pub fn seal(&mut self, id: &ObjectId, fx: &mut Effects) -> PlasmaError {
         let Some(o) = self.objects.get_mut(id) else {
             return PlasmaError::ObjectNonexistent;
         };
         if o.sealed {
             return PlasmaError::ObjectSealed;
         }
+        // The segment's own seal first: on failure nothing here has changed.
+        if matches!(o.place, Place::Main(_)) && self.gismo.seal(id).is_err() {
+            return PlasmaError::UnexpectedError;
+        }
         o.sealed = true;
         let size = o.size();
         self.counters.unsealed_bytes -= size;
-        if let Place::Main(_) = o.place {
-            if self.gismo.seal(id).is_err() {
-                return PlasmaError::UnexpectedError;
-            }
-        }
         fx.added.push(o.info.clone());
         if o.refcount > 0 {
             self.counters.pinned_bytes += size;
