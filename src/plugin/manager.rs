@@ -41,8 +41,6 @@ use crate::plugin::loaded::{CParams, LoadedClient, LoadedRunner};
 /// Why a runner or client could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("plugin not available: {0}")]
-    NotAvailable(String),
     #[error("unknown built-in plugin {0:?} (give a library path to load a plugin)")]
     UnknownPlugin(String),
     #[error("plugin path {0:?} is not absolute")]
@@ -110,7 +108,7 @@ pub enum Mode {
     /// Fail with the cause.
     #[default]
     Strict,
-    /// Log one warning and use `plasma` (not built yet: fails with `NotAvailable`).
+    /// Log one warning naming the cause and use `plasma` (with the configuration's plasma keys).
     Fallback,
 }
 
@@ -201,7 +199,8 @@ impl PluginManager {
     /// [`create_runner`](Self::create_runner) for a [`PluginConfig`], in `mode`.
     ///
     /// # Errors
-    /// Strict: the cause. Fallback: `NotAvailable("plasma: not built yet")` after one warning.
+    /// Strict: the cause. Fallback: plasma's own error, if plasma cannot be made either (after
+    /// one warning naming the first cause).
     pub fn create_runner_with_mode(
         &self,
         config: &PluginConfig,
