@@ -568,3 +568,160 @@ fn references_and_wakeups_cross_processes() {
     });
     assert_eq!(server.cli_ok(&["EXISTS", &key]), b"0");
 }
+
+/// The process `kill -9`'d by `a_killed_client_is_reaped`: takes a reference on the held
+/// object, reserves the creating one, says so, and waits to be killed.
+#[test]
+#[ignore = "helper process of a_killed_client_is_reaped"]
+fn killed_client_helper() {
+    use std::io::Write;
+    let Ok(url) = std::env::var("GISMO_REDIS_KILLED_URL") else {
+        return;
+    };
+    let id = |var: &str| -> ObjectId { std::env::var(var).unwrap().parse().unwrap() };
+    let (held, creating) = (
+        id("GISMO_REDIS_KILLED_HELD"),
+        id("GISMO_REDIS_KILLED_CREATING"),
+    );
+    let c = RedisClient::from_config(&config(&url, "reap:", &[("lease_ms", "300")])).unwrap();
+    let h = c.get(&[held], 0).unwrap().pop().unwrap().expect("held");
+    let b = c
+        .create(
+            &creating,
+            &owner(),
+            false,
+            4,
+            b"",
+            ObjectSource::CreatedByWorker,
+        )
+        .unwrap();
+    println!("helper: holding");
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(120));
+    drop((h, b));
+}
+
+/// A client process killed with SIGKILL gives nothing back itself; once its lease runs out,
+/// another node reaps it: its reference goes (completing the delete it held up, reported to
+/// that node's runner) and its unsealed creation is aborted (the id is free again).
+#[test]
+fn a_killed_client_is_reaped() {
+    use std::io::BufRead;
+    let server = RedisServer::start_new();
+    let cfg = config(&server.url(), "reap:", &[("lease_ms", "300")]);
+    let c = RedisClient::from_config(&cfg).unwrap();
+    let deleted = Arc::new(std::sync::Mutex::new(Vec::<ObjectId>::new()));
+    let d2 = deleted.clone();
+    let runner = RedisRunner::from_config(&cfg).unwrap();
+    runner
+        .start(
+            &BTreeMap::new(),
+            RunnerCallbacks {
+                delete_object: Arc::new(move |id| d2.lock().unwrap().push(*id)),
+                ..RunnerCallbacks::none()
+            },
+        )
+        .unwrap();
+    let (held, creating) = (ObjectId::random(), ObjectId::random());
+    put(&c, &held, b"held by the victim", b"");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "killed_client_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("GISMO_REDIS_KILLED_URL", server.url())
+        .env("GISMO_REDIS_KILLED_HELD", held.to_string())
+        .env("GISMO_REDIS_KILLED_CREATING", creating.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let ready = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l == "helper: holding");
+    assert!(ready, "the helper never took its references");
+    let key = format!("reap:obj:{held}");
+    assert_eq!(server.cli_ok(&["HGET", &key, "refs"]), b"1");
+    c.delete(&[held]).unwrap();
+    assert!(
+        c.contains(&held).unwrap(),
+        "the victim's reference defers the delete"
+    );
+    assert!(
+        c.create(
+            &creating,
+            &owner(),
+            false,
+            4,
+            b"",
+            ObjectSource::CreatedByWorker
+        )
+        .is_err(),
+        "the victim's reservation holds the id"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Within a few leases (300 ms each), a node reaps the dead client.
+    let t = std::time::Instant::now();
+    while c.contains(&held).unwrap() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "the dead client's reference was never reaped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        deleted.lock().unwrap().contains(&held),
+        "delete_object reported"
+    );
+    let b = c
+        .create(
+            &creating,
+            &owner(),
+            false,
+            4,
+            b"",
+            ObjectSource::CreatedByWorker,
+        )
+        .expect("the dead client's creation was aborted");
+    drop(b);
+    c.abort(&creating).unwrap();
+    // Nothing of the victim is left in Redis; this live client's lease stays.
+    let keys = server.cli_ok(&["KEYS", "reap:held:*"]);
+    assert!(
+        !String::from_utf8_lossy(&keys).contains(&format!("{}-", child.id())),
+        "the victim's held hash was removed: {}",
+        String::from_utf8_lossy(&keys)
+    );
+    runner.stop();
+}
+
+/// A client whose references were reaped while it was presumed dead (paused past its lease)
+/// gives nothing back when it resumes: the other holders' counts stay.
+#[test]
+fn a_release_after_being_reaped_takes_nothing_from_others() {
+    let server = RedisServer::start_new();
+    let cfg = config(&server.url(), "paused:", &[]);
+    let c = RedisClient::from_config(&cfg).unwrap();
+    let id = ObjectId::random();
+    put(&c, &id, b"shared", b"");
+    let got = c.get(&[id], 0).unwrap().pop().unwrap().unwrap();
+    let key = format!("paused:obj:{id}");
+    assert_eq!(server.cli_ok(&["HGET", &key, "refs"]), b"1");
+    // What a reap of this client does to it: its held hash goes and its reference is given
+    // back; meanwhile another holder (here: a count set by hand) takes one.
+    let held = String::from_utf8(server.cli_ok(&["KEYS", "paused:held:*"])).unwrap();
+    let held = held.trim();
+    assert!(held.starts_with("paused:held:"), "{held:?}");
+    server.cli_ok(&["DEL", held]);
+    server.cli_ok(&["HSET", &key, "refs", "1"]);
+    drop(got); // the resumed client's release
+    assert_eq!(
+        server.cli_ok(&["HGET", &key, "refs"]),
+        b"1",
+        "the other holder's reference survives"
+    );
+}

@@ -113,6 +113,7 @@ pub const REDIS_KEYS: &[&str] = &[
     "io_timeout_ms",
     "pool_size",
     "wait_recheck_ms",
+    "lease_ms",
 ];
 
 /// Refuses keys of `params` that `plugin` does not know.

@@ -39,8 +39,9 @@ pub struct RedisClient {
 
 pub(super) struct ClientInner {
     pub(super) node: Arc<Node>,
-    /// This client's id: the `creator` field of the objects it is creating.
-    me: String,
+    /// This client's id: the `creator` field of the objects it is creating, and the name of
+    /// its `held` hash and lease in Redis.
+    pub(super) me: String,
     /// This client's `wait_recheck_ms` (the node's other settings are the first client's).
     pub(super) wait_recheck: std::time::Duration,
     ledger: Mutex<Ledger>,
@@ -99,10 +100,13 @@ impl RedisClient {
     /// # Errors
     /// [`RedisStoreError::Config`] for a URL the client library refuses.
     pub fn new(settings: &RedisSettings) -> Result<RedisClient, RedisStoreError> {
+        let node = Node::get(settings)?;
+        let me = unique_client_id();
+        node.leases.register(&me);
         Ok(RedisClient {
             inner: Arc::new(ClientInner {
-                node: Node::get(settings)?,
-                me: unique_client_id(),
+                node,
+                me,
                 wait_recheck: settings.wait_recheck,
                 ledger: Mutex::new(Ledger::default()),
             }),
@@ -168,7 +172,12 @@ impl ClientInner {
         let node = &self.node;
         let key = node.keys.object(id);
         let mut call = node.scripts.create.prepare_invoke();
-        call.key(&key).arg(&self.me);
+        call.key(&key)
+            .key(node.keys.held(&self.me))
+            .key(node.keys.live(&self.me))
+            .arg(&self.me)
+            .arg(id.to_string())
+            .arg(node.lease_ms());
         let reserved: i64 = node
             .pool
             .run(|c| call.invoke(c))
@@ -233,6 +242,7 @@ impl ClientInner {
         let data = unsafe { creating.handle.buffer.read() };
         let mut call = node.scripts.seal.prepare_invoke();
         call.key(&key)
+            .key(node.keys.held(&self.me))
             .arg(&self.me)
             .arg(node.keys.sealed_channel())
             .arg(id.to_string())
@@ -289,7 +299,10 @@ impl ClientInner {
         let node = &self.node;
         let key = node.keys.object(id);
         let mut call = node.scripts.abort.prepare_invoke();
-        call.key(&key).arg(&self.me);
+        call.key(&key)
+            .key(node.keys.held(&self.me))
+            .arg(&self.me)
+            .arg(id.to_string());
         match node.pool.run(|c| call.invoke::<i64>(c)) {
             Ok(_) => {
                 // The creation reference goes with the object; our share of the buffer is freed
@@ -311,7 +324,10 @@ impl ClientInner {
         let node = &self.node;
         let key = node.keys.object(id);
         let mut call = node.scripts.release.prepare_invoke();
-        call.key(&key).arg(count);
+        call.key(&key)
+            .key(node.keys.held(&self.me))
+            .arg(count)
+            .arg(id.to_string());
         if node.pool.run(|c| call.invoke::<i64>(c))? == 2 {
             node.report_deleted(id);
         }
@@ -373,7 +389,10 @@ impl ClientInner {
         for (id, creating) in ledger.creating {
             let key = node.keys.object(&id);
             let mut call = node.scripts.abort.prepare_invoke();
-            call.key(&key).arg(&self.me);
+            call.key(&key)
+                .key(node.keys.held(&self.me))
+                .arg(&self.me)
+                .arg(id.to_string());
             match node.pool.run(|c| call.invoke::<i64>(c)) {
                 Ok(_) => {
                     creation_refs.remove(&id);
@@ -416,6 +435,8 @@ impl Drop for ClientInner {
             // Best effort: a client dropped without `disconnect` still gives its references back.
             let _ = self.disconnect();
         }
+        // Whatever the disconnect could not give back is reaped once the lease runs out.
+        self.node.leases.unregister(&self.me);
     }
 }
 

@@ -18,6 +18,7 @@
 //!   retires every pooled connection once one of them saw the server go away.
 //! - [`node`]: the process-wide state shared by every client and the runner of one store
 //!   (url + prefix): the pool, the seal waiter, the runner's callbacks, counters.
+//! - [`lease`]: liveness leases of this process's clients, and reaping what dead clients held.
 //! - [`waiter`]: wakes a `get` waiting for an unsealed object from a pub/sub subscription on the
 //!   seal channel — no polling loop.
 //! - [`client`] (with its read path in `read.rs`) / [`runner`]: the [`ObjectStoreClient`](crate::interface::ObjectStoreClient) and
@@ -33,6 +34,7 @@
 
 mod buffer;
 pub mod client;
+pub mod lease;
 pub mod node;
 pub mod pool;
 mod read;

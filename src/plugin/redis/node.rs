@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use crate::interface::{ObjectInfo, RunnerCallbacks};
+use crate::plugin::redis::lease::{self, Leases};
 use crate::plugin::redis::pool::Pool;
 use crate::plugin::redis::schema::{Keys, Scripts};
 use crate::plugin::redis::settings::RedisSettings;
@@ -45,6 +46,8 @@ pub struct Node {
     pub scripts: Scripts,
     pub waiter: SealWaiter,
     pub counters: Counters,
+    /// This process's clients, whose liveness leases the node's thread refreshes.
+    pub leases: Leases,
     callbacks: RwLock<Option<Installed>>,
 }
 
@@ -80,8 +83,10 @@ impl Node {
             scripts: Scripts::new(),
             waiter,
             counters: Counters::default(),
+            leases: Leases::default(),
             callbacks: RwLock::new(None),
         });
+        lease::spawn(Arc::downgrade(&node), settings.lease);
         nodes.retain(|_, w| w.strong_count() > 0);
         nodes.insert(key, Arc::downgrade(&node));
         Ok(node)

@@ -28,10 +28,19 @@ impl ClientInner {
         }
         let node = &self.node;
         let sha = node.scripts.acquire.get_hash();
+        let (held, live) = (node.keys.held(&self.me), node.keys.live(&self.me));
+        let lease = node.lease_ms();
         let mut pipe = redis::pipe();
         for id in ids {
             let key = node.keys.object(id);
-            pipe.cmd("EVALSHA").arg(sha).arg(1).arg(&key);
+            pipe.cmd("EVALSHA")
+                .arg(sha)
+                .arg(3)
+                .arg(&key)
+                .arg(&held)
+                .arg(&live)
+                .arg(id.to_string())
+                .arg(lease);
             pipe.cmd("HMGET").arg(&key).arg("data").arg("metadata");
         }
         let values: Vec<Value> = node.pool.run(|c| match pipe.query(c) {

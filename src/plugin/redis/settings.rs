@@ -22,6 +22,10 @@ pub struct RedisSettings {
     /// `wait_recheck_ms=`: a waiting `get` re-reads Redis this often even without a seal
     /// message, for writers that do not publish (default 1000).
     pub wait_recheck: Duration,
+    /// `lease_ms=`: a client's liveness lease. Its process refreshes it every third of the lease;
+    /// a client whose lease ran out is dead, and any node gives its references back and aborts
+    /// its creations (default 10000).
+    pub lease: Duration,
 }
 
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/0";
@@ -36,6 +40,7 @@ impl Default for RedisSettings {
             io_timeout: Duration::from_millis(5000),
             pool_size: 8,
             wait_recheck: Duration::from_millis(1000),
+            lease: Duration::from_millis(10_000),
         }
     }
 }
@@ -95,6 +100,7 @@ impl RedisSettings {
             io_timeout: millis(params, "io_timeout_ms", d.io_timeout)?,
             pool_size,
             wait_recheck: millis(params, "wait_recheck_ms", d.wait_recheck)?,
+            lease: millis(params, "lease_ms", d.lease)?,
         })
     }
 }
