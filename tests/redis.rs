@@ -478,6 +478,18 @@ fn a_stopped_server_times_out_then_recovers() {
     assert_eq!(c.get(&[id], 0).unwrap()[0].as_ref().unwrap().data(), b"x");
 }
 
+/// Runs the ignored test `name` of this binary as a helper process with `env`, its standard
+/// input and output piped.
+fn spawn_helper(name: &str, env: &[(&str, String)]) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--ignored", "--nocapture"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The other process of `references_and_wakeups_cross_processes`, run by re-executing this test
 /// binary; does nothing when run on its own.
 #[test]
@@ -518,20 +530,14 @@ fn references_and_wakeups_cross_processes() {
     let c = RedisClient::from_config(&config(&server.url(), "xproc:", &[])).unwrap();
     let (held, waited) = (ObjectId::random(), ObjectId::random());
     put(&c, &held, b"in both", b"");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "cross_process_helper",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("GISMO_REDIS_HELPER_URL", server.url())
-        .env("GISMO_REDIS_HELPER_HELD", held.to_string())
-        .env("GISMO_REDIS_HELPER_WAITED", waited.to_string())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_helper(
+        "cross_process_helper",
+        &[
+            ("GISMO_REDIS_HELPER_URL", server.url()),
+            ("GISMO_REDIS_HELPER_HELD", held.to_string()),
+            ("GISMO_REDIS_HELPER_WAITED", waited.to_string()),
+        ],
+    );
     let (tx, lines) = std::sync::mpsc::channel::<String>();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -624,19 +630,14 @@ fn a_killed_client_is_reaped() {
         .unwrap();
     let (held, creating) = (ObjectId::random(), ObjectId::random());
     put(&c, &held, b"held by the victim", b"");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "killed_client_helper",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("GISMO_REDIS_KILLED_URL", server.url())
-        .env("GISMO_REDIS_KILLED_HELD", held.to_string())
-        .env("GISMO_REDIS_KILLED_CREATING", creating.to_string())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_helper(
+        "killed_client_helper",
+        &[
+            ("GISMO_REDIS_KILLED_URL", server.url()),
+            ("GISMO_REDIS_KILLED_HELD", held.to_string()),
+            ("GISMO_REDIS_KILLED_CREATING", creating.to_string()),
+        ],
+    );
     let stdout = child.stdout.take().unwrap();
     let ready = std::io::BufReader::new(stdout)
         .lines()

@@ -3,7 +3,6 @@
 //! is the client's disconnect.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -322,12 +321,6 @@ impl Connection {
             }),
             _ => false,
         }
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        let _ = self.stream.flush();
     }
 }
 

@@ -338,21 +338,16 @@ impl State {
 
     fn insert(&mut self, client: ClientId, req: &CreateRequest, place: Place) -> CreateOutcome {
         let size = req.data_size + req.metadata_size;
-        let mut owner_raylet_id = [0u8; 28];
-        let mut owner_worker_id = [0u8; 28];
-        let n = req.owner_node_id.len().min(28);
-        owner_raylet_id[..n].copy_from_slice(&req.owner_node_id[..n]);
-        let n = req.owner_worker_id.len().min(28);
-        owner_worker_id[..n].copy_from_slice(&req.owner_worker_id[..n]);
+        let owner = owner_of(req);
         let info = ObjectInfo {
             object_id: req.object_id,
             is_mutable: req.is_mutable,
             data_size: req.data_size as i64,
             metadata_size: req.metadata_size as i64,
-            owner_raylet_id,
-            owner_ip_address: req.owner_ip_address.clone(),
+            owner_raylet_id: owner.raylet_id,
+            owner_ip_address: owner.ip,
             owner_port: req.owner_port,
-            owner_worker_id,
+            owner_worker_id: owner.worker_id,
         };
         match &place {
             Place::Main(_) => self.counters.main_bytes += size,
@@ -485,7 +480,7 @@ impl State {
         outcome
     }
 
-    /// Whether the queue's head could use the raylet's spilling (for the caller to ask).
+    /// Whether creates are queued for memory (then a retry asks the raylet to spill first).
     pub fn has_queue(&self) -> bool {
         !self.queue.is_empty()
     }
