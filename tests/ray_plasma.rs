@@ -33,8 +33,9 @@ impl RayHead {
             "no Ray venv at {} (run tools/ray-venv.sh)",
             venv.display()
         );
-        // A short private temp dir: Ray's socket paths must fit sockaddr_un.
-        let temp = PathBuf::from(format!("/tmp/gismo-ray-{}", std::process::id()));
+        // A short private temp dir under the suite's TMPDIR: Ray's socket paths must fit
+        // sockaddr_un.
+        let temp = std::env::temp_dir().join(format!("gismo-ray-{}", std::process::id()));
         let mut child = Command::new(python)
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),

@@ -13,9 +13,12 @@ import os
 import sys
 import time
 
-import numpy as np
-import ray
-from ray._private.ray_microbenchmark_helpers import timeit
+# Loopback only: Ray then uses 127.0.0.1 for the node, driver and workers (set before import).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+from ray._private.ray_microbenchmark_helpers import timeit  # noqa: E402
 
 SIZES = [1 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20]
 
@@ -47,7 +50,7 @@ def main():
     out = sys.argv[1]
     budget = float(os.environ.get("GISMO_RAY_BENCH_SECONDS", "2"))
     ray.init(address="local", num_cpus=2, object_store_memory=2 << 30, include_dashboard=False,
-             logging_level="ERROR", _temp_dir=os.environ.get("GISMO_RAY_TEMP", "/tmp/gismo-ray-bench"))
+             logging_level="ERROR", _node_ip_address="127.0.0.1", _temp_dir=os.environ.get("GISMO_RAY_TEMP", "/tmp/gismo-ray-bench"))
     result = {"ray_version": ray.__version__, "put": {}, "get": {}, "microbenchmark": {}}
     for size in SIZES:
         arr = np.full(size, 7, dtype=np.uint8)

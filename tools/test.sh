@@ -11,6 +11,11 @@
 # failed (and `cargo test` runs every test binary even when one fails); the summary lists each
 # step, and the last line is "N passed, M failed" (steps).
 # Exits non-zero if any step failed.
+#
+# Every step runs with its own fresh, empty TMPDIR (and Ray temp root, RAY_TMPDIR) under one
+# suite directory that is removed on exit, so that state left by an earlier run can never stand
+# in for a missing set-up step; a last step fails if the suite left anything behind (regions in
+# /dev/shm, processes). Every Ray process listens on loopback only.
 set -euo pipefail
 
 # System packages the tests need. Later suites add theirs here, e.g. redis-server.
@@ -94,14 +99,26 @@ step_names=()
 step_results=()
 step_seconds=()
 
-# run_step NAME COMMAND...: runs one step, records its result, never stops the script.
+# One directory for everything the suite writes outside target/; short, because Ray's socket
+# paths under it must fit sockaddr_un (108 bytes).
+suite_tmp=$(mktemp -d /tmp/gt.XXXXXX)
+trap 'rm -rf "$suite_tmp"' EXIT
+# Ray (tests and benchmarks started from here): 127.0.0.1 for every node, driver and worker.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+shm_before=$(ls -1 /dev/shm 2>/dev/null | sort)
+
+# run_step NAME COMMAND...: runs one step with a fresh TMPDIR, records its result, never stops
+# the script.
 run_step() {
     local name=$1
     shift
     echo
     echo "==> $name"
     local start=$SECONDS status=0
-    "$@" || status=$?
+    local step_tmp="$suite_tmp/${#step_names[@]}"
+    mkdir -p "$step_tmp"
+    TMPDIR="$step_tmp" RAY_TMPDIR="$step_tmp" "$@" || status=$?
+    rm -rf "$step_tmp"
     step_names+=("$name")
     step_seconds+=($((SECONDS - start)))
     if [ "$status" -eq 0 ]; then
@@ -185,12 +202,33 @@ if [ "${GISMO_SOAK:-0}" = 1 ]; then
     run_step "soak tests" soak_tests
 fi
 
+# Nothing the suite created may outlive it: no region or segment left in /dev/shm, no process
+# (Ray, redis-server, helpers) still running from the suite's temp dirs.
+nothing_left_behind() {
+    local left=0 new procs
+    new=$(comm -13 <(printf '%s\n' "$shm_before") <(ls -1 /dev/shm 2>/dev/null | sort) | grep -v '^$' || true)
+    if [ -n "$new" ]; then
+        echo "left in /dev/shm:"
+        printf '  %s\n' $new
+        left=1
+    fi
+    procs=$(pgrep -af -- "$suite_tmp" | grep -v -e pgrep || true)
+    if [ -n "$procs" ]; then
+        echo "still running:"
+        printf '  %s\n' "$procs"
+        left=1
+    fi
+    [ "$left" -eq 0 ] && echo "nothing left behind"
+    return "$left"
+}
+run_step "nothing left behind" nothing_left_behind
+
 passed=0
 failed=0
 echo
 echo "==> summary"
 for i in "${!step_names[@]}"; do
-    printf '  %-22s %-18s %5ss\n' "${step_names[$i]}" "${step_results[$i]}" "${step_seconds[$i]}"
+    printf '  %-30s %-18s %5ss\n' "${step_names[$i]}" "${step_results[$i]}" "${step_seconds[$i]}"
     if [ "${step_results[$i]}" = passed ]; then
         passed=$((passed + 1))
     else

@@ -37,12 +37,15 @@ import tempfile
 import time
 import uuid
 
-import numpy as np
-import ray
-from ray.cluster_utils import Cluster
+# Loopback only: Ray then uses 127.0.0.1 for every node, driver and worker (set before import).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
-import gismo
-import gismo.ray as gr
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+import gismo  # noqa: E402
+import gismo.ray as gr  # noqa: E402
 
 MiB = 1 << 20
 PAGE = 4096
@@ -104,22 +107,31 @@ def run(sizes_mib, reps: int) -> dict:
     biggest = max(sizes_mib) * MiB
     store = int(biggest * 1.5) + 256 * MiB
     region = f"file:/dev/shm/gismo-bench-{uuid.uuid4().hex[:10]}"
-    temp_dir = tempfile.mkdtemp(prefix="gismo-bench-ray-")
-    driver = gismo.connect(region, size=int(biggest * 1.5) + 256 * MiB, client_name="bench")
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 1,
-            "resources": {"A": 1},
-            "object_store_memory": store,
-            "temp_dir": temp_dir,
-            "include_dashboard": False,
-        },
-    )
-    cluster.add_node(num_cpus=1, resources={"B": 1}, object_store_memory=store)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, runtime_env={"env_vars": {gismo.REGION_ENV: region}})
+    # A private Ray temp root: `Cluster` writes its address file under the default Ray temp dir
+    # (RAY_TMPDIR/ray) even when the head has its own temp_dir, so both point into it.
+    ray_root = tempfile.mkdtemp(prefix="ray")
+    os.environ["RAY_TMPDIR"] = ray_root
+    temp_dir = os.path.join(ray_root, "ray")
+    os.makedirs(temp_dir, exist_ok=True)
+    cluster = None
     try:
+        driver = gismo.connect(region, size=int(biggest * 1.5) + 256 * MiB, client_name="bench")
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 1,
+                "resources": {"A": 1},
+                "object_store_memory": store,
+                "temp_dir": temp_dir,
+                "include_dashboard": False,
+                "node_ip_address": "127.0.0.1",
+            },
+        )
+        cluster.add_node(
+            num_cpus=1, resources={"B": 1}, object_store_memory=store, node_ip_address="127.0.0.1"
+        )
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, runtime_env={"env_vars": {gismo.REGION_ENV: region}})
         # One-time attach per worker: fresh actor processes on B.
         attach = [
             ray.get(Consumer.options(resources={"B": 0.01}).remote().attach.remote())
@@ -162,10 +174,14 @@ def run(sizes_mib, reps: int) -> dict:
         return {"attach_s": attach, "rows": rows, "reps": reps, "ray": ray.__version__}
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
         gismo.disconnect()
-        os.unlink(region.split(":", 1)[1])
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        try:
+            os.unlink(region.split(":", 1)[1])
+        except FileNotFoundError:
+            pass
+        shutil.rmtree(ray_root, ignore_errors=True)
 
 
 HEADER = (

@@ -9,7 +9,13 @@ import uuid
 
 import pytest
 
-import gismo
+# Every Ray process the tests start listens on loopback only (Ray then uses 127.0.0.1 for every
+# node, driver and worker). Set before `import ray` anywhere in the session.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+import gismo  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
 
 
 def fresh_region(size: int) -> str:
@@ -42,38 +48,56 @@ def client(region):
 @pytest.fixture(scope="module")
 def ray_cluster():
     """Two raylets (nodes "A" and "B", each with its own object store) and a driver connected to
-    them, all attached to one region in /dev/shm. Yields (cluster, driver client, region)."""
+    them, all attached to one region in /dev/shm, on loopback. Yields (cluster, driver client,
+    region). Everything it makes (region, Ray session, temp dir) is removed on the way out, also
+    when setting up fails half-way."""
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
     spec = fresh_region(256 << 20)
+    # A private Ray temp root: `Cluster` writes its address file under the *default* Ray temp dir
+    # (RAY_TMPDIR/ray) even when the head has its own temp_dir, so both point into it. Short, so
+    # that Ray's socket paths fit sockaddr_un.
+    ray_root = tempfile.mkdtemp(prefix="ray")
+    saved_env = {k: os.environ.get(k) for k in (gismo.REGION_ENV, "RAY_TMPDIR")}
     os.environ[gismo.REGION_ENV] = spec
-    driver = gismo.connect(spec, size=256 << 20, client_name="pytest-driver")
-    temp_dir = tempfile.mkdtemp(prefix="gismo-py-ray-")
-    store = 128 << 20
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 2,
-            "resources": {"A": 2},
-            "object_store_memory": store,
-            "temp_dir": temp_dir,
-            "include_dashboard": False,
-        },
-    )
-    cluster.add_node(num_cpus=2, resources={"B": 2}, object_store_memory=store)
-    cluster.wait_for_nodes()
-    # Workers import the test modules by name (Ray pickles their functions by reference).
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-    env = {gismo.REGION_ENV: spec, "PYTHONPATH": path}
-    ray.init(address=cluster.address, runtime_env={"env_vars": env})
+    os.environ["RAY_TMPDIR"] = ray_root
+    temp_dir = os.path.join(ray_root, "ray")
+    os.makedirs(temp_dir, exist_ok=True)
+    cluster = None
     try:
+        driver = gismo.connect(spec, size=256 << 20, client_name="pytest-driver")
+        store = 128 << 20
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 2,
+                "resources": {"A": 2},
+                "object_store_memory": store,
+                "temp_dir": temp_dir,
+                "include_dashboard": False,
+                "node_ip_address": LOOPBACK,
+            },
+        )
+        cluster.add_node(
+            num_cpus=2, resources={"B": 2}, object_store_memory=store, node_ip_address=LOOPBACK
+        )
+        cluster.wait_for_nodes()
+        # Workers import the test modules by name (Ray pickles their functions by reference).
+        here = os.path.dirname(os.path.abspath(__file__))
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        env = {gismo.REGION_ENV: spec, "PYTHONPATH": path}
+        ray.init(address=cluster.address, runtime_env={"env_vars": env})
         yield cluster, driver, spec
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
         gismo.disconnect()
-        os.environ.pop(gismo.REGION_ENV, None)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         remove_region(spec)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(ray_root, ignore_errors=True)

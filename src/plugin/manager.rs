@@ -20,11 +20,12 @@
 //! # Strict and fallback mode
 //!
 //! [`Mode::Strict`] fails with the cause. [`Mode::Fallback`] logs one warning naming the cause
+//! (once per process and configuration: a runner and the clients of one configuration share it)
 //! and makes `plasma` instead, with the plasma keys the configuration holds (`store_socket_name`,
 //! `object_store_memory`, …; defaults for the others); if that fails too, its error is returned. Every configuration except plasma itself (an empty or `plasma` name without a
 //! library path) falls back — a library path with an empty name included.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -115,6 +116,8 @@ pub enum Mode {
 /// The process-wide plugin manager.
 pub struct PluginManager {
     libraries: Mutex<HashMap<PathBuf, Weak<Library>>>,
+    /// Configurations (as displayed) whose fallback has been announced: one warning each.
+    warned: Mutex<BTreeSet<String>>,
 }
 
 impl PluginManager {
@@ -123,6 +126,7 @@ impl PluginManager {
         static INSTANCE: OnceLock<PluginManager> = OnceLock::new();
         INSTANCE.get_or_init(|| PluginManager {
             libraries: Mutex::new(HashMap::new()),
+            warned: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -206,7 +210,7 @@ impl PluginManager {
         config: &PluginConfig,
         mode: Mode,
     ) -> Result<Box<dyn ObjectStoreRunner>, PluginError> {
-        with_fallback(config, mode, |name, path, params| {
+        self.with_fallback(config, mode, |name, path, params| {
             self.create_runner(name, path, params)
         })
     }
@@ -221,7 +225,7 @@ impl PluginManager {
         config: &PluginConfig,
         mode: Mode,
     ) -> Result<Arc<dyn ObjectStoreClient>, PluginError> {
-        with_fallback(config, mode, |name, path, params| {
+        self.with_fallback(config, mode, |name, path, params| {
             self.create_client(name, path, params)
         })
     }
@@ -335,32 +339,42 @@ impl PluginManager {
         F::check_functions(path, &table)?;
         Ok((lib, table, handle))
     }
-}
 
-/// `create` for `config`; in fallback mode, one warning and `plasma` if that fails.
-fn with_fallback<T>(
-    config: &PluginConfig,
-    mode: Mode,
-    create: impl Fn(&str, &str, &BTreeMap<String, String>) -> Result<T, PluginError>,
-) -> Result<T, PluginError> {
-    match create(&config.name, &config.path, &config.params) {
-        Ok(made) => Ok(made),
-        // A library path is never plasma, whatever the name (an empty name with a path too).
-        Err(e)
-            if mode == Mode::Fallback
-                && !(config.path.is_empty() && matches!(config.name.as_str(), "" | "plasma")) =>
-        {
-            eprintln!("warning: object store {config}: {e}; falling back to plasma");
-            // The plasma settings the configuration names (e.g. `store_socket_name`), if any.
-            let plasma: BTreeMap<String, String> = config
-                .params
-                .iter()
-                .filter(|(k, _)| crate::plasma::PLASMA_KEYS.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            create("plasma", "", &plasma)
+    /// `create` for `config`; in fallback mode, `plasma` if that fails, after one warning per
+    /// configuration and process.
+    fn with_fallback<T>(
+        &self,
+        config: &PluginConfig,
+        mode: Mode,
+        create: impl Fn(&str, &str, &BTreeMap<String, String>) -> Result<T, PluginError>,
+    ) -> Result<T, PluginError> {
+        match create(&config.name, &config.path, &config.params) {
+            Ok(made) => Ok(made),
+            // A library path is never plasma, whatever the name (an empty name with a path too).
+            Err(e)
+                if mode == Mode::Fallback
+                    && !(config.path.is_empty()
+                        && matches!(config.name.as_str(), "" | "plasma")) =>
+            {
+                let first = self
+                    .warned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(config.to_string());
+                if first {
+                    eprintln!("warning: object store {config}: {e}; falling back to plasma");
+                }
+                // The plasma settings the configuration names (e.g. `store_socket_name`), if any.
+                let plasma: BTreeMap<String, String> = config
+                    .params
+                    .iter()
+                    .filter(|(k, _)| crate::plasma::PLASMA_KEYS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                create("plasma", "", &plasma)
+            }
+            Err(e) => Err(e),
         }
-        Err(e) => Err(e),
     }
 }
 

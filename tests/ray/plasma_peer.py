@@ -4,15 +4,17 @@ raylet's plasma socket and the object's id, then serves commands on stdin:
   check ID_HEX   -> prints whether the raylet's store has the object and its memory summary
   quit
 """
+import os
 import sys
 
-import numpy as np
-import ray
+# Loopback only: Ray then uses 127.0.0.1 for the node, driver and workers (set before import).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
-import os
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
 
 ray.init(address="local", num_cpus=1, object_store_memory=256 * 1024 * 1024,
-         include_dashboard=False, logging_level="ERROR",
+         include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1",
          _temp_dir=os.environ.get("GISMO_RAY_TEMP", "/tmp/gismo-ray"))
 node = ray._private.worker.global_worker.node
 size = 8 * 1024 * 1024
