@@ -103,7 +103,7 @@ impl Store {
 
     /// Whether `h`'s client entry is still `ACTIVE` with `h`'s epoch (a validated index: the
     /// word may come from a corrupt region).
-    fn holder_alive(&self, h: LeaderId) -> bool {
+    pub(crate) fn holder_alive(&self, h: LeaderId) -> bool {
         if h.client >= self.max_clients() {
             return false;
         }
@@ -345,7 +345,10 @@ mod tests {
         let (mut la, mut lb) = (lease(&a, &ca), lease(&b, &cb));
         let t = 5_000;
         la.poll(t);
-        b.reap_client(ca.index()).unwrap().unwrap();
+        let judged = b.client_entry(ca.index()).load_word();
+        b.reap_client(ca.index(), judged, cb.index() as u16)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             lb.poll(t + 1),
             LeaseEvent::Acquired {
