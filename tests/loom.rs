@@ -6,7 +6,8 @@
 
 use gismo::store::allocator::{AllocHeads, Allocator, ChunkDesc};
 use gismo::store::directory::{
-    after_release, begin_delete, flags, state, Directory, InsertError, Slot, Word,
+    after_release, begin_delete, begin_evict, flags, resume_delete, state, Directory, InsertError,
+    Resumed, Slot, Word,
 };
 use gismo::store::refs::RefTable;
 use gismo::store::ObjectId;
@@ -207,6 +208,83 @@ fn deferred_delete_is_never_lost() {
         let w = slot.load_word();
         assert_eq!(w.state, state::DELETING);
         assert_eq!(w.flags & flags::WAITERS, 0);
+    });
+}
+
+/// C1: a recoverer re-deciding a dead deleter's `DELETING` slot (`resume_delete`) racing the
+/// holder's last release: the object is deleted exactly once, never while still held.
+#[test]
+fn a_dead_deleters_delete_is_decided_once() {
+    loom::model(|| {
+        let slot = Arc::new(Slot::new_free());
+        // What a deleter killed between its CAS and its reference check leaves.
+        let dead = Word {
+            gen: 1,
+            state: state::DELETING,
+            flags: flags::SEALED_ORIGIN,
+            owner: 5,
+        };
+        slot.store_word(dead);
+        let refs: Arc<Vec<AtomicU64>> = Arc::new((0..16).map(|_| AtomicU64::new(0)).collect());
+        RefTable::new(&refs).add(0, 1).unwrap();
+        let count = |r: &Vec<AtomicU64>| u32::from(RefTable::new(r).count(0, 1));
+
+        let (s1, r1) = (slot.clone(), refs.clone());
+        let reaper = thread::spawn(move || {
+            let held = count(&r1) > 0;
+            let out = resume_delete(&s1, dead, 9, || count(&r1));
+            (held, out)
+        });
+        let (s2, r2) = (slot.clone(), refs.clone());
+        let releaser = thread::spawn(move || {
+            assert_eq!(RefTable::new(&r2).remove(0, 1), Some(0));
+            after_release(&s2, 1, 2, || count(&r2)).is_some()
+        });
+        let (_, resumed) = reaper.join().unwrap();
+        let b = releaser.join().unwrap();
+        let a = matches!(resumed, Resumed::Finish(_));
+        assert!(
+            a ^ b,
+            "exactly one party must own the delete (reaper {resumed:?}, releaser {b})"
+        );
+        assert_eq!(slot.load_word().state, state::DELETING);
+    });
+}
+
+/// M5: an eviction probe racing a delete and the last release: the delete is never lost, and
+/// exactly one party ends up owning the slot's removal.
+#[test]
+fn a_delete_during_an_eviction_probe_is_not_lost() {
+    loom::model(|| {
+        let slot = Arc::new(Slot::new_free());
+        let sealed = Word {
+            gen: 1,
+            state: state::SEALED,
+            flags: 0,
+            owner: 0,
+        };
+        slot.store_word(sealed);
+        let refs: Arc<Vec<AtomicU64>> = Arc::new((0..16).map(|_| AtomicU64::new(0)).collect());
+        RefTable::new(&refs).add(0, 1).unwrap();
+        let count = |r: &Vec<AtomicU64>| u32::from(RefTable::new(r).count(0, 1));
+
+        let (s1, r1) = (slot.clone(), refs.clone());
+        let evicter = thread::spawn(move || begin_evict(&s1, sealed, 1, || count(&r1)).is_some());
+        let (s2, r2) = (slot.clone(), refs.clone());
+        let deleter = thread::spawn(move || {
+            // A delete, then the (same client's) last release.
+            let w = s2.load_word();
+            let d = begin_delete(&s2, w, 2, || count(&r2)).is_some();
+            assert_eq!(RefTable::new(&r2).remove(0, 1), Some(0));
+            let r = after_release(&s2, 1, 2, || count(&r2)).is_some();
+            (d, r)
+        });
+        let e = evicter.join().unwrap();
+        let (d, r) = deleter.join().unwrap();
+        let owners = [e, d, r].iter().filter(|x| **x).count();
+        assert_eq!(owners, 1, "evicter {e}, delete {d}, release {r}");
+        let w = slot.load_word();
+        assert_eq!(w.state, state::DELETING, "the delete was lost: {w:?}");
     });
 }
 

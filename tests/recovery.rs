@@ -70,6 +70,21 @@ fn wait_ready(out: &mut BufReader<std::process::ChildStdout>) {
     }
 }
 
+/// Like [`wait_ready`], returning the number after `READY`.
+fn wait_ready_value(out: &mut BufReader<std::process::ChildStdout>) -> usize {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child exited before READY"
+        );
+        if let Some(v) = line.split("READY ").nth(1) {
+            return v.trim().parse().unwrap();
+        }
+    }
+}
+
 /// The child side: attaches through the inherited descriptor and does what its role says.
 #[test]
 fn child() {
@@ -119,6 +134,37 @@ fn child() {
                 Ok(()) => println!("RESULT created"),
             }
             std::mem::forget(held);
+        }
+        "verify" => {
+            // Holds object 1 (4096 bytes of 7), heartbeating, until told to check it.
+            let held = client
+                .get(&ObjectId::from_u64(1), Some(Duration::ZERO))
+                .unwrap()
+                .unwrap();
+            println!("READY");
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).ok();
+                let _ = tx.send(());
+            });
+            while rx.recv_timeout(Duration::from_millis(50)).is_err() {
+                client.heartbeat().unwrap();
+            }
+            let ok = held.data().iter().all(|&b| b == 7);
+            println!("RESULT {}", if ok { "intact" } else { "overwritten" });
+        }
+        "idle" => {
+            println!("READY {}", client.index());
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "maintain" => {
+            let m = store
+                .begin_maintenance(client.maintainer_id(), 60_000)
+                .unwrap();
+            std::mem::forget(m);
+            println!("READY");
+            std::thread::sleep(Duration::from_secs(60));
         }
         "churn" => {
             // Random creates, writes, seals, gets, releases and deletes until killed.
@@ -206,7 +252,7 @@ fn kill_9_with_unsealed_object_and_references_is_reaped() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].1, DeathCause::LeaseExpired);
 
-    let reports = store.reap_dead(0).unwrap();
+    let reports = parent.reap_dead(0).unwrap();
     assert_eq!(reports.len(), 1);
     let r = &reports[0];
     assert_eq!(r.aborted_objects, 1, "{r:?}");
@@ -258,7 +304,7 @@ fn same_host_death_is_detected_by_pid_at_once() {
         "a dead pid on this host is found without waiting for a lease"
     );
     assert_eq!(dead[0].1, DeathCause::ProcessGone);
-    store.reap_dead(u64::MAX).unwrap();
+    parent.reap_dead(u64::MAX).unwrap();
     assert_eq!(
         store.stats().used_bytes,
         gismo::store::allocator::capacity_for(64)
@@ -281,7 +327,7 @@ fn a_paused_client_reaped_past_its_lease_is_fenced_on_resume() {
     // SAFETY: plain signal to our own child process.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     std::thread::sleep(Duration::from_millis(20));
-    let reaped = store.reap_dead(10).unwrap();
+    let reaped = parent.reap_dead(10).unwrap();
     assert_eq!(reaped.len(), 1);
     assert_eq!(reaped[0].released_references, 1);
     // SAFETY: as above.
@@ -345,7 +391,7 @@ fn random_kill_points_leave_no_leak_and_no_damage() {
         std::thread::sleep(Duration::from_micros((i * 7919) % 4000));
         child.kill().unwrap();
         child.wait().unwrap();
-        let reports = store.reap_dead(u64::MAX).unwrap();
+        let reports = parent.reap_dead(u64::MAX).unwrap();
         assert_eq!(
             reports.len(),
             1,
@@ -378,49 +424,93 @@ fn random_kill_points_leave_no_leak_and_no_damage() {
     println!("random kills: {iterations} iterations, {orphans} orphaned bytes collected");
 }
 
-/// Overwrites the state word of `id`'s slot with `DELETING`, owned by client `owner` (what a
-/// deleter that died right after claiming the delete leaves behind).
-fn forge_deleting(store: &Store, id: &ObjectId, owner: u16) {
+/// Flags of a forged `DELETING` word: a delete or eviction that came from `SEALED`.
+const SEALED_ORIGIN: u64 = 4;
+const EVICTING: u64 = 8;
+
+/// The region's atomic word at byte offset `at`.
+fn region_word(store: &Store, at: usize) -> &std::sync::atomic::AtomicU64 {
+    assert!(at + 8 <= store.region().len() && at % 8 == 0);
+    // SAFETY: in bounds and aligned (checked above), inside the live mapping owned by `store`;
+    // the store treats any value there as valid input.
+    unsafe { &*(store.region().as_ptr().add(at) as *const std::sync::atomic::AtomicU64) }
+}
+
+/// The state word of `id`'s slot.
+fn slot_word<'a>(store: &'a Store, id: &ObjectId) -> &'a std::sync::atomic::AtomicU64 {
     let o = store.lookup_summary(id).unwrap();
-    let word: u64 = u64::from(o.gen) << 32 | 5u64 << 24 | u64::from(owner);
     let at = store
         .layout()
         .section(gismo::format::SectionKind::Directory)
         .offset as usize
         + o.index * 128;
-    // SAFETY: the slot's first word lies inside the mapped directory section; the test's clients
-    // are idle; the store treats any value there as valid input.
-    unsafe {
-        (store.region().as_ptr().add(at) as *const std::sync::atomic::AtomicU64)
-            .as_ref()
-            .unwrap()
-    }
-    .store(word, std::sync::atomic::Ordering::SeqCst);
+    region_word(store, at)
+}
+
+/// Word `word` (0 = entry word, 10 = op_seq) of client entry `index`.
+fn entry_word(store: &Store, index: usize, word: usize) -> &std::sync::atomic::AtomicU64 {
+    let at = store
+        .layout()
+        .section(gismo::format::SectionKind::Clients)
+        .offset as usize
+        + index * 128
+        + word * 8;
+    region_word(store, at)
+}
+
+/// Overwrites the state word of `id`'s slot with `DELETING` (flags `fl`), owned by client
+/// `owner`: what a deleter that died right after claiming the delete leaves behind.
+fn forge_deleting_flags(store: &Store, id: &ObjectId, owner: u16, fl: u64) {
+    let o = store.lookup_summary(id).unwrap();
+    let word: u64 = u64::from(o.gen) << 32 | 5u64 << 24 | fl << 16 | u64::from(owner);
+    slot_word(store, id).store(word, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// An abort (or a delete whose origin the word does not record) left half done.
+fn forge_deleting(store: &Store, id: &ObjectId, owner: u16) {
+    forge_deleting_flags(store, id, owner, 0);
+}
+
+fn judged(store: &Store, index: usize) -> gismo::store::clients::EntryWord {
+    gismo::store::clients::EntryWord::unpack(
+        entry_word(store, index, 0).load(std::sync::atomic::Ordering::SeqCst),
+    )
 }
 
 #[test]
 fn deletes_left_half_done_are_finished() {
     let (store, _fd) = fresh_store("gismo-recovery-halfdelete");
     let a = store.connect("a").unwrap();
-    let (x, y) = (ObjectId::from_u64(1), ObjectId::from_u64(2));
-    for (id, size) in [(x, 300_000u64), (y, 1000)] {
+    let (x, y, z) = (
+        ObjectId::from_u64(1),
+        ObjectId::from_u64(2),
+        ObjectId::from_u64(3),
+    );
+    for (id, size) in [(x, 300_000u64), (y, 1000), (z, 5000)] {
         a.create(&id, size, b"", &CreateInfo::default())
             .unwrap()
             .seal()
             .unwrap();
     }
-    // A deleter that dies after claiming the delete of x: the reaper finishes it.
+    // A deleter that dies after claiming the delete of x, nobody referencing x: the reaper
+    // re-runs the reference check, finds none, and finishes it.
     let b = store.connect("b").unwrap();
-    forge_deleting(&store, &x, b.index() as u16);
-    let r = store.reap_client(b.index()).unwrap().expect("b was active");
+    forge_deleting_flags(&store, &x, b.index() as u16, SEALED_ORIGIN);
+    let r = store
+        .reap_client(b.index(), judged(&store, b.index()), a.index() as u16)
+        .unwrap()
+        .expect("b was active");
     assert_eq!(r.finished_deletes, 1, "{r:?}");
     drop(b); // fenced: its disconnect does nothing
     assert!(store.lookup_summary(&x).is_none());
-    // A reaper that died while finishing a delete for a client already gone: the owner is no
-    // longer active, so the next pass finishes it.
+    // A reaper that died while finishing a delete (or an abort) for a client already gone: the
+    // owner is no longer active, so the next pass finishes it.
     forge_deleting(&store, &y, 77);
-    assert_eq!(store.finish_orphaned_deletes(), 1);
+    forge_deleting_flags(&store, &z, 78, SEALED_ORIGIN | EVICTING);
+    let m = store.begin_maintenance(a.maintainer_id(), 60_000).unwrap();
+    assert_eq!(store.finish_orphaned_deletes(&m), 2);
     assert!(store.lookup_summary(&y).is_none());
+    assert!(store.lookup_summary(&z).is_none());
     let check = store.fsck(false);
     assert!(check.is_clean(), "{:?}", check.problems);
     assert_eq!(check.used_bytes, 0);
@@ -429,8 +519,266 @@ fn deletes_left_half_done_are_finished() {
         .unwrap()
         .seal()
         .unwrap();
-    forge_deleting(&store, &x, a.index() as u16);
-    assert_eq!(store.finish_orphaned_deletes(), 0);
+    forge_deleting_flags(&store, &x, a.index() as u16, SEALED_ORIGIN);
+    assert_eq!(store.finish_orphaned_deletes(&m), 0);
+}
+
+/// C1: a deleter (or evicter) killed between its CAS to DELETING and its reference check must
+/// not get the object freed under a client that still holds it. Forged deterministically (the
+/// window is a reference scan): the object comes back SEALED (delete-pending for a delete), its
+/// bytes intact, and the last release deletes it.
+#[test]
+fn a_half_done_delete_of_a_referenced_object_is_not_freed() {
+    let (store, _fd) = fresh_store("gismo-recovery-halfdelete-ref");
+    let a = store.connect("a").unwrap();
+    let (x, y) = (ObjectId::from_u64(1), ObjectId::from_u64(2));
+    for id in [x, y] {
+        let mut b = a.create(&id, 5000, b"m", &CreateInfo::default()).unwrap();
+        b.write_at(0, &[9u8; 5000]).unwrap();
+        b.seal().unwrap();
+    }
+    let rx = a.get(&x, Some(Duration::ZERO)).unwrap().unwrap();
+    let ry = a.get(&y, Some(Duration::ZERO)).unwrap().unwrap();
+
+    // The reaper of the dead deleter.
+    let d = store.connect("deleter").unwrap();
+    forge_deleting_flags(&store, &x, d.index() as u16, SEALED_ORIGIN);
+    let r = store
+        .reap_client(d.index(), judged(&store, d.index()), a.index() as u16)
+        .unwrap()
+        .expect("d was active");
+    drop(d);
+    assert_eq!(r.finished_deletes, 0, "{r:?}");
+    assert_eq!(r.restored_objects, 1, "{r:?}");
+    let o = store.lookup_summary(&x).expect("x still exists");
+    assert_eq!(o.state, gismo::store::directory::state::SEALED);
+    assert!(o.delete_pending, "the delete it asked for is kept");
+
+    // The orphan pass, for an evicter that died mid-probe: restored, not delete-pending.
+    forge_deleting_flags(&store, &y, 77, SEALED_ORIGIN | EVICTING);
+    assert!(
+        a.contains(&y).unwrap(),
+        "an object in an eviction probe exists"
+    );
+    let m = store.begin_maintenance(a.maintainer_id(), 60_000).unwrap();
+    assert_eq!(store.finish_orphaned_deletes(&m), 0);
+    drop(m);
+    let o = store.lookup_summary(&y).expect("y still exists");
+    assert_eq!(o.state, gismo::store::directory::state::SEALED);
+    assert!(!o.delete_pending, "an eviction never marks a delete");
+
+    // Nothing was freed: a create of the same size does not get x's or y's block.
+    let z = ObjectId::from_u64(3);
+    let mut b = a.create(&z, 5000, b"m", &CreateInfo::default()).unwrap();
+    b.write_at(0, &[1u8; 5000]).unwrap();
+    b.seal().unwrap();
+    assert_eq!(rx.data(), &[9u8; 5000][..]);
+    assert_eq!(ry.data(), &[9u8; 5000][..]);
+    let check = store.fsck(false);
+    assert!(check.is_clean(), "{:?}", check.problems);
+
+    // The last release runs x's pending delete; y stays.
+    drop(rx);
+    drop(ry);
+    assert!(store.lookup_summary(&x).is_none(), "the pending delete ran");
+    assert!(store.lookup_summary(&y).is_some());
+}
+
+/// C1 with real processes: a reader process holds object x; a deleter process is killed with
+/// SIGKILL inside its delete of x (forged at the instant after its CAS to DELETING, before its
+/// reference check); the reaper runs; creates reuse whatever was freed. The reader's bytes must be
+/// x's.
+#[test]
+fn a_deleter_killed_mid_delete_does_not_free_a_readers_object() {
+    let (store, fd) = fresh_store("gismo-recovery-kill-deleter");
+    let parent = store.connect("parent").unwrap();
+    let x = ObjectId::from_u64(1);
+    let mut b = parent
+        .create(&x, 4096, b"m", &CreateInfo::default())
+        .unwrap();
+    b.write_at(0, &[7u8; 4096]).unwrap();
+    b.seal().unwrap();
+
+    let host = gismo::store::clients::HostIdentity::current().name;
+    let (mut reader, mut rout) = spawn("verify", fd, &host);
+    let mut rin = reader.stdin.take().unwrap();
+    wait_ready(&mut rout);
+    let (mut deleter, mut dout) = spawn("idle", fd, &host);
+    let dindex = wait_ready_value(&mut dout);
+    forge_deleting_flags(&store, &x, dindex as u16, SEALED_ORIGIN);
+    deleter.kill().unwrap(); // SIGKILL
+    deleter.wait().unwrap();
+    // Same host: the killed deleter is dead by its pid; the reader is alive.
+    let reports = parent.reap_dead(u64::MAX).unwrap();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].client, dindex);
+    // Reuse the heap: if x's block had been freed, one of these gets it and overwrites it.
+    for i in 0..64u64 {
+        let mut c = parent
+            .create(
+                &ObjectId::from_u64(100 + i),
+                4096,
+                b"m",
+                &CreateInfo::default(),
+            )
+            .unwrap();
+        c.write_at(0, &[0xEEu8; 4096]).unwrap();
+        c.seal().unwrap();
+    }
+    use std::io::Write;
+    writeln!(rin).unwrap();
+    let result = wait_result(&mut rout);
+    reader.wait().unwrap();
+    assert_eq!(result, "intact", "the reader's object was freed under it");
+    let check = store.fsck(false);
+    assert!(check.is_clean(), "{:?}", check.problems);
+}
+
+fn wait_result(out: &mut BufReader<std::process::ChildStdout>) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child exited without a result"
+        );
+        if let Some(r) = line.split("RESULT ").nth(1) {
+            return r.trim().to_string();
+        }
+    }
+}
+
+/// H2: the maintenance lock serializes reapers, and a reap acts only on the exact client word it
+/// judged dead (a reused entry's new client is never reaped).
+#[test]
+fn reapers_are_serialized_and_never_reap_a_reused_entry() {
+    let (store, fd) = fresh_store("gismo-recovery-serial");
+    let parent = store.connect("parent").unwrap();
+    parent
+        .create(&ObjectId::from_u64(1), 64, b"", &CreateInfo::default())
+        .unwrap()
+        .seal()
+        .unwrap();
+    let other = store.connect("other").unwrap();
+    let host = gismo::store::clients::HostIdentity::current().name;
+    let (mut child, mut out) = spawn("hold", fd, &host);
+    wait_ready(&mut out);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let dead = store.dead_clients(u64::MAX);
+    assert_eq!(dead.len(), 1);
+    let index = dead[0].0;
+    let stale = judged(&store, index);
+
+    // While `other` maintains, `parent` may not reap.
+    let m = store
+        .begin_maintenance(other.maintainer_id(), 60_000)
+        .unwrap();
+    assert!(matches!(
+        parent.reap_dead(u64::MAX),
+        Err(StoreError::MaintenanceBusy { .. })
+    ));
+    assert_eq!(store.dead_clients(u64::MAX).len(), 1, "nothing was reaped");
+    drop(m);
+    assert_eq!(parent.reap_dead(u64::MAX).unwrap().len(), 1);
+
+    // A second reaper that judged the same client dead before: the entry was reaped and claimed
+    // again by a new client, which must not be reaped from the stale judgement.
+    let again = store.connect("new-occupant").unwrap();
+    assert_eq!(again.index(), index, "the freed entry is reused");
+    assert!(store
+        .reap_client(index, stale, parent.index() as u16)
+        .unwrap()
+        .is_none());
+    again.heartbeat().expect("the new client is not fenced");
+
+    // A maintainer that died holding the lock loses it to the next one.
+    drop(again);
+    let (mut child, mut out) = spawn("maintain", fd, &host);
+    wait_ready(&mut out);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let reports = parent.reap_dead(u64::MAX).unwrap();
+    assert_eq!(
+        reports.len(),
+        1,
+        "the dead maintainer's lock was taken over"
+    );
+}
+
+/// M3: a client killed inside an operation leaves `op_seq` odd; the reaper and `connect` make it
+/// even again (else every later occupant looks permanently busy to the orphan collector).
+#[test]
+fn a_client_killed_inside_an_operation_does_not_disable_orphan_collection() {
+    let (store, fd) = fresh_store("gismo-recovery-opseq");
+    let parent = store.connect("parent").unwrap();
+    parent
+        .create(&ObjectId::from_u64(1), 64, b"", &CreateInfo::default())
+        .unwrap()
+        .seal()
+        .unwrap();
+    let host = gismo::store::clients::HostIdentity::current().name;
+    let (mut child, mut out) = spawn("hold", fd, &host);
+    wait_ready(&mut out);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let index = store.dead_clients(u64::MAX)[0].0;
+    let op_seq = entry_word(&store, index, 10);
+    op_seq.store(7, std::sync::atomic::Ordering::SeqCst); // killed inside an OpGuard
+    parent.reap_dead(u64::MAX).unwrap();
+    assert_eq!(op_seq.load(std::sync::atomic::Ordering::SeqCst) % 2, 0);
+    // And connect resets what a region written by an older reaper left.
+    op_seq.store(9, std::sync::atomic::Ordering::SeqCst);
+    let c = store.connect("next").unwrap();
+    assert_eq!(c.index(), index);
+    assert_eq!(op_seq.load(std::sync::atomic::Ordering::SeqCst) % 2, 0);
+}
+
+/// M1: an entry being connected is `CONNECTING` and never judged by the fields it still carries
+/// from its previous occupant; one left there by a connector that died is reclaimed once it has
+/// stayed so for longer than the lease.
+#[test]
+fn a_connecting_entry_is_not_reaped_and_a_dead_connector_is_reclaimed() {
+    let (store, fd) = fresh_store("gismo-recovery-connecting");
+    let parent = store.connect("parent").unwrap();
+    parent
+        .create(&ObjectId::from_u64(1), 64, b"", &CreateInfo::default())
+        .unwrap()
+        .seal()
+        .unwrap();
+    let host = gismo::store::clients::HostIdentity::current().name;
+    let (mut child, mut out) = spawn("hold", fd, &host);
+    wait_ready(&mut out);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let index = store.dead_clients(u64::MAX)[0].0;
+    parent.reap_dead(u64::MAX).unwrap();
+    // A connector claimed the freed entry (whose fields name the dead child) and died there.
+    let word = entry_word(&store, index, 0);
+    let w =
+        gismo::store::clients::EntryWord::unpack(word.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(w.status, gismo::store::clients::status::FREE);
+    let connecting = gismo::store::clients::EntryWord {
+        epoch: w.epoch + 1,
+        status: gismo::store::clients::status::CONNECTING,
+    };
+    word.store(connecting.pack(), std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        store.dead_clients(0).is_empty(),
+        "never judged by stale fields"
+    );
+    parent.reap_dead(60_000).unwrap();
+    assert_eq!(
+        word.load(std::sync::atomic::Ordering::SeqCst),
+        connecting.pack()
+    );
+    // Seen CONNECTING by this process for longer than a 1 ms lease: reclaimed.
+    std::thread::sleep(Duration::from_millis(5));
+    parent.reap_dead(1).unwrap();
+    let now =
+        gismo::store::clients::EntryWord::unpack(word.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(now.status, gismo::store::clients::status::FREE);
+    assert_eq!(store.connect("next").unwrap().index(), index);
 }
 
 /// The GISMO runner plays the server's roles in-process (`embedded_server`, on by default): it

@@ -254,7 +254,7 @@ impl Client {
     fn reap_dead(&self, py: Python<'_>, lease_ms: u64) -> PyResult<Vec<u32>> {
         let client = self.client()?;
         let reports = py
-            .detach(|| client.store().reap_dead(lease_ms))
+            .detach(|| client.reap_dead(lease_ms))
             .map_err(|e| errors::to_py(e.into()))?;
         Ok(reports.iter().map(|r| r.pid).collect())
     }

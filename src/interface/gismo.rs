@@ -146,6 +146,20 @@ impl GismoClient {
         &self.inner.store
     }
 
+    /// Reaps dead clients with this client as the maintainer (see
+    /// [`Store::reap_dead`](crate::store::Store::reap_dead)); the client lock is held only to
+    /// read its identity.
+    ///
+    /// # Errors
+    /// As `Store::reap_dead` (`MaintenanceBusy` while another client reaps).
+    pub fn reap_dead(
+        &self,
+        lease_ms: u64,
+    ) -> Result<Vec<crate::store::ReapReport>, crate::store::StoreError> {
+        let me = self.inner.lock().maintainer_id();
+        self.inner.store.reap_dead(me, lease_ms)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn create_inner(
         &self,
@@ -502,7 +516,7 @@ impl EmbeddedServer {
             return;
         }
         self.last_reap_ms = now;
-        let _ = store.reap_dead(settings.lease_ms);
+        let _ = self.client.reap_dead(settings.lease_ms);
         let a = store.allocator();
         let (used, heap) = (a.used_bytes() as f64, a.heap_bytes() as f64);
         if settings.high_watermark < 1.0 && used > settings.high_watermark * heap {

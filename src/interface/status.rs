@@ -59,6 +59,7 @@ impl From<StoreError> for Status {
             | StoreError::InUse { .. }
             | StoreError::Invalid(_)
             | StoreError::Fenced { .. } => StatusCode::Invalid,
+            StoreError::MaintenanceBusy { .. } => StatusCode::TimedOut,
             StoreError::ClientTableFull { .. } | StoreError::References(_) => {
                 StatusCode::OutOfMemory
             }

@@ -365,9 +365,9 @@ impl<'a> Allocator<'a> {
                     continue;
                 }
                 let bit = (!bits).trailing_zeros();
-                // Relaxed is enough: the block's contents are published through the directory
-                // slot, not through this bit; the bit only decides ownership.
-                let prev = desc.bitmap[i].fetch_or(1 << bit, Ordering::Relaxed);
+                // Acquire: pairs with the freer's Release `fetch_and` in `free_small`, so the
+                // previous owner's (and its readers') accesses to the block happen before ours.
+                let prev = desc.bitmap[i].fetch_or(1 << bit, Ordering::Acquire);
                 if prev & (1 << bit) == 0 {
                     let block = i as u64 * 64 + u64::from(bit);
                     let offset =

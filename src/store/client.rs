@@ -123,19 +123,28 @@ impl Store {
             if w.status != status::FREE {
                 continue;
             }
-            let claimed = EntryWord {
+            // Claim into CONNECTING: until our fields are written the entry names the previous
+            // occupant's pid, start time and heartbeat, by which the reaper must not judge us.
+            let connecting = EntryWord {
                 epoch: w.epoch.wrapping_add(1),
+                status: status::CONNECTING,
+            };
+            let claimed = EntryWord {
                 status: status::ACTIVE,
+                ..connecting
             };
             // AcqRel: Acquire makes the reaper's clearing of the previous owner's state visible;
-            // Release (with the store below) publishes our fields.
+            // Release (with the CAS below) publishes our fields.
             if e.word
-                .compare_exchange(cur, claimed.pack(), Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(cur, connecting.pack(), Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
             {
                 continue;
             }
             self.ref_table(i).clear();
+            // A previous occupant killed inside an operation may have left it odd.
+            let seq = e.op_seq.load(Ordering::Relaxed);
+            e.op_seq.store(seq.wrapping_add(seq % 2), Ordering::Relaxed);
             // SeqCst: pairs with the SeqCst load in `refcount` (see there).
             self.control()
                 .clients_hwm
@@ -151,8 +160,20 @@ impl Store {
             e.attached_ms.store(unix_ms(), Ordering::Relaxed);
             e.heartbeat_ms.store(unix_ms(), Ordering::Relaxed);
             e.set_name(name);
-            // Release: publishes the fields above to readers that Acquire the word.
-            e.word.store(claimed.pack(), Ordering::Release);
+            // Release: publishes the fields above to readers that Acquire the word. A CAS, not
+            // a store: if we stalled here longer than the lease, a reaper reclaimed the entry
+            // (and someone may own it now); then look for another.
+            if e.word
+                .compare_exchange(
+                    connecting.pack(),
+                    claimed.pack(),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                continue;
+            }
             return Ok(Client {
                 store: Arc::clone(self),
                 index: i,
@@ -164,6 +185,23 @@ impl Store {
         Err(StoreError::ClientTableFull {
             capacity: self.max_clients(),
         })
+    }
+}
+
+impl Store {
+    /// Evicts like [`Client::evict`] as the registered client `me`, for a process that holds
+    /// only that client's identity (a server whose client lives in another task). Runs under
+    /// `me`'s operation guard like every free, so it must not run concurrently with `me`'s own
+    /// operations (a server's single-threaded loop).
+    ///
+    /// # Errors
+    /// `Fenced` if `me` is not an active client; as [`Client::evict`].
+    pub fn evict_as(&self, me: crate::store::leader::LeaderId, bytes: u64) -> Result<u64> {
+        if !self.holder_alive(me) {
+            return Err(StoreError::Fenced { epoch: me.epoch });
+        }
+        let _op = OpGuard::begin(self.client_entry(me.client));
+        self.evict(bytes, me.client as u16)
     }
 }
 
@@ -184,6 +222,23 @@ impl Client {
 
     pub fn epoch(&self) -> u32 {
         EntryWord::unpack(self.word).epoch
+    }
+
+    /// This client as a holder of the leader lease or the maintenance lock.
+    pub fn maintainer_id(&self) -> crate::store::leader::LeaderId {
+        crate::store::leader::LeaderId {
+            client: self.index,
+            epoch: self.epoch(),
+        }
+    }
+
+    /// Reaps dead clients with this client as the maintainer (see [`Store::reap_dead`]).
+    ///
+    /// # Errors
+    /// As [`Store::reap_dead`]; `Fenced`.
+    pub fn reap_dead(&self, lease_ms: u64) -> Result<Vec<crate::store::ReapReport>> {
+        self.check_alive()?;
+        self.store.reap_dead(self.maintainer_id(), lease_ms)
     }
 
     fn entry(&self) -> &ClientEntry {
@@ -551,6 +606,7 @@ impl Client {
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut backoff = 0u32;
+        let mut probe_waits = 0u32;
         loop {
             let found = dir.lookup(id);
             if let Some((index, w)) = found {
@@ -567,6 +623,14 @@ impl Client {
                         continue;
                     }
                     state::DELETING => {
+                        // An eviction probe (a reference count, microseconds): the object exists,
+                        // so even a zero-timeout get waits for the verdict, a bounded number of
+                        // times (the evicter may be dead until the reaper restores it).
+                        if is_present(w) && probe_waits < MAX_PROBE_WAITS {
+                            probe_waits += 1;
+                            std::thread::yield_now();
+                            continue;
+                        }
                         // Someone is deleting it (normally for microseconds). Honour the
                         // deadline: the deleter may be stalled or dead until the reaper acts.
                         if remaining(deadline).is_none() {
@@ -703,7 +767,7 @@ impl Client {
             .store
             .directory()
             .lookup(id)
-            .is_some_and(|(_, w)| w.state == state::SEALED))
+            .is_some_and(|(_, w)| is_present(w)))
     }
 
     /// Deletes `id` now if it is sealed and unused, else marks it to be deleted when the last
@@ -718,7 +782,9 @@ impl Client {
         loop {
             let (index, w) = self.find(id)?;
             match w.state {
-                state::SEALED => {
+                // A sealed object, or one in an eviction probe (`begin_delete` marks it, and the
+                // evicter honours the mark when it restores the object).
+                state::SEALED | state::DELETING if is_present(w) => {
                     return Ok(if self.store.try_delete(index, w, self.owner_tag())? {
                         DeleteOutcome::Deleted
                     } else {
@@ -799,6 +865,10 @@ impl Drop for Client {
     }
 }
 
+/// How many times a get waits for an eviction probe's verdict before treating the object as being
+/// deleted.
+const MAX_PROBE_WAITS: u32 = 10_000;
+
 /// Marks an operation that allocates or frees heap memory as in flight in the client's `op_seq`
 /// (odd) until dropped (even again). Nested guards are no-ops, so only the outermost ends it.
 pub(crate) struct OpGuard<'a>(Option<&'a ClientEntry>);
@@ -827,6 +897,16 @@ impl Drop for OpGuard<'_> {
             entry.op_seq.store(v + 1, Ordering::Release);
         }
     }
+}
+
+/// Whether a committed entry's word shows an existing sealed object: `SEALED`, or in an eviction
+/// probe (`DELETING | EVICTING`, not yet past its reference check): the object exists until the
+/// evicter frees it.
+fn is_present(w: Word) -> bool {
+    w.state == state::SEALED
+        || (w.state == state::DELETING
+            && w.flags & flags::EVICTING != 0
+            && w.flags & flags::FINISHING == 0)
 }
 
 fn remaining(deadline: Option<Instant>) -> Option<Duration> {

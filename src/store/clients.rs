@@ -15,6 +15,10 @@ pub mod status {
     pub const ACTIVE: u8 = 1;
     /// Declared dead; the reaper is reclaiming what it held.
     pub const DEAD: u8 = 2;
+    /// Claimed by `connect`, which is writing the identity fields; `ACTIVE` once they are
+    /// written. The reaper never judges such an entry by its fields (they may still be the
+    /// previous occupant's); one left `CONNECTING` for longer than the lease is reclaimed.
+    pub const CONNECTING: u8 = 3;
 }
 
 /// Intent kinds (the low byte of `intent`).

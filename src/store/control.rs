@@ -25,7 +25,10 @@ pub struct ControlBlock {
     /// Creates that failed for lack of room even after evicting: runners watch it and call
     /// the raylet's `object_store_full` and `spill_objects` callbacks.
     pub create_full_events: AtomicU64,
-    pub _reserved: [AtomicU64; 53],
+    /// `epoch:32 | client index + 1:32` of the client holding the maintenance lock (reaping and
+    /// orphan collection; `Store::begin_maintenance`), 0 = none.
+    pub maintenance: AtomicU64,
+    pub _reserved: [AtomicU64; 52],
 }
 
 #[cfg(not(loom))]

@@ -74,6 +74,18 @@ pub mod flags {
     pub const DELETE_PENDING: u8 = 1;
     /// Someone on this host sleeps on the word (futex); whoever changes the state wakes them.
     pub const WAITERS: u8 = 2;
+    /// On a `DELETING` word: it came from `SEALED` (a delete or an eviction), not from an abort.
+    /// Until the deleter's reference check has passed ([`FINISHING`]), the object may still be
+    /// referenced, so whoever recovers the slot from a dead deleter re-runs the check
+    /// ([`resume_delete`](super::resume_delete)) instead of freeing it.
+    pub const SEALED_ORIGIN: u8 = 4;
+    /// On a `DELETING` word: an eviction probe. A delete arriving meanwhile adds
+    /// [`DELETE_PENDING`], which the evicter honours when it restores the object.
+    pub const EVICTING: u8 = 8;
+    /// On a `DELETING` word: its owner passed the point of no return (no references) and frees
+    /// the payload; set by the compare-and-swap that claims the finish, so two finishers never
+    /// both free.
+    pub const FINISHING: u8 = 16;
 }
 
 /// Owner value meaning "no client".
@@ -530,6 +542,27 @@ impl<'a> Directory<'a> {
         });
     }
 
+    /// Frees a slot whose finish the caller claimed (`w` is its `DELETING | FINISHING` word):
+    /// like [`Directory::free_slot`], but by compare-and-swap from `w`, so a finisher whose slot
+    /// was taken over (its owner was judged dead) frees nothing. Returns whether it freed it.
+    pub fn free_finished(&self, index: usize, w: Word) -> bool {
+        let slot = &self.slots[index & self.mask];
+        if slot.load_word() != w {
+            return false;
+        }
+        // As in `free_slot`: the object is gone from this instant.
+        slot.commit.store(FREEING, Ordering::Relaxed);
+        let free = Word {
+            gen: w.gen,
+            state: state::FREE,
+            flags: 0,
+            owner: NO_OWNER,
+        };
+        // AcqRel (cas_word): Release orders the finisher's reads of the fields before the slot
+        // can be claimed again.
+        slot.cas_word(w, free).is_ok()
+    }
+
     /// The state word of slot `index` if it holds a live entry: committed (`CREATING`, `SEALED`,
     /// `DELETING` not yet past the point of no return, or the winning `PENDING` slot).
     pub fn live_word(&self, index: usize) -> Option<Word> {
@@ -567,13 +600,15 @@ fn flip_to_creating(slot: &Slot, gen: u32) -> Option<Word> {
 
 /// The deletion protocol on one slot, independent of where references are counted.
 ///
-/// Starts deleting the sealed object whose state word is `w`: CAS to `DELETING`, then
-/// `fence(SeqCst)` and ask `refcount` (the sum over every client's reference table). If nobody
-/// holds it, returns the `DELETING` word: the caller now exclusively owns the slot and must free
-/// the payload and then the slot. Otherwise the slot goes back to `SEALED` with
-/// `DELETE_PENDING`, and is re-checked once more: a reference dropped while we held `DELETING` was
-/// dropped by a releaser who saw `DELETING` rather than our flag, so nobody else will retry.
-/// Returns `None` if the object is in use (deferred) or was not deletable (changed under us).
+/// Starts deleting the sealed object whose state word is `w`: CAS to `DELETING` (with
+/// [`flags::SEALED_ORIGIN`]), then `fence(SeqCst)` and ask `refcount` (the sum over every client's
+/// reference table). If nobody holds it, returns the `DELETING` word: the caller now exclusively
+/// owns the slot and must finish it (`Store::finish_delete`). Otherwise the slot goes back to
+/// `SEALED` with `DELETE_PENDING`, and is re-checked once more: a reference dropped while we held
+/// `DELETING` was dropped by a releaser who saw `DELETING` rather than our flag, so nobody else
+/// will retry. Returns `None` if the object is in use (deferred) or was not deletable (changed
+/// under us). An object in an eviction probe (`DELETING | EVICTING`) is marked `DELETE_PENDING`
+/// instead; the evicter runs the delete when it restores the object.
 pub fn begin_delete(
     slot: &Slot,
     mut w: Word,
@@ -581,6 +616,24 @@ pub fn begin_delete(
     refcount: impl Fn() -> u32,
 ) -> Option<Word> {
     loop {
+        if w.state == state::DELETING && w.flags & flags::EVICTING != 0 {
+            // Past its reference check (FINISHING): it is being freed; nothing to mark.
+            if w.flags & (flags::DELETE_PENDING | flags::FINISHING) != 0 {
+                return None;
+            }
+            let marked = Word {
+                flags: w.flags | flags::DELETE_PENDING,
+                ..w
+            };
+            match slot.cas_word(w, marked) {
+                Ok(()) => return None,
+                Err(actual) if actual.gen == w.gen => {
+                    w = actual;
+                    continue;
+                }
+                Err(_) => return None,
+            }
+        }
         if w.state != state::SEALED {
             return None;
         }
@@ -588,7 +641,7 @@ pub fn begin_delete(
         // delete whose deleter died half way.
         let deleting = Word {
             state: state::DELETING,
-            flags: w.flags & !flags::WAITERS,
+            flags: (w.flags & !flags::WAITERS) | flags::SEALED_ORIGIN,
             owner: deleter,
             ..w
         };
@@ -599,57 +652,149 @@ pub fn begin_delete(
             w = actual;
             continue;
         }
-        // SeqCst fence: second half of the Dekker pair with getters and releasers (refs docs).
-        fence(Ordering::SeqCst);
-        if refcount() == 0 {
-            return Some(deleting);
-        }
-        let pending = Word {
-            state: state::SEALED,
-            flags: deleting.flags | flags::DELETE_PENDING,
-            owner: w.owner,
-            ..deleting
-        };
-        slot.store_word(pending);
-        // SeqCst fence: pairs with the fence in `after_release` (store flag, then read refs
-        // here; store ref drop, then read the flag there).
-        fence(Ordering::SeqCst);
-        if refcount() > 0 {
-            return None;
-        }
-        w = slot.load_word();
-        if w.gen != pending.gen || w.flags & flags::DELETE_PENDING == 0 {
-            return None;
+        match settle(slot, deleting, w.owner, true, &refcount) {
+            Settled::Delete(d) => return Some(d),
+            Settled::Kept => return None,
+            Settled::Again(now) => w = now,
         }
     }
 }
 
+/// What [`settle`] decided.
+enum Settled {
+    /// Nobody references it: the caller owns this `DELETING` word and finishes the delete.
+    Delete(Word),
+    /// Referenced (or taken over by someone else): the object stays.
+    Kept,
+    /// Restored with `DELETE_PENDING`, and the references went meanwhile: delete from this word.
+    Again(Word),
+}
+
+/// The second half of [`begin_delete`], [`begin_evict`] and [`resume_delete`], for the party that
+/// owns `deleting` (a `DELETING | SEALED_ORIGIN` word): the reference check, and the restore if
+/// it fails. `mark` adds `DELETE_PENDING` to the restored word (a delete; not an eviction).
+fn settle(
+    slot: &Slot,
+    deleting: Word,
+    restore_owner: u16,
+    mark: bool,
+    refcount: &impl Fn() -> u32,
+) -> Settled {
+    // SeqCst fence: second half of the Dekker pair with getters and releasers (refs docs). For a
+    // recoverer (`resume_delete`) the DELETING word was written by the dead deleter; it
+    // happens-before this fence through our Acquire CAS on it, which is all the pairing needs.
+    fence(Ordering::SeqCst);
+    if refcount() == 0 {
+        return Settled::Delete(deleting);
+    }
+    // Restore. A CAS, not a store: a delete may have added DELETE_PENDING to an eviction probe
+    // meanwhile (kept), and a recoverer may have taken the word over (then it is theirs).
+    let mut cur = deleting;
+    let restored = loop {
+        let flags = (cur.flags & !(flags::SEALED_ORIGIN | flags::EVICTING | flags::FINISHING))
+            | if mark { flags::DELETE_PENDING } else { 0 };
+        let restored = Word {
+            state: state::SEALED,
+            flags,
+            owner: restore_owner,
+            ..cur
+        };
+        match slot.cas_word(cur, restored) {
+            Ok(()) => break restored,
+            Err(actual)
+                if actual.gen == cur.gen
+                    && actual.state == state::DELETING
+                    && actual.owner == cur.owner =>
+            {
+                cur = actual
+            }
+            Err(_) => return Settled::Kept,
+        }
+    };
+    if restored.flags & flags::DELETE_PENDING == 0 {
+        return Settled::Kept;
+    }
+    // SeqCst fence: pairs with the fence in `after_release` (store flag, then read refs here;
+    // store ref drop, then read the flag there).
+    fence(Ordering::SeqCst);
+    if refcount() > 0 {
+        return Settled::Kept;
+    }
+    let w = slot.load_word();
+    if w.gen != restored.gen || w.state != state::SEALED || w.flags & flags::DELETE_PENDING == 0 {
+        return Settled::Kept;
+    }
+    Settled::Again(w)
+}
+
 /// Starts evicting the sealed object `w` if nobody references it: like [`begin_delete`], but an
-/// object in use is left exactly as it was (eviction never marks anything delete-pending).
+/// object in use is left as it was (eviction never marks anything delete-pending). A delete asked
+/// for during the probe (it finds `DELETING | EVICTING` and adds `DELETE_PENDING`) is run here
+/// when the object is restored, so it is never lost.
 pub fn begin_evict(slot: &Slot, w: Word, evicter: u16, refcount: impl Fn() -> u32) -> Option<Word> {
     if w.state != state::SEALED {
         return None;
     }
+    // Cheap pre-check: an object in use right now is not a candidate, and is never moved to
+    // DELETING at all (LRU eviction meets pinned objects all the time). The check after the CAS
+    // below is the one that decides.
+    if refcount() > 0 {
+        return None;
+    }
     let deleting = Word {
         state: state::DELETING,
-        flags: w.flags & !flags::WAITERS,
+        flags: (w.flags & !flags::WAITERS) | flags::SEALED_ORIGIN | flags::EVICTING,
         owner: evicter,
         ..w
     };
     slot.cas_word(w, deleting).ok()?;
-    // SeqCst fence: second half of the Dekker pair with getters (refs docs).
-    fence(Ordering::SeqCst);
-    if refcount() == 0 {
-        return Some(deleting);
+    match settle(slot, deleting, w.owner, false, &refcount) {
+        Settled::Delete(d) => Some(d),
+        Settled::Kept => None,
+        Settled::Again(now) => begin_delete(slot, now, evicter, refcount),
     }
-    // In use: restore. A releaser meanwhile saw DELETING and did nothing, which is right: no
-    // delete was asked for. A pending-delete flag set before is kept (it was in `w`).
-    slot.store_word(Word {
-        state: state::SEALED,
-        owner: w.owner,
-        ..deleting
-    });
-    None
+}
+
+/// What [`resume_delete`] left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resumed {
+    /// The caller owns this `DELETING` word and must finish it (free payload, then slot).
+    Finish(Word),
+    /// The object is still referenced: it is `SEALED` again (with `DELETE_PENDING` unless it
+    /// was an eviction), or someone else took it over.
+    Kept,
+    /// The word was not `w` any more: nothing done.
+    Changed,
+}
+
+/// Takes over the `DELETING` slot `w` whose owner is dead, as `me`, and decides what the dead
+/// owner had not decided yet. An abort (no `SEALED_ORIGIN`) or a delete past its reference check
+/// (`FINISHING`) is finished. A delete or eviction that may not have checked the references
+/// re-runs the check (the caller has erased the dead client's own table first): nobody holds it,
+/// finish; otherwise restore `SEALED` (`DELETE_PENDING` for a delete), exactly as the deleter
+/// would have. `DELETING` is thus not a point of no return until the check passed.
+pub fn resume_delete(slot: &Slot, w: Word, me: u16, refcount: impl Fn() -> u32) -> Resumed {
+    if w.state != state::DELETING {
+        return Resumed::Changed;
+    }
+    let taken = Word { owner: me, ..w };
+    // AcqRel (cas_word): Acquire makes the dead owner's writes (its DELETING CAS, its data-offset
+    // swap if it got that far) visible; exactly one recoverer wins the word.
+    if slot.cas_word(w, taken).is_err() {
+        return Resumed::Changed;
+    }
+    if w.flags & flags::SEALED_ORIGIN == 0 || w.flags & flags::FINISHING != 0 {
+        return Resumed::Finish(taken);
+    }
+    let mark = w.flags & flags::EVICTING == 0;
+    match settle(slot, taken, NO_OWNER, mark, &refcount) {
+        Settled::Delete(d) => Resumed::Finish(d),
+        Settled::Kept => Resumed::Kept,
+        Settled::Again(now) => match begin_delete(slot, now, me, refcount) {
+            Some(d) => Resumed::Finish(d),
+            None => Resumed::Kept,
+        },
+    }
 }
 
 /// Called by a client right after its reference count on `(slot, gen)` dropped to zero: if a

@@ -37,6 +37,8 @@ pub enum StoreError {
     Invalid(String),
     #[error("this client was declared dead by the reaper (epoch {epoch}) and must reconnect")]
     Fenced { epoch: u32 },
+    #[error("client {holder} is maintaining the region (reaping); it will reap what is dead")]
+    MaintenanceBusy { holder: usize },
     #[error("region metadata is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]

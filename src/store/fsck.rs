@@ -342,17 +342,18 @@ impl Store {
             for p in &report.problems {
                 if let Problem::DeadClient { client } = p {
                     // Finish the interrupted reap.
-                    let e = self.client_entry(*client);
-                    let w = e.load_word();
-                    if w.status == status::DEAD {
-                        let active = crate::store::clients::EntryWord {
-                            status: status::ACTIVE,
-                            ..w
-                        };
-                        e.word.store(active.pack(), Ordering::Release);
-                        if self.reap_client(*client).is_ok() {
-                            report.repaired += 1;
-                        }
+                    // Not while a live maintainer holds the lock: it may be reaping this one.
+                    let lock = self.control().maintenance.load(Ordering::Acquire);
+                    if crate::store::leader::LeaderId::unpack(lock)
+                        .is_some_and(|h| self.holder_alive(h))
+                    {
+                        continue;
+                    }
+                    let w = self.client_entry(*client).load_word();
+                    if w.status == status::DEAD
+                        && self.reap_client(*client, w, *client as u16).is_ok()
+                    {
+                        report.repaired += 1;
                     }
                 }
             }
@@ -369,7 +370,11 @@ impl Store {
     /// outside the fences. Equal, even snapshots mean no allocation was in flight during the
     /// scan, so every unaccounted block it saw is a true orphan (a client killed between its
     /// allocation and its intent record).
-    pub fn collect_orphans(&self, wait: std::time::Duration) -> u64 {
+    pub fn collect_orphans(
+        &self,
+        m: &crate::store::reaper::Maintenance<'_>,
+        wait: std::time::Duration,
+    ) -> u64 {
         let deadline = std::time::Instant::now() + wait;
         loop {
             let before = self.op_snapshot();
@@ -377,7 +382,9 @@ impl Store {
                 std::sync::atomic::fence(Ordering::SeqCst);
                 let report = self.fsck(false);
                 std::sync::atomic::fence(Ordering::SeqCst);
-                if self.op_snapshot() == before {
+                // Only the maintainer frees leaks: two collectors could both see block B leaked,
+                // and the second would free it again after a create reused it.
+                if self.op_snapshot() == before && m.held() {
                     return self.free_leaks(&report);
                 }
             }

@@ -34,6 +34,8 @@ pub struct Store {
     pages: *const AtomicU64,
     chunks: *const ChunkDesc,
     control: *const ControlBlock,
+    /// Entries this process saw `CONNECTING`, for the reaper.
+    connecting_seen: crate::store::reaper::ConnectingSeen,
 }
 
 // SAFETY: the raw pointers point into `region`'s shared mapping, which `Store` owns and which lives
@@ -185,6 +187,7 @@ impl Store {
             pages,
             chunks,
             control,
+            connecting_seen: Default::default(),
         }))
     }
 
@@ -244,6 +247,10 @@ impl Store {
 
     fn alloc_heads(&self) -> &AllocHeads {
         &self.control().alloc
+    }
+
+    pub(crate) fn connecting_seen(&self) -> &crate::store::reaper::ConnectingSeen {
+        &self.connecting_seen
     }
 
     pub(crate) fn control(&self) -> &ControlBlock {
@@ -362,7 +369,9 @@ impl Store {
     /// Evicts sealed, unreferenced objects in least-recently-used order until at least `bytes`
     /// of heap were freed (or nothing evictable is left). Returns the bytes freed. Called only
     /// while serving a create (Plasma's rule 3).
-    pub fn evict(&self, bytes: u64, evicter: u16) -> Result<u64> {
+    /// Frees heap memory, so it runs only inside the evicter's operation guard (`Client::evict`,
+    /// [`Store::evict_as`]): the orphan collector must see the frees as in flight.
+    pub(crate) fn evict(&self, bytes: u64, evicter: u16) -> Result<u64> {
         let dir = self.directory();
         let mut candidates: Vec<(u64, usize, Word)> = dir
             .slots()
@@ -396,23 +405,51 @@ impl Store {
         Ok(freed)
     }
 
-    /// Frees the allocation of a slot we hold in `DELETING`, then the slot.
+    /// Frees the allocation of a slot we hold in `DELETING` (word `w`), then the slot.
+    ///
+    /// The finish is claimed first, by a CAS `w → w | FINISHING` (a recoverer's word already
+    /// carries it): of a finisher and a recoverer that took the slot over from it, exactly one
+    /// holds the word, and the other frees nothing. The payload offset is then taken with a swap
+    /// to 0, so even two finishers of one word could not both free it.
     pub(crate) fn finish_delete(&self, index: usize, w: Word, wake: bool) -> Result<()> {
         let dir = self.directory();
         let slot = dir.slot(index);
-        let offset = slot.data_offset.load(Ordering::Relaxed);
+        let mut cur = w;
+        let fin = loop {
+            let fin = Word {
+                flags: cur.flags | flags::FINISHING,
+                ..cur
+            };
+            if fin == cur {
+                break fin;
+            }
+            match slot.cas_word(cur, fin) {
+                Ok(()) => break fin,
+                // A delete marked our eviction probe (DELETE_PENDING) meanwhile: still ours.
+                Err(actual)
+                    if actual.gen == cur.gen
+                        && actual.state == state::DELETING
+                        && actual.owner == cur.owner =>
+                {
+                    cur = actual
+                }
+                // Taken over by a reaper that judged us dead: the slot is its to finish.
+                Err(_) => return Ok(()),
+            }
+        };
         let size = slot.data_size.load(Ordering::Relaxed)
             + u64::from(slot.metadata_size.load(Ordering::Relaxed));
         // Forget the payload before freeing it: dying between the two leaks the block (the
         // orphan collector finds it) instead of letting a reaper free it a second time.
-        // Release: pairs with the reaper's Acquire load in `finish_orphaned_deletes`.
-        slot.data_offset.store(0, Ordering::Release);
+        // AcqRel: the Acquire half sees the creator's offset; the Release half pairs with the
+        // Acquire loads of recoverers that check whether the payload is still named.
+        let offset = slot.data_offset.swap(0, Ordering::AcqRel);
         let freed = if offset == 0 {
             Ok(())
         } else {
             self.allocator().free(offset, size.max(1))
         };
-        dir.free_slot(index, w);
+        dir.free_finished(index, fin);
         if wake {
             crate::store::wait::wake_word(&slot.word);
         }
@@ -520,29 +557,6 @@ impl Store {
         if let Some(h) = self.hosts().get(index) {
             h.runner_heartbeat_ms.store(now_ms, Ordering::Relaxed);
         }
-    }
-
-    /// Finishes deletes whose deleter is no longer an active client (it died, or a reaper died
-    /// while acting for it): frees the payload if it was not freed yet, then the slot.
-    pub fn finish_orphaned_deletes(&self) -> u64 {
-        let dir = self.directory();
-        let mut finished = 0;
-        for (i, slot) in dir.slots().iter().enumerate() {
-            let w = slot.load_word();
-            if w.state != state::DELETING {
-                continue;
-            }
-            let owner = usize::from(w.owner);
-            let active = owner < self.max_clients()
-                && self.client_entry(owner).load_word().status == status::ACTIVE;
-            if active {
-                continue;
-            }
-            // Take it over: nobody else acts on a DELETING slot (its owner is gone).
-            let _ = self.finish_delete(i, w, w.flags & flags::WAITERS != 0);
-            finished += 1;
-        }
-        finished
     }
 
     /// Every registered client.

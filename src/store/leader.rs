@@ -40,9 +40,11 @@
 //! The two words are not updated together: a holder's renewal racing a takeover can write its
 //! `lease_until` after the successor's claim. That only lengthens the successor's lease (the old
 //! holder sees the new word at its next poll and steps down). Between a holder's last check and its
-//! action there is a window; every leader action (reaping a client, evicting an object) is itself a
-//! compare-and-swap on the region, so two servers acting at once cost duplicate work, never
-//! corruption.
+//! action there is a window, so the lease alone does not make maintenance exclusive: reaping and
+//! orphan collection also take the maintenance lock (`Store::begin_maintenance`), a reap CASes
+//! from exactly the client word it judged dead, and finishing a delete is claimed by a CAS. A
+//! leader paused past its lease between such a check and its action remains a limit (see
+//! `docs/store.md`, "Crash consistency").
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -103,7 +105,7 @@ impl Store {
 
     /// Whether `h`'s client entry is still `ACTIVE` with `h`'s epoch (a validated index: the
     /// word may come from a corrupt region).
-    fn holder_alive(&self, h: LeaderId) -> bool {
+    pub(crate) fn holder_alive(&self, h: LeaderId) -> bool {
         if h.client >= self.max_clients() {
             return false;
         }
@@ -345,7 +347,10 @@ mod tests {
         let (mut la, mut lb) = (lease(&a, &ca), lease(&b, &cb));
         let t = 5_000;
         la.poll(t);
-        b.reap_client(ca.index()).unwrap().unwrap();
+        let judged = b.client_entry(ca.index()).load_word();
+        b.reap_client(ca.index(), judged, cb.index() as u16)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             lb.poll(t + 1),
             LeaseEvent::Acquired {

@@ -4,23 +4,37 @@
 //! another start time) or, on another host, when its heartbeat is older than the lease. Reaping
 //! follows the crash protocol of `docs/store.md`:
 //!
-//! 1. **Fence**: CAS the entry `ACTIVE(epoch) → DEAD(epoch)`. A client that was only paused sees
-//!    its word changed at its next call and fails with `Fenced`; it never acts again.
+//! 0. **One maintainer at a time**: reaping, finishing orphaned deletes and collecting orphans
+//!    run only under the region's maintenance lock ([`Store::begin_maintenance`]), held by a
+//!    registered client (a server's, a runner's, or a Python client's).
+//! 1. **Fence**: CAS the entry from exactly the word it was judged dead by, `ACTIVE(epoch) →
+//!    DEAD(epoch)`. A client that was only paused sees its word changed at its next call and
+//!    fails with `Fenced`. A `DEAD` entry is a reap that was interrupted (its maintainer died):
+//!    the next maintainer finishes it.
 //! 2. **Unsealed objects**: every slot the client owns in `CREATING` (or a committed `PENDING`)
-//!    is aborted and its payload freed; uncommitted `RESERVED`/`PENDING` slots are released.
+//!    is aborted and its payload freed; uncommitted `RESERVED`/`PENDING` slots are released. A
+//!    lost CAS (a helper's flip, a waiter flag) is retried while the generation is unchanged.
 //! 3. **In-flight allocation**: the intent record's allocation is freed unless a committed slot of
 //!    the client names it (then step 2 freed it).
 //! 4. **References**: the reference table is erased; objects whose delete was pending on those
 //!    references are deleted now.
-//! 5. The entry becomes `FREE` (the next claim bumps the epoch).
+//! 5. **Deletes it had started**: a `DELETING` slot it owned is taken over and decided again
+//!    ([`resume_delete`]): an abort, or a delete past its reference check, is finished; a delete
+//!    or eviction that may not have checked yet re-runs the check (after step 4, so its own
+//!    references do not count) and goes back to `SEALED` if the object is still referenced.
+//! 6. The entry's `op_seq` is made even again and the entry becomes `FREE` (the next claim bumps
+//!    the epoch).
 
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{fence, Ordering};
+use std::time::Instant;
 
 use crate::store::clients::{intent, process_alive, status, EntryWord, HostIdentity};
 use crate::store::clock::unix_ms;
-use crate::store::directory::{begin_delete, flags, state, Word};
-use crate::store::error::Result;
+use crate::store::directory::{begin_delete, flags, resume_delete, state, Resumed, Word};
+use crate::store::error::{Result, StoreError};
 use crate::store::handle::Store;
+use crate::store::leader::LeaderId;
 
 /// What reaping one client reclaimed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,6 +48,9 @@ pub struct ReapReport {
     pub deleted_objects: u64,
     /// Deletes it had started and not finished.
     pub finished_deletes: u64,
+    /// Deletes or evictions it had started on objects still referenced: restored to `SEALED`
+    /// (delete-pending for a delete).
+    pub restored_objects: u64,
     /// Orphaned heap bytes (allocated by a client killed before it recorded them) collected
     /// after this reap pass; counted on the first report of a pass.
     pub orphan_bytes: u64,
@@ -46,57 +63,179 @@ pub enum DeathCause {
     ProcessGone,
     /// Another host, and its heartbeat is older than the lease.
     LeaseExpired,
+    /// Already `DEAD`: a reap that a maintainer started and did not finish.
+    ReapInterrupted,
 }
 
+/// The region's maintenance lock, held by one registered client while it reaps and collects
+/// (see [`Store::begin_maintenance`]); released on drop.
+pub struct Maintenance<'a> {
+    store: &'a Store,
+    me: LeaderId,
+}
+
+impl Maintenance<'_> {
+    /// The holder.
+    pub fn holder(&self) -> LeaderId {
+        self.me
+    }
+
+    /// Whether we still hold the lock and our client is still live (a maintainer judged dead and
+    /// fenced stops before its next step). Checked before every reap and before freeing orphans.
+    pub fn held(&self) -> bool {
+        // Acquire: pairs with the AcqRel CAS of a maintainer that took the lock over.
+        self.store.control().maintenance.load(Ordering::Acquire) == self.me.pack()
+            && self.store.holder_alive(self.me)
+    }
+
+    /// The owner tag under which the maintainer takes over slots.
+    fn tag(&self) -> u16 {
+        self.me.client as u16
+    }
+}
+
+impl Drop for Maintenance<'_> {
+    fn drop(&mut self) {
+        // Release: everything we did happens before the next maintainer's Acquire of the lock.
+        let _ = self.store.control().maintenance.compare_exchange(
+            self.me.pack(),
+            0,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Per-process memory of client entries seen `CONNECTING`: a connector that stays there longer
+/// than the lease died inside `connect` (which takes microseconds), and its entry is reclaimed.
+#[derive(Default)]
+pub(crate) struct ConnectingSeen(std::sync::Mutex<HashMap<usize, (u64, Instant)>>);
+
 impl Store {
-    /// Active clients that are dead: on this host by pid and start time, elsewhere by a heartbeat
-    /// older than `lease_ms`.
-    pub fn dead_clients(&self, lease_ms: u64) -> Vec<(usize, DeathCause)> {
+    /// Whether the active client `index` is dead (see [`Store::dead_clients`]), judged by its
+    /// fields as published with the word `word` (loaded with Acquire).
+    fn judge(
+        &self,
+        index: usize,
+        me_host: u64,
+        now: u64,
+        lease_ms: u64,
+    ) -> Option<(EntryWord, DeathCause)> {
+        let e = self.client_entry(index);
+        let w = e.load_word();
+        match w.status {
+            status::DEAD => return Some((w, DeathCause::ReapInterrupted)),
+            status::ACTIVE => {}
+            _ => return None,
+        }
+        if e.host_hash.load(Ordering::Relaxed) == me_host {
+            let pid = e.pid.load(Ordering::Relaxed) as u32;
+            let start = e.start_time.load(Ordering::Relaxed);
+            (!process_alive(pid, start)).then_some((w, DeathCause::ProcessGone))
+        } else {
+            let beat = e.heartbeat_ms.load(Ordering::Relaxed);
+            (now.saturating_sub(beat) > lease_ms).then_some((w, DeathCause::LeaseExpired))
+        }
+    }
+
+    fn dead_entries(&self, lease_ms: u64) -> Vec<(usize, EntryWord, DeathCause)> {
         let me = HostIdentity::current().hash();
         let now = unix_ms();
         let hwm =
             (self.control().clients_hwm.load(Ordering::SeqCst) as usize).min(self.max_clients());
         (0..hwm)
-            .filter_map(|i| {
-                let e = self.client_entry(i);
-                if e.load_word().status != status::ACTIVE {
-                    return None;
-                }
-                if e.host_hash.load(Ordering::Relaxed) == me {
-                    let pid = e.pid.load(Ordering::Relaxed) as u32;
-                    let start = e.start_time.load(Ordering::Relaxed);
-                    (!process_alive(pid, start)).then_some((i, DeathCause::ProcessGone))
-                } else {
-                    let beat = e.heartbeat_ms.load(Ordering::Relaxed);
-                    (now.saturating_sub(beat) > lease_ms).then_some((i, DeathCause::LeaseExpired))
-                }
-            })
+            .filter_map(|i| self.judge(i, me, now, lease_ms).map(|(w, c)| (i, w, c)))
             .collect()
     }
 
-    /// Fences client `index` and reclaims what it held. Returns `None` if it was not active (or
-    /// someone else is reaping it).
+    /// Clients that are dead: on this host by pid and start time, elsewhere by a heartbeat older
+    /// than `lease_ms`; and `DEAD` entries whose reap was interrupted.
+    pub fn dead_clients(&self, lease_ms: u64) -> Vec<(usize, DeathCause)> {
+        self.dead_entries(lease_ms)
+            .into_iter()
+            .map(|(i, _, c)| (i, c))
+            .collect()
+    }
+
+    /// Takes the region's maintenance lock for the registered client `me` (its index and epoch,
+    /// as [`Client::maintainer_id`](crate::store::Client::maintainer_id) gives). Reaping,
+    /// finishing orphaned deletes and collecting orphans run under it, so two processes never do
+    /// them at once (a leader server and a Python `reap_dead`, or two servers that both believe
+    /// they lead). A holder that is no longer registered, or that is dead by the reaper's own
+    /// criteria (`lease_ms`), loses the lock to the next taker.
+    ///
+    /// # Errors
+    /// [`StoreError::MaintenanceBusy`] while another live client holds it (or `me` itself, from
+    /// another thread); [`StoreError::Fenced`] if `me` is not an active client.
+    pub fn begin_maintenance(&self, me: LeaderId, lease_ms: u64) -> Result<Maintenance<'_>> {
+        if !self.holder_alive(me) {
+            return Err(StoreError::Fenced { epoch: me.epoch });
+        }
+        let lock = &self.control().maintenance;
+        let host = HostIdentity::current().hash();
+        loop {
+            // Acquire: pairs with the Release of the previous holder's unlock (or AcqRel take).
+            let cur = lock.load(Ordering::Acquire);
+            if let Some(h) = LeaderId::unpack(cur) {
+                let live = self.holder_alive(h)
+                    && self.judge(h.client, host, unix_ms(), lease_ms).is_none();
+                if h == me || live {
+                    return Err(StoreError::MaintenanceBusy { holder: h.client });
+                }
+            }
+            // AcqRel: Acquire orders our work after the previous holder's; exactly one of several
+            // takers of `cur` wins.
+            if lock
+                .compare_exchange(cur, me.pack(), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Ok(Maintenance { store: self, me });
+            }
+        }
+    }
+
+    /// Fences client `index`, judged dead with entry word `judged` (`ACTIVE`, or `DEAD` for an
+    /// interrupted reap), and reclaims what it held; `reaper` is the owner tag under which slots
+    /// are taken over (the maintainer's client index). Returns `None` if the entry is no longer
+    /// `judged` (it was reaped, reclaimed or re-registered meanwhile: never reap a new client).
     ///
     /// # Errors
     /// `Corrupt` if the allocator refuses a free (the rest of the reap still happens).
-    pub fn reap_client(&self, index: usize) -> Result<Option<ReapReport>> {
+    pub fn reap_client(
+        &self,
+        index: usize,
+        judged: EntryWord,
+        reaper: u16,
+    ) -> Result<Option<ReapReport>> {
         let e = self.client_entry(index);
-        let cur = e.word.load(Ordering::Acquire);
-        let w = EntryWord::unpack(cur);
-        if w.status != status::ACTIVE {
-            return Ok(None);
-        }
         let dead = EntryWord {
             status: status::DEAD,
-            ..w
+            ..judged
         };
-        // AcqRel: Acquire makes the client's last writes (slots, table, intent) visible to us;
-        // the change of word is what fences the client.
-        if e.word
-            .compare_exchange(cur, dead.pack(), Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            return Ok(None);
+        match judged.status {
+            // AcqRel: Acquire makes the client's last writes (slots, table, intent) visible to
+            // us; the change of word is what fences the client. From exactly the judged word:
+            // a reused entry (new epoch) is another client.
+            status::ACTIVE => {
+                if e.word
+                    .compare_exchange(
+                        judged.pack(),
+                        dead.pack(),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
+                    return Ok(None);
+                }
+            }
+            status::DEAD => {
+                // Acquire: as above, for the interrupted reaper's writes.
+                if e.word.load(Ordering::Acquire) != dead.pack() {
+                    return Ok(None);
+                }
+            }
+            _ => return Ok(None),
         }
         let mut report = ReapReport {
             client: index,
@@ -107,63 +246,71 @@ impl Store {
         let dir = self.directory();
         let owner = index as u16;
 
-        // 2. Its unsealed objects.
+        // 2. Its unsealed objects; its started deletes are decided in step 5.
         let intent_kind = e.intent.load(Ordering::Acquire);
         let intent_offset = e.intent_offset.load(Ordering::Relaxed);
         let intent_size = e.intent_size.load(Ordering::Relaxed);
         let mut intent_covered = false;
+        let mut started_deletes = Vec::new();
         for (i, slot) in dir.slots().iter().enumerate() {
-            let sw = slot.load_word();
+            let mut sw = slot.load_word();
             if sw.owner != owner {
                 continue;
             }
-            if sw.state == state::DELETING {
-                // A delete (or abort, or eviction) it had started: finish it. Its payload was
-                // freed already if the slot no longer names one (see `finish_delete`).
-                let was_abort = slot.data_offset.load(Ordering::Acquire) == intent_offset;
-                intent_covered |= was_abort;
-                match self.finish_delete(i, sw, sw.flags & flags::WAITERS != 0) {
-                    Ok(()) => report.finished_deletes += 1,
-                    Err(err) => first_error = first_error.or(Some(err)),
+            let gen = sw.gen;
+            // Retry while it is still this client's object: a helper's PENDING → CREATING flip or
+            // a getter's WAITERS flag makes a CAS fail without making the slot anyone else's.
+            while sw.gen == gen && sw.owner == owner {
+                match sw.state {
+                    state::DELETING => {
+                        intent_covered |= slot.data_offset.load(Ordering::Acquire) == intent_offset;
+                        started_deletes.push(i);
+                        break;
+                    }
+                    state::RESERVED | state::PENDING | state::CREATING => {}
+                    _ => break,
                 }
-                continue;
-            }
-            if !matches!(sw.state, state::RESERVED | state::PENDING | state::CREATING) {
-                continue;
-            }
-            let offset = slot.data_offset.load(Ordering::Relaxed);
-            if let Some(live) = dir.live_word(i) {
-                // Committed: abort it like its creator would.
-                let deleting = Word {
-                    state: state::DELETING,
-                    flags: 0,
-                    ..live
-                };
-                if slot.cas_word(live, deleting).is_ok() {
+                let offset = slot.data_offset.load(Ordering::Relaxed);
+                if let Some(live) = dir.live_word(i) {
+                    if live.gen != gen || live.owner != owner {
+                        sw = slot.load_word();
+                        continue;
+                    }
+                    // Committed: abort it like its creator would.
+                    let deleting = Word {
+                        state: state::DELETING,
+                        flags: 0,
+                        ..live
+                    };
+                    if let Err(actual) = slot.cas_word(live, deleting) {
+                        sw = actual;
+                        continue;
+                    }
                     intent_covered |= offset == intent_offset;
-                    match self.finish_delete(i, deleting, live.flags & flags::WAITERS != 0) {
-                        Ok(()) => {}
-                        Err(err) => first_error = first_error.or(Some(err)),
+                    if let Err(err) =
+                        self.finish_delete(i, deleting, live.flags & flags::WAITERS != 0)
+                    {
+                        first_error = first_error.or(Some(err));
                     }
                     self.control()
                         .objects_aborted
                         .fetch_add(1, Ordering::Relaxed);
                     report.aborted_objects += 1;
+                    break;
                 }
-            } else if slot
-                .cas_word(
-                    sw,
-                    Word {
-                        state: state::DELETING,
-                        flags: 0,
-                        ..sw
-                    },
-                )
-                .is_ok()
-            {
                 // Claimed but never committed: only the slot; the payload is the intent's.
-                dir.free_slot(i, sw);
+                let releasing = Word {
+                    state: state::DELETING,
+                    flags: 0,
+                    ..sw
+                };
+                if let Err(actual) = slot.cas_word(sw, releasing) {
+                    sw = actual;
+                    continue;
+                }
+                dir.free_slot(i, releasing);
                 report.released_slots += 1;
+                break;
             }
         }
 
@@ -182,6 +329,10 @@ impl Store {
         let refs = self.ref_table(index);
         let held = refs.held();
         refs.clear();
+        // SeqCst fence: as in `after_release` — the erased references (SeqCst stores) come
+        // before our reads of the slot words, pairing with `begin_delete`'s fence after it sets
+        // DELETE_PENDING (one of us sees the other).
+        fence(Ordering::SeqCst);
         for (slot_index, g16, count) in held {
             report.released_references += u64::from(count);
             let Some(w) = self.entry_names_slot(slot_index as usize, g16) else {
@@ -189,9 +340,9 @@ impl Store {
             };
             if w.state == state::SEALED && w.flags & flags::DELETE_PENDING != 0 {
                 let slot = dir.slot(slot_index as usize);
-                if let Some(deleting) =
-                    begin_delete(slot, w, owner, || self.refcount(slot_index as usize, w.gen))
-                {
+                if let Some(deleting) = begin_delete(slot, w, reaper, || {
+                    self.refcount(slot_index as usize, w.gen)
+                }) {
                     match self.complete_delete(slot_index as usize, deleting) {
                         Ok(()) => report.deleted_objects += 1,
                         Err(err) => first_error = first_error.or(Some(err)),
@@ -200,13 +351,34 @@ impl Store {
             }
         }
 
-        // 5. Free the entry.
+        // 5. The deletes, evictions and aborts it had started (its references are gone now, so
+        // a re-run reference check counts only the others').
+        for i in started_deletes {
+            match self.resume_deleting(i, owner, reaper) {
+                Ok(Some(true)) => report.finished_deletes += 1,
+                Ok(Some(false)) => report.restored_objects += 1,
+                Ok(None) => {}
+                Err(err) => first_error = first_error.or(Some(err)),
+            }
+        }
+
+        // 6. Free the entry. A client killed inside an operation left `op_seq` odd: make it even,
+        // or every later occupant would look permanently busy to the orphan collector.
+        let seq = e.op_seq.load(Ordering::Relaxed);
+        if seq % 2 == 1 {
+            e.op_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        }
         let free = EntryWord {
             status: status::FREE,
             ..dead
         };
         // Release: everything above happens before the entry can be claimed again.
-        e.word.store(free.pack(), Ordering::Release);
+        let _ = e.word.compare_exchange(
+            dead.pack(),
+            free.pack(),
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
         self.control()
             .clients_reaped
             .fetch_add(1, Ordering::Relaxed);
@@ -216,28 +388,137 @@ impl Store {
         }
     }
 
-    /// Reaps every dead client (see [`Store::dead_clients`]).
+    /// Decides the `DELETING` slot `index` left by the dead `owner` (see [`resume_delete`]), as
+    /// `reaper`: `Some(true)` finished, `Some(false)` restored (still referenced), `None` not
+    /// `owner`'s any more.
+    fn resume_deleting(&self, index: usize, owner: u16, reaper: u16) -> Result<Option<bool>> {
+        let slot = self.directory().slot(index);
+        loop {
+            let w = slot.load_word();
+            if w.state != state::DELETING || w.owner != owner {
+                return Ok(None);
+            }
+            match resume_delete(slot, w, reaper, || self.refcount(index, w.gen)) {
+                Resumed::Finish(taken) => {
+                    let wake = w.flags & flags::WAITERS != 0;
+                    let deleted = w.flags & flags::SEALED_ORIGIN != 0;
+                    let id = slot.read_id_raw();
+                    let host = slot.creator_host.load(Ordering::Relaxed);
+                    self.finish_delete(index, taken, wake)?;
+                    if deleted {
+                        self.notify(
+                            host,
+                            crate::store::events::EventKind::Deleted,
+                            index,
+                            w.gen,
+                            id,
+                        );
+                    }
+                    return Ok(Some(true));
+                }
+                Resumed::Kept => return Ok(Some(false)),
+                // Someone changed the word (a delete marked an eviction probe): look again.
+                Resumed::Changed => continue,
+            }
+        }
+    }
+
+    /// Reclaims client entries left `CONNECTING` by a connector that died inside `connect`:
+    /// one seen with the same word, by this process, for longer than `lease_ms` (a connect takes
+    /// microseconds). Its fields cannot tell (they may be the previous occupant's), so time does;
+    /// a connector that was only paused that long finds its entry taken and connects again.
+    fn reclaim_stale_connecting(&self, lease_ms: u64) {
+        let Ok(mut seen) = self.connecting_seen().0.lock() else {
+            return;
+        };
+        let mut still = HashMap::new();
+        // The whole table, not up to `clients_hwm`: a connector raises that after its claim.
+        for i in 0..self.max_clients() {
+            let e = self.client_entry(i);
+            let raw = e.word.load(Ordering::Acquire);
+            if EntryWord::unpack(raw).status != status::CONNECTING {
+                continue;
+            }
+            let first = match seen.get(&i) {
+                Some(&(word, t)) if word == raw => t,
+                _ => Instant::now(),
+            };
+            if first.elapsed().as_millis() > u128::from(lease_ms) {
+                let free = EntryWord {
+                    status: status::FREE,
+                    ..EntryWord::unpack(raw)
+                };
+                // Release: pairs with the next claimer's Acquire; the entry holds nothing.
+                let _ =
+                    e.word
+                        .compare_exchange(raw, free.pack(), Ordering::Release, Ordering::Relaxed);
+            } else {
+                still.insert(i, (raw, first));
+            }
+        }
+        *seen = still;
+    }
+
+    /// Reaps every dead client (see [`Store::dead_clients`]) as maintainer `me`, then finishes
+    /// deletes orphaned by dead reapers and collects orphaned heap blocks.
     ///
     /// # Errors
-    /// The first error of a reap; the others still run.
-    pub fn reap_dead(&self, lease_ms: u64) -> Result<Vec<ReapReport>> {
+    /// [`StoreError::MaintenanceBusy`] if another live client maintains the region right now
+    /// (nothing is done: it reaps); otherwise the first error of a reap (the others still run).
+    pub fn reap_dead(&self, me: LeaderId, lease_ms: u64) -> Result<Vec<ReapReport>> {
+        let m = self.begin_maintenance(me, lease_ms)?;
         let mut out = Vec::new();
         let mut first_error = None;
-        for (index, _) in self.dead_clients(lease_ms) {
-            match self.reap_client(index) {
+        for (index, word, _) in self.dead_entries(lease_ms) {
+            if !m.held() {
+                break;
+            }
+            if index == me.client {
+                continue;
+            }
+            match self.reap_client(index, word, m.tag()) {
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => {}
                 Err(e) => first_error = first_error.or(Some(e)),
             }
         }
-        if let Some(first) = out.first_mut() {
+        self.reclaim_stale_connecting(lease_ms);
+        if !out.is_empty() && m.held() {
             // Deletes left half done by a reaper that died while acting for a dead client.
-            first.finished_deletes += self.finish_orphaned_deletes();
-            first.orphan_bytes = self.collect_orphans(std::time::Duration::from_millis(200));
+            let finished = self.finish_orphaned_deletes(&m);
+            let orphans = self.collect_orphans(&m, std::time::Duration::from_millis(200));
+            if let Some(first) = out.first_mut() {
+                first.finished_deletes += finished;
+                first.orphan_bytes = orphans;
+            }
         }
         match first_error {
             Some(e) => Err(e),
             None => Ok(out),
         }
+    }
+
+    /// Decides deletes whose owner is no longer an active client (it died, or a reaper died while
+    /// acting for it), as maintainer `m` (see [`resume_delete`]): finished, or restored when the
+    /// object is still referenced. Returns how many were finished.
+    pub fn finish_orphaned_deletes(&self, m: &Maintenance<'_>) -> u64 {
+        let dir = self.directory();
+        let mut finished = 0;
+        for (i, slot) in dir.slots().iter().enumerate() {
+            let w = slot.load_word();
+            if w.state != state::DELETING {
+                continue;
+            }
+            let owner = usize::from(w.owner);
+            let active = owner < self.max_clients()
+                && self.client_entry(owner).load_word().status == status::ACTIVE;
+            if active {
+                continue;
+            }
+            if let Ok(Some(true)) = self.resume_deleting(i, w.owner, m.tag()) {
+                finished += 1;
+            }
+        }
+        finished
     }
 }

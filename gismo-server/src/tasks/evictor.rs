@@ -68,9 +68,12 @@ impl PeriodicTask for Evictor {
             ByteSize(target)
         );
         // The server's own client is the evicter: if this server dies mid-eviction, the reaper
-        // finishes what it started.
-        let me = self.leadership.borrow().me().client as u16;
-        let freed = store.evict(target, me).map_err(|e| format!("evict: {e}"))?;
+        // finishes what it started. Under that client's operation guard, like every free, so a
+        // concurrent orphan collector never takes a block being freed for a leak.
+        let me = self.leadership.borrow().me();
+        let freed = store
+            .evict_as(me, target)
+            .map_err(|e| format!("evict: {e}"))?;
         let after = store.stats().used_bytes;
         if freed < target {
             if self.fell_short {

@@ -37,9 +37,13 @@ impl PeriodicTask for Reaper {
         if !self.leadership.borrow().is_leader(now_ms()) {
             return Ok(());
         }
-        let reports = store
-            .reap_dead(self.lease.as_millis() as u64)
-            .map_err(|e| format!("reap: {e}"))?;
+        let me = self.leadership.borrow().me();
+        let reports = match store.reap_dead(me, self.lease.as_millis() as u64) {
+            Ok(r) => r,
+            // Another client (a Python `reap_dead`) is reaping right now: it does the work.
+            Err(gismo::store::StoreError::MaintenanceBusy { .. }) => return Ok(()),
+            Err(e) => return Err(format!("reap: {e}")),
+        };
         for r in reports {
             info!(
                 "reaped client {} (pid {}): aborted {} objects, released {} slots, freed {} \
