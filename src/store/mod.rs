@@ -14,6 +14,7 @@ pub mod allocator;
 pub mod clients;
 pub mod clock;
 pub mod control;
+pub mod crashpoint;
 pub mod directory;
 pub mod error;
 pub mod events;

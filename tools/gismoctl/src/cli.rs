@@ -154,6 +154,9 @@ pub enum Command {
     /// One `bench` process (run by `bench`, not by hand).
     #[command(hide = true)]
     BenchWorker(BenchWorkerArgs),
+    /// List every named crash point, one per line (a build with the `crashpoints` feature dies
+    /// at the one GISMO_CRASHPOINT names; see docs/store.md).
+    Crashpoints,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,9 @@ pub enum Target {
 pub fn run(cli: &Cli) -> CmdResult {
     // format, clients and fsck work on the region itself: the plugin settings do not concern
     // them (not even a malformed one).
+    if let Command::Crashpoints = cli.command {
+        return crashpoints();
+    }
     let region_only = matches!(
         cli.command,
         Command::Format(_) | Command::Clients(_) | Command::Fsck(_)
@@ -47,7 +50,7 @@ pub fn run(cli: &Cli) -> CmdResult {
             Command::Rm(args) => return via_plugin::rm(&plugin, args),
             Command::Bench(args) => return bench::run(&Target::Plugin(plugin), args),
             Command::BenchWorker(args) => return bench::worker::run(&Target::Plugin(plugin), args),
-            Command::Format(_) | Command::Clients(_) | Command::Fsck(_) => {}
+            Command::Format(_) | Command::Clients(_) | Command::Fsck(_) | Command::Crashpoints => {}
         }
     }
     let spec = region_access::spec(cli.region.as_deref())?;
@@ -62,5 +65,24 @@ pub fn run(cli: &Cli) -> CmdResult {
         Command::Fsck(args) => fsck::run(&spec, args),
         Command::Bench(args) => bench::run(&Target::Region(spec), args),
         Command::BenchWorker(args) => bench::worker::run(&Target::Region(spec), args),
+        Command::Crashpoints => crashpoints(),
     }
+}
+
+/// `gismoctl crashpoints`: every name, one per line; a note on standard error when this build
+/// cannot die at them.
+fn crashpoints() -> CmdResult {
+    use gismo::store::crashpoint;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for name in crashpoint::ALL {
+        // A reader that stops early (`| head`) is not an error.
+        if writeln!(out, "{name}").is_err() {
+            return Ok(());
+        }
+    }
+    if !crashpoint::ENABLED {
+        eprintln!("note: this gismoctl is built without the crashpoints feature: GISMO_CRASHPOINT has no effect");
+    }
+    Ok(())
 }

@@ -1,0 +1,184 @@
+//! Named crash points: places between two steps of a store protocol where a process may die.
+//!
+//! Built with the cargo feature `crashpoints`, a process whose environment names a point in
+//! `GISMO_CRASHPOINT` kills itself with `SIGKILL` when it reaches that point — no unwinding, no
+//! destructors, no flush: exactly what `kill -9` or an OOM kill does at that instruction.
+//! `GISMO_CRASHPOINT=name:N` dies at the N-th time the point is reached (1-based; plain `name`
+//! is `name:1`). Without the feature every point compiles to nothing.
+//!
+//! Every point has a name in [`ALL`] (`gismoctl crashpoints` prints them); the
+//! [`crash_point!`](crate::crash_point) macro refuses, at compile time, a name that is not there,
+//! so the list and the code cannot drift apart. The crash-point test (`tests/crashpoints.rs`)
+//! drives every name in the list and fails for a point its workload never reaches.
+
+/// Every crash point, in protocol order. A name is `operation.step`: the process dies after
+/// `step` and before whatever follows it.
+pub const ALL: &[&str] = &[
+    // Store::connect
+    "connect.claimed",
+    "connect.table_cleared",
+    // Client::create
+    "create.allocated",
+    "create.intent_recorded",
+    "create.inserted",
+    "create.intent_cleared",
+    "create.referenced",
+    // Client::seal
+    "seal.written_back",
+    "seal.sealed",
+    // Client::abort
+    "abort.deleting",
+    "abort.freed",
+    // Client::get
+    "get.referenced",
+    "get.checked",
+    // Client::release
+    "release.removed",
+    "release.deferred_delete",
+    // Client::delete and the deferred delete of the last release
+    "delete.deleting",
+    "delete.checked",
+    "delete.freed",
+    // Store::evict
+    "evict.deleting",
+    "evict.checked",
+    "evict.freed",
+    // Store::finish_delete
+    "finish_delete.claimed",
+    "finish_delete.payload_freed",
+    // Store::reap_client
+    "reap.fenced",
+    "reap.slots_released",
+    "reap.intent_freed",
+    "reap.references_released",
+    "reap.entry_freed",
+    // Store::collect_orphans
+    "orphans.scanned",
+    "orphans.freed",
+    // Allocator: size-class chunks and page runs
+    "alloc.chunk_claimed",
+    "alloc.chunk_published",
+    "alloc.block_claimed",
+    "alloc.partial_popped",
+    "alloc.partial_pushed",
+    "alloc.run_claimed",
+    "free.block_released",
+    "free.chunk_listed",
+    "free.chunk_retired",
+    "free.run_released",
+];
+
+/// Whether `name` is in [`ALL`] (a `const fn`, for [`crash_point!`](crate::crash_point)).
+pub const fn is_known(name: &str) -> bool {
+    let mut i = 0;
+    while i < ALL.len() {
+        if str_eq(ALL[i], name) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Marks a crash point: `crash_point!("create.allocated")`. The name must be in
+/// [`ALL`](crate::store::crashpoint::ALL) (checked at compile time).
+#[macro_export]
+macro_rules! crash_point {
+    ($name:literal) => {{
+        const _: () = assert!(
+            $crate::store::crashpoint::is_known($name),
+            concat!("crash point not in crashpoint::ALL: ", $name)
+        );
+        $crate::store::crashpoint::reach($name);
+    }};
+}
+
+/// Whether this build has live crash points (the `crashpoints` feature).
+pub const ENABLED: bool = cfg!(all(feature = "crashpoints", not(loom)));
+
+/// Called by [`crash_point!`](crate::crash_point): dies here if `GISMO_CRASHPOINT` says so.
+#[inline(always)]
+pub fn reach(name: &'static str) {
+    #[cfg(all(feature = "crashpoints", not(loom)))]
+    armed::reach(name);
+    #[cfg(not(all(feature = "crashpoints", not(loom))))]
+    let _ = name;
+}
+
+#[cfg(all(feature = "crashpoints", not(loom)))]
+mod armed {
+    use std::sync::OnceLock;
+
+    use crate::sync::{AtomicU64, Ordering};
+
+    /// The armed point and the hit it dies at, read once from the environment.
+    struct Armed {
+        name: String,
+        at: u64,
+        hits: AtomicU64,
+    }
+
+    fn armed() -> Option<&'static Armed> {
+        static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+        ARMED
+            .get_or_init(|| {
+                let spec = std::env::var("GISMO_CRASHPOINT").ok()?;
+                let (name, at) = match spec.split_once(':') {
+                    Some((n, k)) => (n.to_string(), k.parse().ok().filter(|k| *k > 0)?),
+                    None => (spec, 1),
+                };
+                Some(Armed {
+                    name,
+                    at,
+                    hits: AtomicU64::new(0),
+                })
+            })
+            .as_ref()
+    }
+
+    pub(super) fn reach(name: &'static str) {
+        let Some(a) = armed() else { return };
+        if a.name != name {
+            return;
+        }
+        // Relaxed: a counter of this process's own hits; nothing is published through it.
+        if a.hits.fetch_add(1, Ordering::Relaxed) + 1 == a.at {
+            // SAFETY: getpid and kill have no memory-safety preconditions; SIGKILL cannot be
+            // caught, so nothing of this process runs after it.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        for (i, a) in ALL.iter().enumerate() {
+            assert!(is_known(a));
+            assert!(a.contains('.') && !a.contains(':'), "{a}");
+            assert!(!ALL[i + 1..].contains(a), "{a} twice");
+        }
+        assert!(!is_known("create"));
+        assert!(!is_known("create.allocatedx"));
+    }
+}
