@@ -25,6 +25,8 @@ const FD: &str = "GISMO_TEST_FD";
 const HELD: u64 = 4;
 /// The held object the worker deletes (deferred: we hold it).
 const DELETED_BY_WORKER: u64 = 2;
+/// The held object a client dies deleting (in DELETING, before its reference check: C1).
+const HALF_DELETED: u64 = 3;
 /// The id the victim (a client killed before the worker runs) leaves unsealed.
 const VICTIM_UNSEALED: u64 = 900;
 
@@ -64,7 +66,9 @@ fn put(client: &gismo::store::Client, id: u64, size: u64) {
 }
 
 /// The child roles: `victim` (connects, leaves an unsealed object and a reference, waits to be
-/// killed) and `work` (the workload; dies at the armed crash point).
+/// killed), `leaker` (dies between allocating and recording its intent: an orphaned block),
+/// `half_deleter` (dies deleting a held object, before its reference check) and `work` (the
+/// workload; dies at the armed crash point).
 #[test]
 fn child() {
     let Ok(role) = std::env::var(ROLE) else {
@@ -90,6 +94,16 @@ fn child() {
             std::mem::forget(r);
             println!("READY");
             std::thread::sleep(Duration::from_secs(60));
+        }
+        "leaker" => {
+            let c = store.connect("leaker").unwrap();
+            let _ = c.create(&ObjectId::from_u64(901), 3000, b"", &CreateInfo::default());
+            panic!("the leaker should have died at create.allocated");
+        }
+        "half_deleter" => {
+            let c = store.connect("half-deleter").unwrap();
+            let _ = c.delete(&ObjectId::from_u64(HALF_DELETED));
+            panic!("the half deleter should have died at delete.deleting");
         }
         "work" => workload(&store),
         _ => panic!("unknown role {role}"),
@@ -132,10 +146,9 @@ fn workload(store: &Arc<Store>) {
         put(&c, 400 + i, 10_000);
     }
     c.evict(40_000).unwrap();
-    // reap: the victim was killed before we started.
-    store.reap_dead(60_000).unwrap();
-    // orphan collection: the parent leaked a block on purpose.
-    store.collect_orphans(Duration::from_millis(50));
+    // reap: the victims were killed before we started; having reaped, the maintainer also
+    // finishes orphaned deletes and collects the block the second victim leaked.
+    c.reap_dead(60_000).unwrap();
     c.disconnect();
     println!("DONE");
 }
@@ -146,7 +159,6 @@ fn run_child(fd: i32, role: &str, extra: &[(&str, &str)]) -> std::process::ExitS
     cmd.args(["--exact", "child", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
         .env(FD, fd.to_string())
-        .env("GISMO_HOST", "crashpoint-host")
         .stdout(std::process::Stdio::null());
     for (k, v) in extra {
         cmd.env(k, v);
@@ -186,20 +198,32 @@ fn one(point: &str) -> Result<bool, String> {
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
         .env(ROLE, "victim")
         .env(FD, fd.to_string())
-        .env("GISMO_HOST", "crashpoint-host")
         .stdout(std::process::Stdio::piped());
     let mut v = victim.spawn().unwrap();
+    let mut out = std::io::BufReader::new(v.stdout.take().unwrap());
     let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(v.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert!(line.contains("READY"), "victim: {line:?}");
+    while !line.contains("READY") {
+        line.clear();
+        if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
+            panic!("the victim exited before READY");
+        }
+    }
     v.kill().unwrap();
     v.wait().unwrap();
-    // A leaked block for orphan collection to find.
-    store.allocator().alloc(4096).unwrap();
+    // A block leaked by a client killed between its allocation and its intent record.
+    let leaker = run_child(fd, "leaker", &[("GISMO_CRASHPOINT", "create.allocated")]);
+    assert_eq!(leaker.signal(), Some(libc::SIGKILL), "the leaker: {leaker}");
+    // A delete of an object we hold, left in DELETING before its reference check.
+    let half = run_child(
+        fd,
+        "half_deleter",
+        &[("GISMO_CRASHPOINT", "delete.deleting")],
+    );
+    assert_eq!(
+        half.signal(),
+        Some(libc::SIGKILL),
+        "the half deleter: {half}"
+    );
 
     let status = run_child(fd, "work", &[("GISMO_CRASHPOINT", point)]);
     let reached = status.signal() == Some(libc::SIGKILL);
@@ -209,30 +233,34 @@ fn one(point: &str) -> Result<bool, String> {
         ));
     }
 
-    // Recovery, as a leader's maintenance does it.
-    store
+    // Recovery, as a leader's maintenance does it: reap the dead (the worker, and whatever it
+    // did not get to), finish their deletes, collect orphans.
+    let admin = store.connect("admin").unwrap();
+    admin
         .reap_dead(60_000)
         .map_err(|e| format!("{point}: reap: {e}"))?;
-    store.finish_orphaned_deletes();
-    store.collect_orphans(Duration::from_millis(50));
 
-    // Reuse whatever was freed, then check what we hold.
+    // Reuse whatever was freed (every size class and run size the held objects use), then check
+    // what we hold.
     let filler = store.connect("filler").unwrap();
+    let sizes: Vec<u64> = (1..=HELD).map(held_size).chain([20_000]).collect();
+    let mut full = vec![false; sizes.len()];
     let mut next = 10_000;
-    loop {
-        match filler.create(
-            &ObjectId::from_u64(next),
-            20_000,
-            b"",
-            &CreateInfo::default(),
-        ) {
-            Ok(mut b) => {
-                b.data_mut().fill(0xEE);
-                b.seal().unwrap();
-                next += 1;
+    while !full.iter().all(|f| *f) {
+        for (k, &size) in sizes.iter().enumerate() {
+            if full[k] {
+                continue;
             }
-            Err(StoreError::StoreFull { .. }) | Err(StoreError::DirectoryFull { .. }) => break,
-            Err(e) => return Err(format!("{point}: filling: {e}")),
+            match filler.create(&ObjectId::from_u64(next), size, b"", &CreateInfo::default()) {
+                Ok(mut b) => {
+                    b.data_mut().fill(0xEE);
+                    b.seal().unwrap();
+                    next += 1;
+                }
+                Err(StoreError::StoreFull { .. }) => full[k] = true,
+                Err(StoreError::DirectoryFull { .. }) => full.iter_mut().for_each(|f| *f = true),
+                Err(e) => return Err(format!("{point}: filling: {e}")),
+            }
         }
     }
     for (i, r) in held.iter().enumerate() {
@@ -251,10 +279,6 @@ fn one(point: &str) -> Result<bool, String> {
     }
     me.disconnect();
     filler.disconnect();
-    store
-        .reap_dead(60_000)
-        .map_err(|e| format!("{point}: reap: {e}"))?;
-    store.finish_orphaned_deletes();
     let left = store.list();
     let stats = store.stats();
     if !left.is_empty() || stats.used_bytes != 0 {
@@ -276,10 +300,6 @@ fn every_crash_point_is_reached_and_recovered() {
     if std::env::var(ROLE).is_ok() {
         return;
     }
-    assert!(
-        crashpoint::ENABLED,
-        "build with --features crashpoints (tools/test.sh does)"
-    );
     let mut failures = Vec::new();
     let mut unreached = Vec::new();
     for point in crashpoint::ALL {

@@ -141,7 +141,9 @@ impl Store {
             {
                 continue;
             }
+            crate::crash_point!("connect.claimed");
             self.ref_table(i).clear();
+            crate::crash_point!("connect.table_cleared");
             // A previous occupant killed inside an operation may have left it odd.
             let seq = e.op_seq.load(Ordering::Relaxed);
             e.op_seq.store(seq.wrapping_add(seq % 2), Ordering::Relaxed);
@@ -160,6 +162,7 @@ impl Store {
             e.attached_ms.store(unix_ms(), Ordering::Relaxed);
             e.heartbeat_ms.store(unix_ms(), Ordering::Relaxed);
             e.set_name(name);
+            crate::crash_point!("connect.fields_written");
             // Release: publishes the fields above to readers that Acquire the word. A CAS, not
             // a store: if we stalled here longer than the lease, a reaper reclaimed the entry
             // (and someone may own it now); then look for another.
@@ -323,12 +326,14 @@ impl Client {
             .allocator()
             .alloc(total.max(1))
             .map_err(|_| self.full(total))?;
+        crate::crash_point!("create.allocated");
         // Record the allocation as our intent before anything else can fail, so the reaper can
         // free it if we die before the directory slot names it.
         let e = self.entry();
         e.intent_offset.store(alloc.offset, Ordering::Relaxed);
         e.intent_size.store(total.max(1), Ordering::Relaxed);
         e.intent.store(intent::ALLOCATED, Ordering::Release);
+        crate::crash_point!("create.intent_recorded");
 
         let owner_node = self.store.nodes().intern(&OwnerNode {
             raylet_id: info.owner.raylet_id,
@@ -371,8 +376,10 @@ impl Client {
                 });
             }
         };
+        crate::crash_point!("create.inserted");
         // The slot names the allocation now; the intent may go.
         e.intent.store(intent::NONE, Ordering::Release);
+        crate::crash_point!("create.intent_cleared");
         if let Err(err) = self
             .store
             .ref_table(self.index)
@@ -381,6 +388,7 @@ impl Client {
             let _ = self.abort_slot(inserted.index, inserted.word);
             return Err(err.into());
         }
+        crate::crash_point!("create.referenced");
         let ptr = self.store.payload_ptr(alloc.offset, total)?;
         if !metadata.is_empty() {
             // SAFETY: `ptr..ptr+total` is inside this process's payload view (checked by
@@ -491,6 +499,7 @@ impl Client {
                 };
             }
         }
+        crate::crash_point!("seal.written_back");
         loop {
             match w.state {
                 state::SEALED | state::DELETING => {
@@ -511,6 +520,7 @@ impl Client {
             // Flush mode, before this point) to every getter that Acquires SEALED.
             match slot.cas_word(w, sealed) {
                 Ok(()) => {
+                    crate::crash_point!("seal.sealed");
                     if w.flags & flags::WAITERS != 0 {
                         wake_word(&slot.word);
                     }
@@ -554,8 +564,10 @@ impl Client {
             };
             match slot.cas_word(w, deleting) {
                 Ok(()) => {
+                    crate::crash_point!("abort.deleting");
                     let refs = self.store.ref_table(self.index);
                     while refs.remove(index as u32, w.gen).is_some_and(|c| c > 0) {}
+                    crate::crash_point!("abort.unreferenced");
                     self.store
                         .control()
                         .objects_aborted
@@ -682,6 +694,7 @@ impl Client {
     fn try_acquire(&self, index: usize, w: Word) -> Result<Option<Located>> {
         let refs = self.store.ref_table(self.index);
         refs.add(index as u32, w.gen)?;
+        crate::crash_point!("get.referenced");
         // SeqCst fence: first half of the Dekker pair with `try_delete` (refs module docs).
         fence(Ordering::SeqCst);
         let slot = self.store.directory().slot(index);
@@ -700,6 +713,7 @@ impl Client {
                 return Err(e);
             }
         };
+        crate::crash_point!("get.checked");
         let stamp = coarse_unix_ms();
         if slot.last_access_ms.load(Ordering::Relaxed) != stamp {
             slot.last_access_ms.store(stamp, Ordering::Relaxed);
@@ -725,12 +739,14 @@ impl Client {
     /// Drops one reference of ours; the last one completes a pending delete.
     fn drop_ref(&self, index: usize, gen: u32) -> Option<u16> {
         let left = self.store.ref_table(self.index).remove(index as u32, gen)?;
+        crate::crash_point!("release.removed");
         if left == 0 {
             let slot = self.store.directory().slot(index);
             let _op = OpGuard::begin(self.entry());
             if let Some(deleting) = after_release(slot, gen, self.owner_tag(), || {
                 self.store.refcount(index, gen)
             }) {
+                crate::crash_point!("release.deferred_delete");
                 let _ = self.store.complete_delete(index, deleting);
             }
         }

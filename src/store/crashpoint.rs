@@ -17,6 +17,7 @@ pub const ALL: &[&str] = &[
     // Store::connect
     "connect.claimed",
     "connect.table_cleared",
+    "connect.fields_written",
     // Client::create
     "create.allocated",
     "create.intent_recorded",
@@ -28,44 +29,36 @@ pub const ALL: &[&str] = &[
     "seal.sealed",
     // Client::abort
     "abort.deleting",
-    "abort.freed",
-    // Client::get
+    "abort.unreferenced",
+    // Client::get (try_acquire)
     "get.referenced",
     "get.checked",
-    // Client::release
+    // Client::release (drop_ref), and the deferred delete of the last release
     "release.removed",
     "release.deferred_delete",
-    // Client::delete and the deferred delete of the last release
+    // Client::delete (begin_delete), the reference check (settle), and the finish
     "delete.deleting",
-    "delete.checked",
-    "delete.freed",
-    // Store::evict
+    "settle.referenced",
+    "settle.restored_pending",
+    "delete.finished",
+    // Store::evict (begin_evict)
     "evict.deleting",
-    "evict.checked",
-    "evict.freed",
+    "evict.decided",
     // Store::finish_delete
     "finish_delete.claimed",
+    "finish_delete.unnamed",
     "finish_delete.payload_freed",
-    // Store::reap_client
+    // Store::reap_client, and the take-over of a dead client's delete (resume_delete)
     "reap.fenced",
-    "reap.slots_released",
+    "reap.aborting",
+    "reap.objects_released",
     "reap.intent_freed",
-    "reap.references_released",
-    "reap.entry_freed",
+    "reap.references_cleared",
+    "resume.taken",
+    "reap.deletes_resumed",
     // Store::collect_orphans
     "orphans.scanned",
     "orphans.freed",
-    // Allocator: size-class chunks and page runs
-    "alloc.chunk_claimed",
-    "alloc.chunk_published",
-    "alloc.block_claimed",
-    "alloc.partial_popped",
-    "alloc.partial_pushed",
-    "alloc.run_claimed",
-    "free.block_released",
-    "free.chunk_listed",
-    "free.chunk_retired",
-    "free.run_released",
 ];
 
 /// Whether `name` is in [`ALL`] (a `const fn`, for [`crash_point!`](crate::crash_point)).

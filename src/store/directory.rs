@@ -652,6 +652,7 @@ pub fn begin_delete(
             w = actual;
             continue;
         }
+        crate::crash_point!("delete.deleting");
         match settle(slot, deleting, w.owner, true, &refcount) {
             Settled::Delete(d) => return Some(d),
             Settled::Kept => return None,
@@ -687,6 +688,7 @@ fn settle(
     if refcount() == 0 {
         return Settled::Delete(deleting);
     }
+    crate::crash_point!("settle.referenced");
     // Restore. A CAS, not a store: a delete may have added DELETE_PENDING to an eviction probe
     // meanwhile (kept), and a recoverer may have taken the word over (then it is theirs).
     let mut cur = deleting;
@@ -714,6 +716,7 @@ fn settle(
     if restored.flags & flags::DELETE_PENDING == 0 {
         return Settled::Kept;
     }
+    crate::crash_point!("settle.restored_pending");
     // SeqCst fence: pairs with the fence in `after_release` (store flag, then read refs here;
     // store ref drop, then read the flag there).
     fence(Ordering::SeqCst);
@@ -748,6 +751,7 @@ pub fn begin_evict(slot: &Slot, w: Word, evicter: u16, refcount: impl Fn() -> u3
         ..w
     };
     slot.cas_word(w, deleting).ok()?;
+    crate::crash_point!("evict.deleting");
     match settle(slot, deleting, w.owner, false, &refcount) {
         Settled::Delete(d) => Some(d),
         Settled::Kept => None,
@@ -783,6 +787,7 @@ pub fn resume_delete(slot: &Slot, w: Word, me: u16, refcount: impl Fn() -> u32) 
     if slot.cas_word(w, taken).is_err() {
         return Resumed::Changed;
     }
+    crate::crash_point!("resume.taken");
     if w.flags & flags::SEALED_ORIGIN == 0 || w.flags & flags::FINISHING != 0 {
         return Resumed::Finish(taken);
     }

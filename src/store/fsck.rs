@@ -385,6 +385,7 @@ impl Store {
                 // Only the maintainer frees leaks: two collectors could both see block B leaked,
                 // and the second would free it again after a create reused it.
                 if self.op_snapshot() == before && m.held() {
+                    crate::crash_point!("orphans.scanned");
                     return self.free_leaks(&report);
                 }
             }
@@ -427,6 +428,7 @@ impl Store {
                     if alloc.free(offset, u64::from(class_size)).is_ok() =>
                 {
                     freed += u64::from(class_size);
+                    crate::crash_point!("orphans.freed");
                 }
                 Problem::LeakedPages { first_page, pages }
                     if alloc.release_page_run(first_page, pages) =>

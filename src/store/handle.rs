@@ -359,6 +359,7 @@ impl Store {
         let id = slot.read_id_raw();
         let host = slot.creator_host.load(Ordering::Relaxed);
         self.finish_delete(index, deleting, false)?;
+        crate::crash_point!("delete.finished");
         self.control()
             .objects_deleted
             .fetch_add(1, Ordering::Relaxed);
@@ -392,6 +393,7 @@ impl Store {
             let size = slot.data_size.load(Ordering::Relaxed)
                 + u64::from(slot.metadata_size.load(Ordering::Relaxed));
             if let Some(deleting) = begin_evict(slot, w, evicter, || self.refcount(index, w.gen)) {
+                crate::crash_point!("evict.decided");
                 self.complete_delete(index, deleting)?;
                 self.control()
                     .objects_evicted
@@ -437,6 +439,7 @@ impl Store {
                 Err(_) => return Ok(()),
             }
         };
+        crate::crash_point!("finish_delete.claimed");
         let size = slot.data_size.load(Ordering::Relaxed)
             + u64::from(slot.metadata_size.load(Ordering::Relaxed));
         // Forget the payload before freeing it: dying between the two leaks the block (the
@@ -444,11 +447,13 @@ impl Store {
         // AcqRel: the Acquire half sees the creator's offset; the Release half pairs with the
         // Acquire loads of recoverers that check whether the payload is still named.
         let offset = slot.data_offset.swap(0, Ordering::AcqRel);
+        crate::crash_point!("finish_delete.unnamed");
         let freed = if offset == 0 {
             Ok(())
         } else {
             self.allocator().free(offset, size.max(1))
         };
+        crate::crash_point!("finish_delete.payload_freed");
         dir.free_finished(index, fin);
         if wake {
             crate::store::wait::wake_word(&slot.word);

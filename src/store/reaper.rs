@@ -228,6 +228,7 @@ impl Store {
                 {
                     return Ok(None);
                 }
+                crate::crash_point!("reap.fenced");
             }
             status::DEAD => {
                 // Acquire: as above, for the interrupted reaper's writes.
@@ -286,6 +287,7 @@ impl Store {
                         sw = actual;
                         continue;
                     }
+                    crate::crash_point!("reap.aborting");
                     intent_covered |= offset == intent_offset;
                     if let Err(err) =
                         self.finish_delete(i, deleting, live.flags & flags::WAITERS != 0)
@@ -314,6 +316,7 @@ impl Store {
             }
         }
 
+        crate::crash_point!("reap.objects_released");
         // 3. Its in-flight allocation.
         if intent_kind == intent::ALLOCATED && !intent_covered && intent_size > 0 {
             match self.allocator().free(intent_offset, intent_size) {
@@ -324,11 +327,13 @@ impl Store {
             }
         }
         e.intent.store(intent::NONE, Ordering::Relaxed);
+        crate::crash_point!("reap.intent_freed");
 
         // 4. Its references.
         let refs = self.ref_table(index);
         let held = refs.held();
         refs.clear();
+        crate::crash_point!("reap.references_cleared");
         // SeqCst fence: as in `after_release` — the erased references (SeqCst stores) come
         // before our reads of the slot words, pairing with `begin_delete`'s fence after it sets
         // DELETE_PENDING (one of us sees the other).
@@ -362,6 +367,7 @@ impl Store {
             }
         }
 
+        crate::crash_point!("reap.deletes_resumed");
         // 6. Free the entry. A client killed inside an operation left `op_seq` odd: make it even,
         // or every later occupant would look permanently busy to the orphan collector.
         let seq = e.op_seq.load(Ordering::Relaxed);

@@ -452,3 +452,11 @@ fn format_creates_region_files_private_unless_asked_to_share() {
     let bad = Fixture::new().run(&["format", "--size", "16MiB", "--mode", "999"]);
     assert_eq!(bad.code, 2, "a bad mode is a usage error: {}", bad.stderr);
 }
+
+#[test]
+fn crashpoints_lists_every_named_point_one_per_line() {
+    let f = Fixture::new();
+    let out = f.run(&["crashpoints"]).assert_ok().stdout_text();
+    let listed: Vec<&str> = out.lines().collect();
+    assert_eq!(listed, gismo::store::crashpoint::ALL, "{out}");
+}
