@@ -409,8 +409,12 @@ impl Client {
         let dir = self.store.directory();
         let slot = dir.slot(index);
         if self.store.coherence_mode() == crate::coherence::CoherenceMode::Flush {
-            let len = slot.data_size.load(Ordering::Relaxed)
-                + u64::from(slot.metadata_size.load(Ordering::Relaxed));
+            let len = slot.payload_len().ok_or_else(|| {
+                StoreError::corrupt(
+                    format_args!("slot {index}"),
+                    "data_size + metadata_size overflows",
+                )
+            })?;
             let ptr = self
                 .store
                 .payload_ptr(slot.data_offset.load(Ordering::Relaxed), len)?;
@@ -629,7 +633,14 @@ impl Client {
         let data_size = slot.data_size.load(Ordering::Relaxed);
         let metadata_size = u64::from(slot.metadata_size.load(Ordering::Relaxed));
         let offset = slot.data_offset.load(Ordering::Relaxed);
-        let ptr = match self.store.payload_ptr(offset, data_size + metadata_size) {
+        // Checked: the sizes come from the region; a wrapped sum would pass the range check.
+        let len = data_size.checked_add(metadata_size).ok_or_else(|| {
+            StoreError::corrupt(
+                format_args!("slot {index}"),
+                format_args!("data_size {data_size} + metadata_size {metadata_size} overflows"),
+            )
+        });
+        let ptr = match len.and_then(|len| self.store.payload_ptr(offset, len)) {
             Ok(p) => p,
             Err(e) => {
                 self.drop_ref(index, w.gen);
@@ -646,7 +657,7 @@ impl Client {
             unsafe {
                 self.store
                     .coherence()
-                    .invalidate(ptr, (data_size + metadata_size) as usize)
+                    .invalidate(ptr, (data_size + metadata_size) as usize) // checked above
             };
         }
         Ok(Some(Located {
@@ -980,7 +991,7 @@ impl ObjectRef<'_> {
 
     /// Bytes the allocation reserves.
     pub fn capacity(&self) -> u64 {
-        capacity_for(self.loc.data_size + self.loc.metadata_size)
+        capacity_for(self.loc.data_size.saturating_add(self.loc.metadata_size))
     }
 }
 

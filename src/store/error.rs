@@ -51,4 +51,11 @@ impl From<crate::store::allocator::AllocError> for StoreError {
     }
 }
 
+impl StoreError {
+    /// A corrupt value read from the region: `what` is wrong at `place` (e.g. "slot 12").
+    pub fn corrupt(place: impl std::fmt::Display, what: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt(format!("{place}: {what}"))
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

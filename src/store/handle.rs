@@ -380,8 +380,10 @@ impl Store {
                 break;
             }
             let slot = dir.slot(index);
-            let size = slot.data_size.load(Ordering::Relaxed)
-                + u64::from(slot.metadata_size.load(Ordering::Relaxed));
+            // A corrupt size is left for fsck: evicting would free a block of unknown size.
+            let Some(size) = slot.payload_len() else {
+                continue;
+            };
             if let Some(deleting) = begin_evict(slot, w, evicter, || self.refcount(index, w.gen)) {
                 self.complete_delete(index, deleting)?;
                 self.control()
@@ -401,22 +403,29 @@ impl Store {
         let dir = self.directory();
         let slot = dir.slot(index);
         let offset = slot.data_offset.load(Ordering::Relaxed);
-        let size = slot.data_size.load(Ordering::Relaxed)
-            + u64::from(slot.metadata_size.load(Ordering::Relaxed));
+        // A size sum that overflows names no allocation: the slot is freed and the block (if
+        // any) is left to fsck, which reports the corrupt slot before this and the leak after.
+        let size = slot.payload_len();
         // Forget the payload before freeing it: dying between the two leaks the block (the
         // orphan collector finds it) instead of letting a reaper free it a second time.
         // Release: pairs with the reaper's Acquire load in `finish_orphaned_deletes`.
         slot.data_offset.store(0, Ordering::Release);
-        let freed = if offset == 0 {
-            Ok(())
-        } else {
-            self.allocator().free(offset, size.max(1))
+        let freed = match size {
+            _ if offset == 0 => Ok(()),
+            Some(size) => self
+                .allocator()
+                .free(offset, size.max(1))
+                .map_err(StoreError::from),
+            None => Err(StoreError::corrupt(
+                format_args!("slot {index}"),
+                "data_size + metadata_size overflows; its block was not freed",
+            )),
         };
         dir.free_slot(index, w);
         if wake {
             crate::store::wait::wake_word(&slot.word);
         }
-        freed.map_err(StoreError::from)
+        freed
     }
 
     /// Statistics, from one pass over the directory and client table.

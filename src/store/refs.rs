@@ -211,8 +211,9 @@ impl<'a> RefTable<'a> {
             .iter()
             .filter_map(|e| {
                 let w = e.load(Ordering::SeqCst);
-                (w != 0 && count_of(w) > 0)
-                    .then(|| (((w >> 32) - 1) as u32, (w >> 16) as u16, count_of(w)))
+                // Checked: a corrupt word with slot field 0 names no slot (skipped, not wrapped).
+                let slot = (w >> 32).checked_sub(1)?;
+                (count_of(w) > 0).then(|| (slot as u32, (w >> 16) as u16, count_of(w)))
             })
             .collect()
     }
