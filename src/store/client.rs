@@ -835,7 +835,7 @@ impl Drop for OpGuard<'_> {
             let v = entry.op_seq.load(Ordering::Relaxed);
             // Release: the slot or intent that now accounts for our allocation is visible
             // before the collector sees us idle.
-            entry.op_seq.store(v + 1, Ordering::Release);
+            entry.op_seq.store(v.wrapping_add(1), Ordering::Release);
         }
     }
 }

@@ -122,7 +122,10 @@ impl fmt::Display for Problem {
                 write!(f, "slot {slot}: corrupt state word {word:#018x}: {why}")
             }
             Problem::BadPartialStack { class_size, why } => {
-                write!(f, "partial-chunk stack of the {class_size}-byte class {why}")
+                write!(
+                    f,
+                    "partial-chunk stack of the {class_size}-byte class {why}"
+                )
             }
             Problem::UnlistedChunk { chunk, used } => write!(
                 f,
@@ -385,9 +388,7 @@ impl Store {
                         && lane_set == PAGES_PER_CHUNK
                         && (free_blocks || now.in_list || info.state == ChunkState::Zombie)
                     {
-                        report
-                            .problems
-                            .push(Problem::UnlistedChunk { chunk, used });
+                        report.problems.push(Problem::UnlistedChunk { chunk, used });
                         if repair && alloc.relist_chunk(chunk as usize) {
                             report.repaired += 1;
                         }
