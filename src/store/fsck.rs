@@ -521,6 +521,12 @@ impl Store {
                 {
                     freed += pages * PAGE_SIZE;
                 }
+                // Safe while clients work: nothing but a free of one of its blocks can touch a
+                // chunk that is on no stack and not the hint, and `relist_chunk` changes the
+                // chunk word by CAS (a racing free wins or sees the chunk listed).
+                Problem::UnlistedChunk { chunk, .. } => {
+                    alloc.relist_chunk(chunk as usize);
+                }
                 _ => {}
             }
         }
