@@ -497,7 +497,11 @@ fn a_slot_with_a_wrapping_size_is_refused_by_get_and_flagged_by_fsck() {
     drop(file);
     let out = f.run(&["get", &id(5)]);
     out.assert_one_line_failure(6);
-    assert!(out.stdout.is_empty(), "get wrote {} bytes", out.stdout.len());
+    assert!(
+        out.stdout.is_empty(),
+        "get wrote {} bytes",
+        out.stdout.len()
+    );
     assert!(out.stderr.contains("corrupt"), "{out:?}");
     let report = f.run(&["fsck", "--json"]).json();
     assert_eq!(report["clean"], false, "{report}");

@@ -51,8 +51,19 @@ fn prepare(spec: &RegionSpec, args: &FormatArgs) -> CmdResult<Region> {
     match Region::open(spec, &RegionOptions::default()) {
         Ok(region) => {
             if !args.force {
-                if let Ok((sb, _)) = format::attach(&region) {
-                    return Err(already_formatted(spec, &sb.uuid_string()));
+                // Only a region with no GISMO superblock is formatted without --force: not one
+                // being formatted, of another version, with unknown features or a bad checksum.
+                match format::check_formattable(&region) {
+                    Ok(()) => {}
+                    Err(format::FormatError::AlreadyFormatted { uuid }) => {
+                        return Err(already_formatted(spec, &uuid))
+                    }
+                    Err(e) => {
+                        return Err(Failure::new(
+                            ExitCode::RegionUnusable,
+                            format!("{spec}: {e}"),
+                        ))
+                    }
                 }
             }
             match args.size {
