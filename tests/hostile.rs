@@ -498,3 +498,95 @@ proptest! {
         });
     }
 }
+
+// ---- the host table (core review M7) -----------------------------------------------------------
+
+fn store_with_hosts(name: &str, max_hosts: u32) -> Arc<Store> {
+    let region = Region::create(
+        &RegionSpec::Memfd {
+            name: name.into(),
+            huge_pages: false,
+        },
+        16 << 20,
+        &RegionOptions::default(),
+    )
+    .unwrap();
+    Store::format(
+        region,
+        &gismo::format::FormatOptions {
+            max_hosts,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Forges host entry `i`: identity `id`, name `name`.
+fn forge_host(s: &Store, i: u64, id: u64, name: &str) {
+    let base = s.layout().section(SectionKind::Hosts).offset + i * HOST_ENTRY_SIZE;
+    scribble(s, base, &id.to_le_bytes());
+    let mut b = [0u8; 64];
+    b[..name.len()].copy_from_slice(name.as_bytes());
+    // The name follows identity, tail, head, overflows and the runner heartbeat.
+    scribble(s, base + 5 * 8, &b);
+}
+
+fn my_host() -> gismo::store::clients::HostIdentity {
+    gismo::store::clients::HostIdentity::current()
+}
+
+/// A full host table of hosts that are gone: connect takes over one, preferring an earlier boot
+/// of this host, instead of silently using host 0's ring.
+#[test]
+fn a_full_host_table_reclaims_the_entry_of_a_host_that_is_gone() {
+    let s = store_with_hosts("hostile-hosts-reclaim", 2);
+    let me = my_host();
+    forge_host(&s, 0, 0x1111, "another-host");
+    forge_host(&s, 1, me.hash() ^ 0x5555, &me.name); // this host, an earlier boot
+    let r = s.fsck(false);
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| matches!(p, Problem::StaleHost { host: 1, .. })),
+        "{:?}",
+        r.problems
+    );
+    let c = s.connect("t").unwrap();
+    assert_eq!(c.host_index(), 1, "the earlier boot's entry is taken over");
+    // Every process of this host agrees on it.
+    let c2 = s.connect("t2").unwrap();
+    assert_eq!(c2.host_index(), 1);
+    drop((c, c2));
+    // Once no client of the other host is active, its entry can go too.
+    forge_host(&s, 1, 0x2222, "a-third-host");
+    let c = s.connect("t").unwrap();
+    assert!(c.host_index() < 2);
+}
+
+/// A host table full of hosts that still have active clients: a typed error, and the client
+/// entry is given back.
+#[test]
+fn a_host_table_full_of_live_hosts_is_a_typed_error() {
+    use gismo::store::clients::ClientEntry;
+    let s = store_with_hosts("hostile-hosts-full", 2);
+    let a = s.connect("a").unwrap();
+    let b = s.connect("b").unwrap();
+    // Move both clients to two other (live) hosts that fill the table.
+    let clients = s.layout().section(SectionKind::Clients).offset;
+    for (i, (c, id)) in [(&a, 0x1111u64), (&b, 0x2222)].into_iter().enumerate() {
+        forge_host(&s, i as u64, id, &format!("live-{i}"));
+        scribble(
+            &s,
+            clients + c.index() as u64 * 128 + offset_of!(ClientEntry, host_hash) as u64,
+            &id.to_le_bytes(),
+        );
+    }
+    let before = s.stats().clients_active;
+    let err = s.connect("c").unwrap_err();
+    assert!(
+        matches!(err, StoreError::HostTableFull { capacity: 2 }),
+        "{err:?}"
+    );
+    assert_eq!(s.stats().clients_active, before);
+    drop((a, b));
+}

@@ -19,7 +19,7 @@ use crate::interface::{StatusCode, WritableBuffer};
 use crate::region::{Region, RegionOptions, RegionSpec};
 use crate::store::clients::HostIdentity;
 use crate::store::directory::state;
-use crate::store::events::{host_index, EventKind};
+use crate::store::events::{host_index_reclaiming, EventKind};
 use crate::store::{Client, CreateInfo, ObjectId, ObjectSource, OwnerAddress, Store, StoreError};
 
 /// How long [`open_store`] waits for another process to finish formatting the region.
@@ -724,8 +724,10 @@ impl ObjectStoreRunner for GismoRunner {
         };
         let settings = RunnerSettings::from_params(params)?;
         let me = HostIdentity::current();
-        let host = host_index(store.hosts(), me.hash(), &me.name)
-            .ok_or_else(|| Status::new(StatusCode::OutOfMemory, "host table full"))?;
+        let host = host_index_reclaiming(store.hosts(), me.hash(), &me.name, |id| {
+            store.host_in_use(id)
+        })
+        .ok_or_else(|| Status::new(StatusCode::OutOfMemory, "host table full"))?;
         // One consumer per host ring: a second runner with this host identity fails here.
         let consumer = store.connect(CONSUMER_CLIENT_NAME)?;
         store

@@ -59,9 +59,9 @@ impl From<StoreError> for Status {
             | StoreError::InUse { .. }
             | StoreError::Invalid(_)
             | StoreError::Fenced { .. } => StatusCode::Invalid,
-            StoreError::ClientTableFull { .. } | StoreError::References(_) => {
-                StatusCode::OutOfMemory
-            }
+            StoreError::ClientTableFull { .. }
+            | StoreError::HostTableFull { .. }
+            | StoreError::References(_) => StatusCode::OutOfMemory,
             StoreError::Corrupt(_) | StoreError::Format(_) | StoreError::Region(_) => {
                 StatusCode::IOError
             }

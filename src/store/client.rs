@@ -144,8 +144,26 @@ impl Store {
             e.start_time
                 .store(process_start_time(pid).unwrap_or(0), Ordering::Relaxed);
             e.host_hash.store(host.hash(), Ordering::Relaxed);
-            let host_index = crate::store::events::host_index(self.hosts(), host.hash(), &host.name)
-                .unwrap_or(0) as u32;
+            // Never a silent fallback to another host's ring (core review M7).
+            let Some(host_index) = crate::store::events::host_index_reclaiming(
+                self.hosts(),
+                host.hash(),
+                &host.name,
+                |id| self.host_in_use(id),
+            ) else {
+                // Give the entry back as disconnect would: nothing was taken yet.
+                self.ref_table(i).clear();
+                let free = EntryWord {
+                    status: status::FREE,
+                    ..claimed
+                };
+                // Release: as in `disconnect_inner`.
+                e.word.store(free.pack(), Ordering::Release);
+                return Err(StoreError::HostTableFull {
+                    capacity: self.hosts().len(),
+                });
+            };
+            let host_index = host_index as u32;
             e.host_index.store(u64::from(host_index), Ordering::Relaxed);
             e.intent.store(intent::NONE, Ordering::Relaxed);
             e.attached_ms.store(unix_ms(), Ordering::Relaxed);

@@ -29,6 +29,11 @@ pub enum StoreError {
     DirectoryFull { capacity: usize },
     #[error("client table full ({capacity} clients)")]
     ClientTableFull { capacity: usize },
+    #[error(
+        "host table full ({capacity} hosts, all with active clients); increase max_hosts at \
+         format time"
+    )]
+    HostTableFull { capacity: usize },
     #[error("{0}")]
     References(#[from] crate::store::refs::RefError),
     #[error("timed out")]

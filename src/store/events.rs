@@ -107,10 +107,29 @@ impl HostEntry {
     }
 }
 
+fn store_name(e: &HostEntry, name: &str) {
+    let mut b = [0u8; 64];
+    let m = name.len().min(64);
+    b[..m].copy_from_slice(&name.as_bytes()[..m]);
+    for (j, w) in e.name.iter().enumerate() {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[j * 8..j * 8 + 8]);
+        w.store(u64::from_le_bytes(x), Ordering::Relaxed);
+    }
+}
+
 /// Finds or claims the entry of the host with identity `hash` (≠ 0); `None` if the table is full.
 pub fn host_index(hosts: &[HostEntry], hash: u64, name: &str) -> Option<usize> {
     let n = hosts.len();
     let start = (hash % n as u64) as usize;
+    // An entry of ours anywhere (a claim from before an earlier entry was reclaimed) wins over
+    // a free one earlier in the probe sequence, so every process of a host finds the same one.
+    if let Some(i) = (0..n)
+        .map(|k| (start + k) % n)
+        .find(|&i| hosts[i].identity.load(Ordering::Acquire) == hash)
+    {
+        return Some(i);
+    }
     for k in 0..n {
         let i = (start + k) % n;
         let e = &hosts[i];
@@ -124,14 +143,7 @@ pub fn host_index(hosts: &[HostEntry], hash: u64, name: &str) -> Option<usize> {
                     .compare_exchange(0, hash, Ordering::AcqRel, Ordering::Acquire)
                 {
                     Ok(_) => {
-                        let mut b = [0u8; 64];
-                        let m = name.len().min(64);
-                        b[..m].copy_from_slice(&name.as_bytes()[..m]);
-                        for (j, w) in e.name.iter().enumerate() {
-                            let mut x = [0u8; 8];
-                            x.copy_from_slice(&b[j * 8..j * 8 + 8]);
-                            w.store(u64::from_le_bytes(x), Ordering::Relaxed);
-                        }
+                        store_name(e, name);
                         return Some(i);
                     }
                     Err(h) if h == hash => return Some(i),
@@ -139,6 +151,56 @@ pub fn host_index(hosts: &[HostEntry], hash: u64, name: &str) -> Option<usize> {
                 }
             }
             _ => continue,
+        }
+    }
+    None
+}
+
+/// As [`host_index`], but a full table gives up an entry of a host that is gone (core review
+/// M7): one that no active client uses (`in_use(identity)` is false), preferring an earlier boot
+/// of this host (same name, other identity). The takeover is one CAS from the old identity to
+/// ours, so processes of this host that race for it agree on the entry. `None` if every entry
+/// is in use.
+pub fn host_index_reclaiming(
+    hosts: &[HostEntry],
+    hash: u64,
+    name: &str,
+    in_use: impl Fn(u64) -> bool,
+) -> Option<usize> {
+    if let Some(i) = host_index(hosts, hash, name) {
+        return Some(i);
+    }
+    let n = hosts.len();
+    let start = (hash % n as u64) as usize;
+    let mine = &name.as_bytes()[..name.len().min(64)];
+    let order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
+    let earlier_boot = order
+        .iter()
+        .filter(|&&i| hosts[i].name().as_bytes() == mine);
+    let any = order.iter();
+    for &i in earlier_boot.chain(any) {
+        let e = &hosts[i];
+        let old = e.identity.load(Ordering::Acquire);
+        if old == 0 || old == hash || in_use(old) {
+            if old == hash {
+                return Some(i);
+            }
+            continue;
+        }
+        // AcqRel: as the claim in `host_index`.
+        match e
+            .identity
+            .compare_exchange(old, hash, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                store_name(e, name);
+                e.runner_heartbeat_ms.store(0, Ordering::Relaxed);
+                // Make the next runner rescan: events left in the ring were for the old host.
+                e.overflows.fetch_add(1, Ordering::Relaxed);
+                return Some(i);
+            }
+            Err(h) if h == hash => return Some(i),
+            Err(_) => continue,
         }
     }
     None
