@@ -590,3 +590,18 @@ fn a_host_table_full_of_live_hosts_is_a_typed_error() {
     assert_eq!(s.stats().clients_active, before);
     drop((a, b));
 }
+
+// ---- scale limits (core review L10) ------------------------------------------------------------
+
+/// A derived directory capacity is clamped to what attach accepts, and a heap whose chunk
+/// indices would not fit the allocator's 32-bit fields is refused at format time.
+#[test]
+fn huge_regions_get_a_clamped_directory_or_a_typed_error() {
+    use gismo::format::{FormatError, FormatOptions, Layout};
+    let opts = FormatOptions::default();
+    let big = Layout::compute(100 << 40, &opts).expect("100 TiB lays out");
+    assert_eq!(big.geometry.dir_capacity, 1 << 31);
+    Layout::check_geometry(&big.geometry).expect("and attach would accept it");
+    let err = Layout::compute(1 << 50, &opts).unwrap_err();
+    assert!(matches!(err, FormatError::TooLarge { .. }), "{err:?}");
+}

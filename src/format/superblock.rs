@@ -57,6 +57,8 @@ pub enum FormatError {
     TooSmall { size: u64 },
     #[error("invalid geometry: {0}")]
     BadGeometry(&'static str),
+    #[error("region of {size} bytes is too large: the heap can be at most {max_heap} bytes")]
+    TooLarge { size: u64, max_heap: u64 },
     #[error("not a GISMO region (no GISMO magic at offset 0)")]
     NotFormatted,
     #[error(

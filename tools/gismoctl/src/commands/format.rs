@@ -96,9 +96,11 @@ fn format_failure(spec: &RegionSpec, e: StoreError) -> Failure {
         StoreError::Format(FormatError::AlreadyFormatted { uuid }) => {
             already_formatted(spec, &uuid)
         }
-        StoreError::Format(e @ (FormatError::TooSmall { .. } | FormatError::BadGeometry(_))) => {
-            Failure::usage(format!("format {spec}: {e}"))
-        }
+        StoreError::Format(
+            e @ (FormatError::TooSmall { .. }
+            | FormatError::TooLarge { .. }
+            | FormatError::BadGeometry(_)),
+        ) => Failure::usage(format!("format {spec}: {e}")),
         StoreError::Format(e) => Failure::new(ExitCode::Error, format!("format {spec}: {e}")),
         e => Failure::store(format!("format {spec}"), e),
     }
