@@ -521,8 +521,9 @@ impl Client {
             };
             match slot.cas_word(w, deleting) {
                 Ok(()) => {
-                    let refs = self.store.ref_table(self.index);
-                    while refs.remove(index as u32, w.gen).is_some_and(|c| c > 0) {}
+                    self.store
+                        .ref_table(self.index)
+                        .remove_all(index as u32, w.gen);
                     self.store
                         .control()
                         .objects_aborted
@@ -690,6 +691,24 @@ impl Client {
     /// Drops one reference of ours; the last one completes a pending delete.
     fn drop_ref(&self, index: usize, gen: u32) -> Option<u16> {
         let left = self.store.ref_table(self.index).remove(index as u32, gen)?;
+        self.after_drop(index, gen, left);
+        Some(left)
+    }
+
+    /// Drops every reference of ours on a slot at once (as `count` calls of `drop_ref` would, in
+    /// one step: the count is read from the region and may be corrupt).
+    fn drop_all_refs(&self, index: usize, gen: u32) {
+        if self
+            .store
+            .ref_table(self.index)
+            .remove_all(index as u32, gen)
+            .is_some()
+        {
+            self.after_drop(index, gen, 0);
+        }
+    }
+
+    fn after_drop(&self, index: usize, gen: u32, left: u16) {
         if left == 0 {
             let slot = self.store.directory().slot(index);
             let _op = OpGuard::begin(self.entry());
@@ -699,7 +718,6 @@ impl Client {
                 let _ = self.store.complete_delete(index, deleting);
             }
         }
-        Some(left)
     }
 
     /// Evicts unreferenced sealed objects in LRU order until `bytes` are free (see
@@ -794,11 +812,9 @@ impl Client {
                 let _ = self.abort_slot(index, w);
             }
         }
-        for (slot, g16, count) in self.store.ref_table(self.index).held() {
+        for (slot, g16, _count) in self.store.ref_table(self.index).held() {
             if let Some(w) = self.store.entry_names_slot(slot as usize, g16) {
-                for _ in 0..count {
-                    self.drop_ref(slot as usize, w.gen);
-                }
+                self.drop_all_refs(slot as usize, w.gen);
             }
         }
     }

@@ -1,4 +1,7 @@
-//! `fsck`: checks the directory, the allocator metadata and the client table against each other.
+//! `fsck`: checks the directory, the allocator metadata, the client table and the host table
+//! against each other, and flags values no sound store writes (unknown slot states, sizes that
+//! overflow, corrupt partial stacks, chunks nothing allocates from again; `docs/store.md`,
+//! "Corrupt or hostile regions").
 //!
 //! Every heap block must be accounted for by exactly one live directory slot or one active
 //! client's intent (`docs/store.md`, "Crash consistency"). fsck rebuilds that expectation from the

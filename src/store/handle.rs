@@ -392,7 +392,7 @@ impl Store {
                 self.control()
                     .objects_deleted
                     .fetch_sub(1, Ordering::Relaxed);
-                freed += crate::store::allocator::capacity_for(size.max(1));
+                freed = freed.saturating_add(crate::store::allocator::capacity_for(size.max(1)));
             }
         }
         Ok(freed)
