@@ -427,6 +427,12 @@ fn exercise(s: Arc<Store>, ids: Vec<ObjectId>, holder: usize) {
         let _ = s.stats();
         let _ = s.clients();
         let _ = s.dead_clients(5000);
+        let _ = s.leader();
+        if s.claim_event_ring(c.host_index() as usize, &c, 5000)
+            .is_ok()
+        {
+            s.release_event_ring(c.host_index() as usize, &c);
+        }
         for h in 0..s.layout().geometry.max_hosts as usize {
             if let Some(ring) = s.event_ring(h) {
                 let mut hole = None;
