@@ -60,9 +60,9 @@ impl From<StoreError> for Status {
             | StoreError::Invalid(_)
             | StoreError::Fenced { .. } => StatusCode::Invalid,
             StoreError::MaintenanceBusy { .. } => StatusCode::TimedOut,
-            StoreError::ClientTableFull { .. } | StoreError::References(_) => {
-                StatusCode::OutOfMemory
-            }
+            StoreError::ClientTableFull { .. }
+            | StoreError::HostTableFull { .. }
+            | StoreError::References(_) => StatusCode::OutOfMemory,
             StoreError::Corrupt(_) | StoreError::Format(_) | StoreError::Region(_) => {
                 StatusCode::IOError
             }
