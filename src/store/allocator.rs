@@ -271,6 +271,7 @@ impl<'a> Allocator<'a> {
                 }
             }
         };
+        crate::crash_point!("alloc.claimed");
         self.heads
             .used_bytes
             .fetch_add(a.capacity, Ordering::Relaxed);
@@ -302,6 +303,7 @@ impl<'a> Allocator<'a> {
                     .map_err(|_| AllocError::NotAllocated { offset })?;
             }
         }
+        crate::crash_point!("free.released");
         self.heads.used_bytes.fetch_sub(capacity, Ordering::Relaxed);
         self.heads.allocations.fetch_sub(1, Ordering::Relaxed);
         Ok(())
@@ -369,6 +371,7 @@ impl<'a> Allocator<'a> {
             }
         }
         // A block is reserved, so a clear bit exists (set bits never exceed `used`).
+        crate::crash_point!("alloc.block_reserved");
         let words = cap.div_ceil(64) as usize;
         let start = (ChunkWord::unpack(w).used as usize / 64) % words;
         // Bounded: legitimately a pass misses only when racing other claimers; a bitmap that
@@ -427,6 +430,7 @@ impl<'a> Allocator<'a> {
         };
         // Release: publishes the bitmap initialisation to allocators that Acquire the word.
         desc.word.store(new.pack(), Ordering::Release);
+        crate::crash_point!("alloc.chunk_published");
         Some(idx)
     }
 
@@ -452,6 +456,7 @@ impl<'a> Allocator<'a> {
         if prev & (1 << bit) == 0 {
             return Err(AllocError::NotAllocated { offset });
         }
+        crate::crash_point!("free.block_cleared");
         let cap = blocks_per_chunk(c) as u16;
         let mut w = desc.word.load(Ordering::Relaxed);
         loop {
@@ -483,6 +488,9 @@ impl<'a> Allocator<'a> {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
+                    if push {
+                        crate::crash_point!("free.chunk_listed");
+                    }
                     if retire {
                         self.release_chunk_pages(idx)?;
                     } else if push {
@@ -499,6 +507,8 @@ impl<'a> Allocator<'a> {
 
     /// Returns a retired chunk's 16 pages to the page bitmap.
     fn release_chunk_pages(&self, idx: usize) -> Result<(), AllocError> {
+        // The chunk word is UNUSED already; its pages are not back yet.
+        crate::crash_point!("free.chunk_retired");
         self.release_pages(idx as u64 * PAGES_PER_CHUNK, PAGES_PER_CHUNK)
             .map_err(|_| AllocError::Corrupt("chunk pages were not allocated"))
     }
@@ -544,6 +554,7 @@ impl<'a> Allocator<'a> {
             {
                 continue;
             }
+            crate::crash_point!("alloc.partial_popped");
             // The chunk is ours to take off the list: clear `in_list`, retiring a zombie.
             let desc = &self.chunks[idx];
             let mut w = desc.word.load(Ordering::Acquire);
