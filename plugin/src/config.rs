@@ -24,7 +24,7 @@ pub const ENV_PATH: &str = "RAY_object_store_plugin_path";
 /// Environment variable with the plugin's `key=value,...` configuration.
 pub const ENV_CONFIG: &str = "RAY_object_store_plugin_config";
 /// Environment variable read by `gismoctl` and `gismo-server` (not by Ray): `strict` (default)
-/// or `fallback`, the [`Mode`](crate::plugin::Mode) to use when the plugin cannot be made.
+/// or `fallback`, the [`Mode`](crate::Mode) to use when the plugin cannot be made.
 pub const ENV_MODE: &str = "RAY_object_store_plugin_mode";
 
 /// Why a config string was refused. Positions are byte offsets into the string.
@@ -101,20 +101,6 @@ impl PluginConfig {
         check_keys(&self.name, &self.params, known)
     }
 }
-
-/// Keys the built-in GISMO plugin accepts.
-pub const GISMO_KEYS: &[&str] = &["region", "size", "format", "coherence", "client_name"];
-
-/// Keys the built-in redis plugin accepts (meanings and defaults: `docs/redis.md`).
-pub const REDIS_KEYS: &[&str] = &[
-    "url",
-    "prefix",
-    "connect_timeout_ms",
-    "io_timeout_ms",
-    "pool_size",
-    "wait_recheck_ms",
-    "lease_ms",
-];
 
 /// Refuses keys of `params` that `plugin` does not know.
 ///

@@ -9,16 +9,16 @@ use std::sync::{Arc, Mutex};
 
 use libloading::Library;
 
+use crate::abi::{
+    GismoClientApi, GismoClientHandle, GismoError, GismoObjectBuffer, GismoObjectInfo, GismoOwner,
+    GismoRunnerApi, GismoRunnerCallbacks, GismoRunnerHandle, StatusRaw, ID_LEN,
+};
 use crate::interface::ReleaseObject;
 use crate::interface::{
     ObjectBuffer, ObjectInfo, ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, Status,
     StatusCode, WritableBuffer,
 };
-use crate::plugin::abi::{
-    GismoClientApi, GismoClientHandle, GismoError, GismoObjectBuffer, GismoObjectInfo, GismoOwner,
-    GismoRunnerApi, GismoRunnerCallbacks, GismoRunnerHandle, StatusRaw, ID_LEN,
-};
-use crate::store::{ObjectId, ObjectSource, OwnerAddress};
+use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress};
 
 /// Maps a raw status to `Ok` or a [`Status`] with the plugin's message.
 pub(crate) fn status(code: StatusRaw, err: &GismoError) -> Result<(), Status> {

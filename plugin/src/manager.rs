@@ -6,8 +6,9 @@
 //! - A non-empty `path` loads a shared library (absolute path required) whatever the name: the
 //!   manager `dlopen`s it, looks up `CreateRunner` / `CreateClient`, checks the table's ABI version
 //!   and size, and wraps the handle in [`LoadedRunner`] / [`LoadedClient`].
-//! - An empty `path` selects a built-in plugin: `gismo`, `plasma` (also for an empty name), or
-//!   `redis` (objects in a Redis server, `docs/redis.md`).
+//! - An empty `path` selects a built-in plugin by name from the manager's table of [`Builtin`]s
+//!   (the programs' table, `gismo_builtins::BUILTINS`: `gismo`, `plasma` and `redis`, objects in a
+//!   Redis server, `docs/redis.md`); an empty name means `plasma`.
 //!
 //! # Mixing plugins
 //!
@@ -27,17 +28,21 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use libloading::Library;
 
-use crate::interface::{GismoClient, GismoRunner, ObjectStoreClient, ObjectStoreRunner, Status};
-use crate::plugin::abi::{
+use crate::abi::{
     CreateClientFn, CreateRunnerFn, GismoClientApi, GismoClientHandle, GismoError, GismoRunnerApi,
     GismoRunnerHandle, ABI_VERSION, CREATE_CLIENT_SYMBOL, CREATE_RUNNER_SYMBOL,
 };
-use crate::plugin::config::{check_keys, ConfigError, PluginConfig, GISMO_KEYS};
-use crate::plugin::loaded::{CParams, LoadedClient, LoadedRunner};
+use crate::builtin::Builtin;
+use crate::config::{check_keys, ConfigError, PluginConfig};
+use crate::interface::{ObjectStoreClient, ObjectStoreRunner, Status};
+use crate::loaded::{CParams, LoadedClient, LoadedRunner};
+
+/// The built-in an empty name selects, and the one fallback mode makes.
+pub const DEFAULT_PLUGIN: &str = "plasma";
 
 /// Why a runner or client could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -113,21 +118,50 @@ pub enum Mode {
     Fallback,
 }
 
-/// The process-wide plugin manager.
+/// The plugin manager: the built-ins it was given, and the libraries it has loaded. A program
+/// keeps one for the whole process (`gismo_builtins::plugin_manager()`).
 pub struct PluginManager {
+    builtins: &'static [Builtin],
     libraries: Mutex<HashMap<PathBuf, Weak<Library>>>,
     /// Configurations (as displayed) whose fallback has been announced: one warning each.
     warned: Mutex<BTreeSet<String>>,
 }
 
 impl PluginManager {
-    /// The singleton.
-    pub fn instance() -> &'static PluginManager {
-        static INSTANCE: OnceLock<PluginManager> = OnceLock::new();
-        INSTANCE.get_or_init(|| PluginManager {
+    /// A manager that knows the built-in plugins of `builtins` (and loads any library by path).
+    pub fn new(builtins: &'static [Builtin]) -> PluginManager {
+        PluginManager {
+            builtins,
             libraries: Mutex::new(HashMap::new()),
             warned: Mutex::new(BTreeSet::new()),
-        })
+        }
+    }
+
+    /// The built-in `name` selects (an empty name: [`DEFAULT_PLUGIN`]).
+    ///
+    /// # Errors
+    /// [`PluginError::UnknownPlugin`] when the table has no such built-in.
+    pub fn builtin(&self, name: &str) -> Result<&'static Builtin, PluginError> {
+        let wanted = if name.is_empty() {
+            DEFAULT_PLUGIN
+        } else {
+            name
+        };
+        self.builtins
+            .iter()
+            .find(|b| b.name == wanted)
+            .ok_or_else(|| PluginError::UnknownPlugin(name.to_string()))
+    }
+
+    /// The built-in `name` selects, with `config`'s keys checked against the ones it reads.
+    fn checked_builtin(
+        &self,
+        name: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<&'static Builtin, PluginError> {
+        let builtin = self.builtin(name)?;
+        check_keys(builtin.name, config, builtin.keys)?;
+        Ok(builtin)
     }
 
     /// Makes the node's runner (not started).
@@ -144,28 +178,7 @@ impl PluginManager {
         if !path.is_empty() {
             return self.load_runner(Path::new(path), config);
         }
-        match name {
-            "gismo" => {
-                check_keys(name, config, GISMO_KEYS)?;
-                let mut params = config.clone();
-                params
-                    .entry("client_name".into())
-                    .or_insert_with(|| "gismo-runner".into());
-                let store = GismoClient::from_config(&params)?.store().clone();
-                Ok(Box::new(GismoRunner::with_store(store)))
-            }
-            "" | "plasma" => {
-                check_keys("plasma", config, crate::plasma::PLASMA_KEYS)?;
-                Ok(Box::new(crate::plasma::PlasmaRunner::new(config)?))
-            }
-            "redis" => {
-                check_keys(name, config, crate::plugin::config::REDIS_KEYS)?;
-                Ok(Box::new(crate::plugin::redis::RedisRunner::from_config(
-                    config,
-                )?))
-            }
-            other => Err(PluginError::UnknownPlugin(other.to_string())),
-        }
+        (self.checked_builtin(name, config)?.make_runner)(config)
     }
 
     /// Makes a client of the node's store.
@@ -181,23 +194,7 @@ impl PluginManager {
         if !path.is_empty() {
             return self.load_client(Path::new(path), config);
         }
-        match name {
-            "gismo" => {
-                check_keys(name, config, GISMO_KEYS)?;
-                Ok(Arc::new(GismoClient::from_config(config)?))
-            }
-            "" | "plasma" => {
-                check_keys("plasma", config, crate::plasma::PLASMA_KEYS)?;
-                Ok(Arc::new(crate::plasma::PlasmaClient::from_config(config)?))
-            }
-            "redis" => {
-                check_keys(name, config, crate::plugin::config::REDIS_KEYS)?;
-                Ok(Arc::new(crate::plugin::redis::RedisClient::from_config(
-                    config,
-                )?))
-            }
-            other => Err(PluginError::UnknownPlugin(other.to_string())),
-        }
+        (self.checked_builtin(name, config)?.make_client)(config)
     }
 
     /// [`create_runner`](Self::create_runner) for a [`PluginConfig`], in `mode`.
@@ -354,7 +351,7 @@ impl PluginManager {
             Err(e)
                 if mode == Mode::Fallback
                     && !(config.path.is_empty()
-                        && matches!(config.name.as_str(), "" | "plasma")) =>
+                        && matches!(config.name.as_str(), "" | DEFAULT_PLUGIN)) =>
             {
                 let first = self
                     .warned
@@ -362,16 +359,19 @@ impl PluginManager {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(config.to_string());
                 if first {
-                    eprintln!("warning: object store {config}: {e}; falling back to plasma");
+                    eprintln!(
+                        "warning: object store {config}: {e}; falling back to {DEFAULT_PLUGIN}"
+                    );
                 }
                 // The plasma settings the configuration names (e.g. `store_socket_name`), if any.
+                let keys = self.builtin(DEFAULT_PLUGIN)?.keys;
                 let plasma: BTreeMap<String, String> = config
                     .params
                     .iter()
-                    .filter(|(k, _)| crate::plasma::PLASMA_KEYS.contains(&k.as_str()))
+                    .filter(|(k, _)| keys.contains(&k.as_str()))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
-                create("plasma", "", &plasma)
+                create(DEFAULT_PLUGIN, "", &plasma)
             }
             Err(e) => Err(e),
         }

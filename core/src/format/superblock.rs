@@ -218,7 +218,7 @@ pub fn format(region: &Region, opts: &FormatOptions) -> Result<Layout, FormatErr
         compat_features: 0,
         uuid: random_uuid(),
         total_size: layout.total_size,
-        created_unix_ms: crate::store::clock::unix_ms(),
+        created_unix_ms: crate::clock::unix_ms(),
         coherence: opts.coherence as u32,
         _pad: 0,
         geometry: layout.geometry,

@@ -7,11 +7,11 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock::{coarse_unix_ms, unix_ms};
 use crate::store::allocator::capacity_for;
 use crate::store::clients::{
     intent, process_start_time, status, ClientEntry, EntryWord, HostIdentity,
 };
-use crate::store::clock::{coarse_unix_ms, unix_ms};
 use crate::store::directory::{after_release, flags, state, InsertError, Word, NO_OWNER};
 use crate::store::error::{Result, StoreError};
 use crate::store::events::EventKind;
@@ -67,9 +67,10 @@ pub enum DeleteOutcome {
     Deferred,
 }
 
-/// A raw view of an object: slot handle plus payload location in this process.
+/// A raw view of an object: slot handle plus payload location in this process. What the
+/// low-level [`Client::create_raw`] and [`Client::get_raw`] return.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Located {
+pub struct Located {
     pub index: usize,
     pub word: Word,
     pub ptr: *mut u8,
@@ -316,7 +317,14 @@ impl Client {
         })
     }
 
-    pub(crate) fn create_raw(
+    /// [`Client::create`] without the buffer guard, for plugins that hand the payload to C or
+    /// keep it across calls: the object is created and this client holds its creation reference,
+    /// but nothing seals or aborts it on drop — the caller must call [`Client::seal`] or
+    /// [`Client::abort`] with `id`, and must not use `ptr` after that.
+    ///
+    /// # Errors
+    /// As [`Client::create`].
+    pub fn create_raw(
         &self,
         id: &ObjectId,
         data_size: u64,
@@ -624,11 +632,13 @@ impl Client {
         }))
     }
 
-    pub(crate) fn get_raw(
-        &self,
-        id: &ObjectId,
-        timeout: Option<Duration>,
-    ) -> Result<Option<Located>> {
+    /// [`Client::get`] without the reference guard: on `Some`, this client holds one reference
+    /// to the object, which the caller must give back with [`Client::release`]; `ptr` is valid
+    /// until then.
+    ///
+    /// # Errors
+    /// As [`Client::get`].
+    pub fn get_raw(&self, id: &ObjectId, timeout: Option<Duration>) -> Result<Option<Located>> {
         self.check_alive()?;
         let dir = self.store.directory();
         // The hit path reads no clock: a sealed object is taken at once.

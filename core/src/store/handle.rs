@@ -282,7 +282,9 @@ impl Store {
         })
     }
 
-    pub(crate) fn hosts(&self) -> &[HostEntry] {
+    /// The host table (one entry per host that ever attached; see
+    /// [`host_index`](crate::store::events::host_index)).
+    pub fn hosts(&self) -> &[HostEntry] {
         // SAFETY: validated in `attach_with`; the mapping lives as long as `self`.
         unsafe { std::slice::from_raw_parts(self.hosts, self.layout.geometry.max_hosts as usize) }
     }

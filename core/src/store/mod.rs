@@ -12,7 +12,6 @@
 
 pub mod allocator;
 pub mod clients;
-pub mod clock;
 pub mod control;
 pub mod crashpoint;
 pub mod directory;
@@ -34,11 +33,13 @@ pub mod leader;
 #[cfg(not(loom))]
 mod reaper;
 #[cfg(not(loom))]
+mod usage;
+#[cfg(not(loom))]
 pub mod wait;
 
 #[cfg(not(loom))]
 pub use client::{
-    Client, CreateBuffer, CreateInfo, DeleteOutcome, ObjectRef, ObjectSource, OwnerAddress,
+    Client, CreateBuffer, CreateInfo, DeleteOutcome, Located, ObjectRef, ObjectSource, OwnerAddress,
 };
 pub use error::{Result, StoreError};
 #[cfg(not(loom))]

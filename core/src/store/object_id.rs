@@ -64,7 +64,7 @@ impl ObjectId {
             .and_then(|mut f| f.read_exact(&mut b))
             .is_err()
         {
-            let t = crate::store::clock::unix_ns();
+            let t = crate::clock::unix_ns();
             b[..16].copy_from_slice(&(t ^ u128::from(std::process::id()) << 64).to_le_bytes());
         }
         ObjectId(b)

@@ -29,8 +29,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{fence, Ordering};
 use std::time::Instant;
 
+use crate::clock::unix_ms;
 use crate::store::clients::{intent, process_alive, status, EntryWord, HostIdentity};
-use crate::store::clock::unix_ms;
 use crate::store::directory::{begin_delete, flags, resume_delete, state, Resumed, Word};
 use crate::store::error::{Result, StoreError};
 use crate::store::handle::Store;

@@ -127,7 +127,7 @@ impl crate::store::Store {
             process_alive(pid, e.start_time.load(Ordering::Relaxed))
         } else {
             let beat = e.heartbeat_ms.load(Ordering::Relaxed);
-            crate::store::clock::unix_ms().saturating_sub(beat) <= lease_ms
+            crate::clock::unix_ms().saturating_sub(beat) <= lease_ms
         }
     }
 

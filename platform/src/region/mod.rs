@@ -390,7 +390,7 @@ impl Region {
 
     /// Base address of the mapping. Obtaining it is safe; dereferencing it is up to the caller,
     /// who must remember that other processes write these bytes concurrently (use atomics, or
-    /// the protocol of [`crate::store`]) and that the pointer dies with the `Region`.
+    /// the store protocol of `gismo-core`) and that the pointer dies with the `Region`.
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.as_ptr()
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::interface::Status;
-use crate::store::{ObjectId, ObjectSource, OwnerAddress};
+use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress};
 
 /// Gives a reference back; implemented by each plugin's client.
 pub trait ReleaseObject: Send + Sync {

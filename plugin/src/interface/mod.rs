@@ -4,18 +4,15 @@
 //! `CoreWorkerPlasmaStoreProvider::Get`.
 //!
 //! Every plugin (GISMO, the plasma fallback, redis, shared libraries) implements
-//! [`ObjectStoreClient`] and [`ObjectStoreRunner`]; the conformance suite (`tests/conformance.rs`)
-//! checks Plasma's lifecycle rules against each.
+//! [`ObjectStoreClient`] and [`ObjectStoreRunner`]; the conformance suite
+//! (`plugin/tests/support/conformance_suite.rs`) checks Plasma's lifecycle rules against each.
 
-mod client;
-mod gismo;
+pub mod client;
 mod provider;
 mod runner;
 mod status;
-mod written;
 
 pub use client::{ObjectBuffer, ObjectStoreClient, ReleaseObject, WritableBuffer};
-pub use gismo::{GismoClient, GismoRunner};
 pub use provider::{PullHook, StoreProvider};
 pub use runner::{ObjectInfo, ObjectStoreRunner, RunnerCallbacks};
 pub use status::{Status, StatusCode};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::interface::{ObjectBuffer, ObjectStoreClient, Status};
-use crate::store::ObjectId;
+use gismo_core::store::ObjectId;
 
 /// Asks the local raylet to bring objects to this node.
 pub trait PullHook: Send + Sync {

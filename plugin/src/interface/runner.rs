@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::interface::Status;
-use crate::store::ObjectId;
+use gismo_core::store::ObjectId;
 
 /// Ray's `ObjectInfo`, passed to `add_object_callback`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Ray's status codes, as the plugin boundary reports them.
 
-use crate::store::StoreError;
+use gismo_core::store::StoreError;
 
 /// The subset of Ray's `StatusCode` an object store returns (numbering as in Ray's `status.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

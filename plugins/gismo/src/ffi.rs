@@ -15,15 +15,16 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::interface::{
-    GismoClient, GismoRunner, ObjectBuffer, ObjectInfo, ObjectStoreClient, ObjectStoreRunner,
-    RunnerCallbacks, Status, StatusCode, WritableBuffer,
+    ObjectBuffer, ObjectInfo, ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, Status,
+    StatusCode, WritableBuffer,
 };
-use crate::plugin::abi::{
+use crate::store::{ObjectId, ObjectSource, OwnerAddress};
+use crate::{runner_from_config, GismoClient, GismoRunner, GISMO_KEYS};
+use gismo_plugin::abi::{
     GismoClientApi, GismoClientHandle, GismoError, GismoObjectBuffer, GismoObjectInfo, GismoOwner,
     GismoRunnerApi, GismoRunnerCallbacks, GismoRunnerHandle, StatusRaw, ABI_VERSION, ID_LEN,
 };
-use crate::plugin::config::{check_keys, GISMO_KEYS};
-use crate::store::{ObjectId, ObjectSource, OwnerAddress};
+use gismo_plugin::config::check_keys;
 
 /// Runs `f`, writing its error (or a panic) to `err`.
 fn guard(err: *mut GismoError, f: impl FnOnce() -> Result<(), Status>) -> StatusRaw {
@@ -621,15 +622,8 @@ pub unsafe extern "C" fn CreateRunner(
         // SAFETY: ABI contract.
         let params = unsafe { read_params(keys, values, n)? };
         check_keys("gismo", &params, GISMO_KEYS).map_err(|e| Status::invalid(e.to_string()))?;
-        // Opening through a client validates the config now; the client itself is dropped
-        // (disconnected) at once, the runner keeps the store.
-        let mut params = params;
-        params
-            .entry("client_name".to_string())
-            .or_insert_with(|| "gismo-runner".to_string());
-        let store = GismoClient::from_config(&params)?.store().clone();
         let state = Box::new(RunnerState {
-            runner: GismoRunner::with_store(store),
+            runner: runner_from_config(&params)?,
         });
         handle = Box::into_raw(state) as *mut GismoRunnerHandle;
         if !api.is_null() {

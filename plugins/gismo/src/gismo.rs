@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use crate::coherence::CoherenceMode;
 use crate::format::{self, FormatOptions};
 use crate::interface::client::ReleaseObject;
-use crate::interface::written::Written;
 use crate::interface::{
     ObjectBuffer, ObjectInfo, ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, Status,
 };
@@ -21,6 +20,7 @@ use crate::store::clients::HostIdentity;
 use crate::store::directory::state;
 use crate::store::events::{host_index_reclaiming, EventKind};
 use crate::store::{Client, CreateInfo, ObjectId, ObjectSource, OwnerAddress, Store, StoreError};
+use crate::written::Written;
 
 /// How long [`open_store`] waits for another process to finish formatting the region.
 pub const FORMAT_WAIT: Duration = Duration::from_secs(60);
@@ -249,7 +249,7 @@ impl GismoClient {
                 Err(StoreError::StoreFull { requested, .. }) if evict && attempts < 3 => {
                     attempts += 1;
                     // Evict at least the request, and 20% of capacity at a time as Plasma does.
-                    let want = requested.max(self.inner.store.allocator().heap_bytes() / 5);
+                    let want = requested.max(self.inner.store.heap_bytes() / 5);
                     if client.evict(want)? == 0 {
                         // Nothing evictable: one last try (a concurrent delete may have made room).
                         attempts = 3;
@@ -258,11 +258,7 @@ impl GismoClient {
                 Err(e) => {
                     if matches!(e, StoreError::StoreFull { .. }) {
                         // Tell the runners: they call the raylet's full and spill callbacks.
-                        self.inner
-                            .store
-                            .control()
-                            .create_full_events
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.inner.store.note_create_full();
                     }
                     return Err(e.into());
                 }
@@ -565,8 +561,7 @@ impl EmbeddedServer {
         }
         self.last_reap_ms = now;
         let _ = self.client.reap_dead(settings.lease_ms);
-        let a = store.allocator();
-        let (used, heap) = (a.used_bytes() as f64, a.heap_bytes() as f64);
+        let (used, heap) = (store.used_bytes() as f64, store.heap_bytes() as f64);
         if settings.high_watermark < 1.0 && used > settings.high_watermark * heap {
             let _ = self
                 .client
@@ -657,10 +652,10 @@ fn runner_events(
     let mut seen_overflows = ring.overflows();
     rescan(&mut reported);
     let mut hole = None;
-    let mut seen_full = store.control().create_full_events.load(Ordering::Relaxed);
+    let mut seen_full = store.create_full_events();
     let mut last_pressure_check = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let now = crate::store::clock::unix_ms();
+        let now = crate::clock::unix_ms();
         store.hosts_heartbeat(host, now);
         if let Some(server) = embedded.as_mut() {
             server.tick(&store, &settings, now);
@@ -675,14 +670,13 @@ fn runner_events(
             // Plasma's rules 5 and 6: spilling is asked for when a create could not be served
             // even after eviction (after the full callback, which triggers a global GC), or
             // when usage passes the spilling threshold.
-            let full = store.control().create_full_events.load(Ordering::Relaxed);
+            let full = store.create_full_events();
             if full != seen_full {
                 seen_full = full;
                 (cb.object_store_full)();
                 (cb.spill_objects)();
             } else {
-                let a = store.allocator();
-                if a.used_bytes() as f64 > spill_threshold * a.heap_bytes() as f64 {
+                if store.used_bytes() as f64 > spill_threshold * store.heap_bytes() as f64 {
                     (cb.spill_objects)();
                 }
             }
@@ -777,9 +771,7 @@ impl ObjectStoreRunner for GismoRunner {
     }
 
     fn consumed_bytes(&self) -> i64 {
-        self.store().map_or(0, |s| {
-            s.control().bytes_created.load(Ordering::Relaxed) as i64
-        })
+        self.store().map_or(0, |s| s.bytes_created() as i64)
     }
 
     fn fallback_allocated(&self) -> i64 {
@@ -787,15 +779,12 @@ impl ObjectStoreRunner for GismoRunner {
     }
 
     fn available_memory(&self) -> i64 {
-        self.store().map_or(0, |s| {
-            let a = s.allocator();
-            a.heap_bytes().saturating_sub(a.used_bytes()) as i64
-        })
+        self.store()
+            .map_or(0, |s| s.heap_bytes().saturating_sub(s.used_bytes()) as i64)
     }
 
     fn total_memory_size(&self) -> i64 {
-        self.store()
-            .map_or(0, |s| s.allocator().heap_bytes() as i64)
+        self.store().map_or(0, |s| s.heap_bytes() as i64)
     }
 
     fn max_memory_size(&self) -> i64 {

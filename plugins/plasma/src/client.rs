@@ -15,15 +15,15 @@ use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use crate::fd::recv_fd;
 use crate::interface::ReleaseObject;
 use crate::interface::{ObjectBuffer, ObjectStoreClient, Status, StatusCode, WritableBuffer};
-use crate::plasma::fd::recv_fd;
-use crate::plasma::protocol::{
+use crate::protocol::{
     decode_connect_reply, decode_debug_string, encode_empty, read_frame, write_frame, CreateReply,
     CreateRequest, CreateRetryRequest, DeleteMessage, GetReply, GetRequest, IdMessage, MessageType,
     ObjectSpec, PlasmaError, ProtocolError, ReleaseReply,
 };
-use crate::store::{ObjectId, ObjectSource, OwnerAddress};
+use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress};
 
 type SegmentKey = (i32, i64);
 
@@ -205,7 +205,7 @@ impl PlasmaClient {
     pub fn from_config(
         params: &std::collections::BTreeMap<String, String>,
     ) -> Result<PlasmaClient, Status> {
-        let s = crate::plasma::PlasmaSettings::from_params(params)?;
+        let s = crate::PlasmaSettings::from_params(params)?;
         PlasmaClient::connect(&s.socket, s.connect_timeout, s.full_delay)
     }
 

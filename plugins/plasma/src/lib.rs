@@ -10,6 +10,18 @@
 //! `is_global()` is false: another node's objects must be pulled into this store by the raylet.
 //! See `docs/plasma.md`.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use std::sync::Arc;
+
+use gismo_plugin::Builtin;
+
+// The lower layers' modules this crate's code names as `crate::format`, `crate::region`, ...
+// Not re-exported.
+use gismo_core::format;
+use gismo_platform::{region, units};
+use gismo_plugin::interface;
+
 pub mod client;
 pub mod fd;
 pub mod protocol;
@@ -17,3 +29,11 @@ pub mod store;
 
 pub use client::PlasmaClient;
 pub use store::{PlasmaRunner, PlasmaSettings, Server, PLASMA_KEYS};
+
+/// The plasma plugin's entry in a program's table of built-ins (also the fallback's).
+pub const BUILTIN: Builtin = Builtin {
+    name: "plasma",
+    keys: PLASMA_KEYS,
+    make_runner: |params| Ok(Box::new(PlasmaRunner::new(params)?)),
+    make_client: |params| Ok(Arc::new(PlasmaClient::from_config(params)?)),
+};

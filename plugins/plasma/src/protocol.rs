@@ -23,8 +23,8 @@ use flatbuffers::{
     SimpleToVerifyInSlice, Table, Vector, Verifiable, Verifier, VerifierOptions, WIPOffset,
 };
 
-use crate::store::object_id::OBJECT_ID_LEN;
-use crate::store::ObjectId;
+use gismo_core::store::object_id::OBJECT_ID_LEN;
+use gismo_core::store::ObjectId;
 
 /// Ray's `ray_cookie`.
 pub const RAY_COOKIE: i64 = 0x5241_5900_0000_0000;

@@ -8,7 +8,7 @@
 //!   the same pipelined round trip, into local memory: the client library parses the reply into
 //!   one heap buffer per field; metadata, when there is any, is appended after the data (glibc
 //!   grows large blocks with `mremap`, without copying). Waiting for an unsealed object:
-//!   [`waiter`](crate::plugin::redis::waiter).
+//!   [`waiter`](crate::waiter).
 //! - `release` (or dropping the buffer) frees the local copy and gives the reference back; the last
 //!   release of a deleted object removes its key. `delete` removes an unreferenced sealed object at
 //!   once and otherwise marks it `delete_pending` (Plasma's deferred delete).
@@ -21,15 +21,15 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use crate::buffer::LocalBuffer;
 use crate::interface::{
     ObjectBuffer, ObjectInfo, ObjectStoreClient, ReleaseObject, Status, WritableBuffer,
 };
-use crate::plugin::redis::buffer::LocalBuffer;
-use crate::plugin::redis::node::Node;
-use crate::plugin::redis::schema::{hex, MAX_VALUE_BYTES, STATE_SEALED};
-use crate::plugin::redis::settings::RedisSettings;
-use crate::plugin::redis::RedisStoreError;
+use crate::node::Node;
+use crate::schema::{hex, MAX_VALUE_BYTES, STATE_SEALED};
+use crate::settings::RedisSettings;
 use crate::store::{ObjectId, ObjectSource, OwnerAddress};
+use crate::RedisStoreError;
 
 /// A client of one Redis store. Cheap to make: the pool and subscriber are the node's, shared
 /// by every client of the same `(url, prefix)` in the process, and connect lazily.

@@ -14,9 +14,9 @@ use std::collections::HashSet;
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use crate::plugin::redis::node::Node;
-use crate::plugin::redis::RedisStoreError;
+use crate::node::Node;
 use crate::store::ObjectId;
+use crate::RedisStoreError;
 
 /// The clients of this process whose leases a node keeps alive.
 #[derive(Default)]

@@ -45,10 +45,27 @@ pub mod waiter;
 
 pub use client::RedisClient;
 pub use runner::RedisRunner;
-pub use settings::RedisSettings;
+pub use settings::{RedisSettings, REDIS_KEYS};
+
+use std::sync::Arc;
+
+use gismo_plugin::Builtin;
+
+// The lower layers' modules this crate's code names as `crate::store`, `crate::interface`.
+// Not re-exported.
+use gismo_core::store;
+use gismo_plugin::interface;
 
 use crate::interface::{Status, StatusCode};
 use crate::store::ObjectId;
+
+/// The redis plugin's entry in a program's table of built-ins.
+pub const BUILTIN: Builtin = Builtin {
+    name: "redis",
+    keys: REDIS_KEYS,
+    make_runner: |params| Ok(Box::new(RedisRunner::from_config(params)?)),
+    make_client: |params| Ok(Arc::new(RedisClient::from_config(params)?)),
+};
 
 /// Why a redis plugin operation failed. Mapped to Ray's status codes by `From<RedisStoreError>`.
 #[derive(Debug, thiserror::Error)]

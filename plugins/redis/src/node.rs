@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use crate::interface::{ObjectInfo, RunnerCallbacks};
-use crate::plugin::redis::lease::{self, Leases};
-use crate::plugin::redis::pool::Pool;
-use crate::plugin::redis::schema::{Keys, Scripts};
-use crate::plugin::redis::settings::RedisSettings;
-use crate::plugin::redis::waiter::SealWaiter;
-use crate::plugin::redis::RedisStoreError;
+use crate::lease::{self, Leases};
+use crate::pool::Pool;
+use crate::schema::{Keys, Scripts};
+use crate::settings::RedisSettings;
 use crate::store::ObjectId;
+use crate::waiter::SealWaiter;
+use crate::RedisStoreError;
 
 /// What this process did to the store (for the runner and `get_memory_usage`).
 #[derive(Default)]

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use redis::{Connection, ConnectionLike, RedisError};
 
-use crate::plugin::redis::settings::RedisSettings;
-use crate::plugin::redis::RedisStoreError;
+use crate::settings::RedisSettings;
+use crate::RedisStoreError;
 
 /// A connection and the epoch it was made in.
 pub struct PooledConnection {
@@ -77,7 +77,7 @@ impl r2d2::ManageConnection for Connector {
     }
 }
 
-/// The pool of one store (one per [`Node`](crate::plugin::redis::node::Node)).
+/// The pool of one store (one per [`Node`](crate::node::Node)).
 pub struct Pool {
     pool: r2d2::Pool<Connector>,
     epoch: Arc<AtomicU64>,

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use redis::{ErrorKind, ServerErrorKind, Value};
 
+use crate::client::ClientInner;
 use crate::interface::{ObjectBuffer, ReleaseObject, Status};
-use crate::plugin::redis::client::ClientInner;
-use crate::plugin::redis::schema::STATE_SEALED;
-use crate::plugin::redis::RedisStoreError;
+use crate::schema::STATE_SEALED;
 use crate::store::ObjectId;
+use crate::RedisStoreError;
 
 /// An object read by `get` (data, metadata), with a reference taken on it.
 type Fetched = Option<(Vec<u8>, Vec<u8>)>;

@@ -16,12 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::interface::{ObjectStoreRunner, RunnerCallbacks, Status, StatusCode};
-use crate::plugin::config::REDIS_KEYS;
-use crate::plugin::redis::node::{MemoryInfo, Node};
-use crate::plugin::redis::schema::STATE_SEALED;
-use crate::plugin::redis::settings::RedisSettings;
-use crate::plugin::redis::RedisStoreError;
+use crate::node::{MemoryInfo, Node};
+use crate::schema::STATE_SEALED;
+use crate::settings::RedisSettings;
+use crate::settings::REDIS_KEYS;
 use crate::store::ObjectId;
+use crate::RedisStoreError;
 
 /// Keys `start` accepts besides [`REDIS_KEYS`]: raylet settings that do not apply to Redis.
 pub const RUNNER_IGNORED_KEYS: &[&str] = &["object_spilling_threshold"];

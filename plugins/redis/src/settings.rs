@@ -1,10 +1,21 @@
 //! The redis plugin's configuration: the `key=value` map of `RAY_object_store_plugin_config`
-//! (keys in [`REDIS_KEYS`](crate::plugin::config::REDIS_KEYS)), parsed and checked once.
+//! (keys in [`REDIS_KEYS`]), parsed and checked once.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::plugin::redis::RedisStoreError;
+use crate::RedisStoreError;
+
+/// Keys the redis plugin accepts (meanings and defaults: `docs/redis.md`).
+pub const REDIS_KEYS: &[&str] = &[
+    "url",
+    "prefix",
+    "connect_timeout_ms",
+    "io_timeout_ms",
+    "pool_size",
+    "wait_recheck_ms",
+    "lease_ms",
+];
 
 /// Where the store is and how long to wait for it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,13 +7,13 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::plasma::fd::send_fd;
-use crate::plasma::protocol::{
+use crate::fd::send_fd;
+use crate::protocol::{
     decode_empty, encode_connect_reply, encode_debug_string, read_frame, write_frame, CreateReply,
     CreateRequest, CreateRetryRequest, DeleteMessage, GetReply, GetRequest, IdMessage, MessageType,
     ObjectSpec, PlasmaError, ProtocolError, ReleaseReply,
 };
-use crate::store::ObjectId;
+use gismo_core::store::ObjectId;
 
 use super::state::{ClientId, CreateOutcome, Effects, SegmentRef};
 use super::Server;

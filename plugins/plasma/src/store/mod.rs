@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 
 use crate::interface::{ObjectStoreRunner, RunnerCallbacks, Status, StatusCode};
-use crate::store::ObjectId;
+use gismo_core::store::ObjectId;
 
 pub use settings::{PlasmaSettings, PLASMA_KEYS};
 use state::{Effects, State};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::format::FormatOptions;
 use crate::interface::{Status, StatusCode};
 use crate::region::{Region, RegionOptions, RegionSpec};
-use crate::store::Store;
+use gismo_core::store::Store;
 
 use super::settings::PlasmaSettings;
 

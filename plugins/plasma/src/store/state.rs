@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::interface::{ObjectInfo, Status, StatusCode};
-use crate::plasma::protocol::{CreateRequest, ObjectSpec, PlasmaError};
-use crate::store::{Client, CreateInfo, ObjectId, ObjectSource, OwnerAddress, Store, StoreError};
+use crate::protocol::{CreateRequest, ObjectSpec, PlasmaError};
+use gismo_core::store::{
+    Client, CreateInfo, ObjectId, ObjectSource, OwnerAddress, Store, StoreError,
+};
 
 use super::segments::{FallbackSegment, MAIN_SEGMENT_ID};
 
