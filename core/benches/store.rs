@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gismo::coherence::CoherenceMode;
-use gismo::format::FormatOptions;
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::{CreateInfo, ObjectId, Store};
+use gismo_core::format::FormatOptions;
+use gismo_core::store::{CreateInfo, ObjectId, Store};
+use gismo_platform::coherence::CoherenceMode;
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 
 fn store(mode: CoherenceMode, size: u64) -> Arc<Store> {
     let spec = RegionSpec::Memfd {

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::{CreateInfo, ObjectId, Store};
+use gismo_core::store::{CreateInfo, ObjectId, Store};
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 
 const OBJECTS: u64 = 64;
 
@@ -132,7 +132,7 @@ fn main() {
     }
     println!(
         "machine: {} ({} cores); {seconds} s per run",
-        gismo::coherence::cpu_model(),
+        gismo_platform::coherence::cpu_model(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(

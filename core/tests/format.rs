@@ -1,8 +1,8 @@
 //! The on-region format: publication, refusal to reformat, and attach-time validation of foreign,
 //! corrupt or hostile superblocks (property tests).
 
-use gismo::format::{self, FormatError, FormatOptions, Superblock, FORMAT_VERSION};
-use gismo::region::{Region, RegionOptions, RegionSpec};
+use gismo_core::format::{self, FormatError, FormatOptions, Superblock, FORMAT_VERSION};
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 use proptest::prelude::*;
 
 fn memfd(size: u64) -> Region {
@@ -172,11 +172,11 @@ proptest! {
         if let Ok((got, l)) = format::attach(&r) {
                 // Accepted only if the forgery kept a valid, in-bounds layout.
                 prop_assert!(got.total_size <= r.len() as u64);
-                for kind in gismo::format::SectionKind::ALL {
+                for kind in gismo_core::format::SectionKind::ALL {
                     prop_assert!(l.section(kind).end() <= got.total_size);
                 }
                 if got.sections != orig.sections {
-                    prop_assert_eq!(l, gismo::format::Layout::from_geometry(got.total_size, &got.geometry).unwrap());
+                    prop_assert_eq!(l, gismo_core::format::Layout::from_geometry(got.total_size, &got.geometry).unwrap());
                 }
                 let _ = layout;
         }

@@ -5,8 +5,8 @@
 //! The allocator only touches its metadata, so the simulation runs it over process-local metadata
 //! for a large heap without allocating the heap itself.
 
-use gismo::store::allocator::{AllocHeads, Allocator, ChunkDesc, CHUNK, PAGE};
-use gismo::sync::AtomicU64;
+use gismo_core::store::allocator::{AllocHeads, Allocator, ChunkDesc, CHUNK, PAGE};
+use gismo_platform::sync::AtomicU64;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

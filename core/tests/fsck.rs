@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gismo::format::SectionKind;
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::fsck::Problem;
-use gismo::store::{CreateInfo, ObjectId, Store};
+use gismo_core::format::SectionKind;
+use gismo_core::store::fsck::Problem;
+use gismo_core::store::{CreateInfo, ObjectId, Store};
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 use proptest::prelude::*;
 
 fn store(name: &str, size: u64) -> Arc<Store> {

@@ -4,14 +4,14 @@
 //! (`tools/test.sh` does, in its own target directory).
 #![cfg(loom)]
 
-use gismo::store::allocator::{AllocHeads, Allocator, ChunkDesc};
-use gismo::store::directory::{
+use gismo_core::store::allocator::{AllocHeads, Allocator, ChunkDesc};
+use gismo_core::store::directory::{
     after_release, begin_delete, begin_evict, flags, resume_delete, state, Directory, InsertError,
     Resumed, Slot, Word,
 };
-use gismo::store::refs::RefTable;
-use gismo::store::ObjectId;
-use gismo::sync::{fence, AtomicU64, Ordering};
+use gismo_core::store::refs::RefTable;
+use gismo_core::store::ObjectId;
+use gismo_platform::sync::{fence, AtomicU64, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 

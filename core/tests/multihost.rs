@@ -29,9 +29,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use gismo::format::FormatOptions;
-use gismo::store::directory::state;
-use gismo::store::ObjectId;
+use gismo_core::format::FormatOptions;
+use gismo_core::store::directory::state;
+use gismo_core::store::ObjectId;
 use rand::{Rng, SeedableRng};
 
 use harness::{finish_all, ChildProc, Fixture, ROLE_ENV};

@@ -1,9 +1,9 @@
 //! What the server prints on standard output once it serves: where the region is and how to use
 //! it from a shell.
 
-use gismo::region::{Region, RegionSpec};
-use gismo::store::{ObjectId, Store};
-use gismo::units::ByteSize;
+use gismo_core::store::{ObjectId, Store};
+use gismo_platform::region::{Region, RegionSpec};
+use gismo_platform::units::ByteSize;
 
 /// The spec other processes on this host use to reach the region. A memfd has no name in the
 /// filesystem, but `/proc/<pid>/fd/<n>` opens the same memory while this server runs.

@@ -1,8 +1,8 @@
 //! The command line of `gismo-server`.
 
 use clap::{Parser, ValueEnum};
-use gismo::coherence::CoherenceMode;
-use gismo::units::ByteSize;
+use gismo_platform::coherence::CoherenceMode;
+use gismo_platform::units::ByteSize;
 
 use crate::logger::LogLevel;
 
@@ -99,15 +99,15 @@ pub struct Args {
 
     /// Object store plugin: `gismo` (serve the region named by --region or the config's
     /// `region` key), any other built-in or loaded plugin (host its runner). See "Plugins".
-    #[arg(id = "plugin_name", long = "plugin", env = gismo::plugin::config::ENV_NAME, value_name = "NAME")]
+    #[arg(id = "plugin_name", long = "plugin", env = gismo_plugin::config::ENV_NAME, value_name = "NAME")]
     pub plugin: Option<String>,
 
     /// Absolute path of a plugin shared library.
-    #[arg(id = "plugin_path", long = "plugin-path", env = gismo::plugin::config::ENV_PATH, value_name = "PATH")]
+    #[arg(id = "plugin_path", long = "plugin-path", env = gismo_plugin::config::ENV_PATH, value_name = "PATH")]
     pub plugin_path: Option<String>,
 
     /// The plugin's configuration, `key=value` pairs separated by `,`.
-    #[arg(id = "plugin_config", long = "plugin-config", env = gismo::plugin::config::ENV_CONFIG, value_name = "K=V,...")]
+    #[arg(id = "plugin_config", long = "plugin-config", env = gismo_plugin::config::ENV_CONFIG, value_name = "K=V,...")]
     pub plugin_config: Option<String>,
 
     /// When the plugin cannot be loaded or started: strict fails with the cause (exit 7);
@@ -115,7 +115,7 @@ pub struct Args {
     #[arg(
         id = "plugin_mode",
         long = "plugin-mode",
-        env = gismo::plugin::config::ENV_MODE,
+        env = gismo_plugin::config::ENV_MODE,
         value_enum,
         value_name = "MODE",
         default_value_t = PluginModeArg::Strict
@@ -137,11 +137,11 @@ pub enum PluginModeArg {
     Fallback,
 }
 
-impl From<PluginModeArg> for gismo::plugin::Mode {
-    fn from(m: PluginModeArg) -> gismo::plugin::Mode {
+impl From<PluginModeArg> for gismo_plugin::Mode {
+    fn from(m: PluginModeArg) -> gismo_plugin::Mode {
         match m {
-            PluginModeArg::Strict => gismo::plugin::Mode::Strict,
-            PluginModeArg::Fallback => gismo::plugin::Mode::Fallback,
+            PluginModeArg::Strict => gismo_plugin::Mode::Strict,
+            PluginModeArg::Fallback => gismo_plugin::Mode::Fallback,
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use gismo::region::RegionSpec;
+use gismo_platform::region::RegionSpec;
 
 /// Where the default region lives.
 pub const DEFAULT_PATH: &str = "/dev/shm/gismo-default";

@@ -1,8 +1,8 @@
 //! Why the server stops with an error, and with which exit code (documented in `--help`).
 
-use gismo::plugin::PluginError;
-use gismo::region::RegionError;
-use gismo::store::StoreError;
+use gismo_core::store::StoreError;
+use gismo_platform::region::RegionError;
+use gismo_plugin::PluginError;
 
 /// The exit codes of `gismo-server`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

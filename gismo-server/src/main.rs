@@ -5,7 +5,7 @@
 //! periodic tasks until a signal arrives. Everything a client does happens in the region itself;
 //! the server only keeps it healthy. Several servers (one per host) may serve one region: each
 //! registers its own client, and the one holding the region's leader lease reaps dead clients and
-//! evicts; the others heartbeat and wait to take over (see `gismo::store::leader`). A clean stop
+//! evicts; the others heartbeat and wait to take over (see `gismo_core::store::leader`). A clean stop
 //! releases the lease, so another server takes over at its next poll.
 
 mod banner;
@@ -26,9 +26,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use clap::Parser;
-use gismo::region::RegionSpec;
-use gismo::store::leader::{LeaderId, LeaderLease};
-use gismo::units::ByteSize;
+use gismo_core::store::leader::{LeaderId, LeaderLease};
+use gismo_platform::region::RegionSpec;
+use gismo_platform::units::ByteSize;
 use log::{error, info, warn};
 
 use crate::cli::Args;
@@ -75,7 +75,7 @@ fn serve(args: &Args) -> Result<(), Failure> {
     let (store, outcome) = match provision::provision(&request) {
         Ok(provisioned) => provisioned,
         Err(f) => match &plugin {
-            Some(p) if p.mode == gismo::plugin::Mode::Fallback => {
+            Some(p) if p.mode == gismo_plugin::Mode::Fallback => {
                 warn!(
                     "plugin {}: {}; falling back to plasma",
                     p.label(),

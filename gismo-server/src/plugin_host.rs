@@ -16,8 +16,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gismo::interface::{ObjectStoreRunner, RunnerCallbacks};
-use gismo::plugin::{Mode, PluginConfig, PluginManager};
+use gismo_builtins::plugin_manager;
+use gismo_plugin::interface::{ObjectStoreRunner, RunnerCallbacks};
+use gismo_plugin::{Mode, PluginConfig};
 use log::{debug, info, warn};
 
 use crate::cli::Args;
@@ -159,7 +160,7 @@ fn make_and_start(config: &PluginConfig) -> Result<Box<dyn ObjectStoreRunner>, F
             &config.path
         }
     );
-    let runner = PluginManager::instance()
+    let runner = plugin_manager()
         .create_runner(&config.name, &config.path, &config.params)
         .map_err(|e| Failure::plugin(&what, &e))?;
     runner

@@ -11,11 +11,11 @@
 
 use std::sync::Arc;
 
-use gismo::coherence::CoherenceMode;
-use gismo::format::{self, FormatOptions};
-use gismo::region::{Region, RegionError, RegionOptions, RegionSpec};
-use gismo::store::Store;
-use gismo::units::ByteSize;
+use gismo_core::format::{self, FormatOptions};
+use gismo_core::store::Store;
+use gismo_platform::coherence::CoherenceMode;
+use gismo_platform::region::{Region, RegionError, RegionOptions, RegionSpec};
+use gismo_platform::units::ByteSize;
 
 use crate::failure::{ExitCode, Failure};
 use log::{info, warn};

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gismo::store::Store;
+use gismo_core::store::Store;
 
 use crate::shutdown::Shutdown;
 use crate::tasks::PeriodicTask;

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gismo::format::FormatOptions;
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::{CreateInfo, ObjectId, Store};
+use gismo_core::format::FormatOptions;
+use gismo_core::store::{CreateInfo, ObjectId, Store};
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 use serde_json::Value;
 use support::{ctl, gismoctl, Server, WATCHDOG};
 
@@ -282,7 +282,7 @@ fn a_leader_killed_while_evicting_leaves_a_consistent_region() {
         .iter()
         .map(|o| {
             let size = o["size"].as_u64().unwrap_or(0) + o["metadata_size"].as_u64().unwrap_or(0);
-            gismo::store::allocator::capacity_for(size.max(1))
+            gismo_core::store::allocator::capacity_for(size.max(1))
         })
         .sum();
     assert_eq!(report["used_bytes"].as_u64(), Some(live), "{report}");

@@ -36,7 +36,7 @@ fn memstore(dir: &Path) -> PathBuf {
         ])
         .arg("-I")
         .arg(workspace().join("include"))
-        .arg(workspace().join("tests/plugins/memstore.c"))
+        .arg(workspace().join("plugins/builtins/tests/plugins/memstore.c"))
         .arg("-o")
         .arg(&out)
         .status()

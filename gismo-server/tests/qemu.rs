@@ -47,7 +47,7 @@ fn two_guests_share_a_devdax_region() {
             bins.join(name).display()
         );
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let script = root.join("tools/qemu/run.sh");
     // `timeout` sends SIGTERM first: run.sh traps it and kills its QEMUs; our own deadline below
     // is the second line of defence.

@@ -28,7 +28,7 @@ use std::ptr;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use gismo::coherence::{
+use gismo_platform::coherence::{
     cpu_model, Coherence, CoherenceMode, CopyStrategy, CpuFeatures, FlushInstr, NtStores,
 };
 

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use gismo::region::{
+use gismo_platform::region::{
     BackendKind, HugePagePool, Region, RegionError, RegionOptions, RegionSpec, HUGETLBFS_MAGIC,
 };
 

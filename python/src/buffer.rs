@@ -11,8 +11,9 @@ use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use gismo::interface::{self, GismoClient, ObjectStoreClient};
-use gismo::store::ObjectId;
+use gismo::GismoClient;
+use gismo_plugin::interface::{self, ObjectStoreClient};
+use gismo_core::store::ObjectId;
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -264,7 +265,7 @@ impl Creation {
     pub fn seal(&self, py: Python<'_>) -> PyResult<ObjectBuffer> {
         let writable = self.finish("seal")?;
         let (client, id) = (&self.client, self.id);
-        let sealed = py.detach(|| -> Result<_, gismo::interface::Status> {
+        let sealed = py.detach(|| -> Result<_, gismo_plugin::interface::Status> {
             client.seal(&id)?;
             let mut got = client.get(&[id], 0)?;
             drop(writable);

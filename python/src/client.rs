@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use gismo::interface::{GismoClient, ObjectStoreClient};
-use gismo::store::{ObjectId, ObjectSource, OwnerAddress};
+use gismo::GismoClient;
+use gismo_plugin::interface::ObjectStoreClient;
+use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;

@@ -3,7 +3,7 @@
 //! `GismoError` is the base; the codes a caller handles get their own subclass. A timed-out get
 //! raises the built-in `TimeoutError`, a missing object `ObjectNotFoundError` (also a `KeyError`).
 
-use gismo::interface::{Status, StatusCode};
+use gismo_plugin::interface::{Status, StatusCode};
 use pyo3::exceptions::{PyException, PyKeyError, PyTimeoutError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;

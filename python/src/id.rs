@@ -1,7 +1,7 @@
 //! Object ids at the Python boundary: `bytes` of exactly 28 bytes (Ray's `ObjectID` size).
 
-use gismo::store::object_id::OBJECT_ID_LEN;
-use gismo::store::ObjectId;
+use gismo_core::store::object_id::OBJECT_ID_LEN;
+use gismo_core::store::ObjectId;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;

@@ -1,6 +1,6 @@
 //! `gismo._native`: the Rust half of the `gismo` Python package.
 //!
-//! Three classes over the store's [`gismo::interface::GismoClient`]:
+//! Three classes over the store's [`gismo::GismoClient`]:
 //!
 //! * [`Client`] — one registered client of a shared region (per process, usually);
 //! * [`ObjectBuffer`] — a sealed object, exported read-only through the buffer protocol, that
@@ -25,7 +25,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<buffer::ObjectBuffer>()?;
     m.add_class::<buffer::WritableBuffer>()?;
     errors::register(m)?;
-    m.add("OBJECT_ID_LEN", gismo::store::object_id::OBJECT_ID_LEN)?;
+    m.add("OBJECT_ID_LEN", gismo_core::store::object_id::OBJECT_ID_LEN)?;
     m.add_function(wrap_pyfunction!(id::random_id, m)?)?;
     Ok(())
 }

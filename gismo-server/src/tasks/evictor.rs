@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use gismo::store::Store;
-use gismo::units::ByteSize;
+use gismo_core::store::Store;
+use gismo_platform::units::ByteSize;
 use log::{info, log, warn, Level};
 
 use super::{now_ms, Leadership, PeriodicTask};

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use gismo::store::leader::LeaderId;
-use gismo::store::{Client, Store, StoreError};
+use gismo_core::store::leader::LeaderId;
+use gismo_core::store::{Client, Store, StoreError};
 use log::warn;
 
 use super::{Leadership, PeriodicTask};

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use gismo::store::leader::LeaseEvent;
-use gismo::store::Store;
+use gismo_core::store::leader::LeaseEvent;
+use gismo_core::store::Store;
 use log::{debug, info, warn};
 
 use super::{now_ms, Leadership, PeriodicTask};
@@ -12,7 +12,7 @@ pub struct LeaseTask {
     leadership: Leadership,
     period: Duration,
     /// The last holder reported while following (to log changes once).
-    last_holder: Option<Option<gismo::store::leader::LeaderId>>,
+    last_holder: Option<Option<gismo_core::store::leader::LeaderId>>,
 }
 
 impl LeaseTask {

@@ -16,8 +16,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use gismo::store::leader::LeaderLease;
-use gismo::store::{Client, Store};
+use gismo_core::store::leader::LeaderLease;
+use gismo_core::store::{Client, Store};
 
 use crate::config::ServerConfig;
 
@@ -76,5 +76,5 @@ pub fn tasks(
 
 /// Wall-clock ms now (what the lease compares).
 pub fn now_ms() -> u64 {
-    gismo::store::clock::unix_ms()
+    gismo_platform::clock::unix_ms()
 }

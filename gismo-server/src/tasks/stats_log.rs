@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use gismo::store::directory::state;
-use gismo::store::Store;
-use gismo::units::ByteSize;
+use gismo_core::store::directory::state;
+use gismo_core::store::Store;
+use gismo_platform::units::ByteSize;
 
 use super::{now_ms, Leadership, PeriodicTask};
 use log::info;

@@ -204,11 +204,11 @@ impl Region {
     ///
     /// # Example
     /// ```
-    /// use gismo::region::{Region, RegionOptions, RegionSpec};
+    /// use gismo_platform::region::{Region, RegionOptions, RegionSpec};
     /// let spec: RegionSpec = "memfd:example".parse()?;
     /// let region = Region::create(&spec, 1 << 20, &RegionOptions::default())?;
     /// assert_eq!(region.len(), 1 << 20);
-    /// # Ok::<(), gismo::region::RegionError>(())
+    /// # Ok::<(), gismo_platform::region::RegionError>(())
     /// ```
     pub fn create(
         spec: &RegionSpec,
@@ -461,7 +461,7 @@ impl Region {
     ///
     /// # Example
     /// ```
-    /// use gismo::region::{Region, RegionError, RegionOptions, RegionSpec};
+    /// use gismo_platform::region::{Region, RegionError, RegionOptions, RegionSpec};
     /// let region = Region::create(&"memfd:doc".parse()?, 4096, &RegionOptions::default())?;
     /// assert!(region.range_ptr(64, 8, 8).is_ok());
     /// assert!(matches!(region.range_ptr(4090, 8, 1), Err(RegionError::OutOfBounds { .. })));

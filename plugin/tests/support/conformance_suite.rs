@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gismo::interface::{
+use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress};
+use gismo_plugin::interface::{
     ObjectInfo, ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, StatusCode,
 };
-use gismo::store::{ObjectId, ObjectSource, OwnerAddress};
 
 /// What the suite needs from a plugin under test.
 pub trait Plugin {
@@ -67,7 +67,7 @@ pub fn put(c: &dyn ObjectStoreClient, id: &ObjectId, data: &[u8], meta: &[u8]) {
     drop(b);
 }
 
-pub fn code<T: std::fmt::Debug>(r: Result<T, gismo::interface::Status>) -> StatusCode {
+pub fn code<T: std::fmt::Debug>(r: Result<T, gismo_plugin::interface::Status>) -> StatusCode {
     r.expect_err("expected an error").code
 }
 

@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use gismo::plugin::config::{parse_params, print_params, GISMO_KEYS};
-use gismo::plugin::{ConfigError, PluginConfig};
+use gismo::GISMO_KEYS;
+use gismo_plugin::config::{parse_params, print_params};
+use gismo_plugin::{ConfigError, PluginConfig};
 use proptest::prelude::*;
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -5,11 +5,12 @@ mod plugin_paths;
 
 use std::collections::BTreeMap;
 
-use gismo::interface::StatusCode;
-use gismo::plugin::{ConfigError, Mode, PluginConfig, PluginError, PluginManager};
+use gismo_builtins::plugin_manager;
+use gismo_plugin::interface::StatusCode;
+use gismo_plugin::{ConfigError, Mode, PluginConfig, PluginError, PluginManager};
 
 fn m() -> &'static PluginManager {
-    PluginManager::instance()
+    plugin_manager()
 }
 
 fn none() -> BTreeMap<String, String> {
@@ -126,13 +127,13 @@ fn broken_c_plugins() {
             e,
             PluginError::AbiVersion {
                 found: 99,
-                expected: gismo::plugin::abi::ABI_VERSION,
+                expected: gismo_plugin::abi::ABI_VERSION,
                 ..
             }
         ),
         "{e}"
     );
-    let expected = format!("version {}", gismo::plugin::abi::ABI_VERSION);
+    let expected = format!("version {}", gismo_plugin::abi::ABI_VERSION);
     assert!(e.to_string().contains("version 99") && e.to_string().contains(&expected));
     let e = m()
         .create_runner("x", so.to_str().unwrap(), &none())
@@ -253,12 +254,12 @@ fn strict_fails_with_the_cause_and_fallback_starts_plasma() {
     // Fallback: plasma, with the plasma keys of the configuration.
     let runner = m().create_runner_with_mode(&cfg, Mode::Fallback).unwrap();
     runner
-        .start(&none(), gismo::interface::RunnerCallbacks::none())
+        .start(&none(), gismo_plugin::interface::RunnerCallbacks::none())
         .unwrap();
     assert!(runner.total_memory_size() >= 16 << 20);
     let client = m().create_client_with_mode(&cfg, Mode::Fallback).unwrap();
     assert!(!client.is_global(), "the fallback is node-local plasma");
-    let id = gismo::store::ObjectId::random();
+    let id = gismo_core::store::ObjectId::random();
     let mut b = client
         .create(
             &id,
@@ -266,7 +267,7 @@ fn strict_fails_with_the_cause_and_fallback_starts_plasma() {
             false,
             5,
             b"",
-            gismo::store::ObjectSource::CreatedByWorker,
+            gismo_core::store::ObjectSource::CreatedByWorker,
         )
         .unwrap();
     b.as_mut_slice().copy_from_slice(b"plasm");

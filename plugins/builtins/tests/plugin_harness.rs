@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use gismo::plugin::PluginManager;
+use gismo_builtins::plugin_manager;
 
 #[test]
 fn two_harness_processes_exchange_an_object_through_gismo() {
@@ -40,7 +40,7 @@ fn two_harness_processes_exchange_an_object_through_gismo() {
         ("size".to_string(), "64MiB".to_string()),
     ]
     .into();
-    let _keep = PluginManager::instance()
+    let _keep = plugin_manager()
         .create_client("gismo", "", &config)
         .unwrap();
 

@@ -2,7 +2,7 @@
 //! crate built as a cdylib) and `tests/plugins/memstore.c` (a C in-memory store compiled here),
 //! each run through the conformance suite.
 
-#[path = "support/conformance_suite.rs"]
+#[path = "../../../plugin/tests/support/conformance_suite.rs"]
 mod conformance_suite;
 #[path = "support/plugin_paths.rs"]
 mod plugin_paths;
@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use conformance_suite::{put, run_suite, Plugin};
-use gismo::interface::{ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks};
-use gismo::plugin::PluginManager;
-use gismo::store::ObjectId;
+use gismo_builtins::plugin_manager;
+use gismo_core::store::ObjectId;
+use gismo_plugin::interface::{ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks};
 
 struct LoadedPlugin {
     name: String,
@@ -33,12 +33,12 @@ impl Plugin for LoadedPlugin {
         &self.name
     }
     fn client(&self) -> Arc<dyn ObjectStoreClient> {
-        PluginManager::instance()
+        plugin_manager()
             .create_client(&self.name, self.path(), &self.config)
             .unwrap()
     }
     fn runner(&self) -> Box<dyn ObjectStoreRunner> {
-        PluginManager::instance()
+        plugin_manager()
             .create_runner(&self.name, self.path(), &self.config)
             .unwrap()
     }
@@ -77,7 +77,7 @@ fn libgismo_so_is_zero_copy_and_shares_the_region_with_the_builtin() {
     let dir = tempfile::tempdir().unwrap();
     let config = gismo_config(dir.path());
     let lib = plugin_paths::libgismo();
-    let m = PluginManager::instance();
+    let m = plugin_manager();
     let loaded = m
         .create_client("gismo", lib.to_str().unwrap(), &config)
         .unwrap();
@@ -99,7 +99,7 @@ fn the_library_stays_loaded_while_buffers_live() {
     let dir = tempfile::tempdir().unwrap();
     let config = gismo_config(dir.path());
     let lib = plugin_paths::libgismo();
-    let c = PluginManager::instance()
+    let c = plugin_manager()
         .create_client("gismo", lib.to_str().unwrap(), &config)
         .unwrap();
     let id = ObjectId::random();
@@ -171,7 +171,7 @@ fn memstore_c_plugin_conforms() {
 fn two_libraries_loaded_at_once_keep_their_own_stores() {
     let dir = tempfile::tempdir().unwrap();
     let memstore = plugin_paths::compile_c("memstore.c", &[], dir.path());
-    let m = PluginManager::instance();
+    let m = plugin_manager();
     let mem_cfg: BTreeMap<String, String> =
         [("store".to_string(), "side-by-side".to_string())].into();
     let mem = m

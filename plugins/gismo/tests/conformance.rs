@@ -1,15 +1,16 @@
 //! The conformance suite (`support/conformance_suite.rs`) for the built-in GISMO plugin, in both
 //! coherence modes, and the store provider's pull rule.
 
-#[path = "support/conformance_suite.rs"]
+#[path = "../../../plugin/tests/support/conformance_suite.rs"]
 mod conformance_suite;
 
 use std::sync::Arc;
 
 use conformance_suite::{put, run_suite, Plugin};
-use gismo::interface::{GismoClient, GismoRunner, ObjectStoreClient, ObjectStoreRunner};
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::{ObjectId, ObjectSource, OwnerAddress, Store};
+use gismo::{GismoClient, GismoRunner};
+use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress, Store};
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
+use gismo_plugin::interface::{ObjectStoreClient, ObjectStoreRunner};
 
 // ---- GISMO ---------------------------------------------------------------------------------
 
@@ -62,8 +63,8 @@ fn gismo_conforms_in_flush_mode() {
         &RegionOptions::default(),
     )
     .unwrap();
-    let opts = gismo::format::FormatOptions {
-        coherence: gismo::coherence::CoherenceMode::Flush,
+    let opts = gismo_core::format::FormatOptions {
+        coherence: gismo_platform::coherence::CoherenceMode::Flush,
         ..Default::default()
     };
     let store = Store::format(region, &opts).unwrap();
@@ -82,7 +83,7 @@ impl ObjectStoreClient for NodeLocal {
         n: u64,
         md: &[u8],
         s: ObjectSource,
-    ) -> Result<gismo::interface::WritableBuffer, gismo::interface::Status> {
+    ) -> Result<gismo_plugin::interface::WritableBuffer, gismo_plugin::interface::Status> {
         self.0.create(id, o, m, n, md, s)
     }
     fn try_create_immediately(
@@ -92,35 +93,36 @@ impl ObjectStoreClient for NodeLocal {
         n: u64,
         md: &[u8],
         s: ObjectSource,
-    ) -> Result<gismo::interface::WritableBuffer, gismo::interface::Status> {
+    ) -> Result<gismo_plugin::interface::WritableBuffer, gismo_plugin::interface::Status> {
         self.0.try_create_immediately(id, o, n, md, s)
     }
-    fn seal(&self, id: &ObjectId) -> Result<(), gismo::interface::Status> {
+    fn seal(&self, id: &ObjectId) -> Result<(), gismo_plugin::interface::Status> {
         self.0.seal(id)
     }
-    fn abort(&self, id: &ObjectId) -> Result<(), gismo::interface::Status> {
+    fn abort(&self, id: &ObjectId) -> Result<(), gismo_plugin::interface::Status> {
         self.0.abort(id)
     }
     fn get(
         &self,
         ids: &[ObjectId],
         t: i64,
-    ) -> Result<Vec<Option<gismo::interface::ObjectBuffer>>, gismo::interface::Status> {
+    ) -> Result<Vec<Option<gismo_plugin::interface::ObjectBuffer>>, gismo_plugin::interface::Status>
+    {
         self.0.get(ids, t)
     }
-    fn release(&self, id: &ObjectId) -> Result<(), gismo::interface::Status> {
+    fn release(&self, id: &ObjectId) -> Result<(), gismo_plugin::interface::Status> {
         self.0.release(id)
     }
-    fn contains(&self, id: &ObjectId) -> Result<bool, gismo::interface::Status> {
+    fn contains(&self, id: &ObjectId) -> Result<bool, gismo_plugin::interface::Status> {
         self.0.contains(id)
     }
-    fn delete(&self, ids: &[ObjectId]) -> Result<(), gismo::interface::Status> {
+    fn delete(&self, ids: &[ObjectId]) -> Result<(), gismo_plugin::interface::Status> {
         self.0.delete(ids)
     }
-    fn disconnect(&self) -> Result<(), gismo::interface::Status> {
+    fn disconnect(&self) -> Result<(), gismo_plugin::interface::Status> {
         self.0.disconnect()
     }
-    fn get_memory_usage(&self) -> Result<String, gismo::interface::Status> {
+    fn get_memory_usage(&self) -> Result<String, gismo_plugin::interface::Status> {
         self.0.get_memory_usage()
     }
     unsafe fn memory_copy(&self, d: *mut u8, s: *const u8, n: usize) {
@@ -135,7 +137,7 @@ impl ObjectStoreClient for NodeLocal {
 #[derive(Default)]
 struct CountingPull(std::sync::atomic::AtomicUsize);
 
-impl gismo::interface::PullHook for CountingPull {
+impl gismo_plugin::interface::PullHook for CountingPull {
     fn pull(&self, ids: &[ObjectId]) {
         self.0
             .fetch_add(ids.len(), std::sync::atomic::Ordering::Relaxed);
@@ -144,7 +146,7 @@ impl gismo::interface::PullHook for CountingPull {
 
 #[test]
 fn store_provider_skips_the_pull_only_for_global_stores() {
-    use gismo::interface::StoreProvider;
+    use gismo_plugin::interface::StoreProvider;
     let region = Region::create(
         &RegionSpec::Memfd {
             name: "gismo-provider".into(),

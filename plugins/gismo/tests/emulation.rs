@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gismo::coherence::{Coherence, CoherenceMode, EmulatedHost};
-use gismo::format::FormatOptions;
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::{CreateInfo, ObjectId, Store};
+use gismo_core::format::FormatOptions;
+use gismo_core::store::{CreateInfo, ObjectId, Store};
+use gismo_platform::coherence::{Coherence, CoherenceMode, EmulatedHost};
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 
 struct Host {
     store: Arc<Store>,
@@ -29,7 +29,7 @@ fn hosts(name: &str, n: usize) -> Vec<Host> {
         coherence: CoherenceMode::Flush,
         ..FormatOptions::default()
     };
-    gismo::format::format(&first, &opts).unwrap();
+    gismo_core::format::format(&first, &opts).unwrap();
     (0..n)
         .map(|_| {
             let region = Region::open(&RegionSpec::Fd(fd), &RegionOptions::default()).unwrap();
@@ -315,8 +315,9 @@ fn emulated_hosts_in_separate_processes() {
 /// written partly through the buffer still reaches the other host whole.
 #[test]
 fn seal_writes_back_only_what_memory_copy_did_not() {
-    use gismo::interface::{GismoClient, ObjectStoreClient};
-    use gismo::store::{ObjectSource, OwnerAddress};
+    use gismo::GismoClient;
+    use gismo_core::store::{ObjectSource, OwnerAddress};
+    use gismo_plugin::interface::ObjectStoreClient;
     let h = hosts("gismo-emu-written", 2);
     let w = GismoClient::connect(&h[0].store, "writer").unwrap();
     let r = GismoClient::connect(&h[1].store, "reader").unwrap();

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::{CreateInfo, DeathCause, DeleteOutcome, ObjectId, Store, StoreError};
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
+use gismo_core::store::{CreateInfo, DeathCause, DeleteOutcome, ObjectId, Store, StoreError};
 
 const ROLE: &str = "GISMO_RECOVERY_ROLE";
 
@@ -292,7 +292,7 @@ fn kill_9_with_unsealed_object_and_references_is_reaped() {
 #[test]
 fn same_host_death_is_detected_by_pid_at_once() {
     let (store, fd) = fresh_store("gismo-recovery-pid");
-    let host = gismo::store::clients::HostIdentity::current().name;
+    let host = gismo_core::store::clients::HostIdentity::current().name;
     let parent = store.connect("parent").unwrap();
     parent
         .create(&ObjectId::from_u64(1), 64, b"", &CreateInfo::default())
@@ -314,7 +314,7 @@ fn same_host_death_is_detected_by_pid_at_once() {
     parent.reap_dead(u64::MAX).unwrap();
     assert_eq!(
         store.stats().used_bytes,
-        gismo::store::allocator::capacity_for(64)
+        gismo_core::store::allocator::capacity_for(64)
     );
 }
 
@@ -376,7 +376,7 @@ fn random_kill_points_leave_no_leak_and_no_damage() {
         200
     };
     let (store, fd) = fresh_store("gismo-recovery-random");
-    let host = gismo::store::clients::HostIdentity::current().name;
+    let host = gismo_core::store::clients::HostIdentity::current().name;
     let parent = store.connect("parent").unwrap();
     let mine: Vec<(ObjectId, Vec<u8>)> = (0..3u64)
         .map(|i| {
@@ -418,7 +418,7 @@ fn random_kill_points_leave_no_leak_and_no_damage() {
         let live: u64 = store
             .list()
             .iter()
-            .map(|o| gismo::store::allocator::capacity_for((o.data_size + o.metadata_size).max(1)))
+            .map(|o| gismo_core::store::allocator::capacity_for((o.data_size + o.metadata_size).max(1)))
             .sum();
         assert_eq!(
             check.used_bytes, live,
@@ -427,7 +427,7 @@ fn random_kill_points_leave_no_leak_and_no_damage() {
         assert!(store
             .list()
             .iter()
-            .all(|o| o.state == gismo::store::directory::state::SEALED));
+            .all(|o| o.state == gismo_core::store::directory::state::SEALED));
         for (o, (_, data)) in held.iter().zip(&mine) {
             assert_eq!(o.data(), &data[..], "iteration {i}: a held object changed");
         }
@@ -461,7 +461,7 @@ fn slot_word<'a>(store: &'a Store, id: &ObjectId) -> &'a std::sync::atomic::Atom
     let o = store.lookup_summary(id).unwrap();
     let at = store
         .layout()
-        .section(gismo::format::SectionKind::Directory)
+        .section(gismo_core::format::SectionKind::Directory)
         .offset as usize
         + o.index * 128;
     region_word(store, at)
@@ -471,7 +471,7 @@ fn slot_word<'a>(store: &'a Store, id: &ObjectId) -> &'a std::sync::atomic::Atom
 fn entry_word(store: &Store, index: usize, word: usize) -> &std::sync::atomic::AtomicU64 {
     let at = store
         .layout()
-        .section(gismo::format::SectionKind::Clients)
+        .section(gismo_core::format::SectionKind::Clients)
         .offset as usize
         + index * 128
         + word * 8;
@@ -491,8 +491,8 @@ fn forge_deleting(store: &Store, id: &ObjectId, owner: u16) {
     forge_deleting_flags(store, id, owner, 0);
 }
 
-fn judged(store: &Store, index: usize) -> gismo::store::clients::EntryWord {
-    gismo::store::clients::EntryWord::unpack(
+fn judged(store: &Store, index: usize) -> gismo_core::store::clients::EntryWord {
+    gismo_core::store::clients::EntryWord::unpack(
         entry_word(store, index, 0).load(std::sync::atomic::Ordering::SeqCst),
     )
 }
@@ -571,7 +571,7 @@ fn a_half_done_delete_of_a_referenced_object_is_not_freed() {
     assert_eq!(r.finished_deletes, 0, "{r:?}");
     assert_eq!(r.restored_objects, 1, "{r:?}");
     let o = store.lookup_summary(&x).expect("x still exists");
-    assert_eq!(o.state, gismo::store::directory::state::SEALED);
+    assert_eq!(o.state, gismo_core::store::directory::state::SEALED);
     assert!(o.delete_pending, "the delete it asked for is kept");
 
     // The orphan pass, for an evicter that died mid-probe: restored, not delete-pending.
@@ -584,7 +584,7 @@ fn a_half_done_delete_of_a_referenced_object_is_not_freed() {
     assert_eq!(store.finish_orphaned_deletes(&m), 0);
     drop(m);
     let o = store.lookup_summary(&y).expect("y still exists");
-    assert_eq!(o.state, gismo::store::directory::state::SEALED);
+    assert_eq!(o.state, gismo_core::store::directory::state::SEALED);
     assert!(!o.delete_pending, "an eviction never marks a delete");
 
     // Nothing was freed: a create of the same size does not get x's or y's block.
@@ -619,7 +619,7 @@ fn a_deleter_killed_mid_delete_does_not_free_a_readers_object() {
     b.write_at(0, &[7u8; 4096]).unwrap();
     b.seal().unwrap();
 
-    let host = gismo::store::clients::HostIdentity::current().name;
+    let host = gismo_core::store::clients::HostIdentity::current().name;
     let (mut reader, mut rout) = spawn("verify", fd, &host);
     let mut rin = reader.stdin.take().unwrap();
     wait_ready(&mut rout);
@@ -680,7 +680,7 @@ fn reapers_are_serialized_and_never_reap_a_reused_entry() {
         .seal()
         .unwrap();
     let other = store.connect("other").unwrap();
-    let host = gismo::store::clients::HostIdentity::current().name;
+    let host = gismo_core::store::clients::HostIdentity::current().name;
     let (mut child, mut out) = spawn("hold", fd, &host);
     wait_ready(&mut out);
     child.kill().unwrap();
@@ -737,7 +737,7 @@ fn a_client_killed_inside_an_operation_does_not_disable_orphan_collection() {
         .unwrap()
         .seal()
         .unwrap();
-    let host = gismo::store::clients::HostIdentity::current().name;
+    let host = gismo_core::store::clients::HostIdentity::current().name;
     let (mut child, mut out) = spawn("hold", fd, &host);
     wait_ready(&mut out);
     child.kill().unwrap();
@@ -766,7 +766,7 @@ fn a_connecting_entry_is_not_reaped_and_a_dead_connector_is_reclaimed() {
         .unwrap()
         .seal()
         .unwrap();
-    let host = gismo::store::clients::HostIdentity::current().name;
+    let host = gismo_core::store::clients::HostIdentity::current().name;
     let (mut child, mut out) = spawn("hold", fd, &host);
     wait_ready(&mut out);
     child.kill().unwrap();
@@ -776,11 +776,11 @@ fn a_connecting_entry_is_not_reaped_and_a_dead_connector_is_reclaimed() {
     // A connector claimed the freed entry (whose fields name the dead child) and died there.
     let word = entry_word(&store, index, 0);
     let w =
-        gismo::store::clients::EntryWord::unpack(word.load(std::sync::atomic::Ordering::SeqCst));
-    assert_eq!(w.status, gismo::store::clients::status::FREE);
-    let connecting = gismo::store::clients::EntryWord {
+        gismo_core::store::clients::EntryWord::unpack(word.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(w.status, gismo_core::store::clients::status::FREE);
+    let connecting = gismo_core::store::clients::EntryWord {
         epoch: w.epoch + 1,
-        status: gismo::store::clients::status::CONNECTING,
+        status: gismo_core::store::clients::status::CONNECTING,
     };
     word.store(connecting.pack(), std::sync::atomic::Ordering::SeqCst);
     assert!(
@@ -796,8 +796,8 @@ fn a_connecting_entry_is_not_reaped_and_a_dead_connector_is_reclaimed() {
     std::thread::sleep(Duration::from_millis(5));
     parent.reap_dead(1).unwrap();
     let now =
-        gismo::store::clients::EntryWord::unpack(word.load(std::sync::atomic::Ordering::SeqCst));
-    assert_eq!(now.status, gismo::store::clients::status::FREE);
+        gismo_core::store::clients::EntryWord::unpack(word.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(now.status, gismo_core::store::clients::status::FREE);
     assert_eq!(store.connect("next").unwrap().index(), index);
 }
 
@@ -805,7 +805,8 @@ fn a_connecting_entry_is_not_reaped_and_a_dead_connector_is_reclaimed() {
 /// takes the leader lease and reaps a client killed on another host once its lease expires.
 #[test]
 fn the_embedded_runner_reaps_dead_clients() {
-    use gismo::interface::{GismoRunner, ObjectStoreRunner, RunnerCallbacks};
+    use gismo::GismoRunner;
+    use gismo_plugin::interface::{ObjectStoreRunner, RunnerCallbacks};
     let (store, fd) = fresh_store("gismo-recovery-embedded");
     let runner = GismoRunner::with_store(store.clone());
     let params = [("lease_ms".to_string(), "200".to_string())]
@@ -820,7 +821,7 @@ fn the_embedded_runner_reaps_dead_clients() {
         .unwrap();
     let (mut child, mut out) = spawn("hold", fd, "remote-host");
     wait_ready(&mut out);
-    assert!(store.stats().used_bytes > gismo::store::allocator::capacity_for(64));
+    assert!(store.stats().used_bytes > gismo_core::store::allocator::capacity_for(64));
     child.kill().unwrap();
     child.wait().unwrap();
     let t = Instant::now();
@@ -837,7 +838,7 @@ fn the_embedded_runner_reaps_dead_clients() {
     );
     assert_eq!(
         store.stats().used_bytes,
-        gismo::store::allocator::capacity_for(64)
+        gismo_core::store::allocator::capacity_for(64)
     );
     runner.stop();
     assert!(

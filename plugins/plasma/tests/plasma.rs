@@ -2,7 +2,7 @@
 //! through the plugin manager), fallback allocations, bad input on the wire, and clients in
 //! other processes that are killed while holding objects.
 
-#[path = "support/conformance_suite.rs"]
+#[path = "../../../plugin/tests/support/conformance_suite.rs"]
 mod conformance_suite;
 
 use std::collections::BTreeMap;
@@ -10,10 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conformance_suite::{owner, put, run_suite, wait_until, Plugin};
-use gismo::interface::{ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, StatusCode};
-use gismo::plasma::{PlasmaClient, PlasmaRunner, PlasmaSettings, Server};
-use gismo::plugin::manager::PluginManager;
-use gismo::store::{ObjectId, ObjectSource};
+use gismo_core::store::{ObjectId, ObjectSource};
+use gismo_plasma::{PlasmaClient, PlasmaRunner, PlasmaSettings, Server};
+use gismo_plugin::interface::{ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, StatusCode};
+use gismo_plugin::PluginManager;
+
+/// A plugin manager that knows this crate's built-in alone (the programs' table,
+/// `gismo_builtins::BUILTINS`, is a layer above).
+fn plugin_manager() -> &'static PluginManager {
+    static BUILTINS: &[gismo_plugin::Builtin] = &[gismo_plasma::BUILTIN];
+    static MANAGER: std::sync::OnceLock<PluginManager> = std::sync::OnceLock::new();
+    MANAGER.get_or_init(|| PluginManager::new(BUILTINS))
+}
 
 fn params(dir: &std::path::Path, memory: &str) -> BTreeMap<String, String> {
     [
@@ -65,9 +73,7 @@ impl Plugin for PlasmaPlugin {
                 self.params["store_socket_name"].clone(),
             )]
             .into();
-            PluginManager::instance()
-                .create_client("plasma", "", &p)
-                .unwrap()
+            plugin_manager().create_client("plasma", "", &p).unwrap()
         } else {
             Arc::new(PlasmaClient::from_config(&self.params).unwrap())
         }
@@ -105,14 +111,12 @@ fn plasma_conforms_through_the_plugin_manager() {
 fn the_manager_starts_a_plasma_runner_from_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let params = params(dir.path(), "16MiB");
-    let runner = PluginManager::instance()
-        .create_runner("", "", &params)
-        .unwrap();
+    let runner = plugin_manager().create_runner("", "", &params).unwrap();
     runner
         .start(&BTreeMap::new(), RunnerCallbacks::none())
         .unwrap();
     assert!(runner.total_memory_size() > 15 << 20);
-    let c = PluginManager::instance()
+    let c = plugin_manager()
         .create_client("plasma", "", &params)
         .unwrap();
     let id = ObjectId::random();
@@ -122,7 +126,7 @@ fn the_manager_starts_a_plasma_runner_from_configuration() {
     assert!(c.get_memory_usage().unwrap().contains("1 objects"));
     drop(got);
     // A second store on the same socket is refused while the first lives.
-    let second = PluginManager::instance()
+    let second = plugin_manager()
         .create_runner("plasma", "", &params)
         .unwrap();
     let e = second
@@ -137,7 +141,7 @@ fn the_manager_starts_a_plasma_runner_from_configuration() {
     // Unknown keys and bad values are refused with the key named.
     let mut bad = params.clone();
     bad.insert("colour".into(), "blue".into());
-    let e = PluginManager::instance()
+    let e = plugin_manager()
         .create_runner("plasma", "", &bad)
         .err()
         .unwrap();

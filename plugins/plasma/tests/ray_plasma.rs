@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use gismo::interface::ObjectStoreClient;
-use gismo::plasma::PlasmaClient;
-use gismo::store::{ObjectId, ObjectSource, OwnerAddress};
+use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress};
+use gismo_plasma::PlasmaClient;
+use gismo_plugin::interface::ObjectStoreClient;
 
 struct RayHead {
     child: Child,
@@ -26,7 +26,9 @@ impl RayHead {
     fn start() -> RayHead {
         let venv = std::env::var("GISMO_RAY_VENV")
             .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ray-venv"));
+            .unwrap_or_else(|_| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ray-venv")
+            });
         let python = venv.join("bin/python");
         assert!(
             python.exists(),

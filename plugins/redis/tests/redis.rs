@@ -3,7 +3,7 @@
 //! `PluginManager`, the documented key schema checked with the real `redis-cli` both ways, and
 //! faults made with real process kills, stops and restarts.
 
-#[path = "support/conformance_suite.rs"]
+#[path = "../../../plugin/tests/support/conformance_suite.rs"]
 mod conformance_suite;
 #[path = "support/redis_server.rs"]
 mod redis_server;
@@ -13,11 +13,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use conformance_suite::{code, owner, put, run_suite, Plugin};
-use gismo::interface::{ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, StatusCode};
-use gismo::plugin::redis::{RedisClient, RedisRunner};
-use gismo::plugin::{PluginError, PluginManager};
-use gismo::store::{ObjectId, ObjectSource};
+use gismo_core::store::{ObjectId, ObjectSource};
+use gismo_plugin::interface::{ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, StatusCode};
+use gismo_plugin::{PluginError, PluginManager};
+use gismo_redis::{RedisClient, RedisRunner};
 use redis_server::{free_port, RedisServer};
+
+/// A plugin manager that knows this crate's built-in alone (the programs' table,
+/// `gismo_builtins::BUILTINS`, is a layer above).
+fn plugin_manager() -> &'static PluginManager {
+    static BUILTINS: &[gismo_plugin::Builtin] = &[gismo_redis::BUILTIN];
+    static MANAGER: std::sync::OnceLock<PluginManager> = std::sync::OnceLock::new();
+    MANAGER.get_or_init(|| PluginManager::new(BUILTINS))
+}
 
 fn config(url: &str, prefix: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut c: BTreeMap<String, String> = [
@@ -46,7 +54,7 @@ impl Plugin for RedisPlugin {
     }
     fn client(&self) -> Arc<dyn ObjectStoreClient> {
         if self.via_manager {
-            PluginManager::instance()
+            plugin_manager()
                 .create_client("redis", "", &self.config)
                 .unwrap()
         } else {
@@ -55,7 +63,7 @@ impl Plugin for RedisPlugin {
     }
     fn runner(&self) -> Box<dyn ObjectStoreRunner> {
         if self.via_manager {
-            PluginManager::instance()
+            plugin_manager()
                 .create_runner("redis", "", &self.config)
                 .unwrap()
         } else {
@@ -94,7 +102,7 @@ fn redis_conforms_through_the_plugin_manager() {
 
 #[test]
 fn the_manager_refuses_unknown_keys_and_bad_values() {
-    let m = PluginManager::instance();
+    let m = plugin_manager();
     let unknown = config("redis://127.0.0.1:1/0", "x:", &[("region", "file:/x")]);
     assert!(matches!(
         m.create_client("redis", "", &unknown),
@@ -203,7 +211,7 @@ fn the_plugin_gets_what_redis_cli_wrote() {
 fn woken_get(
     c: RedisClient,
     id: ObjectId,
-) -> std::sync::mpsc::Receiver<Result<Vec<u8>, gismo::interface::Status>> {
+) -> std::sync::mpsc::Receiver<Result<Vec<u8>, gismo_plugin::interface::Status>> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let r = c.get(&[id], -1).map(|mut v| {
@@ -220,7 +228,9 @@ fn woken_get(
 /// The woken get's data. The waits in these tests can only end by a seal message (the re-check
 /// interval is 10 minutes and the timeout infinite), so a lost wakeup hangs: the watchdog turns
 /// that into a failure.
-fn watchdog(rx: std::sync::mpsc::Receiver<Result<Vec<u8>, gismo::interface::Status>>) -> Vec<u8> {
+fn watchdog(
+    rx: std::sync::mpsc::Receiver<Result<Vec<u8>, gismo_plugin::interface::Status>>,
+) -> Vec<u8> {
     rx.recv_timeout(std::time::Duration::from_secs(60))
         .expect("the waiting get was not woken by the seal message")
         .expect("get")
@@ -283,9 +293,7 @@ fn a_full_redis_is_object_store_full_and_calls_the_full_callback() {
     let cfg = config(&server.url(), "full:", &[]);
     let full = Arc::new(AtomicUsize::new(0));
     let f2 = full.clone();
-    let runner = PluginManager::instance()
-        .create_runner("redis", "", &cfg)
-        .unwrap();
+    let runner = plugin_manager().create_runner("redis", "", &cfg).unwrap();
     runner
         .start(
             &BTreeMap::new(),
@@ -298,9 +306,7 @@ fn a_full_redis_is_object_store_full_and_calls_the_full_callback() {
         )
         .unwrap();
     assert_eq!(runner.total_memory_size(), 4 << 20);
-    let c = PluginManager::instance()
-        .create_client("redis", "", &cfg)
-        .unwrap();
+    let c = plugin_manager().create_client("redis", "", &cfg).unwrap();
     let chunk = vec![5u8; 256 << 10];
     let mut refused = None;
     for _ in 0..64 {
@@ -354,12 +360,8 @@ fn unreachable_at_start_fails_typed_then_recovers() {
     let mut server = RedisServer::not_started(port);
     let cfg = fault_config(&server.url(), "down:");
     // Making a client or runner never touches the network.
-    let c = PluginManager::instance()
-        .create_client("redis", "", &cfg)
-        .unwrap();
-    let runner = PluginManager::instance()
-        .create_runner("redis", "", &cfg)
-        .unwrap();
+    let c = plugin_manager().create_client("redis", "", &cfg).unwrap();
+    let runner = plugin_manager().create_runner("redis", "", &cfg).unwrap();
     let id = ObjectId::random();
     let r = c.create(&id, &owner(), false, 4, b"", ObjectSource::CreatedByWorker);
     assert!(is_unavailable(code(r)));

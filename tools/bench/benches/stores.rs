@@ -8,10 +8,10 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use gismo::store::ObjectId;
 use gismo_bench::limits::{self, Copier};
 use gismo_bench::ops::put;
 use gismo_bench::stores;
+use gismo_core::store::ObjectId;
 
 const SIZES: [usize; 5] = [1 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20];
 

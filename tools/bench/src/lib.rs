@@ -1,5 +1,5 @@
 //! One benchmark harness over every object store (issue 9): the stores behind
-//! [`ObjectStoreClient`](gismo::interface::ObjectStoreClient) ([`stores`]), the same operations
+//! [`ObjectStoreClient`](gismo_plugin::interface::ObjectStoreClient) ([`stores`]), the same operations
 //! over each ([`ops`]), the physical limits measured in the same run ([`limits`]), latency
 //! summaries ([`stats`]) and the report (`gismo-bench report`, which rewrites
 //! `docs/benchmarks.md`). The criterion micro-benchmarks in `benches/stores.rs` use the same

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use gismo::coherence::{Coherence, CoherenceMode, CopyStrategy, NtStores};
+use gismo_platform::coherence::{Coherence, CoherenceMode, CopyStrategy, NtStores};
 
 use crate::stats::{Samples, Summary};
 

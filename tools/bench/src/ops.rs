@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gismo::coherence::CoherenceMode;
-use gismo::interface::{GismoClient, ObjectStoreClient};
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::{ObjectId, ObjectSource, OwnerAddress, Store};
+use gismo::GismoClient;
+use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress, Store};
+use gismo_platform::coherence::CoherenceMode;
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
+use gismo_plugin::interface::ObjectStoreClient;
 
 use crate::stats::{Samples, Summary};
 use crate::stores::{self, StoreUnderTest};

@@ -28,7 +28,7 @@ pub struct Report {
 }
 
 fn machine() -> String {
-    let cpu = gismo::coherence::cpu_model();
+    let cpu = gismo_platform::coherence::cpu_model();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()

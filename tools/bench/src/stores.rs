@@ -9,13 +9,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gismo::coherence::CoherenceMode;
-use gismo::format::FormatOptions;
-use gismo::interface::{GismoClient, ObjectStoreClient, RunnerCallbacks};
-use gismo::plasma::{PlasmaClient, PlasmaSettings, Server};
-use gismo::plugin::manager::PluginManager;
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::Store;
+use gismo::GismoClient;
+use gismo_builtins::plugin_manager;
+use gismo_core::format::FormatOptions;
+use gismo_core::store::Store;
+use gismo_plasma::{PlasmaClient, PlasmaSettings, Server};
+use gismo_platform::coherence::CoherenceMode;
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
+use gismo_plugin::interface::{ObjectStoreClient, RunnerCallbacks};
 
 /// A store ready for clients, and what keeps it alive.
 pub struct StoreUnderTest {
@@ -116,8 +117,8 @@ pub fn plasma(size: u64) -> StoreUnderTest {
     .collect();
     let settings = PlasmaSettings::from_params(&params).expect("settings");
     let server = Server::start(settings, RunnerCallbacks::none()).expect("plasma server");
-    let capacity = gismo::plasma::PlasmaRunner::attach(server.clone());
-    let capacity = gismo::interface::ObjectStoreRunner::total_memory_size(&capacity) as u64;
+    let capacity = gismo_plasma::PlasmaRunner::attach(server.clone());
+    let capacity = gismo_plugin::interface::ObjectStoreRunner::total_memory_size(&capacity) as u64;
     let config = params.clone();
     StoreUnderTest {
         name: "plasma".into(),
@@ -184,7 +185,7 @@ pub fn redis() -> Option<StoreUnderTest> {
     )]
     .into();
     // Probe once: a build without the plugin reports why and is skipped.
-    if let Err(e) = PluginManager::instance().create_client("redis", "", &params) {
+    if let Err(e) = plugin_manager().create_client("redis", "", &params) {
         eprintln!("redis: skipped ({e})");
         return None;
     }
@@ -193,7 +194,7 @@ pub fn redis() -> Option<StoreUnderTest> {
         name: "redis".into(),
         config,
         connect: Box::new(move || {
-            PluginManager::instance()
+            plugin_manager()
                 .create_client("redis", "", &params)
                 .expect("redis client")
         }),
@@ -204,7 +205,7 @@ pub fn redis() -> Option<StoreUnderTest> {
 
 /// A plugin loaded by path with its configuration (`key=value,...`).
 pub fn loaded(path: &Path, config: &str) -> StoreUnderTest {
-    let params = gismo::plugin::config::parse_params(config).expect("plugin config");
+    let params = gismo_plugin::config::parse_params(config).expect("plugin config");
     let kept = params.clone();
     let path = path.to_str().expect("utf-8 path").to_string();
     let name = Path::new(&path)
@@ -213,7 +214,7 @@ pub fn loaded(path: &Path, config: &str) -> StoreUnderTest {
     StoreUnderTest {
         name,
         connect: Box::new(move || {
-            PluginManager::instance()
+            plugin_manager()
                 .create_client("", &path, &params)
                 .expect("loaded plugin client")
         }),

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use gismo::coherence::CoherenceMode;
-use gismo::store::ObjectId;
-use gismo::units::ByteSize;
+use gismo_core::store::ObjectId;
+use gismo_platform::coherence::CoherenceMode;
+use gismo_platform::units::ByteSize;
 
 /// Printed after `--help`: the exit codes, which scripts rely on.
 const AFTER_HELP: &str = "\
@@ -72,7 +72,7 @@ pub struct PluginArgs {
         id = "plugin",
         long = "plugin",
         global = true,
-        env = gismo::plugin::config::ENV_NAME,
+        env = gismo_plugin::config::ENV_NAME,
         value_name = "NAME"
     )]
     pub name: Option<String>,
@@ -82,7 +82,7 @@ pub struct PluginArgs {
         id = "plugin_path",
         long = "plugin-path",
         global = true,
-        env = gismo::plugin::config::ENV_PATH,
+        env = gismo_plugin::config::ENV_PATH,
         value_name = "PATH"
     )]
     pub path: Option<String>,
@@ -92,7 +92,7 @@ pub struct PluginArgs {
         id = "plugin_config",
         long = "plugin-config",
         global = true,
-        env = gismo::plugin::config::ENV_CONFIG,
+        env = gismo_plugin::config::ENV_CONFIG,
         value_name = "K=V,..."
     )]
     pub config: Option<String>,
@@ -103,7 +103,7 @@ pub struct PluginArgs {
         id = "plugin_mode",
         long = "plugin-mode",
         global = true,
-        env = gismo::plugin::config::ENV_MODE,
+        env = gismo_plugin::config::ENV_MODE,
         value_enum,
         value_name = "MODE",
         default_value_t = PluginModeArg::Strict
@@ -121,11 +121,11 @@ pub enum PluginModeArg {
     Fallback,
 }
 
-impl From<PluginModeArg> for gismo::plugin::Mode {
-    fn from(m: PluginModeArg) -> gismo::plugin::Mode {
+impl From<PluginModeArg> for gismo_plugin::Mode {
+    fn from(m: PluginModeArg) -> gismo_plugin::Mode {
         match m {
-            PluginModeArg::Strict => gismo::plugin::Mode::Strict,
-            PluginModeArg::Fallback => gismo::plugin::Mode::Fallback,
+            PluginModeArg::Strict => gismo_plugin::Mode::Strict,
+            PluginModeArg::Fallback => gismo_plugin::Mode::Fallback,
         }
     }
 }

@@ -5,11 +5,11 @@
 
 use std::fmt;
 
-use gismo::format::FormatError;
-use gismo::interface::{Status, StatusCode};
-use gismo::plugin::PluginError;
-use gismo::region::RegionError;
-use gismo::store::StoreError;
+use gismo_core::format::FormatError;
+use gismo_core::store::StoreError;
+use gismo_platform::region::RegionError;
+use gismo_plugin::interface::{Status, StatusCode};
+use gismo_plugin::PluginError;
 
 /// The exit codes of `gismoctl` (documented in `--help`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,13 +8,14 @@
 
 use std::sync::Arc;
 
-use gismo::interface::{ObjectStoreClient, ObjectStoreRunner};
-use gismo::plugin::{Mode, PluginConfig, PluginManager};
+use gismo_builtins::plugin_manager;
+use gismo_plugin::interface::{ObjectStoreClient, ObjectStoreRunner};
+use gismo_plugin::{Mode, PluginConfig};
 
 use crate::cli::PluginArgs;
 use crate::failure::{CmdResult, Failure};
 
-/// The region the gismo plugin uses without a `region` key (`gismo::interface::open_store`).
+/// The region the gismo plugin uses without a `region` key (`gismo::open_store`).
 const GISMO_DEFAULT_REGION: &str = "file:/dev/shm/gismo-default";
 
 /// The plugin a command goes through.
@@ -84,7 +85,7 @@ impl Plugin {
     /// # Errors
     /// [`Failure::plugin`]: the plugin cannot be made (after the fallback, in fallback mode).
     pub fn client(&self) -> CmdResult<Arc<dyn ObjectStoreClient>> {
-        PluginManager::instance()
+        plugin_manager()
             .create_client_with_mode(&self.config, self.mode)
             .map_err(|e| Failure::plugin(format!("plugin {}", self.label()), &e))
     }
@@ -94,7 +95,7 @@ impl Plugin {
     /// # Errors
     /// As [`Plugin::client`].
     pub fn runner(&self) -> CmdResult<Box<dyn ObjectStoreRunner>> {
-        PluginManager::instance()
+        plugin_manager()
             .create_runner_with_mode(&self.config, self.mode)
             .map_err(|e| Failure::plugin(format!("plugin {}", self.label()), &e))
     }

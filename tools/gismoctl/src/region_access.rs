@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::{Client, Store};
+use gismo_core::store::{Client, Store};
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 
 use crate::failure::{CmdResult, Failure};
 

@@ -1,5 +1,5 @@
 //! `gismoctl --plugin*`: the verbs through an object store plugin — the built-in `gismo`,
-//! `libgismo.so` loaded by path, and the C test plugin `tests/plugins/memstore.c` — and every bad
+//! `libgismo.so` loaded by path, and the C test plugin `plugins/builtins/tests/plugins/memstore.c` — and every bad
 //! plugin input failing with one line and its documented exit code. Real processes throughout.
 
 mod support;
@@ -10,7 +10,7 @@ use std::process::Command;
 use serde_json::Value;
 use support::{id, Fixture, Output, GISMOCTL};
 
-/// The workspace root (`tests/plugins/`, `include/`).
+/// The workspace root (`plugins/builtins/tests/plugins/`, `include/`).
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -30,7 +30,7 @@ fn libgismo() -> PathBuf {
     so
 }
 
-/// Compiles `tests/plugins/<source>` with `defines` into `dir`.
+/// Compiles `plugins/builtins/tests/plugins/<source>` with `defines` into `dir`.
 fn compile_c(source: &str, defines: &[&str], dir: &Path) -> PathBuf {
     let out = dir.join(format!(
         "lib{}{}.so",
@@ -47,7 +47,11 @@ fn compile_c(source: &str, defines: &[&str], dir: &Path) -> PathBuf {
         cmd.arg(format!("-D{d}"));
     }
     let status = cmd
-        .arg(workspace().join("tests/plugins").join(source))
+        .arg(
+            workspace()
+                .join("plugins/builtins/tests/plugins")
+                .join(source),
+        )
         .arg("-o")
         .arg(&out)
         .status()

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::{Client, CreateBuffer, CreateInfo, ObjectId, ObjectRef, Store, StoreError};
+use gismo_core::store::{Client, CreateBuffer, CreateInfo, ObjectId, ObjectRef, Store, StoreError};
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 
 use crate::harness::{ARGS_ENV, COORD_FD_ENV, COORD_WORDS, FD_ENV, SHIFT_ENV};
 use crate::payload::{self, Header};
@@ -86,7 +86,7 @@ impl Coord {
 
     pub fn word(&self, i: usize) -> &AtomicU64 {
         assert!(i < COORD_WORDS);
-        gismo::shm::view::<AtomicU64>(&self.0, i * 8).expect("coordination word")
+        gismo_platform::shm::view::<AtomicU64>(&self.0, i * 8).expect("coordination word")
     }
 
     /// Round `round` of a barrier of `parties` processes on word `i`: the counter only grows, so
@@ -124,9 +124,12 @@ pub fn run(role: &str) {
         .expect("open the inherited region");
     let store = if crate::harness::emulated() {
         // SAFETY: the view mirrors this process's own mapping, which the store keeps alive.
-        let view = unsafe { gismo::coherence::EmulatedHost::new(region.as_ptr(), region.len()) };
-        let coherence =
-            gismo::coherence::Coherence::emulated(gismo::coherence::CoherenceMode::Flush, view);
+        let view =
+            unsafe { gismo_platform::coherence::EmulatedHost::new(region.as_ptr(), region.len()) };
+        let coherence = gismo_platform::coherence::Coherence::emulated(
+            gismo_platform::coherence::CoherenceMode::Flush,
+            view,
+        );
         let store =
             Store::attach_with(region, coherence).expect("attach to the store as an emulated host");
         assert_ne!(

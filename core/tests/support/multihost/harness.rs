@@ -20,9 +20,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gismo::format::FormatOptions;
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::Store;
+use gismo_core::format::FormatOptions;
+use gismo_core::store::Store;
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 
 /// Environment of a child: its role (absent in a normal test run).
 pub const ROLE_ENV: &str = "GISMO_MH_ROLE";
@@ -119,7 +119,7 @@ impl Fixture {
         let region = Region::create(&spec, size, &RegionOptions::default()).expect("memfd region");
         let mut opts = opts.clone();
         if emulated() {
-            opts.coherence = gismo::coherence::CoherenceMode::Flush;
+            opts.coherence = gismo_platform::coherence::CoherenceMode::Flush;
         }
         let store = Store::format(region, &opts).expect("format the region");
         let region_fd = store
@@ -153,7 +153,7 @@ impl Fixture {
 
     /// Word `i` of the coordination region.
     pub fn coord_word(&self, i: usize) -> &AtomicU64 {
-        gismo::shm::view::<AtomicU64>(&self.coord, i * 8).expect("coordination word")
+        gismo_platform::shm::view::<AtomicU64>(&self.coord, i * 8).expect("coordination word")
     }
 
     /// Spawns a child with `role` on emulated host `host`, waits for its `ready` report and

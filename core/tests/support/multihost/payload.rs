@@ -11,7 +11,7 @@
 //! length. Each step `h -> (h ^ w) * P` is a bijection of `h`, so any single wrong word always
 //! changes the result.
 
-use gismo::store::ObjectId;
+use gismo_core::store::ObjectId;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;

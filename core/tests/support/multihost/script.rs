@@ -23,7 +23,7 @@ use std::io::BufRead;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gismo::store::{Client, CreateBuffer, ObjectId, ObjectRef, Store};
+use gismo_core::store::{Client, CreateBuffer, ObjectId, ObjectRef, Store};
 
 use crate::child::{check_object, create_filled, error_name, unix_us};
 use crate::payload;

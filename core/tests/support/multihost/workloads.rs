@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gismo::store::directory::state;
-use gismo::store::{CreateInfo, DeleteOutcome, ObjectId, ObjectRef, Store, StoreError};
+use gismo_core::store::directory::state;
+use gismo_core::store::{CreateInfo, DeleteOutcome, ObjectId, ObjectRef, Store, StoreError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

@@ -31,9 +31,9 @@ pub fn plugins_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins")
 }
 
-/// `include/`.
+/// The workspace's `include/`.
 pub fn include_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("include")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../include")
 }
 
 /// Compiles `tests/plugins/<source>` into a shared library in `out_dir` with `defines`

@@ -2,10 +2,10 @@
 
 use std::fmt::Write as _;
 
-use gismo::region::RegionSpec;
-use gismo::store::clients::status;
-use gismo::store::clock::unix_ms;
-use gismo::store::ClientSummary;
+use gismo_core::store::clients::status;
+use gismo_core::store::ClientSummary;
+use gismo_platform::clock::unix_ms;
+use gismo_platform::region::RegionSpec;
 use serde::Serialize;
 
 use crate::failure::CmdResult;

@@ -3,10 +3,10 @@
 //! An existing region that already holds a valid store is refused without `--force` *before*
 //! anything is changed: in particular the file is not resized first (`Region::create` would).
 
-use gismo::format::{self, FormatError, FormatOptions};
-use gismo::region::{Region, RegionError, RegionOptions, RegionSpec};
-use gismo::store::{Store, StoreError};
-use gismo::units::ByteSize;
+use gismo_core::format::{self, FormatError, FormatOptions};
+use gismo_core::store::{Store, StoreError};
+use gismo_platform::region::{Region, RegionError, RegionOptions, RegionSpec};
+use gismo_platform::units::ByteSize;
 
 use crate::cli::FormatArgs;
 use crate::failure::{CmdResult, ExitCode, Failure};

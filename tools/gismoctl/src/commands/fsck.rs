@@ -8,9 +8,9 @@
 
 use std::fmt::Write as _;
 
-use gismo::region::RegionSpec;
-use gismo::store::fsck::FsckReport;
-use gismo::units::ByteSize;
+use gismo_core::store::fsck::FsckReport;
+use gismo_platform::region::RegionSpec;
+use gismo_platform::units::ByteSize;
 use serde_json::{json, Value};
 
 use crate::cli::FsckArgs;

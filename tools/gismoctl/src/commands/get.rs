@@ -7,8 +7,8 @@ use std::fs::File;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use gismo::region::RegionSpec;
-use gismo::store::{Client, ObjectId, ObjectRef};
+use gismo_core::store::{Client, ObjectId, ObjectRef};
+use gismo_platform::region::RegionSpec;
 
 use crate::cli::GetArgs;
 use crate::failure::{CmdResult, ExitCode, Failure};

@@ -2,9 +2,9 @@
 
 use std::fmt::Write as _;
 
-use gismo::region::RegionSpec;
-use gismo::store::directory::state;
-use gismo::store::ObjectSummary;
+use gismo_core::store::directory::state;
+use gismo_core::store::ObjectSummary;
+use gismo_platform::region::RegionSpec;
 use serde::Serialize;
 
 use crate::failure::CmdResult;

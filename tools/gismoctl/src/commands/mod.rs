@@ -18,7 +18,7 @@ use crate::region_access;
 
 /// What a command works on: a region directly, or a plugin's store.
 pub enum Target {
-    Region(gismo::region::RegionSpec),
+    Region(gismo_platform::region::RegionSpec),
     Plugin(Plugin),
 }
 

@@ -9,8 +9,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use gismo::region::RegionSpec;
-use gismo::store::{Client, CreateInfo, ObjectId};
+use gismo_core::store::{Client, CreateInfo, ObjectId};
+use gismo_platform::region::RegionSpec;
 
 use crate::cli::PutArgs;
 use crate::failure::{CmdResult, ExitCode, Failure};

@@ -1,7 +1,7 @@
 //! `gismoctl rm`: delete an object, or mark it to be deleted when its last reference goes.
 
-use gismo::region::RegionSpec;
-use gismo::store::DeleteOutcome;
+use gismo_core::store::DeleteOutcome;
+use gismo_platform::region::RegionSpec;
 
 use crate::cli::RmArgs;
 use crate::failure::{CmdResult, Failure};

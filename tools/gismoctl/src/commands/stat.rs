@@ -2,12 +2,12 @@
 
 use std::fmt::Write as _;
 
-use gismo::region::RegionSpec;
-use gismo::store::clock::unix_ms;
-use gismo::store::directory::state;
-use gismo::store::leader::LeaderInfo;
-use gismo::store::Stats;
-use gismo::units::ByteSize;
+use gismo_core::store::directory::state;
+use gismo_core::store::leader::LeaderInfo;
+use gismo_core::store::Stats;
+use gismo_platform::clock::unix_ms;
+use gismo_platform::region::RegionSpec;
+use gismo_platform::units::ByteSize;
 use serde_json::{json, Map, Value};
 
 use crate::failure::CmdResult;

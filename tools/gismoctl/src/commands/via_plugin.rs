@@ -16,8 +16,10 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use gismo::interface::{ObjectBuffer, ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks};
-use gismo::store::{ObjectId, ObjectSource, OwnerAddress};
+use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress};
+use gismo_plugin::interface::{
+    ObjectBuffer, ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks,
+};
 use serde_json::json;
 
 use crate::cli::{GetArgs, PutArgs, RmArgs};

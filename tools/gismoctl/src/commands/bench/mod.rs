@@ -157,7 +157,7 @@ pub fn run(target: &Target, args: &BenchArgs) -> CmdResult {
         bar.set_message(format!(
             "{} {} x{}",
             op_name(r.op),
-            gismo::units::ByteSize(r.size),
+            gismo_platform::units::ByteSize(r.size),
             r.roles.len()
         ));
         let done = i as u64 * duration_ms;

@@ -17,7 +17,7 @@
 
 use std::fmt::Write as _;
 
-use gismo::units::ByteSize;
+use gismo_platform::units::ByteSize;
 use serde_json::{json, Value};
 
 use super::histogram::Histogram;

@@ -21,8 +21,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gismo::interface::{GismoClient, ObjectBuffer, ObjectStoreClient};
-use gismo::store::{ObjectId, ObjectSource, OwnerAddress};
+use gismo::GismoClient;
+use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress};
+use gismo_plugin::interface::{ObjectBuffer, ObjectStoreClient};
 use serde::{Deserialize, Serialize};
 
 use super::histogram::Histogram;
