@@ -19,8 +19,10 @@
 set -euo pipefail
 
 # System packages the tests need. Later suites add theirs here, e.g. redis-server.
-# qemu-system-x86 busybox-static ndctl daxctl cpio kmod: the two-guest QEMU test (tests/qemu.rs).
-# redis-server redis-tools: the redis plugin tests (tests/redis.rs) start a server, use redis-cli.
+# qemu-system-x86 busybox-static ndctl daxctl cpio kmod: the two-guest QEMU test
+# (gismo-server/tests/qemu.rs).
+# redis-server redis-tools: the redis plugin tests (plugins/redis/tests/redis.rs) start a server,
+# use redis-cli.
 SYSTEM_PACKAGES=(qemu-system-x86 busybox-static ndctl daxctl cpio kmod redis-server redis-tools)
 
 usage() {
@@ -131,7 +133,7 @@ run_step() {
 loom_tests() {
     RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 \
         CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
-        cargo test --release --test loom
+        cargo test --release -p gismo-core --test loom
 }
 
 run_step "system packages" install_system_packages
@@ -148,12 +150,12 @@ run_step "cargo test" workspace_tests
 # Release-mode tests too slow for a debug build: every (length, misalignment) copy up to 4160
 # bytes for the strategies this machine uses.
 exhaustive_copies() {
-    cargo test --release --lib every_triple_up_to_4160_detected -- --ignored
+    cargo test --release -p gismo-platform --lib every_triple_up_to_4160_detected -- --ignored
 }
 
 soak_tests() {
-    GISMO_SOAK=1 cargo test --release --test recovery random_kill_points -- --nocapture &&
-        cargo test --release --lib every_triple_up_to_4160 -- --ignored --exact \
+    GISMO_SOAK=1 cargo test --release -p gismo --test recovery random_kill_points -- --nocapture &&
+        cargo test --release -p gismo-platform --lib every_triple_up_to_4160 -- --ignored --exact \
             coherence::tests::every_triple_up_to_4160
 }
 
@@ -161,15 +163,15 @@ soak_tests() {
 # (tools/qemu/run.sh, docs/qemu.md). Needs the release binaries the test boots the guests with.
 qemu_guests() {
     cargo build --release -p gismoctl -p gismo-server &&
-        cargo test --release --test qemu -- --ignored --nocapture
+        cargo test --release -p gismo-server --test qemu -- --ignored --nocapture
 }
 
 # Ray tier: Ray from the Python registry in a private venv (tools/ray-venv.sh); our plasma
-# client against a real raylet's plasma store (tests/ray_plasma.rs).
+# client against a real raylet's plasma store (plugins/plasma/tests/ray_plasma.rs).
 ray_plasma_wire() {
     local venv
     venv=$(bash tools/ray-venv.sh) &&
-        GISMO_RAY_VENV="$venv" cargo test --test ray_plasma -- --ignored --nocapture
+        GISMO_RAY_VENV="$venv" cargo test -p gismo-plasma --test ray_plasma -- --ignored --nocapture
 }
 
 # The Python package (python/, docs/python.md): rustfmt and clippy on its extension crate (not a

@@ -2,7 +2,8 @@
 //! of 100), create+write+seal at 1 KiB … 64 MiB in Hardware and Flush modes, lookup miss, lookup
 //! after churn, and the wake-up latency of a waiting get.
 //!
-//! `cargo bench --bench store` (add `-- --quick` for a short run). Regions are memfds, prefaulted.
+//! `cargo bench -p gismo-core --bench store` (add `-- --quick` for a short run). Regions are
+//! memfds, prefaulted.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

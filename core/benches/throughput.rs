@@ -2,7 +2,7 @@
 //! mapping the region itself) doing get+release of sealed 1 KiB objects, and put (create + write +
 //! seal + delete) of 64 KiB objects, for a fixed time. Prints ops/s and the scaling ratio.
 //!
-//! `cargo bench --bench throughput` (`-- --seconds N` to change the 2 s per run).
+//! `cargo bench -p gismo-core --bench throughput` (`-- --seconds N` to change the 2 s per run).
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Model checks of the lock-free state machines with `loom`.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --test loom`
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p gismo-core --test loom`
 //! (`tools/test.sh` does, in its own target directory).
 #![cfg(loom)]
 

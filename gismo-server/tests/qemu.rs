@@ -8,7 +8,7 @@
 // directory (or in `GISMO_QEMU_BIN_DIR`):
 //
 //   cargo build --release -p gismoctl -p gismo-server
-//   cargo test --release --test qemu -- --ignored --nocapture
+//   cargo test --release -p gismo-server --test qemu -- --ignored --nocapture
 //
 // Ignored by default: it boots two guests under TCG (half a minute to a minute on two cores) and
 // installs Debian packages (qemu-system-x86, busybox-static, ndctl, daxctl, cpio, kmod) when they

@@ -17,11 +17,11 @@
 //!
 //! Groups: `memory_copy` (all implementations, all sizes) and `threshold` (copy + write back
 //! against non-temporal stores from 64 B to 64 KiB, to the same and to cold destinations, to
-//! choose `nt_threshold`). Run one with `cargo bench --bench memory_copy -- threshold`. Without a
-//! filter (or with `-- paired`), the bench ends with a *paired comparison* of `flush-auto` against
-//! plain, bare non-temporal and copy + `clflushopt` copies from 1 MiB up, interleaved so that
-//! the ratios survive a shared machine (see [`paired_ratios`]). The run is kept short (10
-//! samples, 1–2 s each) so that the whole bench takes a few minutes on two cores.
+//! choose `nt_threshold`). Run one with
+//! `cargo bench -p gismo-platform --bench memory_copy -- threshold`. Without a filter (or with `-- paired`), the bench ends with a *paired comparison* of
+//! `flush-auto` against plain, bare non-temporal and copy + `clflushopt` copies from 1 MiB up,
+//! interleaved so that the ratios survive a shared machine (see [`paired_ratios`]). The run is kept
+//! short (10 samples, 1–2 s each) so that the whole bench takes a few minutes on two cores.
 
 use std::hint::black_box;
 use std::ptr;

@@ -1,5 +1,6 @@
 //! The atomics facade. Every atomic the store core touches comes from here, so the `loom` model
-//! checker can replace them (`RUSTFLAGS="--cfg loom" cargo test --release --test loom`).
+//! checker can replace them
+//! (`RUSTFLAGS="--cfg loom" cargo test --release -p gismo-core --test loom`).
 //!
 //! In normal builds these are the `std` atomics, which are plain machine words and therefore may be
 //! placed in shared memory: each `AtomicU64` is exactly an aligned `u64`. Under `loom` they are

@@ -22,7 +22,7 @@
 //!   word with CAS; a conflict rolls back the words already claimed. Best fit costs one pass over
 //!   the bitmap (1 bit per 4 KiB: 32 KiB of bitmap per GiB of heap), stopping early on an exact
 //!   fit; next fit was measured at 64 % heap utilisation before the first failed allocation in the
-//!   fragmentation simulation (`tests/fragmentation.rs`), best fit at 88 %.
+//!   fragmentation simulation (`core/tests/fragmentation.rs`), best fit at 88 %.
 //!
 //! # Crash consistency
 //!

@@ -380,7 +380,7 @@ fn every_triple_short() {
 /// Every (len, src_off, dst_off) triple for every length `0..=4160`, for every strategy: 17
 /// million copies each, bound by the write backs themselves (about 20 s per strategy in release
 /// on the development machine, so several minutes in all). Run with
-/// `cargo test --release --lib coherence -- --ignored`.
+/// `cargo test --release -p gismo-platform --lib coherence -- --ignored`.
 #[test]
 #[ignore = "minutes: run with --release -- --ignored"]
 fn every_triple_up_to_4160() {

@@ -1,6 +1,6 @@
 //! Unit tests of the region module: spec syntax, sysfs parsing against fake trees, file and
 //! memfd regions, bounds checks, prefaulting. Tests that need a hugetlbfs mount or a child process
-//! are in `tests/region.rs`.
+//! are in `platform/tests/region.rs`.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;

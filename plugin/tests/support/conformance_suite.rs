@@ -1,7 +1,8 @@
 //! The conformance suite: Plasma's lifecycle rules (`../shared/notes/plugin-lifecycle.md`) checked
 //! against any [`ObjectStoreClient`] / [`ObjectStoreRunner`] pair. Each plugin instantiates it
-//! with a [`Plugin`] that makes clients of one store: `tests/conformance.rs` (built-in GISMO) and
-//! `tests/plugin_load.rs` (shared-library plugins) include this file as a module.
+//! with a [`Plugin`] that makes clients of one store: `plugins/gismo/tests/conformance.rs`
+//! (built-in GISMO) and `plugins/builtins/tests/plugin_load.rs` (shared-library plugins) include
+//! this file as a module.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

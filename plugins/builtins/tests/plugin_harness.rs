@@ -1,6 +1,7 @@
-//! `tests/plugins/raylet_harness.cpp`, a raylet stand-in using the C++ header, dlopens
-//! `libgismo.so` from the three `RAY_object_store_plugin_*` variables in two processes: an object
-//! one creates and seals is a get in the other, and the creating side's add_object callback fires.
+//! `plugins/builtins/tests/plugins/raylet_harness.cpp`, a raylet stand-in using the C++ header,
+//! dlopens `libgismo.so` from the three `RAY_object_store_plugin_*` variables in two processes: an
+//! object one creates and seals is a get in the other, and the creating side's add_object callback
+//! fires.
 
 #[path = "support/plugin_paths.rs"]
 mod plugin_paths;

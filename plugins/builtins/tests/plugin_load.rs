@@ -1,6 +1,6 @@
-//! Plugins loaded from real shared libraries through the [`PluginManager`]: `libgismo.so` (this
-//! crate built as a cdylib) and `tests/plugins/memstore.c` (a C in-memory store compiled here),
-//! each run through the conformance suite.
+//! Plugins loaded from real shared libraries through the [`PluginManager`]: `libgismo.so` (the
+//! `gismo` crate built as a cdylib) and `plugins/builtins/tests/plugins/memstore.c` (a C in-memory store
+//! compiled here), each run through the conformance suite.
 
 #[path = "../../../plugin/tests/support/conformance_suite.rs"]
 mod conformance_suite;

@@ -9,12 +9,12 @@
 //!
 //! # Messages
 //!
-//! The schema is `src/plasma/plasma.fbs`, written from the protocol's facts (field order decides
-//! the wire layout: field *i* lives in vtable slot `4 + 2i`). Object ids travel as flatbuffers
-//! strings holding Ray's 28 raw id bytes — not UTF-8 — so they are read here as byte vectors.
-//! Every received buffer goes through the flatbuffers verifier (bounds, alignment, offsets) with
-//! the message's field kinds before a field is read; a malformed message is an error, never a
-//! read outside the buffer.
+//! The schema is `plugins/plasma/src/plasma.fbs`, written from the protocol's facts (field order
+//! decides the wire layout: field *i* lives in vtable slot `4 + 2i`). Object ids travel as
+//! flatbuffers strings holding Ray's 28 raw id bytes — not UTF-8 — so they are read here as byte
+//! vectors. Every received buffer goes through the flatbuffers verifier (bounds, alignment,
+//! offsets) with the message's field kinds before a field is read; a malformed message is an error,
+//! never a read outside the buffer.
 
 use std::io::{Read, Write};
 

@@ -3,7 +3,7 @@
 //! and creates one the raylet's store then reports. Run by the test command's Ray tier:
 //!
 //! ```text
-//! GISMO_RAY_VENV=target/ray-venv cargo test --test ray_plasma -- --ignored
+//! GISMO_RAY_VENV=target/ray-venv cargo test -p gismo-plasma --test ray_plasma -- --ignored
 //! ```
 
 use std::io::{BufRead, BufReader, Write};

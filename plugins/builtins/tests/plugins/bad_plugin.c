@@ -1,4 +1,4 @@
-/* Deliberately broken plugins for tests/plugin_errors.rs, one per macro:
+/* Deliberately broken plugins for plugins/builtins/tests/plugin_errors.rs, one per macro:
  *   NO_SYMBOLS    exports neither entry point
  *   NULL_FACTORY  both factories return NULL without a message
  *   BAD_VERSION   tables claim ABI version 99

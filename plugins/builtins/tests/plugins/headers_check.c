@@ -1,4 +1,4 @@
-/* Compiled by tests/plugin_headers.rs: the C header compiles warning-free as C11. */
+/* Compiled by plugins/builtins/tests/plugin_headers.rs: the C header compiles warning-free as C11. */
 #include "gismo_plugin.h"
 
 int main(void) {

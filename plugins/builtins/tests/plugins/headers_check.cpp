@@ -1,5 +1,5 @@
-// Compiled by tests/plugin_headers.rs: the C++ header compiles warning-free and its classes are
-// complete (instantiable over a table).
+// Compiled by plugins/builtins/tests/plugin_headers.rs: the C++ header compiles warning-free and
+// its classes are complete (instantiable over a table).
 #include "gismo_plugin.hpp"
 
 int main() {

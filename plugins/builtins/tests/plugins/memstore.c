@@ -1,7 +1,8 @@
 /* memstore: a small in-memory object store implementing the plugin ABI (gismo_plugin.h) in C,
- * for tests/plugin_load.rs. Objects are heap copies (data then metadata in one allocation), so
- * is_global() is 0. Config keys: store (stores are shared by name within the process) and
- * capacity (bytes). One mutex per store; the runner thread delivers callbacks outside it. */
+ * for plugins/builtins/tests/plugin_load.rs. Objects are heap copies (data then metadata in one
+ * allocation), so is_global() is 0. Config keys: store (stores are shared by name within the
+ * process) and capacity (bytes). One mutex per store; the runner thread delivers callbacks outside
+ * it. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <pthread.h>

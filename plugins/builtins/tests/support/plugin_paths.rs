@@ -1,5 +1,5 @@
 //! Where the test plugins are: `libgismo.so` as cargo built it, and C plugins compiled from
-//! `tests/plugins/` with the system `cc`.
+//! `plugins/builtins/tests/plugins/` with the system `cc`.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ pub fn libgismo() -> PathBuf {
     so
 }
 
-/// `tests/plugins/`.
+/// `plugins/builtins/tests/plugins/`.
 pub fn plugins_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins")
 }
@@ -36,8 +36,8 @@ pub fn include_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../include")
 }
 
-/// Compiles `tests/plugins/<source>` into a shared library in `out_dir` with `defines`
-/// (`NAME` or `NAME=VALUE`), warnings as errors.
+/// Compiles `plugins/builtins/tests/plugins/<source>` into a shared library in `out_dir` with
+/// `defines` (`NAME` or `NAME=VALUE`), warnings as errors.
 pub fn compile_c(source: &str, defines: &[&str], out_dir: &Path) -> PathBuf {
     let stem = source.trim_end_matches(".c");
     let tag = defines.join("_").replace(['=', '/'], "_");

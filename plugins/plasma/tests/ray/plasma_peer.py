@@ -1,4 +1,4 @@
-"""A Ray head node for tests/ray_plasma.rs: puts a NumPy array with a known pattern, prints the
+"""A Ray head node for plugins/plasma/tests/ray_plasma.rs: puts a NumPy array with a known pattern, prints the
 raylet's plasma socket and the object's id, then serves commands on stdin:
 
   check ID_HEX   -> prints whether the raylet's store has the object and its memory summary
