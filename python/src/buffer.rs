@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use gismo::GismoClient;
-use gismo_plugin::interface::{self, ObjectStoreClient};
 use gismo_core::store::ObjectId;
+use gismo_plugin::interface::{self, ObjectStoreClient};
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use gismo::GismoClient;
-use gismo_plugin::interface::ObjectStoreClient;
 use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress};
+use gismo_plugin::interface::ObjectStoreClient;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
