@@ -41,7 +41,7 @@ impl PeriodicTask for Reaper {
         let reports = match store.reap_dead(me, self.lease.as_millis() as u64) {
             Ok(r) => r,
             // Another client (a Python `reap_dead`) is reaping right now: it does the work.
-            Err(gismo::store::StoreError::MaintenanceBusy { .. }) => return Ok(()),
+            Err(gismo_core::store::StoreError::MaintenanceBusy { .. }) => return Ok(()),
             Err(e) => return Err(format!("reap: {e}")),
         };
         for r in reports {
