@@ -1,7 +1,7 @@
 //! Every named crash point, with real processes: a worker process runs a workload that passes
 //! through every store protocol (connect, create, seal, abort, get, release, delete, deferred
 //! delete, evict, reap, orphan collection, allocator chunk and run transitions) and SIGKILLs
-//! itself at the point `GISMO_CRASHPOINT` names (`src/store/crashpoint.rs`). Meanwhile this
+//! itself at the point `GISMO_CRASHPOINT` names (`core/src/store/crashpoint.rs`). Meanwhile this
 //! process holds references to objects of its own, one of them deleted by the worker (deferred).
 //!
 //! After each crash, recovery (the reaper, then orphan collection) must leave: the held objects'
@@ -15,9 +15,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::crashpoint;
-use gismo::store::{CreateInfo, ObjectId, ObjectRef, Store, StoreError};
+use gismo_core::store::crashpoint;
+use gismo_core::store::{CreateInfo, ObjectId, ObjectRef, Store, StoreError};
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 
 const ROLE: &str = "GISMO_CRASHPOINT_ROLE";
 const FD: &str = "GISMO_TEST_FD";
@@ -54,7 +54,7 @@ fn attach_inherited() -> Arc<Store> {
     Store::attach(Region::open(&RegionSpec::Fd(fd), &RegionOptions::default()).unwrap()).unwrap()
 }
 
-fn put(client: &gismo::store::Client, id: u64, size: u64) {
+fn put(client: &gismo_core::store::Client, id: u64, size: u64) {
     let mut b = client
         .create(
             &ObjectId::from_u64(id),

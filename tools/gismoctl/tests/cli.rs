@@ -458,7 +458,7 @@ fn crashpoints_lists_every_named_point_one_per_line() {
     let f = Fixture::new();
     let out = f.run(&["crashpoints"]).assert_ok().stdout_text();
     let listed: Vec<&str> = out.lines().collect();
-    assert_eq!(listed, gismo::store::crashpoint::ALL, "{out}");
+    assert_eq!(listed, gismo_core::store::crashpoint::ALL, "{out}");
 }
 
 /// Issue 15's reproduction from outside: a slot with `data_size = u64::MAX` and

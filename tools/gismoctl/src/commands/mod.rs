@@ -72,7 +72,7 @@ pub fn run(cli: &Cli) -> CmdResult {
 /// `gismoctl crashpoints`: every name, one per line; a note on standard error when this build
 /// cannot die at them.
 fn crashpoints() -> CmdResult {
-    use gismo::store::crashpoint;
+    use gismo_core::store::crashpoint;
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     for name in crashpoint::ALL {
