@@ -13,12 +13,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use gismo::format::layout::{CHUNK_DESC_SIZE, DIR_SLOT_SIZE, EVENT_SIZE, HOST_ENTRY_SIZE};
-use gismo::format::SectionKind;
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::directory::Slot;
-use gismo::store::fsck::Problem;
-use gismo::store::{CreateInfo, ObjectId, Store, StoreError};
+use gismo_core::format::layout::{CHUNK_DESC_SIZE, DIR_SLOT_SIZE, EVENT_SIZE, HOST_ENTRY_SIZE};
+use gismo_core::format::SectionKind;
+use gismo_core::store::directory::Slot;
+use gismo_core::store::fsck::Problem;
+use gismo_core::store::{CreateInfo, ObjectId, Store, StoreError};
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
@@ -457,7 +457,7 @@ fn exercise(s: Arc<Store>, ids: Vec<ObjectId>, holder: usize) {
 /// maintainer tag 0.
 fn reap_forcibly(s: &Store, index: usize) {
     if let Some(e) = s.clients().into_iter().find(|e| e.index == index) {
-        let judged = gismo::store::clients::EntryWord {
+        let judged = gismo_core::store::clients::EntryWord {
             epoch: e.epoch,
             status: e.status,
         };
@@ -533,7 +533,7 @@ fn store_with_hosts(name: &str, max_hosts: u32) -> Arc<Store> {
     .unwrap();
     Store::format(
         region,
-        &gismo::format::FormatOptions {
+        &gismo_core::format::FormatOptions {
             max_hosts,
             ..Default::default()
         },
@@ -551,8 +551,8 @@ fn forge_host(s: &Store, i: u64, id: u64, name: &str) {
     scribble(s, base + 5 * 8, &b);
 }
 
-fn my_host() -> gismo::store::clients::HostIdentity {
-    gismo::store::clients::HostIdentity::current()
+fn my_host() -> gismo_core::store::clients::HostIdentity {
+    gismo_core::store::clients::HostIdentity::current()
 }
 
 /// A full host table of hosts that are gone: connect takes over one, preferring an earlier boot
@@ -587,7 +587,7 @@ fn a_full_host_table_reclaims_the_entry_of_a_host_that_is_gone() {
 /// entry is given back.
 #[test]
 fn a_host_table_full_of_live_hosts_is_a_typed_error() {
-    use gismo::store::clients::ClientEntry;
+    use gismo_core::store::clients::ClientEntry;
     let s = store_with_hosts("hostile-hosts-full", 2);
     let a = s.connect("a").unwrap();
     let b = s.connect("b").unwrap();
@@ -617,7 +617,7 @@ fn a_host_table_full_of_live_hosts_is_a_typed_error() {
 /// indices would not fit the allocator's 32-bit fields is refused at format time.
 #[test]
 fn huge_regions_get_a_clamped_directory_or_a_typed_error() {
-    use gismo::format::{FormatError, FormatOptions, Layout};
+    use gismo_core::format::{FormatError, FormatOptions, Layout};
     let opts = FormatOptions::default();
     let big = Layout::compute(100 << 40, &opts).expect("100 TiB lays out");
     assert_eq!(big.geometry.dir_capacity, 1 << 31);

@@ -177,7 +177,7 @@ fn format_region_if_unclaimed(
     };
     match Store::format(region, &opts) {
         Ok(store) => Ok((store, Outcome::Formatted)),
-        Err(gismo::store::StoreError::Format(
+        Err(gismo_core::store::StoreError::Format(
             format::FormatError::NotReady { .. } | format::FormatError::AlreadyFormatted { .. },
         )) => Err(None),
         Err(e) => Err(Some(Failure::store("cannot format", &e))),

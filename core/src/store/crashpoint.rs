@@ -8,7 +8,7 @@
 //!
 //! Every point has a name in [`ALL`] (`gismoctl crashpoints` prints them); the
 //! [`crash_point!`](crate::crash_point) macro refuses, at compile time, a name that is not there,
-//! so the list and the code cannot drift apart. The crash-point test (`tests/crashpoints.rs`)
+//! so the list and the code cannot drift apart. The crash-point test (`core/tests/crashpoints.rs`)
 //! drives every name in the list and fails for a point its workload never reaches.
 
 /// Every crash point, in protocol order. A name is `operation.step`: the process dies after

@@ -599,8 +599,9 @@ impl Store {
         }
     }
 
-    /// Whether an active client records host identity `id`.
-    pub(crate) fn host_in_use(&self, id: u64) -> bool {
+    /// Whether an active client records host identity `id`: a host-table entry no active client
+    /// names may be reclaimed ([`host_index_reclaiming`](crate::store::events::host_index_reclaiming)).
+    pub fn host_in_use(&self, id: u64) -> bool {
         (0..self.max_clients()).any(|c| {
             let e = self.client_entry(c);
             e.load_word().status == status::ACTIVE && e.host_hash.load(Ordering::Relaxed) == id

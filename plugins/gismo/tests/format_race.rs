@@ -8,9 +8,9 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use gismo::interface::GismoClient;
-use gismo::region::{Region, RegionOptions, RegionSpec};
-use gismo::store::{CreateInfo, ObjectId, Store};
+use gismo::GismoClient;
+use gismo_core::store::{CreateInfo, ObjectId, Store};
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 
 const ROLE: &str = "GISMO_FORMAT_RACE_CHILD";
 

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 use gismo_core::store::{CreateInfo, DeathCause, DeleteOutcome, ObjectId, Store, StoreError};
+use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 
 const ROLE: &str = "GISMO_RECOVERY_ROLE";
 
@@ -418,7 +418,9 @@ fn random_kill_points_leave_no_leak_and_no_damage() {
         let live: u64 = store
             .list()
             .iter()
-            .map(|o| gismo_core::store::allocator::capacity_for((o.data_size + o.metadata_size).max(1)))
+            .map(|o| {
+                gismo_core::store::allocator::capacity_for((o.data_size + o.metadata_size).max(1))
+            })
             .sum();
         assert_eq!(
             check.used_bytes, live,
@@ -775,8 +777,9 @@ fn a_connecting_entry_is_not_reaped_and_a_dead_connector_is_reclaimed() {
     parent.reap_dead(u64::MAX).unwrap();
     // A connector claimed the freed entry (whose fields name the dead child) and died there.
     let word = entry_word(&store, index, 0);
-    let w =
-        gismo_core::store::clients::EntryWord::unpack(word.load(std::sync::atomic::Ordering::SeqCst));
+    let w = gismo_core::store::clients::EntryWord::unpack(
+        word.load(std::sync::atomic::Ordering::SeqCst),
+    );
     assert_eq!(w.status, gismo_core::store::clients::status::FREE);
     let connecting = gismo_core::store::clients::EntryWord {
         epoch: w.epoch + 1,
@@ -795,8 +798,9 @@ fn a_connecting_entry_is_not_reaped_and_a_dead_connector_is_reclaimed() {
     // Seen CONNECTING by this process for longer than a 1 ms lease: reclaimed.
     std::thread::sleep(Duration::from_millis(5));
     parent.reap_dead(1).unwrap();
-    let now =
-        gismo_core::store::clients::EntryWord::unpack(word.load(std::sync::atomic::Ordering::SeqCst));
+    let now = gismo_core::store::clients::EntryWord::unpack(
+        word.load(std::sync::atomic::Ordering::SeqCst),
+    );
     assert_eq!(now.status, gismo_core::store::clients::status::FREE);
     assert_eq!(store.connect("next").unwrap().index(), index);
 }

@@ -467,8 +467,8 @@ fn crashpoints_lists_every_named_point_one_per_line() {
 /// and the region-unusable exit code, and fsck flags the slot.
 #[test]
 fn a_slot_with_a_wrapping_size_is_refused_by_get_and_flagged_by_fsck() {
-    use gismo::region::{Region, RegionOptions, RegionSpec};
-    use gismo::store::directory::Slot;
+    use gismo_core::store::directory::Slot;
+    use gismo_platform::region::{Region, RegionOptions, RegionSpec};
     use std::os::unix::fs::FileExt;
 
     let f = Fixture::formatted();
@@ -477,16 +477,16 @@ fn a_slot_with_a_wrapping_size_is_refused_by_get_and_flagged_by_fsck() {
     let slot = {
         let region = Region::open(&RegionSpec::File(f.path()), &RegionOptions::default())
             .expect("open region");
-        let store = gismo::store::Store::attach(region).expect("attach");
+        let store = gismo_core::store::Store::attach(region).expect("attach");
         let index = store
             .lookup_summary(&id(5).parse().expect("id"))
             .expect("object")
             .index as u64;
         store
             .layout()
-            .section(gismo::format::SectionKind::Directory)
+            .section(gismo_core::format::SectionKind::Directory)
             .offset
-            + index * gismo::format::layout::DIR_SLOT_SIZE
+            + index * gismo_core::format::layout::DIR_SLOT_SIZE
     };
     let file = std::fs::OpenOptions::new()
         .write(true)
