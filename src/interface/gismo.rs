@@ -74,6 +74,8 @@ pub fn open_store(params: &BTreeMap<String, String>) -> Result<Arc<Store>, Statu
 
 struct ClientInner {
     client: Mutex<Client>,
+    /// Tells whether `client` was fenced without its lock (a copying reader's check).
+    fence: crate::store::FenceToken,
     store: Arc<Store>,
     /// Flush mode: the objects this client is creating and which of their bytes
     /// `memory_copy` wrote (so the seal writes back only the rest). Bounded: an object missing
@@ -103,6 +105,10 @@ impl ReleaseObject for ClientInner {
     fn release_object(&self, id: &ObjectId) {
         let _ = self.lock().release(id);
     }
+
+    fn still_valid(&self) -> bool {
+        self.fence.check().is_ok()
+    }
 }
 
 /// A GISMO client: a registered client of the shared region.
@@ -120,6 +126,7 @@ impl GismoClient {
         let client = store.connect(name)?;
         Ok(GismoClient {
             inner: Arc::new(ClientInner {
+                fence: client.fence_token(),
                 client: Mutex::new(client),
                 store: Arc::clone(store),
                 creating: Mutex::new(HashMap::new()),

@@ -88,6 +88,46 @@ enum Writeback<'a> {
     Ranges(&'a [(u64, u64)]),
 }
 
+/// Whether a client has been fenced, checkable from any thread (see [`Client::fence_token`]).
+#[derive(Clone)]
+pub struct FenceToken {
+    store: Arc<Store>,
+    index: usize,
+    word: u64,
+}
+
+impl FenceToken {
+    /// As [`Client::check_fenced`]: call it after copying bytes out of the client's objects.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`].
+    pub fn check(&self) -> Result<()> {
+        // SeqCst fence: as in `Client::check_fenced`.
+        fence(Ordering::SeqCst);
+        if self
+            .store
+            .client_entry(self.index)
+            .word
+            .load(Ordering::Relaxed)
+            != self.word
+        {
+            return Err(StoreError::Fenced {
+                epoch: EntryWord::unpack(self.word).epoch,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for FenceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FenceToken")
+            .field("index", &self.index)
+            .field("epoch", &EntryWord::unpack(self.word).epoch)
+            .finish()
+    }
+}
+
 /// A registered client of a store.
 pub struct Client {
     store: Arc<Store>,
@@ -152,7 +192,7 @@ impl Store {
             e.pid.store(u64::from(pid), Ordering::Relaxed);
             e.start_time
                 .store(process_start_time(pid).unwrap_or(0), Ordering::Relaxed);
-            e.host_hash.store(host.hash(), Ordering::Relaxed);
+            e.host_hash.store(host.liveness_hash(), Ordering::Relaxed);
             let host_index = crate::store::events::host_index(self.hosts(), host.hash(), &host.name)
                 .unwrap_or(0) as u32;
             e.host_index.store(u64::from(host_index), Ordering::Relaxed);
@@ -174,6 +214,7 @@ impl Store {
             {
                 continue;
             }
+            crate::store::heartbeat::register(self, i, claimed.pack());
             return Ok(Client {
                 store: Arc::clone(self),
                 index: i,
@@ -245,13 +286,52 @@ impl Client {
         self.store.client_entry(self.index)
     }
 
+    /// Whether the reaper declared this client dead (fenced it): its entry word is no longer the
+    /// one it registered with. From then on nothing it holds is guaranteed: its references are
+    /// (or will be) erased and the objects they pinned may be freed and reused.
+    fn fenced(&self) -> bool {
+        self.entry().word.load(Ordering::Relaxed) != self.word
+    }
+
+    fn fenced_error(&self) -> StoreError {
+        StoreError::Fenced {
+            epoch: self.epoch(),
+        }
+    }
+
+    /// Fails with `Fenced` if this client was declared dead. Call it **after** copying bytes out
+    /// of an [`ObjectRef`] (see [`ObjectRef::still_valid`]): if it passes, every byte copied
+    /// before it was the object's.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`].
+    pub fn check_fenced(&self) -> Result<()> {
+        // SeqCst fence: orders our earlier loads of the payload before the load of our entry
+        // word. The reaper changes the word (AcqRel CAS) before anything it frees can be
+        // reused, so a copy that saw a reused byte sees the changed word here (pairs with the
+        // reaper's CAS in `reap_client`/`quarantine_client`).
+        fence(Ordering::SeqCst);
+        if self.fenced() {
+            return Err(self.fenced_error());
+        }
+        Ok(())
+    }
+
+    /// A handle that tells, from any thread and without this client's lock, whether this client
+    /// has been fenced ([`FenceToken::check`]).
+    pub fn fence_token(&self) -> FenceToken {
+        FenceToken {
+            store: Arc::clone(&self.store),
+            index: self.index,
+            word: self.word,
+        }
+    }
+
     /// Fails with `Fenced` if the reaper declared this client dead; refreshes the heartbeat.
     fn check_alive(&self) -> Result<()> {
         let e = self.entry();
         if e.word.load(Ordering::Relaxed) != self.word {
-            return Err(StoreError::Fenced {
-                epoch: self.epoch(),
-            });
+            return Err(self.fenced_error());
         }
         let now = coarse_unix_ms();
         if e.heartbeat_ms.load(Ordering::Relaxed) != now {
@@ -323,6 +403,12 @@ impl Client {
             .allocator()
             .alloc(total.max(1))
             .map_err(|_| self.full(total))?;
+        // Fenced while allocating (a pause past the lease): the entry's intent fields are not
+        // ours to write; give the block back.
+        if self.fenced() {
+            let _ = self.store.allocator().free(alloc.offset, total.max(1));
+            return Err(self.fenced_error());
+        }
         // Record the allocation as our intent before anything else can fail, so the reaper can
         // free it if we die before the directory slot names it.
         let e = self.entry();
@@ -373,13 +459,9 @@ impl Client {
         };
         // The slot names the allocation now; the intent may go.
         e.intent.store(intent::NONE, Ordering::Release);
-        if let Err(err) = self
-            .store
-            .ref_table(self.index)
-            .add(inserted.index as u32, inserted.word.gen)
-        {
+        if let Err(err) = self.add_ref(inserted.index, inserted.word.gen) {
             let _ = self.abort_slot(inserted.index, inserted.word);
-            return Err(err.into());
+            return Err(err);
         }
         let ptr = self.store.payload_ptr(alloc.offset, total)?;
         if !metadata.is_empty() {
@@ -554,8 +636,11 @@ impl Client {
             };
             match slot.cas_word(w, deleting) {
                 Ok(()) => {
-                    let refs = self.store.ref_table(self.index);
-                    while refs.remove(index as u32, w.gen).is_some_and(|c| c > 0) {}
+                    if !self.fenced() {
+                        let refs = self.store.ref_table(self.index);
+                        while refs.remove(index as u32, w.gen).is_some_and(|c| c > 0) {}
+                    }
+                    self.write_back_and_drop(slot);
                     self.store
                         .control()
                         .objects_aborted
@@ -572,6 +657,32 @@ impl Client {
                         "object changed while being aborted".into(),
                     ))
                 }
+            }
+        }
+    }
+
+    /// Flush mode: writes back and drops this host's cached lines of an aborted object's payload
+    /// before the block is freed (H4): bytes written in place and never sealed must not reach
+    /// memory later, when the block belongs to another object.
+    fn write_back_and_drop(&self, slot: &crate::store::directory::Slot) {
+        if self.store.coherence_mode() != crate::coherence::CoherenceMode::Flush {
+            return;
+        }
+        let len = slot
+            .data_size
+            .load(Ordering::Relaxed)
+            .checked_add(u64::from(slot.metadata_size.load(Ordering::Relaxed)));
+        let offset = slot.data_offset.load(Ordering::Relaxed);
+        let Some(len) = len.filter(|_| offset != 0) else {
+            return;
+        };
+        if let Ok(ptr) = self.store.payload_ptr(offset, len) {
+            // SAFETY: the range is inside this process's payload view (checked by payload_ptr);
+            // the block is still ours (the slot is DELETING under our tag until finish frees it).
+            // Writing back first makes the following invalidate lose nothing.
+            unsafe {
+                self.store.coherence().flush(ptr, len as usize);
+                self.store.coherence().invalidate(ptr, len as usize);
             }
         }
     }
@@ -660,6 +771,7 @@ impl Client {
                             waiting.pack() as u32,
                             left.min(POLL_PERIOD * 10),
                         );
+                        self.check_alive()?;
                         continue;
                     }
                 }
@@ -680,8 +792,7 @@ impl Client {
 
     /// Takes a reference on a sealed slot (the getter half of the Dekker pair with deletion).
     fn try_acquire(&self, index: usize, w: Word) -> Result<Option<Located>> {
-        let refs = self.store.ref_table(self.index);
-        refs.add(index as u32, w.gen)?;
+        self.add_ref(index, w.gen)?;
         // SeqCst fence: first half of the Dekker pair with `try_delete` (refs module docs).
         fence(Ordering::SeqCst);
         let slot = self.store.directory().slot(index);
@@ -722,9 +833,42 @@ impl Client {
         }))
     }
 
-    /// Drops one reference of ours; the last one completes a pending delete.
+    /// Records one reference in our table, checking the fence right before and right after: the
+    /// table is ours only while our entry word is. A reaper changes the word before it reads or
+    /// erases the table, so a word unchanged after our (SeqCst) store means the reaper will see
+    /// the reference; a changed word means the table may already be erased or someone else's, and
+    /// nothing more is written to it (the reference, if it landed, is erased by the reap or by
+    /// the next occupant's connect).
+    ///
+    /// # Errors
+    /// `Fenced`; `References`.
+    fn add_ref(&self, index: usize, gen: u32) -> Result<u16> {
+        if self.fenced() {
+            return Err(self.fenced_error());
+        }
+        let c = self.store.ref_table(self.index).add(index as u32, gen)?;
+        // SeqCst fence: our table store comes before the reload of our word (pairs with the
+        // reaper's AcqRel CAS of the word, which precedes its read of the table).
+        fence(Ordering::SeqCst);
+        if self.fenced() {
+            return Err(self.fenced_error());
+        }
+        Ok(c)
+    }
+
+    /// Drops one reference of ours; the last one completes a pending delete. A fenced client
+    /// writes nothing (its table is the reaper's, or another client's, now).
     fn drop_ref(&self, index: usize, gen: u32) -> Option<u16> {
+        if self.fenced() {
+            return None;
+        }
         let left = self.store.ref_table(self.index).remove(index as u32, gen)?;
+        // SeqCst fence: as in `add_ref`. Fenced meanwhile: the pending delete (if any) is the
+        // reaper's to run, not ours.
+        fence(Ordering::SeqCst);
+        if self.fenced() {
+            return None;
+        }
         if left == 0 {
             let slot = self.store.directory().slot(index);
             let _op = OpGuard::begin(self.entry());
@@ -861,6 +1005,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        crate::store::heartbeat::unregister(&self.store, self.index, self.word);
         self.disconnect_inner();
     }
 }
@@ -1061,6 +1206,33 @@ impl ObjectRef<'_> {
     /// Bytes the allocation reserves.
     pub fn capacity(&self) -> u64 {
         capacity_for(self.loc.data_size + self.loc.metadata_size)
+    }
+
+    /// Whether this reference is still guaranteed: false once the client was declared dead
+    /// (fenced), after which the object may have been freed and its bytes reused. A copying
+    /// reader calls it **after** the copy (it fences first, see [`Client::check_fenced`]) and
+    /// discards the copy if it fails.
+    pub fn still_valid(&self) -> bool {
+        self.client.check_fenced().is_ok()
+    }
+
+    /// [`ObjectRef::still_valid`] as a `Result`.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`].
+    pub fn check(&self) -> Result<()> {
+        self.client.check_fenced()
+    }
+
+    /// Copies the data out, failing with `Fenced` rather than returning bytes that may no longer
+    /// be this object's.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`].
+    pub fn to_vec(&self) -> Result<Vec<u8>> {
+        let v = self.data().to_vec();
+        self.check()?;
+        Ok(v)
     }
 }
 

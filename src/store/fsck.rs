@@ -166,7 +166,7 @@ impl Store {
             let live = dir.live_word(i).is_some();
             let uncommitted = matches!(w.state, state::RESERVED | state::PENDING)
                 && (w.owner as usize) < self.max_clients()
-                && self.client_entry(w.owner as usize).load_word().status == status::ACTIVE;
+                && status::holds_resources(self.client_entry(w.owner as usize).load_word().status);
             if !live && !uncommitted {
                 continue;
             }
@@ -195,8 +195,9 @@ impl Store {
         for c in 0..self.max_clients() {
             let e = self.client_entry(c);
             match e.load_word().status {
-                status::ACTIVE => {
-                    report.active_clients += 1;
+                // A quarantined client still owns its intent (reaped after its grace).
+                st if status::holds_resources(st) => {
+                    report.active_clients += u64::from(st == status::ACTIVE);
                     if e.intent.load(Ordering::Acquire) == intent::ALLOCATED {
                         let (offset, size) = (
                             e.intent_offset.load(Ordering::Relaxed),
@@ -397,7 +398,7 @@ impl Store {
 
     fn op_snapshot(&self) -> Vec<(usize, u64)> {
         (0..self.max_clients())
-            .filter(|&c| self.client_entry(c).load_word().status == status::ACTIVE)
+            .filter(|&c| status::holds_resources(self.client_entry(c).load_word().status))
             .map(|c| (c, self.client_entry(c).op_seq.load(Ordering::SeqCst)))
             .collect()
     }

@@ -36,6 +36,7 @@ pub struct Store {
     control: *const ControlBlock,
     /// Entries this process saw `CONNECTING`, for the reaper.
     connecting_seen: crate::store::reaper::ConnectingSeen,
+    lease_watch: crate::store::reaper::LeaseWatch,
 }
 
 // SAFETY: the raw pointers point into `region`'s shared mapping, which `Store` owns and which lives
@@ -188,6 +189,7 @@ impl Store {
             chunks,
             control,
             connecting_seen: Default::default(),
+            lease_watch: Default::default(),
         }))
     }
 
@@ -247,6 +249,10 @@ impl Store {
 
     fn alloc_heads(&self) -> &AllocHeads {
         &self.control().alloc
+    }
+
+    pub(crate) fn lease_watch(&self) -> &crate::store::reaper::LeaseWatch {
+        &self.lease_watch
     }
 
     pub(crate) fn connecting_seen(&self) -> &crate::store::reaper::ConnectingSeen {
