@@ -622,7 +622,8 @@ fn runner_events(
         let now = crate::store::clock::unix_ms();
         store.hosts_heartbeat(host, now);
         if let Some(server) = embedded.as_mut() {
-            server.tick(&store, &settings, now);
+            // The leader lease runs on our monotonic clock (never compared with another host's).
+            server.tick(&store, &settings, crate::store::clock::monotonic_ms());
         }
         if now.saturating_sub(last_pressure_check) >= PRESSURE_PERIOD_MS {
             last_pressure_check = now;
