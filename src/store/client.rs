@@ -640,7 +640,7 @@ impl Client {
                         let refs = self.store.ref_table(self.index);
                         while refs.remove(index as u32, w.gen).is_some_and(|c| c > 0) {}
                     }
-                    self.write_back_and_drop(slot);
+                    self.store.write_back_and_drop(slot);
                     self.store
                         .control()
                         .objects_aborted
@@ -657,32 +657,6 @@ impl Client {
                         "object changed while being aborted".into(),
                     ))
                 }
-            }
-        }
-    }
-
-    /// Flush mode: writes back and drops this host's cached lines of an aborted object's payload
-    /// before the block is freed (H4): bytes written in place and never sealed must not reach
-    /// memory later, when the block belongs to another object.
-    fn write_back_and_drop(&self, slot: &crate::store::directory::Slot) {
-        if self.store.coherence_mode() != crate::coherence::CoherenceMode::Flush {
-            return;
-        }
-        let len = slot
-            .data_size
-            .load(Ordering::Relaxed)
-            .checked_add(u64::from(slot.metadata_size.load(Ordering::Relaxed)));
-        let offset = slot.data_offset.load(Ordering::Relaxed);
-        let Some(len) = len.filter(|_| offset != 0) else {
-            return;
-        };
-        if let Ok(ptr) = self.store.payload_ptr(offset, len) {
-            // SAFETY: the range is inside this process's payload view (checked by payload_ptr);
-            // the block is still ours (the slot is DELETING under our tag until finish frees it).
-            // Writing back first makes the following invalidate lose nothing.
-            unsafe {
-                self.store.coherence().flush(ptr, len as usize);
-                self.store.coherence().invalidate(ptr, len as usize);
             }
         }
     }

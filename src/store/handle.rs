@@ -336,6 +336,33 @@ impl Store {
         Ok(unsafe { self.payload_base.add(offset as usize) })
     }
 
+    /// Flush mode: writes back and drops this host's cached lines of an aborted object's payload
+    /// before the block is freed (H4): bytes written in place and never sealed must not reach
+    /// memory later, when the block belongs to another object. Only this host's caches: a
+    /// writer on another host is covered by the quarantine instead (`docs/coherence.md`).
+    pub(crate) fn write_back_and_drop(&self, slot: &crate::store::directory::Slot) {
+        if self.coherence_mode() != crate::coherence::CoherenceMode::Flush {
+            return;
+        }
+        let len = slot
+            .data_size
+            .load(Ordering::Relaxed)
+            .checked_add(u64::from(slot.metadata_size.load(Ordering::Relaxed)));
+        let offset = slot.data_offset.load(Ordering::Relaxed);
+        let Some(len) = len.filter(|_| offset != 0) else {
+            return;
+        };
+        if let Ok(ptr) = self.payload_ptr(offset, len) {
+            // SAFETY: the range is inside this process's payload view (checked by payload_ptr);
+            // the block is still the slot's (DELETING under the caller's tag until finish frees it).
+            // Writing back first makes the following invalidate lose nothing.
+            unsafe {
+                self.coherence().flush(ptr, len as usize);
+                self.coherence().invalidate(ptr, len as usize);
+            }
+        }
+    }
+
     /// References held on `(index, gen)` by all live clients.
     pub fn refcount(&self, index: usize, gen: u32) -> u32 {
         // SeqCst: pairs with the SeqCst `fetch_max` in `connect`. A client registered after this

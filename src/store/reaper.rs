@@ -317,6 +317,10 @@ impl Store {
             }
             _ => return Ok(None),
         }
+        // Flush mode: a dead writer of this host (and pid namespace) left its unsealed bytes in
+        // this host's caches, which we can write back and drop before its blocks are reused.
+        let same_host =
+            e.host_hash.load(Ordering::Relaxed) == HostIdentity::current().liveness_hash();
         let mut report = ReapReport {
             client: index,
             pid: e.pid.load(Ordering::Relaxed) as u32,
@@ -367,6 +371,9 @@ impl Store {
                         continue;
                     }
                     intent_covered |= offset == intent_offset;
+                    if same_host {
+                        self.write_back_and_drop(slot);
+                    }
                     if let Err(err) =
                         self.finish_delete(i, deleting, live.flags & flags::WAITERS != 0)
                     {
