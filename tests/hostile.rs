@@ -591,14 +591,15 @@ fn a_host_table_full_of_live_hosts_is_a_typed_error() {
     let s = store_with_hosts("hostile-hosts-full", 2);
     let a = s.connect("a").unwrap();
     let b = s.connect("b").unwrap();
-    // Move both clients to two other (live) hosts that fill the table.
+    // Move both clients to two other (live) hosts that fill the table (a client names its host
+    // by its index in the host table).
     let clients = s.layout().section(SectionKind::Clients).offset;
     for (i, (c, id)) in [(&a, 0x1111u64), (&b, 0x2222)].into_iter().enumerate() {
         forge_host(&s, i as u64, id, &format!("live-{i}"));
         scribble(
             &s,
-            clients + c.index() as u64 * 128 + offset_of!(ClientEntry, host_hash) as u64,
-            &id.to_le_bytes(),
+            clients + c.index() as u64 * 128 + offset_of!(ClientEntry, host_index) as u64,
+            &(i as u64).to_le_bytes(),
         );
     }
     let before = s.stats().clients_active;

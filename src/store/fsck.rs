@@ -213,7 +213,7 @@ impl Store {
             let live = dir.live_word(i).is_some();
             let uncommitted = matches!(w.state, state::RESERVED | state::PENDING)
                 && (w.owner as usize) < self.max_clients()
-                && self.client_entry(w.owner as usize).load_word().status == status::ACTIVE;
+                && status::holds_resources(self.client_entry(w.owner as usize).load_word().status);
             if !live && !uncommitted {
                 continue;
             }
@@ -253,8 +253,9 @@ impl Store {
         for c in 0..self.max_clients() {
             let e = self.client_entry(c);
             match e.load_word().status {
-                status::ACTIVE => {
-                    report.active_clients += 1;
+                // A quarantined client still owns its intent (reaped after its grace).
+                st if status::holds_resources(st) => {
+                    report.active_clients += u64::from(st == status::ACTIVE);
                     if e.intent.load(Ordering::Acquire) == intent::ALLOCATED {
                         let (offset, size) = (
                             e.intent_offset.load(Ordering::Relaxed),
@@ -496,7 +497,7 @@ impl Store {
 
     fn op_snapshot(&self) -> Vec<(usize, u64)> {
         (0..self.max_clients())
-            .filter(|&c| self.client_entry(c).load_word().status == status::ACTIVE)
+            .filter(|&c| status::holds_resources(self.client_entry(c).load_word().status))
             .map(|c| (c, self.client_entry(c).op_seq.load(Ordering::SeqCst)))
             .collect()
     }
@@ -601,9 +602,18 @@ impl Store {
 
     /// Whether an active client records host identity `id`.
     pub(crate) fn host_in_use(&self, id: u64) -> bool {
+        // Clients record their host by its index in the host table (their `host_hash` is the
+        // liveness identity, which adds the pid namespace).
+        let Some(h) = self
+            .hosts()
+            .iter()
+            .position(|e| e.identity.load(Ordering::Acquire) == id)
+        else {
+            return false;
+        };
         (0..self.max_clients()).any(|c| {
             let e = self.client_entry(c);
-            e.load_word().status == status::ACTIVE && e.host_hash.load(Ordering::Relaxed) == id
+            e.load_word().status != status::FREE && e.host_index.load(Ordering::Relaxed) == h as u64
         })
     }
 

@@ -30,6 +30,8 @@ pub mod fsck;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
+pub mod heartbeat;
+#[cfg(not(loom))]
 pub mod leader;
 #[cfg(not(loom))]
 mod reaper;
@@ -38,7 +40,8 @@ pub mod wait;
 
 #[cfg(not(loom))]
 pub use client::{
-    Client, CreateBuffer, CreateInfo, DeleteOutcome, ObjectRef, ObjectSource, OwnerAddress,
+    Client, CreateBuffer, CreateInfo, DeleteOutcome, FenceToken, ObjectRef, ObjectSource,
+    OwnerAddress,
 };
 pub use error::{Result, StoreError};
 #[cfg(not(loom))]

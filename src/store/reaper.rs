@@ -1,8 +1,13 @@
 //! Finding dead clients and reclaiming everything they held.
 //!
-//! A client is dead when its process is gone (same host: the pid no longer runs, or runs with
-//! another start time) or, on another host, when its heartbeat is older than the lease. Reaping
-//! follows the crash protocol of `docs/store.md`:
+//! A client is dead when its process is gone (same host and pid namespace: `kill(pid, 0)` says
+//! `ESRCH`, or the pid runs with another start time) or, when its process cannot be checked (another
+//! host, another pid namespace, or a check that failed for another reason), when its heartbeat
+//! has not changed for the lease **on this process's monotonic clock** ([`LeaseWatch`]: no two
+//! hosts' clocks are ever compared). A client dead by lease is first **quarantined** (fenced, but
+//! everything it held kept) and reaped only after a grace period of twice the lease, so that a
+//! client that was merely paused does not find its zero-copy views reused the moment it resumes
+//! (`docs/store.md`, "Pauses and fencing"). Reaping follows the crash protocol of `docs/store.md`:
 //!
 //! 0. **One maintainer at a time**: reaping, finishing orphaned deletes and collecting orphans
 //!    run only under the region's maintenance lock ([`Store::begin_maintenance`]), held by a
@@ -29,8 +34,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{fence, Ordering};
 use std::time::Instant;
 
-use crate::store::clients::{intent, process_alive, status, EntryWord, HostIdentity};
-use crate::store::clock::unix_ms;
+use crate::store::clients::{intent, process_liveness, status, EntryWord, HostIdentity, Liveness};
 use crate::store::directory::{begin_delete, flags, resume_delete, state, Resumed, Word};
 use crate::store::error::{Result, StoreError};
 use crate::store::handle::Store;
@@ -61,8 +65,12 @@ pub struct ReapReport {
 pub enum DeathCause {
     /// Same host, and its process is gone.
     ProcessGone,
-    /// Another host, and its heartbeat is older than the lease.
+    /// Its process cannot be checked from here (another host or pid namespace, or the check
+    /// failed), and its heartbeat has not changed for the lease on this observer's clock. Such a
+    /// client is quarantined first (see [`quarantine_grace`]).
     LeaseExpired,
+    /// Quarantined (dead by lease) for longer than the grace period: now reaped.
+    QuarantineOver,
     /// Already `DEAD`: a reap that a maintainer started and did not finish.
     ReapInterrupted,
 }
@@ -111,45 +119,91 @@ impl Drop for Maintenance<'_> {
 #[derive(Default)]
 pub(crate) struct ConnectingSeen(std::sync::Mutex<HashMap<usize, (u64, Instant)>>);
 
+/// How long a client dead by lease stays quarantined before it is reaped: twice the lease, on
+/// the maintainer's monotonic clock from the moment it first saw the entry quarantined (a
+/// maintainer that takes over starts counting afresh, so the grace only ever gets longer).
+pub fn quarantine_grace(lease_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(lease_ms.saturating_mul(2))
+}
+
+/// Per-process memory of every client entry's `(word, heartbeat)` and when this process last saw
+/// it change, on its own monotonic clock. A lease is judged by "has the heartbeat changed since I
+/// last looked", never by comparing the heartbeat's wall-clock value with ours, so clock skew and
+/// steps between hosts do not matter. The price: a process that starts observing (a fresh
+/// server, a takeover) needs a full lease of observation before it can declare anyone dead.
+#[derive(Default)]
+pub(crate) struct LeaseWatch(std::sync::Mutex<HashMap<usize, (u64, u64, Instant)>>);
+
+impl LeaseWatch {
+    /// How long entry `index` has shown `(word, beat)` to this process (zero on a change or a
+    /// first sighting).
+    pub(crate) fn unchanged_for(&self, index: usize, word: u64, beat: u64) -> std::time::Duration {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match seen.get(&index) {
+            Some(&(w, b, since)) if w == word && b == beat => now.saturating_duration_since(since),
+            _ => {
+                seen.insert(index, (word, beat, now));
+                std::time::Duration::ZERO
+            }
+        }
+    }
+}
+
 impl Store {
-    /// Whether the active client `index` is dead (see [`Store::dead_clients`]), judged by its
-    /// fields as published with the word `word` (loaded with Acquire).
-    fn judge(
+    /// Whether client `index` is dead (see [`Store::dead_clients`]), judged by its fields as
+    /// published with its word (loaded with Acquire); `me_identity` is this process's
+    /// [`HostIdentity::liveness_hash`].
+    pub(crate) fn judge(
         &self,
         index: usize,
-        me_host: u64,
-        now: u64,
+        me_identity: u64,
         lease_ms: u64,
     ) -> Option<(EntryWord, DeathCause)> {
         let e = self.client_entry(index);
-        let w = e.load_word();
+        // Acquire: pairs with the Release CAS that published the entry's fields.
+        let raw = e.word.load(Ordering::Acquire);
+        let w = EntryWord::unpack(raw);
         match w.status {
             status::DEAD => return Some((w, DeathCause::ReapInterrupted)),
+            status::QUARANTINED => {
+                let quiet = self.lease_watch().unchanged_for(index, raw, 0);
+                return (quiet >= quarantine_grace(lease_ms))
+                    .then_some((w, DeathCause::QuarantineOver));
+            }
             status::ACTIVE => {}
             _ => return None,
         }
-        if e.host_hash.load(Ordering::Relaxed) == me_host {
+        if e.host_hash.load(Ordering::Relaxed) == me_identity {
             let pid = e.pid.load(Ordering::Relaxed) as u32;
             let start = e.start_time.load(Ordering::Relaxed);
-            (!process_alive(pid, start)).then_some((w, DeathCause::ProcessGone))
-        } else {
-            let beat = e.heartbeat_ms.load(Ordering::Relaxed);
-            (now.saturating_sub(beat) > lease_ms).then_some((w, DeathCause::LeaseExpired))
+            match process_liveness(pid, start) {
+                Liveness::Gone => return Some((w, DeathCause::ProcessGone)),
+                Liveness::Alive => return None,
+                // EMFILE, hidepid, no start time recorded...: the lease decides.
+                Liveness::Unknown => {}
+            }
         }
+        let beat = e.heartbeat_ms.load(Ordering::Relaxed);
+        let quiet = self.lease_watch().unchanged_for(index, raw, beat);
+        (quiet >= std::time::Duration::from_millis(lease_ms))
+            .then_some((w, DeathCause::LeaseExpired))
     }
 
     fn dead_entries(&self, lease_ms: u64) -> Vec<(usize, EntryWord, DeathCause)> {
-        let me = HostIdentity::current().hash();
-        let now = unix_ms();
+        let me = HostIdentity::current().liveness_hash();
         let hwm =
             (self.control().clients_hwm.load(Ordering::SeqCst) as usize).min(self.max_clients());
         (0..hwm)
-            .filter_map(|i| self.judge(i, me, now, lease_ms).map(|(w, c)| (i, w, c)))
+            .filter_map(|i| self.judge(i, me, lease_ms).map(|(w, c)| (i, w, c)))
             .collect()
     }
 
-    /// Clients that are dead: on this host by pid and start time, elsewhere by a heartbeat older
-    /// than `lease_ms`; and `DEAD` entries whose reap was interrupted.
+    /// Clients that are dead: on this host (and pid namespace) by pid and start time; otherwise,
+    /// or when the pid cannot be checked, by a heartbeat this process has seen unchanged for
+    /// `lease_ms` (a first call only starts watching: a fresh observer needs a full lease);
+    /// quarantined clients whose grace period is over; and `DEAD` entries whose reap was
+    /// interrupted.
     pub fn dead_clients(&self, lease_ms: u64) -> Vec<(usize, DeathCause)> {
         self.dead_entries(lease_ms)
             .into_iter()
@@ -172,13 +226,12 @@ impl Store {
             return Err(StoreError::Fenced { epoch: me.epoch });
         }
         let lock = &self.control().maintenance;
-        let host = HostIdentity::current().hash();
+        let host = HostIdentity::current().liveness_hash();
         loop {
             // Acquire: pairs with the Release of the previous holder's unlock (or AcqRel take).
             let cur = lock.load(Ordering::Acquire);
             if let Some(h) = LeaderId::unpack(cur) {
-                let live = self.holder_alive(h)
-                    && self.judge(h.client, host, unix_ms(), lease_ms).is_none();
+                let live = self.holder_alive(h) && self.judge(h.client, host, lease_ms).is_none();
                 if h == me || live {
                     return Err(StoreError::MaintenanceBusy { holder: h.client });
                 }
@@ -194,8 +247,35 @@ impl Store {
         }
     }
 
-    /// Fences client `index`, judged dead with entry word `judged` (`ACTIVE`, or `DEAD` for an
-    /// interrupted reap), and reclaims what it held; `reaper` is the owner tag under which slots
+    /// Fences client `index`, judged dead by lease with entry word `judged` (`ACTIVE`), without
+    /// reclaiming anything yet: `ACTIVE(epoch) → QUARANTINED(epoch)`. Its next operation fails
+    /// with `Fenced`; its references keep counting and its allocations stay until
+    /// [`Store::reap_client`] reaps it after [`quarantine_grace`]. Returns whether it was
+    /// quarantined (false: the entry is no longer `judged`).
+    pub fn quarantine_client(&self, index: usize, judged: EntryWord) -> bool {
+        if judged.status != status::ACTIVE {
+            return false;
+        }
+        let q = EntryWord {
+            status: status::QUARANTINED,
+            ..judged
+        };
+        // AcqRel: as the fence of `reap_client` (the change of word is what fences the client;
+        // a copying reader that saw any later reuse sees this word).
+        let ok = self
+            .client_entry(index)
+            .word
+            .compare_exchange(judged.pack(), q.pack(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if ok {
+            // The grace period starts now, on our clock.
+            let _ = self.lease_watch().unchanged_for(index, q.pack(), 0);
+        }
+        ok
+    }
+
+    /// Fences client `index`, judged dead with entry word `judged` (`ACTIVE`, `QUARANTINED` once
+    /// its grace is over, or `DEAD` for an interrupted reap), and reclaims what it held; `reaper` is the owner tag under which slots
     /// are taken over (the maintainer's client index). Returns `None` if the entry is no longer
     /// `judged` (it was reaped, reclaimed or re-registered meanwhile: never reap a new client).
     ///
@@ -216,7 +296,7 @@ impl Store {
             // AcqRel: Acquire makes the client's last writes (slots, table, intent) visible to
             // us; the change of word is what fences the client. From exactly the judged word:
             // a reused entry (new epoch) is another client.
-            status::ACTIVE => {
+            status::ACTIVE | status::QUARANTINED => {
                 if e.word
                     .compare_exchange(
                         judged.pack(),
@@ -238,6 +318,10 @@ impl Store {
             }
             _ => return Ok(None),
         }
+        // Flush mode: a dead writer of this host (and pid namespace) left its unsealed bytes in
+        // this host's caches, which we can write back and drop before its blocks are reused.
+        let same_host =
+            e.host_hash.load(Ordering::Relaxed) == HostIdentity::current().liveness_hash();
         let mut report = ReapReport {
             client: index,
             pid: e.pid.load(Ordering::Relaxed) as u32,
@@ -289,6 +373,9 @@ impl Store {
                     }
                     crate::crash_point!("reap.aborting");
                     intent_covered |= offset == intent_offset;
+                    if same_host {
+                        self.write_back_and_drop(slot);
+                    }
                     if let Err(err) =
                         self.finish_delete(i, deleting, live.flags & flags::WAITERS != 0)
                     {
@@ -475,13 +562,27 @@ impl Store {
         let m = self.begin_maintenance(me, lease_ms)?;
         let mut out = Vec::new();
         let mut first_error = None;
-        for (index, word, _) in self.dead_entries(lease_ms) {
+        for (index, word, cause) in self.dead_entries(lease_ms) {
             if !m.held() {
                 break;
             }
             if index == me.client {
                 continue;
             }
+            let (word, _) = match cause {
+                // Dead by lease: quarantine first; reaped once the grace is over (at once for
+                // a zero lease).
+                DeathCause::LeaseExpired => {
+                    if !self.quarantine_client(index, word) {
+                        continue;
+                    }
+                    match self.judge(index, 0, lease_ms) {
+                        Some(judged @ (_, DeathCause::QuarantineOver)) => judged,
+                        _ => continue,
+                    }
+                }
+                _ => (word, cause),
+            };
             match self.reap_client(index, word, m.tag()) {
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => {}
