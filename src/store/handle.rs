@@ -36,6 +36,8 @@ pub struct Store {
     control: *const ControlBlock,
     /// Entries this process saw `CONNECTING`, for the reaper.
     connecting_seen: crate::store::reaper::ConnectingSeen,
+    /// The maintenance lock as this process last saw it held, for takers.
+    lock_seen: crate::store::reaper::LockSeen,
 }
 
 // SAFETY: the raw pointers point into `region`'s shared mapping, which `Store` owns and which lives
@@ -188,6 +190,7 @@ impl Store {
             chunks,
             control,
             connecting_seen: Default::default(),
+            lock_seen: Default::default(),
         }))
     }
 
@@ -251,6 +254,10 @@ impl Store {
 
     pub(crate) fn connecting_seen(&self) -> &crate::store::reaper::ConnectingSeen {
         &self.connecting_seen
+    }
+
+    pub(crate) fn lock_seen(&self) -> &crate::store::reaper::LockSeen {
+        &self.lock_seen
     }
 
     pub(crate) fn control(&self) -> &ControlBlock {

@@ -81,11 +81,35 @@ impl Maintenance<'_> {
     }
 
     /// Whether we still hold the lock and our client is still live (a maintainer judged dead and
-    /// fenced stops before its next step). Checked before every reap and before freeing orphans.
+    /// fenced, or whose lock was taken over, stops before its next step). Checked before every
+    /// reap, every [`CHECK_EVERY`] slots of a scan, before each step of a reap that writes the
+    /// victim's entry, and before freeing orphans. While held, it also shows we are alive: it
+    /// bumps the lock's liveness counter (a same-host taker watches it, see
+    /// [`Store::begin_maintenance`]) and our client's heartbeat (a taker on another host judges
+    /// us by it), so a busy maintainer is never taken for a dead one.
     pub fn held(&self) -> bool {
+        let c = self.store.control();
         // Acquire: pairs with the AcqRel CAS of a maintainer that took the lock over.
-        self.store.control().maintenance.load(Ordering::Acquire) == self.me.pack()
-            && self.store.holder_alive(self.me)
+        let held = c.maintenance.load(Ordering::Acquire) == self.me.pack()
+            && self.store.holder_alive(self.me);
+        if held {
+            // Relaxed: liveness only; takers compare values, nothing is published through them.
+            c.maintenance_beat.fetch_add(1, Ordering::Relaxed);
+            self.store
+                .client_entry(self.me.client)
+                .heartbeat_ms
+                .store(unix_ms(), Ordering::Relaxed);
+        }
+        held
+    }
+
+    /// `Ok` while [`held`](Self::held); else [`StoreError::MaintenanceLost`].
+    fn check(&self) -> Result<()> {
+        if self.held() {
+            Ok(())
+        } else {
+            Err(StoreError::MaintenanceLost)
+        }
     }
 
     /// The owner tag under which the maintainer takes over slots.
@@ -105,6 +129,21 @@ impl Drop for Maintenance<'_> {
         );
     }
 }
+
+/// How long a holder of the maintenance lock may go without showing it is alive before another
+/// client takes the lock over: its liveness counter unchanged for this long on the taker's own
+/// monotonic clock (a holder paused, stopped or deadlocked on any host), or, for a holder on
+/// another host, its heartbeat this old. Fixed: never a caller's (possibly tiny) client lease. A
+/// working maintainer shows it is alive at least every [`CHECK_EVERY`] slots.
+pub const MAINTENANCE_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Slots between two checks of the maintenance lock in a directory scan.
+const CHECK_EVERY: usize = 256;
+
+/// Per-process memory of the maintenance lock as last seen held (lock word, liveness counter,
+/// when first seen so), to tell a holder that stopped showing it is alive.
+#[derive(Default)]
+pub(crate) struct LockSeen(std::sync::Mutex<Option<(u64, u64, Instant)>>);
 
 /// Per-process memory of client entries seen `CONNECTING`: a connector that stays there longer
 /// than the lease died inside `connect` (which takes microseconds), and its entry is reclaimed.
@@ -173,13 +212,18 @@ impl Store {
         }
         let lock = &self.control().maintenance;
         let host = HostIdentity::current().hash();
+        let lease = lease_ms.max(MAINTENANCE_LEASE.as_millis() as u64);
         loop {
             // Acquire: pairs with the Release of the previous holder's unlock (or AcqRel take).
             let cur = lock.load(Ordering::Acquire);
             if let Some(h) = LeaderId::unpack(cur) {
+                if h == me {
+                    return Err(StoreError::MaintenanceBusy { holder: h.client });
+                }
                 let live = self.holder_alive(h)
-                    && self.judge(h.client, host, unix_ms(), lease_ms).is_none();
-                if h == me || live {
+                    && self.judge(h.client, host, unix_ms(), lease).is_none()
+                    && !self.lock_stalled(cur);
+                if live {
                     return Err(StoreError::MaintenanceBusy { holder: h.client });
                 }
             }
@@ -194,24 +238,55 @@ impl Store {
         }
     }
 
+    /// Whether the maintenance lock, held with word `cur`, has shown no sign of life (its
+    /// liveness counter, bumped by every [`Maintenance::held`]) for [`MAINTENANCE_LEASE`] on this
+    /// process's monotonic clock: its holder is stopped, paused or stuck, even if its process
+    /// exists.
+    fn lock_stalled(&self, cur: u64) -> bool {
+        // Relaxed: only compared with what we saw before.
+        let beat = self.control().maintenance_beat.load(Ordering::Relaxed);
+        let Ok(mut seen) = self.lock_seen().0.lock() else {
+            return false;
+        };
+        match *seen {
+            Some((word, b, since)) if word == cur && b == beat => {
+                since.elapsed() > MAINTENANCE_LEASE
+            }
+            _ => {
+                *seen = Some((cur, beat, Instant::now()));
+                false
+            }
+        }
+    }
+
     /// Fences client `index`, judged dead with entry word `judged` (`ACTIVE`, or `DEAD` for an
-    /// interrupted reap), and reclaims what it held; `reaper` is the owner tag under which slots
-    /// are taken over (the maintainer's client index). Returns `None` if the entry is no longer
-    /// `judged` (it was reaped, reclaimed or re-registered meanwhile: never reap a new client).
+    /// interrupted reap), and reclaims what it held, as maintainer `m` (slots are taken over
+    /// under its tag). Returns `None` if the entry is no longer `judged` (it was reaped,
+    /// reclaimed or re-registered meanwhile: never reap a new client).
+    ///
+    /// Every step that writes the victim's entry or acts on a slot it owns first checks that we
+    /// still hold the lock ([`Maintenance::held`], also every [`CHECK_EVERY`] slots) and that the
+    /// entry is still exactly `DEAD` with the judged epoch: a maintainer that lost the lock (it
+    /// was taken for dead while busy or paused) stops, leaving the entry `DEAD` for the new
+    /// maintainer, instead of acting on an entry someone else finished and a new client reuses.
     ///
     /// # Errors
-    /// `Corrupt` if the allocator refuses a free (the rest of the reap still happens).
+    /// [`StoreError::MaintenanceLost`] if the lock was lost before the reap was done (what is
+    /// left is the next maintainer's); `Corrupt` if the allocator refuses a free (the rest of the
+    /// reap still happens).
     pub fn reap_client(
         &self,
+        m: &Maintenance<'_>,
         index: usize,
         judged: EntryWord,
-        reaper: u16,
     ) -> Result<Option<ReapReport>> {
+        let reaper = m.tag();
         let e = self.client_entry(index);
         let dead = EntryWord {
             status: status::DEAD,
             ..judged
         };
+        m.check()?;
         match judged.status {
             // AcqRel: Acquire makes the client's last writes (slots, table, intent) visible to
             // us; the change of word is what fences the client. From exactly the judged word:
@@ -238,6 +313,14 @@ impl Store {
             }
             _ => return Ok(None),
         }
+        // Still ours to reap: we hold the lock and the entry is the judged one, still DEAD (a
+        // maintainer that took the lock from us may have finished it, and a new client may have
+        // claimed it). Checked right before every write to the entry and every slot we act on.
+        let ours = || -> Result<bool> {
+            m.check()?;
+            // Acquire: as above, for a maintainer that finished the reap before us.
+            Ok(e.word.load(Ordering::Acquire) == dead.pack())
+        };
         let mut report = ReapReport {
             client: index,
             pid: e.pid.load(Ordering::Relaxed) as u32,
@@ -254,9 +337,15 @@ impl Store {
         let mut intent_covered = false;
         let mut started_deletes = Vec::new();
         for (i, slot) in dir.slots().iter().enumerate() {
+            if i % CHECK_EVERY == CHECK_EVERY - 1 {
+                m.check()?;
+            }
             let mut sw = slot.load_word();
             if sw.owner != owner {
                 continue;
+            }
+            if !ours()? {
+                return Ok(None);
             }
             let gen = sw.gen;
             // Retry while it is still this client's object: a helper's PENDING → CREATING flip or
@@ -318,6 +407,9 @@ impl Store {
 
         crate::crash_point!("reap.objects_released");
         // 3. Its in-flight allocation.
+        if !ours()? {
+            return Ok(None);
+        }
         if intent_kind == intent::ALLOCATED && !intent_covered && intent_size > 0 {
             match self.allocator().free(intent_offset, intent_size) {
                 Ok(()) => report.freed_intent_bytes = intent_size,
@@ -330,6 +422,9 @@ impl Store {
         crate::crash_point!("reap.intent_freed");
 
         // 4. Its references.
+        if !ours()? {
+            return Ok(None);
+        }
         let refs = self.ref_table(index);
         let held = refs.held();
         refs.clear();
@@ -359,6 +454,9 @@ impl Store {
         // 5. The deletes, evictions and aborts it had started (its references are gone now, so
         // a re-run reference check counts only the others').
         for i in started_deletes {
+            if !ours()? {
+                return Ok(None);
+            }
             match self.resume_deleting(i, owner, reaper) {
                 Ok(Some(true)) => report.finished_deletes += 1,
                 Ok(Some(false)) => report.restored_objects += 1,
@@ -370,6 +468,9 @@ impl Store {
         crate::crash_point!("reap.deletes_resumed");
         // 6. Free the entry. A client killed inside an operation left `op_seq` odd: make it even,
         // or every later occupant would look permanently busy to the orphan collector.
+        if !ours()? {
+            return Ok(None);
+        }
         let seq = e.op_seq.load(Ordering::Relaxed);
         if seq % 2 == 1 {
             e.op_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
@@ -475,6 +576,7 @@ impl Store {
         let m = self.begin_maintenance(me, lease_ms)?;
         let mut out = Vec::new();
         let mut first_error = None;
+        let host = HostIdentity::current().hash();
         for (index, word, _) in self.dead_entries(lease_ms) {
             if !m.held() {
                 break;
@@ -482,13 +584,21 @@ impl Store {
             if index == me.client {
                 continue;
             }
-            match self.reap_client(index, word, m.tag()) {
+            // Judged again right before the fence: the scan's verdict may be a pass old.
+            if word.status == status::ACTIVE
+                && self.judge(index, host, unix_ms(), lease_ms).map(|(w, _)| w) != Some(word)
+            {
+                continue;
+            }
+            match self.reap_client(&m, index, word) {
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => {}
                 Err(e) => first_error = first_error.or(Some(e)),
             }
         }
-        self.reclaim_stale_connecting(lease_ms);
+        if m.held() {
+            self.reclaim_stale_connecting(lease_ms);
+        }
         if !out.is_empty() && m.held() {
             // Deletes left half done by a reaper that died while acting for a dead client.
             let finished = self.finish_orphaned_deletes(&m);
@@ -511,6 +621,9 @@ impl Store {
         let dir = self.directory();
         let mut finished = 0;
         for (i, slot) in dir.slots().iter().enumerate() {
+            if i % CHECK_EVERY == CHECK_EVERY - 1 && !m.held() {
+                break;
+            }
             let w = slot.load_word();
             if w.state != state::DELETING {
                 continue;
@@ -520,6 +633,9 @@ impl Store {
                 && self.client_entry(owner).load_word().status == status::ACTIVE;
             if active {
                 continue;
+            }
+            if !m.held() {
+                break;
             }
             if let Ok(Some(true)) = self.resume_deleting(i, w.owner, m.tag()) {
                 finished += 1;
