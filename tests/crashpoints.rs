@@ -108,6 +108,11 @@ fn child() {
             let _ = c.delete(&ObjectId::from_u64(HALF_DELETED));
             panic!("the half deleter should have died at delete.deleting");
         }
+        "intender" => {
+            let c = store.connect("intender").unwrap();
+            let _ = c.create(&ObjectId::from_u64(902), 3000, b"", &CreateInfo::default());
+            panic!("the intender should have died at its crash point");
+        }
         "maintainer" => {
             // Reaps (and stops at the crash point GISMO_CRASHPOINT_ACTION=stop names); once
             // resumed, finishes whatever it still may.
@@ -497,4 +502,64 @@ fn a_maintainer_stopped_mid_reap_on_this_host_loses_the_lock() {
     }
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     stopped_maintainer_loses_the_lock(None);
+}
+
+/// A client dies between its slot commit and its intent clear (the intent and a committed slot
+/// name one block); a maintainer aborts the slot (freeing the block) and dies later in its scan.
+/// The next maintainer must not free the intent's block again: by then it may be another
+/// object's.
+#[test]
+fn an_interrupted_reap_does_not_free_the_intent_twice() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use std::os::unix::process::ExitStatusExt;
+    let region = Region::create(
+        &RegionSpec::Memfd {
+            name: "gismo-crashpoint-intent-twice".into(),
+            huge_pages: false,
+        },
+        32 << 20,
+        &RegionOptions::default(),
+    )
+    .unwrap();
+    let fd = region.inheritable_fd().unwrap();
+    let store = Store::format(region, &Default::default()).unwrap();
+    let me = store.connect("holder").unwrap();
+    let x = run_child(fd, "intender", &[("GISMO_CRASHPOINT", "create.inserted")]);
+    assert_eq!(x.signal(), Some(libc::SIGKILL), "the intender: {x}");
+    let m1 = run_child(
+        fd,
+        "maintainer",
+        &[("GISMO_CRASHPOINT", "reap.objects_released")],
+    );
+    assert_eq!(m1.signal(), Some(libc::SIGKILL), "the maintainer: {m1}");
+    // The freed block is reused by objects of ours.
+    let ours: Vec<u64> = (1..=8).collect();
+    for &id in &ours {
+        put(&me, id, 3000);
+    }
+    me.reap_dead(60_000).unwrap();
+    // Whatever that reap freed is reused again.
+    for id in 100..108 {
+        let mut b = me
+            .create(&ObjectId::from_u64(id), 3000, b"", &CreateInfo::default())
+            .unwrap();
+        b.data_mut().fill(0xEE);
+        b.seal().unwrap();
+    }
+    for &id in &ours {
+        let r = me
+            .get(&ObjectId::from_u64(id), Some(Duration::ZERO))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.data(),
+            &pattern(id, 3000)[..],
+            "object {id} was overwritten"
+        );
+    }
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
 }

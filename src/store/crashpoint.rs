@@ -53,6 +53,7 @@ pub const ALL: &[&str] = &[
     "finish_delete.payload_freed",
     // Store::reap_client, and the take-over of a dead client's delete (resume_delete)
     "reap.fenced",
+    "reap.intent_taken",
     "reap.aborting",
     "reap.objects_released",
     "reap.intent_freed",

@@ -330,8 +330,17 @@ impl Store {
         let dir = self.directory();
         let owner = index as u16;
 
-        // 2. Its unsealed objects; its started deletes are decided in step 5.
-        let intent_kind = e.intent.load(Ordering::Acquire);
+        // The in-flight allocation (freed in step 3), taken out of the entry first: a maintainer
+        // killed after this and before the free leaks the block (the orphan collector finds it)
+        // instead of leaving the intent for the next one to free a second time — after step 2
+        // freed it through its slot, or after step 3 freed it, and maybe after a reuse.
+        if !ours()? {
+            return Ok(None);
+        }
+        // AcqRel: the Acquire half pairs with the client's Release store of ALLOCATED (its
+        // offset and size); the Release half orders this take before our frees.
+        let intent_kind = e.intent.swap(intent::NONE, Ordering::AcqRel);
+        crate::crash_point!("reap.intent_taken");
         let intent_offset = e.intent_offset.load(Ordering::Relaxed);
         let intent_size = e.intent_size.load(Ordering::Relaxed);
         let mut intent_covered = false;
@@ -406,7 +415,7 @@ impl Store {
         }
 
         crate::crash_point!("reap.objects_released");
-        // 3. Its in-flight allocation.
+        // 3. Its in-flight allocation (from the snapshot: the entry no longer names it).
         if !ours()? {
             return Ok(None);
         }
@@ -418,7 +427,6 @@ impl Store {
                 Err(err) => first_error = first_error.or(Some(err.into())),
             }
         }
-        e.intent.store(intent::NONE, Ordering::Relaxed);
         crate::crash_point!("reap.intent_freed");
 
         // 4. Its references.
