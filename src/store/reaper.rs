@@ -6,7 +6,10 @@
 //!
 //! 0. **One maintainer at a time**: reaping, finishing orphaned deletes and collecting orphans
 //!    run only under the region's maintenance lock ([`Store::begin_maintenance`]), held by a
-//!    registered client (a server's, a runner's, or a Python client's).
+//!    registered client (a server's, a runner's, or a Python client's). A maintainer that lost
+//!    it (taken for dead, or silent for [`MAINTENANCE_LEASE`]) stops at its next check
+//!    ([`Maintenance::held`]: every [`CHECK_EVERY`] slots and before every write to the victim's
+//!    entry), leaving the entry `DEAD` for the new holder.
 //! 1. **Fence**: CAS the entry from exactly the word it was judged dead by, `ACTIVE(epoch) →
 //!    DEAD(epoch)`. A client that was only paused sees its word changed at its next call and
 //!    fails with `Fenced`. A `DEAD` entry is a reap that was interrupted (its maintainer died):
@@ -14,8 +17,9 @@
 //! 2. **Unsealed objects**: every slot the client owns in `CREATING` (or a committed `PENDING`)
 //!    is aborted and its payload freed; uncommitted `RESERVED`/`PENDING` slots are released. A
 //!    lost CAS (a helper's flip, a waiter flag) is retried while the generation is unchanged.
-//! 3. **In-flight allocation**: the intent record's allocation is freed unless a committed slot of
-//!    the client names it (then step 2 freed it).
+//! 3. **In-flight allocation**: the intent record's allocation (taken out of the entry with a
+//!    swap before step 2) is freed unless a committed slot of the client names it (then step 2
+//!    freed it).
 //! 4. **References**: the reference table is erased; objects whose delete was pending on those
 //!    references are deleted now.
 //! 5. **Deletes it had started**: a `DELETING` slot it owned is taken over and decided again
