@@ -30,6 +30,8 @@ const HELD: u64 = 4;
 const DELETED_BY_WORKER: u64 = 2;
 /// The held object a client dies deleting (in DELETING, before its reference check: C1).
 const HALF_DELETED: u64 = 3;
+/// A worker object in its first (full) chunk, deleted to list the chunk again.
+const LISTED: u64 = 110;
 /// The id the victim (a client killed before the worker runs) leaves unsealed.
 const VICTIM_UNSEALED: u64 = 900;
 
@@ -128,9 +130,16 @@ fn child() {
 /// Passes through every protocol step once (or more); see the module doc.
 fn workload(store: &Arc<Store>) {
     let c = store.connect("worker").unwrap();
-    // create / seal: small and large objects; enough small ones to take a fresh chunk.
+    // create / seal: small and large objects; enough small ones to fill a chunk and take a
+    // fresh one.
     for i in 0..40 {
         put(&c, 100 + i, 2000);
+    }
+    // A block freed in the full first chunk lists it again (partial stack); filling the second
+    // chunk then pops the first from the stack.
+    c.delete(&ObjectId::from_u64(LISTED)).unwrap();
+    for i in 0..40 {
+        put(&c, 500 + i, 2000);
     }
     put(&c, 200, 1 << 20);
     // abort: an unsealed object given up.
@@ -150,8 +159,8 @@ fn workload(store: &Arc<Store>) {
     c.delete(&id).unwrap();
     drop(r);
     // delete of unreferenced objects, small and large: frees blocks, a whole chunk, a run.
-    for i in 1..40 {
-        c.delete(&ObjectId::from_u64(100 + i)).unwrap();
+    for id in (101..140).chain(500..540).filter(|&id| id != LISTED) {
+        c.delete(&ObjectId::from_u64(id)).unwrap();
     }
     c.delete(&ObjectId::from_u64(200)).unwrap();
     // delete of an object this process's parent holds: deferred, its bytes must survive.

@@ -181,6 +181,7 @@ fn child() {
             loop {
                 let r = next();
                 let id = ObjectId::from_u64(1000 + r % 40);
+                let parents = ObjectId::from_u64(1 + (r >> 12) % 3);
                 match r % 5 {
                     0 | 1 => {
                         let size =
@@ -195,6 +196,9 @@ fn child() {
                         }
                     }
                     2 => {
+                        // Now and then one of the parent's objects (1..=3), which the parent
+                        // holds: both processes hold references to it when we are killed.
+                        let id = if r & 0x200 != 0 { parents } else { id };
                         if let Ok(Some(o)) = client.get(&id, Some(Duration::ZERO)) {
                             held.push(o);
                         }
@@ -203,6 +207,9 @@ fn child() {
                         }
                     }
                     3 => {
+                        // The parent's objects too: deferred (the parent holds them), and a
+                        // kill in the middle of such a delete must not free them.
+                        let id = if r & 0x200 != 0 { parents } else { id };
                         let _ = client.delete(&id);
                     }
                     _ => {
@@ -357,8 +364,10 @@ fn a_paused_client_reaped_past_its_lease_is_fenced_on_resume() {
 }
 
 /// Kills a churning client at seeded random points (inside create, write, seal, get, release and
-/// delete) 200 times (`GISMO_SOAK=1`: 2000). After each reap, fsck is clean, the heap holds exactly
-/// the live objects, and the other client's objects are intact.
+/// delete) 200 times (`GISMO_SOAK=1`: 2000), while this process holds references to its own
+/// objects, which the children also get and delete (deferred). After each reap, fsck is clean,
+/// the heap holds exactly the live objects, and the held objects' bytes are intact; at the end our
+/// release and delete remove them.
 #[test]
 fn random_kill_points_leave_no_leak_and_no_damage() {
     let iterations: u64 = if std::env::var("GISMO_SOAK").is_ok_and(|v| v == "1") {
@@ -382,6 +391,12 @@ fn random_kill_points_leave_no_leak_and_no_damage() {
             b.seal().unwrap();
             (id, data)
         })
+        .collect();
+    // The parent reads its objects throughout: the children get and delete them too, so every
+    // kill may land while two processes hold references to an object being deleted.
+    let held: Vec<_> = mine
+        .iter()
+        .map(|(id, _)| parent.get(id, Some(Duration::ZERO)).unwrap().unwrap())
         .collect();
     let mut orphans = 0u64;
     for i in 0..iterations {
@@ -413,14 +428,19 @@ fn random_kill_points_leave_no_leak_and_no_damage() {
             .list()
             .iter()
             .all(|o| o.state == gismo::store::directory::state::SEALED));
-        for (id, data) in &mine {
-            let o = parent
-                .get(id, Some(Duration::ZERO))
-                .unwrap()
-                .expect("parent's object intact");
-            assert_eq!(o.data(), &data[..], "iteration {i}");
+        for (o, (_, data)) in held.iter().zip(&mine) {
+            assert_eq!(o.data(), &data[..], "iteration {i}: a held object changed");
         }
     }
+    // Every child's references are gone: our release of the last ones runs the deferred deletes.
+    drop(held);
+    for (id, _) in &mine {
+        let _ = parent.delete(id);
+    }
+    assert!(store
+        .list()
+        .iter()
+        .all(|o| mine.iter().all(|(id, _)| o.id != *id)));
     println!("random kills: {iterations} iterations, {orphans} orphaned bytes collected");
 }
 

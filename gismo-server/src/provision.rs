@@ -71,6 +71,19 @@ pub fn provision(req: &Request) -> Result<(Arc<Store>, Outcome), Failure> {
                     e => Failure::region("cannot open region", &e),
                 });
             };
+            if req.policy == FormatPolicy::IfNeeded {
+                // Exclusively: a region another server creates at the same moment is not
+                // resized under it; that one formats it and this one waits.
+                return match Region::create_new(&req.spec, size, &opts) {
+                    Ok(region) => match format_region_if_unclaimed(req, region) {
+                        Err(None) => wait_until_ready(req, &opts),
+                        Err(Some(f)) => Err(f),
+                        Ok(done) => Ok(done),
+                    },
+                    Err(RegionError::AlreadyExists { .. }) => wait_until_ready(req, &opts),
+                    Err(e) => Err(Failure::region("cannot create region", &e)),
+                };
+            }
             return create_and_format(req, size, &opts);
         }
     };
@@ -102,13 +115,118 @@ pub fn provision(req: &Request) -> Result<(Arc<Store>, Outcome), Failure> {
             format!("{}: {e}", req.spec),
         )
         .with_hint(&req.spec)),
-        (_, _) => match req.size.filter(|&s| s != region.len() as u64) {
+        (_, FormatPolicy::Always) => match req.size.filter(|&s| s != region.len() as u64) {
             Some(size) => {
                 drop(region);
                 create_and_format(req, size, &opts)
             }
             None => format_region(req, region),
         },
+        // IfNeeded formats only a region with no GISMO superblock at all, in place and at its
+        // size (another process may map it), and waits for one being formatted by another
+        // process; a region of another version, with unknown features or a bad checksum is
+        // never reformatted without --force (core review M9).
+        (Err(format::FormatError::NotFormatted), FormatPolicy::IfNeeded) => {
+            if let Some(size) = req.size.filter(|&s| s != region.len() as u64) {
+                warn!(
+                    "{} exists with {} and holds no store; formatting it at that size, not {} \
+                     (other processes may map it; use --format --force to recreate it)",
+                    req.spec,
+                    ByteSize(region.len() as u64),
+                    ByteSize(size)
+                );
+            }
+            match format_region_if_unclaimed(req, region) {
+                Err(None) => wait_until_ready(req, &opts),
+                Err(Some(f)) => Err(f),
+                Ok(done) => Ok(done),
+            }
+        }
+        (Err(format::FormatError::NotReady { .. }), FormatPolicy::IfNeeded) => {
+            drop(region);
+            wait_until_ready(req, &opts)
+        }
+        (Err(e), FormatPolicy::IfNeeded) => Err(Failure::new(
+            ExitCode::RegionUnusable,
+            format!(
+                "{}: {e}; not reformatting it (pass --format --force to overwrite it)",
+                req.spec
+            ),
+        )),
+    }
+}
+
+/// How long a server waits for another process to finish formatting the region.
+const FORMAT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Formats `region` unless another process claimed it first: `Err(None)` then.
+fn format_region_if_unclaimed(
+    req: &Request,
+    region: Region,
+) -> Result<(Arc<Store>, Outcome), Option<Failure>> {
+    let coherence = req.coherence.unwrap_or(CoherenceMode::Hardware);
+    info!(
+        "formatting {} ({}, {coherence} coherence)",
+        req.spec,
+        ByteSize(region.len() as u64)
+    );
+    let opts = FormatOptions {
+        coherence,
+        force: false,
+        ..FormatOptions::default()
+    };
+    match Store::format(region, &opts) {
+        Ok(store) => Ok((store, Outcome::Formatted)),
+        Err(gismo::store::StoreError::Format(
+            format::FormatError::NotReady { .. } | format::FormatError::AlreadyFormatted { .. },
+        )) => Err(None),
+        Err(e) => Err(Some(Failure::store("cannot format", &e))),
+    }
+}
+
+/// Waits until another process has formatted the region, then attaches.
+fn wait_until_ready(req: &Request, opts: &RegionOptions) -> Result<(Arc<Store>, Outcome), Failure> {
+    info!(
+        "{} is being formatted by another process; waiting",
+        req.spec
+    );
+    let deadline = std::time::Instant::now() + FORMAT_WAIT;
+    loop {
+        let region = match Region::open(&req.spec, opts) {
+            Ok(region) => region,
+            // Created but not sized yet by the other process.
+            Err(RegionError::WrongSize { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+            Err(e) => return Err(Failure::region("cannot open region", &e)),
+        };
+        match format::attach(&region) {
+            // Created and sized, but its creator has not claimed the format yet.
+            Err(format::FormatError::NotFormatted) if std::time::Instant::now() < deadline => {}
+            Ok(_) => {
+                let store =
+                    Store::attach(region).map_err(|e| Failure::store("cannot attach", &e))?;
+                return Ok((store, Outcome::Attached));
+            }
+            Err(e @ format::FormatError::NotReady { .. })
+                if std::time::Instant::now() >= deadline =>
+            {
+                return Err(Failure::new(
+                    ExitCode::RegionUnusable,
+                    format!("{}: {e} (waited {FORMAT_WAIT:?})", req.spec),
+                ))
+            }
+            Err(format::FormatError::NotReady { .. }) => {}
+            Err(e) => {
+                return Err(Failure::new(
+                    ExitCode::RegionUnusable,
+                    format!("{}: {e}", req.spec),
+                ))
+            }
+        }
+        drop(region);
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

@@ -149,6 +149,12 @@ impl Default for FormatOptions {
     }
 }
 
+/// The largest directory: slot indices (and the `FREEING` commit record) need 31 bits.
+pub const MAX_DIR_CAPACITY: u64 = 1 << 31;
+/// The most heap chunks: the allocator's partial stacks and hints store `index + 1` in 32 bits
+/// (so a heap of at most about 256 TiB).
+pub const MAX_CHUNKS: u64 = u32::MAX as u64 - 1;
+
 /// A region's complete layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -236,9 +242,14 @@ impl Layout {
             }
         }
         let pages_per_chunk = CHUNK_SIZE / PAGE_SIZE;
+        // Derived capacities are clamped to what attach accepts (core review L10): above a
+        // 64 TiB heap the directory stays at 2^31 slots.
         let dir_for = |heap_bytes: u64| -> u64 {
-            opts.dir_capacity
-                .unwrap_or_else(|| (heap_bytes / (32 * 1024)).max(1024).next_power_of_two())
+            opts.dir_capacity.unwrap_or_else(|| {
+                (heap_bytes / (32 * 1024))
+                    .clamp(1024, MAX_DIR_CAPACITY)
+                    .next_power_of_two()
+            })
         };
         if let Some(c) = opts.dir_capacity {
             if !c.is_power_of_two() || !(64..=(1 << 31)).contains(&c) {
@@ -264,6 +275,12 @@ impl Layout {
         // largest heap that fits, then shrink until the exact layout fits.
         let per_chunk = CHUNK_SIZE + CHUNK_DESC_SIZE + pages_per_chunk / 8 + 1;
         let mut chunks = total_size.checked_sub(fixed).ok_or(too_small.clone())? / per_chunk;
+        if chunks > MAX_CHUNKS {
+            return Err(FormatError::TooLarge {
+                size: total_size,
+                max_heap: MAX_CHUNKS * CHUNK_SIZE,
+            });
+        }
         loop {
             if chunks == 0 {
                 return Err(too_small);
@@ -294,6 +311,9 @@ impl Layout {
         }
         if g.heap_pages == 0 || g.heap_pages % (CHUNK_SIZE / PAGE_SIZE) != 0 {
             return bad("heap is not a whole number of chunks");
+        }
+        if g.heap_pages / (CHUNK_SIZE / PAGE_SIZE) > MAX_CHUNKS {
+            return bad("heap has more chunks than a 32-bit chunk index can name");
         }
         if g.max_clients == 0 || g.max_clients > 65_535 || g.max_hosts == 0 || g.max_hosts > 4096 {
             return bad("client or host count out of range");

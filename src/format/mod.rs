@@ -12,6 +12,6 @@ mod superblock;
 
 pub use layout::{FormatOptions, Geometry, Layout, Section, SectionKind};
 pub use superblock::{
-    attach, format, FormatError, Superblock, FORMAT_VERSION, MAGIC, STATE_FORMATTING, STATE_READY,
-    SUPERBLOCK_SIZE,
+    attach, check_formattable, format, FormatError, Superblock, FORMAT_VERSION, MAGIC,
+    STATE_FORMATTING, STATE_READY, SUPERBLOCK_SIZE,
 };

@@ -57,9 +57,14 @@ pub enum FormatError {
     TooSmall { size: u64 },
     #[error("invalid geometry: {0}")]
     BadGeometry(&'static str),
+    #[error("region of {size} bytes is too large: the heap can be at most {max_heap} bytes")]
+    TooLarge { size: u64, max_heap: u64 },
     #[error("not a GISMO region (no GISMO magic at offset 0)")]
     NotFormatted,
-    #[error("region is being formatted or its format was interrupted (state {state:#x}); format it again")]
+    #[error(
+        "region is being formatted or its format was interrupted (state {state:#x}); wait, or \
+         format it again with --force"
+    )]
     NotReady { state: u32 },
     #[error("region has format version {found}; this build reads version {supported}")]
     VersionMismatch { found: u32, supported: u32 },
@@ -82,6 +87,11 @@ pub enum FormatError {
     },
     #[error("region already holds a GISMO store (uuid {uuid}); pass --force to overwrite it")]
     AlreadyFormatted { uuid: String },
+    #[error(
+        "region holds a GISMO superblock this build cannot attach ({0}); not reformatting it \
+         without --force"
+    )]
+    WontOverwrite(Box<FormatError>),
     #[error("region: {0}")]
     Region(String),
 }
@@ -168,18 +178,23 @@ fn random_uuid() -> [u8; 16] {
 /// [`FormatError::AlreadyFormatted`] if the region holds a valid store and `opts.force` is not
 /// set; [`FormatError::TooSmall`] / [`FormatError::BadGeometry`] from the layout.
 pub fn format(region: &Region, opts: &FormatOptions) -> Result<Layout, FormatError> {
-    if !opts.force {
-        if let Ok((sb, _)) = attach(region) {
-            return Err(FormatError::AlreadyFormatted {
-                uuid: sb.uuid_string(),
-            });
-        }
-    }
     let layout = Layout::compute(region.len() as u64, opts)?;
     let state = state_word(region)?;
-    // Relaxed is enough: this store only has to land before the Release store of READY below,
-    // which program order and that Release guarantee.
-    state.store(STATE_FORMATTING, Ordering::Relaxed);
+    if opts.force {
+        // Relaxed is enough: this store only has to land before the Release store of READY
+        // below, which program order and that Release guarantee.
+        state.store(STATE_FORMATTING, Ordering::Relaxed);
+    } else {
+        let seen = state.load(Ordering::Relaxed);
+        check_formattable(region)?;
+        // The claim: of processes formatting one fresh region at once, exactly one moves the
+        // state word to FORMATTING; the others get NotReady (and wait for READY). From here on
+        // every attach answers NotReady, never NotFormatted. Relaxed: the RMW's atomicity is all
+        // the claim needs; READY's Release below publishes the work.
+        state
+            .compare_exchange(seen, STATE_FORMATTING, Ordering::Relaxed, Ordering::Relaxed)
+            .map_err(|now| FormatError::NotReady { state: now })?;
+    }
 
     // Zero every metadata section (all-zero is the empty state of every structure). The heap is
     // left alone: its contents are only reachable through metadata.
@@ -229,6 +244,25 @@ pub fn format(region: &Region, opts: &FormatOptions) -> Result<Layout, FormatErr
     Ok(layout)
 }
 
+/// Whether `region` may be formatted without `force`: only a region that holds no GISMO
+/// superblock at all (no magic, and no format in progress).
+///
+/// # Errors
+/// [`FormatError::AlreadyFormatted`] for a valid store; [`FormatError::NotReady`] while another
+/// process formats it (or after an interrupted format); [`FormatError::WontOverwrite`] for a
+/// superblock this build cannot attach (another version, unknown features, a bad checksum...):
+/// none of these is a reason to destroy what the region holds.
+pub fn check_formattable(region: &Region) -> Result<(), FormatError> {
+    match attach(region) {
+        Ok((sb, _)) => Err(FormatError::AlreadyFormatted {
+            uuid: sb.uuid_string(),
+        }),
+        Err(FormatError::NotFormatted) => Ok(()),
+        Err(e @ (FormatError::NotReady { .. } | FormatError::TooSmall { .. })) => Err(e),
+        Err(e) => Err(FormatError::WontOverwrite(Box::new(e))),
+    }
+}
+
 /// Validates the region's superblock and returns it with its layout.
 ///
 /// Checks, in order: size, magic, state (Acquire), version, features, checksum, recorded size
@@ -245,6 +279,11 @@ pub fn attach(region: &Region) -> Result<(Superblock, Layout), FormatError> {
     }
     // Acquire: pairs with the Release store of READY in `format`.
     let state = state_word(region)?.load(Ordering::Acquire);
+    // Before the magic: a format in progress writes the magic late, and must read as "not
+    // ready" (wait), never as "not formatted" (format it).
+    if state == STATE_FORMATTING {
+        return Err(FormatError::NotReady { state });
+    }
     let sb = read_superblock(region)?;
     if sb.magic != MAGIC {
         return Err(FormatError::NotFormatted);

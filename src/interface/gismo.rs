@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::coherence::CoherenceMode;
-use crate::format::FormatOptions;
+use crate::format::{self, FormatOptions};
 use crate::interface::client::ReleaseObject;
 use crate::interface::written::Written;
 use crate::interface::{
@@ -19,16 +19,27 @@ use crate::interface::{StatusCode, WritableBuffer};
 use crate::region::{Region, RegionOptions, RegionSpec};
 use crate::store::clients::HostIdentity;
 use crate::store::directory::state;
-use crate::store::events::{host_index, EventKind};
+use crate::store::events::{host_index_reclaiming, EventKind};
 use crate::store::{Client, CreateInfo, ObjectId, ObjectSource, OwnerAddress, Store, StoreError};
+
+/// How long [`open_store`] waits for another process to finish formatting the region.
+pub const FORMAT_WAIT: Duration = Duration::from_secs(60);
 
 /// Opens (and, if asked, creates and formats) the store named by a plugin configuration:
 /// `region=SPEC` (default `file:/dev/shm/gismo-default`), `size=BYTES` (to create it),
 /// `format=true|false` (format when it is not yet a GISMO region; default true), `coherence=`.
 ///
+/// Safe to run in many processes at once (issue 15, core review M9): only a region with no GISMO
+/// superblock is formatted, by exactly one of them (the others wait for it to be ready); a region
+/// being formatted, of another version, with unknown features or a bad checksum is never
+/// reformatted; an existing file is never resized (other processes may map it).
+///
 /// # Errors
-/// `IOError` for a region that cannot be opened or formatted; `Invalid` for bad values.
+/// `IOError` for a region that cannot be opened or formatted (or is still not ready after
+/// [`FORMAT_WAIT`]); `Invalid` for bad values.
 pub fn open_store(params: &BTreeMap<String, String>) -> Result<Arc<Store>, Status> {
+    use crate::format::FormatError;
+    use crate::region::RegionError;
     let spec: RegionSpec = params
         .get("region")
         .map(String::as_str)
@@ -36,23 +47,11 @@ pub fn open_store(params: &BTreeMap<String, String>) -> Result<Arc<Store>, Statu
         .parse()
         .map_err(|e| Status::invalid(format!("region: {e}")))?;
     let io = |e: String| Status::new(StatusCode::IOError, e);
-    match Region::open(&spec, &RegionOptions::default()) {
-        Ok(region) => match Store::attach(region) {
-            Ok(store) => return Ok(store),
-            Err(StoreError::Format(crate::format::FormatError::NotFormatted))
-                if params.get("format").is_none_or(|v| v != "false") => {}
-            Err(e) => return Err(io(format!("{spec}: {e}"))),
-        },
-        Err(e) if params.contains_key("size") => {
-            let _ = e;
-        }
-        Err(e) => return Err(io(format!("{spec}: {e}"))),
-    }
-    let size: crate::units::ByteSize = params
+    let may_format = params.get("format").is_none_or(|v| v != "false");
+    let size: Option<crate::units::ByteSize> = params
         .get("size")
-        .map(String::as_str)
-        .unwrap_or("256MiB")
-        .parse()
+        .map(|s| s.parse())
+        .transpose()
         .map_err(|e| Status::invalid(format!("size: {e}")))?;
     let coherence: CoherenceMode = params
         .get("coherence")
@@ -60,16 +59,65 @@ pub fn open_store(params: &BTreeMap<String, String>) -> Result<Arc<Store>, Statu
         .unwrap_or("hardware")
         .parse()
         .map_err(|e: crate::coherence::ParseCoherenceModeError| Status::invalid(e.to_string()))?;
-    let region = Region::create(&spec, size.0, &RegionOptions::default())
-        .map_err(|e| io(format!("{spec}: {e}")))?;
-    Store::format(
-        region,
-        &FormatOptions {
-            coherence,
-            ..FormatOptions::default()
-        },
-    )
-    .map_err(|e| io(format!("{spec}: {e}")))
+    let opts = FormatOptions {
+        coherence,
+        ..FormatOptions::default()
+    };
+    let deadline = Instant::now() + FORMAT_WAIT;
+    loop {
+        let region = match Region::open(&spec, &RegionOptions::default()) {
+            Ok(region) => region,
+            // Missing: create it, exclusively (a file another process creates meanwhile is
+            // opened on the next round, never resized).
+            Err(e) => {
+                let Some(size) = size else {
+                    return Err(io(format!("{spec}: {e}")));
+                };
+                match Region::create_new(&spec, size.0, &RegionOptions::default()) {
+                    Ok(region) => region,
+                    // Created by another process meanwhile (perhaps not sized yet): open it
+                    // on the next round.
+                    Err(RegionError::AlreadyExists { .. }) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(e) => return Err(io(format!("{spec}: {e}"))),
+                }
+            }
+        };
+        if let Some(want) = size.filter(|s| s.0 != region.len() as u64) {
+            if matches!(format::attach(&region), Err(FormatError::NotFormatted)) {
+                return Err(io(format!(
+                    "{spec}: exists with {} bytes, not the {} asked for; not resizing a region \
+                     other processes may map (remove it, or format it with gismoctl format \
+                     --force --size)",
+                    region.len(),
+                    want.0
+                )));
+            }
+        }
+        let waiting = match format::attach(&region) {
+            Ok(_) => return Store::attach(region).map_err(|e| io(format!("{spec}: {e}"))),
+            Err(FormatError::NotFormatted) if may_format => {
+                // Format it in place, unless another process claims it first.
+                match Store::format(region, &opts) {
+                    Ok(store) => return Ok(store),
+                    Err(StoreError::Format(
+                        e @ (FormatError::NotReady { .. } | FormatError::AlreadyFormatted { .. }),
+                    )) => e,
+                    Err(e) => return Err(io(format!("{spec}: {e}"))),
+                }
+            }
+            Err(e @ FormatError::NotReady { .. }) => e,
+            Err(e) => return Err(io(format!("{spec}: {e}"))),
+        };
+        if Instant::now() >= deadline {
+            return Err(io(format!(
+                "{spec}: {waiting} (waited {FORMAT_WAIT:?} for another process to format it)"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 struct ClientInner {
@@ -690,8 +738,10 @@ impl ObjectStoreRunner for GismoRunner {
         };
         let settings = RunnerSettings::from_params(params)?;
         let me = HostIdentity::current();
-        let host = host_index(store.hosts(), me.hash(), &me.name)
-            .ok_or_else(|| Status::new(StatusCode::OutOfMemory, "host table full"))?;
+        let host = host_index_reclaiming(store.hosts(), me.hash(), &me.name, |id| {
+            store.host_in_use(id)
+        })
+        .ok_or_else(|| Status::new(StatusCode::OutOfMemory, "host table full"))?;
         // One consumer per host ring: a second runner with this host identity fails here.
         let consumer = store.connect(CONSUMER_CLIENT_NAME)?;
         store

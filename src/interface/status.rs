@@ -62,9 +62,9 @@ impl From<StoreError> for Status {
             StoreError::MaintenanceBusy { .. } | StoreError::MaintenanceLost => {
                 StatusCode::TimedOut
             }
-            StoreError::ClientTableFull { .. } | StoreError::References(_) => {
-                StatusCode::OutOfMemory
-            }
+            StoreError::ClientTableFull { .. }
+            | StoreError::HostTableFull { .. }
+            | StoreError::References(_) => StatusCode::OutOfMemory,
             StoreError::Corrupt(_) | StoreError::Format(_) | StoreError::Region(_) => {
                 StatusCode::IOError
             }

@@ -68,11 +68,12 @@ pub fn class_of(size: u64) -> Option<usize> {
     Some(CLASSES.partition_point(|&c| u64::from(c) < size.max(1)))
 }
 
-/// Bytes actually reserved for an object of `size` bytes.
+/// Bytes actually reserved for an object of `size` bytes (saturating at `u64::MAX` for a size
+/// no heap can hold, e.g. one read from a corrupt slot, so callers' range checks fail cleanly).
 pub fn capacity_for(size: u64) -> u64 {
     match class_of(size) {
         Some(c) => u64::from(CLASSES[c]),
-        None => size.div_ceil(PAGE) * PAGE,
+        None => size.div_ceil(PAGE).saturating_mul(PAGE),
     }
 }
 
@@ -92,6 +93,8 @@ pub struct ChunkInfo {
     pub state: ChunkState,
     pub class: Option<usize>,
     pub used: u32,
+    /// Marked as sitting on its class's partial stack.
+    pub in_list: bool,
     pub bitmap: [u64; 8],
 }
 
@@ -268,6 +271,7 @@ impl<'a> Allocator<'a> {
                 }
             }
         };
+        crate::crash_point!("alloc.claimed");
         self.heads
             .used_bytes
             .fetch_add(a.capacity, Ordering::Relaxed);
@@ -299,6 +303,7 @@ impl<'a> Allocator<'a> {
                     .map_err(|_| AllocError::NotAllocated { offset })?;
             }
         }
+        crate::crash_point!("free.released");
         self.heads.used_bytes.fetch_sub(capacity, Ordering::Relaxed);
         self.heads.allocations.fetch_sub(1, Ordering::Relaxed);
         Ok(())
@@ -308,7 +313,14 @@ impl<'a> Allocator<'a> {
 
     fn alloc_small(&self, c: usize, size: u64) -> Result<Allocation, AllocError> {
         let hint = &self.heads.hints[c];
-        loop {
+        // Bounded: every pop takes a chunk off the stack and every new chunk takes 16 pages, so
+        // a sound region ends in an allocation or `Full` well within these; a corrupt (cyclic)
+        // partial stack of full chunks would pop forever, so past `max_pops` pops we stop
+        // trusting the stack and take new chunks, and past `max_rounds` rounds give up.
+        let max_pops = self.chunks.len() + 1;
+        let max_rounds = 2 * self.chunks.len() + 64;
+        let mut pops = 0usize;
+        for _ in 0..max_rounds {
             // Acquire: pairs with the Release store of a hint after the chunk was initialised.
             let h = hint.load(Ordering::Acquire);
             if h != 0 && h - 1 < self.chunks.len() as u64 {
@@ -316,9 +328,12 @@ impl<'a> Allocator<'a> {
                     return Ok(a);
                 }
             }
-            if let Some(idx) = self.pop_partial(c)? {
-                hint.store(idx as u64 + 1, Ordering::Release);
-                continue;
+            if pops < max_pops {
+                if let Some(idx) = self.pop_partial(c)? {
+                    pops += 1;
+                    hint.store(idx as u64 + 1, Ordering::Release);
+                    continue;
+                }
             }
             let idx = self
                 .new_chunk(c)
@@ -326,6 +341,9 @@ impl<'a> Allocator<'a> {
             // Release: publishes the initialised descriptor to allocators that read the hint.
             hint.store(idx as u64 + 1, Ordering::Release);
         }
+        Err(AllocError::Corrupt(
+            "no block found after bounded retries (cyclic partial-chunk stack?)",
+        ))
     }
 
     fn alloc_in_chunk(&self, idx: usize, c: usize) -> Option<Allocation> {
@@ -353,6 +371,7 @@ impl<'a> Allocator<'a> {
             }
         }
         // A block is reserved, so a clear bit exists (set bits never exceed `used`).
+        crate::crash_point!("alloc.block_reserved");
         let words = cap.div_ceil(64) as usize;
         let start = (ChunkWord::unpack(w).used as usize / 64) % words;
         // Bounded: legitimately a pass misses only when racing other claimers; a bitmap that
@@ -411,6 +430,7 @@ impl<'a> Allocator<'a> {
         };
         // Release: publishes the bitmap initialisation to allocators that Acquire the word.
         desc.word.store(new.pack(), Ordering::Release);
+        crate::crash_point!("alloc.chunk_published");
         Some(idx)
     }
 
@@ -436,6 +456,7 @@ impl<'a> Allocator<'a> {
         if prev & (1 << bit) == 0 {
             return Err(AllocError::NotAllocated { offset });
         }
+        crate::crash_point!("free.block_cleared");
         let cap = blocks_per_chunk(c) as u16;
         let mut w = desc.word.load(Ordering::Relaxed);
         loop {
@@ -467,6 +488,9 @@ impl<'a> Allocator<'a> {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
+                    if push {
+                        crate::crash_point!("free.chunk_listed");
+                    }
                     if retire {
                         self.release_chunk_pages(idx)?;
                     } else if push {
@@ -483,6 +507,8 @@ impl<'a> Allocator<'a> {
 
     /// Returns a retired chunk's 16 pages to the page bitmap.
     fn release_chunk_pages(&self, idx: usize) -> Result<(), AllocError> {
+        // The chunk word is UNUSED already; its pages are not back yet.
+        crate::crash_point!("free.chunk_retired");
         self.release_pages(idx as u64 * PAGES_PER_CHUNK, PAGES_PER_CHUNK)
             .map_err(|_| AllocError::Corrupt("chunk pages were not allocated"))
     }
@@ -528,6 +554,7 @@ impl<'a> Allocator<'a> {
             {
                 continue;
             }
+            crate::crash_point!("alloc.partial_popped");
             // The chunk is ours to take off the list: clear `in_list`, retiring a zombie.
             let desc = &self.chunks[idx];
             let mut w = desc.word.load(Ordering::Acquire);
@@ -789,6 +816,7 @@ impl<'a> Allocator<'a> {
                 state: ChunkState::Corrupt,
                 class: None,
                 used: 0,
+                in_list: false,
                 bitmap: [0; 8],
             };
         };
@@ -803,13 +831,95 @@ impl<'a> Allocator<'a> {
             state,
             class: (usize::from(cw.class) < NUM_CLASSES).then_some(usize::from(cw.class)),
             used: u32::from(cw.used),
+            in_list: cw.in_list,
             bitmap: std::array::from_fn(|i| desc.bitmap[i].load(Ordering::Relaxed)),
+        }
+    }
+
+    /// fsck: the chunks on class `c`'s partial stack, top first, walked at most once around the
+    /// table. `Err` if the stack points outside the chunk table or has a cycle.
+    pub fn partial_stack(&self, c: usize) -> Result<Vec<usize>, &'static str> {
+        let mut out = Vec::new();
+        let mut seen = vec![false; self.chunks.len()];
+        let mut top = self.heads.stacks[c].load(Ordering::Acquire) & 0xffff_ffff;
+        while top != 0 {
+            let idx = (top - 1) as usize;
+            match seen.get_mut(idx) {
+                None => return Err("points outside the chunk table"),
+                Some(true) => return Err("has a cycle"),
+                Some(s) => *s = true,
+            }
+            out.push(idx);
+            top = self.chunks[idx].next.load(Ordering::Relaxed) & 0xffff_ffff;
+        }
+        Ok(out)
+    }
+
+    /// fsck: the hint (current chunk) of class `c`, if it names a chunk.
+    pub fn hint(&self, c: usize) -> Option<usize> {
+        let h = self.heads.hints[c].load(Ordering::Relaxed);
+        (h != 0 && h - 1 < self.chunks.len() as u64).then(|| (h - 1) as usize)
+    }
+
+    /// fsck repair (quiescent region only): empties class `c`'s partial stack, so that a corrupt
+    /// one is rebuilt by [`Allocator::relist_chunk`] from the chunks themselves.
+    pub fn reset_partial_stack(&self, c: usize) {
+        let head = self.heads.stacks[c].load(Ordering::Relaxed);
+        self.heads.stacks[c].store((head >> 32).wrapping_add(1) << 32, Ordering::Release);
+    }
+
+    /// fsck repair (quiescent region only): puts a chunk that is neither on its class's partial
+    /// stack nor the hint back in service: an empty one is retired (its pages go back to the
+    /// heap), one with free blocks is pushed on the stack. `false` if the descriptor changed or is
+    /// not an active (or zombie) chunk of a known class.
+    pub fn relist_chunk(&self, idx: usize) -> bool {
+        let Some(desc) = self.chunks.get(idx) else {
+            return false;
+        };
+        let w = desc.word.load(Ordering::Acquire);
+        let cw = ChunkWord::unpack(w);
+        let c = usize::from(cw.class);
+        if !matches!(cw.state, CH_ACTIVE | CH_ZOMBIE) || c >= NUM_CLASSES {
+            return false;
+        }
+        // Never list a chunk twice (that would make the stack cyclic): it may have been pushed
+        // since the caller looked, e.g. by a repair's free.
+        if self.hint(c) == Some(idx) || self.partial_stack(c).is_ok_and(|v| v.contains(&idx)) {
+            return false;
+        }
+        let retire = cw.used == 0;
+        let new = if retire {
+            ChunkWord {
+                state: CH_UNUSED,
+                in_list: false,
+                gen: cw.gen.wrapping_add(1),
+                ..cw
+            }
+        } else {
+            ChunkWord {
+                state: CH_ACTIVE,
+                in_list: true,
+                ..cw
+            }
+        };
+        if desc
+            .word
+            .compare_exchange(w, new.pack(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        if retire {
+            self.release_chunk_pages(idx).is_ok()
+        } else {
+            self.push_partial(c, idx);
+            true
         }
     }
 
     /// How many of pages `[first, first + n)` are marked in use.
     pub fn pages_set(&self, first: u64, n: u64) -> u64 {
-        if first + n > self.heap_pages {
+        if first.checked_add(n).is_none_or(|end| end > self.heap_pages) {
             return 0;
         }
         Self::run_masks(first, n)
@@ -819,7 +929,9 @@ impl<'a> Allocator<'a> {
 
     /// fsck repair: frees pages `[first, first + n)` that nothing accounts for.
     pub fn release_page_run(&self, first: u64, n: u64) -> bool {
-        if first + n > self.heap_pages || self.release_pages(first, n).is_err() {
+        if first.checked_add(n).is_none_or(|end| end > self.heap_pages)
+            || self.release_pages(first, n).is_err()
+        {
             return false;
         }
         self.heads.used_bytes.fetch_sub(n * PAGE, Ordering::Relaxed);

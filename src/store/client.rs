@@ -155,8 +155,26 @@ impl Store {
             e.start_time
                 .store(process_start_time(pid).unwrap_or(0), Ordering::Relaxed);
             e.host_hash.store(host.hash(), Ordering::Relaxed);
-            let host_index = crate::store::events::host_index(self.hosts(), host.hash(), &host.name)
-                .unwrap_or(0) as u32;
+            // Never a silent fallback to another host's ring (core review M7).
+            let Some(host_index) = crate::store::events::host_index_reclaiming(
+                self.hosts(),
+                host.hash(),
+                &host.name,
+                |id| self.host_in_use(id),
+            ) else {
+                // Give the entry back as disconnect would: nothing was taken yet.
+                self.ref_table(i).clear();
+                let free = EntryWord {
+                    status: status::FREE,
+                    ..claimed
+                };
+                // Release: as in `disconnect_inner`.
+                e.word.store(free.pack(), Ordering::Release);
+                return Err(StoreError::HostTableFull {
+                    capacity: self.hosts().len(),
+                });
+            };
+            let host_index = host_index as u32;
             e.host_index.store(u64::from(host_index), Ordering::Relaxed);
             e.intent.store(intent::NONE, Ordering::Relaxed);
             e.attached_ms.store(unix_ms(), Ordering::Relaxed);
@@ -472,8 +490,12 @@ impl Client {
         let dir = self.store.directory();
         let slot = dir.slot(index);
         if self.store.coherence_mode() == crate::coherence::CoherenceMode::Flush {
-            let len = slot.data_size.load(Ordering::Relaxed)
-                + u64::from(slot.metadata_size.load(Ordering::Relaxed));
+            let len = slot.payload_len().ok_or_else(|| {
+                StoreError::corrupt(
+                    format_args!("slot {index}"),
+                    "data_size + metadata_size overflows",
+                )
+            })?;
             let ptr = self
                 .store
                 .payload_ptr(slot.data_offset.load(Ordering::Relaxed), len)?;
@@ -565,8 +587,9 @@ impl Client {
             match slot.cas_word(w, deleting) {
                 Ok(()) => {
                     crate::crash_point!("abort.deleting");
-                    let refs = self.store.ref_table(self.index);
-                    while refs.remove(index as u32, w.gen).is_some_and(|c| c > 0) {}
+                    self.store
+                        .ref_table(self.index)
+                        .remove_all(index as u32, w.gen);
                     crate::crash_point!("abort.unreferenced");
                     self.store
                         .control()
@@ -706,7 +729,14 @@ impl Client {
         let data_size = slot.data_size.load(Ordering::Relaxed);
         let metadata_size = u64::from(slot.metadata_size.load(Ordering::Relaxed));
         let offset = slot.data_offset.load(Ordering::Relaxed);
-        let ptr = match self.store.payload_ptr(offset, data_size + metadata_size) {
+        // Checked: the sizes come from the region; a wrapped sum would pass the range check.
+        let len = data_size.checked_add(metadata_size).ok_or_else(|| {
+            StoreError::corrupt(
+                format_args!("slot {index}"),
+                format_args!("data_size {data_size} + metadata_size {metadata_size} overflows"),
+            )
+        });
+        let ptr = match len.and_then(|len| self.store.payload_ptr(offset, len)) {
             Ok(p) => p,
             Err(e) => {
                 self.drop_ref(index, w.gen);
@@ -724,7 +754,7 @@ impl Client {
             unsafe {
                 self.store
                     .coherence()
-                    .invalidate(ptr, (data_size + metadata_size) as usize)
+                    .invalidate(ptr, (data_size + metadata_size) as usize) // checked above
             };
         }
         Ok(Some(Located {
@@ -739,6 +769,24 @@ impl Client {
     /// Drops one reference of ours; the last one completes a pending delete.
     fn drop_ref(&self, index: usize, gen: u32) -> Option<u16> {
         let left = self.store.ref_table(self.index).remove(index as u32, gen)?;
+        self.after_drop(index, gen, left);
+        Some(left)
+    }
+
+    /// Drops every reference of ours on a slot at once (as `count` calls of `drop_ref` would, in
+    /// one step: the count is read from the region and may be corrupt).
+    fn drop_all_refs(&self, index: usize, gen: u32) {
+        if self
+            .store
+            .ref_table(self.index)
+            .remove_all(index as u32, gen)
+            .is_some()
+        {
+            self.after_drop(index, gen, 0);
+        }
+    }
+
+    fn after_drop(&self, index: usize, gen: u32, left: u16) {
         crate::crash_point!("release.removed");
         if left == 0 {
             let slot = self.store.directory().slot(index);
@@ -750,7 +798,6 @@ impl Client {
                 let _ = self.store.complete_delete(index, deleting);
             }
         }
-        Some(left)
     }
 
     /// Evicts unreferenced sealed objects in LRU order until `bytes` are free (see
@@ -847,11 +894,9 @@ impl Client {
                 let _ = self.abort_slot(index, w);
             }
         }
-        for (slot, g16, count) in self.store.ref_table(self.index).held() {
+        for (slot, g16, _count) in self.store.ref_table(self.index).held() {
             if let Some(w) = self.store.entry_names_slot(slot as usize, g16) {
-                for _ in 0..count {
-                    self.drop_ref(slot as usize, w.gen);
-                }
+                self.drop_all_refs(slot as usize, w.gen);
             }
         }
     }
@@ -910,7 +955,7 @@ impl Drop for OpGuard<'_> {
             let v = entry.op_seq.load(Ordering::Relaxed);
             // Release: the slot or intent that now accounts for our allocation is visible
             // before the collector sees us idle.
-            entry.op_seq.store(v + 1, Ordering::Release);
+            entry.op_seq.store(v.wrapping_add(1), Ordering::Release);
         }
     }
 }
@@ -1076,7 +1121,7 @@ impl ObjectRef<'_> {
 
     /// Bytes the allocation reserves.
     pub fn capacity(&self) -> u64 {
-        capacity_for(self.loc.data_size + self.loc.metadata_size)
+        capacity_for(self.loc.data_size.saturating_add(self.loc.metadata_size))
     }
 }
 

@@ -63,6 +63,16 @@ pub const ALL: &[&str] = &[
     // Store::collect_orphans
     "orphans.scanned",
     "orphans.freed",
+    // Allocator: size-class chunks (claim, publish, pop from and push to the partial stack,
+    // retire) and the shared byte counter (blocks and page runs)
+    "alloc.chunk_published",
+    "alloc.partial_popped",
+    "alloc.block_reserved",
+    "alloc.claimed",
+    "free.block_cleared",
+    "free.chunk_listed",
+    "free.chunk_retired",
+    "free.released",
 ];
 
 /// Whether `name` is in [`ALL`] (a `const fn`, for [`crash_point!`](crate::crash_point)).

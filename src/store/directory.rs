@@ -247,6 +247,15 @@ impl Slot {
         (Word::unpack(self.word.load(Ordering::Relaxed)) == expected).then_some(id)
     }
 
+    /// Payload bytes (data, then metadata) the slot's fields name, or `None` if the sum
+    /// overflows: the fields are read from the region, so a corrupt slot must not wrap to a small
+    /// length.
+    pub fn payload_len(&self) -> Option<u64> {
+        self.data_size
+            .load(Ordering::Relaxed)
+            .checked_add(u64::from(self.metadata_size.load(Ordering::Relaxed)))
+    }
+
     fn commit_info(&self) -> (u32, u32) {
         let c = self.commit.load(Ordering::Relaxed);
         ((c >> 32) as u32, c as u32)

@@ -29,6 +29,11 @@ pub enum StoreError {
     DirectoryFull { capacity: usize },
     #[error("client table full ({capacity} clients)")]
     ClientTableFull { capacity: usize },
+    #[error(
+        "host table full ({capacity} hosts, all with active clients); increase max_hosts at \
+         format time"
+    )]
+    HostTableFull { capacity: usize },
     #[error("{0}")]
     References(#[from] crate::store::refs::RefError),
     #[error("timed out")]
@@ -55,6 +60,13 @@ pub enum StoreError {
 impl From<crate::store::allocator::AllocError> for StoreError {
     fn from(e: crate::store::allocator::AllocError) -> Self {
         StoreError::Corrupt(e.to_string())
+    }
+}
+
+impl StoreError {
+    /// A corrupt value read from the region: `what` is wrong at `place` (e.g. "slot 12").
+    pub fn corrupt(place: impl std::fmt::Display, what: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt(format!("{place}: {what}"))
     }
 }
 

@@ -25,6 +25,10 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 /// How long a claimed-but-unpublished event may block the consumer before it is skipped.
 pub const HOLE_TIMEOUT_MS: u64 = 1000;
 
+/// The most tries [`EventRing::push`] makes before it drops an event (a bound for corrupt
+/// rings; contention among a host's producers settles in far fewer).
+pub const PUSH_ATTEMPTS: usize = 1 << 16;
+
 /// Event kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -91,10 +95,41 @@ pub struct Event {
     pub id: ObjectId,
 }
 
+impl HostEntry {
+    /// The host name recorded at the claim (informational; NUL padded).
+    pub fn name(&self) -> String {
+        let mut b = [0u8; 64];
+        for (j, w) in self.name.iter().enumerate() {
+            b[j * 8..j * 8 + 8].copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).into_owned()
+    }
+}
+
+fn store_name(e: &HostEntry, name: &str) {
+    let mut b = [0u8; 64];
+    let m = name.len().min(64);
+    b[..m].copy_from_slice(&name.as_bytes()[..m]);
+    for (j, w) in e.name.iter().enumerate() {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[j * 8..j * 8 + 8]);
+        w.store(u64::from_le_bytes(x), Ordering::Relaxed);
+    }
+}
+
 /// Finds or claims the entry of the host with identity `hash` (≠ 0); `None` if the table is full.
 pub fn host_index(hosts: &[HostEntry], hash: u64, name: &str) -> Option<usize> {
     let n = hosts.len();
     let start = (hash % n as u64) as usize;
+    // An entry of ours anywhere (a claim from before an earlier entry was reclaimed) wins over
+    // a free one earlier in the probe sequence, so every process of a host finds the same one.
+    if let Some(i) = (0..n)
+        .map(|k| (start + k) % n)
+        .find(|&i| hosts[i].identity.load(Ordering::Acquire) == hash)
+    {
+        return Some(i);
+    }
     for k in 0..n {
         let i = (start + k) % n;
         let e = &hosts[i];
@@ -108,14 +143,7 @@ pub fn host_index(hosts: &[HostEntry], hash: u64, name: &str) -> Option<usize> {
                     .compare_exchange(0, hash, Ordering::AcqRel, Ordering::Acquire)
                 {
                     Ok(_) => {
-                        let mut b = [0u8; 64];
-                        let m = name.len().min(64);
-                        b[..m].copy_from_slice(&name.as_bytes()[..m]);
-                        for (j, w) in e.name.iter().enumerate() {
-                            let mut x = [0u8; 8];
-                            x.copy_from_slice(&b[j * 8..j * 8 + 8]);
-                            w.store(u64::from_le_bytes(x), Ordering::Relaxed);
-                        }
+                        store_name(e, name);
                         return Some(i);
                     }
                     Err(h) if h == hash => return Some(i),
@@ -123,6 +151,56 @@ pub fn host_index(hosts: &[HostEntry], hash: u64, name: &str) -> Option<usize> {
                 }
             }
             _ => continue,
+        }
+    }
+    None
+}
+
+/// As [`host_index`], but a full table gives up an entry of a host that is gone (core review
+/// M7): one that no active client uses (`in_use(identity)` is false), preferring an earlier boot
+/// of this host (same name, other identity). The takeover is one CAS from the old identity to
+/// ours, so processes of this host that race for it agree on the entry. `None` if every entry
+/// is in use.
+pub fn host_index_reclaiming(
+    hosts: &[HostEntry],
+    hash: u64,
+    name: &str,
+    in_use: impl Fn(u64) -> bool,
+) -> Option<usize> {
+    if let Some(i) = host_index(hosts, hash, name) {
+        return Some(i);
+    }
+    let n = hosts.len();
+    let start = (hash % n as u64) as usize;
+    let mine = &name.as_bytes()[..name.len().min(64)];
+    let order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
+    let earlier_boot = order
+        .iter()
+        .filter(|&&i| hosts[i].name().as_bytes() == mine);
+    let any = order.iter();
+    for &i in earlier_boot.chain(any) {
+        let e = &hosts[i];
+        let old = e.identity.load(Ordering::Acquire);
+        if old == 0 || old == hash || in_use(old) {
+            if old == hash {
+                return Some(i);
+            }
+            continue;
+        }
+        // AcqRel: as the claim in `host_index`.
+        match e
+            .identity
+            .compare_exchange(old, hash, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                store_name(e, name);
+                e.runner_heartbeat_ms.store(0, Ordering::Relaxed);
+                // Make the next runner rescan: events left in the ring were for the old host.
+                e.overflows.fetch_add(1, Ordering::Relaxed);
+                return Some(i);
+            }
+            Err(h) if h == hash => return Some(i),
+            Err(_) => continue,
         }
     }
     None
@@ -154,18 +232,24 @@ impl<'a> EventRing<'a> {
     /// A cell's `seq` is `2 * lap` while free for lap `lap` and `2 * lap + 1` once published for
     /// it, where position `p` uses cell `p mod capacity` in lap `p / capacity` (all-zero = every
     /// cell free for lap 0, which is what `format` writes).
+    ///
+    /// Bounded: positions and sequence numbers are read from the region, so the arithmetic wraps
+    /// instead of overflowing, and a cell that stays ahead of the tail (`seq > 2 * lap`, which a
+    /// sound ring shows only to a producer holding a stale tail) ends the attempt after
+    /// [`PUSH_ATTEMPTS`] tries: the event is dropped and counted like an overflow, which makes the
+    /// runner rescan.
     pub fn push(&self, ev: &Event) -> bool {
         let cap = self.cells.len() as u64;
         let mut pos = self.host.tail.load(Ordering::Relaxed);
-        loop {
+        for _ in 0..PUSH_ATTEMPTS {
             let cell = self.cell(pos);
             let lap = pos / cap;
             // Acquire: pairs with the consumer's Release that freed the cell.
             let seq = cell.seq.load(Ordering::Acquire);
-            if seq == 2 * lap {
+            if seq == lap.wrapping_mul(2) {
                 match self.host.tail.compare_exchange_weak(
                     pos,
-                    pos + 1,
+                    pos.wrapping_add(1),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
@@ -179,19 +263,24 @@ impl<'a> EventRing<'a> {
                             d.store(w, Ordering::Relaxed);
                         }
                         // Release: publishes the event fields to the consumer.
-                        cell.seq.store(2 * lap + 1, Ordering::Release);
+                        cell.seq
+                            .store(lap.wrapping_mul(2).wrapping_add(1), Ordering::Release);
                         return true;
                     }
                     Err(actual) => pos = actual,
                 }
-            } else if seq < 2 * lap {
+            } else if seq < lap.wrapping_mul(2) {
                 // Still holds the previous lap's event: full.
                 self.host.overflows.fetch_add(1, Ordering::Relaxed);
                 return false;
             } else {
+                crate::sync::spin_hint();
                 pos = self.host.tail.load(Ordering::Relaxed);
             }
         }
+        // A corrupt cell (or a tail that never moves past it): drop the event, as when full.
+        self.host.overflows.fetch_add(1, Ordering::Relaxed);
+        false
     }
 
     /// Takes the next published event (consumer only). `Err(HoleSkipped)` signals a hole that was
@@ -206,7 +295,7 @@ impl<'a> EventRing<'a> {
         let lap = pos / self.cells.len() as u64;
         // Acquire: pairs with the producer's Release publish.
         let seq = cell.seq.load(Ordering::Acquire);
-        if seq != 2 * lap + 1 {
+        if seq != lap.wrapping_mul(2).wrapping_add(1) {
             // Nothing published here. A hole if producers have moved past it.
             if self.host.tail.load(Ordering::Relaxed) > pos {
                 let since = *hole_since.get_or_insert(now_ms);
@@ -239,8 +328,10 @@ impl<'a> EventRing<'a> {
     fn release_cell(&self, pos: u64) {
         let lap = pos / self.cells.len() as u64;
         // Release: our reads of the cell happen before a producer reuses it.
-        self.cell(pos).seq.store(2 * (lap + 1), Ordering::Release);
-        self.host.head.store(pos + 1, Ordering::Relaxed);
+        self.cell(pos)
+            .seq
+            .store(lap.wrapping_add(1).wrapping_mul(2), Ordering::Release);
+        self.host.head.store(pos.wrapping_add(1), Ordering::Relaxed);
     }
 
     pub fn overflows(&self) -> u64 {

@@ -1,4 +1,7 @@
-//! `fsck`: checks the directory, the allocator metadata and the client table against each other.
+//! `fsck`: checks the directory, the allocator metadata, the client table and the host table
+//! against each other, and flags values no sound store writes (unknown slot states, sizes that
+//! overflow, corrupt partial stacks, chunks nothing allocates from again; `docs/store.md`,
+//! "Corrupt or hostile regions").
 //!
 //! Every heap block must be accounted for by exactly one live directory slot or one active
 //! client's intent (`docs/store.md`, "Crash consistency"). fsck rebuilds that expectation from the
@@ -54,6 +57,21 @@ pub enum Problem {
     BadChunk { chunk: u64 },
     /// A client entry left `DEAD` by an interrupted reap.
     DeadClient { client: usize },
+    /// A directory slot whose state word no sound store writes (an unknown state or flag bits,
+    /// or an owner outside the client table): the slot is skipped by every operation.
+    BadSlot {
+        slot: usize,
+        word: u64,
+        why: &'static str,
+    },
+    /// A size class's partial-chunk stack is corrupt (a cycle, or an index outside the table).
+    BadPartialStack { class_size: u32, why: &'static str },
+    /// A chunk with free blocks (or marked as listed) that is neither on its class's partial
+    /// stack nor the class's hint: nothing allocates from it or retires it again.
+    UnlistedChunk { chunk: u64, used: u32 },
+    /// A host table entry of this host's name with another boot id, used by no active client:
+    /// a host entry past its boot.
+    StaleHost { host: usize, name: String },
 }
 
 impl fmt::Display for Problem {
@@ -105,6 +123,24 @@ impl fmt::Display for Problem {
             Problem::DeadClient { client } => {
                 write!(f, "client {client} left dead by an interrupted reap")
             }
+            Problem::BadSlot { slot, word, why } => {
+                write!(f, "slot {slot}: corrupt state word {word:#018x}: {why}")
+            }
+            Problem::BadPartialStack { class_size, why } => {
+                write!(
+                    f,
+                    "partial-chunk stack of the {class_size}-byte class {why}"
+                )
+            }
+            Problem::UnlistedChunk { chunk, used } => write!(
+                f,
+                "chunk {chunk} ({used} blocks used) is neither listed nor the hint: its free \
+                 blocks are lost"
+            ),
+            Problem::StaleHost { host, name } => write!(
+                f,
+                "host entry {host} ({name:?}) belongs to an earlier boot of this host"
+            ),
         }
     }
 }
@@ -118,6 +154,9 @@ impl Problem {
                 | Problem::LeakedBlock { .. }
                 | Problem::ChunkCount { .. }
                 | Problem::DeadClient { .. }
+                | Problem::BadPartialStack { .. }
+                | Problem::UnlistedChunk { .. }
+                | Problem::StaleHost { .. }
         )
     }
 }
@@ -165,6 +204,14 @@ impl Store {
         let mut owned: Vec<Owned> = Vec::new();
         for (i, slot) in dir.slots().iter().enumerate() {
             let w = slot.load_word();
+            if let Some(why) = self.bad_word(w) {
+                report.problems.push(Problem::BadSlot {
+                    slot: i,
+                    word: w.pack(),
+                    why,
+                });
+                continue;
+            }
             let live = dir.live_word(i).is_some();
             let uncommitted = matches!(w.state, state::RESERVED | state::PENDING)
                 && (w.owner as usize) < self.max_clients()
@@ -173,19 +220,30 @@ impl Store {
                 continue;
             }
             let offset = slot.data_offset.load(Ordering::Relaxed);
-            let size = (slot.data_size.load(Ordering::Relaxed)
-                + u64::from(slot.metadata_size.load(Ordering::Relaxed)))
-            .max(1);
             if offset == 0 {
                 // Claimed with fields not written yet, or a delete past freeing its payload.
                 continue;
             }
             if live {
                 report.objects += 1;
-                report.live_bytes += size;
             }
+            // Checked: a sum that wraps must be flagged, not counted as a small object.
+            let Some(size) = slot.payload_len().map(|s| s.max(1)) else {
+                report.problems.push(Problem::BadObjectRange {
+                    slot: i,
+                    offset,
+                    size: slot.data_size.load(Ordering::Relaxed),
+                    why: "data_size + metadata_size overflows",
+                });
+                continue;
+            };
             match self.check_range(offset, size) {
-                Ok(()) => owned.push(Owned { offset, size }),
+                Ok(()) => {
+                    if live {
+                        report.live_bytes = report.live_bytes.saturating_add(size);
+                    }
+                    owned.push(Owned { offset, size })
+                }
                 Err(why) => report.problems.push(Problem::BadObjectRange {
                     slot: i,
                     offset,
@@ -248,6 +306,33 @@ impl Store {
         // 3. Compare with the allocator.
         let alloc = self.allocator();
         let mut actual_bytes = 0u64;
+        // Which chunks can be allocated from again: those on their class's partial stack, and
+        // the hints (M4 in the core review: anything else with free blocks is lost capacity).
+        let mut reachable = vec![false; nchunks as usize];
+        for (c, &class_size) in CLASSES.iter().enumerate() {
+            match alloc.partial_stack(c) {
+                Ok(chunks) => {
+                    for idx in chunks {
+                        reachable[idx] = true;
+                    }
+                }
+                Err(why) => {
+                    report
+                        .problems
+                        .push(Problem::BadPartialStack { class_size, why });
+                    if repair {
+                        // Rebuilt below: every chunk of the class is then unlisted and relisted.
+                        alloc.reset_partial_stack(c);
+                        report.repaired += 1;
+                    }
+                }
+            }
+            if let Some(h) = alloc.hint(c) {
+                if let Some(r) = reachable.get_mut(h) {
+                    *r = true;
+                }
+            }
+        }
         for chunk in 0..nchunks {
             let info = alloc.chunk_info(chunk as usize);
             let first_page = chunk * PAGES_PER_CHUNK;
@@ -290,7 +375,8 @@ impl Store {
                     if lane_set != PAGES_PER_CHUNK {
                         report.problems.push(Problem::BadChunk { chunk });
                     }
-                    let recorded = alloc.chunk_info(chunk as usize).used;
+                    let now = alloc.chunk_info(chunk as usize);
+                    let recorded = now.used;
                     if recorded != actual {
                         report.problems.push(Problem::ChunkCount {
                             chunk,
@@ -298,6 +384,17 @@ impl Store {
                             actual,
                         });
                         if repair && alloc.set_chunk_used(chunk as usize, actual) {
+                            report.repaired += 1;
+                        }
+                    }
+                    let used = if repair { actual } else { recorded };
+                    let free_blocks = u64::from(used) < cap;
+                    if !reachable[chunk as usize]
+                        && lane_set == PAGES_PER_CHUNK
+                        && (free_blocks || now.in_list || info.state == ChunkState::Zombie)
+                    {
+                        report.problems.push(Problem::UnlistedChunk { chunk, used });
+                        if repair && alloc.relist_chunk(chunk as usize) {
                             report.repaired += 1;
                         }
                     }
@@ -340,6 +437,7 @@ impl Store {
                 report.repaired += 1;
             }
         }
+        self.check_hosts(repair, &mut report);
         // A `DEAD` entry (an interrupted reap) is not repaired here: a reap runs only under the
         // maintenance lock, which only a registered client can hold. `Store::reap_dead` finishes
         // it (`gismoctl fsck --repair` runs one as its own client first).
@@ -420,6 +518,12 @@ impl Store {
                 {
                     freed += pages * PAGE_SIZE;
                 }
+                // Safe while clients work: nothing but a free of one of its blocks can touch a
+                // chunk that is on no stack and not the hint, and `relist_chunk` changes the
+                // chunk word by CAS (a racing free wins or sees the chunk listed).
+                Problem::UnlistedChunk { chunk, .. } => {
+                    alloc.relist_chunk(chunk as usize);
+                }
                 _ => {}
             }
         }
@@ -432,6 +536,60 @@ impl Store {
             }
         }
         freed
+    }
+
+    /// Why a slot's state word is one no sound store writes, if it is.
+    fn bad_word(&self, w: crate::store::directory::Word) -> Option<&'static str> {
+        use crate::store::directory::{flags, NO_OWNER};
+        if w.state > state::DELETING {
+            return Some("unknown state");
+        }
+        if w.flags & !(flags::DELETE_PENDING | flags::WAITERS) != 0 {
+            return Some("unknown flag bits");
+        }
+        if w.state == state::FREE {
+            return (w.flags != 0).then_some("flags on a free slot");
+        }
+        (usize::from(w.owner) >= self.max_clients() && w.owner != NO_OWNER)
+            .then_some("owner outside the client table")
+    }
+
+    /// Host entries past their boot: this host's name with another identity (boot id), and no
+    /// active client of that identity. Repair frees them (the event ring is left as it is: a
+    /// later owner's runner validates every event it reads).
+    fn check_hosts(&self, repair: bool, report: &mut FsckReport) {
+        let me = crate::store::clients::HostIdentity::current();
+        let my_hash = me.hash();
+        for (i, h) in self.hosts().iter().enumerate() {
+            let id = h.identity.load(Ordering::Acquire);
+            // The entry keeps at most 64 bytes of the name.
+            let mine = &me.name.as_bytes()[..me.name.len().min(64)];
+            if id == 0 || id == my_hash || h.name().as_bytes() != mine {
+                continue;
+            }
+            if self.host_in_use(id) {
+                continue;
+            }
+            report.problems.push(Problem::StaleHost {
+                host: i,
+                name: h.name(),
+            });
+            if repair
+                && h.identity
+                    .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                report.repaired += 1;
+            }
+        }
+    }
+
+    /// Whether an active client records host identity `id`.
+    pub(crate) fn host_in_use(&self, id: u64) -> bool {
+        (0..self.max_clients()).any(|c| {
+            let e = self.client_entry(c);
+            e.load_word().status == status::ACTIVE && e.host_hash.load(Ordering::Relaxed) == id
+        })
     }
 
     /// Whether `offset..offset+size` can be an allocation of `size` bytes in the heap.

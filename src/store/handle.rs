@@ -397,8 +397,10 @@ impl Store {
                 break;
             }
             let slot = dir.slot(index);
-            let size = slot.data_size.load(Ordering::Relaxed)
-                + u64::from(slot.metadata_size.load(Ordering::Relaxed));
+            // A corrupt size is left for fsck: evicting would free a block of unknown size.
+            let Some(size) = slot.payload_len() else {
+                continue;
+            };
             if let Some(deleting) = begin_evict(slot, w, evicter, || self.refcount(index, w.gen)) {
                 crate::crash_point!("evict.decided");
                 self.complete_delete(index, deleting)?;
@@ -408,7 +410,7 @@ impl Store {
                 self.control()
                     .objects_deleted
                     .fetch_sub(1, Ordering::Relaxed);
-                freed += crate::store::allocator::capacity_for(size.max(1));
+                freed = freed.saturating_add(crate::store::allocator::capacity_for(size.max(1)));
             }
         }
         Ok(freed)
@@ -447,25 +449,32 @@ impl Store {
             }
         };
         crate::crash_point!("finish_delete.claimed");
-        let size = slot.data_size.load(Ordering::Relaxed)
-            + u64::from(slot.metadata_size.load(Ordering::Relaxed));
+        // A size sum that overflows names no allocation: the slot is freed and the block (if
+        // any) is left to fsck, which reports the corrupt slot before this and the leak after.
+        let size = slot.payload_len();
         // Forget the payload before freeing it: dying between the two leaks the block (the
         // orphan collector finds it) instead of letting a reaper free it a second time.
         // AcqRel: the Acquire half sees the creator's offset; the Release half pairs with the
         // Acquire loads of recoverers that check whether the payload is still named.
         let offset = slot.data_offset.swap(0, Ordering::AcqRel);
         crate::crash_point!("finish_delete.unnamed");
-        let freed = if offset == 0 {
-            Ok(())
-        } else {
-            self.allocator().free(offset, size.max(1))
+        let freed = match size {
+            _ if offset == 0 => Ok(()),
+            Some(size) => self
+                .allocator()
+                .free(offset, size.max(1))
+                .map_err(StoreError::from),
+            None => Err(StoreError::corrupt(
+                format_args!("slot {index}"),
+                "data_size + metadata_size overflows; its block was not freed",
+            )),
         };
         crate::crash_point!("finish_delete.payload_freed");
         dir.free_finished(index, fin);
         if wake {
             crate::store::wait::wake_word(&slot.word);
         }
-        freed.map_err(StoreError::from)
+        freed
     }
 
     /// Statistics, from one pass over the directory and client table.

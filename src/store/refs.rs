@@ -158,6 +158,28 @@ impl<'a> RefTable<'a> {
         None
     }
 
+    /// Drops every reference on `(slot, gen)` at once (owner only): one store however large the
+    /// count, so a corrupt count costs nothing. Returns the count dropped, or `None` if this client
+    /// held none.
+    pub fn remove_all(&self, slot: u32, gen: u32) -> Option<u16> {
+        let key = key_of(pack(slot, gen, 0));
+        let mut i = self.start(slot);
+        for _ in 0..self.entries.len() {
+            let w = self.entries[i].load(Ordering::Relaxed);
+            if w == 0 {
+                return None;
+            }
+            if key_of(w) == key && count_of(w) > 0 {
+                // SeqCst: as in `remove`.
+                self.entries[i].store(pack(slot, gen, 0), Ordering::SeqCst);
+                self.trim_before_empty(i);
+                return Some(count_of(w));
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+
     /// If the entry after `i` is empty, clears the tombstones ending at `i` (owner only): they end
     /// a probe chain, so readers would stop right after them anyway. Keeps chains short under
     /// create/release churn without a full sweep.
@@ -211,8 +233,9 @@ impl<'a> RefTable<'a> {
             .iter()
             .filter_map(|e| {
                 let w = e.load(Ordering::SeqCst);
-                (w != 0 && count_of(w) > 0)
-                    .then(|| (((w >> 32) - 1) as u32, (w >> 16) as u16, count_of(w)))
+                // Checked: a corrupt word with slot field 0 names no slot (skipped, not wrapped).
+                let slot = (w >> 32).checked_sub(1)?;
+                (count_of(w) > 0).then(|| (slot as u32, (w >> 16) as u16, count_of(w)))
             })
             .collect()
     }

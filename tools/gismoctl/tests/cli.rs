@@ -460,3 +460,61 @@ fn crashpoints_lists_every_named_point_one_per_line() {
     let listed: Vec<&str> = out.lines().collect();
     assert_eq!(listed, gismo::store::crashpoint::ALL, "{out}");
 }
+
+/// Issue 15's reproduction from outside: a slot with `data_size = u64::MAX` and
+/// `metadata_size = 1` (the sum wraps to 0). `get` used to build a 2^64-byte slice and fail only
+/// because write(2) returned EFAULT, and fsck reported "1 B live"; now `get` fails with one line
+/// and the region-unusable exit code, and fsck flags the slot.
+#[test]
+fn a_slot_with_a_wrapping_size_is_refused_by_get_and_flagged_by_fsck() {
+    use gismo::region::{Region, RegionOptions, RegionSpec};
+    use gismo::store::directory::Slot;
+    use std::os::unix::fs::FileExt;
+
+    let f = Fixture::formatted();
+    let input = f.write_file("in", &payload(1000, 5));
+    f.run(&["put", &id(5), path_str(&input)]).assert_ok();
+    let slot = {
+        let region = Region::open(&RegionSpec::File(f.path()), &RegionOptions::default())
+            .expect("open region");
+        let store = gismo::store::Store::attach(region).expect("attach");
+        let index = store
+            .lookup_summary(&id(5).parse().expect("id"))
+            .expect("object")
+            .index as u64;
+        store
+            .layout()
+            .section(gismo::format::SectionKind::Directory)
+            .offset
+            + index * gismo::format::layout::DIR_SLOT_SIZE
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(f.path())
+        .expect("open region file");
+    file.write_all_at(
+        &u64::MAX.to_le_bytes(),
+        slot + std::mem::offset_of!(Slot, data_size) as u64,
+    )
+    .expect("forge data_size");
+    file.write_all_at(
+        &1u32.to_le_bytes(),
+        slot + std::mem::offset_of!(Slot, metadata_size) as u64,
+    )
+    .expect("forge metadata_size");
+    drop(file);
+    let out = f.run(&["get", &id(5)]);
+    out.assert_one_line_failure(6);
+    assert!(
+        out.stdout.is_empty(),
+        "get wrote {} bytes",
+        out.stdout.len()
+    );
+    assert!(out.stderr.contains("corrupt"), "{out:?}");
+    let report = f.run(&["fsck", "--json"]).json();
+    assert_eq!(report["clean"], false, "{report}");
+    assert!(
+        report["problems"].to_string().contains("overflows"),
+        "{report}"
+    );
+}

@@ -51,8 +51,19 @@ fn prepare(spec: &RegionSpec, args: &FormatArgs) -> CmdResult<Region> {
     match Region::open(spec, &RegionOptions::default()) {
         Ok(region) => {
             if !args.force {
-                if let Ok((sb, _)) = format::attach(&region) {
-                    return Err(already_formatted(spec, &sb.uuid_string()));
+                // Only a region with no GISMO superblock is formatted without --force: not one
+                // being formatted, of another version, with unknown features or a bad checksum.
+                match format::check_formattable(&region) {
+                    Ok(()) => {}
+                    Err(format::FormatError::AlreadyFormatted { uuid }) => {
+                        return Err(already_formatted(spec, &uuid))
+                    }
+                    Err(e) => {
+                        return Err(Failure::new(
+                            ExitCode::RegionUnusable,
+                            format!("{spec}: {e}"),
+                        ))
+                    }
                 }
             }
             match args.size {
@@ -85,9 +96,11 @@ fn format_failure(spec: &RegionSpec, e: StoreError) -> Failure {
         StoreError::Format(FormatError::AlreadyFormatted { uuid }) => {
             already_formatted(spec, &uuid)
         }
-        StoreError::Format(e @ (FormatError::TooSmall { .. } | FormatError::BadGeometry(_))) => {
-            Failure::usage(format!("format {spec}: {e}"))
-        }
+        StoreError::Format(
+            e @ (FormatError::TooSmall { .. }
+            | FormatError::TooLarge { .. }
+            | FormatError::BadGeometry(_)),
+        ) => Failure::usage(format!("format {spec}: {e}")),
         StoreError::Format(e) => Failure::new(ExitCode::Error, format!("format {spec}: {e}")),
         e => Failure::store(format!("format {spec}"), e),
     }
