@@ -453,15 +453,21 @@ fn exercise(s: Arc<Store>, ids: Vec<ObjectId>, holder: usize) {
     let _ = s.fsck(false);
 }
 
-/// Reaps client `index` whatever its entry says (the entry word as `clients` reads it), as the
-/// maintainer tag 0.
-fn reap_forcibly(s: &Store, index: usize) {
+/// Reaps client `index` whatever its entry says (the entry word as `clients` reads it), as a
+/// maintainer of our own (when one can register and take the lock on this region).
+fn reap_forcibly(s: &Arc<Store>, index: usize) {
+    let Ok(me) = s.connect("forcible-reaper") else {
+        return;
+    };
+    let Ok(m) = s.begin_maintenance(me.maintainer_id(), 5000) else {
+        return;
+    };
     if let Some(e) = s.clients().into_iter().find(|e| e.index == index) {
         let judged = gismo::store::clients::EntryWord {
             epoch: e.epoch,
             status: e.status,
         };
-        let _ = s.reap_client(index, judged, 0);
+        let _ = s.reap_client(&m, index, judged);
     }
 }
 

@@ -597,10 +597,12 @@ fn deletes_left_half_done_are_finished() {
     // re-runs the reference check, finds none, and finishes it.
     let b = store.connect("b").unwrap();
     forge_deleting_flags(&store, &x, b.index() as u16, SEALED_ORIGIN);
+    let m = store.begin_maintenance(a.maintainer_id(), 60_000).unwrap();
     let r = store
-        .reap_client(b.index(), judged(&store, b.index()), a.index() as u16)
+        .reap_client(&m, b.index(), judged(&store, b.index()))
         .unwrap()
         .expect("b was active");
+    drop(m);
     assert_eq!(r.finished_deletes, 1, "{r:?}");
     drop(b); // fenced: its disconnect does nothing
     assert!(store.lookup_summary(&x).is_none());
@@ -644,10 +646,12 @@ fn a_half_done_delete_of_a_referenced_object_is_not_freed() {
     // The reaper of the dead deleter.
     let d = store.connect("deleter").unwrap();
     forge_deleting_flags(&store, &x, d.index() as u16, SEALED_ORIGIN);
+    let m = store.begin_maintenance(a.maintainer_id(), 60_000).unwrap();
     let r = store
-        .reap_client(d.index(), judged(&store, d.index()), a.index() as u16)
+        .reap_client(&m, d.index(), judged(&store, d.index()))
         .unwrap()
         .expect("d was active");
+    drop(m);
     drop(d);
     assert_eq!(r.finished_deletes, 0, "{r:?}");
     assert_eq!(r.restored_objects, 1, "{r:?}");
@@ -787,10 +791,11 @@ fn reapers_are_serialized_and_never_reap_a_reused_entry() {
     // again by a new client, which must not be reaped from the stale judgement.
     let again = store.connect("new-occupant").unwrap();
     assert_eq!(again.index(), index, "the freed entry is reused");
-    assert!(store
-        .reap_client(index, stale, parent.index() as u16)
-        .unwrap()
-        .is_none());
+    let m = store
+        .begin_maintenance(parent.maintainer_id(), 60_000)
+        .unwrap();
+    assert!(store.reap_client(&m, index, stale).unwrap().is_none());
+    drop(m);
     again.heartbeat().expect("the new client is not fenced");
 
     // A maintainer that died holding the lock loses it to the next one.
@@ -1053,4 +1058,39 @@ fn an_idle_client_and_a_long_waiting_get_keep_their_lease() {
     }
     assert_eq!(line.trim(), "GOT ok");
     assert!(idle.wait().unwrap().success());
+}
+
+/// A `DEAD` entry (an interrupted reap) is finished only under the maintenance lock, by a
+/// registered maintainer: `fsck --repair` (which holds no client) reports it and leaves it, and
+/// the next `reap_dead` finishes it.
+#[test]
+fn fsck_repair_does_not_reap_without_the_maintenance_lock() {
+    let (store, fd) = fresh_store("gismo-recovery-fsck-dead");
+    let parent = store.connect("parent").unwrap();
+    parent
+        .create(&ObjectId::from_u64(1), 64, b"", &CreateInfo::default())
+        .unwrap()
+        .seal()
+        .unwrap();
+    let host = gismo::store::clients::HostIdentity::current().name;
+    let (mut child, mut out) = spawn("hold", fd, &host);
+    wait_ready(&mut out);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let index = store.dead_clients(u64::MAX)[0].0;
+    // A maintainer fenced it and died.
+    let word = entry_word(&store, index, 0);
+    let dead = gismo::store::clients::EntryWord {
+        status: gismo::store::clients::status::DEAD,
+        ..judged(&store, index)
+    };
+    word.store(dead.pack(), std::sync::atomic::Ordering::SeqCst);
+    let r = store.fsck(true);
+    assert!(r
+        .problems
+        .contains(&gismo::store::fsck::Problem::DeadClient { client: index }));
+    assert_eq!(judged(&store, index), dead, "fsck reaped without the lock");
+    let reports = parent.reap_dead(60_000).unwrap();
+    assert_eq!(reports.len(), 1);
+    assert!(store.fsck(false).is_clean());
 }

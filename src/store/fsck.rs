@@ -8,7 +8,9 @@
 //! directory and the client table and compares it with the page bitmap, the chunk descriptors and
 //! the counters. It only reads (every value read from the region is validated before use) unless
 //! asked to repair, and repairs only what is safe: leaked blocks and pages are freed, chunk `used`
-//! counts and the used-bytes counter are recomputed. A block that a live object uses but the
+//! counts and the used-bytes counter are recomputed. A client entry left `DEAD` by an interrupted
+//! reap is reported; its reap is finished by [`Store::reap_dead`](crate::store::Store::reap_dead)
+//! under the maintenance lock (not by fsck, which holds no client). A block that a live object uses but the
 //! allocator marks free, or two objects that overlap, cannot be repaired safely and are reported.
 //!
 //! The result is exact on a quiescent region. While clients are active, a block a client has just
@@ -437,26 +439,9 @@ impl Store {
             }
         }
         self.check_hosts(repair, &mut report);
-        if repair {
-            for p in &report.problems {
-                if let Problem::DeadClient { client } = p {
-                    // Finish the interrupted reap.
-                    // Not while a live maintainer holds the lock: it may be reaping this one.
-                    let lock = self.control().maintenance.load(Ordering::Acquire);
-                    if crate::store::leader::LeaderId::unpack(lock)
-                        .is_some_and(|h| self.holder_alive(h))
-                    {
-                        continue;
-                    }
-                    let w = self.client_entry(*client).load_word();
-                    if w.status == status::DEAD
-                        && self.reap_client(*client, w, *client as u16).is_ok()
-                    {
-                        report.repaired += 1;
-                    }
-                }
-            }
-        }
+        // A `DEAD` entry (an interrupted reap) is not repaired here: a reap runs only under the
+        // maintenance lock, which only a registered client can hold. `Store::reap_dead` finishes
+        // it (`gismoctl fsck --repair` runs one as its own client first).
         report
     }
 

@@ -37,6 +37,8 @@ pub struct Store {
     /// Entries this process saw `CONNECTING`, for the reaper.
     connecting_seen: crate::store::reaper::ConnectingSeen,
     lease_watch: crate::store::reaper::LeaseWatch,
+    /// The maintenance lock as this process last saw it held, for takers.
+    lock_seen: crate::store::reaper::LockSeen,
 }
 
 // SAFETY: the raw pointers point into `region`'s shared mapping, which `Store` owns and which lives
@@ -190,6 +192,7 @@ impl Store {
             control,
             connecting_seen: Default::default(),
             lease_watch: Default::default(),
+            lock_seen: Default::default(),
         }))
     }
 
@@ -257,6 +260,10 @@ impl Store {
 
     pub(crate) fn connecting_seen(&self) -> &crate::store::reaper::ConnectingSeen {
         &self.connecting_seen
+    }
+
+    pub(crate) fn lock_seen(&self) -> &crate::store::reaper::LockSeen {
+        &self.lock_seen
     }
 
     pub(crate) fn control(&self) -> &ControlBlock {

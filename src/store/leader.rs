@@ -413,9 +413,9 @@ mod tests {
         let t = 5_000;
         la.poll(t);
         let judged = b.client_entry(ca.index()).load_word();
-        b.reap_client(ca.index(), judged, cb.index() as u16)
-            .unwrap()
-            .unwrap();
+        let m = b.begin_maintenance(cb.maintainer_id(), 60_000).unwrap();
+        b.reap_client(&m, ca.index(), judged).unwrap().unwrap();
+        drop(m);
         assert_eq!(
             lb.poll(t + 1),
             LeaseEvent::Acquired {

@@ -48,4 +48,4 @@ pub use error::{Result, StoreError};
 pub use handle::{ClientSummary, ObjectSummary, Stats, Store};
 pub use object_id::ObjectId;
 #[cfg(not(loom))]
-pub use reaper::{DeathCause, Maintenance, ReapReport};
+pub use reaper::{DeathCause, Maintenance, ReapReport, MAINTENANCE_LEASE};
