@@ -20,6 +20,9 @@ use gismo_core::store::{CreateInfo, ObjectId, ObjectRef, Store, StoreError};
 use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 
 const ROLE: &str = "GISMO_CRASHPOINT_ROLE";
+/// The tests of this file one at a time: each hands its children a region by descriptor number,
+/// and children spawned by concurrent tests inherit each other's descriptors.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const FD: &str = "GISMO_TEST_FD";
 /// Objects this process creates and holds: ids 1..=HELD.
 const HELD: u64 = 4;
@@ -107,6 +110,18 @@ fn child() {
             let _ = c.delete(&ObjectId::from_u64(HALF_DELETED));
             panic!("the half deleter should have died at delete.deleting");
         }
+        "intender" => {
+            let c = store.connect("intender").unwrap();
+            let _ = c.create(&ObjectId::from_u64(902), 3000, b"", &CreateInfo::default());
+            panic!("the intender should have died at its crash point");
+        }
+        "maintainer" => {
+            // Reaps (and stops at the crash point GISMO_CRASHPOINT_ACTION=stop names); once
+            // resumed, finishes whatever it still may.
+            let c = store.connect("maintainer").unwrap();
+            let r = c.reap_dead(60_000);
+            println!("RESULT {r:?}");
+        }
         "work" => workload(&store),
         _ => panic!("unknown role {role}"),
     }
@@ -160,6 +175,39 @@ fn workload(store: &Arc<Store>) {
     c.reap_dead(60_000).unwrap();
     c.disconnect();
     println!("DONE");
+}
+
+/// Spawns the child role `role` with `extra` environment, its stdout piped.
+fn spawn_child(fd: i32, role: &str, extra: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(FD, fd.to_string())
+        .stdout(std::process::Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Waits until process `pid` is stopped (it reached a crash point armed with
+/// `GISMO_CRASHPOINT_ACTION=stop`).
+fn wait_stopped(child: &mut std::process::Child) {
+    let pid = child.id();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("child {pid} exited before stopping: {status}");
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if matches!(state, Some("T" | "t")) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Runs the child role `role` with `extra` environment; returns its exit status.
@@ -309,6 +357,7 @@ fn every_crash_point_is_reached_and_recovered() {
     if std::env::var(ROLE).is_ok() {
         return;
     }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut failures = Vec::new();
     let mut unreached = Vec::new();
     for point in crashpoint::ALL {
@@ -329,4 +378,197 @@ fn every_crash_point_is_reached_and_recovered() {
         unreached.is_empty(),
         "the workload never reached: {unreached:?}"
     );
+}
+
+/// A maintainer stopped in the middle of a reap (here: between its scan of the dead client's slots
+/// and freeing its intent) — a process paused by a debugger, a page fault storm or a descheduled
+/// VM, or one whose heartbeat went stale while it was busy — loses the maintenance lock: another
+/// client takes it over, finishes the reap, and the entry is reused by a new client. When the
+/// stopped maintainer resumes, it must notice and touch nothing more: not the new client's
+/// references, objects or entry.
+fn stopped_maintainer_loses_the_lock(host: Option<&str>) {
+    let region = Region::create(
+        &RegionSpec::Memfd {
+            name: "gismo-crashpoint-stopped-maintainer".into(),
+            huge_pages: false,
+        },
+        32 << 20,
+        &RegionOptions::default(),
+    )
+    .unwrap();
+    let fd = region.inheritable_fd().unwrap();
+    let store = Store::format(region, &Default::default()).unwrap();
+    let me = store.connect("holder").unwrap();
+    put(&me, 1, held_size(1));
+    let held = me
+        .get(&ObjectId::from_u64(1), Some(Duration::ZERO))
+        .unwrap()
+        .unwrap();
+    let env_host: Vec<(&str, &str)> = host.map(|h| ("GISMO_HOST", h)).into_iter().collect();
+
+    // The dead client X: an unsealed object and a reference.
+    let mut v = spawn_child(fd, "victim", &env_host);
+    let mut out = std::io::BufReader::new(v.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("READY") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
+    }
+    let victim = store
+        .clients()
+        .iter()
+        .find(|c| c.name == "victim")
+        .unwrap()
+        .index;
+    v.kill().unwrap();
+    v.wait().unwrap();
+
+    // M1 starts reaping X and stops half way.
+    let mut stop = env_host.clone();
+    stop.extend([
+        ("GISMO_CRASHPOINT", "reap.objects_released"),
+        ("GISMO_CRASHPOINT_ACTION", "stop"),
+    ]);
+    let mut m1 = spawn_child(fd, "maintainer", &stop);
+    wait_stopped(&mut m1);
+
+    // M2 takes the lock over once M1 has shown no sign of life for the lock's lease, and
+    // finishes X's reap.
+    let admin = store.connect("admin").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match admin.reap_dead(100) {
+            Ok(reports) if reports.iter().any(|r| r.client == victim) => break,
+            Ok(_) | Err(StoreError::MaintenanceBusy { .. }) => {}
+            Err(e) => panic!("reap: {e}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stopped maintainer kept the lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A new client N reuses X's entry: a reference and an unsealed object.
+    let n = store.connect("next").unwrap();
+    assert_eq!(n.index(), victim, "the reaped entry is reused");
+    let nref = n
+        .get(&ObjectId::from_u64(1), Some(Duration::ZERO))
+        .unwrap()
+        .unwrap();
+    let mut nbuf = n
+        .create(&ObjectId::from_u64(950), 4000, b"", &CreateInfo::default())
+        .unwrap();
+    nbuf.data_mut().fill(0x5a);
+
+    // M1 resumes, and must not act on N.
+    // SAFETY: kill has no memory-safety preconditions; the pid is our unwaited child's.
+    unsafe {
+        libc::kill(m1.id() as i32, libc::SIGCONT);
+    }
+    let status = m1.wait().unwrap();
+    assert!(status.success(), "the resumed maintainer: {status}");
+
+    n.heartbeat().expect("N is not fenced");
+    assert_eq!(
+        n.held(&ObjectId::from_u64(1)),
+        1,
+        "N's reference was erased"
+    );
+    let o = store.lookup_summary(&ObjectId::from_u64(1)).unwrap();
+    assert_eq!(o.refcount, 2, "N's reference is counted");
+    nbuf.seal().expect("N's unsealed object is still N's");
+    drop(nref);
+    drop(held);
+    for o in store.list() {
+        me.delete(&o.id).unwrap();
+    }
+    n.disconnect();
+    me.disconnect();
+    admin.disconnect();
+    assert_eq!(store.stats().used_bytes, 0);
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// The stopped maintainer on another host: judged by its heartbeat, which goes stale while it is
+/// stopped (as it would while it is busy in a long pass, if it did not renew it).
+#[test]
+fn a_maintainer_stopped_mid_reap_on_another_host_loses_the_lock() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    stopped_maintainer_loses_the_lock(Some("elsewhere"));
+}
+
+/// The stopped maintainer on this host: its process exists, so only the lock's own liveness
+/// counter (unchanged for the lock's lease) tells that it is stuck.
+#[test]
+fn a_maintainer_stopped_mid_reap_on_this_host_loses_the_lock() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    stopped_maintainer_loses_the_lock(None);
+}
+
+/// A client dies between its slot commit and its intent clear (the intent and a committed slot
+/// name one block); a maintainer aborts the slot (freeing the block) and dies later in its scan.
+/// The next maintainer must not free the intent's block again: by then it may be another
+/// object's.
+#[test]
+fn an_interrupted_reap_does_not_free_the_intent_twice() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use std::os::unix::process::ExitStatusExt;
+    let region = Region::create(
+        &RegionSpec::Memfd {
+            name: "gismo-crashpoint-intent-twice".into(),
+            huge_pages: false,
+        },
+        32 << 20,
+        &RegionOptions::default(),
+    )
+    .unwrap();
+    let fd = region.inheritable_fd().unwrap();
+    let store = Store::format(region, &Default::default()).unwrap();
+    let me = store.connect("holder").unwrap();
+    let x = run_child(fd, "intender", &[("GISMO_CRASHPOINT", "create.inserted")]);
+    assert_eq!(x.signal(), Some(libc::SIGKILL), "the intender: {x}");
+    let m1 = run_child(
+        fd,
+        "maintainer",
+        &[("GISMO_CRASHPOINT", "reap.objects_released")],
+    );
+    assert_eq!(m1.signal(), Some(libc::SIGKILL), "the maintainer: {m1}");
+    // The freed block is reused by objects of ours.
+    let ours: Vec<u64> = (1..=8).collect();
+    for &id in &ours {
+        put(&me, id, 3000);
+    }
+    me.reap_dead(60_000).unwrap();
+    // Whatever that reap freed is reused again.
+    for id in 100..108 {
+        let mut b = me
+            .create(&ObjectId::from_u64(id), 3000, b"", &CreateInfo::default())
+            .unwrap();
+        b.data_mut().fill(0xEE);
+        b.seal().unwrap();
+    }
+    for &id in &ours {
+        let r = me
+            .get(&ObjectId::from_u64(id), Some(Duration::ZERO))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.data(),
+            &pattern(id, 3000)[..],
+            "object {id} was overwritten"
+        );
+    }
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
 }

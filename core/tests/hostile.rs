@@ -453,15 +453,21 @@ fn exercise(s: Arc<Store>, ids: Vec<ObjectId>, holder: usize) {
     let _ = s.fsck(false);
 }
 
-/// Reaps client `index` whatever its entry says (the entry word as `clients` reads it), as the
-/// maintainer tag 0.
-fn reap_forcibly(s: &Store, index: usize) {
+/// Reaps client `index` whatever its entry says (the entry word as `clients` reads it), as a
+/// maintainer of our own (when one can register and take the lock on this region).
+fn reap_forcibly(s: &Arc<Store>, index: usize) {
+    let Ok(me) = s.connect("forcible-reaper") else {
+        return;
+    };
+    let Ok(m) = s.begin_maintenance(me.maintainer_id(), 5000) else {
+        return;
+    };
     if let Some(e) = s.clients().into_iter().find(|e| e.index == index) {
         let judged = gismo_core::store::clients::EntryWord {
             epoch: e.epoch,
             status: e.status,
         };
-        let _ = s.reap_client(index, judged, 0);
+        let _ = s.reap_client(&m, index, judged);
     }
 }
 
@@ -591,14 +597,15 @@ fn a_host_table_full_of_live_hosts_is_a_typed_error() {
     let s = store_with_hosts("hostile-hosts-full", 2);
     let a = s.connect("a").unwrap();
     let b = s.connect("b").unwrap();
-    // Move both clients to two other (live) hosts that fill the table.
+    // Move both clients to two other (live) hosts that fill the table (a client names its host
+    // by its index in the host table).
     let clients = s.layout().section(SectionKind::Clients).offset;
     for (i, (c, id)) in [(&a, 0x1111u64), (&b, 0x2222)].into_iter().enumerate() {
         forge_host(&s, i as u64, id, &format!("live-{i}"));
         scribble(
             &s,
-            clients + c.index() as u64 * 128 + offset_of!(ClientEntry, host_hash) as u64,
-            &id.to_le_bytes(),
+            clients + c.index() as u64 * 128 + offset_of!(ClientEntry, host_index) as u64,
+            &(i as u64).to_le_bytes(),
         );
     }
     let before = s.stats().clients_active;

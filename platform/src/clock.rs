@@ -1,6 +1,6 @@
-//! Clocks used in the region. Wall-clock milliseconds are comparable across hosts (to NTP
-//! accuracy), which is what leases and LRU need; nothing depends on them for safety except the
-//! lease, whose slack is documented in `docs/operations.md`.
+//! Clocks. Wall-clock milliseconds in the region are informational (LRU stamps, heartbeat ages
+//! shown by `gismoctl`): no lease compares two hosts' clocks. Leases are judged by "changed since
+//! I last looked" on the observer's own [`monotonic_ms`] (`reaper.rs`, `leader.rs`).
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
@@ -27,4 +27,14 @@ pub fn coarse_unix_ms() -> u64 {
         return unix_ms();
     }
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Milliseconds of this process's monotonic clock (since its first call): for leases judged on
+/// the observer's own clock. Never comparable across processes.
+pub fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }

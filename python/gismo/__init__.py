@@ -23,6 +23,7 @@ from gismo import _codec
 from gismo._native import (
     OBJECT_ID_LEN,
     Client,
+    FencedError,
     GismoError,
     ObjectBuffer,
     ObjectExistsError,
@@ -35,6 +36,7 @@ from gismo._native import (
 __all__ = [
     "OBJECT_ID_LEN",
     "Client",
+    "FencedError",
     "GismoError",
     "ObjectBuffer",
     "ObjectExistsError",

@@ -100,15 +100,32 @@ unsafe impl Send for ObjectBuffer {}
 unsafe impl Sync for ObjectBuffer {}
 
 impl ObjectBuffer {
-    pub fn new(buffer: interface::ObjectBuffer) -> ObjectBuffer {
-        ObjectBuffer {
+    /// # Errors
+    /// `FencedError` if the client was declared dead by the end of the metadata copy.
+    pub fn new(buffer: interface::ObjectBuffer) -> PyResult<ObjectBuffer> {
+        let data_len = buffer.data().len();
+        let metadata = buffer
+            .copy_checked(data_len..usize::MAX)
+            .ok_or_else(errors::fenced)?;
+        Ok(ObjectBuffer {
             id: *buffer.id(),
             data: buffer.as_ptr(),
-            data_len: buffer.data().len(),
-            metadata: buffer.metadata().to_vec(),
+            data_len,
+            metadata,
             buffer: Mutex::new(Some(buffer)),
             exports: AtomicUsize::new(0),
-        }
+        })
+    }
+
+    /// The data copied out, checked after the copy: never bytes that may have been reused.
+    fn copy_data(&self) -> PyResult<Vec<u8>> {
+        let held = lock(&self.buffer);
+        let Some(buffer) = held.as_ref() else {
+            return Err(PyBufferError::new_err("the object buffer was released"));
+        };
+        buffer
+            .copy_checked(0..self.data_len)
+            .ok_or_else(errors::fenced)
     }
 }
 
@@ -152,6 +169,29 @@ impl ObjectBuffer {
     #[getter]
     fn id<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         crate::id::to_py(py, &self.id)
+    }
+
+    /// `bytes(buf)`: a copy of the data. Raises `FencedError` instead of returning bytes if this
+    /// client was declared dead (paused past its lease) by the end of the copy, since the
+    /// object's memory may have been reused by then. (A copy made through `memoryview(buf)` is
+    /// not checked: see docs/python.md.)
+    fn __bytes__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let v = self.copy_data()?;
+        Ok(PyBytes::new(py, &v))
+    }
+
+    /// The data as `bytes`, as `bytes(buf)`.
+    fn tobytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        self.__bytes__(py)
+    }
+
+    /// Whether the bytes are still guaranteed to be this object's (false once the client was
+    /// declared dead: views may then show reused memory after the grace period).
+    #[getter]
+    fn valid(&self) -> bool {
+        lock(&self.buffer)
+            .as_ref()
+            .is_some_and(interface::ObjectBuffer::still_valid)
     }
 
     /// The object's metadata (a copy; metadata is small).
@@ -272,7 +312,7 @@ impl Creation {
             Ok(got.pop().flatten())
         });
         match sealed.map_err(errors::to_py)? {
-            Some(buffer) => Ok(ObjectBuffer::new(buffer)),
+            Some(buffer) => ObjectBuffer::new(buffer),
             None => Err(errors::not_found(format!("{id} vanished after its seal"))),
         }
     }

@@ -1,7 +1,6 @@
 //! `gismo._native.Client`: one registered client of a region.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -22,9 +21,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// How long one blocking slice of a `get` waits before checking for signals (Ctrl-C).
 const GET_SLICE: Duration = Duration::from_millis(50);
 
-/// How often the heartbeat thread refreshes the client's liveness in the region.
-const HEARTBEAT_PERIOD: Duration = Duration::from_millis(1000);
-
 /// A client of a GISMO region (`gismo.connect()` returns one).
 ///
 /// Opening attaches the region (maps it) and registers a client entry. When `size` is given and
@@ -37,7 +33,6 @@ pub struct Client {
     inner: Mutex<Option<GismoClient>>,
     /// Objects created through this client and not yet sealed or aborted.
     creations: Mutex<HashMap<ObjectId, Weak<Creation>>>,
-    stop_heartbeat: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -46,24 +41,6 @@ impl Client {
             .clone()
             .ok_or_else(|| errors::GismoError::new_err("the client is closed"))
     }
-}
-
-/// Keeps the client's heartbeat fresh while it lives, so a reaper on another host does not take
-/// an idle client (that may hold views) for dead. Any store call refreshes it; `contains` is the
-/// cheapest.
-fn spawn_heartbeat(client: &GismoClient, stop: &Arc<AtomicBool>) {
-    let client = client.clone();
-    let stop = Arc::clone(stop);
-    let _ = std::thread::Builder::new()
-        .name("gismo-heartbeat".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(HEARTBEAT_PERIOD);
-                if client.contains(&ObjectId::default()).is_err() {
-                    break; // fenced: declared dead; calls fail from now on
-                }
-            }
-        });
 }
 
 #[pymethods]
@@ -86,13 +63,12 @@ impl Client {
         let client = py
             .detach(|| GismoClient::from_config(&params))
             .map_err(errors::to_py)?;
-        let stop_heartbeat = Arc::new(AtomicBool::new(false));
-        spawn_heartbeat(&client, &stop_heartbeat);
+        // Liveness: the store's per-process heartbeat thread keeps the entry fresh without this
+        // client's lock (gismo_core::store::heartbeat), also while another thread waits in a get.
         Ok(Client {
             region: region.to_string(),
             inner: Mutex::new(Some(client)),
             creations: Mutex::new(HashMap::new()),
-            stop_heartbeat,
         })
     }
 
@@ -200,7 +176,7 @@ impl Client {
                 .detach(|| client.get(&[oid], slice.as_millis() as i64))
                 .map_err(errors::to_py)?;
             if let Some(buffer) = got.into_iter().next().flatten() {
-                return Ok(ObjectBuffer::new(buffer));
+                return ObjectBuffer::new(buffer);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(pyo3::exceptions::PyTimeoutError::new_err(format!(
@@ -277,7 +253,6 @@ impl Client {
     /// Drops this handle: no more calls through it. Objects already read stay readable; the
     /// client entry is released with the last of them.
     fn close(&self) {
-        self.stop_heartbeat.store(true, Ordering::Relaxed);
         lock(&self.inner).take();
     }
 
@@ -297,11 +272,5 @@ impl Client {
             self.region,
             self.closed()
         )
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.stop_heartbeat.store(true, Ordering::Relaxed);
     }
 }

@@ -22,6 +22,22 @@ pyo3::create_exception!(
     "The region has no room for the object, even after evicting unreferenced objects."
 );
 
+pyo3::create_exception!(
+    gismo,
+    FencedError,
+    GismoError,
+    "This client was declared dead (paused past its lease) and fenced: what it read after that \
+     may not be the object's bytes. Reconnect."
+);
+
+/// A `FencedError` for a copy that was made after the client was fenced.
+pub fn fenced() -> PyErr {
+    FencedError::new_err(
+        "this client was declared dead (paused past its lease?): the copy may hold reused \
+         memory and was discarded; reconnect",
+    )
+}
+
 /// `ObjectNotFoundError(GismoError, KeyError)`, built at module initialisation (two bases).
 static NOT_FOUND: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> = pyo3::sync::PyOnceLock::new();
 
@@ -51,6 +67,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("GismoError", py.get_type::<GismoError>())?;
     m.add("ObjectExistsError", py.get_type::<ObjectExistsError>())?;
     m.add("StoreFullError", py.get_type::<StoreFullError>())?;
+    m.add("FencedError", py.get_type::<FencedError>())?;
     m.add("ObjectNotFoundError", not_found_type(py)?)?;
     Ok(())
 }

@@ -240,3 +240,57 @@ def test_ndarray_subclasses_keep_their_type(client):
     got = gismo.get(gismo.put(masked))
     assert isinstance(got, np.ma.MaskedArray)
     assert got.mask.tolist() == [False, True, False]
+
+
+PAUSED_READER = """
+import os, sys
+import gismo
+c = gismo.Client(sys.argv[1])
+buf = c.get(bytes.fromhex(sys.argv[2]), 5)
+assert bytes(buf) == b"q" * 100_000 and buf.valid
+print("READY", flush=True)
+sys.stdin.readline()
+# Resumed after being fenced: the view still shows the object (grace period), a copy refuses.
+view_ok = bytes(memoryview(buf)) == b"q" * 100_000
+try:
+    bytes(buf)
+    copy = "returned"
+except gismo.FencedError:
+    copy = "fenced"
+print("RESULT", "old" if view_ok else "changed", copy, buf.valid, flush=True)
+"""
+
+
+def test_a_paused_reader_on_another_host_is_fenced_and_its_copies_refuse(client, region):
+    import os
+    import signal
+    import time
+
+    oid = gismo.put(b"q" * 100_000, client=client).id
+    env = dict(os.environ, GISMO_HOST="pytest-other-host")
+    child = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_READER, region, oid.hex()],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "READY"
+        os.kill(child.pid, signal.SIGSTOP)
+        # Its heartbeat thread is stopped too: this process watches it unchanged for the lease,
+        # fences (quarantines) it, and reaps it after the grace period (2 x lease).
+        reaped = []
+        deadline = time.monotonic() + 60
+        while child.pid not in reaped:
+            reaped.extend(client.reap_dead(lease_ms=50))
+            assert time.monotonic() < deadline, "never reaped"
+            time.sleep(0.005)
+        os.kill(child.pid, signal.SIGCONT)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        # Nothing reused its block yet (nothing was deleted): the view shows the old bytes.
+        assert child.stdout.readline().split() == ["RESULT", "old", "fenced", "False"]
+        assert child.wait(timeout=60) == 0
+    finally:
+        child.kill()

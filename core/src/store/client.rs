@@ -89,6 +89,46 @@ enum Writeback<'a> {
     Ranges(&'a [(u64, u64)]),
 }
 
+/// Whether a client has been fenced, checkable from any thread (see [`Client::fence_token`]).
+#[derive(Clone)]
+pub struct FenceToken {
+    store: Arc<Store>,
+    index: usize,
+    word: u64,
+}
+
+impl FenceToken {
+    /// As [`Client::check_fenced`]: call it after copying bytes out of the client's objects.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`].
+    pub fn check(&self) -> Result<()> {
+        // SeqCst fence: as in `Client::check_fenced`.
+        fence(Ordering::SeqCst);
+        if self
+            .store
+            .client_entry(self.index)
+            .word
+            .load(Ordering::Relaxed)
+            != self.word
+        {
+            return Err(StoreError::Fenced {
+                epoch: EntryWord::unpack(self.word).epoch,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for FenceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FenceToken")
+            .field("index", &self.index)
+            .field("epoch", &EntryWord::unpack(self.word).epoch)
+            .finish()
+    }
+}
+
 /// A registered client of a store.
 pub struct Client {
     store: Arc<Store>,
@@ -155,7 +195,7 @@ impl Store {
             e.pid.store(u64::from(pid), Ordering::Relaxed);
             e.start_time
                 .store(process_start_time(pid).unwrap_or(0), Ordering::Relaxed);
-            e.host_hash.store(host.hash(), Ordering::Relaxed);
+            e.host_hash.store(host.liveness_hash(), Ordering::Relaxed);
             // Never a silent fallback to another host's ring (core review M7).
             let Some(host_index) = crate::store::events::host_index_reclaiming(
                 self.hosts(),
@@ -196,6 +236,7 @@ impl Store {
             {
                 continue;
             }
+            crate::store::heartbeat::register(self, i, claimed.pack());
             return Ok(Client {
                 store: Arc::clone(self),
                 index: i,
@@ -267,13 +308,52 @@ impl Client {
         self.store.client_entry(self.index)
     }
 
+    /// Whether the reaper declared this client dead (fenced it): its entry word is no longer the
+    /// one it registered with. From then on nothing it holds is guaranteed: its references are
+    /// (or will be) erased and the objects they pinned may be freed and reused.
+    fn fenced(&self) -> bool {
+        self.entry().word.load(Ordering::Relaxed) != self.word
+    }
+
+    fn fenced_error(&self) -> StoreError {
+        StoreError::Fenced {
+            epoch: self.epoch(),
+        }
+    }
+
+    /// Fails with `Fenced` if this client was declared dead. Call it **after** copying bytes out
+    /// of an [`ObjectRef`] (see [`ObjectRef::still_valid`]): if it passes, every byte copied
+    /// before it was the object's.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`].
+    pub fn check_fenced(&self) -> Result<()> {
+        // SeqCst fence: orders our earlier loads of the payload before the load of our entry
+        // word. The reaper changes the word (AcqRel CAS) before anything it frees can be
+        // reused, so a copy that saw a reused byte sees the changed word here (pairs with the
+        // reaper's CAS in `reap_client`/`quarantine_client`).
+        fence(Ordering::SeqCst);
+        if self.fenced() {
+            return Err(self.fenced_error());
+        }
+        Ok(())
+    }
+
+    /// A handle that tells, from any thread and without this client's lock, whether this client
+    /// has been fenced ([`FenceToken::check`]).
+    pub fn fence_token(&self) -> FenceToken {
+        FenceToken {
+            store: Arc::clone(&self.store),
+            index: self.index,
+            word: self.word,
+        }
+    }
+
     /// Fails with `Fenced` if the reaper declared this client dead; refreshes the heartbeat.
     fn check_alive(&self) -> Result<()> {
         let e = self.entry();
         if e.word.load(Ordering::Relaxed) != self.word {
-            return Err(StoreError::Fenced {
-                epoch: self.epoch(),
-            });
+            return Err(self.fenced_error());
         }
         let now = coarse_unix_ms();
         if e.heartbeat_ms.load(Ordering::Relaxed) != now {
@@ -353,6 +433,12 @@ impl Client {
             .alloc(total.max(1))
             .map_err(|_| self.full(total))?;
         crate::crash_point!("create.allocated");
+        // Fenced while allocating (a pause past the lease): the entry's intent fields are not
+        // ours to write; give the block back.
+        if self.fenced() {
+            let _ = self.store.allocator().free(alloc.offset, total.max(1));
+            return Err(self.fenced_error());
+        }
         // Record the allocation as our intent before anything else can fail, so the reaper can
         // free it if we die before the directory slot names it.
         let e = self.entry();
@@ -406,13 +492,9 @@ impl Client {
         // The slot names the allocation now; the intent may go.
         e.intent.store(intent::NONE, Ordering::Release);
         crate::crash_point!("create.intent_cleared");
-        if let Err(err) = self
-            .store
-            .ref_table(self.index)
-            .add(inserted.index as u32, inserted.word.gen)
-        {
+        if let Err(err) = self.add_ref(inserted.index, inserted.word.gen) {
             let _ = self.abort_slot(inserted.index, inserted.word);
-            return Err(err.into());
+            return Err(err);
         }
         crate::crash_point!("create.referenced");
         let ptr = self.store.payload_ptr(alloc.offset, total)?;
@@ -595,9 +677,12 @@ impl Client {
             match slot.cas_word(w, deleting) {
                 Ok(()) => {
                     crate::crash_point!("abort.deleting");
-                    self.store
-                        .ref_table(self.index)
-                        .remove_all(index as u32, w.gen);
+                    if !self.fenced() {
+                        self.store
+                            .ref_table(self.index)
+                            .remove_all(index as u32, w.gen);
+                    }
+                    self.store.write_back_and_drop(slot);
                     crate::crash_point!("abort.unreferenced");
                     self.store
                         .control()
@@ -705,6 +790,7 @@ impl Client {
                             waiting.pack() as u32,
                             left.min(POLL_PERIOD * 10),
                         );
+                        self.check_alive()?;
                         continue;
                     }
                 }
@@ -725,8 +811,7 @@ impl Client {
 
     /// Takes a reference on a sealed slot (the getter half of the Dekker pair with deletion).
     fn try_acquire(&self, index: usize, w: Word) -> Result<Option<Located>> {
-        let refs = self.store.ref_table(self.index);
-        refs.add(index as u32, w.gen)?;
+        self.add_ref(index, w.gen)?;
         crate::crash_point!("get.referenced");
         // SeqCst fence: first half of the Dekker pair with `try_delete` (refs module docs).
         fence(Ordering::SeqCst);
@@ -776,16 +861,47 @@ impl Client {
         }))
     }
 
-    /// Drops one reference of ours; the last one completes a pending delete.
+    /// Records one reference in our table, checking the fence right before and right after: the
+    /// table is ours only while our entry word is. A reaper changes the word before it reads or
+    /// erases the table, so a word unchanged after our (SeqCst) store means the reaper will see
+    /// the reference; a changed word means the table may already be erased or someone else's, and
+    /// nothing more is written to it (the reference, if it landed, is erased by the reap or by
+    /// the next occupant's connect).
+    ///
+    /// # Errors
+    /// `Fenced`; `References`.
+    fn add_ref(&self, index: usize, gen: u32) -> Result<u16> {
+        if self.fenced() {
+            return Err(self.fenced_error());
+        }
+        let c = self.store.ref_table(self.index).add(index as u32, gen)?;
+        // SeqCst fence: our table store comes before the reload of our word (pairs with the
+        // reaper's AcqRel CAS of the word, which precedes its read of the table).
+        fence(Ordering::SeqCst);
+        if self.fenced() {
+            return Err(self.fenced_error());
+        }
+        Ok(c)
+    }
+
+    /// Drops one reference of ours; the last one completes a pending delete. A fenced client
+    /// writes nothing (its table is the reaper's, or another client's, now).
     fn drop_ref(&self, index: usize, gen: u32) -> Option<u16> {
+        if self.fenced() {
+            return None;
+        }
         let left = self.store.ref_table(self.index).remove(index as u32, gen)?;
         self.after_drop(index, gen, left);
         Some(left)
     }
 
     /// Drops every reference of ours on a slot at once (as `count` calls of `drop_ref` would, in
-    /// one step: the count is read from the region and may be corrupt).
+    /// one step: the count is read from the region and may be corrupt). A fenced client writes
+    /// nothing.
     fn drop_all_refs(&self, index: usize, gen: u32) {
+        if self.fenced() {
+            return;
+        }
         if self
             .store
             .ref_table(self.index)
@@ -796,8 +912,16 @@ impl Client {
         }
     }
 
+    /// After our table lost references to `(index, gen)` (`left` remain): the last one runs a
+    /// pending delete, unless we were fenced meanwhile.
     fn after_drop(&self, index: usize, gen: u32, left: u16) {
         crate::crash_point!("release.removed");
+        // SeqCst fence: as in `add_ref`. Fenced meanwhile: the pending delete (if any) is the
+        // reaper's to run, not ours.
+        fence(Ordering::SeqCst);
+        if self.fenced() {
+            return;
+        }
         if left == 0 {
             let slot = self.store.directory().slot(index);
             let _op = OpGuard::begin(self.entry());
@@ -932,6 +1056,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        crate::store::heartbeat::unregister(&self.store, self.index, self.word);
         self.disconnect_inner();
     }
 }
@@ -1132,6 +1257,33 @@ impl ObjectRef<'_> {
     /// Bytes the allocation reserves.
     pub fn capacity(&self) -> u64 {
         capacity_for(self.loc.data_size.saturating_add(self.loc.metadata_size))
+    }
+
+    /// Whether this reference is still guaranteed: false once the client was declared dead
+    /// (fenced), after which the object may have been freed and its bytes reused. A copying
+    /// reader calls it **after** the copy (it fences first, see [`Client::check_fenced`]) and
+    /// discards the copy if it fails.
+    pub fn still_valid(&self) -> bool {
+        self.client.check_fenced().is_ok()
+    }
+
+    /// [`ObjectRef::still_valid`] as a `Result`.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`].
+    pub fn check(&self) -> Result<()> {
+        self.client.check_fenced()
+    }
+
+    /// Copies the data out, failing with `Fenced` rather than returning bytes that may no longer
+    /// be this object's.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`].
+    pub fn to_vec(&self) -> Result<Vec<u8>> {
+        let v = self.data().to_vec();
+        self.check()?;
+        Ok(v)
     }
 }
 

@@ -19,6 +19,18 @@ pub mod status {
     /// written. The reaper never judges such an entry by its fields (they may still be the
     /// previous occupant's); one left `CONNECTING` for longer than the lease is reclaimed.
     pub const CONNECTING: u8 = 3;
+    /// Declared dead **by lease** (its process could not be checked) and fenced: its operations
+    /// fail with `Fenced`, but what it held is kept for a grace period (its references still
+    /// count, its unsealed objects and intent stay allocated), so a client that was only paused
+    /// does not see its views reused right away. The maintainer reaps it (via `DEAD`) once the
+    /// grace period has passed on its own monotonic clock (`docs/store.md`, "Pauses and fencing").
+    pub const QUARANTINED: u8 = 4;
+
+    /// Whether an entry in status `s` still holds what its client allocated and referenced
+    /// (fsck and the orphan collector must count it as an owner).
+    pub fn holds_resources(s: u8) -> bool {
+        s == ACTIVE || s == QUARANTINED
+    }
 }
 
 /// Intent kinds (the low byte of `intent`).
@@ -55,7 +67,9 @@ pub struct ClientEntry {
     pub start_time: AtomicU64,
     pub heartbeat_ms: AtomicU64,
     pub attached_ms: AtomicU64,
-    /// Hash of the host identity (host name + boot id).
+    /// Hash of the client's liveness identity (host name + boot id + pid namespace, see
+    /// [`HostIdentity::liveness_hash`]): equal to the reaper's own means "its pid can be checked
+    /// here".
     pub host_hash: AtomicU64,
     /// Host table index of the client's host.
     pub host_index: AtomicU64,
@@ -113,6 +127,8 @@ pub struct HostIdentity {
     pub name: String,
     /// `/proc/sys/kernel/random/boot_id`, or empty.
     pub boot_id: String,
+    /// Inode of `/proc/self/ns/pid` (this process's pid namespace), or 0 when unreadable.
+    pub pid_ns: u64,
 }
 
 impl HostIdentity {
@@ -128,7 +144,28 @@ impl HostIdentity {
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
-        HostIdentity { name, boot_id }
+        let pid_ns = std::fs::metadata("/proc/self/ns/pid")
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap_or(0);
+        HostIdentity {
+            name,
+            boot_id,
+            pid_ns,
+        }
+    }
+
+    /// The identity under which a client's pid can be checked by another process: host, boot
+    /// **and pid namespace** (a pid means nothing in another namespace, even on the same machine:
+    /// containers sharing the host's network and hostname). Never 0, and never equal for two
+    /// processes whose pid namespace is unknown (then the pid cannot be trusted: the lease
+    /// judges). Recorded in the client entry's `host_hash`.
+    pub fn liveness_hash(&self) -> u64 {
+        if self.pid_ns == 0 {
+            // Unknown namespace: a value no reaper computes for itself (its own would differ by
+            // its pid), so nobody judges us by pid.
+            return fnv(self.hash(), &u64::from(std::process::id()).to_le_bytes()) | 1 << 63;
+        }
+        fnv(self.hash(), &self.pid_ns.to_le_bytes()).max(1) & !(1 << 63)
     }
 
     /// A stable 64-bit hash (FNV-1a) of name and boot id; never 0.
@@ -142,18 +179,169 @@ impl HostIdentity {
     }
 }
 
-/// Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat), if it exists.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+fn fnv(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = seed;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
-/// Whether the process `pid` that started at `start_time` is still running on this host.
+/// Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat), if it exists.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    read_start_time(pid).ok()
+}
+
+/// Start time of `pid`, or why it could not be read (`ErrorKind::NotFound` means the process is
+/// gone; anything else means "unknown": fd limits, `hidepid`, no /proc).
+fn read_start_time(pid: u32) -> std::io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "unparsable stat");
+    // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
+    let rest = stat
+        .get(stat.rfind(')').ok_or_else(bad)? + 2..)
+        .ok_or_else(bad)?;
+    rest.split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(bad)
+}
+
+/// What a process check on this host concluded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// The process runs (with the recorded start time, when one was recorded).
+    Alive,
+    /// Certainly gone: no such pid (`ESRCH`, `ENOENT`), or the pid runs another process (a
+    /// different start time).
+    Gone,
+    /// Could not tell (`EMFILE`, `EACCES`, `ENOMEM`, /proc unreadable, no start time recorded):
+    /// the caller falls back to the lease.
+    Unknown,
+}
+
+/// The liveness decision from its two inputs, separated for testing: `signal` is the result of
+/// `kill(pid, 0)` (`Err(errno)`), `stat` the start time read from `/proc/PID/stat`, `recorded` the
+/// start time the client recorded at connect (0: it could not read its own).
+pub fn decide_liveness(
+    signal: Result<(), i32>,
+    stat: std::io::Result<u64>,
+    recorded: u64,
+) -> Liveness {
+    match signal {
+        Ok(()) | Err(libc::EPERM) => {} // it exists (EPERM: another user's process)
+        Err(libc::ESRCH) => return Liveness::Gone,
+        Err(_) => return Liveness::Unknown,
+    }
+    match stat {
+        Ok(_) if recorded == 0 => Liveness::Unknown,
+        Ok(t) if t == recorded => Liveness::Alive,
+        Ok(_) => Liveness::Gone, // the pid was reused
+        // Exited between the signal and the read.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Liveness::Gone,
+        Err(_) => Liveness::Unknown,
+    }
+}
+
+/// Whether the process `pid` that started at `start_time` still runs in this pid namespace.
+pub fn process_liveness(pid: u32, start_time: u64) -> Liveness {
+    let Ok(raw) = i32::try_from(pid) else {
+        return Liveness::Unknown;
+    };
+    if raw <= 0 {
+        return Liveness::Unknown; // 0 and negatives name process groups, not a process
+    }
+    // SAFETY: signal 0 only checks that the process exists and may be signalled; it sends nothing.
+    let rc = unsafe { libc::kill(raw, 0) };
+    let signal = if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    };
+    decide_liveness(signal, read_start_time(pid), start_time)
+}
+
+/// Whether the process `pid` that started at `start_time` is still running on this host; an
+/// undecidable check counts as alive (the lease decides then).
 pub fn process_alive(pid: u32, start_time: u64) -> bool {
-    match process_start_time(pid) {
-        Some(t) => t == start_time,
-        None => false,
+    process_liveness(pid, start_time) != Liveness::Gone
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn only_esrch_and_enoent_mean_gone() {
+        let ok = |t| -> std::io::Result<u64> { Ok(t) };
+        assert_eq!(decide_liveness(Ok(()), ok(7), 7), Liveness::Alive);
+        assert_eq!(decide_liveness(Err(libc::EPERM), ok(7), 7), Liveness::Alive);
+        assert_eq!(decide_liveness(Err(libc::ESRCH), ok(7), 7), Liveness::Gone);
+        assert_eq!(
+            decide_liveness(Ok(()), ok(8), 7),
+            Liveness::Gone,
+            "pid reused"
+        );
+        assert_eq!(
+            decide_liveness(Ok(()), Err(Error::from(ErrorKind::NotFound)), 7),
+            Liveness::Gone
+        );
+        for errno in [libc::EMFILE, libc::ENFILE, libc::EACCES, libc::ENOMEM] {
+            assert_eq!(
+                decide_liveness(Ok(()), Err(Error::from_raw_os_error(errno)), 7),
+                Liveness::Unknown,
+                "errno {errno} reading /proc"
+            );
+            assert_eq!(
+                decide_liveness(Err(errno), ok(7), 7),
+                Liveness::Unknown,
+                "errno {errno} from kill"
+            );
+        }
+        assert_eq!(
+            decide_liveness(Ok(()), Err(Error::from(ErrorKind::PermissionDenied)), 7),
+            Liveness::Unknown,
+            "hidepid"
+        );
+        assert_eq!(
+            decide_liveness(Ok(()), ok(7), 0),
+            Liveness::Unknown,
+            "a client that could not read its own start time is never judged by it"
+        );
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_free_pid_is_gone() {
+        let me = std::process::id();
+        let start = process_start_time(me).expect("own /proc entry");
+        assert_eq!(process_liveness(me, start), Liveness::Alive);
+        assert_eq!(process_liveness(me, start + 1), Liveness::Gone);
+        assert_eq!(process_liveness(me, 0), Liveness::Unknown);
+        assert!(process_alive(me, 0), "unknown counts as alive");
+        // pid_max is at most 2^22: this pid never exists.
+        assert_eq!(process_liveness(0x7fff_fff0, 1), Liveness::Gone);
+    }
+
+    #[test]
+    fn the_pid_namespace_is_part_of_the_liveness_identity() {
+        let a = HostIdentity {
+            name: "h".into(),
+            boot_id: "b".into(),
+            pid_ns: 4026531836,
+        };
+        let b = HostIdentity {
+            pid_ns: 4026532000,
+            ..a.clone()
+        };
+        let unknown = HostIdentity {
+            pid_ns: 0,
+            ..a.clone()
+        };
+        assert_eq!(a.hash(), b.hash(), "one host, one event ring");
+        assert_ne!(a.liveness_hash(), b.liveness_hash());
+        assert_ne!(unknown.liveness_hash(), a.liveness_hash());
+        assert_ne!(unknown.liveness_hash(), b.liveness_hash());
     }
 }

@@ -28,7 +28,10 @@ pub struct ControlBlock {
     /// `epoch:32 | client index + 1:32` of the client holding the maintenance lock (reaping and
     /// orphan collection; `Store::begin_maintenance`), 0 = none.
     pub maintenance: AtomicU64,
-    pub _reserved: [AtomicU64; 52],
+    /// Bumped by the holder of the maintenance lock at every check that it still holds it: a
+    /// taker that sees it unchanged for `MAINTENANCE_LEASE` takes the lock over.
+    pub maintenance_beat: AtomicU64,
+    pub _reserved: [AtomicU64; 51],
 }
 
 #[cfg(not(loom))]

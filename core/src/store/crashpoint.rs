@@ -4,7 +4,10 @@
 //! `GISMO_CRASHPOINT` kills itself with `SIGKILL` when it reaches that point — no unwinding, no
 //! destructors, no flush: exactly what `kill -9` or an OOM kill does at that instruction.
 //! `GISMO_CRASHPOINT=name:N` dies at the N-th time the point is reached (1-based; plain `name`
-//! is `name:1`). Without the feature every point compiles to nothing.
+//! is `name:1`). With `GISMO_CRASHPOINT_ACTION=stop` the process stops itself with `SIGSTOP`
+//! there instead (a process paused at that instruction, as by a debugger, a long page fault or a
+//! descheduled VM, which another process may resume with `SIGCONT`). Without the feature every
+//! point compiles to nothing.
 //!
 //! Every point has a name in [`ALL`] (`gismoctl crashpoints` prints them); the
 //! [`crash_point!`](crate::crash_point) macro refuses, at compile time, a name that is not there,
@@ -50,6 +53,7 @@ pub const ALL: &[&str] = &[
     "finish_delete.payload_freed",
     // Store::reap_client, and the take-over of a dead client's delete (resume_delete)
     "reap.fenced",
+    "reap.intent_taken",
     "reap.aborting",
     "reap.objects_released",
     "reap.intent_freed",
@@ -133,6 +137,8 @@ mod armed {
     struct Armed {
         name: String,
         at: u64,
+        /// `SIGKILL`, or `SIGSTOP` (`GISMO_CRASHPOINT_ACTION=stop`).
+        signal: i32,
         hits: AtomicU64,
     }
 
@@ -145,9 +151,14 @@ mod armed {
                     Some((n, k)) => (n.to_string(), k.parse().ok().filter(|k| *k > 0)?),
                     None => (spec, 1),
                 };
+                let signal = match std::env::var("GISMO_CRASHPOINT_ACTION").as_deref() {
+                    Ok("stop") => libc::SIGSTOP,
+                    _ => libc::SIGKILL,
+                };
                 Some(Armed {
                     name,
                     at,
+                    signal,
                     hits: AtomicU64::new(0),
                 })
             })
@@ -161,10 +172,13 @@ mod armed {
         }
         // Relaxed: a counter of this process's own hits; nothing is published through it.
         if a.hits.fetch_add(1, Ordering::Relaxed) + 1 == a.at {
-            // SAFETY: getpid and kill have no memory-safety preconditions; SIGKILL cannot be
-            // caught, so nothing of this process runs after it.
+            // SAFETY: pthread_self and pthread_kill have no memory-safety preconditions; SIGKILL
+            // and SIGSTOP cannot be caught, so nothing of this process runs after it (until a
+            // SIGCONT). Sent to this thread, not the process: a process-directed SIGSTOP may be
+            // taken by another thread, and this one would run on for a while before the group
+            // stops.
             unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL);
+                libc::pthread_kill(libc::pthread_self(), a.signal);
             }
         }
     }

@@ -44,6 +44,11 @@ pub enum StoreError {
     Fenced { epoch: u32 },
     #[error("client {holder} is maintaining the region (reaping); it will reap what is dead")]
     MaintenanceBusy { holder: usize },
+    #[error(
+        "this client lost the maintenance lock during a pass (another maintainer took it over); \
+         what it left is the new maintainer's"
+    )]
+    MaintenanceLost,
     #[error("region metadata is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]

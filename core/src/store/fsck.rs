@@ -8,7 +8,9 @@
 //! directory and the client table and compares it with the page bitmap, the chunk descriptors and
 //! the counters. It only reads (every value read from the region is validated before use) unless
 //! asked to repair, and repairs only what is safe: leaked blocks and pages are freed, chunk `used`
-//! counts and the used-bytes counter are recomputed. A block that a live object uses but the
+//! counts and the used-bytes counter are recomputed. A client entry left `DEAD` by an interrupted
+//! reap is reported; its reap is finished by [`Store::reap_dead`](crate::store::Store::reap_dead)
+//! under the maintenance lock (not by fsck, which holds no client). A block that a live object uses but the
 //! allocator marks free, or two objects that overlap, cannot be repaired safely and are reported.
 //!
 //! The result is exact on a quiescent region. While clients are active, a block a client has just
@@ -213,7 +215,7 @@ impl Store {
             let live = dir.live_word(i).is_some();
             let uncommitted = matches!(w.state, state::RESERVED | state::PENDING)
                 && (w.owner as usize) < self.max_clients()
-                && self.client_entry(w.owner as usize).load_word().status == status::ACTIVE;
+                && status::holds_resources(self.client_entry(w.owner as usize).load_word().status);
             if !live && !uncommitted {
                 continue;
             }
@@ -253,8 +255,9 @@ impl Store {
         for c in 0..self.max_clients() {
             let e = self.client_entry(c);
             match e.load_word().status {
-                status::ACTIVE => {
-                    report.active_clients += 1;
+                // A quarantined client still owns its intent (reaped after its grace).
+                st if status::holds_resources(st) => {
+                    report.active_clients += u64::from(st == status::ACTIVE);
                     if e.intent.load(Ordering::Acquire) == intent::ALLOCATED {
                         let (offset, size) = (
                             e.intent_offset.load(Ordering::Relaxed),
@@ -436,26 +439,9 @@ impl Store {
             }
         }
         self.check_hosts(repair, &mut report);
-        if repair {
-            for p in &report.problems {
-                if let Problem::DeadClient { client } = p {
-                    // Finish the interrupted reap.
-                    // Not while a live maintainer holds the lock: it may be reaping this one.
-                    let lock = self.control().maintenance.load(Ordering::Acquire);
-                    if crate::store::leader::LeaderId::unpack(lock)
-                        .is_some_and(|h| self.holder_alive(h))
-                    {
-                        continue;
-                    }
-                    let w = self.client_entry(*client).load_word();
-                    if w.status == status::DEAD
-                        && self.reap_client(*client, w, *client as u16).is_ok()
-                    {
-                        report.repaired += 1;
-                    }
-                }
-            }
-        }
+        // A `DEAD` entry (an interrupted reap) is not repaired here: a reap runs only under the
+        // maintenance lock, which only a registered client can hold. `Store::reap_dead` finishes
+        // it (`gismoctl fsck --repair` runs one as its own client first).
         report
     }
 
@@ -496,7 +482,7 @@ impl Store {
 
     fn op_snapshot(&self) -> Vec<(usize, u64)> {
         (0..self.max_clients())
-            .filter(|&c| self.client_entry(c).load_word().status == status::ACTIVE)
+            .filter(|&c| status::holds_resources(self.client_entry(c).load_word().status))
             .map(|c| (c, self.client_entry(c).op_seq.load(Ordering::SeqCst)))
             .collect()
     }
@@ -602,9 +588,18 @@ impl Store {
     /// Whether an active client records host identity `id`: a host-table entry no active client
     /// names may be reclaimed ([`host_index_reclaiming`](crate::store::events::host_index_reclaiming)).
     pub fn host_in_use(&self, id: u64) -> bool {
+        // Clients record their host by its index in the host table (their `host_hash` is the
+        // liveness identity, which adds the pid namespace).
+        let Some(h) = self
+            .hosts()
+            .iter()
+            .position(|e| e.identity.load(Ordering::Acquire) == id)
+        else {
+            return false;
+        };
         (0..self.max_clients()).any(|c| {
             let e = self.client_entry(c);
-            e.load_word().status == status::ACTIVE && e.host_hash.load(Ordering::Relaxed) == id
+            e.load_word().status != status::FREE && e.host_index.load(Ordering::Relaxed) == h as u64
         })
     }
 

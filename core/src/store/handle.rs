@@ -36,6 +36,9 @@ pub struct Store {
     control: *const ControlBlock,
     /// Entries this process saw `CONNECTING`, for the reaper.
     connecting_seen: crate::store::reaper::ConnectingSeen,
+    lease_watch: crate::store::reaper::LeaseWatch,
+    /// The maintenance lock as this process last saw it held, for takers.
+    lock_seen: crate::store::reaper::LockSeen,
 }
 
 // SAFETY: the raw pointers point into `region`'s shared mapping, which `Store` owns and which lives
@@ -188,6 +191,8 @@ impl Store {
             chunks,
             control,
             connecting_seen: Default::default(),
+            lease_watch: Default::default(),
+            lock_seen: Default::default(),
         }))
     }
 
@@ -249,8 +254,16 @@ impl Store {
         &self.control().alloc
     }
 
+    pub(crate) fn lease_watch(&self) -> &crate::store::reaper::LeaseWatch {
+        &self.lease_watch
+    }
+
     pub(crate) fn connecting_seen(&self) -> &crate::store::reaper::ConnectingSeen {
         &self.connecting_seen
+    }
+
+    pub(crate) fn lock_seen(&self) -> &crate::store::reaper::LockSeen {
+        &self.lock_seen
     }
 
     pub(crate) fn control(&self) -> &ControlBlock {
@@ -330,6 +343,33 @@ impl Store {
         // SAFETY: offset..end lies inside the heap section, which lies inside the mapping (or the
         // emulated view of the same length).
         Ok(unsafe { self.payload_base.add(offset as usize) })
+    }
+
+    /// Flush mode: writes back and drops this host's cached lines of an aborted object's payload
+    /// before the block is freed (H4): bytes written in place and never sealed must not reach
+    /// memory later, when the block belongs to another object. Only this host's caches: a
+    /// writer on another host is covered by the quarantine instead (`docs/coherence.md`).
+    pub(crate) fn write_back_and_drop(&self, slot: &crate::store::directory::Slot) {
+        if self.coherence_mode() != crate::coherence::CoherenceMode::Flush {
+            return;
+        }
+        let len = slot
+            .data_size
+            .load(Ordering::Relaxed)
+            .checked_add(u64::from(slot.metadata_size.load(Ordering::Relaxed)));
+        let offset = slot.data_offset.load(Ordering::Relaxed);
+        let Some(len) = len.filter(|_| offset != 0) else {
+            return;
+        };
+        if let Ok(ptr) = self.payload_ptr(offset, len) {
+            // SAFETY: the range is inside this process's payload view (checked by payload_ptr);
+            // the block is still the slot's (DELETING under the caller's tag until finish frees it).
+            // Writing back first makes the following invalidate lose nothing.
+            unsafe {
+                self.coherence().flush(ptr, len as usize);
+                self.coherence().invalidate(ptr, len as usize);
+            }
+        }
     }
 
     /// References held on `(index, gen)` by all live clients.

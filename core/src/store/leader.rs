@@ -7,7 +7,9 @@
 //!
 //! * `leader` = `epoch:32 | client index + 1:32` — the holder, named by the server's own
 //!   registered client (its client-table index and that entry's epoch); 0 = nobody.
-//! * `leader_lease_until_ms` — wall-clock ms until which the holder's lease is valid.
+//! * `leader_lease_until_ms` — wall-clock ms until which the holder means to lead. Followers
+//!   never compare it with their clock: it is a **renewal counter** (every renewal writes a new
+//!   value) that they watch for changes; the wall-clock value is for `gismoctl stat`.
 //!
 //! # The protocol
 //!
@@ -16,24 +18,30 @@
 //!
 //! * **Claim.** A non-holder reads the holder word `h`. It may claim when `h == 0` (released),
 //!   when `h`'s client entry no longer holds that epoch as `ACTIVE` (the holder was reaped), or
-//!   when `now > lease_until + slack`. It claims with one compare-and-swap `h → mine`: of several
+//!   when it has seen neither `h` nor `lease_until` change for more than `lease + slack` of its
+//!   own clock (a monotonic one: [`clock::monotonic_ms`](crate::clock::monotonic_ms)). A
+//!   follower that just started watches a whole lease before it may take over. It claims with one compare-and-swap `h → mine`: of several
 //!   servers racing for the same `h` exactly one CAS succeeds, so two servers never both win.
 //!   The winner then stores `lease_until = now + lease`.
-//! * **Renew.** The holder re-reads the word; if it still names the holder it stores
-//!   `lease_until = now + lease` (every poll, so at least every `lease / 3` in `gismo-server`).
+//! * **Renew.** The holder re-reads the word; if it still names the holder it stores a new
+//!   `lease_until` (every poll, so at least every `lease / 3` in `gismo-server`) and notes, on
+//!   its own clock, that it may lead until `now + lease`.
 //! * **Fencing.** If the holder finds another value in the word, it stops acting as leader at once
 //!   ([`LeaseEvent::Lost`]). It also stops when its own view of the lease ran out (`now >
-//!   lease_until` as it last wrote it) without a renewal — a paused process never acts on a stale
-//!   lease, because a successor waits `slack` longer than that before claiming.
+//!   renewal + lease` on its own clock) without a renewal — a paused process never acts on a
+//!   stale lease, because a successor, which saw that renewal no earlier than it was written,
+//!   waits `slack` longer than that before claiming.
 //! * **Release.** A server that stops cleanly CASes `mine → 0`, so another claims at its next poll
 //!   instead of waiting for the lease to run out.
 //!
 //! # The bound
 //!
-//! A leader that dies at `t` renewed at some `t_r <= t`, leaving `lease_until = t_r + lease`. A
-//! follower polling every `poll` claims at its first poll after `lease_until + slack`, so
-//! **another server leads no later than `t + lease + slack + poll`** (after a clean release: no
-//! later than `t + poll`). Cross-host wall clocks must agree to within `slack`.
+//! A leader that dies at `t` renewed last at some `t_r <= t`. A follower polling every `poll`
+//! sees that renewal by `t_r + poll` and claims at its first poll more than `lease + slack`
+//! later, so **another server leads no later than `t + lease + slack + 2 × poll`** (after a clean
+//! release: no later than `t + poll`; a follower that only starts watching then needs a whole
+//! `lease + slack` of watching first). No agreement between hosts' wall clocks is needed, only
+//! that their clocks run at the same rate to within `slack / lease`.
 //!
 //! # What the lease does not guarantee
 //!
@@ -134,8 +142,13 @@ pub struct LeaderLease {
     me: LeaderId,
     lease_ms: u64,
     slack_ms: u64,
-    /// While we hold the lease: the `lease_until_ms` we last wrote.
+    /// While we hold the lease: until when, on the caller's clock (`now_ms` of our last renewal
+    /// plus the lease).
     held_until: Option<u64>,
+    /// As a follower: the `(leader, lease_until_ms)` words we last saw and when (caller's clock)
+    /// they last changed. The lease is judged by "renewed since I last looked", never by
+    /// comparing the holder's clock with ours.
+    seen: Option<(u64, u64, u64)>,
 }
 
 impl LeaderLease {
@@ -147,6 +160,7 @@ impl LeaderLease {
             lease_ms,
             slack_ms,
             held_until: None,
+            seen: None,
         }
     }
 
@@ -164,7 +178,8 @@ impl LeaderLease {
         now_ms <= until && self.store.control().leader.load(Ordering::Relaxed) == self.me.pack()
     }
 
-    /// Renews, claims or checks the lease at wall-clock time `now_ms` (see the module docs).
+    /// Renews, claims or checks the lease at time `now_ms` of this process's clock (monotonic:
+    /// [`crate::clock::monotonic_ms`]; only differences of our own readings are used).
     pub fn poll(&mut self, now_ms: u64) -> LeaseEvent {
         let c = self.store.control();
         let mine = self.me.pack();
@@ -183,18 +198,29 @@ impl LeaderLease {
                 self.held_until = None;
                 return LeaseEvent::Lost { to: None };
             }
-            let until = now_ms + self.lease_ms;
-            c.leader_lease_until_ms.store(until, Ordering::Relaxed);
-            self.held_until = Some(until);
+            self.publish_renewal();
+            self.held_until = Some(now_ms + self.lease_ms);
             return LeaseEvent::Renewed;
         }
         let holder = LeaderId::unpack(cur);
         let until = c.leader_lease_until_ms.load(Ordering::Relaxed);
+        let quiet = match self.seen {
+            Some((w, u, since)) if w == cur && u == until => now_ms.saturating_sub(since),
+            _ => {
+                self.seen = Some((cur, until, now_ms));
+                0
+            }
+        };
         let claimable = match holder {
             None => true,
             // Our own word while we do not hold it: our lease ran out unrenewed; reclaim.
             Some(h) if h == self.me => true,
-            Some(h) => !self.store.holder_alive(h) || now_ms > until.saturating_add(self.slack_ms),
+            // Not renewed for a lease plus the slack, as we watched it: the holder stopped acting
+            // a slack before that (its own clock), so no two leaders act at once as long as the
+            // clocks run at the same rate (no agreement on their values is needed).
+            Some(h) => {
+                !self.store.holder_alive(h) || quiet > self.lease_ms.saturating_add(self.slack_ms)
+            }
         };
         if !claimable {
             return LeaseEvent::Follower { holder };
@@ -206,9 +232,9 @@ impl LeaderLease {
             .compare_exchange(cur, mine, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => {
-                let until = now_ms + self.lease_ms;
-                c.leader_lease_until_ms.store(until, Ordering::Relaxed);
-                self.held_until = Some(until);
+                self.publish_renewal();
+                self.held_until = Some(now_ms + self.lease_ms);
+                self.seen = None;
                 LeaseEvent::Acquired {
                     previous: holder.filter(|h| *h != self.me),
                 }
@@ -217,6 +243,16 @@ impl LeaderLease {
                 holder: LeaderId::unpack(now_holder),
             },
         }
+    }
+
+    /// Writes a new `lease_until_ms`: wall-clock ms (informational, `gismoctl stat` shows it),
+    /// and always a new value, since followers judge the lease by its changes.
+    fn publish_renewal(&self) {
+        let c = self.store.control();
+        let prev = c.leader_lease_until_ms.load(Ordering::Relaxed);
+        let until = (crate::clock::unix_ms().saturating_add(self.lease_ms))
+            .max(prev.wrapping_add(1));
+        c.leader_lease_until_ms.store(until, Ordering::Relaxed);
     }
 
     /// Changes the identity this server claims under (after its client was fenced and registered
@@ -314,7 +350,8 @@ mod tests {
         }
         // A wedges: lease until t+900+300; B claims only after lease + slack.
         let until = t + 900 + 300;
-        assert!(matches!(lb.poll(until + 50), LeaseEvent::Follower { .. }));
+        let e = lb.poll(until + 50);
+        assert!(matches!(e, LeaseEvent::Follower { .. }), "{e:?}");
         assert_eq!(
             lb.poll(until + 51),
             LeaseEvent::Acquired {
@@ -326,6 +363,34 @@ mod tests {
         assert_eq!(la.poll(until + 52), LeaseEvent::Lost { to: Some(lb.me()) });
         assert!(matches!(la.poll(until + 53), LeaseEvent::Follower { .. }));
         assert!(lb.is_leader(until + 53));
+    }
+
+    /// The lease is judged by its renewals as the follower watched them, not by the holder's
+    /// clock: a follower that starts watching long after the written `lease_until` (or whose
+    /// clock is far ahead) still waits a full lease plus the slack without a renewal.
+    #[test]
+    fn a_fresh_follower_watches_a_whole_lease_before_taking_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, ca, b, cb) = two_servers(&dir);
+        let (mut la, mut lb) = (lease(&a, &ca), lease(&b, &cb));
+        assert_eq!(la.poll(0), LeaseEvent::Acquired { previous: None });
+        // B's clock reads a day later: by wall-clock comparison A's lease ran out long ago.
+        let day = 86_400_000;
+        assert!(matches!(lb.poll(day), LeaseEvent::Follower { .. }));
+        assert!(matches!(lb.poll(day + 350), LeaseEvent::Follower { .. }));
+        // A renewal it sees restarts its watch.
+        assert_eq!(la.poll(200), LeaseEvent::Renewed);
+        assert!(matches!(lb.poll(day + 351), LeaseEvent::Follower { .. }));
+        assert!(matches!(
+            lb.poll(day + 351 + 350),
+            LeaseEvent::Follower { .. }
+        ));
+        assert_eq!(
+            lb.poll(day + 351 + 351),
+            LeaseEvent::Acquired {
+                previous: Some(la.me())
+            }
+        );
     }
 
     #[test]
@@ -348,9 +413,9 @@ mod tests {
         let t = 5_000;
         la.poll(t);
         let judged = b.client_entry(ca.index()).load_word();
-        b.reap_client(ca.index(), judged, cb.index() as u16)
-            .unwrap()
-            .unwrap();
+        let m = b.begin_maintenance(cb.maintainer_id(), 60_000).unwrap();
+        b.reap_client(&m, ca.index(), judged).unwrap().unwrap();
+        drop(m);
         assert_eq!(
             lb.poll(t + 1),
             LeaseEvent::Acquired {

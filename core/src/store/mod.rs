@@ -29,6 +29,8 @@ pub mod fsck;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
+pub mod heartbeat;
+#[cfg(not(loom))]
 pub mod leader;
 #[cfg(not(loom))]
 mod reaper;
@@ -39,11 +41,12 @@ pub mod wait;
 
 #[cfg(not(loom))]
 pub use client::{
-    Client, CreateBuffer, CreateInfo, DeleteOutcome, Located, ObjectRef, ObjectSource, OwnerAddress,
+    Client, CreateBuffer, CreateInfo, DeleteOutcome, FenceToken, Located, ObjectRef, ObjectSource,
+    OwnerAddress,
 };
 pub use error::{Result, StoreError};
 #[cfg(not(loom))]
 pub use handle::{ClientSummary, ObjectSummary, Stats, Store};
 pub use object_id::ObjectId;
 #[cfg(not(loom))]
-pub use reaper::{DeathCause, Maintenance, ReapReport};
+pub use reaper::{DeathCause, Maintenance, ReapReport, MAINTENANCE_LEASE};

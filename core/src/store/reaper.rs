@@ -1,12 +1,20 @@
 //! Finding dead clients and reclaiming everything they held.
 //!
-//! A client is dead when its process is gone (same host: the pid no longer runs, or runs with
-//! another start time) or, on another host, when its heartbeat is older than the lease. Reaping
-//! follows the crash protocol of `docs/store.md`:
+//! A client is dead when its process is gone (same host and pid namespace: `kill(pid, 0)` says
+//! `ESRCH`, or the pid runs with another start time) or, when its process cannot be checked (another
+//! host, another pid namespace, or a check that failed for another reason), when its heartbeat
+//! has not changed for the lease **on this process's monotonic clock** ([`LeaseWatch`]: no two
+//! hosts' clocks are ever compared). A client dead by lease is first **quarantined** (fenced, but
+//! everything it held kept) and reaped only after a grace period of twice the lease, so that a
+//! client that was merely paused does not find its zero-copy views reused the moment it resumes
+//! (`docs/store.md`, "Pauses and fencing"). Reaping follows the crash protocol of `docs/store.md`:
 //!
 //! 0. **One maintainer at a time**: reaping, finishing orphaned deletes and collecting orphans
 //!    run only under the region's maintenance lock ([`Store::begin_maintenance`]), held by a
-//!    registered client (a server's, a runner's, or a Python client's).
+//!    registered client (a server's, a runner's, or a Python client's). A maintainer that lost
+//!    it (taken for dead, or silent for [`MAINTENANCE_LEASE`]) stops at its next check
+//!    ([`Maintenance::held`]: every [`CHECK_EVERY`] slots and before every write to the victim's
+//!    entry), leaving the entry `DEAD` for the new holder.
 //! 1. **Fence**: CAS the entry from exactly the word it was judged dead by, `ACTIVE(epoch) →
 //!    DEAD(epoch)`. A client that was only paused sees its word changed at its next call and
 //!    fails with `Fenced`. A `DEAD` entry is a reap that was interrupted (its maintainer died):
@@ -14,8 +22,9 @@
 //! 2. **Unsealed objects**: every slot the client owns in `CREATING` (or a committed `PENDING`)
 //!    is aborted and its payload freed; uncommitted `RESERVED`/`PENDING` slots are released. A
 //!    lost CAS (a helper's flip, a waiter flag) is retried while the generation is unchanged.
-//! 3. **In-flight allocation**: the intent record's allocation is freed unless a committed slot of
-//!    the client names it (then step 2 freed it).
+//! 3. **In-flight allocation**: the intent record's allocation (taken out of the entry with a
+//!    swap before step 2) is freed unless a committed slot of the client names it (then step 2
+//!    freed it).
 //! 4. **References**: the reference table is erased; objects whose delete was pending on those
 //!    references are deleted now.
 //! 5. **Deletes it had started**: a `DELETING` slot it owned is taken over and decided again
@@ -29,8 +38,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{fence, Ordering};
 use std::time::Instant;
 
-use crate::clock::unix_ms;
-use crate::store::clients::{intent, process_alive, status, EntryWord, HostIdentity};
+use crate::store::clients::{intent, process_liveness, status, EntryWord, HostIdentity, Liveness};
 use crate::store::directory::{begin_delete, flags, resume_delete, state, Resumed, Word};
 use crate::store::error::{Result, StoreError};
 use crate::store::handle::Store;
@@ -61,8 +69,12 @@ pub struct ReapReport {
 pub enum DeathCause {
     /// Same host, and its process is gone.
     ProcessGone,
-    /// Another host, and its heartbeat is older than the lease.
+    /// Its process cannot be checked from here (another host or pid namespace, or the check
+    /// failed), and its heartbeat has not changed for the lease on this observer's clock. Such a
+    /// client is quarantined first (see [`quarantine_grace`]).
     LeaseExpired,
+    /// Quarantined (dead by lease) for longer than the grace period: now reaped.
+    QuarantineOver,
     /// Already `DEAD`: a reap that a maintainer started and did not finish.
     ReapInterrupted,
 }
@@ -81,11 +93,32 @@ impl Maintenance<'_> {
     }
 
     /// Whether we still hold the lock and our client is still live (a maintainer judged dead and
-    /// fenced stops before its next step). Checked before every reap and before freeing orphans.
+    /// fenced, or whose lock was taken over, stops before its next step). Checked before every
+    /// reap, every [`CHECK_EVERY`] slots of a scan, before each step of a reap that writes the
+    /// victim's entry, and before freeing orphans. While held, it also shows we are alive: it
+    /// bumps the lock's liveness counter (a same-host taker watches it, see
+    /// [`Store::begin_maintenance`]) and our client's heartbeat (a taker on another host judges
+    /// us by it), so a busy maintainer is never taken for a dead one.
     pub fn held(&self) -> bool {
+        let c = self.store.control();
         // Acquire: pairs with the AcqRel CAS of a maintainer that took the lock over.
-        self.store.control().maintenance.load(Ordering::Acquire) == self.me.pack()
-            && self.store.holder_alive(self.me)
+        let held = c.maintenance.load(Ordering::Acquire) == self.me.pack()
+            && self.store.holder_alive(self.me);
+        if held {
+            // Relaxed: liveness only; takers compare values, nothing is published through them.
+            c.maintenance_beat.fetch_add(1, Ordering::Relaxed);
+            crate::store::heartbeat::bump(&self.store.client_entry(self.me.client).heartbeat_ms);
+        }
+        held
+    }
+
+    /// `Ok` while [`held`](Self::held); else [`StoreError::MaintenanceLost`].
+    fn check(&self) -> Result<()> {
+        if self.held() {
+            Ok(())
+        } else {
+            Err(StoreError::MaintenanceLost)
+        }
     }
 
     /// The owner tag under which the maintainer takes over slots.
@@ -106,50 +139,111 @@ impl Drop for Maintenance<'_> {
     }
 }
 
+/// How long a holder of the maintenance lock may go without showing it is alive before another
+/// client takes the lock over: its liveness counter unchanged for this long on the taker's own
+/// monotonic clock (a holder paused, stopped or deadlocked on any host), or, for a holder on
+/// another host, its heartbeat this old. Fixed: never a caller's (possibly tiny) client lease. A
+/// working maintainer shows it is alive at least every [`CHECK_EVERY`] slots.
+pub const MAINTENANCE_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Slots between two checks of the maintenance lock in a directory scan.
+const CHECK_EVERY: usize = 256;
+
+/// Per-process memory of the maintenance lock as last seen held (lock word, liveness counter,
+/// when first seen so), to tell a holder that stopped showing it is alive.
+#[derive(Default)]
+pub(crate) struct LockSeen(std::sync::Mutex<Option<(u64, u64, Instant)>>);
+
 /// Per-process memory of client entries seen `CONNECTING`: a connector that stays there longer
 /// than the lease died inside `connect` (which takes microseconds), and its entry is reclaimed.
 #[derive(Default)]
 pub(crate) struct ConnectingSeen(std::sync::Mutex<HashMap<usize, (u64, Instant)>>);
 
+/// How long a client dead by lease stays quarantined before it is reaped: twice the lease, on
+/// the maintainer's monotonic clock from the moment it first saw the entry quarantined (a
+/// maintainer that takes over starts counting afresh, so the grace only ever gets longer).
+pub fn quarantine_grace(lease_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(lease_ms.saturating_mul(2))
+}
+
+/// Per-process memory of every client entry's `(word, heartbeat)` and when this process last saw
+/// it change, on its own monotonic clock. A lease is judged by "has the heartbeat changed since I
+/// last looked", never by comparing the heartbeat's wall-clock value with ours, so clock skew and
+/// steps between hosts do not matter. The price: a process that starts observing (a fresh
+/// server, a takeover) needs a full lease of observation before it can declare anyone dead.
+#[derive(Default)]
+pub(crate) struct LeaseWatch(std::sync::Mutex<HashMap<usize, (u64, u64, Instant)>>);
+
+impl LeaseWatch {
+    /// How long entry `index` has shown `(word, beat)` to this process (zero on a change or a
+    /// first sighting).
+    pub(crate) fn unchanged_for(&self, index: usize, word: u64, beat: u64) -> std::time::Duration {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match seen.get(&index) {
+            Some(&(w, b, since)) if w == word && b == beat => now.saturating_duration_since(since),
+            _ => {
+                seen.insert(index, (word, beat, now));
+                std::time::Duration::ZERO
+            }
+        }
+    }
+}
+
 impl Store {
-    /// Whether the active client `index` is dead (see [`Store::dead_clients`]), judged by its
-    /// fields as published with the word `word` (loaded with Acquire).
-    fn judge(
+    /// Whether client `index` is dead (see [`Store::dead_clients`]), judged by its fields as
+    /// published with its word (loaded with Acquire); `me_identity` is this process's
+    /// [`HostIdentity::liveness_hash`].
+    pub(crate) fn judge(
         &self,
         index: usize,
-        me_host: u64,
-        now: u64,
+        me_identity: u64,
         lease_ms: u64,
     ) -> Option<(EntryWord, DeathCause)> {
         let e = self.client_entry(index);
-        let w = e.load_word();
+        // Acquire: pairs with the Release CAS that published the entry's fields.
+        let raw = e.word.load(Ordering::Acquire);
+        let w = EntryWord::unpack(raw);
         match w.status {
             status::DEAD => return Some((w, DeathCause::ReapInterrupted)),
+            status::QUARANTINED => {
+                let quiet = self.lease_watch().unchanged_for(index, raw, 0);
+                return (quiet >= quarantine_grace(lease_ms))
+                    .then_some((w, DeathCause::QuarantineOver));
+            }
             status::ACTIVE => {}
             _ => return None,
         }
-        if e.host_hash.load(Ordering::Relaxed) == me_host {
+        if e.host_hash.load(Ordering::Relaxed) == me_identity {
             let pid = e.pid.load(Ordering::Relaxed) as u32;
             let start = e.start_time.load(Ordering::Relaxed);
-            (!process_alive(pid, start)).then_some((w, DeathCause::ProcessGone))
-        } else {
-            let beat = e.heartbeat_ms.load(Ordering::Relaxed);
-            (now.saturating_sub(beat) > lease_ms).then_some((w, DeathCause::LeaseExpired))
+            match process_liveness(pid, start) {
+                Liveness::Gone => return Some((w, DeathCause::ProcessGone)),
+                Liveness::Alive => return None,
+                // EMFILE, hidepid, no start time recorded...: the lease decides.
+                Liveness::Unknown => {}
+            }
         }
+        let beat = e.heartbeat_ms.load(Ordering::Relaxed);
+        let quiet = self.lease_watch().unchanged_for(index, raw, beat);
+        (quiet >= std::time::Duration::from_millis(lease_ms))
+            .then_some((w, DeathCause::LeaseExpired))
     }
 
     fn dead_entries(&self, lease_ms: u64) -> Vec<(usize, EntryWord, DeathCause)> {
-        let me = HostIdentity::current().hash();
-        let now = unix_ms();
+        let me = HostIdentity::current().liveness_hash();
         let hwm =
             (self.control().clients_hwm.load(Ordering::SeqCst) as usize).min(self.max_clients());
         (0..hwm)
-            .filter_map(|i| self.judge(i, me, now, lease_ms).map(|(w, c)| (i, w, c)))
+            .filter_map(|i| self.judge(i, me, lease_ms).map(|(w, c)| (i, w, c)))
             .collect()
     }
 
-    /// Clients that are dead: on this host by pid and start time, elsewhere by a heartbeat older
-    /// than `lease_ms`; and `DEAD` entries whose reap was interrupted.
+    /// Clients that are dead: on this host (and pid namespace) by pid and start time; otherwise,
+    /// or when the pid cannot be checked, by a heartbeat this process has seen unchanged for
+    /// `lease_ms` (a first call only starts watching: a fresh observer needs a full lease);
+    /// quarantined clients whose grace period is over; and `DEAD` entries whose reap was
+    /// interrupted.
     pub fn dead_clients(&self, lease_ms: u64) -> Vec<(usize, DeathCause)> {
         self.dead_entries(lease_ms)
             .into_iter()
@@ -172,14 +266,19 @@ impl Store {
             return Err(StoreError::Fenced { epoch: me.epoch });
         }
         let lock = &self.control().maintenance;
-        let host = HostIdentity::current().hash();
+        let host = HostIdentity::current().liveness_hash();
+        let lease = lease_ms.max(MAINTENANCE_LEASE.as_millis() as u64);
         loop {
             // Acquire: pairs with the Release of the previous holder's unlock (or AcqRel take).
             let cur = lock.load(Ordering::Acquire);
             if let Some(h) = LeaderId::unpack(cur) {
+                if h == me {
+                    return Err(StoreError::MaintenanceBusy { holder: h.client });
+                }
                 let live = self.holder_alive(h)
-                    && self.judge(h.client, host, unix_ms(), lease_ms).is_none();
-                if h == me || live {
+                    && self.judge(h.client, host, lease).is_none()
+                    && !self.lock_stalled(cur);
+                if live {
                     return Err(StoreError::MaintenanceBusy { holder: h.client });
                 }
             }
@@ -194,29 +293,88 @@ impl Store {
         }
     }
 
-    /// Fences client `index`, judged dead with entry word `judged` (`ACTIVE`, or `DEAD` for an
-    /// interrupted reap), and reclaims what it held; `reaper` is the owner tag under which slots
-    /// are taken over (the maintainer's client index). Returns `None` if the entry is no longer
-    /// `judged` (it was reaped, reclaimed or re-registered meanwhile: never reap a new client).
+    /// Fences client `index`, judged dead by lease with entry word `judged` (`ACTIVE`), without
+    /// reclaiming anything yet: `ACTIVE(epoch) → QUARANTINED(epoch)`. Its next operation fails
+    /// with `Fenced`; its references keep counting and its allocations stay until
+    /// [`Store::reap_client`] reaps it after [`quarantine_grace`]. Returns whether it was
+    /// quarantined (false: the entry is no longer `judged`).
+    pub fn quarantine_client(&self, index: usize, judged: EntryWord) -> bool {
+        if judged.status != status::ACTIVE {
+            return false;
+        }
+        let q = EntryWord {
+            status: status::QUARANTINED,
+            ..judged
+        };
+        // AcqRel: as the fence of `reap_client` (the change of word is what fences the client;
+        // a copying reader that saw any later reuse sees this word).
+        let ok = self
+            .client_entry(index)
+            .word
+            .compare_exchange(judged.pack(), q.pack(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if ok {
+            // The grace period starts now, on our clock.
+            let _ = self.lease_watch().unchanged_for(index, q.pack(), 0);
+        }
+        ok
+    }
+
+    /// Whether the maintenance lock, held with word `cur`, has shown no sign of life (its
+    /// liveness counter, bumped by every [`Maintenance::held`]) for [`MAINTENANCE_LEASE`] on this
+    /// process's monotonic clock: its holder is stopped, paused or stuck, even if its process
+    /// exists.
+    fn lock_stalled(&self, cur: u64) -> bool {
+        // Relaxed: only compared with what we saw before.
+        let beat = self.control().maintenance_beat.load(Ordering::Relaxed);
+        let Ok(mut seen) = self.lock_seen().0.lock() else {
+            return false;
+        };
+        match *seen {
+            Some((word, b, since)) if word == cur && b == beat => {
+                since.elapsed() > MAINTENANCE_LEASE
+            }
+            _ => {
+                *seen = Some((cur, beat, Instant::now()));
+                false
+            }
+        }
+    }
+
+    /// Fences client `index`, judged dead with entry word `judged` (`ACTIVE`, `QUARANTINED` once
+    /// its grace is over, or `DEAD` for an interrupted reap), and reclaims what it held, as
+    /// maintainer `m` (slots are taken over under its tag). Returns `None` if the entry is no
+    /// longer `judged` (it was reaped, reclaimed or re-registered meanwhile: never reap a new
+    /// client).
+    ///
+    /// Every step that writes the victim's entry or acts on a slot it owns first checks that we
+    /// still hold the lock ([`Maintenance::held`], also every [`CHECK_EVERY`] slots) and that the
+    /// entry is still exactly `DEAD` with the judged epoch: a maintainer that lost the lock (it
+    /// was taken for dead while busy or paused) stops, leaving the entry `DEAD` for the new
+    /// maintainer, instead of acting on an entry someone else finished and a new client reuses.
     ///
     /// # Errors
-    /// `Corrupt` if the allocator refuses a free (the rest of the reap still happens).
+    /// [`StoreError::MaintenanceLost`] if the lock was lost before the reap was done (what is
+    /// left is the next maintainer's); `Corrupt` if the allocator refuses a free (the rest of the
+    /// reap still happens).
     pub fn reap_client(
         &self,
+        m: &Maintenance<'_>,
         index: usize,
         judged: EntryWord,
-        reaper: u16,
     ) -> Result<Option<ReapReport>> {
+        let reaper = m.tag();
         let e = self.client_entry(index);
         let dead = EntryWord {
             status: status::DEAD,
             ..judged
         };
+        m.check()?;
         match judged.status {
             // AcqRel: Acquire makes the client's last writes (slots, table, intent) visible to
             // us; the change of word is what fences the client. From exactly the judged word:
             // a reused entry (new epoch) is another client.
-            status::ACTIVE => {
+            status::ACTIVE | status::QUARANTINED => {
                 if e.word
                     .compare_exchange(
                         judged.pack(),
@@ -238,6 +396,18 @@ impl Store {
             }
             _ => return Ok(None),
         }
+        // Flush mode: a dead writer of this host (and pid namespace) left its unsealed bytes in
+        // this host's caches, which we can write back and drop before its blocks are reused.
+        let same_host =
+            e.host_hash.load(Ordering::Relaxed) == HostIdentity::current().liveness_hash();
+        // Still ours to reap: we hold the lock and the entry is the judged one, still DEAD (a
+        // maintainer that took the lock from us may have finished it, and a new client may have
+        // claimed it). Checked right before every write to the entry and every slot we act on.
+        let ours = || -> Result<bool> {
+            m.check()?;
+            // Acquire: as above, for a maintainer that finished the reap before us.
+            Ok(e.word.load(Ordering::Acquire) == dead.pack())
+        };
         let mut report = ReapReport {
             client: index,
             pid: e.pid.load(Ordering::Relaxed) as u32,
@@ -247,16 +417,31 @@ impl Store {
         let dir = self.directory();
         let owner = index as u16;
 
-        // 2. Its unsealed objects; its started deletes are decided in step 5.
-        let intent_kind = e.intent.load(Ordering::Acquire);
+        // The in-flight allocation (freed in step 3), taken out of the entry first: a maintainer
+        // killed after this and before the free leaks the block (the orphan collector finds it)
+        // instead of leaving the intent for the next one to free a second time — after step 2
+        // freed it through its slot, or after step 3 freed it, and maybe after a reuse.
+        if !ours()? {
+            return Ok(None);
+        }
+        // AcqRel: the Acquire half pairs with the client's Release store of ALLOCATED (its
+        // offset and size); the Release half orders this take before our frees.
+        let intent_kind = e.intent.swap(intent::NONE, Ordering::AcqRel);
+        crate::crash_point!("reap.intent_taken");
         let intent_offset = e.intent_offset.load(Ordering::Relaxed);
         let intent_size = e.intent_size.load(Ordering::Relaxed);
         let mut intent_covered = false;
         let mut started_deletes = Vec::new();
         for (i, slot) in dir.slots().iter().enumerate() {
+            if i % CHECK_EVERY == CHECK_EVERY - 1 {
+                m.check()?;
+            }
             let mut sw = slot.load_word();
             if sw.owner != owner {
                 continue;
+            }
+            if !ours()? {
+                return Ok(None);
             }
             let gen = sw.gen;
             // Retry while it is still this client's object: a helper's PENDING → CREATING flip or
@@ -289,6 +474,9 @@ impl Store {
                     }
                     crate::crash_point!("reap.aborting");
                     intent_covered |= offset == intent_offset;
+                    if same_host {
+                        self.write_back_and_drop(slot);
+                    }
                     if let Err(err) =
                         self.finish_delete(i, deleting, live.flags & flags::WAITERS != 0)
                     {
@@ -317,7 +505,10 @@ impl Store {
         }
 
         crate::crash_point!("reap.objects_released");
-        // 3. Its in-flight allocation.
+        // 3. Its in-flight allocation (from the snapshot: the entry no longer names it).
+        if !ours()? {
+            return Ok(None);
+        }
         if intent_kind == intent::ALLOCATED && !intent_covered && intent_size > 0 {
             match self.allocator().free(intent_offset, intent_size) {
                 Ok(()) => report.freed_intent_bytes = intent_size,
@@ -326,10 +517,12 @@ impl Store {
                 Err(err) => first_error = first_error.or(Some(err.into())),
             }
         }
-        e.intent.store(intent::NONE, Ordering::Relaxed);
         crate::crash_point!("reap.intent_freed");
 
         // 4. Its references.
+        if !ours()? {
+            return Ok(None);
+        }
         let refs = self.ref_table(index);
         let held = refs.held();
         refs.clear();
@@ -359,6 +552,9 @@ impl Store {
         // 5. The deletes, evictions and aborts it had started (its references are gone now, so
         // a re-run reference check counts only the others').
         for i in started_deletes {
+            if !ours()? {
+                return Ok(None);
+            }
             match self.resume_deleting(i, owner, reaper) {
                 Ok(Some(true)) => report.finished_deletes += 1,
                 Ok(Some(false)) => report.restored_objects += 1,
@@ -370,6 +566,9 @@ impl Store {
         crate::crash_point!("reap.deletes_resumed");
         // 6. Free the entry. A client killed inside an operation left `op_seq` odd: make it even,
         // or every later occupant would look permanently busy to the orphan collector.
+        if !ours()? {
+            return Ok(None);
+        }
         let seq = e.op_seq.load(Ordering::Relaxed);
         if seq % 2 == 1 {
             e.op_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
@@ -475,20 +674,45 @@ impl Store {
         let m = self.begin_maintenance(me, lease_ms)?;
         let mut out = Vec::new();
         let mut first_error = None;
-        for (index, word, _) in self.dead_entries(lease_ms) {
+        let host = HostIdentity::current().liveness_hash();
+        for (index, word, cause) in self.dead_entries(lease_ms) {
             if !m.held() {
                 break;
             }
             if index == me.client {
                 continue;
             }
-            match self.reap_client(index, word, m.tag()) {
+            let (word, _) = match cause {
+                // Dead by lease: quarantine first; reaped once the grace is over (at once for
+                // a zero lease).
+                DeathCause::LeaseExpired => {
+                    if !self.quarantine_client(index, word) {
+                        continue;
+                    }
+                    match self.judge(index, 0, lease_ms) {
+                        Some(judged @ (_, DeathCause::QuarantineOver)) => judged,
+                        _ => continue,
+                    }
+                }
+                _ => {
+                    // Judged again right before the fence: the scan's verdict may be a pass old.
+                    if word.status == status::ACTIVE
+                        && self.judge(index, host, lease_ms).map(|(w, _)| w) != Some(word)
+                    {
+                        continue;
+                    }
+                    (word, cause)
+                }
+            };
+            match self.reap_client(&m, index, word) {
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => {}
                 Err(e) => first_error = first_error.or(Some(e)),
             }
         }
-        self.reclaim_stale_connecting(lease_ms);
+        if m.held() {
+            self.reclaim_stale_connecting(lease_ms);
+        }
         if !out.is_empty() && m.held() {
             // Deletes left half done by a reaper that died while acting for a dead client.
             let finished = self.finish_orphaned_deletes(&m);
@@ -511,6 +735,9 @@ impl Store {
         let dir = self.directory();
         let mut finished = 0;
         for (i, slot) in dir.slots().iter().enumerate() {
+            if i % CHECK_EVERY == CHECK_EVERY - 1 && !m.held() {
+                break;
+            }
             let w = slot.load_word();
             if w.state != state::DELETING {
                 continue;
@@ -520,6 +747,9 @@ impl Store {
                 && self.client_entry(owner).load_word().status == status::ACTIVE;
             if active {
                 continue;
+            }
+            if !m.held() {
+                break;
             }
             if let Ok(Some(true)) = self.resume_deleting(i, w.owner, m.tag()) {
                 finished += 1;

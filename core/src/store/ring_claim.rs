@@ -10,8 +10,9 @@
 //! - A claim held by a live client is refused with [`RingClaimError::Claimed`], naming the host,
 //!   the holder and `GISMO_HOST`.
 //! - A claim whose client is gone is taken over by CAS: its table entry is no longer active at
-//!   that epoch (freed, reaped, reclaimed), or — on this host — its process no longer runs (pid
-//!   and start time), or — on another host — its heartbeat is older than the lease. A crashed
+//!   that epoch (freed, reaped, reclaimed, quarantined), or — on this host and pid namespace —
+//!   its process no longer runs (pid and start time), or — otherwise — this process has seen its
+//!   heartbeat unchanged for the lease (a fresh claimant watches a full lease first). A crashed
 //!   runner therefore never blocks its successor, and needs no reaper first.
 //! - A clean stop releases the claim ([`Store::release_event_ring`]); a CAS from the holder's own
 //!   value, so a claim already taken over is left alone.
@@ -20,7 +21,7 @@
 //! after the lease.
 
 #[cfg(not(loom))]
-use crate::store::clients::{process_alive, status, HostIdentity};
+use crate::store::clients::{status, HostIdentity};
 use crate::store::events::HostEntry;
 use crate::sync::Ordering;
 
@@ -111,24 +112,19 @@ pub enum RingClaimError {
 
 #[cfg(not(loom))]
 impl crate::store::Store {
-    /// Whether `c` is a live client: its entry is active at that epoch and, on this host, its
-    /// process runs; on another host, its heartbeat is younger than `lease_ms`.
+    /// Whether `c` is a live client: its entry is active at that epoch and the reaper's judgment
+    /// ([`Store::judge`]: its pid on this host and pid namespace, else a heartbeat seen changing
+    /// within `lease_ms` on our monotonic clock) does not declare it dead.
     fn consumer_alive(&self, c: ConsumerId, lease_ms: u64) -> bool {
         if c.index >= self.max_clients() {
             return false;
         }
-        let e = self.client_entry(c.index);
-        let w = e.load_word();
+        let w = self.client_entry(c.index).load_word();
         if w.status != status::ACTIVE || w.epoch != c.epoch {
             return false;
         }
-        if e.host_hash.load(Ordering::Relaxed) == HostIdentity::current().hash() {
-            let pid = e.pid.load(Ordering::Relaxed) as u32;
-            process_alive(pid, e.start_time.load(Ordering::Relaxed))
-        } else {
-            let beat = e.heartbeat_ms.load(Ordering::Relaxed);
-            crate::clock::unix_ms().saturating_sub(beat) <= lease_ms
-        }
+        self.judge(c.index, HostIdentity::current().liveness_hash(), lease_ms)
+            .is_none()
     }
 
     /// Claims host `host`'s event ring for `client` (see the module docs); `lease_ms` judges a

@@ -74,7 +74,8 @@ pub fn tasks(
     ]
 }
 
-/// Wall-clock ms now (what the lease compares).
+/// This process's monotonic ms now (what the leader lease measures).
 pub fn now_ms() -> u64 {
-    gismo_platform::clock::unix_ms()
+    // The leader lease is judged on our own monotonic clock (never against another host's).
+    gismo_platform::clock::monotonic_ms()
 }

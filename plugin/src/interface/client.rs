@@ -8,6 +8,13 @@ use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress};
 /// Gives a reference back; implemented by each plugin's client.
 pub trait ReleaseObject: Send + Sync {
     fn release_object(&self, id: &ObjectId);
+
+    /// Whether the references this owner handed out still guarantee their bytes: false once
+    /// its client was declared dead (fenced), after which a zero-copy buffer's memory may be
+    /// reused. Owners of private copies never change their bytes (the default).
+    fn still_valid(&self) -> bool {
+        true
+    }
 }
 
 /// A sealed object returned by `get`: its data and metadata, valid while the buffer lives.
@@ -86,6 +93,24 @@ impl ObjectBuffer {
     /// Where the data is in this process.
     pub fn as_ptr(&self) -> *const u8 {
         self.data
+    }
+
+    /// Whether the bytes are still guaranteed to be this object's (see
+    /// [`ReleaseObject::still_valid`]). A copying reader calls it **after** its copy and drops
+    /// the copy if it is false; [`ObjectBuffer::copy_checked`] does both.
+    pub fn still_valid(&self) -> bool {
+        self.owner.as_ref().is_none_or(|o| o.still_valid())
+    }
+
+    /// `range` of the buffer (data then metadata) copied out, or `None` if the client was fenced
+    /// by the end of the copy (the copy may then hold another object's bytes).
+    pub fn copy_checked(&self, range: std::ops::Range<usize>) -> Option<Vec<u8>> {
+        let all = self.data_len + self.metadata_len;
+        let range = range.start.min(all)..range.end.min(all);
+        // SAFETY: as in `data`; the range is clamped to the buffer.
+        let bytes = unsafe { std::slice::from_raw_parts(self.data, all) };
+        let v = bytes.get(range).unwrap_or_default().to_vec();
+        self.still_valid().then_some(v)
     }
 }
 

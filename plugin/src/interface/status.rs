@@ -59,7 +59,9 @@ impl From<StoreError> for Status {
             | StoreError::InUse { .. }
             | StoreError::Invalid(_)
             | StoreError::Fenced { .. } => StatusCode::Invalid,
-            StoreError::MaintenanceBusy { .. } => StatusCode::TimedOut,
+            StoreError::MaintenanceBusy { .. } | StoreError::MaintenanceLost => {
+                StatusCode::TimedOut
+            }
             StoreError::ClientTableFull { .. }
             | StoreError::HostTableFull { .. }
             | StoreError::References(_) => StatusCode::OutOfMemory,

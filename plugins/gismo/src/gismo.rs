@@ -122,6 +122,8 @@ pub fn open_store(params: &BTreeMap<String, String>) -> Result<Arc<Store>, Statu
 
 struct ClientInner {
     client: Mutex<Client>,
+    /// Tells whether `client` was fenced without its lock (a copying reader's check).
+    fence: crate::store::FenceToken,
     store: Arc<Store>,
     /// Flush mode: the objects this client is creating and which of their bytes
     /// `memory_copy` wrote (so the seal writes back only the rest). Bounded: an object missing
@@ -151,6 +153,10 @@ impl ReleaseObject for ClientInner {
     fn release_object(&self, id: &ObjectId) {
         let _ = self.lock().release(id);
     }
+
+    fn still_valid(&self) -> bool {
+        self.fence.check().is_ok()
+    }
 }
 
 /// A GISMO client: a registered client of the shared region.
@@ -168,6 +174,7 @@ impl GismoClient {
         let client = store.connect(name)?;
         Ok(GismoClient {
             inner: Arc::new(ClientInner {
+                fence: client.fence_token(),
                 client: Mutex::new(client),
                 store: Arc::clone(store),
                 creating: Mutex::new(HashMap::new()),
@@ -658,7 +665,8 @@ fn runner_events(
         let now = crate::clock::unix_ms();
         store.hosts_heartbeat(host, now);
         if let Some(server) = embedded.as_mut() {
-            server.tick(&store, &settings, now);
+            // The leader lease runs on our monotonic clock (never compared with another host's).
+            server.tick(&store, &settings, crate::clock::monotonic_ms());
         }
         if now.saturating_sub(last_pressure_check) >= PRESSURE_PERIOD_MS {
             last_pressure_check = now;

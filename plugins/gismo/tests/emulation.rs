@@ -389,3 +389,34 @@ fn seal_writes_back_only_what_memory_copy_did_not() {
     let got = r.get(&[e], 0).unwrap().pop().unwrap().unwrap();
     assert_eq!(got.data(), &data[..]);
 }
+
+/// H4: an abort in Flush mode writes back and drops the payload's lines before the block is
+/// freed, so no dirty line of the aborted object is left in the writer's cache to be written
+/// over the block's next owner later. (Before: nothing was written back at abort.)
+#[test]
+fn an_abort_writes_back_and_drops_the_payload_before_freeing_it() {
+    let h = hosts("gismo-emu-abort", 1);
+    let c = h[0].store.connect("writer").unwrap();
+    let len = 100_000usize;
+    let mut b = c
+        .create(
+            &ObjectId::from_u64(1),
+            len as u64,
+            b"m",
+            &CreateInfo::default(),
+        )
+        .unwrap();
+    b.data_mut().fill(0xEE);
+    let (wb, refreshed) = (h[0].view.lines_written_back(), h[0].view.lines_refreshed());
+    b.abort().unwrap();
+    let lines = (len as u64 + 1).div_ceil(64);
+    assert!(
+        h[0].view.lines_written_back() - wb >= lines,
+        "every payload line written back at abort"
+    );
+    assert!(
+        h[0].view.lines_refreshed() - refreshed >= lines,
+        "and dropped from this host's view"
+    );
+    assert_eq!(h[0].store.stats().used_bytes, 0);
+}

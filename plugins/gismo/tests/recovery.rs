@@ -50,6 +50,32 @@ fn spawn_seeded(
     (child, out)
 }
 
+/// Calls `reap_dead(lease_ms)` until it reaps someone (a client dead by lease is quarantined
+/// first and reaped after twice the lease, as observed by this process); fails after 30 s.
+fn reap_until_reaped(
+    parent: &gismo_core::store::Client,
+    lease_ms: u64,
+) -> Vec<gismo_core::store::ReapReport> {
+    let t = Instant::now();
+    loop {
+        let r = parent.reap_dead(lease_ms).unwrap();
+        if !r.is_empty() {
+            return r;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "nobody was reaped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The status of client `index`'s entry.
+fn status_of(store: &Store, index: usize) -> u8 {
+    store
+        .clients()
+        .iter()
+        .find(|c| c.index == index)
+        .map_or(gismo_core::store::clients::status::FREE, |c| c.status)
+}
+
 /// Reads lines until one starts with `READY`; fails after 30 s.
 fn wait_ready(out: &mut BufReader<std::process::ChildStdout>) {
     let t = Instant::now();
@@ -134,6 +160,61 @@ fn child() {
                 Ok(()) => println!("RESULT created"),
             }
             std::mem::forget(held);
+        }
+        "reader" => {
+            // Holds object 1 (1 MiB of 0xAA) zero-copy, checks a copy, then waits to be paused.
+            let held = client
+                .get(&ObjectId::from_u64(1), Some(Duration::ZERO))
+                .unwrap()
+                .unwrap();
+            let copy = held.to_vec().expect("not fenced yet");
+            assert!(copy.iter().all(|&b| b == 0xAA));
+            println!("READY {}", client.index());
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).ok();
+            // Resumed after the reap: the zero-copy view still shows the object's bytes (the
+            // grace period), and a copying read refuses to return them.
+            let view_ok = held.data().iter().all(|&b| b == 0xAA);
+            println!("VIEW {}", if view_ok { "old" } else { "changed" });
+            match held.to_vec() {
+                Err(StoreError::Fenced { .. }) => println!("COPY fenced"),
+                Err(e) => println!("COPY error {e}"),
+                Ok(_) => println!("COPY returned"),
+            }
+            match client.get(&ObjectId::from_u64(1), Some(Duration::ZERO)) {
+                Err(StoreError::Fenced { .. }) => println!("GET fenced"),
+                Err(e) => println!("GET error {e}"),
+                Ok(_) => println!("GET returned"),
+            }
+            drop(held); // a fenced client's release writes nothing
+            println!("DONE");
+        }
+        "quiet" => {
+            // Makes no store call at all while it waits: only the heartbeat thread keeps it.
+            println!("READY {}", client.index());
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).ok();
+            println!(
+                "GOT {}",
+                if client.heartbeat().is_ok() {
+                    "ok"
+                } else {
+                    "fenced"
+                }
+            );
+        }
+        "longget" => {
+            // Object 9 exists unsealed (the parent creates it first): a wait for its seal.
+            println!("READY {}", client.index());
+            let got = client.get(&ObjectId::from_u64(9), Some(Duration::from_secs(60)));
+            println!(
+                "GOT {}",
+                if matches!(got, Ok(Some(_))) {
+                    "ok"
+                } else {
+                    "failed"
+                }
+            );
         }
         "verify" => {
             // Holds object 1 (4096 bytes of 7), heartbeating, until told to check it.
@@ -334,7 +415,7 @@ fn a_paused_client_reaped_past_its_lease_is_fenced_on_resume() {
     // SAFETY: plain signal to our own child process.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     std::thread::sleep(Duration::from_millis(20));
-    let reaped = parent.reap_dead(10).unwrap();
+    let reaped = reap_until_reaped(&parent, 10);
     assert_eq!(reaped.len(), 1);
     assert_eq!(reaped[0].released_references, 1);
     // SAFETY: as above.
@@ -518,10 +599,12 @@ fn deletes_left_half_done_are_finished() {
     // re-runs the reference check, finds none, and finishes it.
     let b = store.connect("b").unwrap();
     forge_deleting_flags(&store, &x, b.index() as u16, SEALED_ORIGIN);
+    let m = store.begin_maintenance(a.maintainer_id(), 60_000).unwrap();
     let r = store
-        .reap_client(b.index(), judged(&store, b.index()), a.index() as u16)
+        .reap_client(&m, b.index(), judged(&store, b.index()))
         .unwrap()
         .expect("b was active");
+    drop(m);
     assert_eq!(r.finished_deletes, 1, "{r:?}");
     drop(b); // fenced: its disconnect does nothing
     assert!(store.lookup_summary(&x).is_none());
@@ -565,10 +648,12 @@ fn a_half_done_delete_of_a_referenced_object_is_not_freed() {
     // The reaper of the dead deleter.
     let d = store.connect("deleter").unwrap();
     forge_deleting_flags(&store, &x, d.index() as u16, SEALED_ORIGIN);
+    let m = store.begin_maintenance(a.maintainer_id(), 60_000).unwrap();
     let r = store
-        .reap_client(d.index(), judged(&store, d.index()), a.index() as u16)
+        .reap_client(&m, d.index(), judged(&store, d.index()))
         .unwrap()
         .expect("d was active");
+    drop(m);
     drop(d);
     assert_eq!(r.finished_deletes, 0, "{r:?}");
     assert_eq!(r.restored_objects, 1, "{r:?}");
@@ -708,10 +793,11 @@ fn reapers_are_serialized_and_never_reap_a_reused_entry() {
     // again by a new client, which must not be reaped from the stale judgement.
     let again = store.connect("new-occupant").unwrap();
     assert_eq!(again.index(), index, "the freed entry is reused");
-    assert!(store
-        .reap_client(index, stale, parent.index() as u16)
-        .unwrap()
-        .is_none());
+    let m = store
+        .begin_maintenance(parent.maintainer_id(), 60_000)
+        .unwrap();
+    assert!(store.reap_client(&m, index, stale).unwrap().is_none());
+    drop(m);
     again.heartbeat().expect("the new client is not fenced");
 
     // A maintainer that died holding the lock loses it to the next one.
@@ -849,4 +935,167 @@ fn the_embedded_runner_reaps_dead_clients() {
         store.leader().holder.is_none(),
         "a stopped runner releases the lease"
     );
+}
+
+/// Issue 15 §2 / H1: a reader on another host holds an object (zero copy) and is SIGSTOPped past
+/// its lease; the maintainer fences it by lease (quarantine), the object is deleted and the heap
+/// filled with new objects. After SIGCONT its copying reads fail with `Fenced`, and its zero-copy
+/// view still shows the old bytes: the quarantine kept the block out of the allocator for the
+/// grace period. Then the grace passes, the reap completes the deferred delete, and the block is
+/// reused. (Before the quarantine, the delete freed the block at once and the reader's copy
+/// returned the new objects' bytes.)
+#[test]
+fn a_paused_reader_is_fenced_and_its_view_survives_the_grace_period() {
+    use gismo_core::store::clients::status;
+    let (store, fd) = fresh_store("gismo-recovery-reader");
+    let parent = store.connect("parent").unwrap();
+    let a = ObjectId::from_u64(1);
+    let mut b = parent
+        .create(&a, 1 << 20, b"", &CreateInfo::default())
+        .unwrap();
+    b.data_mut().fill(0xAA);
+    b.seal().unwrap();
+    let (mut child, mut out) = spawn("reader", fd, "reader-host");
+    let mut stdin = child.stdin.take().unwrap();
+    let index = wait_ready_value(&mut out);
+    let pid = child.id() as i32;
+    // SAFETY: plain signal to our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // Its heartbeat thread is stopped too: after a lease (observed by us) it is quarantined.
+    let lease_ms = 50;
+    let t = Instant::now();
+    while status_of(&store, index) != status::QUARANTINED {
+        assert!(
+            parent.reap_dead(lease_ms).unwrap().is_empty(),
+            "nothing is reaped before the grace period"
+        );
+        assert!(t.elapsed() < Duration::from_secs(30), "never quarantined");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Its reference still counts: the delete is deferred, and the block stays allocated while
+    // new objects fill the heap.
+    assert_eq!(parent.delete(&a).unwrap(), DeleteOutcome::Deferred);
+    let mut filled = Vec::new();
+    for i in 1000.. {
+        match parent.create(&ObjectId::from_u64(i), 1 << 20, b"", &CreateInfo::default()) {
+            Ok(mut c) => {
+                c.data_mut().fill(0x55);
+                c.seal().unwrap();
+                filled.push(ObjectId::from_u64(i));
+            }
+            Err(StoreError::StoreFull { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(!filled.is_empty());
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    use std::io::Write;
+    writeln!(stdin).unwrap();
+    let mut results = Vec::new();
+    let mut line = String::new();
+    while !line.starts_with("DONE") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "child exited early");
+        if ["VIEW", "COPY", "GET"].iter().any(|p| line.starts_with(p)) {
+            results.push(line.trim().to_string());
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(results, ["VIEW old", "COPY fenced", "GET fenced"]);
+    // The child exited: its entry stays quarantined (a process on another host cannot be
+    // checked) until the grace is over; then the reap runs the deferred delete.
+    let reports = reap_until_reaped(&parent, lease_ms);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].released_references, 1, "{:?}", reports[0]);
+    assert_eq!(reports[0].deleted_objects, 1, "{:?}", reports[0]);
+    assert!(store.lookup_summary(&a).is_none());
+    // A's block is free again: one more object fits.
+    parent
+        .create(&ObjectId::from_u64(1), 1 << 20, b"", &CreateInfo::default())
+        .expect("the quarantined block was returned after the grace")
+        .seal()
+        .unwrap();
+    assert!(store.fsck(false).problems.is_empty());
+}
+
+/// A client that makes no call for many leases, or waits in a long get for another client's
+/// seal, is kept alive by the heartbeat thread: a reaper on "another host" (own GISMO_HOST)
+/// never judges it dead by lease. (Before the thread, both were reaped after one lease.)
+#[test]
+fn an_idle_client_and_a_long_waiting_get_keep_their_lease() {
+    use std::io::Write;
+    let (store, fd) = fresh_store("gismo-recovery-longget");
+    let parent = store.connect("parent").unwrap();
+    let (mut idle, mut idle_out) = spawn("quiet", fd, "quiet-host");
+    let idle_index = wait_ready_value(&mut idle_out);
+    let creating = parent
+        .create(&ObjectId::from_u64(9), 8, b"", &CreateInfo::default())
+        .unwrap();
+    let (mut child, mut out) = spawn("longget", fd, "waiting-host");
+    let index = wait_ready_value(&mut out);
+    // Observe both for many leases: never dead.
+    let lease_ms = 300;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(lease_ms * 4) {
+        assert!(parent.reap_dead(lease_ms).unwrap().is_empty());
+        for i in [index, idle_index] {
+            assert_eq!(status_of(&store, i), gismo_core::store::clients::status::ACTIVE);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    creating.seal().unwrap();
+    let mut line = String::new();
+    while !line.starts_with("GOT") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "child exited early");
+    }
+    assert_eq!(line.trim(), "GOT ok");
+    assert!(child.wait().unwrap().success());
+    writeln!(idle.stdin.take().unwrap()).unwrap();
+    line.clear();
+    while !line.starts_with("GOT") {
+        line.clear();
+        assert!(
+            idle_out.read_line(&mut line).unwrap() > 0,
+            "quiet child exited early"
+        );
+    }
+    assert_eq!(line.trim(), "GOT ok");
+    assert!(idle.wait().unwrap().success());
+}
+
+/// A `DEAD` entry (an interrupted reap) is finished only under the maintenance lock, by a
+/// registered maintainer: `fsck --repair` (which holds no client) reports it and leaves it, and
+/// the next `reap_dead` finishes it.
+#[test]
+fn fsck_repair_does_not_reap_without_the_maintenance_lock() {
+    let (store, fd) = fresh_store("gismo-recovery-fsck-dead");
+    let parent = store.connect("parent").unwrap();
+    parent
+        .create(&ObjectId::from_u64(1), 64, b"", &CreateInfo::default())
+        .unwrap()
+        .seal()
+        .unwrap();
+    let host = gismo_core::store::clients::HostIdentity::current().name;
+    let (mut child, mut out) = spawn("hold", fd, &host);
+    wait_ready(&mut out);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let index = store.dead_clients(u64::MAX)[0].0;
+    // A maintainer fenced it and died.
+    let word = entry_word(&store, index, 0);
+    let dead = gismo_core::store::clients::EntryWord {
+        status: gismo_core::store::clients::status::DEAD,
+        ..judged(&store, index)
+    };
+    word.store(dead.pack(), std::sync::atomic::Ordering::SeqCst);
+    let r = store.fsck(true);
+    assert!(r
+        .problems
+        .contains(&gismo_core::store::fsck::Problem::DeadClient { client: index }));
+    assert_eq!(judged(&store, index), dead, "fsck reaped without the lock");
+    let reports = parent.reap_dead(60_000).unwrap();
+    assert_eq!(reports.len(), 1);
+    assert!(store.fsck(false).is_clean());
 }

@@ -31,6 +31,8 @@ Exit codes:
   7  plugin unusable: the plugin cannot be loaded or started (missing library, not a shared
      library, missing symbol, ABI mismatch, its factory or start failed, not available)
   8  not supported by the plugin (`ls` needs the gismo plugin)
+  9  fenced: this client was declared dead while it worked (paused past its lease); nothing it
+     read after that is trusted, and `get` stops before writing such bytes
   130  interrupted (SIGINT or SIGTERM) while `get` waited or `put` copied; nothing is left behind";
 
 /// Command-line tool for GISMO regions: shared-memory object stores for Ray.

@@ -23,6 +23,8 @@ pub enum ExitCode {
     RegionUnusable = 6,
     PluginUnusable = 7,
     NotSupported = 8,
+    /// This client was declared dead (fenced) while it worked: what it read is not trusted.
+    Fenced = 9,
     Interrupted = 130,
 }
 
@@ -38,6 +40,7 @@ impl ExitCode {
             ExitCode::RegionUnusable,
             ExitCode::PluginUnusable,
             ExitCode::NotSupported,
+            ExitCode::Fenced,
             ExitCode::Interrupted,
         ]
         .into_iter()
@@ -76,6 +79,7 @@ impl Failure {
             StoreError::ObjectNotFound(_) | StoreError::TimedOut => ExitCode::NotFound,
             StoreError::StoreFull { .. } | StoreError::DirectoryFull { .. } => ExitCode::StoreFull,
             StoreError::Corrupt(_) => ExitCode::RegionUnusable,
+            StoreError::Fenced { .. } => ExitCode::Fenced,
             StoreError::Format(f) => return Failure::attach(context, f),
             StoreError::Region(r) => return Failure::region(context, r),
             _ => ExitCode::Error,

@@ -518,3 +518,98 @@ fn a_slot_with_a_wrapping_size_is_refused_by_get_and_flagged_by_fsck() {
         "{report}"
     );
 }
+
+/// Issue 15 §2 (H1), reproduced from outside: a `gismoctl get` on "host B" (its own
+/// `GISMO_HOST`), blocked writing to a pipe nobody reads, is stopped with SIGSTOP past its lease
+/// while this process maintains the region; the object is deleted and its space reused by new
+/// objects. After SIGCONT the reader must fail with the fenced exit code (9) and must never have
+/// printed another object's bytes: what it printed is a prefix of the object. (Before: it
+/// finished with exit 0, most of its output another object's bytes.)
+#[test]
+fn a_paused_get_fails_fenced_and_never_prints_reused_memory() {
+    use gismo_platform::region::{Region, RegionOptions};
+    use gismo_core::store::{clients::status, CreateInfo, DeleteOutcome, ObjectId, Store, StoreError};
+    use std::io::Read;
+
+    let f = Fixture::formatted();
+    let len = 8 << 20;
+    let data = payload(len, 77);
+    let file = f.write_file("big", &data);
+    f.run(&["put", &id(1), path_str(&file)]).assert_ok();
+
+    let mut getter = f
+        .command(&["get", &id(1)])
+        .env("GISMO_HOST", "gismoctl-host-b")
+        .spawn()
+        .expect("spawn gismoctl");
+    let pid = getter.id();
+    wait_until_attached(&f, pid);
+
+    let spec = f.region.parse().expect("region spec");
+    let store = Store::attach(Region::open(&spec, &RegionOptions::default()).unwrap()).unwrap();
+    let me = store.connect("maintainer").unwrap();
+    let index = store
+        .clients()
+        .iter()
+        .find(|c| c.pid == pid)
+        .expect("the getter is attached")
+        .index;
+    // SAFETY: `kill` only sends a signal; the child is not reaped yet, so `pid` still names it.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    let lease_ms = 50;
+    let status_of = |i: usize| {
+        store
+            .clients()
+            .iter()
+            .find(|c| c.index == i)
+            .map_or(status::FREE, |c| c.status)
+    };
+    let deadline = Instant::now() + WATCHDOG;
+    while status_of(index) != status::QUARANTINED {
+        me.reap_dead(lease_ms).unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "the stopped getter was never fenced"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    let a: ObjectId = id(1).parse().unwrap();
+    assert_eq!(me.delete(&a).unwrap(), DeleteOutcome::Deferred);
+    // After the grace period its references go and the deferred delete runs.
+    while store.lookup_summary(&a).is_some() {
+        me.reap_dead(lease_ms).unwrap();
+        assert!(Instant::now() < deadline, "the deferred delete never ran");
+        thread::sleep(Duration::from_millis(5));
+    }
+    // New objects take the space (the freed block among them).
+    for i in 100.. {
+        match me.create(&ObjectId::from_u64(i), 1 << 20, b"", &CreateInfo::default()) {
+            Ok(mut c) => {
+                c.data_mut().fill(0x55);
+                c.seal().unwrap();
+            }
+            Err(StoreError::StoreFull { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGCONT) }, 0);
+    let mut printed = Vec::new();
+    getter
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut printed)
+        .unwrap();
+    let out = finish(getter, None);
+    out.assert_one_line_failure(9);
+    assert!(out.stderr.contains("declared dead"), "{out:?}");
+    assert!(
+        printed.len() < len,
+        "it cannot have printed the whole object"
+    );
+    assert!(
+        printed == data[..printed.len()],
+        "everything printed is the object's own bytes"
+    );
+}

@@ -29,6 +29,8 @@ fn status_name(s: u8) -> &'static str {
         status::FREE => "free",
         status::ACTIVE => "active",
         status::DEAD => "dead",
+        status::CONNECTING => "connecting",
+        status::QUARANTINED => "quarantined",
         _ => "invalid",
     }
 }

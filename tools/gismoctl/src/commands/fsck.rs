@@ -31,7 +31,25 @@ pub fn run(spec: &RegionSpec, args: &FsckArgs) -> CmdResult {
                 ),
             ));
         }
-        repaired = Some(store.fsck(true));
+        // Reaps interrupted by a dead maintainer (`DEAD` entries) are finished first, under the
+        // maintenance lock, which needs a registered client: ours, for this one pass. (Before
+        // the repair: a dead entry's intent would otherwise look like a leak.)
+        let dead: Vec<_> = store
+            .fsck(false)
+            .problems
+            .into_iter()
+            .filter(|p| matches!(p, gismo_core::store::fsck::Problem::DeadClient { .. }))
+            .collect();
+        let me = store
+            .connect("gismoctl-fsck")
+            .map_err(|e| Failure::new(ExitCode::Error, format!("connecting to repair: {e}")))?;
+        let reaped = me.reap_dead(gismo_core::store::MAINTENANCE_LEASE.as_millis() as u64);
+        me.disconnect();
+        reaped.map_err(|e| Failure::new(ExitCode::Error, format!("finishing reaps: {e}")))?;
+        let mut r = store.fsck(true);
+        r.repaired += dead.len();
+        r.problems.splice(0..0, dead);
+        repaired = Some(r);
     }
     // After a repair, report what is left.
     let report = store.fsck(false);

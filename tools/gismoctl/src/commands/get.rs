@@ -13,7 +13,7 @@ use gismo_platform::region::RegionSpec;
 use crate::cli::GetArgs;
 use crate::failure::{CmdResult, ExitCode, Failure};
 use crate::interrupt::Interrupt;
-use crate::{output, region_access};
+use crate::region_access;
 
 /// The longest single wait between two looks at the interrupt flag.
 const SLICE: Duration = Duration::from_millis(100);
@@ -41,11 +41,59 @@ pub fn run(spec: &RegionSpec, args: &GetArgs) -> CmdResult {
         object.data()
     };
     match &args.output {
-        None => output::stdout_bytes(bytes),
-        Some(path) => File::create(path)
-            .and_then(|mut f| f.write_all(bytes))
-            .map_err(|e| Failure::io(path.display(), &e)),
+        None => {
+            let mut out = std::io::stdout().lock();
+            match copy_checked(&object, bytes, &mut out) {
+                // A reader that went away is not our failure (as `output::stdout_bytes`).
+                Err(Copy::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => r.map_err(|e| e.failure("writing to standard output")),
+            }
+        }
+        Some(path) => {
+            let mut f = File::create(path).map_err(|e| Failure::io(path.display(), &e))?;
+            copy_checked(&object, bytes, &mut f).map_err(|e| e.failure(path.display()))
+        }
     }
+}
+
+/// How many bytes are copied and checked at a time.
+const CHUNK: usize = 1 << 20;
+
+enum Copy {
+    Write(std::io::Error),
+    Fenced(gismo_core::store::StoreError),
+}
+
+impl Copy {
+    fn failure(self, what: impl std::fmt::Display) -> Failure {
+        match self {
+            Copy::Write(e) => Failure::io(what, &e),
+            Copy::Fenced(e) => Failure::store(
+                format!(
+                    "get: stopped before {what}: this client was declared dead (paused past its \
+                     lease?) and the object's memory may have been reused"
+                ),
+                e,
+            ),
+        }
+    }
+}
+
+/// Writes `bytes` (a view of `object`) to `out` without ever writing a byte that may no longer
+/// be the object's: each chunk is copied into private memory first and written only if the
+/// client is still not fenced after the copy (`ObjectRef::check`). A reader paused past its lease
+/// while blocked on a slow pipe thus fails (exit code 9) instead of printing reused memory. The
+/// chunks written before the fence were the object's.
+fn copy_checked(object: &ObjectRef<'_>, bytes: &[u8], out: &mut impl Write) -> Result<(), Copy> {
+    let mut buf = Vec::with_capacity(CHUNK.min(bytes.len()));
+    for chunk in bytes.chunks(CHUNK) {
+        buf.clear();
+        buf.extend_from_slice(chunk);
+        object.check().map_err(Copy::Fenced)?;
+        out.write_all(&buf).map_err(Copy::Write)?;
+    }
+    out.flush().map_err(Copy::Write)?;
+    object.check().map_err(Copy::Fenced)
 }
 
 /// Gets `id`, waiting up to `wait` (`None`: forever) in slices of at most [`SLICE`].

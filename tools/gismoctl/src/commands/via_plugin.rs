@@ -28,7 +28,7 @@ use crate::interrupt::Interrupt;
 use crate::output;
 use crate::plugin_access::Plugin;
 
-/// Bytes copied per `MemoryCopy` when putting.
+/// Bytes copied per `MemoryCopy` when putting, and copied and checked at a time when getting.
 const CHUNK: usize = 1 << 20;
 /// The longest single `Get` between two looks at the interrupt flag.
 const SLICE_MS: i64 = 100;
@@ -104,20 +104,67 @@ pub fn get(plugin: &Plugin, args: &GetArgs) -> CmdResult {
     let interrupt = Interrupt::install()?;
     let client = plugin.client()?;
     let result = get_object(&*client, &args.id, args.timeout_ms, &interrupt).and_then(|object| {
-        let bytes = if args.metadata {
-            object.metadata()
+        let (start, len) = if args.metadata {
+            (object.data().len(), object.metadata().len())
         } else {
-            object.data()
+            (0, object.data().len())
         };
         match &args.output {
-            None => output::stdout_bytes(bytes),
-            Some(path) => File::create(path)
-                .and_then(|mut f| f.write_all(bytes))
-                .map_err(|e| Failure::io(path.display(), &e)),
+            None => {
+                let mut out = std::io::stdout().lock();
+                match write_checked(&object, start, len, &mut out) {
+                    // A reader that went away is not our failure (as `output::stdout_bytes`).
+                    Err(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                    r => r.map_err(|e| checked_failure(e, "writing to standard output")),
+                }
+            }
+            Some(path) => {
+                let mut f = File::create(path).map_err(|e| Failure::io(path.display(), &e))?;
+                write_checked(&object, start, len, &mut f)
+                    .map_err(|e| checked_failure(e, path.display()))
+            }
         }
     });
     let _ = client.disconnect();
     result
+}
+
+/// Writes `len` bytes from `start` of `object` to `out`, a chunk at a time, each copied privately
+/// and written only if the buffer is still valid after the copy (`ObjectBuffer::copy_checked`:
+/// false once a zero-copy plugin's client was fenced). `Ok(Err)` is "fenced".
+fn write_checked(
+    object: &gismo_plugin::interface::ObjectBuffer,
+    start: usize,
+    len: usize,
+    out: &mut impl Write,
+) -> Result<(), Result<(), std::io::Error>> {
+    let mut at = start;
+    let end = start + len;
+    while at < end {
+        let next = (at + CHUNK).min(end);
+        let chunk = object.copy_checked(at..next).ok_or(Ok(()))?;
+        out.write_all(&chunk).map_err(Err)?;
+        at = next;
+    }
+    out.flush().map_err(Err)?;
+    if object.still_valid() {
+        Ok(())
+    } else {
+        Err(Ok(()))
+    }
+}
+
+fn checked_failure(e: Result<(), std::io::Error>, what: impl std::fmt::Display) -> Failure {
+    match e {
+        Err(e) => Failure::io(what, &e),
+        Ok(()) => Failure::new(
+            crate::failure::ExitCode::Fenced,
+            format!(
+                "get: stopped before {what}: this client was declared dead (paused past its \
+                 lease?) and the object's memory may have been reused"
+            ),
+        ),
+    }
 }
 
 /// `Get` of one object, waiting up to `timeout_ms` (-1: forever) in slices.
