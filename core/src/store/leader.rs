@@ -250,8 +250,8 @@ impl LeaderLease {
     fn publish_renewal(&self) {
         let c = self.store.control();
         let prev = c.leader_lease_until_ms.load(Ordering::Relaxed);
-        let until = (crate::clock::unix_ms().saturating_add(self.lease_ms))
-            .max(prev.wrapping_add(1));
+        let until =
+            (crate::clock::unix_ms().saturating_add(self.lease_ms)).max(prev.wrapping_add(1));
         c.leader_lease_until_ms.store(until, Ordering::Relaxed);
     }
 

@@ -1040,7 +1040,10 @@ fn an_idle_client_and_a_long_waiting_get_keep_their_lease() {
     while t.elapsed() < Duration::from_millis(lease_ms * 4) {
         assert!(parent.reap_dead(lease_ms).unwrap().is_empty());
         for i in [index, idle_index] {
-            assert_eq!(status_of(&store, i), gismo_core::store::clients::status::ACTIVE);
+            assert_eq!(
+                status_of(&store, i),
+                gismo_core::store::clients::status::ACTIVE
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }

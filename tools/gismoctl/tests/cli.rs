@@ -527,8 +527,10 @@ fn a_slot_with_a_wrapping_size_is_refused_by_get_and_flagged_by_fsck() {
 /// finished with exit 0, most of its output another object's bytes.)
 #[test]
 fn a_paused_get_fails_fenced_and_never_prints_reused_memory() {
+    use gismo_core::store::{
+        clients::status, CreateInfo, DeleteOutcome, ObjectId, Store, StoreError,
+    };
     use gismo_platform::region::{Region, RegionOptions};
-    use gismo_core::store::{clients::status, CreateInfo, DeleteOutcome, ObjectId, Store, StoreError};
     use std::io::Read;
 
     let f = Fixture::formatted();
