@@ -1,8 +1,11 @@
 //! The conformance suite: Plasma's lifecycle rules (`../shared/notes/plugin-lifecycle.md`) checked
-//! against any [`ObjectStoreClient`] / [`ObjectStoreRunner`] pair. Each plugin instantiates it
-//! with a [`Plugin`] that makes clients of one store: `plugins/gismo/tests/conformance.rs`
-//! (built-in GISMO) and `plugins/builtins/tests/plugin_load.rs` (shared-library plugins) include
-//! this file as a module.
+//! against any [`ObjectStoreClient`] / [`ObjectStoreRunner`] pair, one function per rule. Each
+//! plugin's tests include this file as `#[macro_use] mod conformance_suite;` and instantiate it
+//! with [`instantiate_conformance_tests_with_module!`] and a [`Plugin`] that makes clients of one
+//! store, so that every rule is its own `#[test]` per plugin (`conformance::<plugin>::<rule>`):
+//! `plugins/gismo/tests/conformance.rs` (built-in GISMO), `plugins/plasma/tests/plasma.rs`,
+//! `plugins/redis/tests/redis.rs` and `plugins/builtins/tests/plugin_load.rs` (shared-library
+//! plugins).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -83,29 +86,74 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Runs every rule against `p`.
-pub fn run_suite(p: &dyn Plugin) {
-    println!("conformance: {}", p.name());
-    create_get_metadata_and_exists(p);
-    seal_and_abort_rules(p);
-    get_timeouts_and_waiting(p);
-    contains_only_sealed(p);
-    deferred_delete(p);
-    references_and_disconnect(p);
-    runner_callbacks_and_spillable(p);
-    if p.has_fixed_capacity() {
-        memory_pressure_calls_full_and_spill(p);
-        full_store_and_eviction(p);
-    } else {
-        println!(
-            "conformance: {}: no fixed capacity; memory-pressure and eviction cases skipped",
-            p.name()
-        );
-    }
-    memory_copy_copies(p);
+/// Instantiates the suite for one plugin: `mod $module` with one `#[test]` per rule, named after
+/// the rule, each on a fresh plugin made by evaluating `$make` (an expression whose value
+/// implements [`Plugin`] and owns everything the store needs), so a failing rule never hides the
+/// others and no rule sees another's objects. In the spirit of iceoryx2's macro of that name:
+///
+/// ```ignore
+/// mod conformance {
+///     use super::*;
+///     instantiate_conformance_tests_with_module!(gismo, GismoPlugin::memfd(CoherenceMode::Hardware));
+/// }
+/// ```
+/// gives tests `conformance::gismo::seal_twice_is_already_sealed`, ….
+macro_rules! instantiate_conformance_tests_with_module {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            conformance_tests_for! { $make;
+                create_then_get_returns_data_and_metadata,
+                create_of_an_existing_id_is_object_exists,
+                zero_size_objects_exist,
+                seal_of_a_missing_object_is_not_found,
+                seal_twice_is_already_sealed,
+                abort_after_seal_fails,
+                only_the_creator_may_abort,
+                abort_before_seal_frees_the_id,
+                get_with_timeout_zero_returns_at_once,
+                get_of_a_missing_object_waits_for_the_timeout,
+                get_waits_for_an_object_sealed_later,
+                get_of_an_unsealed_object_waits_for_the_seal,
+                contains_only_sealed_objects,
+                delete_of_an_object_in_use_waits_for_the_last_release,
+                delete_of_an_unsealed_object_waits_for_seal_and_release,
+                delete_of_a_missing_object_is_ok,
+                release_without_a_reference_fails,
+                each_get_is_a_reference_and_disconnect_releases_them,
+                disconnect_aborts_unsealed_objects,
+                runner_reports_added_objects_with_their_owner,
+                spillable_means_sealed_and_held_by_one_client,
+                runner_reports_deletes_but_never_aborted_objects,
+                runner_reports_its_memory_sizes,
+                memory_pressure_calls_full_and_spill,
+                full_store_and_eviction,
+                memory_copy_copies,
+            }
+        }
+    };
 }
 
-fn create_get_metadata_and_exists(p: &dyn Plugin) {
+/// One `#[test]` per listed rule, calling `conformance_suite::<rule>` on a fresh `$make`.
+macro_rules! conformance_tests_for {
+    ($make:expr; $($rule:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $rule() {
+                let plugin = $make;
+                $crate::conformance_suite::$rule(&plugin);
+            }
+        )*
+    };
+}
+
+fn skipped(p: &dyn Plugin, why: &str) {
+    println!("conformance: {}: {why}: rule skipped", p.name());
+}
+
+/// A sealed object reads back with its data and metadata.
+pub fn create_then_get_returns_data_and_metadata(p: &dyn Plugin) {
     let c = p.client();
     let id = ObjectId::random();
     let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
@@ -118,30 +166,58 @@ fn create_get_metadata_and_exists(p: &dyn Plugin) {
         .expect("sealed object");
     assert_eq!(got.data(), &data[..]);
     assert_eq!(got.metadata(), b"meta!");
-    // Rule: create of an existing id → ObjectExists.
+}
+
+/// Rule: create of an existing id → ObjectExists, from the creator and from another client.
+pub fn create_of_an_existing_id_is_object_exists(p: &dyn Plugin) {
+    let c = p.client();
+    let id = ObjectId::random();
+    put(&*c, &id, b"first", b"");
     let again = c.create(&id, &owner(), false, 10, b"", ObjectSource::CreatedByWorker);
     assert_eq!(code(again), StatusCode::ObjectExists);
     let other = p.client();
     let again = other.create(&id, &owner(), false, 10, b"", ObjectSource::CreatedByWorker);
     assert_eq!(code(again), StatusCode::ObjectExists);
-    // Zero-size objects exist too.
+}
+
+/// Zero-size objects exist too.
+pub fn zero_size_objects_exist(p: &dyn Plugin) {
+    let c = p.client();
     let empty = ObjectId::random();
     put(&*c, &empty, b"", b"");
     let e = c.get(&[empty], 0).unwrap().pop().unwrap().unwrap();
     assert!(e.data().is_empty() && e.metadata().is_empty());
 }
 
-fn seal_and_abort_rules(p: &dyn Plugin) {
+/// Seal of an id that was never created → ObjectNotFound.
+pub fn seal_of_a_missing_object_is_not_found(p: &dyn Plugin) {
     let c = p.client();
     assert_eq!(
         code(c.seal(&ObjectId::random())),
         StatusCode::ObjectNotFound
     );
+}
+
+/// A second seal → ObjectAlreadySealed.
+pub fn seal_twice_is_already_sealed(p: &dyn Plugin) {
+    let c = p.client();
     let id = ObjectId::random();
     put(&*c, &id, b"x", b"");
     assert_eq!(code(c.seal(&id)), StatusCode::ObjectAlreadySealed);
+}
+
+/// Abort after seal fails.
+pub fn abort_after_seal_fails(p: &dyn Plugin) {
+    let c = p.client();
+    let id = ObjectId::random();
+    put(&*c, &id, b"x", b"");
     assert!(c.abort(&id).is_err(), "abort after seal must fail");
-    // Abort before seal: as if it never existed; the id can be created again.
+}
+
+/// Only the creator may abort an unsealed object; the creator's abort still works after
+/// another client's was refused.
+pub fn only_the_creator_may_abort(p: &dyn Plugin) {
+    let c = p.client();
     let a = ObjectId::random();
     let b = c
         .create(&a, &owner(), false, 100, b"", ObjectSource::CreatedByWorker)
@@ -150,24 +226,45 @@ fn seal_and_abort_rules(p: &dyn Plugin) {
     let other = p.client();
     assert!(other.abort(&a).is_err(), "only the creator may abort");
     c.abort(&a).unwrap();
+}
+
+/// Abort before seal: as if it never existed; the id can be created again.
+pub fn abort_before_seal_frees_the_id(p: &dyn Plugin) {
+    let c = p.client();
+    let a = ObjectId::random();
+    let b = c
+        .create(&a, &owner(), false, 100, b"", ObjectSource::CreatedByWorker)
+        .unwrap();
+    drop(b);
+    c.abort(&a).unwrap();
     assert!(!c.contains(&a).unwrap());
     assert!(c.get(&[a], 0).unwrap()[0].is_none());
     put(&*c, &a, b"second life", b"");
 }
 
-fn get_timeouts_and_waiting(p: &dyn Plugin) {
+/// Timeout 0: returns at once with an empty entry and an OK status.
+pub fn get_with_timeout_zero_returns_at_once(p: &dyn Plugin) {
     let c = p.client();
     let missing = ObjectId::random();
-    // Timeout 0: returns at once with an empty entry and an OK status.
     let t = Instant::now();
     let r = c.get(&[missing], 0).unwrap();
     assert!(r[0].is_none());
     assert!(t.elapsed() < Duration::from_secs(1));
-    // A positive timeout on a missing object returns empty after about that long.
+}
+
+/// A positive timeout on a missing object returns empty after about that long.
+pub fn get_of_a_missing_object_waits_for_the_timeout(p: &dyn Plugin) {
+    let c = p.client();
+    let missing = ObjectId::random();
     let t = Instant::now();
     assert!(c.get(&[missing], 50).unwrap()[0].is_none());
     assert!(t.elapsed() >= Duration::from_millis(45));
-    // A get waits for an object created and sealed later by another client.
+}
+
+/// A get waits for an object created and sealed later by another client.
+pub fn get_waits_for_an_object_sealed_later(p: &dyn Plugin) {
+    let c = p.client();
+    let missing = ObjectId::random();
     let id = ObjectId::random();
     let creator = p.client();
     let h = std::thread::spawn(move || {
@@ -181,7 +278,11 @@ fn get_timeouts_and_waiting(p: &dyn Plugin) {
         b"late"
     );
     assert!(got[1].is_none());
-    // A get on a created-but-unsealed object waits for the seal (or times out).
+}
+
+/// A get on a created-but-unsealed object waits for the seal (or times out).
+pub fn get_of_an_unsealed_object_waits_for_the_seal(p: &dyn Plugin) {
+    let c = p.client();
     let u = ObjectId::random();
     let creator = p.client();
     let b = creator
@@ -199,7 +300,8 @@ fn get_timeouts_and_waiting(p: &dyn Plugin) {
     h.join().unwrap();
 }
 
-fn contains_only_sealed(p: &dyn Plugin) {
+/// Unsealed objects are not contained; sealed ones are.
+pub fn contains_only_sealed_objects(p: &dyn Plugin) {
     let c = p.client();
     let id = ObjectId::random();
     let b = c
@@ -214,19 +316,22 @@ fn contains_only_sealed(p: &dyn Plugin) {
     assert!(p.client().contains(&id).unwrap());
 }
 
-fn deferred_delete(p: &dyn Plugin) {
+/// Rule 8: in use → not deleted now; the holder still reads it; the last release deletes it.
+pub fn delete_of_an_object_in_use_waits_for_the_last_release(p: &dyn Plugin) {
     let (a, b) = (p.client(), p.client());
     let id = ObjectId::random();
     put(&*a, &id, b"keep me", b"");
     let held = b.get(&[id], 0).unwrap().pop().unwrap().unwrap();
     a.delete(&[id]).unwrap();
-    // Rule 8: in use → not deleted now; the holder still reads it.
     assert_eq!(held.data(), b"keep me");
     drop(held);
-    // The last release deletes it.
     wait_until("deferred delete", || !a.contains(&id).unwrap());
     assert!(a.get(&[id], 0).unwrap()[0].is_none());
-    // Unsealed: the delete waits for seal and release.
+}
+
+/// Unsealed: the delete waits for seal and release.
+pub fn delete_of_an_unsealed_object_waits_for_seal_and_release(p: &dyn Plugin) {
+    let (a, b) = (p.client(), p.client());
     let u = ObjectId::random();
     let buf = a
         .create(&u, &owner(), false, 4, b"", ObjectSource::CreatedByWorker)
@@ -235,17 +340,28 @@ fn deferred_delete(p: &dyn Plugin) {
     a.seal(&u).unwrap();
     drop(buf);
     wait_until("delete after seal and release", || !a.contains(&u).unwrap());
-    // Deleting something that does not exist is not an error.
+}
+
+/// Deleting something that does not exist is not an error.
+pub fn delete_of_a_missing_object_is_ok(p: &dyn Plugin) {
+    let a = p.client();
     a.delete(&[ObjectId::random()]).unwrap();
 }
 
-fn references_and_disconnect(p: &dyn Plugin) {
+/// Rule 2: release without a reference is an error.
+pub fn release_without_a_reference_fails(p: &dyn Plugin) {
     let c = p.client();
     let id = ObjectId::random();
     put(&*c, &id, b"ref", b"");
-    // Rule 2: release without a reference is an error.
     assert!(c.release(&id).is_err());
-    // Two gets → two references; each buffer's drop releases one.
+}
+
+/// Two gets → two references; each buffer's drop releases one; disconnect gives back the
+/// references of buffers that were never dropped.
+pub fn each_get_is_a_reference_and_disconnect_releases_them(p: &dyn Plugin) {
+    let c = p.client();
+    let id = ObjectId::random();
+    put(&*c, &id, b"ref", b"");
     let g1 = c.get(&[id], 0).unwrap().pop().unwrap().unwrap();
     let g2 = c.get(&[id], 0).unwrap().pop().unwrap().unwrap();
     c.delete(&[id]).unwrap();
@@ -258,7 +374,11 @@ fn references_and_disconnect(p: &dyn Plugin) {
     wait_until("disconnect releases references", || {
         !other.contains(&id).unwrap()
     });
-    // Disconnect aborts unsealed objects.
+}
+
+/// Disconnect aborts unsealed objects.
+pub fn disconnect_aborts_unsealed_objects(p: &dyn Plugin) {
+    let other = p.client();
     let d = p.client();
     let u = ObjectId::random();
     let b = d
@@ -270,37 +390,75 @@ fn references_and_disconnect(p: &dyn Plugin) {
     assert!(again.is_ok(), "aborted by disconnect: the id is free again");
 }
 
-fn runner_callbacks_and_spillable(p: &dyn Plugin) {
-    let added: Arc<Mutex<Vec<ObjectInfo>>> = Arc::default();
-    let deleted: Arc<Mutex<Vec<ObjectId>>> = Arc::default();
-    let (a2, d2) = (added.clone(), deleted.clone());
-    let cb = RunnerCallbacks {
-        add_object: Arc::new(move |i| a2.lock().unwrap().push(i.clone())),
-        delete_object: Arc::new(move |id| d2.lock().unwrap().push(*id)),
-        ..RunnerCallbacks::none()
-    };
-    let runner = p.runner();
-    runner.start(&BTreeMap::new(), cb).unwrap();
+/// A started runner with callbacks that record what the store reports.
+struct RecordingRunner {
+    runner: Box<dyn ObjectStoreRunner>,
+    added: Arc<Mutex<Vec<ObjectInfo>>>,
+    deleted: Arc<Mutex<Vec<ObjectId>>>,
+}
+
+impl RecordingRunner {
+    fn start(p: &dyn Plugin) -> RecordingRunner {
+        let added: Arc<Mutex<Vec<ObjectInfo>>> = Arc::default();
+        let deleted: Arc<Mutex<Vec<ObjectId>>> = Arc::default();
+        let (a2, d2) = (added.clone(), deleted.clone());
+        let cb = RunnerCallbacks {
+            add_object: Arc::new(move |i| a2.lock().unwrap().push(i.clone())),
+            delete_object: Arc::new(move |id| d2.lock().unwrap().push(*id)),
+            ..RunnerCallbacks::none()
+        };
+        let runner = p.runner();
+        runner.start(&BTreeMap::new(), cb).unwrap();
+        RecordingRunner {
+            runner,
+            added,
+            deleted,
+        }
+    }
+
+    fn wait_added(&self, id: &ObjectId) -> ObjectInfo {
+        wait_until("add_object_callback", || {
+            self.added
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|i| i.object_id == *id)
+        });
+        self.added
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|i| i.object_id == *id)
+            .cloned()
+            .unwrap()
+    }
+}
+
+/// A sealed object is reported to the runner's add_object callback with its sizes and owner.
+pub fn runner_reports_added_objects_with_their_owner(p: &dyn Plugin) {
+    let r = RecordingRunner::start(p);
     let c = p.client();
     let id = ObjectId::random();
     put(&*c, &id, &[1u8; 300], b"md");
-    wait_until("add_object_callback", || {
-        added.lock().unwrap().iter().any(|i| i.object_id == id)
-    });
-    let info = added
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|i| i.object_id == id)
-        .cloned()
-        .unwrap();
+    let info = r.wait_added(&id);
     assert_eq!((info.data_size, info.metadata_size), (300, 2));
     assert_eq!(info.owner_ip_address, "10.1.2.3");
     assert_eq!(info.owner_port, 4321);
     assert_eq!(info.owner_raylet_id, [7; 28]);
     assert_eq!(info.owner_worker_id, [9; 28]);
-    // Spillable: sealed and held once (the raylet's pin). Unreferenced after the put (a
-    // plugin may send the creation buffer's release asynchronously: wait for it).
+    r.runner.stop();
+}
+
+/// Spillable: sealed and held once (the raylet's pin); a second holder makes it a shared copy.
+pub fn spillable_means_sealed_and_held_by_one_client(p: &dyn Plugin) {
+    let r = RecordingRunner::start(p);
+    let runner = &r.runner;
+    let c = p.client();
+    let id = ObjectId::random();
+    put(&*c, &id, &[1u8; 300], b"md");
+    r.wait_added(&id);
+    // Unreferenced after the put (a plugin may send the creation buffer's release
+    // asynchronously: wait for it).
     wait_until("the creator's release", || !runner.is_object_spillable(&id));
     let pin = c.get(&[id], 0).unwrap().pop().unwrap().unwrap();
     assert!(runner.is_object_spillable(&id));
@@ -315,7 +473,16 @@ fn runner_callbacks_and_spillable(p: &dyn Plugin) {
     let shared = other.get(&[id], 0).unwrap().pop().unwrap().unwrap();
     assert!(!runner.is_object_spillable(&id));
     drop((pin, shared));
-    // Delete → delete_object_callback; an aborted object never reports either way.
+    runner.stop();
+}
+
+/// Delete → delete_object_callback; an aborted object never reports either way.
+pub fn runner_reports_deletes_but_never_aborted_objects(p: &dyn Plugin) {
+    let r = RecordingRunner::start(p);
+    let c = p.client();
+    let id = ObjectId::random();
+    put(&*c, &id, &[1u8; 300], b"md");
+    r.wait_added(&id);
     let ab = ObjectId::random();
     let b = c
         .create(&ab, &owner(), false, 4, b"", ObjectSource::CreatedByWorker)
@@ -324,17 +491,35 @@ fn runner_callbacks_and_spillable(p: &dyn Plugin) {
     c.abort(&ab).unwrap();
     c.delete(&[id]).unwrap();
     wait_until("delete_object_callback", || {
-        deleted.lock().unwrap().contains(&id)
+        r.deleted.lock().unwrap().contains(&id)
     });
-    assert!(!added.lock().unwrap().iter().any(|i| i.object_id == ab));
-    assert!(!deleted.lock().unwrap().contains(&ab));
+    assert!(!r.added.lock().unwrap().iter().any(|i| i.object_id == ab));
+    assert!(!r.deleted.lock().unwrap().contains(&ab));
+    r.runner.stop();
+}
+
+/// The runner reports its memory: some total, no more available than that, a maximum at least
+/// the total.
+pub fn runner_reports_its_memory_sizes(p: &dyn Plugin) {
+    let r = RecordingRunner::start(p);
+    let runner = &r.runner;
+    let c = p.client();
+    let id = ObjectId::random();
+    put(&*c, &id, &[1u8; 300], b"md");
+    r.wait_added(&id);
     assert!(runner.total_memory_size() > 0);
     assert!(runner.available_memory() <= runner.total_memory_size());
     assert!(runner.max_memory_size() >= runner.total_memory_size());
     runner.stop();
 }
 
-fn memory_pressure_calls_full_and_spill(p: &dyn Plugin) {
+/// Rule 5: above the spilling threshold the runner asks to spill; a create that cannot be
+/// served even after eviction calls the full callback (and fails, or falls back to a file).
+pub fn memory_pressure_calls_full_and_spill(p: &dyn Plugin) {
+    if !p.has_fixed_capacity() {
+        skipped(p, "no fixed capacity");
+        return;
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
     let (full, spill) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (f2, s2) = (full.clone(), spill.clone());
@@ -413,7 +598,13 @@ fn memory_pressure_calls_full_and_spill(p: &dyn Plugin) {
     c.delete(&ids).unwrap();
 }
 
-fn full_store_and_eviction(p: &dyn Plugin) {
+/// Rules 3 and 4: create evicts unreferenced objects (LRU), never referenced ones;
+/// `try_create_immediately` never evicts; what cannot fit fails cleanly.
+pub fn full_store_and_eviction(p: &dyn Plugin) {
+    if !p.has_fixed_capacity() {
+        skipped(p, "no fixed capacity");
+        return;
+    }
     let c = p.client();
     let cap = p.capacity();
     let chunk = cap / 8;
@@ -505,7 +696,8 @@ fn full_store_and_eviction(p: &dyn Plugin) {
     c.delete(&all).unwrap();
 }
 
-fn memory_copy_copies(p: &dyn Plugin) {
+/// `memory_copy` copies into a writable buffer.
+pub fn memory_copy_copies(p: &dyn Plugin) {
     let c = p.client();
     let id = ObjectId::random();
     let src: Vec<u8> = (0..100_003u32).map(|i| (i % 251) as u8).collect();

@@ -2,13 +2,15 @@
 //! coherence modes, and the store provider's pull rule.
 
 #[path = "../../../plugin/tests/support/conformance_suite.rs"]
+#[macro_use]
 mod conformance_suite;
 
 use std::sync::Arc;
 
-use conformance_suite::{put, run_suite, Plugin};
+use conformance_suite::{put, Plugin};
 use gismo::{GismoClient, GismoRunner};
 use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress, Store};
+use gismo_platform::coherence::CoherenceMode;
 use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 use gismo_plugin::interface::{ObjectStoreClient, ObjectStoreRunner};
 
@@ -33,42 +35,42 @@ impl Plugin for GismoPlugin {
     }
 }
 
-#[test]
-fn gismo_conforms() {
-    let region = Region::create(
-        &RegionSpec::Memfd {
-            name: "gismo-conformance".into(),
-            huge_pages: false,
-        },
-        64 << 20,
-        &RegionOptions::default(),
-    )
-    .unwrap();
-    let store = Store::format(region, &Default::default()).unwrap();
-    run_suite(&GismoPlugin {
-        store: store.clone(),
-    });
-    let gc = GismoClient::connect(&store, "check").unwrap();
-    assert!(gc.is_global());
+impl GismoPlugin {
+    /// A fresh store in a 64 MiB memfd region, in coherence mode `coherence`.
+    fn memfd(coherence: CoherenceMode) -> GismoPlugin {
+        let region = Region::create(
+            &RegionSpec::Memfd {
+                name: "gismo-conformance".into(),
+                huge_pages: false,
+            },
+            64 << 20,
+            &RegionOptions::default(),
+        )
+        .unwrap();
+        let opts = gismo_core::format::FormatOptions {
+            coherence,
+            ..Default::default()
+        };
+        GismoPlugin {
+            store: Store::format(region, &opts).unwrap(),
+        }
+    }
+}
+
+mod conformance {
+    use super::*;
+    instantiate_conformance_tests_with_module!(gismo, GismoPlugin::memfd(CoherenceMode::Hardware));
+    instantiate_conformance_tests_with_module!(
+        gismo_flush,
+        GismoPlugin::memfd(CoherenceMode::Flush)
+    );
 }
 
 #[test]
-fn gismo_conforms_in_flush_mode() {
-    let region = Region::create(
-        &RegionSpec::Memfd {
-            name: "gismo-conformance-flush".into(),
-            huge_pages: false,
-        },
-        64 << 20,
-        &RegionOptions::default(),
-    )
-    .unwrap();
-    let opts = gismo_core::format::FormatOptions {
-        coherence: gismo_platform::coherence::CoherenceMode::Flush,
-        ..Default::default()
-    };
-    let store = Store::format(region, &opts).unwrap();
-    run_suite(&GismoPlugin { store });
+fn gismo_clients_are_global() {
+    let p = GismoPlugin::memfd(CoherenceMode::Hardware);
+    let gc = GismoClient::connect(&p.store, "check").unwrap();
+    assert!(gc.is_global());
 }
 
 /// A client that delegates to another but is not global (stands in for a node-local store).

@@ -3,13 +3,14 @@
 //! other processes that are killed while holding objects.
 
 #[path = "../../../plugin/tests/support/conformance_suite.rs"]
+#[macro_use]
 mod conformance_suite;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance_suite::{owner, put, run_suite, wait_until, Plugin};
+use conformance_suite::{owner, put, wait_until, Plugin};
 use gismo_core::store::{ObjectId, ObjectSource};
 use gismo_plasma::{PlasmaClient, PlasmaRunner, PlasmaSettings, Server};
 use gismo_plugin::interface::{ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, StatusCode};
@@ -43,17 +44,22 @@ struct PlasmaPlugin {
     server: Arc<Server>,
     params: BTreeMap<String, String>,
     via_manager: bool,
+    /// The socket and fallback directory; removed when the plugin is dropped.
+    _dir: tempfile::TempDir,
 }
 
 impl PlasmaPlugin {
-    fn start(dir: &std::path::Path, via_manager: bool) -> PlasmaPlugin {
-        let params = params(dir, "32MiB");
+    /// A fresh plasma store (32 MiB) with its socket and fallback files in a new temp dir.
+    fn start(via_manager: bool) -> PlasmaPlugin {
+        let dir = tempfile::tempdir().unwrap();
+        let params = params(dir.path(), "32MiB");
         let settings = PlasmaSettings::from_params(&params).unwrap();
         let server = Server::start(settings, RunnerCallbacks::none()).unwrap();
         PlasmaPlugin {
             server,
             params,
             via_manager,
+            _dir: dir,
         }
     }
 }
@@ -92,19 +98,16 @@ impl Plugin for PlasmaPlugin {
     }
 }
 
-#[test]
-fn plasma_conforms() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = PlasmaPlugin::start(dir.path(), false);
-    run_suite(&p);
-    assert!(!p.client().is_global());
+mod conformance {
+    use super::*;
+    instantiate_conformance_tests_with_module!(plasma, PlasmaPlugin::start(false));
+    instantiate_conformance_tests_with_module!(plasma_plugin_manager, PlasmaPlugin::start(true));
 }
 
 #[test]
-fn plasma_conforms_through_the_plugin_manager() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = PlasmaPlugin::start(dir.path(), true);
-    run_suite(&p);
+fn plasma_clients_are_not_global() {
+    let p = PlasmaPlugin::start(false);
+    assert!(!p.client().is_global());
 }
 
 #[test]
@@ -221,8 +224,7 @@ fn a_full_fallback_disk_is_out_of_disk() {
 #[test]
 fn garbage_on_the_socket_closes_only_that_connection() {
     use std::io::{Read, Write};
-    let dir = tempfile::tempdir().unwrap();
-    let p = PlasmaPlugin::start(dir.path(), false);
+    let p = PlasmaPlugin::start(false);
     let good = p.client();
     let id = ObjectId::random();
     put(&*good, &id, b"still here", b"");
@@ -295,8 +297,7 @@ fn child_client() {
 #[test]
 fn a_killed_client_loses_its_references_and_unsealed_objects() {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let p = PlasmaPlugin::start(dir.path(), false);
+    let p = PlasmaPlugin::start(false);
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_client", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, &p.params["store_socket_name"])
