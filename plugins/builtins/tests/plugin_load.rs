@@ -3,6 +3,7 @@
 //! compiled here), each run through the conformance suite.
 
 #[path = "../../../plugin/tests/support/conformance_suite.rs"]
+#[macro_use]
 mod conformance_suite;
 #[path = "support/plugin_paths.rs"]
 mod plugin_paths;
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use conformance_suite::{put, run_suite, Plugin};
+use conformance_suite::{put, Plugin};
 use gismo_builtins::plugin_manager;
 use gismo_core::store::ObjectId;
 use gismo_plugin::interface::{ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks};
@@ -20,9 +21,41 @@ struct LoadedPlugin {
     name: String,
     path: PathBuf,
     config: BTreeMap<String, String>,
+    /// What the store lives in (region file, compiled library); removed on drop.
+    _dir: tempfile::TempDir,
 }
 
 impl LoadedPlugin {
+    /// `libgismo.so` with a fresh 64 MiB region file in a new temp dir.
+    fn libgismo() -> LoadedPlugin {
+        let dir = tempfile::tempdir().unwrap();
+        LoadedPlugin {
+            name: "gismo".into(),
+            path: plugin_paths::libgismo(),
+            config: gismo_config(dir.path()),
+            _dir: dir,
+        }
+    }
+
+    /// `memstore.c` compiled into a new temp dir, with an 8 MiB store of its own (stores are
+    /// shared by name within the process: each instance gets a new name).
+    fn memstore() -> LoadedPlugin {
+        static STORES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = tempfile::tempdir().unwrap();
+        let so = plugin_paths::compile_c("memstore.c", &[], dir.path());
+        LoadedPlugin {
+            name: "memstore".into(),
+            path: so,
+            config: [
+                ("capacity".to_string(), "8388608".to_string()),
+                ("store".to_string(), format!("conformance-{n}")),
+            ]
+            .into(),
+            _dir: dir,
+        }
+    }
+
     fn path(&self) -> &str {
         self.path.to_str().expect("UTF-8 path")
     }
@@ -58,15 +91,15 @@ fn gismo_config(dir: &Path) -> BTreeMap<String, String> {
     .into()
 }
 
+mod conformance {
+    use super::*;
+    instantiate_conformance_tests_with_module!(libgismo_so, LoadedPlugin::libgismo());
+    instantiate_conformance_tests_with_module!(memstore_c, LoadedPlugin::memstore());
+}
+
 #[test]
-fn libgismo_so_conforms() {
-    let dir = tempfile::tempdir().unwrap();
-    let plugin = LoadedPlugin {
-        name: "gismo".into(),
-        path: plugin_paths::libgismo(),
-        config: gismo_config(dir.path()),
-    };
-    run_suite(&plugin);
+fn libgismo_so_is_global_and_reports_its_region() {
+    let plugin = LoadedPlugin::libgismo();
     let c = plugin.client();
     assert!(c.is_global());
     assert!(c.get_memory_usage().unwrap().contains("GISMO region"));
@@ -115,12 +148,7 @@ fn the_library_stays_loaded_while_buffers_live() {
 #[test]
 fn runner_callbacks_cross_the_abi() {
     use std::sync::Mutex;
-    let dir = tempfile::tempdir().unwrap();
-    let plugin = LoadedPlugin {
-        name: "gismo".into(),
-        path: plugin_paths::libgismo(),
-        config: gismo_config(dir.path()),
-    };
+    let plugin = LoadedPlugin::libgismo();
     let runner = plugin.runner();
     let added: Arc<Mutex<Vec<ObjectId>>> = Arc::default();
     let a2 = added.clone();
@@ -151,19 +179,8 @@ fn runner_callbacks_cross_the_abi() {
 }
 
 #[test]
-fn memstore_c_plugin_conforms() {
-    let dir = tempfile::tempdir().unwrap();
-    let so = plugin_paths::compile_c("memstore.c", &[], dir.path());
-    let plugin = LoadedPlugin {
-        name: "memstore".into(),
-        path: so,
-        config: [
-            ("capacity".to_string(), "8388608".to_string()),
-            ("store".to_string(), "conformance".to_string()),
-        ]
-        .into(),
-    };
-    run_suite(&plugin);
+fn memstore_c_plugin_is_not_global() {
+    let plugin = LoadedPlugin::memstore();
     assert!(!plugin.client().is_global());
 }
 

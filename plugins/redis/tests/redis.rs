@@ -4,6 +4,7 @@
 //! faults made with real process kills, stops and restarts.
 
 #[path = "../../../plugin/tests/support/conformance_suite.rs"]
+#[macro_use]
 mod conformance_suite;
 #[path = "support/redis_server.rs"]
 mod redis_server;
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use conformance_suite::{code, owner, put, run_suite, Plugin};
+use conformance_suite::{code, owner, put, Plugin};
 use gismo_core::store::{ObjectId, ObjectSource};
 use gismo_plugin::interface::{ObjectStoreClient, ObjectStoreRunner, RunnerCallbacks, StatusCode};
 use gismo_plugin::{PluginError, PluginManager};
@@ -42,6 +43,26 @@ fn config(url: &str, prefix: &str, extra: &[(&str, &str)]) -> BTreeMap<String, S
 struct RedisPlugin {
     config: BTreeMap<String, String>,
     via_manager: bool,
+    /// The plugin's own `redis-server`, killed when the plugin is dropped.
+    _server: RedisServer,
+}
+
+impl RedisPlugin {
+    /// A fresh `redis-server` and a plugin configured for it (with `pool_size` 4 through the
+    /// manager, the default directly).
+    fn start(via_manager: bool) -> RedisPlugin {
+        let server = RedisServer::start_new();
+        let config = if via_manager {
+            config(&server.url(), "manager:", &[("pool_size", "4")])
+        } else {
+            config(&server.url(), "conf:", &[])
+        };
+        RedisPlugin {
+            config,
+            via_manager,
+            _server: server,
+        }
+    }
 }
 
 impl Plugin for RedisPlugin {
@@ -78,26 +99,18 @@ impl Plugin for RedisPlugin {
     }
 }
 
-#[test]
-fn redis_conforms() {
-    let server = RedisServer::start_new();
-    let plugin = RedisPlugin {
-        config: config(&server.url(), "conf:", &[]),
-        via_manager: false,
-    };
-    run_suite(&plugin);
-    assert!(plugin.client().is_global());
+mod conformance {
+    use super::*;
+    instantiate_conformance_tests_with_module!(redis, RedisPlugin::start(false));
+    instantiate_conformance_tests_with_module!(redis_plugin_manager, RedisPlugin::start(true));
 }
 
 #[test]
-fn redis_conforms_through_the_plugin_manager() {
-    let server = RedisServer::start_new();
-    let plugin = RedisPlugin {
-        config: config(&server.url(), "manager:", &[("pool_size", "4")]),
-        via_manager: true,
-    };
-    run_suite(&plugin);
-    assert!(plugin.client().is_global());
+fn redis_clients_are_global() {
+    for via_manager in [false, true] {
+        let plugin = RedisPlugin::start(via_manager);
+        assert!(plugin.client().is_global());
+    }
 }
 
 #[test]
