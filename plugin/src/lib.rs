@@ -16,6 +16,7 @@ pub mod config;
 pub mod interface;
 pub mod loaded;
 pub mod manager;
+pub mod params;
 
 pub use builtin::Builtin;
 pub use config::{ConfigError, PluginConfig};
