@@ -19,7 +19,7 @@ use gismo_plugin::Builtin;
 // The lower layers' modules this crate's code names as `crate::format`, `crate::region`, ...
 // Not re-exported.
 use gismo_core::format;
-use gismo_platform::{region, units};
+use gismo_platform::region;
 use gismo_plugin::interface;
 
 pub mod client;

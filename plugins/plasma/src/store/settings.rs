@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use gismo_plugin::params::Params;
+
 use crate::interface::Status;
 
 /// The keys the `plasma` plugin accepts (runner and client).
@@ -68,51 +70,37 @@ impl PlasmaSettings {
     /// # Errors
     /// `Invalid` naming the key for a value that does not parse, or an unknown key.
     pub fn from_params(params: &BTreeMap<String, String>) -> Result<PlasmaSettings, Status> {
-        let mut s = PlasmaSettings::default();
-        for (k, v) in params {
-            let bad = |what: &str| Status::invalid(format!("plasma: {k}={v:?}: {what}"));
-            let ms = || {
-                v.parse::<u64>()
-                    .map(Duration::from_millis)
-                    .map_err(|_| bad("expected milliseconds"))
-            };
-            match k.as_str() {
-                "store_socket_name" => s.socket = PathBuf::from(v),
-                "object_store_memory" => {
-                    s.memory = v
-                        .parse::<crate::units::ByteSize>()
-                        .map_err(|e| bad(&e.to_string()))?
-                        .0
-                }
-                "plasma_directory" => s.plasma_directory = v.clone(),
-                "huge_pages" => {
-                    s.huge_pages = match v.as_str() {
-                        "1" | "true" => true,
-                        "0" | "false" => false,
-                        _ => return Err(bad("expected true or false")),
-                    }
-                }
-                "fallback_directory" => s.fallback_directory = PathBuf::from(v),
-                "oom_grace_period_ms" => s.oom_grace_period = ms()?,
-                "object_store_full_delay_ms" => s.full_delay = ms()?,
-                "connect_timeout_ms" => s.connect_timeout = ms()?,
-                "object_spilling_threshold" => {
-                    s.spilling_threshold = v
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|t| (0.0..=1.0).contains(t))
-                        .ok_or_else(|| bad("expected a fraction in 0..=1"))?
-                }
-                _ => {
-                    return Err(Status::invalid(format!(
-                        "plasma: unknown key {k:?} (known: {})",
-                        PLASMA_KEYS.join(", ")
-                    )))
-                }
-            }
-        }
+        let p = Params::new("plasma", params);
+        p.check_known(PLASMA_KEYS)
+            .map_err(|e| Status::invalid(e.to_string()))?;
+        let d = PlasmaSettings::default();
+        let s = PlasmaSettings {
+            socket: p
+                .string("store_socket_name")
+                .map_or(d.socket, PathBuf::from),
+            memory: p.bytes("object_store_memory")?.unwrap_or(d.memory),
+            plasma_directory: p
+                .string("plasma_directory")
+                .map_or(d.plasma_directory, str::to_string),
+            huge_pages: p.bool("huge_pages")?.unwrap_or(d.huge_pages),
+            fallback_directory: p
+                .string("fallback_directory")
+                .map_or(d.fallback_directory, PathBuf::from),
+            oom_grace_period: p
+                .millis("oom_grace_period_ms", 0)?
+                .unwrap_or(d.oom_grace_period),
+            full_delay: p
+                .millis("object_store_full_delay_ms", 0)?
+                .unwrap_or(d.full_delay),
+            spilling_threshold: p
+                .fraction("object_spilling_threshold")?
+                .unwrap_or(d.spilling_threshold),
+            connect_timeout: p
+                .millis("connect_timeout_ms", 0)?
+                .unwrap_or(d.connect_timeout),
+        };
         if s.socket.as_os_str().is_empty() {
-            return Err(Status::invalid("plasma: store_socket_name is empty"));
+            return Err(p.bad("store_socket_name", "expected a socket path").into());
         }
         Ok(s)
     }
