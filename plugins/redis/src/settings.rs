@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use gismo_plugin::params::{ParamError, Params};
+
 use crate::RedisStoreError;
 
 /// Keys the redis plugin accepts (meanings and defaults: `docs/redis.md`).
@@ -56,21 +58,13 @@ impl Default for RedisSettings {
     }
 }
 
-fn millis(
-    params: &BTreeMap<String, String>,
-    key: &'static str,
-    default: Duration,
-) -> Result<Duration, RedisStoreError> {
-    let Some(v) = params.get(key) else {
-        return Ok(default);
-    };
-    match v.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Duration::from_millis(n)),
-        _ => Err(RedisStoreError::Config {
-            key,
-            value: v.clone(),
-            reason: "expected a positive number of milliseconds".into(),
-        }),
+impl From<ParamError> for RedisStoreError {
+    fn from(e: ParamError) -> RedisStoreError {
+        RedisStoreError::Config {
+            key: e.key,
+            value: e.value,
+            reason: e.expected,
+        }
     }
 }
 
@@ -81,8 +75,9 @@ impl RedisSettings {
     /// # Errors
     /// [`RedisStoreError::Config`] for a value that does not parse or a URL the client refuses.
     pub fn from_params(params: &BTreeMap<String, String>) -> Result<Self, RedisStoreError> {
+        let p = Params::new("redis", params);
         let d = RedisSettings::default();
-        let url = params.get("url").cloned().unwrap_or(d.url);
+        let url = p.string("url").map_or(d.url, str::to_string);
         if let Err(e) = redis::Client::open(url.as_str()) {
             return Err(RedisStoreError::Config {
                 key: "url",
@@ -90,28 +85,16 @@ impl RedisSettings {
                 reason: e.to_string(),
             });
         }
-        let prefix = params.get("prefix").cloned().unwrap_or(d.prefix);
-        let pool_size = match params.get("pool_size") {
-            None => d.pool_size,
-            Some(v) => match v.parse::<u32>() {
-                Ok(n) if (1..=1024).contains(&n) => n,
-                _ => {
-                    return Err(RedisStoreError::Config {
-                        key: "pool_size",
-                        value: v.clone(),
-                        reason: "expected 1..=1024".into(),
-                    })
-                }
-            },
-        };
         Ok(RedisSettings {
             url,
-            prefix,
-            connect_timeout: millis(params, "connect_timeout_ms", d.connect_timeout)?,
-            io_timeout: millis(params, "io_timeout_ms", d.io_timeout)?,
-            pool_size,
-            wait_recheck: millis(params, "wait_recheck_ms", d.wait_recheck)?,
-            lease: millis(params, "lease_ms", d.lease)?,
+            prefix: p.string("prefix").map_or(d.prefix, str::to_string),
+            connect_timeout: p
+                .millis("connect_timeout_ms", 1)?
+                .unwrap_or(d.connect_timeout),
+            io_timeout: p.millis("io_timeout_ms", 1)?.unwrap_or(d.io_timeout),
+            pool_size: p.int("pool_size", 1..=1024)?.unwrap_or(d.pool_size),
+            wait_recheck: p.millis("wait_recheck_ms", 1)?.unwrap_or(d.wait_recheck),
+            lease: p.millis("lease_ms", 1)?.unwrap_or(d.lease),
         })
     }
 }
