@@ -21,6 +21,7 @@ use crate::store::directory::state;
 use crate::store::events::{host_index_reclaiming, EventKind};
 use crate::store::{Client, CreateInfo, ObjectId, ObjectSource, OwnerAddress, Store, StoreError};
 use crate::written::Written;
+use gismo_plugin::params::Params;
 
 /// How long [`open_store`] waits for another process to finish formatting the region.
 pub const FORMAT_WAIT: Duration = Duration::from_secs(60);
@@ -40,25 +41,15 @@ pub const FORMAT_WAIT: Duration = Duration::from_secs(60);
 pub fn open_store(params: &BTreeMap<String, String>) -> Result<Arc<Store>, Status> {
     use crate::format::FormatError;
     use crate::region::RegionError;
-    let spec: RegionSpec = params
-        .get("region")
-        .map(String::as_str)
-        .unwrap_or("file:/dev/shm/gismo-default")
-        .parse()
-        .map_err(|e| Status::invalid(format!("region: {e}")))?;
+    let p = Params::new("gismo", params);
+    let spec: RegionSpec = p
+        .parse("region")?
+        .unwrap_or_else(|| RegionSpec::File("/dev/shm/gismo-default".into()));
     let io = |e: String| Status::new(StatusCode::IOError, e);
-    let may_format = params.get("format").is_none_or(|v| v != "false");
-    let size: Option<crate::units::ByteSize> = params
-        .get("size")
-        .map(|s| s.parse())
-        .transpose()
-        .map_err(|e| Status::invalid(format!("size: {e}")))?;
-    let coherence: CoherenceMode = params
-        .get("coherence")
-        .map(String::as_str)
-        .unwrap_or("hardware")
-        .parse()
-        .map_err(|e: crate::coherence::ParseCoherenceModeError| Status::invalid(e.to_string()))?;
+    // Anything but `false` formats (as it always has: `format=` and `format=1` do too).
+    let may_format = p.string("format") != Some("false");
+    let size: Option<u64> = p.bytes("size")?;
+    let coherence: CoherenceMode = p.parse("coherence")?.unwrap_or(CoherenceMode::Hardware);
     let opts = FormatOptions {
         coherence,
         ..FormatOptions::default()
@@ -73,7 +64,7 @@ pub fn open_store(params: &BTreeMap<String, String>) -> Result<Arc<Store>, Statu
                 let Some(size) = size else {
                     return Err(io(format!("{spec}: {e}")));
                 };
-                match Region::create_new(&spec, size.0, &RegionOptions::default()) {
+                match Region::create_new(&spec, size, &RegionOptions::default()) {
                     Ok(region) => region,
                     // Created by another process meanwhile (perhaps not sized yet): open it
                     // on the next round.
@@ -85,14 +76,14 @@ pub fn open_store(params: &BTreeMap<String, String>) -> Result<Arc<Store>, Statu
                 }
             }
         };
-        if let Some(want) = size.filter(|s| s.0 != region.len() as u64) {
+        if let Some(want) = size.filter(|s| *s != region.len() as u64) {
             if matches!(format::attach(&region), Err(FormatError::NotFormatted)) {
                 return Err(io(format!(
                     "{spec}: exists with {} bytes, not the {} asked for; not resizing a region \
                      other processes may map (remove it, or format it with gismoctl format \
                      --force --size)",
                     region.len(),
-                    want.0
+                    want
                 )));
             }
         }
@@ -190,9 +181,8 @@ impl GismoClient {
         let store = open_store(params)?;
         GismoClient::connect(
             &store,
-            params
-                .get("client_name")
-                .map(String::as_str)
+            Params::new("gismo", params)
+                .string("client_name")
                 .unwrap_or("gismo-client"),
         )
     }
@@ -485,42 +475,26 @@ struct RunnerSettings {
 
 impl RunnerSettings {
     fn from_params(params: &BTreeMap<String, String>) -> Result<RunnerSettings, Status> {
-        let fraction = |key: &str, default: f64| -> Result<f64, Status> {
-            match params.get(key) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse()
-                    .ok()
-                    .filter(|t: &f64| (0.0..=1.0).contains(t))
-                    .ok_or_else(|| Status::invalid(format!("{key}={v}: expected a fraction 0..1"))),
-            }
-        };
-        let embedded = match params.get("embedded_server").map(String::as_str) {
-            None | Some("true") | Some("1") => true,
-            Some("false") | Some("0") => false,
-            Some(v) => {
-                return Err(Status::invalid(format!(
-                    "embedded_server={v}: expected true or false"
-                )))
-            }
-        };
-        let lease_ms = match params.get("lease_ms") {
-            None => 5000,
-            Some(v) => v.parse().ok().filter(|n: &u64| *n > 0).ok_or_else(|| {
-                Status::invalid(format!("lease_ms={v}: expected milliseconds > 0"))
-            })?,
-        };
+        let p = Params::new("gismo", params);
         let settings = RunnerSettings {
-            spill_threshold: fraction("object_spilling_threshold", 0.8)?,
-            embedded,
-            lease_ms,
-            high_watermark: fraction("high_watermark", 1.0)?,
-            low_watermark: fraction("low_watermark", 0.9)?,
+            spill_threshold: p.fraction("object_spilling_threshold")?.unwrap_or(0.8),
+            embedded: p.bool("embedded_server")?.unwrap_or(true),
+            lease_ms: p
+                .millis("lease_ms", 1)?
+                .map_or(5000, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            high_watermark: p.fraction("high_watermark")?.unwrap_or(1.0),
+            low_watermark: p.fraction("low_watermark")?.unwrap_or(0.9),
         };
         if settings.low_watermark > settings.high_watermark {
-            return Err(Status::invalid(
-                "low_watermark must not exceed high_watermark",
-            ));
+            return Err(p
+                .bad(
+                    "low_watermark",
+                    format_args!(
+                        "must not exceed high_watermark ({})",
+                        settings.high_watermark
+                    ),
+                )
+                .into());
         }
         Ok(settings)
     }

@@ -14,7 +14,7 @@ use gismo_plugin::Builtin;
 // The lower layers' modules this crate's code names as `crate::store`, `crate::region`, ...
 // Not re-exported.
 use gismo_core::{format, store};
-use gismo_platform::{clock, coherence, region, units};
+use gismo_platform::{clock, coherence, region};
 use gismo_plugin::interface;
 
 mod ffi;
