@@ -388,13 +388,13 @@ fn run(heap_pages: u64, ops: &[Op]) {
     }
     assert_eq!(a.used_bytes(), 0);
     // The hint chunks are reusable too: a block of each class that has one still fits.
-    for c in 0..NUM_CLASSES {
+    for (c, &class) in CLASSES.iter().enumerate() {
         if a.hint(c).is_some() {
             let b = a
-                .alloc(u64::from(CLASSES[c]))
+                .alloc(u64::from(class))
                 .expect("a block in the hint chunk");
             assert_eq!(Some(chunk_of(b.offset)), a.hint(c));
-            a.free(b.offset, u64::from(CLASSES[c])).unwrap();
+            a.free(b.offset, u64::from(class)).unwrap();
         }
     }
     assert_eq!((a.used_bytes(), a.allocations()), (0, 0));
