@@ -21,10 +21,11 @@ use crate::region::{Region, RegionError};
 /// interior mutability through atomics (or none).
 pub unsafe trait RegionSafe: Sync + Sized {}
 
-// SAFETY: atomics of plain integers accept every bit pattern and are `repr(C)`-compatible words.
-unsafe impl RegionSafe for std::sync::atomic::AtomicU64 {}
+// SAFETY: the facade's std-backed atomics of plain integers are `repr(transparent)` over the std
+// atomics, which accept every bit pattern and are exactly the aligned machine word they hold.
+unsafe impl RegionSafe for crate::sync::unmodelled::AtomicU64 {}
 // SAFETY: as above.
-unsafe impl RegionSafe for std::sync::atomic::AtomicU32 {}
+unsafe impl RegionSafe for crate::sync::unmodelled::AtomicU32 {}
 // SAFETY: plain integers and byte arrays accept every bit pattern.
 unsafe impl RegionSafe for u64 {}
 // SAFETY: as above.

@@ -1,6 +1,7 @@
 //! The superblock: identity, version, geometry and section table of a region, at offset 0.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::unmodelled::{AtomicU32, AtomicU64};
+use crate::sync::Ordering;
 
 use bytemuck::{Pod, Zeroable};
 use static_assertions::{const_assert, const_assert_eq};

@@ -3,7 +3,7 @@
 //! Every operation is a handful of atomics on the region: no server, no system call on the hot
 //! path (a get that must wait for a seal sleeps on a futex on this host and polls across hosts).
 
-use std::sync::atomic::{fence, Ordering};
+use crate::sync::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

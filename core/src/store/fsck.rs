@@ -17,8 +17,8 @@
 //! allocated but not yet recorded can look leaked for a few instructions; pass `repair` only when
 //! no other client is active (`gismoctl fsck --repair` checks that).
 
+use crate::sync::{fence, Ordering};
 use std::fmt;
-use std::sync::atomic::Ordering;
 
 use crate::format::layout::{CHUNK_SIZE, PAGE_SIZE};
 use crate::format::SectionKind;
@@ -463,9 +463,9 @@ impl Store {
         loop {
             let before = self.op_snapshot();
             if before.iter().all(|(_, seq)| seq % 2 == 0) {
-                std::sync::atomic::fence(Ordering::SeqCst);
+                fence(Ordering::SeqCst);
                 let report = self.fsck(false);
-                std::sync::atomic::fence(Ordering::SeqCst);
+                fence(Ordering::SeqCst);
                 // Only the maintainer frees leaks: two collectors could both see block B leaked,
                 // and the second would free it again after a create reused it.
                 if self.op_snapshot() == before && m.held() {

@@ -54,7 +54,7 @@
 //! leader paused past its lease between such a check and its action remains a limit (see
 //! `docs/store.md`, "Crash consistency").
 
-use std::sync::atomic::Ordering;
+use crate::sync::Ordering;
 use std::sync::Arc;
 
 use crate::store::clients::status;

@@ -34,8 +34,8 @@
 //! 6. The entry's `op_seq` is made even again and the entry becomes `FREE` (the next claim bumps
 //!    the epoch).
 
+use crate::sync::{fence, Ordering};
 use std::collections::HashMap;
-use std::sync::atomic::{fence, Ordering};
 use std::time::Instant;
 
 use crate::store::clients::{intent, process_liveness, status, EntryWord, HostIdentity, Liveness};
