@@ -33,6 +33,7 @@
 //! committing the object; `fsck` and the reaper reconcile the allocator against the directory and
 //! live intents (`docs/recovery.md`).
 
+use crate::shm::CachePadded;
 use crate::sync::{AtomicU64, Ordering};
 
 /// Heap page size (the large-object granule).
@@ -157,21 +158,32 @@ impl ChunkDesc {
 }
 
 /// Allocator state shared in the region's control block.
+///
+/// Every word is on cache lines of its own ([`CachePadded`]): the heads of different classes
+/// are updated by different allocating clients at once, and the two global counters by every
+/// allocation and free; on shared lines they would contend for lines they do not need.
 #[repr(C)]
 pub struct AllocHeads {
     /// Per class: partial-chunk stack head, `tag:32 | (index + 1):32`.
-    stacks: [AtomicU64; 32],
+    stacks: [CachePadded<AtomicU64>; 32],
     /// Per class: current chunk index + 1 (0 = none).
-    hints: [AtomicU64; 32],
+    hints: [CachePadded<AtomicU64>; 32],
     /// Bytes of heap handed out (capacities).
-    used_bytes: AtomicU64,
+    used_bytes: CachePadded<AtomicU64>,
     /// Objects (allocations) live.
-    allocations: AtomicU64,
-    _reserved: [AtomicU64; 6],
+    allocations: CachePadded<AtomicU64>,
 }
 
 #[cfg(not(loom))]
-static_assertions::const_assert_eq!(std::mem::size_of::<AllocHeads>(), 576);
+static_assertions::const_assert_eq!(std::mem::size_of::<AllocHeads>(), 66 * 128);
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::align_of::<AllocHeads>(), 128);
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(AllocHeads, hints), 32 * 128);
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(AllocHeads, used_bytes), 64 * 128);
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(AllocHeads, allocations), 65 * 128);
 // SAFETY: repr(C), integer atomics only.
 #[cfg(not(loom))]
 unsafe impl crate::shm::RegionSafe for AllocHeads {}
@@ -179,11 +191,10 @@ unsafe impl crate::shm::RegionSafe for AllocHeads {}
 impl AllocHeads {
     pub fn new() -> AllocHeads {
         AllocHeads {
-            stacks: std::array::from_fn(|_| AtomicU64::new(0)),
-            hints: std::array::from_fn(|_| AtomicU64::new(0)),
-            used_bytes: AtomicU64::new(0),
-            allocations: AtomicU64::new(0),
-            _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
+            stacks: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
+            hints: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
+            used_bytes: CachePadded::new(AtomicU64::new(0)),
+            allocations: CachePadded::new(AtomicU64::new(0)),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! which client consumes it (see `ring_claim.rs`: claimed at a runner's start, taken over from a
 //! dead client, released at stop).
 
+use crate::shm::CachePadded;
 use crate::store::object_id::ObjectId;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
@@ -37,14 +38,14 @@ pub enum EventKind {
     Deleted = 2,
 }
 
-/// One host table entry: 128 bytes.
+/// One host table entry: 384 bytes, three cache lines. The ring's tail (claimed by the host's
+/// producers) and head (advanced by its one consumer) are written by different parties at every
+/// event, so each has a line of its own ([`CachePadded`]); the first line holds the words that
+/// change rarely or only with the consumer's passes.
 #[repr(C)]
 pub struct HostEntry {
     /// Identity hash; 0 = free.
     pub identity: AtomicU64,
-    /// Ring positions: next to claim (producers), next to read (consumer).
-    pub tail: AtomicU64,
-    pub head: AtomicU64,
     /// Events dropped because the ring was full (or skipped as holes).
     pub overflows: AtomicU64,
     /// Wall-clock ms of the last consumer pass (0 = no runner).
@@ -52,11 +53,21 @@ pub struct HostEntry {
     /// Host name, NUL padded (informational).
     pub name: [AtomicU64; 8],
     /// The client consuming this host's ring: `epoch:32 | (index + 1):32`, 0 = none (see
-    /// `ring_claim.rs`). Was the first reserved word: regions formatted before it read 0.
+    /// `ring_claim.rs`).
     pub consumer: AtomicU64,
-    pub _reserved: [AtomicU64; 2],
+    pub _reserved: [AtomicU64; 4],
+    /// Ring position: next to claim (producers).
+    pub tail: CachePadded<AtomicU64>,
+    /// Ring position: next to read (consumer).
+    pub head: CachePadded<AtomicU64>,
 }
 
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(HostEntry, consumer), 88);
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(HostEntry, tail), 128);
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(HostEntry, head), 256);
 #[cfg(not(loom))]
 static_assertions::const_assert_eq!(
     std::mem::size_of::<HostEntry>() as u64,
@@ -346,8 +357,8 @@ mod tests {
     fn host() -> HostEntry {
         HostEntry {
             identity: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
-            head: AtomicU64::new(0),
+            tail: CachePadded::new(AtomicU64::new(0)),
+            head: CachePadded::new(AtomicU64::new(0)),
             overflows: AtomicU64::new(0),
             runner_heartbeat_ms: AtomicU64::new(0),
             name: std::array::from_fn(|_| AtomicU64::new(0)),

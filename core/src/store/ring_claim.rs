@@ -192,8 +192,8 @@ mod tests {
     fn host() -> HostEntry {
         HostEntry {
             identity: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
-            head: AtomicU64::new(0),
+            tail: crate::shm::CachePadded::new(AtomicU64::new(0)),
+            head: crate::shm::CachePadded::new(AtomicU64::new(0)),
             overflows: AtomicU64::new(0),
             runner_heartbeat_ms: AtomicU64::new(0),
             name: std::array::from_fn(|_| AtomicU64::new(0)),
