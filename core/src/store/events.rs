@@ -137,6 +137,9 @@ pub fn host_index(hosts: &[HostEntry], hash: u64, name: &str) -> Option<usize> {
     // a free one earlier in the probe sequence, so every process of a host finds the same one.
     if let Some(i) = (0..n)
         .map(|k| (start + k) % n)
+        // Acquire: pairs with the AcqRel claim CAS of `identity` below and in
+        // `host_index_reclaiming`; the claim publishes nothing but itself (the name is
+        // informational).
         .find(|&i| hosts[i].identity.load(Ordering::Acquire) == hash)
     {
         return Some(i);
@@ -144,11 +147,13 @@ pub fn host_index(hosts: &[HostEntry], hash: u64, name: &str) -> Option<usize> {
     for k in 0..n {
         let i = (start + k) % n;
         let e = &hosts[i];
+        // Acquire: as above (pairs with the AcqRel claim CAS of `identity`).
         match e.identity.load(Ordering::Acquire) {
             h if h == hash => return Some(i),
             0 => {
-                // AcqRel: the winner's later name stores are informational; the identity itself
-                // is the claim.
+                // AcqRel: pairs with the Acquire loads of `identity` above and in
+                // `host_index_reclaiming` and with a competing claim CAS; the winner's later name
+                // stores are informational, the identity itself is the claim.
                 match e
                     .identity
                     .compare_exchange(0, hash, Ordering::AcqRel, Ordering::Acquire)
@@ -191,6 +196,7 @@ pub fn host_index_reclaiming(
     let any = order.iter();
     for &i in earlier_boot.chain(any) {
         let e = &hosts[i];
+        // Acquire: pairs with the AcqRel claim CAS of `identity` in `host_index` and below.
         let old = e.identity.load(Ordering::Acquire);
         if old == 0 || old == hash || in_use(old) {
             if old == hash {
@@ -198,7 +204,7 @@ pub fn host_index_reclaiming(
             }
             continue;
         }
-        // AcqRel: as the claim in `host_index`.
+        // AcqRel: as the claim in `host_index` (pairs with its Acquire loads and claim CAS).
         match e
             .identity
             .compare_exchange(old, hash, Ordering::AcqRel, Ordering::Acquire)
@@ -273,7 +279,8 @@ impl<'a> EventRing<'a> {
                         for (d, w) in cell.id.iter().zip(ev.id.words()) {
                             d.store(w, Ordering::Relaxed);
                         }
-                        // Release: publishes the event fields to the consumer.
+                        // Release: pairs with the consumer's Acquire load of `seq` in `pop`;
+                        // publishes the event fields to it.
                         cell.seq
                             .store(lap.wrapping_mul(2).wrapping_add(1), Ordering::Release);
                         return true;
@@ -338,7 +345,8 @@ impl<'a> EventRing<'a> {
 
     fn release_cell(&self, pos: u64) {
         let lap = pos / self.cells.len() as u64;
-        // Release: our reads of the cell happen before a producer reuses it.
+        // Release: pairs with the producers' Acquire load of `seq` in `push`: our reads of the
+        // cell happen before a producer reuses it.
         self.cell(pos)
             .seq
             .store(lap.wrapping_add(1).wrapping_mul(2), Ordering::Release);
