@@ -107,7 +107,7 @@ fn newer_version_is_named_in_the_error() {
     );
     assert!(
         err.to_string()
-            .contains("format version 7; this build reads version 1"),
+            .contains("format version 7; this build reads version 2"),
         "{err}"
     );
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use gismo_core::format::layout::{CHUNK_DESC_SIZE, DIR_SLOT_SIZE, EVENT_SIZE, HOST_ENTRY_SIZE};
 use gismo_core::format::SectionKind;
 use gismo_core::store::directory::Slot;
+use gismo_core::store::events::HostEntry;
 use gismo_core::store::fsck::Problem;
 use gismo_core::store::{CreateInfo, ObjectId, Store, StoreError};
 use gismo_platform::region::{Region, RegionOptions, RegionSpec};
@@ -188,9 +189,10 @@ fn a_cyclic_partial_stack_does_not_hang_create() {
     let class = 10; // CLASSES[10] == 1024
     let control = s.layout().section(SectionKind::Control).offset;
     let chunks = s.layout().section(SectionKind::Chunks).offset;
-    // AllocHeads is the control block's first field: 32 stack heads, then 32 hints.
-    scribble(&s, control + class * 8, &(chunk + 1).to_le_bytes());
-    scribble(&s, control + 256 + class * 8, &0u64.to_le_bytes());
+    // AllocHeads is the control block's first field: 32 stack heads, then 32 hints, each on a
+    // 128-byte line of its own (docs/region-format.md).
+    scribble(&s, control + class * 128, &(chunk + 1).to_le_bytes());
+    scribble(&s, control + (32 + class) * 128, &0u64.to_le_bytes());
     // The chunk's `next` (its descriptor's second word) points at itself.
     scribble(
         &s,
@@ -228,7 +230,10 @@ fn a_corrupt_event_cell_does_not_hang_seal() {
     let ring_cap = u64::from(s.layout().geometry.ring_capacity);
     let hosts = s.layout().section(SectionKind::Hosts).offset;
     let events = s.layout().section(SectionKind::Events).offset;
-    let tail = read_u64(&s, hosts + host * HOST_ENTRY_SIZE + 8);
+    let tail = read_u64(
+        &s,
+        hosts + host * HOST_ENTRY_SIZE + offset_of!(HostEntry, tail) as u64,
+    );
     let cell = events + (host * ring_cap + tail % ring_cap) * EVENT_SIZE;
     scribble(&s, cell, &(u64::MAX - 3).to_le_bytes());
     drop(c);
@@ -281,7 +286,7 @@ fn an_unlisted_chunk_is_flagged_and_repaired() {
     assert!(s.fsck(false).is_clean());
     // Lose the hint of the 1024-byte class (as a SIGKILL right after `new_chunk` would).
     let control = s.layout().section(SectionKind::Control).offset;
-    scribble(&s, control + 256 + 10 * 8, &0u64.to_le_bytes());
+    scribble(&s, control + (32 + 10) * 128, &0u64.to_le_bytes());
     let r = s.fsck(false);
     assert!(
         r.problems
@@ -353,7 +358,8 @@ fn hot(s: &Store, kind: SectionKind, live_slots: &[usize]) -> (u64, u64) {
         SectionKind::Events => (0, 2 * u64::from(g.ring_capacity) * EVENT_SIZE),
         SectionKind::Chunks => (0, 16 * CHUNK_DESC_SIZE),
         SectionKind::PageBitmap => (0, 64),
-        SectionKind::Clients | SectionKind::Hosts | SectionKind::Nodes => (0, 4 * 128),
+        SectionKind::Clients | SectionKind::Nodes => (0, 4 * 128),
+        SectionKind::Hosts => (0, 4 * HOST_ENTRY_SIZE),
         _ => (0, sec.len),
     };
     (sec.offset + start, len.min(sec.len))
@@ -553,8 +559,7 @@ fn forge_host(s: &Store, i: u64, id: u64, name: &str) {
     scribble(s, base, &id.to_le_bytes());
     let mut b = [0u8; 64];
     b[..name.len()].copy_from_slice(name.as_bytes());
-    // The name follows identity, tail, head, overflows and the runner heartbeat.
-    scribble(s, base + 5 * 8, &b);
+    scribble(s, base + offset_of!(HostEntry, name) as u64, &b);
 }
 
 fn my_host() -> gismo_core::store::clients::HostIdentity {

@@ -25,8 +25,8 @@ mod script;
 #[path = "support/multihost/workloads.rs"]
 mod workloads;
 
+use gismo_platform::sync::Ordering;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gismo_core::format::FormatOptions;

@@ -21,10 +21,11 @@ use crate::region::{Region, RegionError};
 /// interior mutability through atomics (or none).
 pub unsafe trait RegionSafe: Sync + Sized {}
 
-// SAFETY: atomics of plain integers accept every bit pattern and are `repr(C)`-compatible words.
-unsafe impl RegionSafe for std::sync::atomic::AtomicU64 {}
+// SAFETY: the facade's std-backed atomics of plain integers are `repr(transparent)` over the std
+// atomics, which accept every bit pattern and are exactly the aligned machine word they hold.
+unsafe impl RegionSafe for crate::sync::unmodelled::AtomicU64 {}
 // SAFETY: as above.
-unsafe impl RegionSafe for std::sync::atomic::AtomicU32 {}
+unsafe impl RegionSafe for crate::sync::unmodelled::AtomicU32 {}
 // SAFETY: plain integers and byte arrays accept every bit pattern.
 unsafe impl RegionSafe for u64 {}
 // SAFETY: as above.
@@ -64,3 +65,68 @@ pub fn view_slice<T: RegionSafe>(
     // SAFETY: as in `view`: in bounds, aligned, every bit pattern valid, mutation only atomic.
     Ok(unsafe { std::slice::from_raw_parts(ptr.as_ptr().cast::<T>(), count) })
 }
+
+/// Keeps a `T` on cache lines of its own: `T` at the start of a block 128-byte aligned and a
+/// multiple of 128 bytes long, so that words that different writers update (ring head vs tail,
+/// a role word vs the counters) never share a line.
+///
+/// Our own type rather than `crossbeam_utils::CachePadded`: that one's alignment depends on the
+/// target (128 on x86_64 and aarch64, 32, 64 or 256 elsewhere), while the region is an on-media
+/// format whose layout must be identical on every target and in every build. 128 bytes covers
+/// the spatial prefetcher pairs of x86_64 and the 128-byte lines of some ARM parts (and CXL
+/// devices transfer 64-byte lines, so each padded word is also alone on its device line).
+#[repr(C, align(128))]
+#[derive(Default)]
+pub struct CachePadded<T> {
+    value: T,
+}
+
+/// The size and alignment of [`CachePadded`] blocks, in bytes.
+pub const CACHE_PADDED_ALIGN: usize = 128;
+
+impl<T> CachePadded<T> {
+    /// Pads `value`.
+    #[inline]
+    pub const fn new(value: T) -> Self {
+        Self { value }
+    }
+
+    /// The padded value.
+    #[inline]
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+}
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> std::ops::DerefMut for CachePadded<T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for CachePadded<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CachePadded").field(&self.value).finish()
+    }
+}
+
+// SAFETY: `repr(C)` with `T` at offset 0 followed only by padding; `T: RegionSafe` accepts every
+// bit pattern and holds no pointers, and the padding bytes are never read as a value.
+unsafe impl<T: RegionSafe> RegionSafe for CachePadded<T> {}
+
+static_assertions::const_assert_eq!(std::mem::align_of::<CachePadded<u64>>(), CACHE_PADDED_ALIGN);
+static_assertions::const_assert_eq!(std::mem::size_of::<CachePadded<u64>>(), CACHE_PADDED_ALIGN);
+static_assertions::const_assert_eq!(
+    std::mem::size_of::<CachePadded<[u64; 17]>>(),
+    2 * CACHE_PADDED_ALIGN
+);

@@ -15,14 +15,16 @@ pub const DIR_SLOT_SIZE: u64 = 128;
 pub const CLIENT_ENTRY_SIZE: u64 = 128;
 /// Size of one per-client reference record (see `store::refs`).
 pub const REF_ENTRY_SIZE: u64 = 8;
-/// Size of one host table entry.
-pub const HOST_ENTRY_SIZE: u64 = 128;
+/// Size of one host table entry (three cache lines: identity and consumer words, the producers'
+/// ring tail, the consumer's ring head).
+pub const HOST_ENTRY_SIZE: u64 = 384;
 /// Size of one owner-node table entry (raylet id + IP address of an owner).
 pub const NODE_ENTRY_SIZE: u64 = 64;
 /// Size of one event-ring record (seal and delete notifications for a host's runner).
 pub const EVENT_SIZE: u64 = 64;
-/// Size of the control block (leader lease, counters, allocator heads).
-pub const CONTROL_SIZE: u64 = 4096;
+/// Size of the control block (allocator heads, leader lease, maintenance lock, counters; one
+/// 128-byte line per word).
+pub const CONTROL_SIZE: u64 = 12288;
 /// Allocation granule of the heap: large objects are runs of whole pages.
 pub const PAGE_SIZE: u64 = 4096;
 /// Small objects live in chunks of this size, each carved into blocks of one size class.

@@ -1,6 +1,7 @@
 //! The superblock: identity, version, geometry and section table of a region, at offset 0.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::unmodelled::{AtomicU32, AtomicU64};
+use crate::sync::Ordering;
 
 use bytemuck::{Pod, Zeroable};
 use static_assertions::{const_assert, const_assert_eq};
@@ -13,7 +14,7 @@ use crate::region::{Region, RegionError};
 /// First bytes of every GISMO region.
 pub const MAGIC: [u8; 8] = *b"GISMOREG";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes reserved for the superblock at the start of the region.
 pub const SUPERBLOCK_SIZE: usize = 4096;
 /// `state` while `format` is writing the region.

@@ -33,6 +33,7 @@
 //! committing the object; `fsck` and the reaper reconcile the allocator against the directory and
 //! live intents (`docs/recovery.md`).
 
+use crate::shm::CachePadded;
 use crate::sync::{AtomicU64, Ordering};
 
 /// Heap page size (the large-object granule).
@@ -157,21 +158,32 @@ impl ChunkDesc {
 }
 
 /// Allocator state shared in the region's control block.
+///
+/// Every word is on cache lines of its own ([`CachePadded`]): the heads of different classes
+/// are updated by different allocating clients at once, and the two global counters by every
+/// allocation and free; on shared lines they would contend for lines they do not need.
 #[repr(C)]
 pub struct AllocHeads {
     /// Per class: partial-chunk stack head, `tag:32 | (index + 1):32`.
-    stacks: [AtomicU64; 32],
+    stacks: [CachePadded<AtomicU64>; 32],
     /// Per class: current chunk index + 1 (0 = none).
-    hints: [AtomicU64; 32],
+    hints: [CachePadded<AtomicU64>; 32],
     /// Bytes of heap handed out (capacities).
-    used_bytes: AtomicU64,
+    used_bytes: CachePadded<AtomicU64>,
     /// Objects (allocations) live.
-    allocations: AtomicU64,
-    _reserved: [AtomicU64; 6],
+    allocations: CachePadded<AtomicU64>,
 }
 
 #[cfg(not(loom))]
-static_assertions::const_assert_eq!(std::mem::size_of::<AllocHeads>(), 576);
+static_assertions::const_assert_eq!(std::mem::size_of::<AllocHeads>(), 66 * 128);
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::align_of::<AllocHeads>(), 128);
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(AllocHeads, hints), 32 * 128);
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(AllocHeads, used_bytes), 64 * 128);
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(AllocHeads, allocations), 65 * 128);
 // SAFETY: repr(C), integer atomics only.
 #[cfg(not(loom))]
 unsafe impl crate::shm::RegionSafe for AllocHeads {}
@@ -179,11 +191,10 @@ unsafe impl crate::shm::RegionSafe for AllocHeads {}
 impl AllocHeads {
     pub fn new() -> AllocHeads {
         AllocHeads {
-            stacks: std::array::from_fn(|_| AtomicU64::new(0)),
-            hints: std::array::from_fn(|_| AtomicU64::new(0)),
-            used_bytes: AtomicU64::new(0),
-            allocations: AtomicU64::new(0),
-            _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
+            stacks: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
+            hints: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
+            used_bytes: CachePadded::new(AtomicU64::new(0)),
+            allocations: CachePadded::new(AtomicU64::new(0)),
         }
     }
 }
@@ -331,6 +342,8 @@ impl<'a> Allocator<'a> {
             if pops < max_pops {
                 if let Some(idx) = self.pop_partial(c)? {
                     pops += 1;
+                    // Release: pairs with the Acquire load of the hint at the top of this loop in
+                    // other allocators of class c; hands on the chunk state our pop Acquired.
                     hint.store(idx as u64 + 1, Ordering::Release);
                     continue;
                 }
@@ -338,7 +351,8 @@ impl<'a> Allocator<'a> {
             let idx = self
                 .new_chunk(c)
                 .ok_or(AllocError::Full { requested: size })?;
-            // Release: publishes the initialised descriptor to allocators that read the hint.
+            // Release: pairs with the Acquire load of the hint above in other allocators of class c;
+            // publishes the initialised descriptor.
             hint.store(idx as u64 + 1, Ordering::Release);
         }
         Err(AllocError::Corrupt(
@@ -349,6 +363,8 @@ impl<'a> Allocator<'a> {
     fn alloc_in_chunk(&self, idx: usize, c: usize) -> Option<Allocation> {
         let desc = &self.chunks[idx];
         let cap = blocks_per_chunk(c);
+        // Acquire: pairs with the Release store of the word in `new_chunk` (the bitmap is
+        // initialised before the chunk is ACTIVE).
         let mut w = desc.word.load(Ordering::Acquire);
         loop {
             let cw = ChunkWord::unpack(w);
@@ -428,7 +444,8 @@ impl<'a> Allocator<'a> {
             in_list: false,
             gen: old.gen.wrapping_add(1),
         };
-        // Release: publishes the bitmap initialisation to allocators that Acquire the word.
+        // Release: pairs with the Acquire loads and CAS of the word in `alloc_in_chunk` and
+        // `free_small`; publishes the bitmap initialisation.
         desc.word.store(new.pack(), Ordering::Release);
         crate::crash_point!("alloc.chunk_published");
         Some(idx)
@@ -445,13 +462,16 @@ impl<'a> Allocator<'a> {
             return Err(AllocError::NotAllocated { offset });
         }
         let desc = &self.chunks[idx];
+        // Acquire: pairs with the Release store of the word in `new_chunk`, so class and state are
+        // those of an initialised chunk.
         let cw = ChunkWord::unpack(desc.word.load(Ordering::Acquire));
         if cw.state == CH_UNUSED || usize::from(cw.class) != c {
             return Err(AllocError::NotAllocated { offset });
         }
         let block = within / size;
         let (i, bit) = ((block / 64) as usize, block % 64);
-        // Release: orders our last reads of the block (by the deleter) before its reuse.
+        // Release: pairs with the Acquire `fetch_or` in `alloc_in_chunk` of the block's next owner;
+        // orders our last reads of the block (by the deleter) before its reuse.
         let prev = desc.bitmap[i].fetch_and(!(1 << bit), Ordering::Release);
         if prev & (1 << bit) == 0 {
             return Err(AllocError::NotAllocated { offset });
@@ -481,6 +501,10 @@ impl<'a> Allocator<'a> {
                 new.in_list = true;
                 push = true;
             }
+            // AcqRel: the Release pairs with the Acquire CAS of the word in `alloc_in_chunk`,
+            // `pop_partial` and `drain_zombies` (the next updater sees our bitmap clear before our
+            // lower count); the Acquire pairs with their AcqRel updates, so a retire here follows
+            // every claim the count reflected.
             match desc.word.compare_exchange_weak(
                 w,
                 new.pack(),
@@ -521,7 +545,8 @@ impl<'a> Allocator<'a> {
                 .next
                 .store(head & 0xffff_ffff, Ordering::Relaxed);
             let new = (head >> 32).wrapping_add(1) << 32 | (idx as u64 + 1);
-            // Release: publishes `next` to the popper that Acquires the head.
+            // Release: pairs with the Acquire load and CAS of the head in `pop_partial`; publishes
+            // `next` to the popper.
             match stack.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(actual) => head = actual,
@@ -548,6 +573,8 @@ impl<'a> Allocator<'a> {
             }
             let next = self.chunks[idx].next.load(Ordering::Relaxed) & 0xffff_ffff;
             let new = (head >> 32).wrapping_add(1) << 32 | next;
+            // Acquire: pairs with the Release CAS of the head in `push_partial` (the `next` we read
+            // was stored before the push).
             if stack
                 .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
@@ -557,6 +584,8 @@ impl<'a> Allocator<'a> {
             crate::crash_point!("alloc.partial_popped");
             // The chunk is ours to take off the list: clear `in_list`, retiring a zombie.
             let desc = &self.chunks[idx];
+            // Acquire: pairs with the AcqRel CAS of the word in `free_small` and `drain_zombies`
+            // that listed the chunk (or made it a zombie).
             let mut w = desc.word.load(Ordering::Acquire);
             loop {
                 let cw = ChunkWord::unpack(w);
@@ -578,6 +607,9 @@ impl<'a> Allocator<'a> {
                         false,
                     ),
                 };
+                // AcqRel: pairs with the AcqRel CAS of the word in `free_small` and `drain_zombies`
+                // and the Acquire CAS in `alloc_in_chunk`: a retire here is ordered after every
+                // earlier update of the word, and the next updater sees `in_list` clear.
                 match desc.word.compare_exchange_weak(
                     w,
                     new.pack(),
@@ -611,6 +643,8 @@ impl<'a> Allocator<'a> {
         }
         for idx in active {
             let desc = &self.chunks[idx];
+            // Acquire: pairs with the AcqRel CAS of the word in `pop_partial` that took the chunk
+            // off the stack.
             let mut w = desc.word.load(Ordering::Acquire);
             loop {
                 let cw = ChunkWord::unpack(w);
@@ -631,6 +665,9 @@ impl<'a> Allocator<'a> {
                         ..cw
                     }
                 };
+                // AcqRel: pairs with the AcqRel CAS of the word in `free_small` and `pop_partial`
+                // (as there): a retire follows every earlier update, a relist is seen by the next
+                // popper.
                 match desc.word.compare_exchange_weak(
                     w,
                     new.pack(),
@@ -776,6 +813,9 @@ impl<'a> Allocator<'a> {
             loop {
                 if w & mask != 0 {
                     for (j, m) in claimed {
+                        // Release: pairs with the Acquire CAS of the next claimer in
+                        // `alloc_chunk_pages` or `claim_run`, as in `release_pages` (we wrote
+                        // nothing to these pages, but the bits were ours).
                         self.pages[j].fetch_and(!m, Ordering::Release);
                     }
                     return Err(());
@@ -801,8 +841,9 @@ impl<'a> Allocator<'a> {
     fn release_pages(&self, first: u64, n: u64) -> Result<(), ()> {
         let mut ok = true;
         for (i, mask) in Self::run_masks(first, n) {
-            // Release: our (and the object's readers', via the directory) accesses to these
-            // pages happen before the next claimer's Acquire.
+            // Release: pairs with the Acquire CAS of the next claimer in `alloc_chunk_pages` or
+            // `claim_run`: our (and the object's readers', via the directory) accesses to these
+            // pages happen before its.
             let prev = self.pages[i].fetch_and(!mask, Ordering::Release);
             ok &= prev & mask == mask;
         }
@@ -820,6 +861,8 @@ impl<'a> Allocator<'a> {
                 bitmap: [0; 8],
             };
         };
+        // Acquire: pairs with the Release and AcqRel updates of the word (`new_chunk`,
+        // `free_small`), so the bitmap words read below are at least that new.
         let cw = ChunkWord::unpack(desc.word.load(Ordering::Acquire));
         let state = match cw.state {
             CH_UNUSED => ChunkState::Unused,
@@ -841,6 +884,8 @@ impl<'a> Allocator<'a> {
     pub fn partial_stack(&self, c: usize) -> Result<Vec<usize>, &'static str> {
         let mut out = Vec::new();
         let mut seen = vec![false; self.chunks.len()];
+        // Acquire: pairs with the Release CAS of the head in `push_partial`, so each chunk's `next`
+        // is the one stored before its push.
         let mut top = self.heads.stacks[c].load(Ordering::Acquire) & 0xffff_ffff;
         while top != 0 {
             let idx = (top - 1) as usize;
@@ -865,6 +910,8 @@ impl<'a> Allocator<'a> {
     /// one is rebuilt by [`Allocator::relist_chunk`] from the chunks themselves.
     pub fn reset_partial_stack(&self, c: usize) {
         let head = self.heads.stacks[c].load(Ordering::Relaxed);
+        // Release: pairs with the Acquire loads of the head in `pop_partial` and `partial_stack`;
+        // the repair runs quiescent, but every writer of the head releases it.
         self.heads.stacks[c].store((head >> 32).wrapping_add(1) << 32, Ordering::Release);
     }
 
@@ -876,6 +923,8 @@ impl<'a> Allocator<'a> {
         let Some(desc) = self.chunks.get(idx) else {
             return false;
         };
+        // Acquire: pairs with the Release and AcqRel updates of the word (`new_chunk`,
+        // `free_small`, `pop_partial`).
         let w = desc.word.load(Ordering::Acquire);
         let cw = ChunkWord::unpack(w);
         let c = usize::from(cw.class);
@@ -902,6 +951,8 @@ impl<'a> Allocator<'a> {
                 ..cw
             }
         };
+        // AcqRel: pairs with the AcqRel CAS of the word in `free_small` and `pop_partial` (a retire
+        // or relist ordered after every earlier update, seen by the next one).
         if desc
             .word
             .compare_exchange(w, new.pack(), Ordering::AcqRel, Ordering::Relaxed)
@@ -943,6 +994,8 @@ impl<'a> Allocator<'a> {
         let Some(desc) = self.chunks.get(idx) else {
             return false;
         };
+        // Acquire: pairs with the Release and AcqRel updates of the word (`new_chunk`,
+        // `free_small`).
         let w = desc.word.load(Ordering::Acquire);
         let cw = ChunkWord::unpack(w);
         if u32::from(cw.used) != from || to > from {
@@ -952,6 +1005,8 @@ impl<'a> Allocator<'a> {
             used: to as u16,
             ..cw
         };
+        // AcqRel: pairs with the Acquire and AcqRel CASes of the word in `alloc_in_chunk` and
+        // `free_small`: the lowered count is seen with everything before it.
         desc.word
             .compare_exchange(w, new.pack(), Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
@@ -970,11 +1025,15 @@ impl<'a> Allocator<'a> {
         let Some(desc) = self.chunks.get(idx) else {
             return false;
         };
+        // Acquire: pairs with the Release and AcqRel updates of the word (`new_chunk`,
+        // `free_small`).
         let w = desc.word.load(Ordering::Acquire);
         let new = ChunkWord {
             used: used.min(u32::from(u16::MAX)) as u16,
             ..ChunkWord::unpack(w)
         };
+        // AcqRel: pairs with the Acquire and AcqRel CASes of the word in `alloc_in_chunk` and
+        // `free_small`, as in `cas_chunk_used`.
         desc.word
             .compare_exchange(w, new.pack(), Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()

@@ -3,7 +3,7 @@
 //! Every operation is a handful of atomics on the region: no server, no system call on the hot
 //! path (a get that must wait for a seal sleeps on a futex on this host and polls across hosts).
 
-use std::sync::atomic::{fence, Ordering};
+use crate::sync::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,7 +103,8 @@ impl FenceToken {
     /// # Errors
     /// [`StoreError::Fenced`].
     pub fn check(&self) -> Result<()> {
-        // SeqCst fence: as in `Client::check_fenced`.
+        // SeqCst fence: as in `Client::check_fenced` (pairs with the reaper's CAS of the entry
+        // word in `reap_client`/`quarantine_client`).
         fence(Ordering::SeqCst);
         if self
             .store
@@ -174,8 +175,9 @@ impl Store {
                 status: status::ACTIVE,
                 ..connecting
             };
-            // AcqRel: Acquire makes the reaper's clearing of the previous owner's state visible;
-            // Release (with the CAS below) publishes our fields.
+            // AcqRel: the Acquire pairs with the Release that freed the entry (the owner's
+            // `disconnect_inner` or the reaper), making its clearing of the previous owner's
+            // state visible; the Release (with the CAS below) publishes our fields.
             if e.word
                 .compare_exchange(cur, connecting.pack(), Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
@@ -209,7 +211,8 @@ impl Store {
                     status: status::FREE,
                     ..claimed
                 };
-                // Release: as in `disconnect_inner`.
+                // Release: as in `disconnect_inner`; pairs with the AcqRel CAS of the entry's
+                // next claimer in `connect`.
                 e.word.store(free.pack(), Ordering::Release);
                 return Err(StoreError::HostTableFull {
                     capacity: self.hosts().len(),
@@ -222,7 +225,8 @@ impl Store {
             e.heartbeat_ms.store(unix_ms(), Ordering::Relaxed);
             e.set_name(name);
             crate::crash_point!("connect.fields_written");
-            // Release: publishes the fields above to readers that Acquire the word. A CAS, not
+            // Release: publishes the fields above; pairs with the Acquire loads of the word
+            // (`ClientEntry::load_word`: the reaper, fsck, `Store::clients`). A CAS, not
             // a store: if we stalled here longer than the lease, a reaper reclaimed the entry
             // (and someone may own it now); then look for another.
             if e.word
@@ -444,6 +448,8 @@ impl Client {
         let e = self.entry();
         e.intent_offset.store(alloc.offset, Ordering::Relaxed);
         e.intent_size.store(total.max(1), Ordering::Relaxed);
+        // Release: pairs with the reaper's AcqRel swap of `intent` in `reap_client` and fsck's
+        // Acquire load of it: whoever reads ALLOCATED also reads the offset and size stored above.
         e.intent.store(intent::ALLOCATED, Ordering::Release);
         crate::crash_point!("create.intent_recorded");
 
@@ -478,6 +484,8 @@ impl Client {
             Err(err) => {
                 // Intent first, then the free: dying in between leaks the block (fsck finds it)
                 // instead of letting the reaper free it a second time after someone reused it.
+                // Release: pairs with the reaper's AcqRel swap of `intent` in `reap_client`: a
+                // reaper that reads NONE sees everything we did before, and leaves the free to us.
                 e.intent.store(intent::NONE, Ordering::Release);
                 let _ = self.store.allocator().free(alloc.offset, total.max(1));
                 return Err(match err {
@@ -490,6 +498,8 @@ impl Client {
         };
         crate::crash_point!("create.inserted");
         // The slot names the allocation now; the intent may go.
+        // Release: pairs with the reaper's AcqRel swap of `intent` in `reap_client`: a reaper that
+        // reads NONE also sees the slot inserted above, which now accounts for the allocation.
         e.intent.store(intent::NONE, Ordering::Release);
         crate::crash_point!("create.intent_cleared");
         if let Err(err) = self.add_ref(inserted.index, inserted.word.gen) {
@@ -813,7 +823,9 @@ impl Client {
     fn try_acquire(&self, index: usize, w: Word) -> Result<Option<Located>> {
         self.add_ref(index, w.gen)?;
         crate::crash_point!("get.referenced");
-        // SeqCst fence: first half of the Dekker pair with `try_delete` (refs module docs).
+        // SeqCst fence: first half of the Dekker pair with deletion (refs module docs):
+        // pairs with the deleter's SeqCst fence in `directory::settle`, between its CAS to DELETING and
+        // its reference scan.
         fence(Ordering::SeqCst);
         let slot = self.store.directory().slot(index);
         let now = slot.load_word();
@@ -916,7 +928,8 @@ impl Client {
     /// pending delete, unless we were fenced meanwhile.
     fn after_drop(&self, index: usize, gen: u32, left: u16) {
         crate::crash_point!("release.removed");
-        // SeqCst fence: as in `add_ref`. Fenced meanwhile: the pending delete (if any) is the
+        // SeqCst fence: as in `add_ref` (pairs with the reaper's AcqRel CAS of our word, which
+        // precedes its read of our table). Fenced meanwhile: the pending delete (if any) is the
         // reaper's to run, not ours.
         fence(Ordering::SeqCst);
         if self.fenced() {
@@ -1047,7 +1060,8 @@ impl Client {
             epoch: EntryWord::unpack(self.word).epoch,
             status: status::FREE,
         };
-        // Release: our table clearing happens before the entry can be claimed again.
+        // Release: pairs with the AcqRel CAS of the entry's next claimer in `connect`: our
+        // table clearing happens before the entry can be claimed again.
         let _ =
             e.word
                 .compare_exchange(self.word, free.pack(), Ordering::Release, Ordering::Relaxed);
@@ -1088,8 +1102,9 @@ impl Drop for OpGuard<'_> {
     fn drop(&mut self) {
         if let Some(entry) = self.0 {
             let v = entry.op_seq.load(Ordering::Relaxed);
-            // Release: the slot or intent that now accounts for our allocation is visible
-            // before the collector sees us idle.
+            // Release: pairs with the orphan collector's SeqCst loads of `op_seq` in
+            // `op_snapshot` (fsck.rs): the slot or intent that now accounts for our allocation
+            // is visible before the collector sees us idle.
             entry.op_seq.store(v.wrapping_add(1), Ordering::Release);
         }
     }

@@ -265,6 +265,9 @@ impl Slot {
     /// caller's earlier writes (payload flush, fields) to whoever next Acquires the word; the
     /// Acquire half makes the previous owner's writes visible to the caller.
     pub fn cas_word(&self, current: Word, new: Word) -> Result<(), Word> {
+        // AcqRel: pairs with the AcqRel `cas_word` of the slot's other owners and the Acquire
+        // `load_word` of its readers (`lookup`, `Client::get`); the Acquire failure ordering lets
+        // the caller act on the word it got back.
         self.word
             .compare_exchange(
                 current.pack(),
@@ -368,12 +371,17 @@ impl<'a> Directory<'a> {
                 };
                 if !slot.key_matches(&words) {
                     // Validate the negative answer too: if the slot changed, look again.
+                    // Acquire fence: pairs with the Release fence in `claim` (every rewrite of the
+                    // key follows one): orders the key loads above before this reload of the
+                    // word, so a key rewritten under us shows as a changed word (seqlock
+                    // validation).
                     fence(Ordering::Acquire);
                     if Word::unpack(slot.word.load(Ordering::Relaxed)) == w {
                         break;
                     }
                     continue;
                 }
+                // Acquire fence: as above (pairs with the Release fence in `claim`).
                 fence(Ordering::Acquire);
                 if Word::unpack(slot.word.load(Ordering::Relaxed)) == w {
                     return Some((index, w));
@@ -449,6 +457,8 @@ impl<'a> Directory<'a> {
                 };
                 new_maxd = d;
                 if slot.key_matches(&words) {
+                    // Acquire fence: as in `lookup` (pairs with the Release fence in `claim` of
+                    // a concurrent inserter).
                     fence(Ordering::Acquire);
                     let now = Word::unpack(slot.word.load(Ordering::Relaxed));
                     // A key is only rewritten after a claim bumps the generation, so the same
@@ -498,9 +508,9 @@ impl<'a> Directory<'a> {
                 maxd: new_maxd.max(d) as u16,
                 commit_d: d as u16,
             };
-            // AcqRel: the Release half publishes the PENDING slot (and our helping flip) to the
-            // next inserter/lookup that Acquires the home word; the Acquire half orders our
-            // success after every earlier commit.
+            // AcqRel: pairs with the Acquire loads of the home word in `lookup`, `live_word` and
+            // the next `insert`: the Release half publishes the PENDING slot (and our helping
+            // flip) to them; the Acquire half orders our success after every earlier commit.
             if home_word
                 .compare_exchange(
                     raw_home,
@@ -581,7 +591,7 @@ impl<'a> Directory<'a> {
         if h >= self.slots.len() {
             return None;
         }
-        // Acquire: as in `lookup`.
+        // Acquire: as in `lookup` (pairs with the AcqRel commit CAS of the home word in `insert`).
         let home = Home::unpack(self.slots[h].home.load(Ordering::Acquire));
         self.committed_entry(slot, h, index.wrapping_sub(h) & self.mask, home)
     }
@@ -589,6 +599,7 @@ impl<'a> Directory<'a> {
     /// The current scan length for `id`'s home (for tests and statistics).
     pub fn probe_len(&self, id: &ObjectId) -> usize {
         let h = self.home_of(id);
+        // Acquire: as in `lookup` (pairs with the AcqRel commit CAS of the home word in `insert`).
         Home::unpack(self.slots[h].home.load(Ordering::Acquire)).maxd as usize + 1
     }
 }
@@ -690,7 +701,8 @@ fn settle(
     mark: bool,
     refcount: &impl Fn() -> u32,
 ) -> Settled {
-    // SeqCst fence: second half of the Dekker pair with getters and releasers (refs docs). For a
+    // SeqCst fence: second half of the Dekker pair with getters and releasers (refs docs):
+    // pairs with the SeqCst fences in `Client::try_acquire`, `add_ref` and `after_drop`. For a
     // recoverer (`resume_delete`) the DELETING word was written by the dead deleter; it
     // happens-before this fence through our Acquire CAS on it, which is all the pairing needs.
     fence(Ordering::SeqCst);

@@ -19,6 +19,7 @@
 //! which client consumes it (see `ring_claim.rs`: claimed at a runner's start, taken over from a
 //! dead client, released at stop).
 
+use crate::shm::CachePadded;
 use crate::store::object_id::ObjectId;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
@@ -37,14 +38,14 @@ pub enum EventKind {
     Deleted = 2,
 }
 
-/// One host table entry: 128 bytes.
+/// One host table entry: 384 bytes, three cache lines. The ring's tail (claimed by the host's
+/// producers) and head (advanced by its one consumer) are written by different parties at every
+/// event, so each has a line of its own ([`CachePadded`]); the first line holds the words that
+/// change rarely or only with the consumer's passes.
 #[repr(C)]
 pub struct HostEntry {
     /// Identity hash; 0 = free.
     pub identity: AtomicU64,
-    /// Ring positions: next to claim (producers), next to read (consumer).
-    pub tail: AtomicU64,
-    pub head: AtomicU64,
     /// Events dropped because the ring was full (or skipped as holes).
     pub overflows: AtomicU64,
     /// Wall-clock ms of the last consumer pass (0 = no runner).
@@ -52,11 +53,21 @@ pub struct HostEntry {
     /// Host name, NUL padded (informational).
     pub name: [AtomicU64; 8],
     /// The client consuming this host's ring: `epoch:32 | (index + 1):32`, 0 = none (see
-    /// `ring_claim.rs`). Was the first reserved word: regions formatted before it read 0.
+    /// `ring_claim.rs`).
     pub consumer: AtomicU64,
-    pub _reserved: [AtomicU64; 2],
+    pub _reserved: [AtomicU64; 4],
+    /// Ring position: next to claim (producers).
+    pub tail: CachePadded<AtomicU64>,
+    /// Ring position: next to read (consumer).
+    pub head: CachePadded<AtomicU64>,
 }
 
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(HostEntry, consumer), 88);
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(HostEntry, tail), 128);
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(HostEntry, head), 256);
 #[cfg(not(loom))]
 static_assertions::const_assert_eq!(
     std::mem::size_of::<HostEntry>() as u64,
@@ -126,6 +137,9 @@ pub fn host_index(hosts: &[HostEntry], hash: u64, name: &str) -> Option<usize> {
     // a free one earlier in the probe sequence, so every process of a host finds the same one.
     if let Some(i) = (0..n)
         .map(|k| (start + k) % n)
+        // Acquire: pairs with the AcqRel claim CAS of `identity` below and in
+        // `host_index_reclaiming`; the claim publishes nothing but itself (the name is
+        // informational).
         .find(|&i| hosts[i].identity.load(Ordering::Acquire) == hash)
     {
         return Some(i);
@@ -133,11 +147,13 @@ pub fn host_index(hosts: &[HostEntry], hash: u64, name: &str) -> Option<usize> {
     for k in 0..n {
         let i = (start + k) % n;
         let e = &hosts[i];
+        // Acquire: as above (pairs with the AcqRel claim CAS of `identity`).
         match e.identity.load(Ordering::Acquire) {
             h if h == hash => return Some(i),
             0 => {
-                // AcqRel: the winner's later name stores are informational; the identity itself
-                // is the claim.
+                // AcqRel: pairs with the Acquire loads of `identity` above and in
+                // `host_index_reclaiming` and with a competing claim CAS; the winner's later name
+                // stores are informational, the identity itself is the claim.
                 match e
                     .identity
                     .compare_exchange(0, hash, Ordering::AcqRel, Ordering::Acquire)
@@ -180,6 +196,7 @@ pub fn host_index_reclaiming(
     let any = order.iter();
     for &i in earlier_boot.chain(any) {
         let e = &hosts[i];
+        // Acquire: pairs with the AcqRel claim CAS of `identity` in `host_index` and below.
         let old = e.identity.load(Ordering::Acquire);
         if old == 0 || old == hash || in_use(old) {
             if old == hash {
@@ -187,7 +204,7 @@ pub fn host_index_reclaiming(
             }
             continue;
         }
-        // AcqRel: as the claim in `host_index`.
+        // AcqRel: as the claim in `host_index` (pairs with its Acquire loads and claim CAS).
         match e
             .identity
             .compare_exchange(old, hash, Ordering::AcqRel, Ordering::Acquire)
@@ -262,7 +279,8 @@ impl<'a> EventRing<'a> {
                         for (d, w) in cell.id.iter().zip(ev.id.words()) {
                             d.store(w, Ordering::Relaxed);
                         }
-                        // Release: publishes the event fields to the consumer.
+                        // Release: pairs with the consumer's Acquire load of `seq` in `pop`;
+                        // publishes the event fields to it.
                         cell.seq
                             .store(lap.wrapping_mul(2).wrapping_add(1), Ordering::Release);
                         return true;
@@ -327,7 +345,8 @@ impl<'a> EventRing<'a> {
 
     fn release_cell(&self, pos: u64) {
         let lap = pos / self.cells.len() as u64;
-        // Release: our reads of the cell happen before a producer reuses it.
+        // Release: pairs with the producers' Acquire load of `seq` in `push`: our reads of the
+        // cell happen before a producer reuses it.
         self.cell(pos)
             .seq
             .store(lap.wrapping_add(1).wrapping_mul(2), Ordering::Release);
@@ -346,8 +365,8 @@ mod tests {
     fn host() -> HostEntry {
         HostEntry {
             identity: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
-            head: AtomicU64::new(0),
+            tail: CachePadded::new(AtomicU64::new(0)),
+            head: CachePadded::new(AtomicU64::new(0)),
             overflows: AtomicU64::new(0),
             runner_heartbeat_ms: AtomicU64::new(0),
             name: std::array::from_fn(|_| AtomicU64::new(0)),

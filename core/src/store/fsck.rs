@@ -17,8 +17,8 @@
 //! allocated but not yet recorded can look leaked for a few instructions; pass `repair` only when
 //! no other client is active (`gismoctl fsck --repair` checks that).
 
+use crate::sync::{fence, Ordering};
 use std::fmt;
-use std::sync::atomic::Ordering;
 
 use crate::format::layout::{CHUNK_SIZE, PAGE_SIZE};
 use crate::format::SectionKind;
@@ -258,6 +258,8 @@ impl Store {
                 // A quarantined client still owns its intent (reaped after its grace).
                 st if status::holds_resources(st) => {
                     report.active_clients += u64::from(st == status::ACTIVE);
+                    // Acquire: pairs with the Release store of ALLOCATED in `Client::create`, so
+                    // the offset and size read next are the ones it recorded.
                     if e.intent.load(Ordering::Acquire) == intent::ALLOCATED {
                         let (offset, size) = (
                             e.intent_offset.load(Ordering::Relaxed),
@@ -463,9 +465,14 @@ impl Store {
         loop {
             let before = self.op_snapshot();
             if before.iter().all(|(_, seq)| seq % 2 == 0) {
-                std::sync::atomic::fence(Ordering::SeqCst);
+                // SeqCst fence: pairs with the SeqCst fence in `OpGuard::begin` (client.rs): a
+                // client whose heap change the scan below sees has its odd `op_seq` seen by the
+                // second snapshot.
+                fence(Ordering::SeqCst);
                 let report = self.fsck(false);
-                std::sync::atomic::fence(Ordering::SeqCst);
+                // SeqCst fence: the other half around the scan; pairs with the same
+                // `OpGuard::begin` fence and orders the scan before the second `op_snapshot`.
+                fence(Ordering::SeqCst);
                 // Only the maintainer frees leaks: two collectors could both see block B leaked,
                 // and the second would free it again after a create reused it.
                 if self.op_snapshot() == before && m.held() {
@@ -483,6 +490,9 @@ impl Store {
     fn op_snapshot(&self) -> Vec<(usize, u64)> {
         (0..self.max_clients())
             .filter(|&c| status::holds_resources(self.client_entry(c).load_word().status))
+            // SeqCst: pairs with the SeqCst fences in `OpGuard::begin` and around the scan in
+            // `collect_orphans`, and with the Release store of the even `op_seq` in
+            // `OpGuard::drop`.
             .map(|c| (c, self.client_entry(c).op_seq.load(Ordering::SeqCst)))
             .collect()
     }
@@ -562,6 +572,8 @@ impl Store {
         let me = crate::store::clients::HostIdentity::current();
         let my_hash = me.hash();
         for (i, h) in self.hosts().iter().enumerate() {
+            // Acquire: pairs with the AcqRel claim CAS of `identity` in `host_index` /
+            // `host_index_reclaiming`.
             let id = h.identity.load(Ordering::Acquire);
             // The entry keeps at most 64 bytes of the name.
             let mine = &me.name.as_bytes()[..me.name.len().min(64)];
@@ -575,6 +587,8 @@ impl Store {
                 host: i,
                 name: h.name(),
             });
+            // AcqRel: pairs with the claim CAS and the Acquire loads of `identity` in `host_index`
+            // / `host_index_reclaiming`: the freed entry is seen free by the next claimer.
             if repair
                 && h.identity
                     .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Relaxed)
@@ -593,6 +607,8 @@ impl Store {
         let Some(h) = self
             .hosts()
             .iter()
+            // Acquire: pairs with the AcqRel claim CAS of `identity` in `host_index` /
+            // `host_index_reclaiming`.
             .position(|e| e.identity.load(Ordering::Acquire) == id)
         else {
             return false;

@@ -1,6 +1,6 @@
 //! [`Store`]: one process's validated attachment to a formatted region.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::coherence::{Coherence, CoherenceMode};

@@ -16,7 +16,7 @@
 //! be reaped and claimed by a new client, whose heartbeat we then bump once. That delays the
 //! judgment of the new client by at most one period; it never makes anyone look dead.
 
-use std::sync::atomic::Ordering;
+use crate::sync::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 

@@ -54,7 +54,7 @@
 //! leader paused past its lease between such a check and its action remains a limit (see
 //! `docs/store.md`, "Crash consistency").
 
-use std::sync::atomic::Ordering;
+use crate::sync::Ordering;
 use std::sync::Arc;
 
 use crate::store::clients::status;
@@ -225,8 +225,10 @@ impl LeaderLease {
         if !claimable {
             return LeaseEvent::Follower { holder };
         }
-        // AcqRel: exactly one of the racing claimers of `cur` wins; Acquire orders our reads of
-        // the region after the previous holder's last writes it published.
+        // AcqRel: pairs with the previous holder's Release CAS in `release` (or its AcqRel
+        // claim, when we take an expired lease over): exactly one of the racing claimers of
+        // `cur` wins; Acquire orders our reads of the region after the previous holder's last
+        // writes it published.
         match c
             .leader
             .compare_exchange(cur, mine, Ordering::AcqRel, Ordering::Acquire)
@@ -266,7 +268,8 @@ impl LeaderLease {
     pub fn release(&mut self) {
         let c = self.store.control();
         self.held_until = None;
-        // Release: our last leader actions happen before the next holder's Acquire of the word.
+        // Release: pairs with the next holder's AcqRel claim CAS in `poll`: our last leader
+        // actions happen before its.
         if c.leader
             .compare_exchange(self.me.pack(), 0, Ordering::Release, Ordering::Relaxed)
             .is_ok()

@@ -106,6 +106,9 @@ impl<'a> NodeTable<'a> {
                         break;
                     }
                     EMPTY => {
+                        // Acquire: pairs with nothing but the format's zeroing of the entry
+                        // (entries are never freed; the superblock's Release/Acquire publishes
+                        // the zeroing): Relaxed would do; it keeps the data stores after the claim.
                         if e.state
                             .compare_exchange(EMPTY, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
                             .is_ok()
@@ -113,7 +116,8 @@ impl<'a> NodeTable<'a> {
                             for (d, w) in e.data.iter().zip(words) {
                                 d.store(w, Ordering::Relaxed);
                             }
-                            // Release: publishes the data words.
+                            // Release: pairs with the Acquire loads of `state` in `get` and
+                            // `intern`'s scan; publishes the data words.
                             e.state.store(READY, Ordering::Release);
                             return Some(i as u32);
                         }
@@ -129,6 +133,8 @@ impl<'a> NodeTable<'a> {
     /// The node at `index`, if published.
     pub fn get(&self, index: u32) -> Option<OwnerNode> {
         let e = self.entries.get(index as usize)?;
+        // Acquire: pairs with the Release store of READY in `intern`: the data words read next are
+        // the published ones.
         if e.state.load(Ordering::Acquire) != READY {
             return None;
         }

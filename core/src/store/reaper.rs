@@ -34,8 +34,8 @@
 //! 6. The entry's `op_seq` is made even again and the entry becomes `FREE` (the next claim bumps
 //!    the epoch).
 
+use crate::sync::{fence, Ordering};
 use std::collections::HashMap;
-use std::sync::atomic::{fence, Ordering};
 use std::time::Instant;
 
 use crate::store::clients::{intent, process_liveness, status, EntryWord, HostIdentity, Liveness};
@@ -129,7 +129,8 @@ impl Maintenance<'_> {
 
 impl Drop for Maintenance<'_> {
     fn drop(&mut self) {
-        // Release: everything we did happens before the next maintainer's Acquire of the lock.
+        // Release: pairs with the next maintainer's AcqRel claim CAS in `begin_maintenance`:
+        // everything we did happens before its work.
         let _ = self.store.control().maintenance.compare_exchange(
             self.me.pack(),
             0,
@@ -232,6 +233,9 @@ impl Store {
 
     fn dead_entries(&self, lease_ms: u64) -> Vec<(usize, EntryWord, DeathCause)> {
         let me = HostIdentity::current().liveness_hash();
+        // SeqCst: pairs with the SeqCst `fetch_max` of `clients_hwm` in `connect`, as in
+        // `Store::refcount`; a client registered after this load is not ours to judge (it is
+        // alive).
         let hwm =
             (self.control().clients_hwm.load(Ordering::SeqCst) as usize).min(self.max_clients());
         (0..hwm)
@@ -282,8 +286,9 @@ impl Store {
                     return Err(StoreError::MaintenanceBusy { holder: h.client });
                 }
             }
-            // AcqRel: Acquire orders our work after the previous holder's; exactly one of several
-            // takers of `cur` wins.
+            // AcqRel: pairs with the previous holder's Release CAS in `Maintenance::drop` (or its
+            // own AcqRel claim, for a lock taken over): Acquire orders our work after the previous
+            // holder's; exactly one of several takers of `cur` wins.
             if lock
                 .compare_exchange(cur, me.pack(), Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
@@ -307,7 +312,8 @@ impl Store {
             ..judged
         };
         // AcqRel: as the fence of `reap_client` (the change of word is what fences the client;
-        // a copying reader that saw any later reuse sees this word).
+        // a copying reader that saw any later reuse sees this word): pairs with the SeqCst
+        // fence and word reload in `Client::check_fenced` and `add_ref`.
         let ok = self
             .client_entry(index)
             .word
@@ -371,9 +377,11 @@ impl Store {
         };
         m.check()?;
         match judged.status {
-            // AcqRel: Acquire makes the client's last writes (slots, table, intent) visible to
-            // us; the change of word is what fences the client. From exactly the judged word:
-            // a reused entry (new epoch) is another client.
+            // AcqRel: pairs with the client's own Release/AcqRel updates of its word (`connect`)
+            // and with the SeqCst fence and word reload in `Client::check_fenced` and `add_ref`:
+            // Acquire makes the client's last writes (slots, table, intent) visible to us; the
+            // change of word is what fences the client. From exactly the judged word: a reused
+            // entry (new epoch) is another client.
             status::ACTIVE | status::QUARANTINED => {
                 if e.word
                     .compare_exchange(
@@ -389,7 +397,8 @@ impl Store {
                 crate::crash_point!("reap.fenced");
             }
             status::DEAD => {
-                // Acquire: as above, for the interrupted reaper's writes.
+                // Acquire: as above, for the interrupted reaper's writes (pairs with its AcqRel
+                // CAS to DEAD).
                 if e.word.load(Ordering::Acquire) != dead.pack() {
                     return Ok(None);
                 }
@@ -405,7 +414,8 @@ impl Store {
         // claimed it). Checked right before every write to the entry and every slot we act on.
         let ours = || -> Result<bool> {
             m.check()?;
-            // Acquire: as above, for a maintainer that finished the reap before us.
+            // Acquire: as above, for a maintainer that finished the reap before us (pairs with
+            // its Release CAS to FREE at the end of the reap).
             Ok(e.word.load(Ordering::Acquire) == dead.pack())
         };
         let mut report = ReapReport {
@@ -449,6 +459,10 @@ impl Store {
             while sw.gen == gen && sw.owner == owner {
                 match sw.state {
                     state::DELETING => {
+                        // Acquire: the pairing that matters is the Acquire `load_word` above,
+                        // which pairs with the Release half of the `cas_word` to DELETING made
+                        // after `Client::create` stored the offset; this one only keeps the reads
+                        // after it in order.
                         intent_covered |= slot.data_offset.load(Ordering::Acquire) == intent_offset;
                         started_deletes.push(i);
                         break;
@@ -528,7 +542,7 @@ impl Store {
         refs.clear();
         crate::crash_point!("reap.references_cleared");
         // SeqCst fence: as in `after_release` — the erased references (SeqCst stores) come
-        // before our reads of the slot words, pairing with `begin_delete`'s fence after it sets
+        // before our reads of the slot words; pairs with `begin_delete`'s fence after it sets
         // DELETE_PENDING (one of us sees the other).
         fence(Ordering::SeqCst);
         for (slot_index, g16, count) in held {
@@ -577,7 +591,8 @@ impl Store {
             status: status::FREE,
             ..dead
         };
-        // Release: everything above happens before the entry can be claimed again.
+        // Release: pairs with the AcqRel CAS of the entry's next claimer in `connect`:
+        // everything above happens before the entry can be claimed again.
         let _ = e.word.compare_exchange(
             dead.pack(),
             free.pack(),
@@ -640,6 +655,8 @@ impl Store {
         // The whole table, not up to `clients_hwm`: a connector raises that after its claim.
         for i in 0..self.max_clients() {
             let e = self.client_entry(i);
+            // Acquire: pairs with the Release CAS that moved the entry to CONNECTING in `connect`
+            // (or freed it), so the fields read for the judgement are that claim's.
             let raw = e.word.load(Ordering::Acquire);
             if EntryWord::unpack(raw).status != status::CONNECTING {
                 continue;

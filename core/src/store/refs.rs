@@ -68,8 +68,9 @@ impl<'a> RefTable<'a> {
         let key = key_of(pack(slot, gen, 0));
         let mut i = self.start(slot);
         for _ in 0..self.entries.len() {
-            // SeqCst: the second half of the Dekker pair with `add` (see module docs); for other
-            // readers (reaper, statistics) it is simply a load.
+            // SeqCst: pairs with the SeqCst stores in `add`, `remove` and `clear` (the second
+            // half of the Dekker pair with `add`, see module docs); for other readers (reaper,
+            // statistics) it is simply a load.
             let w = self.entries[i].load(Ordering::SeqCst);
             if w == 0 {
                 return 0;
@@ -97,6 +98,8 @@ impl<'a> RefTable<'a> {
             }
             if key_of(w) == key && count_of(w) > 0 {
                 let c = count_of(w).checked_add(1).ok_or(RefError::CountOverflow)?;
+                // SeqCst: pairs with the SeqCst loads of a deleter's scan in `count` (the first
+                // half of the Dekker pair, as below).
                 self.entries[i].store(pack(slot, gen, c), Ordering::SeqCst);
                 return Ok(c);
             }
@@ -113,8 +116,8 @@ impl<'a> RefTable<'a> {
                 return self.add_after_sweep(slot, gen);
             }
         };
-        // SeqCst store: first half of the Dekker pair (the caller also fences before
-        // re-checking the slot).
+        // SeqCst store: first half of the Dekker pair; pairs with the SeqCst loads in `count`
+        // (the caller also fences before re-checking the slot).
         self.entries[at].store(pack(slot, gen, 1), Ordering::SeqCst);
         Ok(1)
     }
@@ -124,6 +127,7 @@ impl<'a> RefTable<'a> {
         for _ in 0..self.entries.len() {
             let w = self.entries[i].load(Ordering::Relaxed);
             if w == 0 || count_of(w) == 0 {
+                // SeqCst: as in `add` (pairs with the SeqCst loads in `count`).
                 self.entries[i].store(pack(slot, gen, 1), Ordering::SeqCst);
                 return Ok(1);
             }
@@ -146,7 +150,8 @@ impl<'a> RefTable<'a> {
             }
             if key_of(w) == key && count_of(w) > 0 {
                 let c = count_of(w) - 1;
-                // SeqCst: a later deleter's scan must see the drop once it sees anything newer.
+                // SeqCst: pairs with the SeqCst loads in `count`: a later deleter's scan must see
+                // the drop once it sees anything newer.
                 self.entries[i].store(pack(slot, gen, c), Ordering::SeqCst);
                 if c == 0 {
                     self.trim_before_empty(i);
@@ -170,7 +175,7 @@ impl<'a> RefTable<'a> {
                 return None;
             }
             if key_of(w) == key && count_of(w) > 0 {
-                // SeqCst: as in `remove`.
+                // SeqCst: as in `remove` (pairs with the SeqCst loads in `count`).
                 self.entries[i].store(pack(slot, gen, 0), Ordering::SeqCst);
                 self.trim_before_empty(i);
                 return Some(count_of(w));
@@ -232,6 +237,8 @@ impl<'a> RefTable<'a> {
         self.entries
             .iter()
             .filter_map(|e| {
+                // SeqCst: pairs with the SeqCst stores of `add`, `remove` and `clear`, as in
+                // `count`.
                 let w = e.load(Ordering::SeqCst);
                 // Checked: a corrupt word with slot field 0 names no slot (skipped, not wrapped).
                 let slot = (w >> 32).checked_sub(1)?;
@@ -243,6 +250,8 @@ impl<'a> RefTable<'a> {
     /// Erases the table (owner at registration; reaper for a dead owner).
     pub fn clear(&self) {
         for e in self.entries {
+            // SeqCst: pairs with the SeqCst loads in `count` and `held`; the reaper's fence after
+            // `clear` orders these erasures before its reads of the slot words.
             e.store(0, Ordering::SeqCst);
         }
     }

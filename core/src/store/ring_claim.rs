@@ -73,8 +73,10 @@ pub fn claim_consumer(
                 return Err(holder);
             }
         }
-        // AcqRel: the claim orders our later pops after the previous consumer's (its Release
-        // stores to `head` and the cells happen before its claim was replaced).
+        // AcqRel: pairs with the previous consumer's Release CAS in `release_consumer` (or its
+        // own AcqRel claim, when we take a dead one's over): the claim orders our later pops
+        // after the previous consumer's (its stores to `head` and the cells happen before its
+        // claim was replaced).
         match host
             .consumer
             .compare_exchange(current, mine, Ordering::AcqRel, Ordering::Acquire)
@@ -87,7 +89,8 @@ pub fn claim_consumer(
 
 /// Gives up `me`'s claim on `host`'s ring (no-op if it was taken over meanwhile).
 pub fn release_consumer(host: &HostEntry, me: ConsumerId) {
-    // Release: our pops happen before the next claimant's.
+    // Release: pairs with the next claimant's AcqRel CAS in `claim_consumer`: our pops happen
+    // before its.
     let _ = host
         .consumer
         .compare_exchange(me.pack(), 0, Ordering::Release, Ordering::Relaxed);
@@ -192,8 +195,8 @@ mod tests {
     fn host() -> HostEntry {
         HostEntry {
             identity: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
-            head: AtomicU64::new(0),
+            tail: crate::shm::CachePadded::new(AtomicU64::new(0)),
+            head: crate::shm::CachePadded::new(AtomicU64::new(0)),
             overflows: AtomicU64::new(0),
             runner_heartbeat_ms: AtomicU64::new(0),
             name: std::array::from_fn(|_| AtomicU64::new(0)),

@@ -1,7 +1,7 @@
 //! How full the store is, and the counters plugins read or bump: a small read-mostly API over the
 //! control block and the allocator, so that code above the store core never touches either.
 
-use std::sync::atomic::Ordering;
+use crate::sync::Ordering;
 
 use crate::store::Store;
 

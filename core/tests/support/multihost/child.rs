@@ -11,8 +11,8 @@
 //! A child panics on any broken invariant; the parent sees the panic in its output and its exit
 //! status.
 
+use gismo_platform::sync::{AtomicU64, Ordering};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use gismo_core::store::{Client, CreateBuffer, CreateInfo, ObjectId, ObjectRef, Store, StoreError};

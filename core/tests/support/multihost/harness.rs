@@ -11,11 +11,11 @@
 //! a child still running when its deadline passes, when the test panics, or when its handle is
 //! dropped is killed (`SIGKILL`). A hung child therefore fails its test instead of hanging CI.
 
+use gismo_platform::sync::AtomicU64;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

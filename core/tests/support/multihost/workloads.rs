@@ -7,7 +7,7 @@
 //! * `stress-final` — deletes everything and checks that the heap is empty;
 //! * `churn` — create/seal/get/delete in a loop until killed or stopped.
 
-use std::sync::atomic::Ordering;
+use gismo_platform::sync::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
