@@ -404,7 +404,7 @@ mod tests {
     use crate::region::{Region, RegionOptions, RegionSpec};
     use crate::store::{CreateInfo, ObjectId};
 
-    fn store(dir: &tempfile::TempDir, bytes: usize) -> Arc<Store> {
+    fn store(dir: &tempfile::TempDir, bytes: u64) -> Arc<Store> {
         let spec = RegionSpec::File(dir.path().join("region"));
         let region = Region::create(&spec, bytes, &RegionOptions::default()).unwrap();
         Store::format(region, &Default::default()).unwrap()
@@ -469,6 +469,8 @@ mod tests {
         let mut m = Maintainer::new(&s, config).unwrap();
         let c = s.connect("writer").unwrap();
         let size = 1 << 20;
+        let pinned_id = ObjectId::from_u64(1);
+        let mut pinned = None;
         let mut n = 0u64;
         while s.used_bytes() <= s.heap_bytes() * 6 / 10 {
             n += 1;
@@ -476,13 +478,17 @@ mod tests {
                 .unwrap()
                 .seal()
                 .unwrap();
+            if n == 1 {
+                // The oldest object is in use: it must survive every eviction.
+                pinned = c.get(&pinned_id, Some(Duration::ZERO)).unwrap();
+                assert!(pinned.is_some());
+            }
         }
-        // The oldest object is in use: it must survive.
-        let pinned = c
-            .get(&ObjectId::from_u64(1), Some(Duration::ZERO))
-            .unwrap()
-            .unwrap();
-        assert!(m.poll_lease(1_000) == LeaseEvent::Acquired { previous: None });
+        let pinned_id = ObjectId::from_u64(1);
+        // Eviction order as the policy defines it: (last access, slot index).
+        let order = |o: &crate::store::ObjectSummary| (o.last_access_ms, o.index);
+        let before = s.list();
+        assert_eq!(m.poll_lease(1_000), LeaseEvent::Acquired { previous: None });
         let Ok(Evict::Evicted {
             target,
             freed,
@@ -495,11 +501,29 @@ mod tests {
         };
         assert!(freed >= target, "freed {freed} of {target}");
         assert!(used_after <= heap / 4, "used {used_after} of {heap}");
-        assert!(c.contains(&ObjectId::from_u64(1)).unwrap(), "pinned evicted");
-        assert!(!c.contains(&ObjectId::from_u64(2)).unwrap(), "LRU kept");
-        assert!(c.contains(&ObjectId::from_u64(n)).unwrap(), "MRU evicted");
+        assert!(c.contains(&pinned_id).unwrap(), "the pinned object was evicted");
+        let (evicted, kept): (Vec<_>, Vec<_>) = before
+            .iter()
+            .filter(|o| o.id != pinned_id)
+            .partition(|o| !c.contains(&o.id).unwrap());
+        assert!(!evicted.is_empty() && !kept.is_empty(), "{n} objects");
+        let newest_evicted = evicted.iter().map(|o| order(o)).max().unwrap();
+        let oldest_kept = kept.iter().map(|o| order(o)).min().unwrap();
+        assert!(
+            newest_evicted < oldest_kept,
+            "not least recently used first: evicted up to {newest_evicted:?}, kept from \
+             {oldest_kept:?}"
+        );
         assert!(matches!(m.evict(1_001), Ok(Evict::Below)));
+        // Asked for everything: all but the pinned object go.
+        c.evict(u64::MAX).unwrap();
+        assert_eq!(
+            s.list().iter().map(|o| o.id).collect::<Vec<_>>(),
+            vec![pinned_id]
+        );
         drop(pinned);
+        c.evict(u64::MAX).unwrap();
+        assert!(s.list().is_empty(), "released, it is evictable");
     }
 
     #[test]
