@@ -367,4 +367,73 @@ mod tests {
         assert!(matches!(r, Err(StoreError::Invalid(_))));
         assert_eq!(asked, 1);
     }
+
+    fn small_store(dir: &tempfile::TempDir) -> std::sync::Arc<Store> {
+        use crate::region::{Region, RegionOptions, RegionSpec};
+        let spec = RegionSpec::File(dir.path().join("region"));
+        let region = Region::create(&spec, 16 << 20, &RegionOptions::default()).unwrap();
+        Store::format(region, &Default::default()).unwrap()
+    }
+
+    /// Fills the heap with sealed 1 MiB objects 1, 2, ... until one no longer fits; returns how
+    /// many were created.
+    fn fill(c: &Client) -> u64 {
+        let mut n = 0;
+        loop {
+            let id = ObjectId::from_u64(n + 1);
+            match c.create(&id, 1 << 20, b"", &CreateInfo::default()) {
+                Ok(b) => b.seal().unwrap(),
+                Err(StoreError::StoreFull { .. }) => return n,
+                Err(e) => panic!("{e}"),
+            }
+            n += 1;
+        }
+    }
+
+    #[test]
+    fn a_full_store_evicts_for_a_create_but_never_a_referenced_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = small_store(&dir);
+        let c = s.connect("c").unwrap();
+        let n = fill(&c);
+        assert!(n >= 3, "{n} objects");
+        let pinned = c
+            .get(&ObjectId::from_u64(1), Some(std::time::Duration::ZERO))
+            .unwrap()
+            .unwrap();
+        let big = ObjectId::from_u64(1000);
+        let full_before = s.create_full_events();
+        // Immediate never evicts; its failure is counted.
+        assert!(matches!(
+            c.create_evicting(&big, 1 << 20, b"", &CreateInfo::default(), CreateMode::Immediate),
+            Err(StoreError::StoreFull { .. })
+        ));
+        assert_eq!(s.create_full_events(), full_before + 1);
+        assert_eq!(s.stats().objects_evicted, 0);
+        // EvictIfFull makes room from unreferenced objects only.
+        let loc = c
+            .create_evicting(&big, 1 << 20, b"", &CreateInfo::default(), CreateMode::EvictIfFull)
+            .unwrap();
+        assert!(loc.data_size == 1 << 20);
+        c.seal(&big).unwrap();
+        assert!(s.stats().objects_evicted >= 1);
+        assert!(c.contains(&ObjectId::from_u64(1)).unwrap(), "pinned evicted");
+        assert_eq!(s.create_full_events(), full_before + 1, "served: not counted");
+        // Nothing left to evict but the pinned object (and the new one, pinned by its creation
+        // reference until released): a create larger than the heap fails and is counted.
+        let huge = s.heap_bytes() + 1;
+        assert!(matches!(
+            c.create_evicting(
+                &ObjectId::from_u64(2000),
+                huge,
+                b"",
+                &CreateInfo::default(),
+                CreateMode::EvictIfFull
+            ),
+            Err(StoreError::StoreFull { .. })
+        ));
+        assert_eq!(s.create_full_events(), full_before + 2);
+        assert!(c.contains(&ObjectId::from_u64(1)).unwrap(), "pinned evicted");
+        drop(pinned);
+    }
 }
