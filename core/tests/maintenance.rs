@@ -124,7 +124,9 @@ fn reaps_a_killed_client(name: &str, host: &str) {
     let pid = child.id();
     assert!(store.stats().used_bytes > baseline, "the child holds heap");
     assert_eq!(
-        store.lookup_summary(&ObjectId::from_u64(1)).map(|o| o.refcount),
+        store
+            .lookup_summary(&ObjectId::from_u64(1))
+            .map(|o| o.refcount),
         Some(1),
         "the child references object 1"
     );
@@ -133,7 +135,11 @@ fn reaps_a_killed_client(name: &str, host: &str) {
 
     let reports = tick_until_reaped(&mut m);
     assert!(m.is_leader(gismo_platform::clock::monotonic_ms()));
-    assert_eq!(store.leader().holder, Some(m.me()), "it leads while reaping");
+    assert_eq!(
+        store.leader().holder,
+        Some(m.me()),
+        "it leads while reaping"
+    );
     assert_eq!(reports.len(), 1, "{reports:?}");
     let r = &reports[0];
     assert_eq!(r.pid, pid);
@@ -144,7 +150,11 @@ fn reaps_a_killed_client(name: &str, host: &str) {
         !store.clients().iter().any(|c| c.name == "maintenance-hold"),
         "the dead client's entry is free"
     );
-    assert_eq!(store.stats().used_bytes, baseline, "its heap was given back");
+    assert_eq!(
+        store.stats().used_bytes,
+        baseline,
+        "its heap was given back"
+    );
     assert!(!parent.contains(&ObjectId::from_u64(100)).unwrap());
     assert!(parent.contains(&ObjectId::from_u64(1)).unwrap());
     // Dropping the maintainer releases the lease.

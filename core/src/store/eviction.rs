@@ -405,20 +405,39 @@ mod tests {
         let full_before = s.create_full_events();
         // Immediate never evicts; its failure is counted.
         assert!(matches!(
-            c.create_evicting(&big, 1 << 20, b"", &CreateInfo::default(), CreateMode::Immediate),
+            c.create_evicting(
+                &big,
+                1 << 20,
+                b"",
+                &CreateInfo::default(),
+                CreateMode::Immediate
+            ),
             Err(StoreError::StoreFull { .. })
         ));
         assert_eq!(s.create_full_events(), full_before + 1);
         assert_eq!(s.stats().objects_evicted, 0);
         // EvictIfFull makes room from unreferenced objects only.
         let loc = c
-            .create_evicting(&big, 1 << 20, b"", &CreateInfo::default(), CreateMode::EvictIfFull)
+            .create_evicting(
+                &big,
+                1 << 20,
+                b"",
+                &CreateInfo::default(),
+                CreateMode::EvictIfFull,
+            )
             .unwrap();
         assert!(loc.data_size == 1 << 20);
         c.seal(&big).unwrap();
         assert!(s.stats().objects_evicted >= 1);
-        assert!(c.contains(&ObjectId::from_u64(1)).unwrap(), "pinned evicted");
-        assert_eq!(s.create_full_events(), full_before + 1, "served: not counted");
+        assert!(
+            c.contains(&ObjectId::from_u64(1)).unwrap(),
+            "pinned evicted"
+        );
+        assert_eq!(
+            s.create_full_events(),
+            full_before + 1,
+            "served: not counted"
+        );
         // Nothing left to evict but the pinned object (and the new one, pinned by its creation
         // reference until released): a create larger than the heap fails and is counted.
         let huge = s.heap_bytes() + 1;
@@ -433,7 +452,10 @@ mod tests {
             Err(StoreError::StoreFull { .. })
         ));
         assert_eq!(s.create_full_events(), full_before + 2);
-        assert!(c.contains(&ObjectId::from_u64(1)).unwrap(), "pinned evicted");
+        assert!(
+            c.contains(&ObjectId::from_u64(1)).unwrap(),
+            "pinned evicted"
+        );
         drop(pinned);
     }
 }

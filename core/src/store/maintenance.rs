@@ -448,7 +448,10 @@ mod tests {
         let mut b = Maintainer::new(&s, MaintainerConfig::new("b", 300)).unwrap();
         a.tick(1_000);
         let t = b.tick(1_000);
-        assert!(matches!(t.lease, Some(LeaseEvent::Follower { .. })), "{t:?}");
+        assert!(
+            matches!(t.lease, Some(LeaseEvent::Follower { .. })),
+            "{t:?}"
+        );
         assert!(t.reap.is_none() && t.evict.is_none());
         assert!(matches!(b.reap(1_000), Ok(Reap::NotLeader)));
         assert!(matches!(b.evict(1_000), Ok(Evict::NotLeader)));
@@ -501,7 +504,10 @@ mod tests {
         };
         assert!(freed >= target, "freed {freed} of {target}");
         assert!(used_after <= heap / 4, "used {used_after} of {heap}");
-        assert!(c.contains(&pinned_id).unwrap(), "the pinned object was evicted");
+        assert!(
+            c.contains(&pinned_id).unwrap(),
+            "the pinned object was evicted"
+        );
         let (evicted, kept): (Vec<_>, Vec<_>) = before
             .iter()
             .filter(|o| o.id != pinned_id)

@@ -86,7 +86,11 @@ impl PeriodicTask for Evictor {
             );
         } else {
             self.fell_short = false;
-            info!("evicted {}; used now {}", ByteSize(freed), ByteSize(used_after));
+            info!(
+                "evicted {}; used now {}",
+                ByteSize(freed),
+                ByteSize(used_after)
+            );
         }
         Ok(())
     }

@@ -33,11 +33,7 @@ impl PeriodicTask for StatsLog {
         let report = self.leadership.borrow().stats(now_ms());
         let s = report.stats;
         let n = |st: u8| s.objects_by_state[usize::from(st)];
-        let role = if report.leader {
-            "leader"
-        } else {
-            "follower"
-        };
+        let role = if report.leader { "leader" } else { "follower" };
         info!(
             "stats ({role}): used {} of {} ({} allocations); objects sealed {} creating {} deleting {}; \
              clients {}/{}; created {} sealed {} deleted {} evicted {} aborted {}",
