@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use gismo_core::store::eviction::EvictionPolicy;
+use gismo_core::store::maintenance::MaintainerConfig;
+
 use crate::cli::Args;
 use crate::failure::Failure;
 
@@ -19,10 +22,8 @@ pub struct ServerConfig {
     pub leader_slack: Duration,
     /// How often the leader reaps and checks the watermarks.
     pub reap_interval: Duration,
-    /// Heap use fraction that starts eviction.
-    pub high_watermark: f64,
-    /// Heap use fraction eviction stops at.
-    pub low_watermark: f64,
+    /// The eviction watermarks: heap use fractions that start eviction and that it stops at.
+    pub eviction: EvictionPolicy,
     /// How often statistics are logged.
     pub stats_interval: Duration,
 }
@@ -48,10 +49,11 @@ impl ServerConfig {
                 "watermarks must satisfy 0 < low < high <= 1 (got low {low}, high {high})"
             )));
         }
+        let eviction = EvictionPolicy::with_watermarks(high, low)
+            .map_err(|e| Failure::usage(e.to_string()))?;
         Ok(ServerConfig {
             lease: Duration::from_millis(args.lease_ms),
-            high_watermark: high,
-            low_watermark: low,
+            eviction,
             stats_interval: Duration::from_millis(args.stats_interval_ms),
             leader_slack: Duration::from_millis(args.leader_slack_ms),
             reap_interval: Duration::from_millis(args.reap_interval_ms),
@@ -66,6 +68,17 @@ impl ServerConfig {
     /// holder's death (within `lease_poll()` of a clean stop, which releases the lease).
     pub fn lease_poll(&self) -> Duration {
         (self.lease / 3).clamp(Duration::from_millis(1), MAX_LEASE_POLL)
+    }
+
+    /// The store core's maintainer settings for a server whose client is named `client_name`
+    /// (the tasks run its steps at the periods above).
+    pub fn maintainer(&self, client_name: &str) -> MaintainerConfig {
+        let mut m = MaintainerConfig::new(client_name, self.lease.as_millis() as u64);
+        m.slack_ms = self.leader_slack.as_millis() as u64;
+        m.lease_poll_ms = self.lease_poll().as_millis() as u64;
+        m.reap_period_ms = self.reap_interval.as_millis() as u64;
+        m.eviction = self.eviction;
+        m
     }
 }
 

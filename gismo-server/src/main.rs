@@ -23,10 +23,9 @@ mod tasks;
 use std::cell::RefCell;
 use std::io::Write;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use clap::Parser;
-use gismo_core::store::leader::{LeaderId, LeaderLease};
+use gismo_core::store::maintenance::Maintainer;
 use gismo_platform::region::RegionSpec;
 use gismo_platform::units::ByteSize;
 use log::{error, info, warn};
@@ -93,44 +92,34 @@ fn serve(args: &Args) -> Result<(), Failure> {
     // Best effort: a closed standard output must not stop the server.
     let _ = std::io::stdout().write_all(banner::text(&public, &store).as_bytes());
     let _ = std::io::stdout().flush();
-    let client = store
-        .connect(SERVER_CLIENT_NAME)
+    let maintainer = Maintainer::new(&store, config.maintainer(SERVER_CLIENT_NAME))
         .map_err(|e| Failure::store("cannot register the server's client", &e))?;
-    let me = LeaderId {
-        client: client.index(),
-        epoch: client.epoch(),
-    };
+    let me = maintainer.me();
     info!(
         "lease {} ms (slack {} ms, poll {} ms), eviction watermarks {:.2}/{:.2}; registered as \
          {me}",
         config.lease.as_millis(),
         config.leader_slack.as_millis(),
         config.lease_poll().as_millis(),
-        config.high_watermark,
-        config.low_watermark
+        config.eviction.high_watermark(),
+        config.eviction.low_watermark()
     );
-    let leadership: tasks::Leadership = Rc::new(RefCell::new(LeaderLease::new(
-        Arc::clone(&store),
-        me,
-        config.lease.as_millis() as u64,
-        config.leader_slack.as_millis() as u64,
-    )));
+    let leadership: tasks::Leadership = Rc::new(RefCell::new(maintainer));
     info!(
         "ready: serving {public} ({}, {} coherence, pid {})",
         ByteSize(store.region().len() as u64),
         store.coherence_mode(),
         std::process::id()
     );
-    let mut service = service::Service::new(store, tasks::tasks(&config, client, &leadership));
+    let mut service = service::Service::new(store, tasks::tasks(&config, &leadership));
     service.run(&shutdown);
     info!("stopping on signal");
-    let was_leader = leadership.borrow().is_leader(tasks::now_ms());
-    leadership.borrow_mut().release();
-    if was_leader {
+    if leadership.borrow_mut().release(tasks::now_ms()) {
         info!("released the leader lease");
     }
-    // Dropping the service drops the server's client, which detaches it.
+    // Dropping the service and the maintainer drops the server's client, which detaches it.
     drop(service);
+    drop(leadership);
     Ok(())
 }
 

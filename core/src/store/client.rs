@@ -255,23 +255,6 @@ impl Store {
     }
 }
 
-impl Store {
-    /// Evicts like [`Client::evict`] as the registered client `me`, for a process that holds
-    /// only that client's identity (a server whose client lives in another task). Runs under
-    /// `me`'s operation guard like every free, so it must not run concurrently with `me`'s own
-    /// operations (a server's single-threaded loop).
-    ///
-    /// # Errors
-    /// `Fenced` if `me` is not an active client; as [`Client::evict`].
-    pub fn evict_as(&self, me: crate::store::leader::LeaderId, bytes: u64) -> Result<u64> {
-        if !self.holder_alive(me) {
-            return Err(StoreError::Fenced { epoch: me.epoch });
-        }
-        let _op = OpGuard::begin(self.client_entry(me.client));
-        self.evict(bytes, me.client as u16)
-    }
-}
-
 impl Client {
     pub fn store(&self) -> &Arc<Store> {
         &self.store
@@ -947,11 +930,12 @@ impl Client {
         }
     }
 
-    /// Evicts unreferenced sealed objects in LRU order until `bytes` are free (see
-    /// [`Store::evict`]), as this client's operation.
+    /// Evicts unreferenced sealed objects until `bytes` are freed, as
+    /// [`EvictionPolicy`](crate::store::eviction::EvictionPolicy) chooses them, as this client's
+    /// operation. Returns the bytes freed.
     ///
     /// # Errors
-    /// As [`Store::evict`].
+    /// `Fenced` if this client was declared dead; an error finishing a delete.
     pub fn evict(&self, bytes: u64) -> Result<u64> {
         self.check_alive()?;
         let _op = OpGuard::begin(self.entry());

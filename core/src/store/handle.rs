@@ -10,7 +10,7 @@ use crate::shm::view_slice;
 use crate::store::allocator::{AllocHeads, Allocator, ChunkDesc};
 use crate::store::clients::{status, ClientEntry, EntryWord};
 use crate::store::control::ControlBlock;
-use crate::store::directory::{begin_delete, begin_evict, flags, state, Directory, Slot, Word};
+use crate::store::directory::{begin_delete, flags, state, Directory, Slot, Word};
 use crate::store::error::{Result, StoreError};
 use crate::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
 use crate::store::nodes::{NodeEntry, NodeTable};
@@ -407,48 +407,6 @@ impl Store {
             .fetch_add(1, Ordering::Relaxed);
         self.notify(host, EventKind::Deleted, index, deleting.gen, id);
         Ok(())
-    }
-
-    /// Evicts sealed, unreferenced objects in least-recently-used order until at least `bytes`
-    /// of heap were freed (or nothing evictable is left). Returns the bytes freed. Called only
-    /// while serving a create (Plasma's rule 3).
-    /// Frees heap memory, so it runs only inside the evicter's operation guard (`Client::evict`,
-    /// [`Store::evict_as`]): the orphan collector must see the frees as in flight.
-    pub(crate) fn evict(&self, bytes: u64, evicter: u16) -> Result<u64> {
-        let dir = self.directory();
-        let mut candidates: Vec<(u64, usize, Word)> = dir
-            .slots()
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                let w = s.load_word();
-                (w.state == state::SEALED).then(|| (s.last_access_ms.load(Ordering::Relaxed), i, w))
-            })
-            .collect();
-        candidates.sort_unstable_by_key(|c| c.0);
-        let mut freed = 0u64;
-        for (_, index, w) in candidates {
-            if freed >= bytes {
-                break;
-            }
-            let slot = dir.slot(index);
-            // A corrupt size is left for fsck: evicting would free a block of unknown size.
-            let Some(size) = slot.payload_len() else {
-                continue;
-            };
-            if let Some(deleting) = begin_evict(slot, w, evicter, || self.refcount(index, w.gen)) {
-                crate::crash_point!("evict.decided");
-                self.complete_delete(index, deleting)?;
-                self.control()
-                    .objects_evicted
-                    .fetch_add(1, Ordering::Relaxed);
-                self.control()
-                    .objects_deleted
-                    .fetch_sub(1, Ordering::Relaxed);
-                freed = freed.saturating_add(crate::store::allocator::capacity_for(size.max(1)));
-            }
-        }
-        Ok(freed)
     }
 
     /// Frees the allocation of a slot we hold in `DELETING` (word `w`), then the slot.

@@ -6,6 +6,10 @@
 //! * [`refs`] — per-client reference tables (who holds what; crash-safe reference counts).
 //! * [`clients`] — the client table (identity, liveness, epochs, in-flight intents).
 //! * [`nodes`] — interned owner nodes (raylet id + IP) referenced by directory slots.
+//! * [`eviction`] — the eviction policy (which objects to evict, and how much, for a create or
+//!   under memory pressure).
+//! * [`maintenance`] — the [`Maintainer`](maintenance::Maintainer): the periodic work that keeps a
+//!   region healthy (own heartbeat, leader lease, reaping, orphan collection, eviction).
 //! * [`Store`] — one process's attachment to a region; [`Client`] — a registered client.
 //!
 //! The object lifecycle and its crash protocol are specified in `docs/store.md`.
@@ -25,6 +29,8 @@ pub mod ring_claim;
 #[cfg(not(loom))]
 mod client;
 #[cfg(not(loom))]
+pub mod eviction;
+#[cfg(not(loom))]
 pub mod fsck;
 #[cfg(not(loom))]
 mod handle;
@@ -32,6 +38,8 @@ mod handle;
 pub mod heartbeat;
 #[cfg(not(loom))]
 pub mod leader;
+#[cfg(not(loom))]
+pub mod maintenance;
 #[cfg(not(loom))]
 mod reaper;
 #[cfg(not(loom))]

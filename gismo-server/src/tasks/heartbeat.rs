@@ -1,31 +1,29 @@
-//! Keeps the server's own client entry alive, leader or not: on other hosts a client whose
-//! heartbeat is older than the lease is reaped, and the lease names the holder by this entry.
+//! Keeps the server's own client entry alive, leader or not ([`Maintainer::heartbeat`]): on other
+//! hosts a client whose heartbeat is older than the lease is reaped, and the lease names the
+//! holder by this entry.
 //!
 //! If the entry was declared dead anyway (this server was stopped or starved for longer than the
-//! lease, and another server's reaper fenced it), the server registers a new client and claims
+//! lease, and another server's reaper fenced it), the maintainer registers a new client and claims
 //! the lease under that identity from then on; the old one can no longer lead.
+//!
+//! [`Maintainer::heartbeat`]: gismo_core::store::maintenance::Maintainer::heartbeat
 
 use std::time::Duration;
 
-use gismo_core::store::leader::LeaderId;
-use gismo_core::store::{Client, Store, StoreError};
+use gismo_core::store::maintenance::Heartbeat as Beat;
+use gismo_core::store::Store;
 use log::warn;
 
 use super::{Leadership, PeriodicTask};
 
 pub struct Heartbeat {
-    client: Client,
     period: Duration,
     leadership: Leadership,
 }
 
 impl Heartbeat {
-    pub fn new(client: Client, period: Duration, leadership: Leadership) -> Heartbeat {
-        Heartbeat {
-            client,
-            period,
-            leadership,
-        }
+    pub fn new(period: Duration, leadership: Leadership) -> Heartbeat {
+        Heartbeat { period, leadership }
     }
 }
 
@@ -39,29 +37,22 @@ impl PeriodicTask for Heartbeat {
     }
 
     fn run(&mut self, _store: &Store) -> Result<(), String> {
-        match self.client.heartbeat() {
-            Ok(()) => Ok(()),
-            Err(StoreError::Fenced { epoch }) => {
+        let mut m = self.leadership.borrow_mut();
+        let me = m.me();
+        match m.heartbeat() {
+            Ok(Beat::Alive) => Ok(()),
+            Ok(Beat::Reregistered { old, new }) => {
                 warn!(
-                    "this server's client {} (epoch {epoch}) was declared dead; registering again",
-                    self.client.index()
+                    "this server's client {} (epoch {}) was declared dead; registered again as \
+                     {new}",
+                    old.client, old.epoch
                 );
-                let fresh = self
-                    .client
-                    .store()
-                    .connect(crate::SERVER_CLIENT_NAME)
-                    .map_err(|e| format!("registering again: {e}"))?;
-                let me = LeaderId {
-                    client: fresh.index(),
-                    epoch: fresh.epoch(),
-                };
-                self.leadership.borrow_mut().rebind(me);
-                warn!("registered again as {me}");
-                // The fenced client's drop does nothing to the region: the reaper owns it.
-                self.client = fresh;
                 Ok(())
             }
-            Err(e) => Err(format!("client {}: {e}", self.client.index())),
+            Err(e) => Err(format!(
+                "client {} (epoch {}) was declared dead; registering again: {e}",
+                me.client, me.epoch
+            )),
         }
     }
 }

@@ -1,4 +1,7 @@
-//! Claims, renews or watches the region's leader lease, and logs every change of role.
+//! Claims, renews or watches the region's leader lease ([`Maintainer::poll_lease`]), and logs
+//! every change of role.
+//!
+//! [`Maintainer::poll_lease`]: gismo_core::store::maintenance::Maintainer::poll_lease
 
 use std::time::Duration;
 
@@ -36,7 +39,7 @@ impl PeriodicTask for LeaseTask {
 
     fn run(&mut self, store: &Store) -> Result<(), String> {
         let mut lease = self.leadership.borrow_mut();
-        match lease.poll(now_ms()) {
+        match lease.poll_lease(now_ms()) {
             LeaseEvent::Acquired { previous } => {
                 self.last_holder = None;
                 let info = store.leader();

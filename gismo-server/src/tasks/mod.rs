@@ -1,10 +1,13 @@
 //! The server's periodic work, one task per file, all behind [`PeriodicTask`].
 //!
-//! Every server runs [`lease::LeaseTask`] (claims, renews or watches the region's leader lease),
-//! [`heartbeat::Heartbeat`] (keeps its own client entry alive) and [`stats_log::StatsLog`]. Only
-//! the lease holder acts on the region: [`reaper::Reaper`] reclaims what dead clients held and
-//! [`evictor::Evictor`] keeps heap use between the watermarks. Both ask the shared
-//! [`Leadership`] right before acting, so a server that lost the lease stops at once.
+//! The work itself is the store core's [`Maintainer`] (`gismo_core::store::maintenance`, shared
+//! with the GISMO runner's embedded server); each task runs one of its steps at its own period
+//! and logs what it did. Every server runs [`lease::LeaseTask`] (claims, renews or watches the
+//! region's leader lease), [`heartbeat::Heartbeat`] (keeps its own client entry alive) and
+//! [`stats_log::StatsLog`]. Only the lease holder acts on the region: [`reaper::Reaper`] reclaims
+//! what dead clients held and [`evictor::Evictor`] keeps heap use between the watermarks. The
+//! maintainer asks the lease right before each of those steps, so a server that lost the lease
+//! stops at once.
 
 pub mod evictor;
 pub mod heartbeat;
@@ -16,13 +19,14 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use gismo_core::store::leader::LeaderLease;
-use gismo_core::store::{Client, Store};
+use gismo_core::store::maintenance::Maintainer;
+use gismo_core::store::Store;
 
 use crate::config::ServerConfig;
 
-/// The lease, shared by the tasks of the (single-threaded) service loop.
-pub type Leadership = Rc<RefCell<LeaderLease>>;
+/// The maintainer (its client and the lease), shared by the tasks of the (single-threaded)
+/// service loop.
+pub type Leadership = Rc<RefCell<Maintainer>>;
 
 /// One unit of periodic work on the store.
 pub trait PeriodicTask {
@@ -41,31 +45,23 @@ pub trait PeriodicTask {
 
 /// The tasks the server runs, built from its configuration; the lease task first, so the
 /// leader-only tasks of the same tick see its verdict.
-pub fn tasks(
-    config: &ServerConfig,
-    client: Client,
-    leadership: &Leadership,
-) -> Vec<Box<dyn PeriodicTask>> {
+pub fn tasks(config: &ServerConfig, leadership: &Leadership) -> Vec<Box<dyn PeriodicTask>> {
     vec![
         Box::new(lease::LeaseTask::new(
             Rc::clone(leadership),
             config.lease_poll(),
         )),
         Box::new(heartbeat::Heartbeat::new(
-            client,
             config.lease_poll(),
             Rc::clone(leadership),
         )),
         Box::new(reaper::Reaper::new(
             Rc::clone(leadership),
             config.reap_interval,
-            config.lease,
         )),
         Box::new(evictor::Evictor::new(
             Rc::clone(leadership),
             config.reap_interval,
-            config.high_watermark,
-            config.low_watermark,
         )),
         Box::new(stats_log::StatsLog::new(
             config.stats_interval,

@@ -1,7 +1,11 @@
-//! Leader only: reclaims what dead clients held ([`Store::reap_dead`]) and logs each reap.
+//! Leader only: reclaims what dead clients held ([`Maintainer::reap`]: reaping, unfinished
+//! deletes and orphan collection) and logs each reap.
+//!
+//! [`Maintainer::reap`]: gismo_core::store::maintenance::Maintainer::reap
 
 use std::time::Duration;
 
+use gismo_core::store::maintenance::Reap;
 use gismo_core::store::Store;
 use gismo_platform::units::ByteSize;
 use log::{info, warn};
@@ -16,17 +20,15 @@ const BUSY_WARN_AFTER: u32 = 10;
 pub struct Reaper {
     leadership: Leadership,
     period: Duration,
-    lease: Duration,
     /// Consecutive periods the maintenance lock was busy.
     busy: u32,
 }
 
 impl Reaper {
-    pub fn new(leadership: Leadership, period: Duration, lease: Duration) -> Reaper {
+    pub fn new(leadership: Leadership, period: Duration) -> Reaper {
         Reaper {
             leadership,
             period,
-            lease,
             busy: 0,
         }
     }
@@ -53,23 +55,20 @@ impl PeriodicTask for Reaper {
         self.period
     }
 
-    fn run(&mut self, store: &Store) -> Result<(), String> {
-        if !self.leadership.borrow().is_leader(now_ms()) {
-            return Ok(());
-        }
-        let me = self.leadership.borrow().me();
-        let reports = match store.reap_dead(me, self.lease.as_millis() as u64) {
-            Ok(r) => r,
+    fn run(&mut self, _store: &Store) -> Result<(), String> {
+        let reports = match self.leadership.borrow_mut().reap(now_ms()) {
+            Ok(Reap::NotLeader) => return Ok(()),
+            Ok(Reap::Reaped(r)) => r,
             // Another client (a Python `reap_dead`) is reaping right now: it does the work. Said
             // out loud when it lasts.
-            Err(gismo_core::store::StoreError::MaintenanceBusy { holder }) => {
+            Ok(Reap::Busy { holder }) => {
                 if let Some(w) = note_busy(&mut self.busy, holder) {
                     warn!("{w}");
                 }
                 return Ok(());
             }
             // Taken for dead mid-pass (paused too long): the new maintainer finishes.
-            Err(gismo_core::store::StoreError::MaintenanceLost) => {
+            Ok(Reap::Lost) => {
                 warn!("lost the maintenance lock during a reap pass; its new holder finishes it");
                 self.busy = 0;
                 return Ok(());

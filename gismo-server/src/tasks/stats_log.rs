@@ -29,14 +29,11 @@ impl PeriodicTask for StatsLog {
         self.period
     }
 
-    fn run(&mut self, store: &Store) -> Result<(), String> {
-        let s = store.stats();
+    fn run(&mut self, _store: &Store) -> Result<(), String> {
+        let report = self.leadership.borrow().stats(now_ms());
+        let s = report.stats;
         let n = |st: u8| s.objects_by_state[usize::from(st)];
-        let role = if self.leadership.borrow().is_leader(now_ms()) {
-            "leader"
-        } else {
-            "follower"
-        };
+        let role = if report.leader { "leader" } else { "follower" };
         info!(
             "stats ({role}): used {} of {} ({} allocations); objects sealed {} creating {} deleting {}; \
              clients {}/{}; created {} sealed {} deleted {} evicted {} aborted {}",

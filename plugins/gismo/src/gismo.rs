@@ -19,6 +19,8 @@ use crate::region::{Region, RegionOptions, RegionSpec};
 use crate::store::clients::HostIdentity;
 use crate::store::directory::state;
 use crate::store::events::{host_index_reclaiming, EventKind};
+use crate::store::eviction::{CreateMode, EvictionPolicy};
+use crate::store::maintenance::{keep_alive, Maintainer, MaintainerConfig, MaintainerThread};
 use crate::store::{Client, CreateInfo, ObjectId, ObjectSource, OwnerAddress, Store, StoreError};
 use crate::written::Written;
 use gismo_plugin::params::Params;
@@ -221,46 +223,29 @@ impl GismoClient {
             source,
             is_mutable,
         };
+        let mode = if evict {
+            CreateMode::EvictIfFull
+        } else {
+            CreateMode::Immediate
+        };
+        // Evicts and retries when full (and counts a create that still found no room, for the
+        // runners' full and spill callbacks), all in the store core.
         let client = self.inner.lock();
-        let mut attempts = 0;
-        loop {
-            match client.create_raw(id, data_size, metadata, &info) {
-                Ok(loc) => {
-                    if self.inner.flush_mode() {
-                        let total = (loc.data_size + loc.metadata_size) as usize;
-                        let mut w = Written::new(loc.ptr as usize, total);
-                        // The store wrote the metadata with `memory_copy`.
-                        w.add(loc.data_size as usize, loc.metadata_size as usize);
-                        let mut creating = self.inner.creating();
-                        if creating.len() < MAX_TRACKED {
-                            creating.insert(*id, w);
-                        }
-                    }
-                    let owner: Arc<dyn ReleaseObject> = self.inner.clone();
-                    // SAFETY: the payload stays valid and ours until sealed or aborted; the
-                    // creation reference is dropped through `owner`.
-                    return Ok(unsafe {
-                        WritableBuffer::from_raw(*id, loc.ptr, loc.data_size as usize, owner)
-                    });
-                }
-                Err(StoreError::StoreFull { requested, .. }) if evict && attempts < 3 => {
-                    attempts += 1;
-                    // Evict at least the request, and 20% of capacity at a time as Plasma does.
-                    let want = requested.max(self.inner.store.heap_bytes() / 5);
-                    if client.evict(want)? == 0 {
-                        // Nothing evictable: one last try (a concurrent delete may have made room).
-                        attempts = 3;
-                    }
-                }
-                Err(e) => {
-                    if matches!(e, StoreError::StoreFull { .. }) {
-                        // Tell the runners: they call the raylet's full and spill callbacks.
-                        self.inner.store.note_create_full();
-                    }
-                    return Err(e.into());
-                }
+        let loc = client.create_evicting(id, data_size, metadata, &info, mode)?;
+        if self.inner.flush_mode() {
+            let total = (loc.data_size + loc.metadata_size) as usize;
+            let mut w = Written::new(loc.ptr as usize, total);
+            // The store wrote the metadata with `memory_copy`.
+            w.add(loc.data_size as usize, loc.metadata_size as usize);
+            let mut creating = self.inner.creating();
+            if creating.len() < MAX_TRACKED {
+                creating.insert(*id, w);
             }
         }
+        let owner: Arc<dyn ReleaseObject> = self.inner.clone();
+        // SAFETY: the payload stays valid and ours until sealed or aborted; the creation
+        // reference is dropped through `owner`.
+        Ok(unsafe { WritableBuffer::from_raw(*id, loc.ptr, loc.data_size as usize, owner) })
     }
 }
 
@@ -500,65 +485,23 @@ impl RunnerSettings {
     }
 }
 
-/// The server roles a runner plays in-process when `embedded_server` is on.
-struct EmbeddedServer {
-    client: Client,
-    lease: crate::store::leader::LeaderLease,
-    last_reap_ms: u64,
+/// The name of the client under which a runner's embedded server maintains the region.
+const EMBEDDED_CLIENT_NAME: &str = "gismo-runner";
+
+/// Starts the server roles a runner plays in-process when `embedded_server` is on: the store
+/// core's [`Maintainer`] on a thread of its own (heartbeat, leader lease, reaping, orphan
+/// collection and, below a high watermark of 1, watermark eviction), stopped — and the lease
+/// released — when the returned handle is dropped. `None` when it cannot start (no client
+/// entry or thread left): the runner then reports events without maintaining.
+fn embedded_server(store: &Arc<Store>, settings: &RunnerSettings) -> Option<MaintainerThread> {
+    let mut config = MaintainerConfig::new(EMBEDDED_CLIENT_NAME, settings.lease_ms);
+    config.eviction =
+        EvictionPolicy::with_watermarks(settings.high_watermark, settings.low_watermark).ok()?;
+    Maintainer::new(store, config)
+        .ok()?
+        .spawn("gismo-maintainer", |_| {})
+        .ok()
 }
-
-impl EmbeddedServer {
-    fn new(store: &Arc<Store>, settings: &RunnerSettings) -> Option<EmbeddedServer> {
-        let client = store.connect("gismo-runner").ok()?;
-        let me = crate::store::leader::LeaderId {
-            client: client.index(),
-            epoch: client.epoch(),
-        };
-        let lease =
-            crate::store::leader::LeaderLease::new(Arc::clone(store), me, settings.lease_ms, 100);
-        Some(EmbeddedServer {
-            client,
-            lease,
-            last_reap_ms: 0,
-        })
-    }
-
-    /// Heartbeat; renew or claim the lease; as leader, reap and evict.
-    fn tick(&mut self, store: &Arc<Store>, settings: &RunnerSettings, now: u64) {
-        if self.client.heartbeat().is_err() {
-            // Fenced (we were paused past our lease): register again under a new identity.
-            if let Ok(c) = store.connect("gismo-runner") {
-                self.lease.rebind(crate::store::leader::LeaderId {
-                    client: c.index(),
-                    epoch: c.epoch(),
-                });
-                self.client = c;
-            }
-            return;
-        }
-        self.lease.poll(now);
-        if !self.lease.is_leader(now) || now.saturating_sub(self.last_reap_ms) < REAP_PERIOD_MS {
-            return;
-        }
-        self.last_reap_ms = now;
-        let _ = self.client.reap_dead(settings.lease_ms);
-        let (used, heap) = (store.used_bytes() as f64, store.heap_bytes() as f64);
-        if settings.high_watermark < 1.0 && used > settings.high_watermark * heap {
-            let _ = self
-                .client
-                .evict((used - settings.low_watermark * heap) as u64);
-        }
-    }
-}
-
-impl Drop for EmbeddedServer {
-    fn drop(&mut self) {
-        self.lease.release();
-    }
-}
-
-/// How often an embedded leader reaps.
-const REAP_PERIOD_MS: u64 = 100;
 
 /// The client under which a runner holds its host's event-ring claim
 /// (`Store::claim_event_ring`), heartbeated by the runner loop.
@@ -568,11 +511,8 @@ const CONSUMER_CLIENT_NAME: &str = "gismo-runner-events";
 /// runner was paused past its lease) and re-asserts the claim — a no-op while it holds it, a
 /// takeover once a runner that took it meanwhile is gone. Returns whether the claim is held.
 fn keep_claim(store: &Arc<Store>, host: usize, consumer: &mut Client, lease_ms: u64) -> bool {
-    if consumer.heartbeat().is_err() {
-        match store.connect(CONSUMER_CLIENT_NAME) {
-            Ok(c) => *consumer = c,
-            Err(_) => return false,
-        }
+    if keep_alive(consumer, CONSUMER_CLIENT_NAME).is_err() {
+        return false;
     }
     store.claim_event_ring(host, consumer, lease_ms).is_ok()
 }
@@ -600,11 +540,11 @@ fn runner_events(
     let store = Arc::clone(store);
     let mut claimed = true;
     let spill_threshold = settings.spill_threshold;
-    let mut embedded = if settings.embedded {
-        EmbeddedServer::new(&store, &settings)
-    } else {
-        None
-    };
+    // Stopped (its lease released) when this function returns.
+    let _embedded = settings
+        .embedded
+        .then(|| embedded_server(&store, &settings))
+        .flatten();
     let mut reported: HashMap<ObjectId, ()> = HashMap::new();
     let rescan = |reported: &mut HashMap<ObjectId, ()>| {
         let mut present = HashMap::new();
@@ -638,10 +578,6 @@ fn runner_events(
     while !stop.load(Ordering::Relaxed) {
         let now = crate::clock::unix_ms();
         store.hosts_heartbeat(host, now);
-        if let Some(server) = embedded.as_mut() {
-            // The leader lease runs on our monotonic clock (never compared with another host's).
-            server.tick(&store, &settings, crate::clock::monotonic_ms());
-        }
         if now.saturating_sub(last_pressure_check) >= PRESSURE_PERIOD_MS {
             last_pressure_check = now;
             let had = claimed;
