@@ -31,7 +31,10 @@ pub struct ControlBlock {
     /// Bumped by the holder of the maintenance lock at every check that it still holds it: a
     /// taker that sees it unchanged for `MAINTENANCE_LEASE` takes the lock over.
     pub maintenance_beat: AtomicU64,
-    pub _reserved: [AtomicU64; 51],
+    /// Bytes reserved by live raw heap blocks (`Store::alloc_block`), which no directory slot
+    /// names: while not 0, fsck and the orphan collector report leaks but never free them.
+    pub raw_bytes: AtomicU64,
+    pub _reserved: [AtomicU64; 50],
 }
 
 #[cfg(not(loom))]

@@ -5,6 +5,8 @@
 //! * [`allocator`] — the lock-free heap allocator (size-class chunks and page runs).
 //! * [`refs`] — per-client reference tables (who holds what; crash-safe reference counts).
 //! * [`clients`] — the client table (identity, liveness, epochs, in-flight intents).
+//! * [`HeapBlock`] — a raw heap block without a directory entry, for a process that keeps its own
+//!   object table over a private region (the plasma fallback).
 //! * [`nodes`] — interned owner nodes (raylet id + IP) referenced by directory slots.
 //! * [`Store`] — one process's attachment to a region; [`Client`] — a registered client.
 //!
@@ -33,6 +35,8 @@ pub mod heartbeat;
 #[cfg(not(loom))]
 pub mod leader;
 #[cfg(not(loom))]
+mod raw;
+#[cfg(not(loom))]
 mod reaper;
 #[cfg(not(loom))]
 mod usage;
@@ -48,5 +52,7 @@ pub use error::{Result, StoreError};
 #[cfg(not(loom))]
 pub use handle::{ClientSummary, ObjectSummary, Stats, Store};
 pub use object_id::ObjectId;
+#[cfg(not(loom))]
+pub use raw::HeapBlock;
 #[cfg(not(loom))]
 pub use reaper::{DeathCause, Maintenance, ReapReport, MAINTENANCE_LEASE};
