@@ -6,6 +6,14 @@
 //! repeated gets are counted by the client itself and released with one message), so
 //! `refcount == 1` for a sealed object means one holder — the raylet's pin — and the object is a
 //! spillable primary copy.
+//!
+//! # One record of each object
+//!
+//! The object table here is the only record of an object's state (id, sizes, seal state,
+//! holders, eviction order). The main segment is a GISMO heap used through its allocator alone:
+//! an object in it owns a [`HeapBlock`], which the table entry holds and which frees itself when
+//! the entry goes, so the allocator's used bytes are always the sum of the table's blocks and no
+//! second table (GISMO's directory) can disagree with this one.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -13,9 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::interface::{ObjectInfo, Status, StatusCode};
 use crate::protocol::{CreateRequest, ObjectSpec, PlasmaError};
-use gismo_core::store::{
-    Client, CreateInfo, ObjectId, ObjectSource, OwnerAddress, Store, StoreError,
-};
+use gismo_core::store::{HeapBlock, ObjectId, OwnerAddress, Store, StoreError};
 
 use super::segments::{FallbackSegment, MAIN_SEGMENT_ID};
 
@@ -23,8 +29,8 @@ pub type ClientId = u64;
 
 /// Where an object's bytes are.
 pub enum Place {
-    /// In the main segment, at this offset from its start.
-    Main(u64),
+    /// In the main segment: this block of its heap (freed when the object is dropped).
+    Main(HeapBlock),
     Fallback(Arc<FallbackSegment>),
 }
 
@@ -99,8 +105,24 @@ pub struct Counters {
     pub evicted_bytes: u64,
 }
 
+/// What the object table and the allocator say about memory ([`State::audit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryAudit {
+    pub objects: usize,
+    /// Objects in the main segment (each owns one heap block).
+    pub main_objects: usize,
+    /// Bytes the table's heap blocks reserve.
+    pub table_bytes: u64,
+    /// The allocator's used bytes and allocation count.
+    pub allocator_bytes: u64,
+    pub allocator_allocations: u64,
+    /// Sealed, unreferenced objects (the eviction order's length).
+    pub evictable: usize,
+    pub clients: usize,
+    pub queued_creates: usize,
+}
+
 pub struct State {
-    gismo: Client,
     store: Arc<Store>,
     main_fd: i32,
     capacity: u64,
@@ -132,16 +154,14 @@ fn owner_of(req: &CreateRequest) -> OwnerAddress {
 
 impl State {
     /// # Errors
-    /// `IOError` if the segment's store cannot register the store's own client.
+    /// `IOError` if the segment has no descriptor to pass to clients.
     pub fn new(store: Arc<Store>) -> Result<State, Status> {
-        let gismo = store.connect("plasma-store")?;
         let main_fd = store
             .region()
             .raw_fd()
             .ok_or_else(|| Status::new(StatusCode::IOError, "plasma segment has no descriptor"))?;
         let capacity = store.stats().heap_bytes;
         Ok(State {
-            gismo,
             store,
             main_fd,
             capacity,
@@ -176,7 +196,7 @@ impl State {
     /// The spec and segment of an object.
     pub fn spec_of(&self, o: &Object) -> (ObjectSpec, SegmentRef) {
         let (offset, seg, fallback) = match &o.place {
-            Place::Main(off) => (*off, self.main_segment(), false),
+            Place::Main(block) => (block.offset(), self.main_segment(), false),
             Place::Fallback(f) => (
                 0,
                 SegmentRef {
@@ -255,7 +275,8 @@ impl State {
         Ok(())
     }
 
-    /// Frees an object's memory and forgets it; reports the deletion of a sealed one.
+    /// Forgets an object, which frees its memory (its heap block or fallback segment goes with
+    /// it); reports the deletion of a sealed one.
     fn remove(&mut self, id: &ObjectId, fx: &mut Effects) {
         let Some(o) = self.objects.remove(id) else {
             return;
@@ -271,20 +292,13 @@ impl State {
             self.counters.unsealed_bytes -= size;
         }
         match o.place {
-            Place::Main(_) => {
-                self.counters.main_bytes -= size;
-                if o.sealed {
-                    let _ = self.gismo.release(id);
-                    let _ = self.gismo.delete(id);
-                } else {
-                    let _ = self.gismo.abort(id);
-                }
-            }
+            Place::Main(_) => self.counters.main_bytes -= size,
             Place::Fallback(_) => self.counters.fallback_bytes -= size,
         }
         if o.sealed {
             fx.deleted.push(*id);
         }
+        // `o` (and with it the block or the segment) is dropped here.
     }
 
     /// Evicts unreferenced sealed objects, oldest first, until `need` bytes (and at least a
@@ -310,28 +324,21 @@ impl State {
     // ---- create --------------------------------------------------------------------------
 
     /// Allocates in the main segment, evicting between tries (Plasma tries up to 11 times).
-    fn allocate_main(&mut self, req: &CreateRequest, fx: &mut Effects) -> Result<u64, PlasmaError> {
-        let metadata = vec![0u8; req.metadata_size as usize];
-        let info = CreateInfo {
-            owner: owner_of(req),
-            source: ObjectSource::from_u8(req.source as u8),
-            is_mutable: req.is_mutable,
-        };
+    fn allocate_main(
+        &mut self,
+        req: &CreateRequest,
+        fx: &mut Effects,
+    ) -> Result<HeapBlock, PlasmaError> {
+        // No overflow: `create` refuses sizes whose sum does not fit.
+        let size = req.data_size + req.metadata_size;
         for _ in 0..11 {
-            match self
-                .gismo
-                .create_raw(&req.object_id, req.data_size, &metadata, &info)
-            {
-                Ok(loc) => {
-                    let base = self.store.region().as_ptr() as usize;
-                    return Ok((loc.ptr as usize - base) as u64);
-                }
-                Err(StoreError::StoreFull { .. } | StoreError::DirectoryFull { .. }) => {
-                    if self.evict(req.data_size + req.metadata_size, fx) == 0 {
+            match self.store.alloc_block(size) {
+                Ok(block) => return Ok(block),
+                Err(StoreError::StoreFull { .. }) => {
+                    if self.evict(size, fx) == 0 {
                         return Err(PlasmaError::OutOfMemory);
                     }
                 }
-                Err(StoreError::ObjectExists(_)) => return Err(PlasmaError::ObjectExists),
                 Err(_) => return Err(PlasmaError::UnexpectedError),
             }
         }
@@ -402,6 +409,9 @@ impl State {
         fallback_dir: &std::path::Path,
         fx: &mut Effects,
     ) -> CreateOutcome {
+        if req.data_size.checked_add(req.metadata_size).is_none() {
+            return CreateOutcome::Failed(PlasmaError::OutOfMemory);
+        }
         if self.objects.contains_key(&req.object_id)
             || self
                 .pending
@@ -412,14 +422,14 @@ impl State {
         }
         if req.try_immediately {
             return match self.allocate_main(&req, fx) {
-                Ok(off) => self.insert(client, &req, Place::Main(off)),
+                Ok(block) => self.insert(client, &req, Place::Main(block)),
                 Err(PlasmaError::OutOfMemory) => self.fallback(client, &req, fallback_dir),
                 Err(e) => CreateOutcome::Failed(e),
             };
         }
         if self.queue.is_empty() {
             match self.allocate_main(&req, fx) {
-                Ok(off) => return self.insert(client, &req, Place::Main(off)),
+                Ok(block) => return self.insert(client, &req, Place::Main(block)),
                 Err(PlasmaError::OutOfMemory) => {}
                 Err(e) => return CreateOutcome::Failed(e),
             }
@@ -461,7 +471,7 @@ impl State {
         }
         let req = self.pending[&rid].request.clone();
         let outcome = match self.allocate_main(&req, fx) {
-            Ok(off) => self.insert(client, &req, Place::Main(off)),
+            Ok(block) => self.insert(client, &req, Place::Main(block)),
             Err(PlasmaError::OutOfMemory) => {
                 fx.full = true;
                 let p = self.pending.get_mut(&rid).expect("checked above");
@@ -496,10 +506,6 @@ impl State {
         };
         if o.sealed {
             return PlasmaError::ObjectSealed;
-        }
-        // The segment's own seal first: on failure nothing here has changed.
-        if matches!(o.place, Place::Main(_)) && self.gismo.seal(id).is_err() {
-            return PlasmaError::UnexpectedError;
         }
         o.sealed = true;
         let size = o.size();
@@ -634,6 +640,98 @@ impl State {
                 .main_bytes
                 .saturating_sub(self.counters.unsealed_bytes),
         )
+    }
+
+    /// Checks the table against itself (counters, holders, eviction order, queue) and against
+    /// the allocator (which must hold exactly the table's blocks), and says what it found.
+    ///
+    /// # Errors
+    /// The first disagreement, described.
+    pub fn audit(&self) -> Result<MemoryAudit, String> {
+        let mut sums = Counters::default();
+        let mut table_bytes = 0;
+        let mut main_objects = 0;
+        for (id, o) in &self.objects {
+            let size = o.size();
+            match &o.place {
+                Place::Main(b) => {
+                    main_objects += 1;
+                    table_bytes += b.capacity();
+                    sums.main_bytes += size;
+                    if b.size() != size.max(1) {
+                        return Err(format!("{id}: block of {} for {size} bytes", b.size()));
+                    }
+                }
+                Place::Fallback(_) => sums.fallback_bytes += size,
+            }
+            if !o.sealed {
+                sums.unsealed_bytes += size;
+            } else if o.refcount > 0 {
+                sums.pinned_bytes += size;
+            }
+            let holders = self.clients.values().filter(|r| r.held.contains(id)).count();
+            if holders != o.refcount as usize {
+                return Err(format!("{id}: refcount {} but {holders} holders", o.refcount));
+            }
+            let evictable = o.sealed && o.refcount == 0;
+            let listed = o.lru.is_some_and(|t| self.lru.get(&t) == Some(id));
+            if evictable != listed || (o.lru.is_some() && !listed) {
+                return Err(format!(
+                    "{id}: sealed {} refcount {} but lru {:?}",
+                    o.sealed, o.refcount, o.lru
+                ));
+            }
+        }
+        let c = &self.counters;
+        for (name, counted, summed) in [
+            ("main", c.main_bytes, sums.main_bytes),
+            ("fallback", c.fallback_bytes, sums.fallback_bytes),
+            ("unsealed", c.unsealed_bytes, sums.unsealed_bytes),
+            ("pinned", c.pinned_bytes, sums.pinned_bytes),
+        ] {
+            if counted != summed {
+                return Err(format!(
+                    "{name} bytes counted {counted}, objects sum to {summed}"
+                ));
+            }
+        }
+        if self.lru.len() != self.objects.values().filter(|o| o.lru.is_some()).count() {
+            return Err(format!("{} lru entries name no object", self.lru.len()));
+        }
+        for (client, refs) in &self.clients {
+            if let Some(id) = refs.held.iter().find(|id| !self.objects.contains_key(id)) {
+                return Err(format!("client {client} holds {id}, which is gone"));
+            }
+        }
+        if self.queue.len() != self.pending.len()
+            || !self.queue.iter().all(|r| self.pending.contains_key(r))
+        {
+            return Err("the create queue and the pending creates differ".into());
+        }
+        let stats = self.store.stats();
+        if stats.used_bytes != table_bytes || self.store.raw_bytes() != table_bytes {
+            return Err(format!(
+                "the allocator holds {} bytes ({} in raw blocks), the table's blocks {table_bytes}",
+                stats.used_bytes,
+                self.store.raw_bytes()
+            ));
+        }
+        if stats.allocations != main_objects as u64 {
+            return Err(format!(
+                "the allocator holds {} blocks, the table {main_objects}",
+                stats.allocations
+            ));
+        }
+        Ok(MemoryAudit {
+            objects: self.objects.len(),
+            main_objects,
+            table_bytes,
+            allocator_bytes: stats.used_bytes,
+            allocator_allocations: stats.allocations,
+            evictable: self.lru.len(),
+            clients: self.clients.len(),
+            queued_creates: self.queue.len(),
+        })
     }
 
     pub fn debug_string(&self) -> String {
