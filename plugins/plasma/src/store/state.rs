@@ -669,9 +669,16 @@ impl State {
             } else if o.refcount > 0 {
                 sums.pinned_bytes += size;
             }
-            let holders = self.clients.values().filter(|r| r.held.contains(id)).count();
+            let holders = self
+                .clients
+                .values()
+                .filter(|r| r.held.contains(id))
+                .count();
             if holders != o.refcount as usize {
-                return Err(format!("{id}: refcount {} but {holders} holders", o.refcount));
+                return Err(format!(
+                    "{id}: refcount {} but {holders} holders",
+                    o.refcount
+                ));
             }
             let evictable = o.sealed && o.refcount == 0;
             let listed = o.lru.is_some_and(|t| self.lru.get(&t) == Some(id));
@@ -757,5 +764,247 @@ impl State {
             c.evicted_objects,
             c.evicted_bytes
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::segments::main_segment;
+    use crate::store::settings::PlasmaSettings;
+    use std::path::{Path, PathBuf};
+
+    fn state(memory: u64) -> State {
+        let settings = PlasmaSettings {
+            memory,
+            plasma_directory: "memfd".into(),
+            ..PlasmaSettings::default()
+        };
+        State::new(main_segment(&settings).unwrap()).unwrap()
+    }
+
+    /// A fallback directory that does not exist: a create that does not fit the segment fails
+    /// with `OutOfMemory` instead of going to a file.
+    fn no_fallback() -> PathBuf {
+        PathBuf::from("/nonexistent/gismo-plasma-test")
+    }
+
+    fn request(n: u64, data_size: u64) -> CreateRequest {
+        CreateRequest {
+            object_id: ObjectId::from_u64(n),
+            data_size,
+            metadata_size: 3,
+            try_immediately: true,
+            ..CreateRequest::default()
+        }
+    }
+
+    fn create(st: &mut State, client: ClientId, n: u64, size: u64, dir: &Path) -> CreateOutcome {
+        st.create(client, request(n, size), dir, &mut Effects::default())
+    }
+
+    fn created(st: &mut State, client: ClientId, n: u64, size: u64) -> ObjectSpec {
+        match create(st, client, n, size, &no_fallback()) {
+            CreateOutcome::Done(spec, _) => spec,
+            CreateOutcome::Retry(_) => panic!("create {n} queued"),
+            CreateOutcome::Failed(e) => panic!("create {n}: {e:?}"),
+        }
+    }
+
+    fn audit(st: &State) -> MemoryAudit {
+        st.audit()
+            .unwrap_or_else(|e| panic!("table and allocator disagree: {e}"))
+    }
+
+    fn assert_empty(st: &State) {
+        let a = audit(st);
+        assert_eq!(a.objects, 0, "{a:?}");
+        assert_eq!(a.table_bytes, 0, "{a:?}");
+        assert_eq!(a.allocator_bytes, 0, "{a:?}");
+        assert_eq!(a.allocator_allocations, 0, "{a:?}");
+        assert_eq!(st.store.raw_bytes(), 0);
+        let c = st.counters;
+        assert_eq!(
+            (
+                c.main_bytes,
+                c.unsealed_bytes,
+                c.pinned_bytes,
+                c.fallback_bytes
+            ),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(st.available(), st.capacity());
+    }
+
+    #[test]
+    fn a_fresh_store_is_empty() {
+        let st = state(4 << 20);
+        assert!(st.capacity() >= 4 << 20);
+        assert_empty(&st);
+    }
+
+    /// Creates, seals, gets, releases, aborts, deletes (now and pending) and evicts many
+    /// objects, checking table and allocator after every step; two clients then disconnect, one
+    /// holding references and one with unsealed objects; deleting what is left brings every
+    /// byte back.
+    #[test]
+    fn every_byte_comes_back() {
+        let mut st = state(4 << 20);
+        let (c1, c2) = (1, 2);
+        st.add_client(c1);
+        st.add_client(c2);
+        let sizes = [0u64, 100, 5000, 20_000, 300_000];
+        let mut fx = Effects::default();
+        for i in 0..500u64 {
+            let id = ObjectId::from_u64(i);
+            let size = sizes[(i / 5) as usize % sizes.len()];
+            let spec = created(&mut st, c1, i, size);
+            assert_eq!(spec.data_size, size);
+            assert!(!spec.fallback_allocated);
+            audit(&st);
+            // Held objects only early on, so that later creates must evict to fit.
+            let early = i < 100;
+            match i % 5 {
+                0 => {
+                    assert_eq!(st.seal(&id, &mut fx), PlasmaError::Ok);
+                    assert_eq!(st.release(c1, &id, &mut fx), Some(false));
+                }
+                1 => {
+                    assert_eq!(st.seal(&id, &mut fx), PlasmaError::Ok);
+                    assert_eq!(st.seal(&id, &mut fx), PlasmaError::ObjectSealed);
+                    assert_eq!(st.release(c1, &id, &mut fx), Some(false));
+                    if early {
+                        assert!(st.get(c2, &[id], &mut fx)[0].is_some());
+                    }
+                }
+                2 => {
+                    assert_eq!(st.abort(c2, &id, &mut fx), PlasmaError::ObjectInUse);
+                    assert_eq!(st.abort(c1, &id, &mut fx), PlasmaError::Ok);
+                    assert!(!st.contains(&id));
+                }
+                3 => {
+                    assert_eq!(st.seal(&id, &mut fx), PlasmaError::Ok);
+                    assert_eq!(st.delete(&id, &mut fx), PlasmaError::ObjectInUse);
+                    assert!(st.contains(&id));
+                    assert_eq!(st.release(c1, &id, &mut fx), Some(false));
+                    assert!(!st.contains(&id), "a pending delete happens at the release");
+                }
+                _ => {
+                    if !early {
+                        assert_eq!(st.seal(&id, &mut fx), PlasmaError::Ok);
+                        assert_eq!(st.release(c1, &id, &mut fx), Some(false));
+                        assert_eq!(st.delete(&id, &mut fx), PlasmaError::Ok);
+                    }
+                }
+            }
+            audit(&st);
+        }
+        assert!(st.counters.evicted_objects > 0, "nothing was evicted");
+        let a = audit(&st);
+        assert!(a.table_bytes <= st.capacity());
+        assert!(st.counters.pinned_bytes > 0 && st.counters.unsealed_bytes > 0);
+        // c2 goes away holding references, c1 with unsealed objects of its own.
+        st.disconnect(c2, &mut fx);
+        assert_eq!(st.counters.pinned_bytes, 0);
+        audit(&st);
+        st.disconnect(c1, &mut fx);
+        assert_eq!(st.counters.unsealed_bytes, 0);
+        let a = audit(&st);
+        assert_eq!(a.clients, 0);
+        assert_eq!(
+            a.evictable, a.objects,
+            "all that is left is sealed and unused"
+        );
+        let left: Vec<ObjectId> = st.objects.keys().copied().collect();
+        for id in &left {
+            assert_eq!(st.delete(id, &mut fx), PlasmaError::Ok);
+        }
+        assert_empty(&st);
+        // And the space is free again: a create of most of the capacity fits (emptied
+        // small-object chunks may keep a few pages until the allocator retires them).
+        st.add_client(3);
+        let nearly_all = st.capacity() - (1 << 20);
+        created(&mut st, 3, 1000, nearly_all);
+        st.disconnect(3, &mut fx);
+        assert_empty(&st);
+    }
+
+    /// Creates past the capacity evict unreferenced sealed objects, oldest first; once
+    /// everything is referenced, a create fails with `OutOfMemory` and evicts nothing.
+    #[test]
+    fn creates_evict_the_unreferenced_and_fail_when_all_is_pinned() {
+        let mut st = state(4 << 20);
+        let (c1, c2) = (1, 2);
+        st.add_client(c1);
+        st.add_client(c2);
+        let size = 256 << 10;
+        let n = 3 * st.capacity() / size;
+        let mut deleted = Vec::new();
+        for i in 0..n {
+            let id = ObjectId::from_u64(i);
+            let mut fx = Effects::default();
+            let spec = match st.create(c1, request(i, size), &no_fallback(), &mut fx) {
+                CreateOutcome::Done(spec, _) => spec,
+                _ => panic!("create {i} did not fit after evicting"),
+            };
+            assert!(!spec.fallback_allocated);
+            deleted.append(&mut fx.deleted);
+            assert_eq!(st.seal(&id, &mut fx), PlasmaError::Ok);
+            assert_eq!(st.release(c1, &id, &mut fx), Some(false));
+            audit(&st);
+        }
+        let evicted = st.counters.evicted_objects;
+        assert!(evicted > 0);
+        assert_eq!(deleted.len() as u64, evicted, "each eviction is reported");
+        // Oldest first: the evicted ones are a prefix of the creates.
+        let mut sorted = deleted.clone();
+        sorted.sort_by_key(|id| (0..n).position(|i| ObjectId::from_u64(i) == *id));
+        assert_eq!(sorted, deleted);
+        assert_eq!(deleted[0], ObjectId::from_u64(0));
+        // Pin everything that is left, then fill the rest with objects held by their creator.
+        let present: Vec<ObjectId> = st.objects.keys().copied().collect();
+        let mut fx = Effects::default();
+        assert!(st.get(c2, &present, &mut fx).iter().all(Option::is_some));
+        let mut next = n;
+        let err = loop {
+            match create(&mut st, c1, next, size, &no_fallback()) {
+                CreateOutcome::Done(..) => {
+                    assert_eq!(st.seal(&ObjectId::from_u64(next), &mut fx), PlasmaError::Ok);
+                    next += 1;
+                }
+                CreateOutcome::Failed(e) => break e,
+                CreateOutcome::Retry(_) => panic!("try_immediately queued"),
+            }
+        };
+        assert_eq!(err, PlasmaError::OutOfMemory);
+        assert_eq!(
+            st.counters.evicted_objects, evicted,
+            "nothing pinned was evicted"
+        );
+        let a = audit(&st);
+        assert_eq!(a.evictable, 0);
+        let block = gismo_core::store::allocator::capacity_for(size + 3);
+        assert!(
+            st.capacity() - a.allocator_bytes < 2 * block,
+            "the heap was not full: {a:?}"
+        );
+        // A queued create (not try_immediately) waits instead, and asks for spilling.
+        let mut fx = Effects::default();
+        let mut queued = request(next + 1, size);
+        queued.try_immediately = false;
+        assert!(matches!(
+            st.create(c1, queued, &no_fallback(), &mut fx),
+            CreateOutcome::Retry(_)
+        ));
+        assert!(fx.full && fx.spill);
+        audit(&st);
+        // Everyone goes: every byte comes back.
+        st.disconnect(c1, &mut fx);
+        st.disconnect(c2, &mut fx);
+        let left: Vec<ObjectId> = st.objects.keys().copied().collect();
+        for id in &left {
+            assert_eq!(st.delete(id, &mut fx), PlasmaError::Ok);
+        }
+        assert_empty(&st);
     }
 }
