@@ -35,13 +35,13 @@ pub mod heartbeat;
 #[cfg(not(loom))]
 pub mod leader;
 #[cfg(not(loom))]
-mod raw;
-#[cfg(not(loom))]
 mod reaper;
 #[cfg(not(loom))]
 mod usage;
 #[cfg(not(loom))]
 pub mod wait;
+#[cfg(not(loom))]
+mod raw;
 
 #[cfg(not(loom))]
 pub use client::{
