@@ -470,7 +470,7 @@ impl Store {
                 std::sync::atomic::fence(Ordering::SeqCst);
                 let report = self.fsck(false);
                 std::sync::atomic::fence(Ordering::SeqCst);
-                // After the fence: pairs with the fence in `Store::alloc_block` (raw.rs). Raw
+                // After the fence: pairs with the fence in `Store::alloc_block` (heap_block.rs). Raw
                 // blocks look like leaks, so none is freed while any exist.
                 if self.raw_bytes() != 0 {
                     return 0;

@@ -31,6 +31,8 @@ pub mod fsck;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
+mod heap_block;
+#[cfg(not(loom))]
 pub mod heartbeat;
 #[cfg(not(loom))]
 pub mod leader;
@@ -40,8 +42,6 @@ mod reaper;
 mod usage;
 #[cfg(not(loom))]
 pub mod wait;
-#[cfg(not(loom))]
-mod raw;
 
 #[cfg(not(loom))]
 pub use client::{
@@ -51,8 +51,8 @@ pub use client::{
 pub use error::{Result, StoreError};
 #[cfg(not(loom))]
 pub use handle::{ClientSummary, ObjectSummary, Stats, Store};
-pub use object_id::ObjectId;
 #[cfg(not(loom))]
-pub use raw::HeapBlock;
+pub use heap_block::HeapBlock;
+pub use object_id::ObjectId;
 #[cfg(not(loom))]
 pub use reaper::{DeathCause, Maintenance, ReapReport, MAINTENANCE_LEASE};
