@@ -8,7 +8,8 @@
 //! directory and the client table and compares it with the page bitmap, the chunk descriptors and
 //! the counters. It only reads (every value read from the region is validated before use) unless
 //! asked to repair, and repairs only what is safe: leaked blocks and pages are freed, chunk `used`
-//! counts and the used-bytes counter are recomputed. A client entry left `DEAD` by an interrupted
+//! counts and the used-bytes counter are recomputed (leaks are only reported while the region
+//! has raw heap blocks, `Store::alloc_block`, which no slot names). A client entry left `DEAD` by an interrupted
 //! reap is reported; its reap is finished by [`Store::reap_dead`](crate::store::Store::reap_dead)
 //! under the maintenance lock (not by fsck, which holds no client). A block that a live object uses but the
 //! allocator marks free, or two objects that overlap, cannot be repaired safely and are reported.
@@ -195,6 +196,8 @@ impl Store {
     /// Checks the region; with `repair`, fixes what is safe to fix (see the module docs).
     pub fn fsck(&self, repair: bool) -> FsckReport {
         let mut report = FsckReport::default();
+        // Raw heap blocks (`Store::alloc_block`) look like leaks: none is freed while any exist.
+        let repair_leaks = repair && self.raw_bytes() == 0;
         let heap = self.layout().section(SectionKind::Heap);
         let heap_pages = heap.len / PAGE_SIZE;
         let nchunks = heap_pages / PAGES_PER_CHUNK;
@@ -360,7 +363,7 @@ impl Store {
                                 offset,
                                 class_size: size,
                             });
-                            if repair && alloc.free(offset, u64::from(size)).is_ok() {
+                            if repair_leaks && alloc.free(offset, u64::from(size)).is_ok() {
                                 report.repaired += 1;
                                 actual -= 1;
                                 continue;
@@ -412,7 +415,7 @@ impl Store {
                                 first_page: p,
                                 pages: 1,
                             });
-                            if repair && alloc.release_page_run(p, 1) {
+                            if repair_leaks && alloc.release_page_run(p, 1) {
                                 report.repaired += 1;
                                 continue;
                             }
@@ -435,7 +438,8 @@ impl Store {
         let recorded = alloc.used_bytes();
         if recorded != actual_bytes {
             report.counter_drift = Some(recorded);
-            if repair {
+            // (The allocation count below would miss raw blocks.)
+            if repair_leaks {
                 alloc.set_used_bytes(actual_bytes, owned.len() as u64);
                 report.repaired += 1;
             }
@@ -472,7 +476,12 @@ impl Store {
                 let report = self.fsck(false);
                 // SeqCst fence: the other half around the scan; pairs with the same
                 // `OpGuard::begin` fence and orders the scan before the second `op_snapshot`.
+                // It also pairs with the fence in `Store::alloc_block` (heap_block.rs): raw
+                // blocks look like leaks, so none is freed while any exist.
                 fence(Ordering::SeqCst);
+                if self.raw_bytes() != 0 {
+                    return 0;
+                }
                 // Only the maintainer frees leaks: two collectors could both see block B leaked,
                 // and the second would free it again after a create reused it.
                 if self.op_snapshot() == before && m.held() {

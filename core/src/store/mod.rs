@@ -5,6 +5,8 @@
 //! * [`allocator`] — the lock-free heap allocator (size-class chunks and page runs).
 //! * [`refs`] — per-client reference tables (who holds what; crash-safe reference counts).
 //! * [`clients`] — the client table (identity, liveness, epochs, in-flight intents).
+//! * [`HeapBlock`] — a raw heap block without a directory entry, for a process that keeps its own
+//!   object table over a private region (the plasma fallback).
 //! * [`nodes`] — interned owner nodes (raylet id + IP) referenced by directory slots.
 //! * [`eviction`] — the eviction policy (which objects to evict, and how much, for a create or
 //!   under memory pressure).
@@ -35,6 +37,8 @@ pub mod fsck;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
+mod heap_block;
+#[cfg(not(loom))]
 pub mod heartbeat;
 #[cfg(not(loom))]
 pub mod leader;
@@ -55,6 +59,8 @@ pub use client::{
 pub use error::{Result, StoreError};
 #[cfg(not(loom))]
 pub use handle::{ClientSummary, ObjectSummary, Stats, Store};
+#[cfg(not(loom))]
+pub use heap_block::HeapBlock;
 pub use object_id::ObjectId;
 #[cfg(not(loom))]
 pub use reaper::{DeathCause, Maintenance, ReapReport, MAINTENANCE_LEASE};

@@ -402,3 +402,140 @@ fn segments_in_dev_shm_memfd_and_hugetlbfs() {
     }
     round_trip_in(mount, &[("huge_pages", "true")]);
 }
+
+// ---- one record of object state: the table and the segment's allocator agree -------------
+
+/// The server's audit, which must pass: the object table agrees with itself and with the
+/// segment's allocator.
+fn audit(server: &Server) -> gismo_plasma::store::MemoryAudit {
+    server
+        .audit()
+        .unwrap_or_else(|e| panic!("table and allocator disagree: {e}"))
+}
+
+fn assert_no_bytes_left(server: &Server) {
+    let a = audit(server);
+    assert_eq!(
+        (
+            a.objects,
+            a.table_bytes,
+            a.allocator_bytes,
+            a.allocator_allocations
+        ),
+        (0, 0, 0, 0),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn a_client_that_disconnects_holding_references_leaves_no_bytes_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = PlasmaPlugin::start(dir.path(), false);
+    assert_no_bytes_left(&p.server);
+    let a = p.client();
+    let sizes = [0usize, 10, 4000, 16384, 40_000, 300_000];
+    let ids: Vec<ObjectId> = (0..300).map(|_| ObjectId::random()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        put(&*a, id, &vec![i as u8; sizes[i % sizes.len()]], b"meta");
+    }
+    // References held at the disconnect: gets of the first 30 objects, and unsealed creates.
+    let held = a.get(&ids[..30], 0).unwrap();
+    let unsealed: Vec<_> = (0..5)
+        .map(|_| {
+            a.create(
+                &ObjectId::random(),
+                &owner(),
+                false,
+                100_000,
+                b"",
+                ObjectSource::CreatedByWorker,
+            )
+            .unwrap()
+        })
+        .collect();
+    assert!(audit(&p.server).table_bytes > 0);
+    a.disconnect().unwrap();
+    wait_until("the store drops the client", || {
+        audit(&p.server).clients == 0
+    });
+    let b = p.client();
+    let a1 = audit(&p.server);
+    assert_eq!(
+        a1.evictable, a1.objects,
+        "only sealed, unreferenced objects are left"
+    );
+    let left: Vec<ObjectId> = ids
+        .iter()
+        .copied()
+        .filter(|id| b.contains(id).unwrap())
+        .collect();
+    assert_eq!(left.len(), a1.objects);
+    b.delete(&left).unwrap();
+    assert_no_bytes_left(&p.server);
+    drop((held, unsealed));
+}
+
+#[test]
+fn creates_past_capacity_evict_and_fail_with_store_full_when_all_is_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = params(dir.path(), "8MiB");
+    // No fallback files: a create the segment cannot hold fails.
+    params.insert(
+        "fallback_directory".into(),
+        dir.path().join("missing").to_str().unwrap().into(),
+    );
+    let settings = PlasmaSettings::from_params(&params).unwrap();
+    let server = Server::start(settings, RunnerCallbacks::none()).unwrap();
+    let runner = PlasmaRunner::attach(server.clone());
+    let c = PlasmaClient::from_config(&params).unwrap();
+    let size = 512 << 10;
+    let n = 3 * runner.total_memory_size() as usize / size;
+    let ids: Vec<ObjectId> = (0..n).map(|_| ObjectId::random()).collect();
+    for id in &ids {
+        put(&c, id, &vec![1u8; size], b"");
+        audit(&server);
+    }
+    assert_eq!(runner.fallback_allocated(), 0);
+    assert!(!c.contains(&ids[0]).unwrap(), "the oldest was evicted");
+    assert!(c.contains(&ids[n - 1]).unwrap());
+    // Pin everything left, then fill the segment with objects held by their creator.
+    let present: Vec<ObjectId> = ids
+        .iter()
+        .copied()
+        .filter(|id| c.contains(id).unwrap())
+        .collect();
+    let pins = c.get(&present, 0).unwrap();
+    assert!(pins.iter().all(Option::is_some));
+    let mut more = Vec::new();
+    let err = loop {
+        let id = ObjectId::random();
+        match c.try_create_immediately(
+            &id,
+            &owner(),
+            size as u64,
+            b"",
+            ObjectSource::CreatedByWorker,
+        ) {
+            Ok(b) => {
+                c.seal(&id).unwrap();
+                more.push((id, b));
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code, StatusCode::ObjectStoreFull, "{err}");
+    assert!(
+        present.iter().all(|id| c.contains(id).unwrap()),
+        "a pinned object was evicted"
+    );
+    let a = audit(&server);
+    assert_eq!(a.evictable, 0);
+    assert_eq!(runner.fallback_allocated(), 0);
+    // Released and deleted, every byte comes back.
+    let mut all = present;
+    all.extend(more.iter().map(|(id, _)| *id));
+    drop((pins, more));
+    c.delete(&all).unwrap();
+    wait_until("the deletes", || audit(&server).objects == 0);
+    assert_no_bytes_left(&server);
+}

@@ -1,6 +1,8 @@
 //! The plasma store server: a node-local store with Plasma's semantics that speaks Ray's plasma
-//! protocol on a Unix socket, built on a GISMO store (allocator and directory) in a private
-//! region. [`PlasmaRunner`] is the plugin's runner; it owns a [`Server`] once started.
+//! protocol on a Unix socket, built on a GISMO store's heap allocator in a private region (the
+//! object table in [`state`] is the only record of object state; each object in the segment owns
+//! a raw heap block, freed with it). [`PlasmaRunner`] is the plugin's runner; it owns a
+//! [`Server`] once started.
 //!
 //! # Threads
 //!
@@ -26,6 +28,7 @@ use crate::interface::{ObjectStoreRunner, RunnerCallbacks, Status, StatusCode};
 use gismo_core::store::ObjectId;
 
 pub use settings::{PlasmaSettings, PLASMA_KEYS};
+pub use state::MemoryAudit;
 use state::{Effects, State};
 
 /// The running store: its state, the raylet's callbacks, and its threads.
@@ -200,6 +203,15 @@ impl Server {
 
     pub fn debug_string(&self) -> String {
         self.lock().debug_string()
+    }
+
+    /// Checks the object table against itself and against the segment's allocator (see
+    /// [`MemoryAudit`]).
+    ///
+    /// # Errors
+    /// The first disagreement, described.
+    pub fn audit(&self) -> Result<MemoryAudit, String> {
+        self.lock().audit()
     }
 }
 

@@ -20,7 +20,7 @@ pub const MAIN_SEGMENT_ID: i64 = 1;
 /// Makes the main segment: a region of `settings.memory` bytes in `plasma_directory` (a file
 /// created and unlinked at once, as Ray's `plasma_allocator` does, so nothing is left behind
 /// after a crash), hugetlbfs when `huge_pages`, or a memfd; formatted as a GISMO store whose
-/// allocator and directory the plasma store uses.
+/// allocator (alone: [`Store::alloc_block`]) the plasma store uses.
 ///
 /// # Errors
 /// `IOError` naming the directory (missing, full, no huge pages, …).
@@ -48,7 +48,7 @@ pub fn main_segment(settings: &PlasmaSettings) -> Result<Arc<Store>, Status> {
         };
         (spec, Some(path))
     };
-    let opts = format_options(settings.memory);
+    let opts = format_options();
     let size = region_size(settings.memory, &opts).ok_or_else(|| {
         io(format!(
             "object_store_memory {} is too small",
@@ -65,14 +65,14 @@ pub fn main_segment(settings: &PlasmaSettings) -> Result<Arc<Store>, Status> {
     Store::format(region, &opts).map_err(|e| io(e.to_string()))
 }
 
-/// The GISMO geometry for a plasma segment: one registered client (the store itself, holding
-/// one reference per object), one host, and a directory for one object per 8 KiB of memory.
-fn format_options(memory: u64) -> FormatOptions {
-    let objects = (memory / 8192).clamp(1024, 1 << 24).next_power_of_two();
+/// The GISMO geometry for a plasma segment: the plasma store uses its heap only (raw blocks,
+/// recorded in the plasma store's own object table), so every other table has the smallest size
+/// the format allows — no client registers and no object enters the directory.
+fn format_options() -> FormatOptions {
     FormatOptions {
-        dir_capacity: Some(objects),
-        max_clients: 4,
-        refs_per_client: objects as u32,
+        dir_capacity: Some(64),
+        max_clients: 1,
+        refs_per_client: 16,
         max_hosts: 1,
         node_capacity: 16,
         ring_capacity: 16,

@@ -6,6 +6,14 @@
 //! repeated gets are counted by the client itself and released with one message), so
 //! `refcount == 1` for a sealed object means one holder — the raylet's pin — and the object is a
 //! spillable primary copy.
+//!
+//! # One record of each object
+//!
+//! The object table here is the only record of an object's state (id, sizes, seal state,
+//! holders, eviction order). The main segment is a GISMO heap used through its allocator alone:
+//! an object in it owns a [`HeapBlock`], which the table entry holds and which frees itself when
+//! the entry goes, so the allocator's used bytes are always the sum of the table's blocks and no
+//! second table (GISMO's directory) can disagree with this one.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -13,9 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::interface::{ObjectInfo, Status, StatusCode};
 use crate::protocol::{CreateRequest, ObjectSpec, PlasmaError};
-use gismo_core::store::{
-    Client, CreateInfo, ObjectId, ObjectSource, OwnerAddress, Store, StoreError,
-};
+use gismo_core::store::{HeapBlock, ObjectId, OwnerAddress, Store, StoreError};
 
 use super::segments::{FallbackSegment, MAIN_SEGMENT_ID};
 
@@ -23,8 +29,8 @@ pub type ClientId = u64;
 
 /// Where an object's bytes are.
 pub enum Place {
-    /// In the main segment, at this offset from its start.
-    Main(u64),
+    /// In the main segment: this block of its heap (freed when the object is dropped).
+    Main(HeapBlock),
     Fallback(Arc<FallbackSegment>),
 }
 
@@ -99,8 +105,24 @@ pub struct Counters {
     pub evicted_bytes: u64,
 }
 
+/// What the object table and the allocator say about memory ([`State::audit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryAudit {
+    pub objects: usize,
+    /// Objects in the main segment (each owns one heap block).
+    pub main_objects: usize,
+    /// Bytes the table's heap blocks reserve.
+    pub table_bytes: u64,
+    /// The allocator's used bytes and allocation count.
+    pub allocator_bytes: u64,
+    pub allocator_allocations: u64,
+    /// Sealed, unreferenced objects (the eviction order's length).
+    pub evictable: usize,
+    pub clients: usize,
+    pub queued_creates: usize,
+}
+
 pub struct State {
-    gismo: Client,
     store: Arc<Store>,
     main_fd: i32,
     capacity: u64,
@@ -132,16 +154,14 @@ fn owner_of(req: &CreateRequest) -> OwnerAddress {
 
 impl State {
     /// # Errors
-    /// `IOError` if the segment's store cannot register the store's own client.
+    /// `IOError` if the segment has no descriptor to pass to clients.
     pub fn new(store: Arc<Store>) -> Result<State, Status> {
-        let gismo = store.connect("plasma-store")?;
         let main_fd = store
             .region()
             .raw_fd()
             .ok_or_else(|| Status::new(StatusCode::IOError, "plasma segment has no descriptor"))?;
         let capacity = store.stats().heap_bytes;
         Ok(State {
-            gismo,
             store,
             main_fd,
             capacity,
@@ -176,7 +196,7 @@ impl State {
     /// The spec and segment of an object.
     pub fn spec_of(&self, o: &Object) -> (ObjectSpec, SegmentRef) {
         let (offset, seg, fallback) = match &o.place {
-            Place::Main(off) => (*off, self.main_segment(), false),
+            Place::Main(block) => (block.offset(), self.main_segment(), false),
             Place::Fallback(f) => (
                 0,
                 SegmentRef {
@@ -255,7 +275,8 @@ impl State {
         Ok(())
     }
 
-    /// Frees an object's memory and forgets it; reports the deletion of a sealed one.
+    /// Forgets an object, which frees its memory (its heap block or fallback segment goes with
+    /// it); reports the deletion of a sealed one.
     fn remove(&mut self, id: &ObjectId, fx: &mut Effects) {
         let Some(o) = self.objects.remove(id) else {
             return;
@@ -271,20 +292,13 @@ impl State {
             self.counters.unsealed_bytes -= size;
         }
         match o.place {
-            Place::Main(_) => {
-                self.counters.main_bytes -= size;
-                if o.sealed {
-                    let _ = self.gismo.release(id);
-                    let _ = self.gismo.delete(id);
-                } else {
-                    let _ = self.gismo.abort(id);
-                }
-            }
+            Place::Main(_) => self.counters.main_bytes -= size,
             Place::Fallback(_) => self.counters.fallback_bytes -= size,
         }
         if o.sealed {
             fx.deleted.push(*id);
         }
+        // `o` (and with it the block or the segment) is dropped here.
     }
 
     /// Evicts unreferenced sealed objects, oldest first, until `need` bytes (and at least a
@@ -310,28 +324,21 @@ impl State {
     // ---- create --------------------------------------------------------------------------
 
     /// Allocates in the main segment, evicting between tries (Plasma tries up to 11 times).
-    fn allocate_main(&mut self, req: &CreateRequest, fx: &mut Effects) -> Result<u64, PlasmaError> {
-        let metadata = vec![0u8; req.metadata_size as usize];
-        let info = CreateInfo {
-            owner: owner_of(req),
-            source: ObjectSource::from_u8(req.source as u8),
-            is_mutable: req.is_mutable,
-        };
+    fn allocate_main(
+        &mut self,
+        req: &CreateRequest,
+        fx: &mut Effects,
+    ) -> Result<HeapBlock, PlasmaError> {
+        // No overflow: `create` refuses sizes whose sum does not fit.
+        let size = req.data_size + req.metadata_size;
         for _ in 0..11 {
-            match self
-                .gismo
-                .create_raw(&req.object_id, req.data_size, &metadata, &info)
-            {
-                Ok(loc) => {
-                    let base = self.store.region().as_ptr() as usize;
-                    return Ok((loc.ptr as usize - base) as u64);
-                }
-                Err(StoreError::StoreFull { .. } | StoreError::DirectoryFull { .. }) => {
-                    if self.evict(req.data_size + req.metadata_size, fx) == 0 {
+            match self.store.alloc_block(size) {
+                Ok(block) => return Ok(block),
+                Err(StoreError::StoreFull { .. }) => {
+                    if self.evict(size, fx) == 0 {
                         return Err(PlasmaError::OutOfMemory);
                     }
                 }
-                Err(StoreError::ObjectExists(_)) => return Err(PlasmaError::ObjectExists),
                 Err(_) => return Err(PlasmaError::UnexpectedError),
             }
         }
@@ -402,6 +409,9 @@ impl State {
         fallback_dir: &std::path::Path,
         fx: &mut Effects,
     ) -> CreateOutcome {
+        if req.data_size.checked_add(req.metadata_size).is_none() {
+            return CreateOutcome::Failed(PlasmaError::OutOfMemory);
+        }
         if self.objects.contains_key(&req.object_id)
             || self
                 .pending
@@ -412,14 +422,14 @@ impl State {
         }
         if req.try_immediately {
             return match self.allocate_main(&req, fx) {
-                Ok(off) => self.insert(client, &req, Place::Main(off)),
+                Ok(block) => self.insert(client, &req, Place::Main(block)),
                 Err(PlasmaError::OutOfMemory) => self.fallback(client, &req, fallback_dir),
                 Err(e) => CreateOutcome::Failed(e),
             };
         }
         if self.queue.is_empty() {
             match self.allocate_main(&req, fx) {
-                Ok(off) => return self.insert(client, &req, Place::Main(off)),
+                Ok(block) => return self.insert(client, &req, Place::Main(block)),
                 Err(PlasmaError::OutOfMemory) => {}
                 Err(e) => return CreateOutcome::Failed(e),
             }
@@ -461,7 +471,7 @@ impl State {
         }
         let req = self.pending[&rid].request.clone();
         let outcome = match self.allocate_main(&req, fx) {
-            Ok(off) => self.insert(client, &req, Place::Main(off)),
+            Ok(block) => self.insert(client, &req, Place::Main(block)),
             Err(PlasmaError::OutOfMemory) => {
                 fx.full = true;
                 let p = self.pending.get_mut(&rid).expect("checked above");
@@ -496,10 +506,6 @@ impl State {
         };
         if o.sealed {
             return PlasmaError::ObjectSealed;
-        }
-        // The segment's own seal first: on failure nothing here has changed.
-        if matches!(o.place, Place::Main(_)) && self.gismo.seal(id).is_err() {
-            return PlasmaError::UnexpectedError;
         }
         o.sealed = true;
         let size = o.size();
@@ -636,6 +642,105 @@ impl State {
         )
     }
 
+    /// Checks the table against itself (counters, holders, eviction order, queue) and against
+    /// the allocator (which must hold exactly the table's blocks), and says what it found.
+    ///
+    /// # Errors
+    /// The first disagreement, described.
+    pub fn audit(&self) -> Result<MemoryAudit, String> {
+        let mut sums = Counters::default();
+        let mut table_bytes = 0;
+        let mut main_objects = 0;
+        for (id, o) in &self.objects {
+            let size = o.size();
+            match &o.place {
+                Place::Main(b) => {
+                    main_objects += 1;
+                    table_bytes += b.capacity();
+                    sums.main_bytes += size;
+                    if b.size() != size.max(1) {
+                        return Err(format!("{id}: block of {} for {size} bytes", b.size()));
+                    }
+                }
+                Place::Fallback(_) => sums.fallback_bytes += size,
+            }
+            if !o.sealed {
+                sums.unsealed_bytes += size;
+            } else if o.refcount > 0 {
+                sums.pinned_bytes += size;
+            }
+            let holders = self
+                .clients
+                .values()
+                .filter(|r| r.held.contains(id))
+                .count();
+            if holders != o.refcount as usize {
+                return Err(format!(
+                    "{id}: refcount {} but {holders} holders",
+                    o.refcount
+                ));
+            }
+            let evictable = o.sealed && o.refcount == 0;
+            let listed = o.lru.is_some_and(|t| self.lru.get(&t) == Some(id));
+            if evictable != listed || (o.lru.is_some() && !listed) {
+                return Err(format!(
+                    "{id}: sealed {} refcount {} but lru {:?}",
+                    o.sealed, o.refcount, o.lru
+                ));
+            }
+        }
+        let c = &self.counters;
+        for (name, counted, summed) in [
+            ("main", c.main_bytes, sums.main_bytes),
+            ("fallback", c.fallback_bytes, sums.fallback_bytes),
+            ("unsealed", c.unsealed_bytes, sums.unsealed_bytes),
+            ("pinned", c.pinned_bytes, sums.pinned_bytes),
+        ] {
+            if counted != summed {
+                return Err(format!(
+                    "{name} bytes counted {counted}, objects sum to {summed}"
+                ));
+            }
+        }
+        if self.lru.len() != self.objects.values().filter(|o| o.lru.is_some()).count() {
+            return Err(format!("{} lru entries name no object", self.lru.len()));
+        }
+        for (client, refs) in &self.clients {
+            if let Some(id) = refs.held.iter().find(|id| !self.objects.contains_key(id)) {
+                return Err(format!("client {client} holds {id}, which is gone"));
+            }
+        }
+        if self.queue.len() != self.pending.len()
+            || !self.queue.iter().all(|r| self.pending.contains_key(r))
+        {
+            return Err("the create queue and the pending creates differ".into());
+        }
+        let stats = self.store.stats();
+        if stats.used_bytes != table_bytes || self.store.raw_bytes() != table_bytes {
+            return Err(format!(
+                "the allocator holds {} bytes ({} in raw blocks), the table's blocks {table_bytes}",
+                stats.used_bytes,
+                self.store.raw_bytes()
+            ));
+        }
+        if stats.allocations != main_objects as u64 {
+            return Err(format!(
+                "the allocator holds {} blocks, the table {main_objects}",
+                stats.allocations
+            ));
+        }
+        Ok(MemoryAudit {
+            objects: self.objects.len(),
+            main_objects,
+            table_bytes,
+            allocator_bytes: stats.used_bytes,
+            allocator_allocations: stats.allocations,
+            evictable: self.lru.len(),
+            clients: self.clients.len(),
+            queued_creates: self.queue.len(),
+        })
+    }
+
     pub fn debug_string(&self) -> String {
         let c = &self.counters;
         let sealed = self.objects.values().filter(|o| o.sealed).count();
@@ -659,5 +764,247 @@ impl State {
             c.evicted_objects,
             c.evicted_bytes
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::segments::main_segment;
+    use crate::store::settings::PlasmaSettings;
+    use std::path::{Path, PathBuf};
+
+    fn state(memory: u64) -> State {
+        let settings = PlasmaSettings {
+            memory,
+            plasma_directory: "memfd".into(),
+            ..PlasmaSettings::default()
+        };
+        State::new(main_segment(&settings).unwrap()).unwrap()
+    }
+
+    /// A fallback directory that does not exist: a create that does not fit the segment fails
+    /// with `OutOfMemory` instead of going to a file.
+    fn no_fallback() -> PathBuf {
+        PathBuf::from("/nonexistent/gismo-plasma-test")
+    }
+
+    fn request(n: u64, data_size: u64) -> CreateRequest {
+        CreateRequest {
+            object_id: ObjectId::from_u64(n),
+            data_size,
+            metadata_size: 3,
+            try_immediately: true,
+            ..CreateRequest::default()
+        }
+    }
+
+    fn create(st: &mut State, client: ClientId, n: u64, size: u64, dir: &Path) -> CreateOutcome {
+        st.create(client, request(n, size), dir, &mut Effects::default())
+    }
+
+    fn created(st: &mut State, client: ClientId, n: u64, size: u64) -> ObjectSpec {
+        match create(st, client, n, size, &no_fallback()) {
+            CreateOutcome::Done(spec, _) => spec,
+            CreateOutcome::Retry(_) => panic!("create {n} queued"),
+            CreateOutcome::Failed(e) => panic!("create {n}: {e:?}"),
+        }
+    }
+
+    fn audit(st: &State) -> MemoryAudit {
+        st.audit()
+            .unwrap_or_else(|e| panic!("table and allocator disagree: {e}"))
+    }
+
+    fn assert_empty(st: &State) {
+        let a = audit(st);
+        assert_eq!(a.objects, 0, "{a:?}");
+        assert_eq!(a.table_bytes, 0, "{a:?}");
+        assert_eq!(a.allocator_bytes, 0, "{a:?}");
+        assert_eq!(a.allocator_allocations, 0, "{a:?}");
+        assert_eq!(st.store.raw_bytes(), 0);
+        let c = st.counters;
+        assert_eq!(
+            (
+                c.main_bytes,
+                c.unsealed_bytes,
+                c.pinned_bytes,
+                c.fallback_bytes
+            ),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(st.available(), st.capacity());
+    }
+
+    #[test]
+    fn a_fresh_store_is_empty() {
+        let st = state(4 << 20);
+        assert!(st.capacity() >= 4 << 20);
+        assert_empty(&st);
+    }
+
+    /// Creates, seals, gets, releases, aborts, deletes (now and pending) and evicts many
+    /// objects, checking table and allocator after every step; two clients then disconnect, one
+    /// holding references and one with unsealed objects; deleting what is left brings every
+    /// byte back.
+    #[test]
+    fn every_byte_comes_back() {
+        let mut st = state(4 << 20);
+        let (c1, c2) = (1, 2);
+        st.add_client(c1);
+        st.add_client(c2);
+        let sizes = [0u64, 100, 5000, 20_000, 300_000];
+        let mut fx = Effects::default();
+        for i in 0..500u64 {
+            let id = ObjectId::from_u64(i);
+            let size = sizes[(i / 5) as usize % sizes.len()];
+            let spec = created(&mut st, c1, i, size);
+            assert_eq!(spec.data_size, size);
+            assert!(!spec.fallback_allocated);
+            audit(&st);
+            // Held objects only early on, so that later creates must evict to fit.
+            let early = i < 100;
+            match i % 5 {
+                0 => {
+                    assert_eq!(st.seal(&id, &mut fx), PlasmaError::Ok);
+                    assert_eq!(st.release(c1, &id, &mut fx), Some(false));
+                }
+                1 => {
+                    assert_eq!(st.seal(&id, &mut fx), PlasmaError::Ok);
+                    assert_eq!(st.seal(&id, &mut fx), PlasmaError::ObjectSealed);
+                    assert_eq!(st.release(c1, &id, &mut fx), Some(false));
+                    if early {
+                        assert!(st.get(c2, &[id], &mut fx)[0].is_some());
+                    }
+                }
+                2 => {
+                    assert_eq!(st.abort(c2, &id, &mut fx), PlasmaError::ObjectInUse);
+                    assert_eq!(st.abort(c1, &id, &mut fx), PlasmaError::Ok);
+                    assert!(!st.contains(&id));
+                }
+                3 => {
+                    assert_eq!(st.seal(&id, &mut fx), PlasmaError::Ok);
+                    assert_eq!(st.delete(&id, &mut fx), PlasmaError::ObjectInUse);
+                    assert!(st.contains(&id));
+                    assert_eq!(st.release(c1, &id, &mut fx), Some(false));
+                    assert!(!st.contains(&id), "a pending delete happens at the release");
+                }
+                _ => {
+                    if !early {
+                        assert_eq!(st.seal(&id, &mut fx), PlasmaError::Ok);
+                        assert_eq!(st.release(c1, &id, &mut fx), Some(false));
+                        assert_eq!(st.delete(&id, &mut fx), PlasmaError::Ok);
+                    }
+                }
+            }
+            audit(&st);
+        }
+        assert!(st.counters.evicted_objects > 0, "nothing was evicted");
+        let a = audit(&st);
+        assert!(a.table_bytes <= st.capacity());
+        assert!(st.counters.pinned_bytes > 0 && st.counters.unsealed_bytes > 0);
+        // c2 goes away holding references, c1 with unsealed objects of its own.
+        st.disconnect(c2, &mut fx);
+        assert_eq!(st.counters.pinned_bytes, 0);
+        audit(&st);
+        st.disconnect(c1, &mut fx);
+        assert_eq!(st.counters.unsealed_bytes, 0);
+        let a = audit(&st);
+        assert_eq!(a.clients, 0);
+        assert_eq!(
+            a.evictable, a.objects,
+            "all that is left is sealed and unused"
+        );
+        let left: Vec<ObjectId> = st.objects.keys().copied().collect();
+        for id in &left {
+            assert_eq!(st.delete(id, &mut fx), PlasmaError::Ok);
+        }
+        assert_empty(&st);
+        // And the space is free again: a create of most of the capacity fits (emptied
+        // small-object chunks may keep a few pages until the allocator retires them).
+        st.add_client(3);
+        let nearly_all = st.capacity() - (1 << 20);
+        created(&mut st, 3, 1000, nearly_all);
+        st.disconnect(3, &mut fx);
+        assert_empty(&st);
+    }
+
+    /// Creates past the capacity evict unreferenced sealed objects, oldest first; once
+    /// everything is referenced, a create fails with `OutOfMemory` and evicts nothing.
+    #[test]
+    fn creates_evict_the_unreferenced_and_fail_when_all_is_pinned() {
+        let mut st = state(4 << 20);
+        let (c1, c2) = (1, 2);
+        st.add_client(c1);
+        st.add_client(c2);
+        let size = 256 << 10;
+        let n = 3 * st.capacity() / size;
+        let mut deleted = Vec::new();
+        for i in 0..n {
+            let id = ObjectId::from_u64(i);
+            let mut fx = Effects::default();
+            let spec = match st.create(c1, request(i, size), &no_fallback(), &mut fx) {
+                CreateOutcome::Done(spec, _) => spec,
+                _ => panic!("create {i} did not fit after evicting"),
+            };
+            assert!(!spec.fallback_allocated);
+            deleted.append(&mut fx.deleted);
+            assert_eq!(st.seal(&id, &mut fx), PlasmaError::Ok);
+            assert_eq!(st.release(c1, &id, &mut fx), Some(false));
+            audit(&st);
+        }
+        let evicted = st.counters.evicted_objects;
+        assert!(evicted > 0);
+        assert_eq!(deleted.len() as u64, evicted, "each eviction is reported");
+        // Oldest first: the evicted ones are a prefix of the creates.
+        let mut sorted = deleted.clone();
+        sorted.sort_by_key(|id| (0..n).position(|i| ObjectId::from_u64(i) == *id));
+        assert_eq!(sorted, deleted);
+        assert_eq!(deleted[0], ObjectId::from_u64(0));
+        // Pin everything that is left, then fill the rest with objects held by their creator.
+        let present: Vec<ObjectId> = st.objects.keys().copied().collect();
+        let mut fx = Effects::default();
+        assert!(st.get(c2, &present, &mut fx).iter().all(Option::is_some));
+        let mut next = n;
+        let err = loop {
+            match create(&mut st, c1, next, size, &no_fallback()) {
+                CreateOutcome::Done(..) => {
+                    assert_eq!(st.seal(&ObjectId::from_u64(next), &mut fx), PlasmaError::Ok);
+                    next += 1;
+                }
+                CreateOutcome::Failed(e) => break e,
+                CreateOutcome::Retry(_) => panic!("try_immediately queued"),
+            }
+        };
+        assert_eq!(err, PlasmaError::OutOfMemory);
+        assert_eq!(
+            st.counters.evicted_objects, evicted,
+            "nothing pinned was evicted"
+        );
+        let a = audit(&st);
+        assert_eq!(a.evictable, 0);
+        let block = gismo_core::store::allocator::capacity_for(size + 3);
+        assert!(
+            st.capacity() - a.allocator_bytes < 2 * block,
+            "the heap was not full: {a:?}"
+        );
+        // A queued create (not try_immediately) waits instead, and asks for spilling.
+        let mut fx = Effects::default();
+        let mut queued = request(next + 1, size);
+        queued.try_immediately = false;
+        assert!(matches!(
+            st.create(c1, queued, &no_fallback(), &mut fx),
+            CreateOutcome::Retry(_)
+        ));
+        assert!(fx.full && fx.spill);
+        audit(&st);
+        // Everyone goes: every byte comes back.
+        st.disconnect(c1, &mut fx);
+        st.disconnect(c2, &mut fx);
+        let left: Vec<ObjectId> = st.objects.keys().copied().collect();
+        for id in &left {
+            assert_eq!(st.delete(id, &mut fx), PlasmaError::Ok);
+        }
+        assert_empty(&st);
     }
 }
