@@ -183,39 +183,68 @@ impl Store {
                 continue;
             }
             crate::crash_point!("connect.claimed");
-            self.ref_table(i).clear();
+            // Every write below goes to an entry we hold only while it is still `connecting`: a
+            // connector paused here for longer than the stale-connect timeout (see
+            // `reclaim_stale_connecting`) finds the entry reclaimed, maybe taken by the next
+            // client, and must not touch it. So each group of writes is preceded by a fresh
+            // check (the window that remains is the one every guarded write has:
+            // `docs/store.md`, "Pauses and fencing").
+            // Acquire: pairs with the Release CAS of a reclaimer or of the next claimer.
+            let still_ours = || e.word.load(Ordering::Acquire) == connecting.pack();
+            if !still_ours() {
+                continue;
+            }
+            // A previous occupant leaves its table clear (disconnect and the reaper clear it
+            // before the entry goes FREE); a region written by an older build may not have.
+            if !self.ref_table(i).is_clear() {
+                self.ref_table(i).clear();
+            }
             crate::crash_point!("connect.table_cleared");
             // A previous occupant killed inside an operation may have left it odd.
             let seq = e.op_seq.load(Ordering::Relaxed);
-            e.op_seq.store(seq.wrapping_add(seq % 2), Ordering::Relaxed);
+            if seq % 2 == 1 {
+                if !still_ours() {
+                    continue;
+                }
+                e.op_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+            }
             // SeqCst: pairs with the SeqCst load in `refcount` (see there).
             self.control()
                 .clients_hwm
                 .fetch_max(i as u64 + 1, Ordering::SeqCst);
-            e.pid.store(u64::from(pid), Ordering::Relaxed);
-            e.start_time
-                .store(process_start_time(pid).unwrap_or(0), Ordering::Relaxed);
-            e.host_hash.store(host.liveness_hash(), Ordering::Relaxed);
-            // Never a silent fallback to another host's ring (core review M7).
+            // Never a silent fallback to another host's ring (core review M7). Chosen before the
+            // identity is written, so that the writes below follow one fresh check.
             let Some(host_index) = crate::store::events::host_index_reclaiming(
                 self.hosts(),
                 host.hash(),
                 &host.name,
                 |id| self.host_in_use(id),
             ) else {
-                // Give the entry back as disconnect would: nothing was taken yet.
-                self.ref_table(i).clear();
+                // Give the entry back: nothing was taken yet. A CAS: if it was reclaimed
+                // meanwhile, it is not ours to free.
                 let free = EntryWord {
                     status: status::FREE,
-                    ..claimed
+                    ..connecting
                 };
-                // Release: as in `disconnect_inner`.
-                e.word.store(free.pack(), Ordering::Release);
+                // Release: pairs with the next claimer's Acquire.
+                let _ = e.word.compare_exchange(
+                    connecting.pack(),
+                    free.pack(),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
                 return Err(StoreError::HostTableFull {
                     capacity: self.hosts().len(),
                 });
             };
             let host_index = host_index as u32;
+            if !still_ours() {
+                continue;
+            }
+            e.pid.store(u64::from(pid), Ordering::Relaxed);
+            e.start_time
+                .store(process_start_time(pid).unwrap_or(0), Ordering::Relaxed);
+            e.host_hash.store(host.liveness_hash(), Ordering::Relaxed);
             e.host_index.store(u64::from(host_index), Ordering::Relaxed);
             e.intent.store(intent::NONE, Ordering::Relaxed);
             e.attached_ms.store(unix_ms(), Ordering::Relaxed);

@@ -629,9 +629,10 @@ impl Store {
     }
 
     /// Reclaims client entries left `CONNECTING` by a connector that died inside `connect`:
-    /// one seen with the same word, by this process, for longer than `lease_ms` (a connect takes
-    /// microseconds). Its fields cannot tell (they may be the previous occupant's), so time does;
-    /// a connector that was only paused that long finds its entry taken and connects again.
+    /// one seen with the same word, by this process, for longer than `lease_ms` plus the
+    /// quarantine grace (a connect takes microseconds). Its fields cannot tell (they may be the
+    /// previous occupant's), so time does; a connector that was only paused that long finds its
+    /// entry taken at its next check, writes nothing more to it, and connects again elsewhere.
     fn reclaim_stale_connecting(&self, lease_ms: u64) {
         let Ok(mut seen) = self.connecting_seen().0.lock() else {
             return;
@@ -648,7 +649,11 @@ impl Store {
                 Some(&(word, t)) if word == raw => t,
                 _ => Instant::now(),
             };
-            if first.elapsed().as_millis() > u128::from(lease_ms) {
+            // A lease and then the quarantine grace, as for a client dead by lease: a
+            // connector that was only paused gets as long to notice (its next check before a
+            // write) as a paused client gets before what it holds is reused.
+            let stale = std::time::Duration::from_millis(lease_ms) + quarantine_grace(lease_ms);
+            if first.elapsed() > stale {
                 let free = EntryWord {
                     status: status::FREE,
                     ..EntryWord::unpack(raw)
