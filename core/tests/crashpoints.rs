@@ -788,3 +788,45 @@ fn a_finisher_paused_after_its_claim_never_frees_the_next_objects_block() {
     me.disconnect();
     assert_eq!(store.stats().used_bytes, 0);
 }
+
+/// A deferred delete whose last holder dies, and whose holder's reaper dies right after erasing
+/// its references (the list of objects they named dies with it): the next maintenance pass
+/// runs the delete, and nothing is left allocated.
+#[test]
+fn a_deferred_delete_whose_holders_reaper_died_is_still_run() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use std::os::unix::process::ExitStatusExt;
+    let (store, fd) = pause_store("deferred-orphan");
+    let me = store.connect("holder").unwrap();
+    put(&me, 1, 3000);
+    let mut v = spawn_child(fd, "victim", &[]);
+    let mut out = std::io::BufReader::new(v.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("READY") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
+    }
+    // Deferred: the victim holds it.
+    me.delete(&ObjectId::from_u64(1)).unwrap();
+    assert!(store.lookup_summary(&ObjectId::from_u64(1)).is_some());
+    v.kill().unwrap();
+    v.wait().unwrap();
+    let m = run_child(
+        fd,
+        "maintainer",
+        &[("GISMO_CRASHPOINT", "reap.references_cleared")],
+    );
+    assert_eq!(m.signal(), Some(libc::SIGKILL), "the maintainer: {m}");
+    me.reap_dead(60_000).unwrap();
+    assert!(
+        store.lookup_summary(&ObjectId::from_u64(1)).is_none(),
+        "the deferred delete was never run"
+    );
+    me.disconnect();
+    assert_eq!(store.stats().used_bytes, 0);
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}

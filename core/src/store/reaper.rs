@@ -735,7 +735,8 @@ impl Store {
 
     /// Decides deletes whose owner is no longer an active client (it died, or a reaper died while
     /// acting for it), as maintainer `m` (see [`resume_delete`]): finished, or restored when the
-    /// object is still referenced. Returns how many were finished.
+    /// object is still referenced; and runs deferred deletes (`DELETE_PENDING`) of objects no
+    /// longer referenced. Returns how many were finished.
     pub fn finish_orphaned_deletes(&self, m: &Maintenance<'_>) -> u64 {
         let dir = self.directory();
         let mut finished = 0;
@@ -744,6 +745,22 @@ impl Store {
                 break;
             }
             let w = slot.load_word();
+            // A deferred delete whose last reference went without anyone running it: the
+            // holder's reaper died between erasing the references and deleting (the list of
+            // what they named went with it). A delete like any other: whoever wins the CAS to
+            // DELETING runs the reference check, so a live releaser racing us is harmless.
+            if w.state == state::SEALED
+                && w.flags & flags::DELETE_PENDING != 0
+                && self.refcount(i, w.gen) == 0
+            {
+                let deleting = begin_delete(slot, w, m.tag(), || self.refcount(i, w.gen));
+                if let Some(deleting) = deleting {
+                    if self.complete_delete(i, deleting).is_ok() {
+                        finished += 1;
+                    }
+                }
+                continue;
+            }
             if w.state != state::DELETING {
                 continue;
             }
