@@ -980,10 +980,36 @@ impl Client {
     /// `ObjectNotFound` if this client holds no reference to it.
     pub fn release(&self, id: &ObjectId) -> Result<()> {
         self.check_alive()?;
-        let (index, w) = self.find(id)?;
-        self.drop_ref(index, w.gen)
+        let held = self
+            .store
+            .directory()
+            .lookup(id)
+            .filter(|&(i, w)| self.store.ref_table(self.index).count(i as u32, w.gen) > 0);
+        // The lookup gives up on a slot whose word keeps changing (deletes marking it, eviction
+        // probes) and would leak our reference (core review L8): what we hold is in our own
+        // table, and a referenced object keeps its slot and key.
+        let (index, gen) = match held {
+            Some((i, w)) => (i, w.gen),
+            None => self.held_slot(id).ok_or(StoreError::ObjectNotFound(*id))?,
+        };
+        self.drop_ref(index, gen)
             .map(|_| ())
             .ok_or(StoreError::ObjectNotFound(*id))
+    }
+
+    /// The slot and generation of `id` if this client holds a reference to it, from its own
+    /// reference table (bounded by the table's size, whatever the directory does meanwhile).
+    fn held_slot(&self, id: &ObjectId) -> Option<(usize, u32)> {
+        let dir = self.store.directory();
+        self.store
+            .ref_table(self.index)
+            .held()
+            .into_iter()
+            .filter(|&(slot, _, _)| (slot as usize) < dir.capacity())
+            .find_map(|(slot, g16, _)| {
+                let w = self.store.entry_names_slot(slot as usize, g16)?;
+                (dir.slot(slot as usize).read_id_raw() == *id).then_some((slot as usize, w.gen))
+            })
     }
 
     /// Whether `id` exists and is sealed.
