@@ -830,3 +830,62 @@ fn a_deferred_delete_whose_holders_reaper_died_is_still_run() {
     let report = store.fsck(false);
     assert!(report.is_clean(), "{report:?}");
 }
+
+/// A deleter killed after marking a referenced object `DELETING | SEALED_ORIGIN` (before its
+/// reference check): fsck must count the payload as owned — not report the slot as bad and its
+/// block as leaked — and its repair must not free it while we still read the object.
+#[test]
+fn fsck_keeps_the_payload_of_a_half_done_delete() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use std::os::unix::process::ExitStatusExt;
+    let (store, fd) = pause_store("half-delete-fsck");
+    let me = store.connect("holder").unwrap();
+    put(&me, HALF_DELETED, 3000);
+    let held = me
+        .get(&ObjectId::from_u64(HALF_DELETED), Some(Duration::ZERO))
+        .unwrap()
+        .unwrap();
+    let x = run_child(
+        fd,
+        "half_deleter",
+        &[("GISMO_CRASHPOINT", "delete.deleting")],
+    );
+    assert_eq!(x.signal(), Some(libc::SIGKILL), "the half deleter: {x}");
+    let report = store.fsck(true);
+    assert!(
+        !report.problems.iter().any(|p| matches!(
+            p,
+            gismo_core::store::fsck::Problem::BadSlot { .. }
+                | gismo_core::store::fsck::Problem::LeakedBlock { .. }
+        )),
+        "{report:?}"
+    );
+    for id in 100..120 {
+        let mut b = me
+            .create(
+                &ObjectId::from_u64(id),
+                3000,
+                b"meta",
+                &CreateInfo::default(),
+            )
+            .unwrap();
+        b.data_mut().fill(0xEE);
+        b.seal().unwrap();
+    }
+    assert!(
+        held.data() == &pattern(HALF_DELETED, 3000)[..],
+        "the half-deleted object's block was freed and reused"
+    );
+    drop(held);
+    me.reap_dead(60_000).unwrap();
+    for o in store.list() {
+        me.delete(&o.id).unwrap();
+    }
+    me.disconnect();
+    assert_eq!(store.stats().used_bytes, 0);
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}

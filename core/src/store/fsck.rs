@@ -545,7 +545,20 @@ impl Store {
         if w.state > state::DELETING {
             return Some("unknown state");
         }
-        if w.flags & !(flags::DELETE_PENDING | flags::WAITERS) != 0 {
+        // A delete's own flags only on a DELETING word: there they mark a delete in progress
+        // (its payload is still owned; core review follow-up R1: flagging them made the
+        // orphan collector free the payload of a delete that was still referenced).
+        let known = match w.state {
+            state::DELETING => {
+                flags::DELETE_PENDING
+                    | flags::WAITERS
+                    | flags::SEALED_ORIGIN
+                    | flags::EVICTING
+                    | flags::FINISHING
+            }
+            _ => flags::DELETE_PENDING | flags::WAITERS,
+        };
+        if w.flags & !known != 0 {
             return Some("unknown flag bits");
         }
         if w.state == state::FREE {
