@@ -137,6 +137,13 @@ fn child() {
             let r = c.delete(&ObjectId::from_u64(FINISHED));
             println!("RESULT {r:?}");
         }
+        "creator" => {
+            // Stops right after allocating (crash point); once resumed, it has been reaped (it
+            // runs as another host) and its create must fail without freeing anything.
+            let c = store.connect("late-creator").unwrap();
+            let r = c.create(&ObjectId::from_u64(903), 3000, b"", &CreateInfo::default());
+            println!("RESULT {:?}", r.map(|_| ()));
+        }
         "work" => workload(&store),
         _ => panic!("unknown role {role}"),
     }
@@ -881,6 +888,92 @@ fn fsck_keeps_the_payload_of_a_half_done_delete() {
     );
     drop(held);
     me.reap_dead(60_000).unwrap();
+    for o in store.list() {
+        me.delete(&o.id).unwrap();
+    }
+    me.disconnect();
+    assert_eq!(store.stats().used_bytes, 0);
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// A creator (on another host, judged by lease) paused right after its allocation, before it
+/// records its intent: it is quarantined and reaped, the orphan collector frees its block, and
+/// our objects reuse it. The resumed creator is fenced, and must not free that block (it is
+/// ours now).
+#[test]
+fn a_creator_paused_after_its_allocation_never_frees_a_reused_block() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (store, fd) = pause_store("late-creator");
+    let me = store.connect("holder").unwrap();
+    let stop = [
+        ("GISMO_HOST", "elsewhere"),
+        ("GISMO_CRASHPOINT", "create.allocated"),
+        ("GISMO_CRASHPOINT_ACTION", "stop"),
+    ];
+    let mut late = spawn_child(fd, "creator", &stop);
+    wait_stopped(&mut late);
+    let creator = store
+        .clients()
+        .iter()
+        .find(|c| c.name == "late-creator")
+        .unwrap()
+        .index;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reports = me.reap_dead(50).unwrap();
+        if reports.iter().any(|r| r.client == creator) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The reap collected the unrecorded block (nothing else is allocated).
+    assert_eq!(store.stats().used_bytes, 0, "the orphan was collected");
+    let ours: Vec<u64> = (1..=16).collect();
+    for &id in &ours {
+        put(&me, id, 3000);
+    }
+    let held: Vec<ObjectRef<'_>> = ours
+        .iter()
+        .map(|&id| {
+            me.get(&ObjectId::from_u64(id), Some(Duration::ZERO))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+
+    resume(&late);
+    let out = late.wait_with_output().unwrap();
+    assert!(out.status.success(), "the resumed creator: {}", out.status);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("Fenced"),
+        "the creator is fenced: {printed}"
+    );
+
+    for id in 100..120 {
+        let mut b = me
+            .create(
+                &ObjectId::from_u64(id),
+                3000,
+                b"meta",
+                &CreateInfo::default(),
+            )
+            .unwrap();
+        b.data_mut().fill(0xEE);
+        b.seal().unwrap();
+    }
+    for (r, &id) in held.iter().zip(&ours) {
+        assert!(
+            r.data() == &pattern(id, 3000)[..],
+            "object {id}'s block was freed by the fenced creator and reused"
+        );
+    }
+    drop(held);
     for o in store.list() {
         me.delete(&o.id).unwrap();
     }

@@ -463,9 +463,10 @@ impl Client {
             .map_err(|_| self.full(total))?;
         crate::crash_point!("create.allocated");
         // Fenced while allocating (a pause past the lease): the entry's intent fields are not
-        // ours to write; give the block back.
+        // ours to write, and the block is not ours to free either — once we were reaped, the
+        // orphan collector may have freed it and someone else may hold it now. It is left to
+        // the collector (review follow-up R2: a fenced party never frees).
         if self.fenced() {
-            let _ = self.store.allocator().free(alloc.offset, total.max(1));
             return Err(self.fenced_error());
         }
         // Record the allocation as our intent before anything else can fail, so the reaper can
@@ -507,6 +508,11 @@ impl Client {
             Err(err) => {
                 // Intent first, then the free: dying in between leaks the block (fsck finds it)
                 // instead of letting the reaper free it a second time after someone reused it.
+                // Fenced meanwhile: the reaper took (and freed) our intent, and the entry may be
+                // someone else's; neither is ours to touch (review follow-up R2).
+                if self.fenced() {
+                    return Err(self.fenced_error());
+                }
                 e.intent.store(intent::NONE, Ordering::Release);
                 let _ = self.store.allocator().free(alloc.offset, total.max(1));
                 return Err(match err {
@@ -518,7 +524,11 @@ impl Client {
             }
         };
         crate::crash_point!("create.inserted");
-        // The slot names the allocation now; the intent may go.
+        // The slot names the allocation now; the intent may go. Fenced meanwhile: the entry
+        // may be the next occupant's, whose intent this store would erase (R2).
+        if self.fenced() {
+            return Err(self.fenced_error());
+        }
         e.intent.store(intent::NONE, Ordering::Release);
         crate::crash_point!("create.intent_cleared");
         if let Err(err) = self.add_ref(inserted.index, inserted.word.gen) {
@@ -1095,9 +1105,15 @@ impl Client {
             return; // fenced: the reaper owns our state now
         }
         self.release_all();
+        // Checked again: `release_all` scans the whole directory, and a pause in it long
+        // enough to be reaped means the table may be the next occupant's now (review
+        // follow-up R4). The intent needs no store: no create of ours is in flight, and the
+        // next occupant resets it in `connect`.
+        if self.fenced() {
+            return;
+        }
         self.store.ref_table(self.index).clear();
         let e = self.entry();
-        e.intent.store(intent::NONE, Ordering::Relaxed);
         let free = EntryWord {
             epoch: EntryWord::unpack(self.word).epoch,
             status: status::FREE,

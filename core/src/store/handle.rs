@@ -518,6 +518,12 @@ impl Store {
             return Ok(());
         }
         crate::crash_point!("finish_delete.unnamed");
+        // Once more right before the free: a finisher taken over after the CAS above left an
+        // unnamed block, which the orphan collector frees and someone may own by now. Then it
+        // is not ours to free (review follow-up R2); the slot is the taker's to free too.
+        if slot.load_word() != fin {
+            return Ok(());
+        }
         let freed = match size {
             _ if offset == 0 => Ok(()),
             Some(size) => self
