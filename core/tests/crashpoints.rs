@@ -982,3 +982,85 @@ fn a_creator_paused_after_its_allocation_never_frees_a_reused_block() {
     let report = store.fsck(false);
     assert!(report.is_clean(), "{report:?}");
 }
+
+/// A creator (on another host, judged by lease) paused inside its insert, after claiming a
+/// directory slot and before committing it: it is quarantined and reaped (the slot released,
+/// the block collected), and we create the same id (same home: the same slot). The resumed
+/// creator must not write its commit record or word over our object (review follow-up R5); it
+/// is fenced, and our object is still ours, sealed, with our bytes.
+#[test]
+fn a_creator_paused_inside_its_insert_never_commits_over_the_next_object() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (store, fd) = pause_store("late-inserter");
+    let me = store.connect("holder").unwrap();
+    let stop = [
+        ("GISMO_HOST", "elsewhere"),
+        ("GISMO_CRASHPOINT", "insert.claimed"),
+        ("GISMO_CRASHPOINT_ACTION", "stop"),
+    ];
+    let mut late = spawn_child(fd, "creator", &stop);
+    wait_stopped(&mut late);
+    let creator = store
+        .clients()
+        .iter()
+        .find(|c| c.name == "late-creator")
+        .unwrap()
+        .index;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reports = me.reap_dead(50).unwrap();
+        if reports.iter().any(|r| r.client == creator) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        store.lookup_summary(&ObjectId::from_u64(903)).is_none(),
+        "the uncommitted slot is not an object"
+    );
+    assert_eq!(store.stats().used_bytes, 0, "the block was collected");
+    // The same id: the same home, and the first free slot there is the one released.
+    put(&me, 903, 3000);
+    let held = me
+        .get(&ObjectId::from_u64(903), Some(Duration::ZERO))
+        .unwrap()
+        .unwrap();
+
+    resume(&late);
+    let out = late.wait_with_output().unwrap();
+    assert!(out.status.success(), "the resumed creator: {}", out.status);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("Fenced"),
+        "the creator is fenced: {printed}"
+    );
+
+    let summary = store
+        .lookup_summary(&ObjectId::from_u64(903))
+        .expect("our object is still in the directory");
+    assert_eq!(
+        summary.state,
+        gismo_core::store::directory::state::SEALED,
+        "our object is still sealed: {summary:?}"
+    );
+    assert_eq!(summary.refcount, 1, "{summary:?}");
+    assert!(held.data() == &pattern(903, 3000)[..], "our bytes changed");
+    drop(held);
+    let again = me
+        .get(&ObjectId::from_u64(903), Some(Duration::ZERO))
+        .unwrap()
+        .expect("a get after the resumed insert finds our object");
+    assert!(again.data() == &pattern(903, 3000)[..]);
+    drop(again);
+    for o in store.list() {
+        me.delete(&o.id).unwrap();
+    }
+    me.disconnect();
+    assert_eq!(store.stats().used_bytes, 0);
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}

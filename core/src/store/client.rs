@@ -517,6 +517,7 @@ impl Client {
                 let _ = self.store.allocator().free(alloc.offset, total.max(1));
                 return Err(match err {
                     InsertError::Exists { .. } => StoreError::ObjectExists(*id),
+                    InsertError::Lost => self.fenced_error(),
                     InsertError::Full => StoreError::DirectoryFull {
                         capacity: self.store.directory().capacity(),
                     },
