@@ -32,6 +32,8 @@ const DELETED_BY_WORKER: u64 = 2;
 const HALF_DELETED: u64 = 3;
 /// A worker object in its first (full) chunk, deleted to list the chunk again.
 const LISTED: u64 = 110;
+/// The object the finisher deletes (and the parent creates again after the take-over).
+const FINISHED: u64 = 77;
 /// The id the victim (a client killed before the worker runs) leaves unsealed.
 const VICTIM_UNSEALED: u64 = 900;
 
@@ -121,6 +123,26 @@ fn child() {
             let c = store.connect("maintainer").unwrap();
             let r = c.reap_dead(60_000);
             println!("RESULT {r:?}");
+        }
+        "connector" => {
+            // Stops at the crash point (after its claim); once resumed, finishes connecting.
+            let c = store.connect("late-connector").unwrap();
+            println!("CONNECTED {}", c.index());
+            c.disconnect();
+        }
+        "finisher" => {
+            // Deletes an unreferenced object and stops at the crash point (after claiming the
+            // finish); once resumed, it has been reaped (it runs as another host).
+            let c = store.connect("finisher").unwrap();
+            let r = c.delete(&ObjectId::from_u64(FINISHED));
+            println!("RESULT {r:?}");
+        }
+        "creator" => {
+            // Stops right after allocating (crash point); once resumed, it has been reaped (it
+            // runs as another host) and its create must fail without freeing anything.
+            let c = store.connect("late-creator").unwrap();
+            let r = c.create(&ObjectId::from_u64(903), 3000, b"", &CreateInfo::default());
+            println!("RESULT {:?}", r.map(|_| ()));
         }
         "work" => workload(&store),
         _ => panic!("unknown role {role}"),
@@ -569,6 +591,476 @@ fn an_interrupted_reap_does_not_free_the_intent_twice() {
             "object {id} was overwritten"
         );
     }
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// A fresh 32 MiB memfd store for the pause tests, and its descriptor for children.
+fn pause_store(name: &str) -> (Arc<Store>, i32) {
+    let region = Region::create(
+        &RegionSpec::Memfd {
+            name: format!("gismo-crashpoint-{name}"),
+            huge_pages: false,
+        },
+        32 << 20,
+        &RegionOptions::default(),
+    )
+    .unwrap();
+    let fd = region.inheritable_fd().unwrap();
+    (Store::format(region, &Default::default()).unwrap(), fd)
+}
+
+fn resume(child: &std::process::Child) {
+    // SAFETY: kill has no memory-safety preconditions; the pid is our unwaited child's.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGCONT);
+    }
+}
+
+/// A connector paused right after claiming its entry, for longer than the stale-connect
+/// timeout: the maintainer reclaims the entry and a new client takes it (a reference, an
+/// unsealed object). The resumed connector must write nothing into that entry — not clear its
+/// reference table, not replace its identity — and connect elsewhere.
+#[test]
+fn a_connector_paused_after_its_claim_never_writes_over_the_next_occupant() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (store, fd) = pause_store("late-connector");
+    let me = store.connect("holder").unwrap();
+    put(&me, 1, 3000);
+    let stop = [
+        ("GISMO_CRASHPOINT", "connect.claimed"),
+        ("GISMO_CRASHPOINT_ACTION", "stop"),
+    ];
+    let mut late = spawn_child(fd, "connector", &stop);
+    wait_stopped(&mut late);
+    let claimed = store
+        .clients()
+        .iter()
+        .find(|c| c.status == gismo_core::store::clients::status::CONNECTING)
+        .expect("the stopped connector's entry is CONNECTING")
+        .index;
+
+    // The maintainer reclaims it once it has stayed CONNECTING for the lease and the grace.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.clients().iter().any(|c| c.index == claimed) {
+        me.reap_dead(50).unwrap();
+        assert!(std::time::Instant::now() < deadline, "never reclaimed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The next client takes the entry: a reference and an unsealed object of its own.
+    let n = store.connect("next").unwrap();
+    assert_eq!(n.index(), claimed, "the reclaimed entry is reused");
+    let nref = n
+        .get(&ObjectId::from_u64(1), Some(Duration::ZERO))
+        .unwrap()
+        .unwrap();
+    let mut nbuf = n
+        .create(&ObjectId::from_u64(950), 4000, b"", &CreateInfo::default())
+        .unwrap();
+    nbuf.data_mut().fill(0x5a);
+
+    resume(&late);
+    let out = late.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the resumed connector: {}",
+        out.status
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("CONNECTED") && !printed.contains(&format!("CONNECTED {claimed}\n")),
+        "the resumed connector connected elsewhere: {printed}"
+    );
+
+    n.heartbeat().expect("N is not fenced");
+    let mine = store
+        .clients()
+        .into_iter()
+        .find(|c| c.index == claimed)
+        .unwrap();
+    assert_eq!(mine.name, "next", "N's identity was overwritten");
+    assert_eq!(mine.pid, std::process::id(), "N's pid was overwritten");
+    assert_eq!(
+        n.held(&ObjectId::from_u64(1)),
+        1,
+        "N's reference was erased"
+    );
+    assert_eq!(
+        store
+            .lookup_summary(&ObjectId::from_u64(1))
+            .unwrap()
+            .refcount,
+        1
+    );
+    nbuf.seal().expect("N's unsealed object is still N's");
+    drop(nref);
+    for o in store.list() {
+        me.delete(&o.id).unwrap();
+    }
+    n.disconnect();
+    me.disconnect();
+    assert_eq!(store.stats().used_bytes, 0);
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// A finisher (a client on another host, judged by lease) paused right after claiming the
+/// finish of a delete: it is quarantined, reaped, and its delete finished by the maintainer; the
+/// same id is created again (same home slot, likely the same block). The resumed finisher must
+/// not take the new object's payload offset and free its block.
+#[test]
+fn a_finisher_paused_after_its_claim_never_frees_the_next_objects_block() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (store, fd) = pause_store("late-finisher");
+    let me = store.connect("holder").unwrap();
+    put(&me, FINISHED, 3000);
+    let stop = [
+        ("GISMO_HOST", "elsewhere"),
+        ("GISMO_CRASHPOINT", "finish_delete.claimed"),
+        ("GISMO_CRASHPOINT_ACTION", "stop"),
+    ];
+    let mut late = spawn_child(fd, "finisher", &stop);
+    wait_stopped(&mut late);
+    let finisher = store
+        .clients()
+        .iter()
+        .find(|c| c.name == "finisher")
+        .unwrap()
+        .index;
+
+    // Quarantined by lease, reaped after the grace; the reap finishes its delete.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reports = me.reap_dead(50).unwrap();
+        if reports.iter().any(|r| r.client == finisher) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(store
+        .lookup_summary(&ObjectId::from_u64(FINISHED))
+        .is_none());
+
+    // The same id again, with other bytes, held by us.
+    let mut b = me
+        .create(
+            &ObjectId::from_u64(FINISHED),
+            3000,
+            b"meta",
+            &CreateInfo::default(),
+        )
+        .unwrap();
+    b.write_at(0, &pattern(FINISHED + 1, 3000)).unwrap();
+    b.seal().unwrap();
+    let held = me
+        .get(&ObjectId::from_u64(FINISHED), Some(Duration::ZERO))
+        .unwrap()
+        .unwrap();
+
+    resume(&late);
+    let out = late.wait_with_output().unwrap();
+    assert!(out.status.success(), "the resumed finisher: {}", out.status);
+
+    // Had the finisher freed our block, these would reuse it.
+    for id in 100..120 {
+        let mut b = me
+            .create(
+                &ObjectId::from_u64(id),
+                3000,
+                b"meta",
+                &CreateInfo::default(),
+            )
+            .unwrap();
+        b.data_mut().fill(0xEE);
+        b.seal().unwrap();
+    }
+    assert!(
+        held.data() == &pattern(FINISHED + 1, 3000)[..],
+        "the new object's block was freed and reused"
+    );
+    drop(held);
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+    for o in store.list() {
+        me.delete(&o.id).unwrap();
+    }
+    me.disconnect();
+    assert_eq!(store.stats().used_bytes, 0);
+}
+
+/// A deferred delete whose last holder dies, and whose holder's reaper dies right after erasing
+/// its references (the list of objects they named dies with it): the next maintenance pass
+/// runs the delete, and nothing is left allocated.
+#[test]
+fn a_deferred_delete_whose_holders_reaper_died_is_still_run() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use std::os::unix::process::ExitStatusExt;
+    let (store, fd) = pause_store("deferred-orphan");
+    let me = store.connect("holder").unwrap();
+    put(&me, 1, 3000);
+    let mut v = spawn_child(fd, "victim", &[]);
+    let mut out = std::io::BufReader::new(v.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("READY") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
+    }
+    // Deferred: the victim holds it.
+    me.delete(&ObjectId::from_u64(1)).unwrap();
+    assert!(store.lookup_summary(&ObjectId::from_u64(1)).is_some());
+    v.kill().unwrap();
+    v.wait().unwrap();
+    let m = run_child(
+        fd,
+        "maintainer",
+        &[("GISMO_CRASHPOINT", "reap.references_cleared")],
+    );
+    assert_eq!(m.signal(), Some(libc::SIGKILL), "the maintainer: {m}");
+    me.reap_dead(60_000).unwrap();
+    assert!(
+        store.lookup_summary(&ObjectId::from_u64(1)).is_none(),
+        "the deferred delete was never run"
+    );
+    me.disconnect();
+    assert_eq!(store.stats().used_bytes, 0);
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// A deleter killed after marking a referenced object `DELETING | SEALED_ORIGIN` (before its
+/// reference check): fsck must count the payload as owned — not report the slot as bad and its
+/// block as leaked — and its repair must not free it while we still read the object.
+#[test]
+fn fsck_keeps_the_payload_of_a_half_done_delete() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use std::os::unix::process::ExitStatusExt;
+    let (store, fd) = pause_store("half-delete-fsck");
+    let me = store.connect("holder").unwrap();
+    put(&me, HALF_DELETED, 3000);
+    let held = me
+        .get(&ObjectId::from_u64(HALF_DELETED), Some(Duration::ZERO))
+        .unwrap()
+        .unwrap();
+    let x = run_child(
+        fd,
+        "half_deleter",
+        &[("GISMO_CRASHPOINT", "delete.deleting")],
+    );
+    assert_eq!(x.signal(), Some(libc::SIGKILL), "the half deleter: {x}");
+    let report = store.fsck(true);
+    assert!(
+        !report.problems.iter().any(|p| matches!(
+            p,
+            gismo_core::store::fsck::Problem::BadSlot { .. }
+                | gismo_core::store::fsck::Problem::LeakedBlock { .. }
+        )),
+        "{report:?}"
+    );
+    for id in 100..120 {
+        let mut b = me
+            .create(
+                &ObjectId::from_u64(id),
+                3000,
+                b"meta",
+                &CreateInfo::default(),
+            )
+            .unwrap();
+        b.data_mut().fill(0xEE);
+        b.seal().unwrap();
+    }
+    assert!(
+        held.data() == &pattern(HALF_DELETED, 3000)[..],
+        "the half-deleted object's block was freed and reused"
+    );
+    drop(held);
+    me.reap_dead(60_000).unwrap();
+    for o in store.list() {
+        me.delete(&o.id).unwrap();
+    }
+    me.disconnect();
+    assert_eq!(store.stats().used_bytes, 0);
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// A creator (on another host, judged by lease) paused right after its allocation, before it
+/// records its intent: it is quarantined and reaped, the orphan collector frees its block, and
+/// our objects reuse it. The resumed creator is fenced, and must not free that block (it is
+/// ours now).
+#[test]
+fn a_creator_paused_after_its_allocation_never_frees_a_reused_block() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (store, fd) = pause_store("late-creator");
+    let me = store.connect("holder").unwrap();
+    let stop = [
+        ("GISMO_HOST", "elsewhere"),
+        ("GISMO_CRASHPOINT", "create.allocated"),
+        ("GISMO_CRASHPOINT_ACTION", "stop"),
+    ];
+    let mut late = spawn_child(fd, "creator", &stop);
+    wait_stopped(&mut late);
+    let creator = store
+        .clients()
+        .iter()
+        .find(|c| c.name == "late-creator")
+        .unwrap()
+        .index;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reports = me.reap_dead(50).unwrap();
+        if reports.iter().any(|r| r.client == creator) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The reap collected the unrecorded block (nothing else is allocated).
+    assert_eq!(store.stats().used_bytes, 0, "the orphan was collected");
+    let ours: Vec<u64> = (1..=16).collect();
+    for &id in &ours {
+        put(&me, id, 3000);
+    }
+    let held: Vec<ObjectRef<'_>> = ours
+        .iter()
+        .map(|&id| {
+            me.get(&ObjectId::from_u64(id), Some(Duration::ZERO))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+
+    resume(&late);
+    let out = late.wait_with_output().unwrap();
+    assert!(out.status.success(), "the resumed creator: {}", out.status);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("Fenced"),
+        "the creator is fenced: {printed}"
+    );
+
+    for id in 100..120 {
+        let mut b = me
+            .create(
+                &ObjectId::from_u64(id),
+                3000,
+                b"meta",
+                &CreateInfo::default(),
+            )
+            .unwrap();
+        b.data_mut().fill(0xEE);
+        b.seal().unwrap();
+    }
+    for (r, &id) in held.iter().zip(&ours) {
+        assert!(
+            r.data() == &pattern(id, 3000)[..],
+            "object {id}'s block was freed by the fenced creator and reused"
+        );
+    }
+    drop(held);
+    for o in store.list() {
+        me.delete(&o.id).unwrap();
+    }
+    me.disconnect();
+    assert_eq!(store.stats().used_bytes, 0);
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// A creator (on another host, judged by lease) paused inside its insert, after claiming a
+/// directory slot and before committing it: it is quarantined and reaped (the slot released,
+/// the block collected), and we create the same id (same home: the same slot). The resumed
+/// creator must not write its commit record or word over our object (review follow-up R5); it
+/// is fenced, and our object is still ours, sealed, with our bytes.
+#[test]
+fn a_creator_paused_inside_its_insert_never_commits_over_the_next_object() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (store, fd) = pause_store("late-inserter");
+    let me = store.connect("holder").unwrap();
+    let stop = [
+        ("GISMO_HOST", "elsewhere"),
+        ("GISMO_CRASHPOINT", "insert.claimed"),
+        ("GISMO_CRASHPOINT_ACTION", "stop"),
+    ];
+    let mut late = spawn_child(fd, "creator", &stop);
+    wait_stopped(&mut late);
+    let creator = store
+        .clients()
+        .iter()
+        .find(|c| c.name == "late-creator")
+        .unwrap()
+        .index;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reports = me.reap_dead(50).unwrap();
+        if reports.iter().any(|r| r.client == creator) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        store.lookup_summary(&ObjectId::from_u64(903)).is_none(),
+        "the uncommitted slot is not an object"
+    );
+    assert_eq!(store.stats().used_bytes, 0, "the block was collected");
+    // The same id: the same home, and the first free slot there is the one released.
+    put(&me, 903, 3000);
+    let held = me
+        .get(&ObjectId::from_u64(903), Some(Duration::ZERO))
+        .unwrap()
+        .unwrap();
+
+    resume(&late);
+    let out = late.wait_with_output().unwrap();
+    assert!(out.status.success(), "the resumed creator: {}", out.status);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("Fenced"),
+        "the creator is fenced: {printed}"
+    );
+
+    let summary = store
+        .lookup_summary(&ObjectId::from_u64(903))
+        .expect("our object is still in the directory");
+    assert_eq!(
+        summary.state,
+        gismo_core::store::directory::state::SEALED,
+        "our object is still sealed: {summary:?}"
+    );
+    assert_eq!(summary.refcount, 1, "{summary:?}");
+    assert!(held.data() == &pattern(903, 3000)[..], "our bytes changed");
+    drop(held);
+    let again = me
+        .get(&ObjectId::from_u64(903), Some(Duration::ZERO))
+        .unwrap()
+        .expect("a get after the resumed insert finds our object");
+    assert!(again.data() == &pattern(903, 3000)[..]);
+    drop(again);
+    for o in store.list() {
+        me.delete(&o.id).unwrap();
+    }
+    me.disconnect();
+    assert_eq!(store.stats().used_bytes, 0);
     let report = store.fsck(false);
     assert!(report.is_clean(), "{report:?}");
 }

@@ -637,3 +637,38 @@ fn huge_regions_get_a_clamped_directory_or_a_typed_error() {
     let err = Layout::compute(1 << 50, &opts).unwrap_err();
     assert!(matches!(err, FormatError::TooLarge { .. }), "{err:?}");
 }
+
+/// L8: `release(id)` drops the reference this client holds even when the directory lookup
+/// cannot find the object (it gives up on a slot whose word keeps changing; here its commit
+/// record names another home) — from the client's own reference table, never leaking it.
+#[test]
+fn release_by_id_finds_a_held_object_the_lookup_cannot() {
+    let s = store("gismo-hostile-release-held", 16 << 20);
+    let index = sealed(&s, 7, 3000, b"m");
+    let c = s.connect("holder").unwrap();
+    let id = ObjectId::from_u64(7);
+    let r = c.get(&id, Some(Duration::ZERO)).unwrap().unwrap();
+    std::mem::forget(r); // a plugin's buffer: released by id later
+    let commit_at = slot_offset(&s, index) + 8;
+    let commit = read_u64(&s, commit_at);
+    scribble(&s, commit_at, &(commit ^ 1).to_le_bytes());
+    assert!(
+        s.lookup_summary(&id).is_none(),
+        "the lookup no longer finds it"
+    );
+    c.release(&id)
+        .expect("released from the client's own table");
+    assert!(
+        c.release(&id).is_err(),
+        "a second release finds nothing to drop"
+    );
+    scribble(&s, commit_at, &commit.to_le_bytes());
+    assert_eq!(
+        s.lookup_summary(&id).unwrap().refcount,
+        0,
+        "the reference is gone"
+    );
+    c.delete(&id).unwrap();
+    c.disconnect();
+    assert_eq!(s.stats().used_bytes, 0);
+}

@@ -185,40 +185,69 @@ impl Store {
                 continue;
             }
             crate::crash_point!("connect.claimed");
-            self.ref_table(i).clear();
+            // Every write below goes to an entry we hold only while it is still `connecting`: a
+            // connector paused here for longer than the stale-connect timeout (see
+            // `reclaim_stale_connecting`) finds the entry reclaimed, maybe taken by the next
+            // client, and must not touch it. So each group of writes is preceded by a fresh
+            // check (the window that remains is the one every guarded write has:
+            // `docs/store.md`, "Pauses and fencing").
+            // Acquire: pairs with the Release CAS of a reclaimer or of the next claimer.
+            let still_ours = || e.word.load(Ordering::Acquire) == connecting.pack();
+            if !still_ours() {
+                continue;
+            }
+            // A previous occupant leaves its table clear (disconnect and the reaper clear it
+            // before the entry goes FREE); a region written by an older build may not have.
+            if !self.ref_table(i).is_clear() {
+                self.ref_table(i).clear();
+            }
             crate::crash_point!("connect.table_cleared");
             // A previous occupant killed inside an operation may have left it odd.
             let seq = e.op_seq.load(Ordering::Relaxed);
-            e.op_seq.store(seq.wrapping_add(seq % 2), Ordering::Relaxed);
+            if seq % 2 == 1 {
+                if !still_ours() {
+                    continue;
+                }
+                e.op_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+            }
             // SeqCst: pairs with the SeqCst load in `refcount` (see there).
             self.control()
                 .clients_hwm
                 .fetch_max(i as u64 + 1, Ordering::SeqCst);
-            e.pid.store(u64::from(pid), Ordering::Relaxed);
-            e.start_time
-                .store(process_start_time(pid).unwrap_or(0), Ordering::Relaxed);
-            e.host_hash.store(host.liveness_hash(), Ordering::Relaxed);
-            // Never a silent fallback to another host's ring (core review M7).
+            // Never a silent fallback to another host's ring (core review M7). Chosen before the
+            // identity is written, so that the writes below follow one fresh check.
             let Some(host_index) = crate::store::events::host_index_reclaiming(
                 self.hosts(),
                 host.hash(),
                 &host.name,
                 |id| self.host_in_use(id),
             ) else {
-                // Give the entry back as disconnect would: nothing was taken yet.
-                self.ref_table(i).clear();
+                // Give the entry back: nothing was taken yet. A CAS: if it was reclaimed
+                // meanwhile, it is not ours to free.
                 let free = EntryWord {
                     status: status::FREE,
-                    ..claimed
+                    ..connecting
                 };
                 // Release: as in `disconnect_inner`; pairs with the AcqRel CAS of the entry's
                 // next claimer in `connect`.
-                e.word.store(free.pack(), Ordering::Release);
+                let _ = e.word.compare_exchange(
+                    connecting.pack(),
+                    free.pack(),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
                 return Err(StoreError::HostTableFull {
                     capacity: self.hosts().len(),
                 });
             };
             let host_index = host_index as u32;
+            if !still_ours() {
+                continue;
+            }
+            e.pid.store(u64::from(pid), Ordering::Relaxed);
+            e.start_time
+                .store(process_start_time(pid).unwrap_or(0), Ordering::Relaxed);
+            e.host_hash.store(host.liveness_hash(), Ordering::Relaxed);
             e.host_index.store(u64::from(host_index), Ordering::Relaxed);
             e.intent.store(intent::NONE, Ordering::Relaxed);
             e.attached_ms.store(unix_ms(), Ordering::Relaxed);
@@ -421,9 +450,10 @@ impl Client {
             .map_err(|_| self.full(total))?;
         crate::crash_point!("create.allocated");
         // Fenced while allocating (a pause past the lease): the entry's intent fields are not
-        // ours to write; give the block back.
+        // ours to write, and the block is not ours to free either — once we were reaped, the
+        // orphan collector may have freed it and someone else may hold it now. It is left to
+        // the collector (review follow-up R2: a fenced party never frees).
         if self.fenced() {
-            let _ = self.store.allocator().free(alloc.offset, total.max(1));
             return Err(self.fenced_error());
         }
         // Record the allocation as our intent before anything else can fail, so the reaper can
@@ -467,12 +497,18 @@ impl Client {
             Err(err) => {
                 // Intent first, then the free: dying in between leaks the block (fsck finds it)
                 // instead of letting the reaper free it a second time after someone reused it.
+                // Fenced meanwhile: the reaper took (and freed) our intent, and the entry may be
+                // someone else's; neither is ours to touch (review follow-up R2).
+                if self.fenced() {
+                    return Err(self.fenced_error());
+                }
                 // Release: pairs with the reaper's AcqRel swap of `intent` in `reap_client`: a
                 // reaper that reads NONE sees everything we did before, and leaves the free to us.
                 e.intent.store(intent::NONE, Ordering::Release);
                 let _ = self.store.allocator().free(alloc.offset, total.max(1));
                 return Err(match err {
                     InsertError::Exists { .. } => StoreError::ObjectExists(*id),
+                    InsertError::Lost => self.fenced_error(),
                     InsertError::Full => StoreError::DirectoryFull {
                         capacity: self.store.directory().capacity(),
                     },
@@ -480,7 +516,11 @@ impl Client {
             }
         };
         crate::crash_point!("create.inserted");
-        // The slot names the allocation now; the intent may go.
+        // The slot names the allocation now; the intent may go. Fenced meanwhile: the entry
+        // may be the next occupant's, whose intent this store would erase (R2).
+        if self.fenced() {
+            return Err(self.fenced_error());
+        }
         // Release: pairs with the reaper's AcqRel swap of `intent` in `reap_client`: a reaper that
         // reads NONE also sees the slot inserted above, which now accounts for the allocation.
         e.intent.store(intent::NONE, Ordering::Release);
@@ -948,10 +988,36 @@ impl Client {
     /// `ObjectNotFound` if this client holds no reference to it.
     pub fn release(&self, id: &ObjectId) -> Result<()> {
         self.check_alive()?;
-        let (index, w) = self.find(id)?;
-        self.drop_ref(index, w.gen)
+        let held = self
+            .store
+            .directory()
+            .lookup(id)
+            .filter(|&(i, w)| self.store.ref_table(self.index).count(i as u32, w.gen) > 0);
+        // The lookup gives up on a slot whose word keeps changing (deletes marking it, eviction
+        // probes) and would leak our reference (core review L8): what we hold is in our own
+        // table, and a referenced object keeps its slot and key.
+        let (index, gen) = match held {
+            Some((i, w)) => (i, w.gen),
+            None => self.held_slot(id).ok_or(StoreError::ObjectNotFound(*id))?,
+        };
+        self.drop_ref(index, gen)
             .map(|_| ())
             .ok_or(StoreError::ObjectNotFound(*id))
+    }
+
+    /// The slot and generation of `id` if this client holds a reference to it, from its own
+    /// reference table (bounded by the table's size, whatever the directory does meanwhile).
+    fn held_slot(&self, id: &ObjectId) -> Option<(usize, u32)> {
+        let dir = self.store.directory();
+        self.store
+            .ref_table(self.index)
+            .held()
+            .into_iter()
+            .filter(|&(slot, _, _)| (slot as usize) < dir.capacity())
+            .find_map(|(slot, g16, _)| {
+                let w = self.store.entry_names_slot(slot as usize, g16)?;
+                (dir.slot(slot as usize).read_id_raw() == *id).then_some((slot as usize, w.gen))
+            })
     }
 
     /// Whether `id` exists and is sealed.
@@ -1037,9 +1103,15 @@ impl Client {
             return; // fenced: the reaper owns our state now
         }
         self.release_all();
+        // Checked again: `release_all` scans the whole directory, and a pause in it long
+        // enough to be reaped means the table may be the next occupant's now (review
+        // follow-up R4). The intent needs no store: no create of ours is in flight, and the
+        // next occupant resets it in `connect`.
+        if self.fenced() {
+            return;
+        }
         self.store.ref_table(self.index).clear();
         let e = self.entry();
-        e.intent.store(intent::NONE, Ordering::Relaxed);
         let free = EntryWord {
             epoch: EntryWord::unpack(self.word).epoch,
             status: status::FREE,

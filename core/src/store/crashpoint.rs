@@ -24,6 +24,8 @@ pub const ALL: &[&str] = &[
     // Client::create
     "create.allocated",
     "create.intent_recorded",
+    // Directory::insert (inside create): the slot claimed, not yet committed
+    "insert.claimed",
     "create.inserted",
     "create.intent_cleared",
     "create.referenced",

@@ -294,6 +294,9 @@ pub enum InsertError {
     Exists { index: usize, word: Word },
     /// No free slot within [`MAX_PROBE`] of the key's home.
     Full,
+    /// The slot we claimed is no longer ours (a reaper judged us dead and released it while we
+    /// were paused); nothing more was written to it.
+    Lost,
 }
 
 /// A committed insert: the slot is `CREATING`, owned by the inserter.
@@ -487,6 +490,7 @@ impl<'a> Directory<'a> {
                     if let Some(f) = init.take() {
                         f(slot);
                     }
+                    crate::crash_point!("insert.claimed");
                     let d = index.wrapping_sub(h) & self.mask;
                     if d > u16::MAX as usize {
                         self.release_uncommitted(index, w);
@@ -496,13 +500,24 @@ impl<'a> Directory<'a> {
                 }
             };
             let slot = &self.slots[index];
+            // Still ours? A reaper releases the uncommitted slot of a client it judged dead; an
+            // inserter paused past that must not write the next claimer's commit record and
+            // word (review follow-up R5). A fresh check, then one write, then a CAS.
+            let Some(cur) = uncommitted_ours(slot, w) else {
+                return Err(InsertError::Lost);
+            };
             let target = home.ver.wrapping_add(1);
             slot.commit
                 .store(u64::from(target) << 32 | h as u64, Ordering::Relaxed);
-            // Release: publishes the key, fields and commit record to scanners that Acquire the
-            // word and find it PENDING.
-            let pending = w.with_state(state::PENDING);
-            slot.store_word(pending);
+            // AcqRel (cas_word): the Release half publishes the key, fields and commit record
+            // to scanners that Acquire the word and find it PENDING. From the word as it is:
+            // flags a getter or a delete set on a slot that looked committed are kept (L1).
+            let pending = cur.with_state(state::PENDING);
+            if slot.cas_word(cur, pending).is_err() {
+                // Changed meanwhile (a flag, or taken from us): look again.
+                mine = Some((index, d, w));
+                continue;
+            }
             let new_home = Home {
                 ver: target,
                 maxd: new_maxd.max(d) as u16,
@@ -531,17 +546,30 @@ impl<'a> Directory<'a> {
         }
     }
 
-    /// Gives back a slot we claimed but never committed.
+    /// Gives back a slot we claimed but never committed — only while it is still ours (same
+    /// generation and owner, not yet committed for good), by a CAS from the word as it is, so
+    /// that a slot a reaper released and someone else claimed meanwhile is left alone (review
+    /// follow-up, item d). A getter waiting on it is woken.
     fn release_uncommitted(&self, index: usize, w: Word) {
         let slot = &self.slots[index];
-        // Make it fail every commit check before it is free again.
-        slot.commit.store(FREEING, Ordering::Relaxed);
-        slot.store_word(Word {
-            gen: w.gen,
-            state: state::FREE,
-            flags: 0,
-            owner: NO_OWNER,
-        });
+        while let Some(cur) = uncommitted_ours(slot, w) {
+            // Make it fail every commit check before it is free again.
+            slot.commit.store(FREEING, Ordering::Relaxed);
+            let free = Word {
+                gen: w.gen,
+                state: state::FREE,
+                flags: 0,
+                owner: NO_OWNER,
+            };
+            if slot.cas_word(cur, free).is_ok() {
+                // (Loom models have no futex waits: nothing to wake.)
+                #[cfg(not(loom))]
+                if cur.flags & flags::WAITERS != 0 {
+                    crate::store::wait::wake_word(&slot.word);
+                }
+                return;
+            }
+        }
     }
 
     /// Frees a slot that the caller exclusively owns in `DELETING` (or an uncommitted state).
@@ -616,6 +644,19 @@ fn flip_to_creating(slot: &Slot, gen: u32) -> Option<Word> {
         }
     }
     None
+}
+
+/// The slot's word if it is still the uncommitted (or phantom-committed, L1) slot of claim `w`:
+/// same generation and owner, in `RESERVED`, `PENDING` or `CREATING`.
+fn uncommitted_ours(slot: &Slot, w: Word) -> Option<Word> {
+    let cur = slot.load_word();
+    (cur.gen == w.gen
+        && cur.owner == w.owner
+        && matches!(
+            cur.state,
+            state::RESERVED | state::PENDING | state::CREATING
+        ))
+    .then_some(cur)
 }
 
 /// The deletion protocol on one slot, independent of where references are counted.

@@ -486,7 +486,7 @@ impl Store {
                 // and the second would free it again after a create reused it.
                 if self.op_snapshot() == before && m.held() {
                     crate::crash_point!("orphans.scanned");
-                    return self.free_leaks(&report);
+                    return self.free_leaks(&report, m);
                 }
             }
             if std::time::Instant::now() >= deadline {
@@ -509,7 +509,11 @@ impl Store {
     /// Frees the leaks a quiet scan found, and lowers chunk counts and the byte counter that a
     /// killed process left one step ahead — each with a CAS from the value the scan saw, so
     /// anything that changed since is left alone.
-    fn free_leaks(&self, report: &FsckReport) -> u64 {
+    ///
+    /// The lock is checked before every step (review follow-up R6): a maintainer paused in
+    /// this list for longer than the lock's lease was replaced, its successor may have freed
+    /// the same leaks and someone reused them, and what is left of the list is stale.
+    fn free_leaks(&self, report: &FsckReport, m: &crate::store::reaper::Maintenance<'_>) -> u64 {
         let alloc = self.allocator();
         let mut freed = 0;
         // Counts first (from the values the scan saw), then the frees, which adjust them.
@@ -521,11 +525,17 @@ impl Store {
             } = *p
             {
                 if recorded > actual {
+                    if !m.held() {
+                        return freed;
+                    }
                     alloc.cas_chunk_used(chunk as usize, recorded, actual);
                 }
             }
         }
         for p in &report.problems {
+            if !m.held() {
+                return freed;
+            }
             match *p {
                 Problem::LeakedBlock { offset, class_size }
                     if alloc.free(offset, u64::from(class_size)).is_ok() =>
@@ -564,7 +574,20 @@ impl Store {
         if w.state > state::DELETING {
             return Some("unknown state");
         }
-        if w.flags & !(flags::DELETE_PENDING | flags::WAITERS) != 0 {
+        // A delete's own flags only on a DELETING word: there they mark a delete in progress
+        // (its payload is still owned; core review follow-up R1: flagging them made the
+        // orphan collector free the payload of a delete that was still referenced).
+        let known = match w.state {
+            state::DELETING => {
+                flags::DELETE_PENDING
+                    | flags::WAITERS
+                    | flags::SEALED_ORIGIN
+                    | flags::EVICTING
+                    | flags::FINISHING
+            }
+            _ => flags::DELETE_PENDING | flags::WAITERS,
+        };
+        if w.flags & !known != 0 {
             return Some("unknown flag bits");
         }
         if w.state == state::FREE {

@@ -447,10 +447,41 @@ impl Store {
         let size = slot.payload_len();
         // Forget the payload before freeing it: dying between the two leaks the block (the
         // orphan collector finds it) instead of letting a reaper free it a second time.
-        // AcqRel: the Acquire half sees the creator's offset; the Release half pairs with the
-        // Acquire loads of recoverers that check whether the payload is still named.
-        let offset = slot.data_offset.swap(0, Ordering::AcqRel);
+        // Only while the slot is still ours: a finisher paused after its claim for longer than
+        // its lease and grace was taken over by a reaper, which finished the slot; it may hold
+        // another object now, whose block we must not take. A fresh check, then a CAS from the
+        // offset read after it (a plain swap would take whatever offset the slot names then).
+        if slot.load_word() != fin {
+            return Ok(());
+        }
+        // Acquire: pairs with the Release publication of the creator's fields (the commit CAS
+        // of `Directory::insert`), as the check above does.
+        let offset = slot.data_offset.load(Ordering::Acquire);
+        // AcqRel: the Release half pairs with the Acquire loads of recoverers that check whether
+        // the payload is still named (`resume_delete`, the orphan collector).
+        if offset != 0
+            && slot
+                .data_offset
+                .compare_exchange(offset, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return Ok(());
+        }
+        // Paused between the check and the CAS, and the slot reused with the same block: the
+        // CAS took a live object's offset. Give it back and leave the slot to its owner.
+        if slot.load_word() != fin {
+            let _ =
+                slot.data_offset
+                    .compare_exchange(0, offset, Ordering::Release, Ordering::Relaxed);
+            return Ok(());
+        }
         crate::crash_point!("finish_delete.unnamed");
+        // Once more right before the free: a finisher taken over after the CAS above left an
+        // unnamed block, which the orphan collector frees and someone may own by now. Then it
+        // is not ours to free (review follow-up R2); the slot is the taker's to free too.
+        if slot.load_word() != fin {
+            return Ok(());
+        }
         let freed = match size {
             _ if offset == 0 => Ok(()),
             Some(size) => self

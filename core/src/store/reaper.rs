@@ -644,9 +644,10 @@ impl Store {
     }
 
     /// Reclaims client entries left `CONNECTING` by a connector that died inside `connect`:
-    /// one seen with the same word, by this process, for longer than `lease_ms` (a connect takes
-    /// microseconds). Its fields cannot tell (they may be the previous occupant's), so time does;
-    /// a connector that was only paused that long finds its entry taken and connects again.
+    /// one seen with the same word, by this process, for longer than `lease_ms` plus the
+    /// quarantine grace (a connect takes microseconds). Its fields cannot tell (they may be the
+    /// previous occupant's), so time does; a connector that was only paused that long finds its
+    /// entry taken at its next check, writes nothing more to it, and connects again elsewhere.
     fn reclaim_stale_connecting(&self, lease_ms: u64) {
         let Ok(mut seen) = self.connecting_seen().0.lock() else {
             return;
@@ -665,7 +666,11 @@ impl Store {
                 Some(&(word, t)) if word == raw => t,
                 _ => Instant::now(),
             };
-            if first.elapsed().as_millis() > u128::from(lease_ms) {
+            // A lease and then the quarantine grace, as for a client dead by lease: a
+            // connector that was only paused gets as long to notice (its next check before a
+            // write) as a paused client gets before what it holds is reused.
+            let stale = std::time::Duration::from_millis(lease_ms) + quarantine_grace(lease_ms);
+            if first.elapsed() > stale {
                 let free = EntryWord {
                     status: status::FREE,
                     ..EntryWord::unpack(raw)
@@ -747,7 +752,8 @@ impl Store {
 
     /// Decides deletes whose owner is no longer an active client (it died, or a reaper died while
     /// acting for it), as maintainer `m` (see [`resume_delete`]): finished, or restored when the
-    /// object is still referenced. Returns how many were finished.
+    /// object is still referenced; and runs deferred deletes (`DELETE_PENDING`) of objects no
+    /// longer referenced. Returns how many were finished.
     pub fn finish_orphaned_deletes(&self, m: &Maintenance<'_>) -> u64 {
         let dir = self.directory();
         let mut finished = 0;
@@ -756,6 +762,22 @@ impl Store {
                 break;
             }
             let w = slot.load_word();
+            // A deferred delete whose last reference went without anyone running it: the
+            // holder's reaper died between erasing the references and deleting (the list of
+            // what they named went with it). A delete like any other: whoever wins the CAS to
+            // DELETING runs the reference check, so a live releaser racing us is harmless.
+            if w.state == state::SEALED
+                && w.flags & flags::DELETE_PENDING != 0
+                && self.refcount(i, w.gen) == 0
+            {
+                let deleting = begin_delete(slot, w, m.tag(), || self.refcount(i, w.gen));
+                if let Some(deleting) = deleting {
+                    if self.complete_delete(i, deleting).is_ok() {
+                        finished += 1;
+                    }
+                }
+                continue;
+            }
             if w.state != state::DELETING {
                 continue;
             }

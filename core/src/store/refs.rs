@@ -247,7 +247,15 @@ impl<'a> RefTable<'a> {
             .collect()
     }
 
-    /// Erases the table (owner at registration; reaper for a dead owner).
+    /// Whether every word of the table is zero (what a previous occupant leaves behind).
+    pub fn is_clear(&self) -> bool {
+        // Relaxed: the caller (connect) synchronized with the entry's previous owner through
+        // the entry word's Acquire load; this is only a check before an optional clear.
+        self.entries.iter().all(|e| e.load(Ordering::Relaxed) == 0)
+    }
+
+    /// Erases the table (owner at registration, if a previous occupant left words; reaper and
+    /// disconnect for the owner they free).
     pub fn clear(&self) {
         for e in self.entries {
             // SeqCst: pairs with the SeqCst loads in `count` and `held`; the reaper's fence after

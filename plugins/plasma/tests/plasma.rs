@@ -429,8 +429,7 @@ fn assert_no_bytes_left(server: &Server) {
 
 #[test]
 fn a_client_that_disconnects_holding_references_leaves_no_bytes_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = PlasmaPlugin::start(dir.path(), false);
+    let p = PlasmaPlugin::start(false);
     assert_no_bytes_left(&p.server);
     let a = p.client();
     let sizes = [0usize, 10, 4000, 16384, 40_000, 300_000];
