@@ -310,6 +310,12 @@ impl<'a> Allocator<'a> {
                 if rel % PAGE != 0 || rel / PAGE + n > self.heap_pages {
                     return Err(AllocError::NotAllocated { offset });
                 }
+                // A page run freed twice after its pages went to a small-object chunk would
+                // clear that chunk's page bits (its blocks are live objects) and lower the used
+                // bytes twice: refuse a run that a chunk holds or that is not wholly in use.
+                if !self.run_is_ours(rel / PAGE, n) {
+                    return Err(AllocError::NotAllocated { offset });
+                }
                 self.release_pages(rel / PAGE, n)
                     .map_err(|_| AllocError::NotAllocated { offset })?;
             }
@@ -836,6 +842,30 @@ impl<'a> Allocator<'a> {
         Ok(())
     }
 
+    /// Whether pages `[first, first + n)` look like one allocated page run: every page marked in
+    /// use and no chunk over any of them serving small objects. In a sound region a chunk's
+    /// descriptor turns `UNUSED` before its pages are released (`free_small`, `drain_zombies`)
+    /// and `ACTIVE` only after they are claimed (`new_chunk`), so the pages of a run we hold are
+    /// never under a live chunk and a legitimate free always passes. A double free racing with a
+    /// chunk that is claiming the same pages may still pass: this catches the caller's bug after
+    /// the fact, it does not make a double free safe.
+    fn run_is_ours(&self, first: u64, n: u64) -> bool {
+        if n == 0 {
+            return false;
+        }
+        let lanes = first / PAGES_PER_CHUNK..=(first + n - 1) / PAGES_PER_CHUNK;
+        let chunk_live = lanes.into_iter().any(|idx| {
+            self.chunks.get(idx as usize).is_some_and(|desc| {
+                // Acquire: pairs with the Release store of the word in `new_chunk` (and the
+                // AcqRel retire CAS in `free_small`): a chunk seen `UNUSED` released its pages
+                // before, or has not claimed them yet.
+                let st = ChunkWord::unpack(desc.word.load(Ordering::Acquire)).state;
+                st == CH_ACTIVE || st == CH_ZOMBIE
+            })
+        });
+        !chunk_live && self.pages_set(first, n) == n
+    }
+
     /// Clears the bits of pages `[first, first + n)`; fails (after clearing what was set) if any
     /// was not set.
     fn release_pages(&self, first: u64, n: u64) -> Result<(), ()> {
@@ -1187,6 +1217,39 @@ mod tests {
         ));
         assert!(a.free(12, 300).is_err());
         assert!(a.free(u64::MAX - 5, 300).is_err());
+    }
+
+    /// A page run freed a second time after a small-object chunk took its pages: refused, and
+    /// the chunk's objects and the byte count are untouched.
+    #[test]
+    fn double_free_of_a_page_run_reused_by_a_chunk_is_refused() {
+        let h = Heap::new(32 * PAGE);
+        let a = h.alloc();
+        let big = a.alloc(5 * PAGE).unwrap();
+        a.free(big.offset, 5 * PAGE).unwrap();
+        let s1 = a.alloc(128).unwrap();
+        let s2 = a.alloc(192).unwrap();
+        let used = a.used_bytes();
+        let pages = a.pages_in_use();
+        assert!(matches!(
+            a.free(big.offset, 5 * PAGE),
+            Err(AllocError::NotAllocated { .. })
+        ));
+        assert_eq!(a.used_bytes(), used);
+        assert_eq!(a.pages_in_use(), pages);
+        a.free(s1.offset, 128).unwrap();
+        a.free(s2.offset, 192).unwrap();
+
+        // A run only partly in use is refused too (nothing is cleared).
+        let h = Heap::new(64 * PAGE);
+        let a = h.alloc();
+        let run = a.alloc(3 * PAGE).unwrap();
+        assert!(matches!(
+            a.free(run.offset - PAGE, 4 * PAGE),
+            Err(AllocError::NotAllocated { .. })
+        ));
+        a.free(run.offset, 3 * PAGE).unwrap();
+        assert_eq!(a.used_bytes(), 0);
     }
 
     #[test]
