@@ -144,6 +144,13 @@ fn child() {
             let r = c.create(&ObjectId::from_u64(903), 3000, b"", &CreateInfo::default());
             println!("RESULT {:?}", r.map(|_| ()));
         }
+        "evicter" => {
+            // Evicts (and stops at the crash point inside the eviction probe); once resumed,
+            // finishes the eviction.
+            let c = store.connect("evicter").unwrap();
+            let r = c.evict(1);
+            println!("RESULT {r:?}");
+        }
         "work" => workload(&store),
         _ => panic!("unknown role {role}"),
     }
@@ -1059,6 +1066,60 @@ fn a_creator_paused_inside_its_insert_never_commits_over_the_next_object() {
     for o in store.list() {
         me.delete(&o.id).unwrap();
     }
+    me.disconnect();
+    assert_eq!(store.stats().used_bytes, 0);
+    let report = store.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// An object in an eviction probe (`DELETING | EVICTING`, before the reference check) still
+/// exists: a listing marks it present, so a runner that reports the store's objects to its
+/// raylet does not report it deleted while the probe may still restore it (review follow-up
+/// R8). Once the eviction finishes, it is gone.
+#[test]
+fn an_object_in_an_eviction_probe_is_listed_present() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (store, fd) = pause_store("probe-listing");
+    let me = store.connect("holder").unwrap();
+    put(&me, 1, 3000);
+    let stop = [
+        ("GISMO_CRASHPOINT", "evict.deleting"),
+        ("GISMO_CRASHPOINT_ACTION", "stop"),
+    ];
+    let mut evicter = spawn_child(fd, "evicter", &stop);
+    wait_stopped(&mut evicter);
+    let o = store
+        .lookup_summary(&ObjectId::from_u64(1))
+        .expect("the probed object is still in the directory");
+    assert_eq!(
+        o.state,
+        gismo_core::store::directory::state::DELETING,
+        "{o:?}"
+    );
+    assert!(
+        o.present,
+        "an object in an eviction probe is present: {o:?}"
+    );
+    let listed = store.list();
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.id == ObjectId::from_u64(1) && l.present),
+        "{listed:?}"
+    );
+
+    resume(&evicter);
+    let out = evicter.wait_with_output().unwrap();
+    assert!(out.status.success(), "the evicter: {}", out.status);
+    assert!(
+        store
+            .lookup_summary(&ObjectId::from_u64(1))
+            .is_none_or(|o| !o.present),
+        "the evicted object is gone"
+    );
     me.disconnect();
     assert_eq!(store.stats().used_bytes, 0);
     let report = store.fsck(false);

@@ -1169,7 +1169,7 @@ impl Drop for OpGuard<'_> {
 /// Whether a committed entry's word shows an existing sealed object: `SEALED`, or in an eviction
 /// probe (`DELETING | EVICTING`, not yet past its reference check): the object exists until the
 /// evicter frees it.
-fn is_present(w: Word) -> bool {
+pub(crate) fn is_present(w: Word) -> bool {
     w.state == state::SEALED
         || (w.state == state::DELETING
             && w.flags & flags::EVICTING != 0

@@ -86,6 +86,10 @@ pub struct ObjectSummary {
     pub creator: u16,
     pub creator_host: u32,
     pub delete_pending: bool,
+    /// Whether the object exists for readers: sealed, or sealed and in an eviction probe
+    /// (`DELETING | EVICTING` before its reference check: the probe may still restore it). A
+    /// `get` finds it; a listing that reports objects to a raylet must not report it gone.
+    pub present: bool,
     pub last_access_ms: u64,
     pub created_ms: u64,
     pub source: u8,
@@ -470,6 +474,8 @@ impl Store {
         // Paused between the check and the CAS, and the slot reused with the same block: the
         // CAS took a live object's offset. Give it back and leave the slot to its owner.
         if slot.load_word() != fin {
+            // Release: pairs with the Acquire loads of `data_offset` by the slot's readers
+            // (`finish_delete`, the collector), as the creator's own store did.
             let _ =
                 slot.data_offset
                     .compare_exchange(0, offset, Ordering::Release, Ordering::Relaxed);
@@ -574,6 +580,7 @@ impl Store {
             creator: w.owner,
             creator_host: s.creator_host.load(Ordering::Relaxed),
             delete_pending: w.flags & flags::DELETE_PENDING != 0,
+            present: crate::store::client::is_present(w),
             last_access_ms: s.last_access_ms.load(Ordering::Relaxed),
             created_ms: created >> 16,
             source: (created >> 8) as u8,

@@ -423,7 +423,7 @@ impl GismoRunner {
 
 fn object_info(store: &Store, index: usize, gen: u32, id: &ObjectId) -> Option<ObjectInfo> {
     let summary = store.object_at(index)?;
-    (summary.gen == gen && summary.state == state::SEALED && summary.id == *id).then(|| {
+    (summary.gen == gen && summary.present && summary.id == *id).then(|| {
         let node = summary.owner_node.unwrap_or_default();
         ObjectInfo {
             object_id: *id,
@@ -549,7 +549,9 @@ fn runner_events(
     let rescan = |reported: &mut HashMap<ObjectId, ()>| {
         let mut present = HashMap::new();
         for o in store.list() {
-            if o.state == state::SEALED && o.creator_host as usize == host {
+            // Present, not only SEALED: an object in an eviction probe (which may restore it)
+            // is not reported deleted (review follow-up R8).
+            if o.present && o.creator_host as usize == host {
                 present.insert(o.id, ());
                 if let std::collections::hash_map::Entry::Vacant(slot) = reported.entry(o.id) {
                     if let Some(info) = object_info(&store, o.index, o.gen, &o.id) {
