@@ -556,6 +556,18 @@ fn a_paused_get_fails_fenced_and_never_prints_reused_memory() {
         .find(|c| c.pid == pid)
         .expect("the getter is attached")
         .index;
+    // Attached is not yet holding: stop it only once its reference is taken (it then blocks
+    // writing to the pipe we do not read, the object still held), or the delete below would
+    // not be deferred.
+    let a: ObjectId = id(1).parse().unwrap();
+    let deadline = Instant::now() + WATCHDOG;
+    while store.lookup_summary(&a).is_none_or(|o| o.refcount == 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the getter never took its reference"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
     // SAFETY: `kill` only sends a signal; the child is not reaped yet, so `pid` still names it.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
     let lease_ms = 50;
@@ -575,7 +587,6 @@ fn a_paused_get_fails_fenced_and_never_prints_reused_memory() {
         );
         thread::sleep(Duration::from_millis(5));
     }
-    let a: ObjectId = id(1).parse().unwrap();
     assert_eq!(me.delete(&a).unwrap(), DeleteOutcome::Deferred);
     // After the grace period its references go and the deferred delete runs.
     while store.lookup_summary(&a).is_some() {
