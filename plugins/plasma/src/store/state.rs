@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::interface::{ObjectInfo, Status, StatusCode};
 use crate::protocol::{CreateRequest, ObjectSpec, PlasmaError};
+use gismo_core::store::eviction::{Candidate, EvictionPolicy};
 use gismo_core::store::{HeapBlock, ObjectId, OwnerAddress, Store, StoreError};
 
 use super::segments::{FallbackSegment, MAIN_SEGMENT_ID};
@@ -301,24 +302,38 @@ impl State {
         // `o` (and with it the block or the segment) is dropped here.
     }
 
-    /// Evicts unreferenced sealed objects, oldest first, until `need` bytes (and at least a
-    /// fifth of the capacity, as Plasma does) are freed. Returns the bytes freed.
+    /// Evicts unreferenced sealed objects by the store core's one eviction policy
+    /// ([`EvictionPolicy`]: least recently used first, until a create's need and at least a fifth
+    /// of the capacity are freed). The order is this table's LRU (an object enters it when it is
+    /// sealed and its last holder releases it, as in Ray's plasma), whose keys are unique.
+    /// Returns the bytes freed.
     fn evict(&mut self, need: u64, fx: &mut Effects) -> u64 {
-        let target = need.max(self.capacity / 5);
-        let mut freed = 0;
-        while freed < target {
-            let Some((_, id)) = self.lru.pop_first() else {
-                break;
-            };
-            if let Some(o) = self.objects.get_mut(&id) {
-                o.lru = None;
-                freed += o.size();
-                self.counters.evicted_objects += 1;
-                self.counters.evicted_bytes += o.size();
+        let target = EvictionPolicy::for_create(need, self.capacity);
+        let candidates: Vec<(Candidate, ObjectId)> = self
+            .lru
+            .iter()
+            .filter_map(|(&tick, id)| {
+                let o = self.objects.get(id)?;
+                let c = Candidate {
+                    index: tick as usize,
+                    last_access_ms: tick,
+                    bytes: o.size(),
+                };
+                Some((c, *id))
+            })
+            .collect();
+        // Everything in the LRU is sealed and unreferenced (the table's invariant, checked by
+        // `check`), so each candidate is evicted; none fails.
+        EvictionPolicy::evict_lru(candidates, target, |c, id| {
+            if !self.objects.contains_key(id) {
+                return Ok(false);
             }
-            self.remove(&id, fx);
-        }
-        freed
+            self.counters.evicted_objects += 1;
+            self.counters.evicted_bytes += c.bytes;
+            self.remove(id, fx);
+            Ok(true)
+        })
+        .unwrap_or(0)
     }
 
     // ---- create --------------------------------------------------------------------------
