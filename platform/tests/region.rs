@@ -451,3 +451,47 @@ fn a_region_larger_than_the_free_space_is_refused_at_create() {
         fits.err()
     );
 }
+
+/// A file region is reserved at create (its blocks allocated: a full filesystem is a typed error,
+/// not a later SIGBUS); a `sparse` one is not, so a region far larger than the filesystem's free
+/// space can be created and used where it is touched.
+#[test]
+fn file_regions_are_reserved_unless_sparse() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let reserved = dir.path().join("reserved");
+    let sparse = dir.path().join("sparse");
+    let r = Region::create(
+        &RegionSpec::File(reserved.clone()),
+        8 << 20,
+        &RegionOptions::default(),
+    )
+    .unwrap();
+    let blocks = std::fs::metadata(&reserved).unwrap().blocks() * 512;
+    // Filesystems that cannot preallocate are left as they are (tmpfs and ext4 can).
+    println!("reserved region: {blocks} bytes allocated of {}", r.len());
+    let huge = 4u64 << 40; // 4 TiB: more than any filesystem here has free (ext4 files reach 16)
+    let s = Region::create(
+        &RegionSpec::File(sparse.clone()),
+        huge,
+        &RegionOptions {
+            sparse: true,
+            ..RegionOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.len() as u64, huge);
+    write_bytes(&s, 1 << 40, b"touched");
+    let used = std::fs::metadata(&sparse).unwrap().blocks() * 512;
+    assert!(used <= 1 << 20, "a sparse region allocated {used} bytes");
+    drop(s);
+    let refused = Region::create(
+        &RegionSpec::File(dir.path().join("refused")),
+        huge,
+        &RegionOptions::default(),
+    );
+    assert!(
+        refused.is_err(),
+        "a 4 TiB region was reserved on a filesystem that cannot hold it"
+    );
+}

@@ -63,6 +63,7 @@ pub(super) fn create(
             path: Some(path.to_path_buf()),
             kind: BackendKind::File,
             created,
+            reserve: !opts.sparse,
         },
         Some(size),
         opts.offset,
@@ -106,6 +107,7 @@ pub(super) fn open(
             path: Some(path.to_path_buf()),
             kind: BackendKind::File,
             created: false,
+            reserve: true,
         },
         None,
         opts.offset,
@@ -163,6 +165,9 @@ pub(super) struct SizedFile {
     pub kind: BackendKind,
     /// Whether the file was just made (then its huge pages are certainly not allocated yet).
     pub created: bool,
+    /// Whether a size given to [`sized_file`] is reserved (`posix_fallocate`); false only for
+    /// a [`RegionOptions::sparse`](super::RegionOptions::sparse) region.
+    pub reserve: bool,
 }
 
 /// Checks the type and offset of an open file and sizes it: to `offset + size` rounded up to the
@@ -180,6 +185,7 @@ pub(super) fn sized_file(
         path,
         kind,
         created,
+        reserve,
     } = described;
     let io_context = |op: &str| format!("{op} {what}");
     let meta = file
@@ -243,7 +249,7 @@ pub(super) fn sized_file(
                     RegionError::io(io_context(&format!("resizing to {total} bytes:")), e)
                 })?;
             }
-            if !huge {
+            if !huge && reserve {
                 reserve_space(&file, total, &what)?;
             }
             len

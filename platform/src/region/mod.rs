@@ -119,6 +119,11 @@ pub struct RegionOptions {
     /// Map the object from this byte offset (a multiple of the backing page size); e.g. 2 MiB
     /// shows a QEMU devdax namespace's data from the host side.
     pub offset: u64,
+    /// Leave a file or memfd region that `create` sizes sparse: no `posix_fallocate` of its
+    /// blocks. Pages are then allocated at first touch, and a touch that the filesystem cannot
+    /// back raises SIGBUS instead of a typed error at create time. For test and benchmark
+    /// regions larger than memory (`gismo-bench scale`), never for a store in service.
+    pub sparse: bool,
 }
 
 impl Default for RegionOptions {
@@ -127,6 +132,7 @@ impl Default for RegionOptions {
             prefault: false,
             mode: 0o600,
             offset: 0,
+            sparse: false,
         }
     }
 }
