@@ -136,6 +136,12 @@ pub struct Client {
     index: usize,
     word: u64,
     host_index: u32,
+    /// Whether an unsealed object of ours may have lost its last reference of ours (released
+    /// before its seal): then only a directory scan finds it at disconnect. Otherwise every
+    /// unsealed object of ours is in our reference table (a create takes its reference before
+    /// it returns, or aborts), and disconnecting costs what we hold, not the directory's size
+    /// (core review M11). Process-local: a reaper scans anyway.
+    unreferenced_unsealed: std::cell::Cell<bool>,
     /// A client's reference table has a single writer: the client. `!Sync` makes the compiler
     /// enforce that (share a client between threads behind a mutex, or connect one per thread).
     _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
@@ -275,6 +281,7 @@ impl Store {
                 index: i,
                 word: claimed.pack(),
                 host_index,
+                unreferenced_unsealed: std::cell::Cell::new(false),
                 _not_sync: std::marker::PhantomData,
             });
         }
@@ -960,6 +967,13 @@ impl Client {
         }
         if left == 0 {
             let slot = self.store.directory().slot(index);
+            let w = slot.load_word();
+            if w.gen == gen
+                && w.owner == self.owner_tag()
+                && matches!(w.state, state::CREATING | state::PENDING)
+            {
+                self.unreferenced_unsealed.set(true);
+            }
             let _op = OpGuard::begin(self.entry());
             if let Some(deleting) = after_release(slot, gen, self.owner_tag(), || {
                 self.store.refcount(index, gen)
@@ -1084,11 +1098,29 @@ impl Client {
         if self.entry().word.load(Ordering::Relaxed) != self.word {
             return; // fenced: the reaper owns our state now
         }
-        let dir = self.store.directory();
-        for (index, s) in dir.slots().iter().enumerate() {
-            let w = s.load_word();
-            if w.owner == self.owner_tag() && matches!(w.state, state::CREATING | state::PENDING) {
-                let _ = self.abort_slot(index, w);
+        let unsealed = |w: Word| {
+            w.owner == self.owner_tag() && matches!(w.state, state::CREATING | state::PENDING)
+        };
+        if self.unreferenced_unsealed.replace(false) {
+            let dir = self.store.directory();
+            for (index, s) in dir.slots().iter().enumerate() {
+                let w = s.load_word();
+                if unsealed(w) {
+                    let _ = self.abort_slot(index, w);
+                }
+            }
+        } else {
+            // Every unsealed object of ours holds a reference of ours (see the field's docs).
+            let dir = self.store.directory();
+            for (slot, g16, _count) in self.store.ref_table(self.index).held() {
+                if (slot as usize) >= dir.capacity() {
+                    continue; // a corrupt entry names no slot
+                }
+                if let Some(w) = self.store.entry_names_slot(slot as usize, g16) {
+                    if unsealed(w) {
+                        let _ = self.abort_slot(slot as usize, w);
+                    }
+                }
             }
         }
         for (slot, g16, _count) in self.store.ref_table(self.index).held() {
@@ -1103,7 +1135,7 @@ impl Client {
             return; // fenced: the reaper owns our state now
         }
         self.release_all();
-        // Checked again: `release_all` scans the whole directory, and a pause in it long
+        // Checked again: `release_all` may scan the whole directory, and a pause in it long
         // enough to be reaped means the table may be the next occupant's now (review
         // follow-up R4). The intent needs no store: no create of ours is in flight, and the
         // next occupant resets it in `connect`.
