@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use gismo_bench::limits::{self, Copier};
 use gismo_bench::ops;
+use gismo_bench::scale;
 use gismo_bench::stores;
 
 mod report;
@@ -47,18 +48,89 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Maintenance and a 1 MiB put on a big, full region (256 GiB sparse, 10^6 live objects):
+    /// prints a Markdown table with the goals of issue 15 §5.
+    Scale {
+        /// A small run (8 GiB, 20,000 objects): checks the harness only.
+        #[arg(long)]
+        quick: bool,
+        /// Region size in GiB (default 256; 8 with --quick).
+        #[arg(long)]
+        region_gib: Option<u64>,
+        /// Live small objects (default 10^6; 20,000 with --quick).
+        #[arg(long)]
+        objects: Option<u64>,
+    },
+    /// The holder process of `scale` (killed by it).
+    #[command(hide = true)]
+    ScaleChild,
 }
 
 fn main() {
-    let Cmd::Report {
-        quick,
-        smoke,
-        out,
-        plots,
-        ray,
-        gismoctl,
-        json,
-    } = Cli::parse().cmd;
+    match Cli::parse().cmd {
+        Cmd::Report {
+            quick,
+            smoke,
+            out,
+            plots,
+            ray,
+            gismoctl,
+            json,
+        } => report(quick, smoke, out, plots, ray, gismoctl, json),
+        Cmd::Scale {
+            quick,
+            region_gib,
+            objects,
+        } => scale(quick, region_gib, objects),
+        Cmd::ScaleChild => {
+            if let Err(e) = scale::child() {
+                println!("FAILED: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+fn scale(quick: bool, region_gib: Option<u64>, objects: Option<u64>) {
+    let mut cfg = if quick {
+        scale::ScaleConfig::quick()
+    } else {
+        scale::ScaleConfig::full()
+    };
+    if let Some(g) = region_gib {
+        cfg.region_bytes = g << 30;
+    }
+    if let Some(n) = objects {
+        cfg.objects = n;
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| {
+        eprintln!("gismo-bench: cannot find this program: {e}");
+        std::process::exit(1);
+    });
+    eprintln!(
+        "scale: {} GiB region, {} objects ...",
+        cfg.region_bytes >> 30,
+        cfg.objects
+    );
+    match scale::run(&cfg, &exe) {
+        Ok(r) => print!("{}", r.markdown()),
+        Err(e) => {
+            eprintln!("gismo-bench scale: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    quick: bool,
+    smoke: bool,
+    out: PathBuf,
+    plots: PathBuf,
+    ray: PathBuf,
+    gismoctl: PathBuf,
+    json: Option<PathBuf>,
+) {
     let quick = quick || smoke;
     let budget = if smoke {
         Duration::from_millis(20)
