@@ -259,7 +259,34 @@ pub fn process_liveness(pid: u32, start_time: u64) -> Liveness {
     } else {
         Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
     };
-    decide_liveness(signal, read_start_time(pid), start_time)
+    match decide_liveness(signal, read_start_time(pid), start_time) {
+        // An exited process its parent has not waited for yet (a zombie) still answers
+        // `kill(pid, 0)` and keeps its /proc entry and start time, but it cannot touch the region
+        // any more (core review L7). Gone only when every thread of it has exited: a process
+        // whose main thread ended while others run shows its leader as a zombie too.
+        Liveness::Alive if matches!(all_threads_exited(pid), Ok(true)) => Liveness::Gone,
+        other => other,
+    }
+}
+
+/// Whether every thread of `pid` is a zombie or dead (state `Z` or `X` in
+/// `/proc/PID/task/TID/stat`); an error (the process went meanwhile, no /proc) says nothing.
+fn all_threads_exited(pid: u32) -> std::io::Result<bool> {
+    let mut threads = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(entry?.path().join("stat"))?;
+        threads += 1;
+        if !matches!(stat_state(&stat), Some('Z' | 'X')) {
+            return Ok(false);
+        }
+    }
+    Ok(threads > 0)
+}
+
+/// The state letter of a `/proc/.../stat` line (field 3, after the parenthesized command name,
+/// which may itself contain spaces and parentheses).
+fn stat_state(stat: &str) -> Option<char> {
+    stat.get(stat.rfind(')')? + 2..)?.chars().next()
 }
 
 /// Whether the process `pid` that started at `start_time` is still running on this host; an
@@ -310,6 +337,37 @@ mod tests {
             Liveness::Unknown,
             "a client that could not read its own start time is never judged by it"
         );
+    }
+
+    #[test]
+    fn an_exited_child_not_yet_waited_for_is_gone() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        // Read while it may still run, or as the zombie (which keeps its start time).
+        let start = process_start_time(pid);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            if stat_state(&stat) == Some('Z') {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "child never exited");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let start = start.or_else(|| process_start_time(pid)).unwrap();
+        assert_eq!(process_liveness(pid, start), Liveness::Gone, "a zombie");
+        child.wait().unwrap();
+        assert_eq!(process_liveness(pid, start), Liveness::Gone, "reaped");
+    }
+
+    #[test]
+    fn the_state_letter_follows_the_last_parenthesis() {
+        assert_eq!(stat_state("42 (a) b) Z 1 2"), Some('Z'));
+        assert_eq!(stat_state("42 (sleep) S 1 2"), Some('S'));
+        assert_eq!(stat_state("42 no parens"), None);
+        assert_eq!(stat_state("42 (x)"), None);
     }
 
     #[test]
