@@ -967,13 +967,6 @@ impl Client {
         }
         if left == 0 {
             let slot = self.store.directory().slot(index);
-            let w = slot.load_word();
-            if w.gen == gen
-                && w.owner == self.owner_tag()
-                && matches!(w.state, state::CREATING | state::PENDING)
-            {
-                self.unreferenced_unsealed.set(true);
-            }
             let _op = OpGuard::begin(self.entry());
             if let Some(deleting) = after_release(slot, gen, self.owner_tag(), || {
                 self.store.refcount(index, gen)
@@ -1010,13 +1003,23 @@ impl Client {
         // The lookup gives up on a slot whose word keeps changing (deletes marking it, eviction
         // probes) and would leak our reference (core review L8): what we hold is in our own
         // table, and a referenced object keeps its slot and key.
-        let (index, gen) = match held {
-            Some((i, w)) => (i, w.gen),
-            None => self.held_slot(id).ok_or(StoreError::ObjectNotFound(*id))?,
+        let (index, gen, word) = match held {
+            Some((i, w)) => (i, w.gen, w),
+            None => {
+                let (i, gen) = self.held_slot(id).ok_or(StoreError::ObjectNotFound(*id))?;
+                (i, gen, self.store.directory().slot(i).load_word())
+            }
         };
-        self.drop_ref(index, gen)
-            .map(|_| ())
-            .ok_or(StoreError::ObjectNotFound(*id))
+        let left = self
+            .drop_ref(index, gen)
+            .ok_or(StoreError::ObjectNotFound(*id))?;
+        // Our own unsealed object losing its last reference of ours (only this path drops one:
+        // seals and `ObjectRef`s release sealed objects) is in no table of ours now. Only we
+        // seal it, so the word read above still says whether it is unsealed.
+        if left == 0 && word.gen == gen && word.owner == self.owner_tag() && is_unsealed(word) {
+            self.unreferenced_unsealed.set(true);
+        }
+        Ok(())
     }
 
     /// The slot and generation of `id` if this client holds a reference to it, from its own
@@ -1098,33 +1101,27 @@ impl Client {
         if self.entry().word.load(Ordering::Relaxed) != self.word {
             return; // fenced: the reaper owns our state now
         }
-        let unsealed = |w: Word| {
-            w.owner == self.owner_tag() && matches!(w.state, state::CREATING | state::PENDING)
-        };
+        let ours = |w: Word| w.owner == self.owner_tag() && is_unsealed(w);
+        let dir = self.store.directory();
         if self.unreferenced_unsealed.replace(false) {
-            let dir = self.store.directory();
             for (index, s) in dir.slots().iter().enumerate() {
                 let w = s.load_word();
-                if unsealed(w) {
+                if ours(w) {
                     let _ = self.abort_slot(index, w);
                 }
             }
-        } else {
-            // Every unsealed object of ours holds a reference of ours (see the field's docs).
-            let dir = self.store.directory();
-            for (slot, g16, _count) in self.store.ref_table(self.index).held() {
-                if (slot as usize) >= dir.capacity() {
-                    continue; // a corrupt entry names no slot
-                }
-                if let Some(w) = self.store.entry_names_slot(slot as usize, g16) {
-                    if unsealed(w) {
-                        let _ = self.abort_slot(slot as usize, w);
-                    }
-                }
-            }
         }
+        // Every other unsealed object of ours holds a reference of ours (see the field's docs):
+        // aborting it gives that reference back; the rest are released.
         for (slot, g16, _count) in self.store.ref_table(self.index).held() {
-            if let Some(w) = self.store.entry_names_slot(slot as usize, g16) {
+            let Some(w) = self.store.entry_names_slot(slot as usize, g16) else {
+                continue;
+            };
+            // A corrupt entry past the directory names no slot of ours to abort.
+            let aborted = (slot as usize) < dir.capacity()
+                && ours(w)
+                && self.abort_slot(slot as usize, w).is_ok();
+            if !aborted {
                 self.drop_all_refs(slot as usize, w.gen);
             }
         }
@@ -1196,6 +1193,11 @@ impl Drop for OpGuard<'_> {
             entry.op_seq.store(v.wrapping_add(1), Ordering::Release);
         }
     }
+}
+
+/// Whether a word shows an object still being created (claimed and committed, not yet sealed).
+fn is_unsealed(w: Word) -> bool {
+    matches!(w.state, state::CREATING | state::PENDING)
 }
 
 /// Whether a committed entry's word shows an existing sealed object: `SEALED`, or in an eviction
