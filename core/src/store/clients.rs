@@ -190,22 +190,34 @@ fn fnv(seed: u64, bytes: &[u8]) -> u64 {
 
 /// Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat), if it exists.
 pub fn process_start_time(pid: u32) -> Option<u64> {
-    read_start_time(pid).ok()
+    read_stat(pid).ok().map(|(_, start)| start)
 }
 
-/// Start time of `pid`, or why it could not be read (`ErrorKind::NotFound` means the process is
-/// gone; anything else means "unknown": fd limits, `hidepid`, no /proc).
-fn read_start_time(pid: u32) -> std::io::Result<u64> {
+/// State letter (field 3) and start time (field 22) of `pid`, or why they could not be read
+/// (`ErrorKind::NotFound` means the process is gone; anything else means "unknown": fd limits,
+/// `hidepid`, no /proc).
+fn read_stat(pid: u32) -> std::io::Result<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "unparsable stat");
-    // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
-    let rest = stat
-        .get(stat.rfind(')').ok_or_else(bad)? + 2..)
-        .ok_or_else(bad)?;
-    rest.split_whitespace()
+    let state = state_of(&stat).ok_or_else(bad)?;
+    let start = after_comm(&stat)
+        .ok_or_else(bad)?
+        .split_whitespace()
         .nth(19)
         .and_then(|t| t.parse().ok())
-        .ok_or_else(bad)
+        .ok_or_else(bad)?;
+    Ok((state, start))
+}
+
+/// A `/proc/.../stat` line from field 3 on: the command name (field 2) may contain spaces and
+/// parentheses, so this skips past the last ')'.
+fn after_comm(stat: &str) -> Option<&str> {
+    stat.get(stat.rfind(')')? + 2..)
+}
+
+/// The state letter (field 3) of a `/proc/.../stat` line.
+fn state_of(stat: &str) -> Option<char> {
+    after_comm(stat)?.chars().next()
 }
 
 /// What a process check on this host concluded.
@@ -259,12 +271,16 @@ pub fn process_liveness(pid: u32, start_time: u64) -> Liveness {
     } else {
         Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
     };
-    match decide_liveness(signal, read_start_time(pid), start_time) {
+    let stat = read_stat(pid);
+    let leader_exited = matches!(stat, Ok(('Z' | 'X', _)));
+    match decide_liveness(signal, stat.map(|(_, start)| start), start_time) {
         // An exited process its parent has not waited for yet (a zombie) still answers
         // `kill(pid, 0)` and keeps its /proc entry and start time, but it cannot touch the region
         // any more (core review L7). Gone only when every thread of it has exited: a process
         // whose main thread ended while others run shows its leader as a zombie too.
-        Liveness::Alive if matches!(all_threads_exited(pid), Ok(true)) => Liveness::Gone,
+        Liveness::Alive if leader_exited && matches!(all_threads_exited(pid), Ok(true)) => {
+            Liveness::Gone
+        }
         other => other,
     }
 }
@@ -276,17 +292,11 @@ fn all_threads_exited(pid: u32) -> std::io::Result<bool> {
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let stat = std::fs::read_to_string(entry?.path().join("stat"))?;
         threads += 1;
-        if !matches!(stat_state(&stat), Some('Z' | 'X')) {
+        if !matches!(state_of(&stat), Some('Z' | 'X')) {
             return Ok(false);
         }
     }
     Ok(threads > 0)
-}
-
-/// The state letter of a `/proc/.../stat` line (field 3, after the parenthesized command name,
-/// which may itself contain spaces and parentheses).
-fn stat_state(stat: &str) -> Option<char> {
-    stat.get(stat.rfind(')')? + 2..)?.chars().next()
 }
 
 /// Whether the process `pid` that started at `start_time` is still running on this host; an
@@ -349,8 +359,7 @@ mod tests {
         let start = process_start_time(pid);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-            if stat_state(&stat) == Some('Z') {
+            if matches!(read_stat(pid), Ok(('Z', _))) {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "child never exited");
@@ -364,10 +373,10 @@ mod tests {
 
     #[test]
     fn the_state_letter_follows_the_last_parenthesis() {
-        assert_eq!(stat_state("42 (a) b) Z 1 2"), Some('Z'));
-        assert_eq!(stat_state("42 (sleep) S 1 2"), Some('S'));
-        assert_eq!(stat_state("42 no parens"), None);
-        assert_eq!(stat_state("42 (x)"), None);
+        assert_eq!(state_of("42 (a) b) Z 1 2"), Some('Z'));
+        assert_eq!(state_of("42 (sleep) S 1 2"), Some('S'));
+        assert_eq!(state_of("42 no parens"), None);
+        assert_eq!(state_of("42 (x)"), None);
     }
 
     #[test]
