@@ -208,16 +208,14 @@ fn disconnects(store: &Arc<Store>, rounds: usize) -> Result<Summary, String> {
         c.disconnect();
         s.push(t.elapsed());
     }
-    let probe = store.connect("scale-check").map_err(|e| e.to_string())?;
     for i in 0..HELD {
-        let id = ObjectId::from_u64(i);
-        if let Some(summary) = store.lookup_summary(&id) {
-            if summary.refcount != 0 {
-                return Err(format!("object {i} still referenced after disconnects"));
-            }
+        let summary = store
+            .lookup_summary(&ObjectId::from_u64(i))
+            .ok_or_else(|| format!("object {i} is gone after the disconnects"))?;
+        if summary.refcount != 0 {
+            return Err(format!("object {i} still referenced after the disconnects"));
         }
     }
-    drop(probe);
     Ok(s.summary(0))
 }
 
