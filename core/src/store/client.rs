@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::clock::{coarse_unix_ms, unix_ms};
 use crate::store::allocator::capacity_for;
 use crate::store::clients::{
-    intent, process_start_time, status, ClientEntry, EntryWord, HostIdentity,
+    intent, process_start_time, reap_flags, status, ClientEntry, EntryWord, HostIdentity,
 };
 use crate::store::directory::{after_release, flags, state, InsertError, Word, NO_OWNER};
 use crate::store::error::{Result, StoreError};
@@ -256,6 +256,7 @@ impl Store {
             e.host_hash.store(host.liveness_hash(), Ordering::Relaxed);
             e.host_index.store(u64::from(host_index), Ordering::Relaxed);
             e.intent.store(intent::NONE, Ordering::Relaxed);
+            e.reap_flags.store(0, Ordering::Relaxed);
             e.attached_ms.store(unix_ms(), Ordering::Relaxed);
             e.heartbeat_ms.store(unix_ms(), Ordering::Relaxed);
             e.set_name(name);
@@ -932,6 +933,11 @@ impl Client {
         if self.fenced() {
             return None;
         }
+        // In an operation from before the reference goes: a release killed between dropping the
+        // last reference of a delete-pending object and running its delete leaves that delete to
+        // nobody's table, and the odd `op_seq` tells the reaper to look for it (a sweep), while a
+        // client killed outside any operation is reaped from its own table alone.
+        let _op = OpGuard::begin(self.entry());
         let left = self.store.ref_table(self.index).remove(index as u32, gen)?;
         self.after_drop(index, gen, left);
         Some(left)
@@ -944,6 +950,8 @@ impl Client {
         if self.fenced() {
             return;
         }
+        // As in `drop_ref`.
+        let _op = OpGuard::begin(self.entry());
         if self
             .store
             .ref_table(self.index)
@@ -1018,6 +1026,14 @@ impl Client {
         // seal it, so the word read above still says whether it is unsealed.
         if left == 0 && word.gen == gen && word.owner == self.owner_tag() && is_unsealed(word) {
             self.unreferenced_unsealed.set(true);
+            // And for a reaper, which cannot see our memory: reaping us needs a directory scan
+            // now. Relaxed: read by the reaper only after our death (a process that is gone, or
+            // one silent for the lease and its grace), as the rest of our entry and table.
+            if !self.fenced() {
+                self.entry()
+                    .reap_flags
+                    .fetch_or(reap_flags::UNREFERENCED_UNSEALED, Ordering::Relaxed);
+            }
         }
         Ok(())
     }

@@ -40,6 +40,18 @@ pub mod intent {
     pub const ALLOCATED: u64 = 1;
 }
 
+/// Bits of [`ClientEntry::reap_flags`]: what a reaper cannot find from the client's own entry and
+/// reference table, so that reaping it needs a directory scan. Sticky until the entry is reused;
+/// any bit set (also an unknown one, in a corrupt entry) makes the reap scan.
+pub mod reap_flags {
+    /// An unsealed object of this client lost its last reference of the client's (released
+    /// before its seal): it is in no table of the client's any more.
+    pub const UNREFERENCED_UNSEALED: u64 = 1;
+    /// The client holds, or held and lost, the maintenance lock: slots it took over while
+    /// reaping may be `DELETING` under its tag. Cleared when it gives the lock back normally.
+    pub const MAINTAINING: u64 = 2;
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryWord {
     pub epoch: u32,
@@ -80,8 +92,10 @@ pub struct ClientEntry {
     /// ends. The orphan collector waits for every client to move past the operations that were
     /// in flight when it first looked.
     pub op_seq: AtomicU64,
-    /// Up to 40 bytes of a human-readable name.
-    pub name: [AtomicU64; 5],
+    /// [`reap_flags`] bits.
+    pub reap_flags: AtomicU64,
+    /// Up to 32 bytes of a human-readable name.
+    pub name: [AtomicU64; 4],
 }
 
 #[cfg(not(loom))]
@@ -100,8 +114,8 @@ impl ClientEntry {
     }
 
     pub fn set_name(&self, name: &str) {
-        let mut bytes = [0u8; 40];
-        let n = name.len().min(40);
+        let mut bytes = [0u8; 32];
+        let n = name.len().min(32);
         bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
         for (i, w) in self.name.iter().enumerate() {
             let mut b = [0u8; 8];
@@ -111,7 +125,7 @@ impl ClientEntry {
     }
 
     pub fn name(&self) -> String {
-        let mut bytes = Vec::with_capacity(40);
+        let mut bytes = Vec::with_capacity(32);
         for w in &self.name {
             bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
         }

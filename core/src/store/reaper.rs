@@ -22,6 +22,11 @@
 //! 2. **Unsealed objects**: every slot the client owns in `CREATING` (or a committed `PENDING`)
 //!    is aborted and its payload freed; uncommitted `RESERVED`/`PENDING` slots are released. A
 //!    lost CAS (a helper's flip, a waiter flag) is retried while the generation is unchanged.
+//!    Its slots are looked for where they can be: for a client killed outside any operation,
+//!    with no reap flag, only the slots its reference table names (every unsealed object of its
+//!    own holds its creation reference there, and only operations own other slots); otherwise
+//!    the whole directory, and the pass then sweeps for orphans too (`docs/store.md`, "What a
+//!    reap costs").
 //! 3. **In-flight allocation**: the intent record's allocation (taken out of the entry with a
 //!    swap before step 2) is freed unless a committed slot of the client names it (then step 2
 //!    freed it).
@@ -38,7 +43,9 @@ use crate::sync::{fence, Ordering};
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::store::clients::{intent, process_liveness, status, EntryWord, HostIdentity, Liveness};
+use crate::store::clients::{
+    intent, process_liveness, reap_flags, status, EntryWord, HostIdentity, Liveness,
+};
 use crate::store::directory::{begin_delete, flags, resume_delete, state, Resumed, Word};
 use crate::store::error::{Result, StoreError};
 use crate::store::handle::Store;
@@ -62,6 +69,14 @@ pub struct ReapReport {
     /// Orphaned heap bytes (allocated by a client killed before it recorded them) collected
     /// after this reap pass; counted on the first report of a pass.
     pub orphan_bytes: u64,
+    /// Whether its objects were looked for in the whole directory, rather than from its own
+    /// entry and reference table alone: it died inside an operation (or a reap of it was
+    /// interrupted), released an unsealed object of its own before sealing it, or maintained
+    /// the region (see [`reap_flags`](crate::store::clients::reap_flags)).
+    pub directory_scanned: bool,
+    /// Whether it died inside an operation guard (`op_seq` odd): it may have left an orphaned
+    /// block or a delete nobody's table names, so the pass also sweeps for those.
+    pub died_in_operation: bool,
 }
 
 /// Why a client is considered dead.
@@ -84,12 +99,20 @@ pub enum DeathCause {
 pub struct Maintenance<'a> {
     store: &'a Store,
     me: LeaderId,
+    /// The lock was taken over from a holder that did not give it back (dead, or silent): it may
+    /// have left work half done anywhere in the directory and heap.
+    took_over: bool,
 }
 
 impl Maintenance<'_> {
     /// The holder.
     pub fn holder(&self) -> LeaderId {
         self.me
+    }
+
+    /// Whether the lock was taken over from a holder that did not give it back.
+    pub fn took_over(&self) -> bool {
+        self.took_over
     }
 
     /// Whether we still hold the lock and our client is still live (a maintainer judged dead and
@@ -131,12 +154,21 @@ impl Drop for Maintenance<'_> {
     fn drop(&mut self) {
         // Release: pairs with the next maintainer's AcqRel claim CAS in `begin_maintenance`:
         // everything we did happens before its work.
-        let _ = self.store.control().maintenance.compare_exchange(
-            self.me.pack(),
-            0,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
+        let released = self
+            .store
+            .control()
+            .maintenance
+            .compare_exchange(self.me.pack(), 0, Ordering::Release, Ordering::Relaxed)
+            .is_ok();
+        // Given back normally: our own reap needs no scan for slots we took over. Only after
+        // the lock went (dying in between leaves the flag, which costs one scan, never a slot);
+        // not if it was taken from us, since we may have stopped half way.
+        if released && self.store.holder_alive(self.me) {
+            self.store
+                .client_entry(self.me.client)
+                .reap_flags
+                .fetch_and(!reap_flags::MAINTAINING, Ordering::Relaxed);
+        }
     }
 }
 
@@ -293,7 +325,17 @@ impl Store {
                 .compare_exchange(cur, me.pack(), Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                return Ok(Maintenance { store: self, me });
+                // Before any work under the lock: were we killed in it, or did we lose it half
+                // way, our reap must look for slots we took over in the whole directory. Relaxed:
+                // read by our reaper only after our death, as the rest of our entry.
+                self.client_entry(me.client)
+                    .reap_flags
+                    .fetch_or(reap_flags::MAINTAINING, Ordering::Relaxed);
+                return Ok(Maintenance {
+                    store: self,
+                    me,
+                    took_over: cur != 0,
+                });
             }
         }
     }
@@ -442,10 +484,39 @@ impl Store {
         let intent_size = e.intent_size.load(Ordering::Relaxed);
         let mut intent_covered = false;
         let mut started_deletes = Vec::new();
-        for (i, slot) in dir.slots().iter().enumerate() {
-            if i % CHECK_EVERY == CHECK_EVERY - 1 {
+        // Where its slots can be (M11: a reap costs what the client held, not the directory).
+        // Outside an operation guard a client owns no `RESERVED`/`PENDING` slot, no `DELETING`
+        // one and no intent (creates, aborts, deletes, evictions and releases all run inside
+        // one), and each unsealed object of its own is in its reference table (a create takes
+        // its reference inside the guard) unless it released one before sealing it, which sets
+        // a reap flag. So its table names every slot it owns, unless it died inside an
+        // operation, its reap was interrupted (`DEAD`: the table may be half erased), it
+        // maintained the region, or its entry is corrupt: then the whole directory is scanned.
+        let op_seq = e.op_seq.load(Ordering::Relaxed);
+        report.died_in_operation = op_seq % 2 == 1;
+        report.directory_scanned = report.died_in_operation
+            || judged.status == status::DEAD
+            || intent_kind != intent::NONE
+            || e.reap_flags.load(Ordering::Relaxed) != 0;
+        let candidates: Box<dyn Iterator<Item = usize>> = if report.directory_scanned {
+            Box::new(0..dir.capacity())
+        } else {
+            let mut held: Vec<usize> = self
+                .ref_table(index)
+                .held()
+                .into_iter()
+                .map(|(slot, _, _)| slot as usize)
+                .filter(|&slot| slot < dir.capacity())
+                .collect();
+            held.sort_unstable();
+            held.dedup();
+            Box::new(held.into_iter())
+        };
+        for (n, i) in candidates.enumerate() {
+            if n % CHECK_EVERY == CHECK_EVERY - 1 {
                 m.check()?;
             }
+            let slot = dir.slot(i);
             let mut sw = slot.load_word();
             if sw.owner != owner {
                 continue;
@@ -735,7 +806,15 @@ impl Store {
         if m.held() {
             self.reclaim_stale_connecting(lease_ms);
         }
-        if !out.is_empty() && m.held() {
+        // The sweeps cost the directory and heap, so they run only when something may be left
+        // that no entry or table names: a client killed inside an operation (an orphaned block, a
+        // delete-pending object whose last reference it had dropped), or a maintainer killed or
+        // replaced half way (deletes it took over, a victim's intent it had taken out).
+        let sweep = m.took_over()
+            || out
+                .iter()
+                .any(|r| r.died_in_operation || r.directory_scanned);
+        if sweep && m.held() {
             // Deletes left half done by a reaper that died while acting for a dead client.
             let finished = self.finish_orphaned_deletes(&m);
             let orphans = self.collect_orphans(&m, std::time::Duration::from_millis(200));

@@ -574,6 +574,13 @@ fn forge_deleting(store: &Store, id: &ObjectId, owner: u16) {
     forge_deleting_flags(store, id, owner, 0);
 }
 
+/// Marks client `index` as inside an operation (`op_seq` odd), as a client killed in the middle
+/// of the delete a test forges is: every step that leaves a slot `DELETING` runs in one.
+fn forge_inside_operation(store: &Store, index: usize) {
+    let op_seq = entry_word(store, index, 10);
+    op_seq.fetch_or(1, std::sync::atomic::Ordering::SeqCst);
+}
+
 fn judged(store: &Store, index: usize) -> gismo_core::store::clients::EntryWord {
     gismo_core::store::clients::EntryWord::unpack(
         entry_word(store, index, 0).load(std::sync::atomic::Ordering::SeqCst),
@@ -599,6 +606,7 @@ fn deletes_left_half_done_are_finished() {
     // re-runs the reference check, finds none, and finishes it.
     let b = store.connect("b").unwrap();
     forge_deleting_flags(&store, &x, b.index() as u16, SEALED_ORIGIN);
+    forge_inside_operation(&store, b.index());
     let m = store.begin_maintenance(a.maintainer_id(), 60_000).unwrap();
     let r = store
         .reap_client(&m, b.index(), judged(&store, b.index()))
@@ -648,6 +656,7 @@ fn a_half_done_delete_of_a_referenced_object_is_not_freed() {
     // The reaper of the dead deleter.
     let d = store.connect("deleter").unwrap();
     forge_deleting_flags(&store, &x, d.index() as u16, SEALED_ORIGIN);
+    forge_inside_operation(&store, d.index());
     let m = store.begin_maintenance(a.maintainer_id(), 60_000).unwrap();
     let r = store
         .reap_client(&m, d.index(), judged(&store, d.index()))

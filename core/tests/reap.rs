@@ -1,0 +1,263 @@
+//! Reaping a dead client costs what it held (core review M11), and still finds everything: with
+//! real processes killed with SIGKILL.
+//!
+//! A client killed outside any operation is reaped from its own entry and reference table (no
+//! directory scan, no sweep). One that released an unsealed object of its own before sealing it,
+//! or that died inside an operation, is reaped with a directory scan and the sweeps — and what it
+//! left is found either way.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{attach_inherited, memfd_store_for_children};
+use gismo_core::store::{CreateInfo, ObjectId, ReapReport, Store};
+
+const ROLE: &str = "GISMO_REAP_TEST_ROLE";
+/// Sealed objects the child takes references to.
+const HELD: u64 = 10;
+/// The child's unsealed object.
+const UNSEALED: u64 = 50;
+/// The object the child releases while a delete of it is pending.
+const PENDING: u64 = 60;
+
+/// Child roles: `holder` (references to 1..=HELD and an unsealed object, then waits to be
+/// killed), `released_unsealed` (the same, but releases its unsealed object's reference before
+/// sealing), `releaser` (holds PENDING, releases it when told, dying at the crash point
+/// `release.removed` when the test arms it), `maintainer` (reaps, stopping where the test says).
+#[test]
+fn child() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let store = attach_inherited();
+    let c = store.connect(&role).unwrap();
+    if role == "maintainer" {
+        // Reaps (stopping at the crash point the test arms with GISMO_CRASHPOINT_ACTION=stop).
+        let _ = c.reap_dead(60_000);
+        return;
+    }
+    let get = |id: u64| {
+        c.get_raw(&ObjectId::from_u64(id), Some(Duration::ZERO))
+            .unwrap()
+            .unwrap()
+    };
+    match role.as_str() {
+        "holder" | "released_unsealed" => {
+            for id in 1..=HELD {
+                get(id);
+            }
+            let id = ObjectId::from_u64(UNSEALED);
+            c.create_raw(&id, 200_000, b"m", &CreateInfo::default())
+                .unwrap();
+            if role == "released_unsealed" {
+                c.release(&id).unwrap();
+            }
+        }
+        "releaser" => {
+            get(PENDING);
+        }
+        _ => panic!("unknown role {role}"),
+    }
+    println!("READY");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    if role == "releaser" {
+        c.release(&ObjectId::from_u64(PENDING)).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn command(fd: i32, role: &str, extra: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env("GISMO_TEST_FD", fd.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Spawns `role` and waits for its READY.
+fn spawn(fd: i32, role: &str, extra: &[(&str, &str)]) -> (Child, BufReader<ChildStdout>) {
+    let mut child = command(fd, role, extra).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("READY") {
+        line.clear();
+        assert_ne!(out.read_line(&mut line).unwrap(), 0, "{role} exited early");
+    }
+    (child, out)
+}
+
+fn sealed(store: &Arc<Store>, id: u64, size: u64) {
+    let c = store.connect("maker").unwrap();
+    c.create(&ObjectId::from_u64(id), size, b"m", &CreateInfo::default())
+        .unwrap()
+        .seal()
+        .unwrap();
+}
+
+fn setup(name: &str) -> (i32, Arc<Store>, u64) {
+    let (fd, s) = memfd_store_for_children(name, 32 << 20);
+    for id in 1..=HELD {
+        sealed(&s, id, [3000, 70_000][id as usize % 2]);
+    }
+    sealed(&s, PENDING, 5000);
+    let baseline = s.used_bytes();
+    (fd, s, baseline)
+}
+
+fn kill(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn reap_one(s: &Arc<Store>) -> ReapReport {
+    let admin = s.connect("admin").unwrap();
+    let mut reports = admin.reap_dead(60_000).unwrap();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    reports.pop().unwrap()
+}
+
+#[test]
+fn a_client_killed_idle_is_reaped_from_its_own_table_without_a_scan() {
+    let (fd, s, baseline) = setup("reap-idle");
+    let (child, _out) = spawn(fd, "holder", &[]);
+    assert!(s.used_bytes() > baseline);
+    kill(child);
+    let r = reap_one(&s);
+    assert!(!r.directory_scanned, "{r:?}");
+    assert!(!r.died_in_operation, "{r:?}");
+    assert_eq!(r.released_references, HELD + 1, "{r:?}"); // and the creation reference
+    assert_eq!(r.aborted_objects, 1, "{r:?}");
+    assert!(s.lookup_summary(&ObjectId::from_u64(UNSEALED)).is_none());
+    assert_eq!(s.used_bytes(), baseline);
+    let report = s.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}
+
+#[test]
+fn an_unsealed_object_released_before_its_seal_is_found_by_a_scan() {
+    let (fd, s, baseline) = setup("reap-released-unsealed");
+    let (child, _out) = spawn(fd, "released_unsealed", &[]);
+    kill(child);
+    let r = reap_one(&s);
+    assert!(r.directory_scanned, "{r:?}");
+    assert_eq!(r.aborted_objects, 1, "{r:?}");
+    assert!(s.lookup_summary(&ObjectId::from_u64(UNSEALED)).is_none());
+    assert_eq!(s.used_bytes(), baseline);
+    let report = s.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// Killed after dropping the last reference of an object whose delete was waiting for it, before
+/// running that delete: no table names the object any more, and the reap must still delete it.
+#[cfg(feature = "crashpoints")]
+#[test]
+fn a_release_killed_before_running_the_pending_delete_it_made_due_is_finished() {
+    let (fd, s, baseline) = setup("reap-pending-release");
+    let (mut child, _out) = spawn(fd, "releaser", &[("GISMO_CRASHPOINT", "release.removed")]);
+    let me = s.connect("deleter").unwrap();
+    assert_eq!(
+        me.delete(&ObjectId::from_u64(PENDING)).unwrap(),
+        gismo_core::store::DeleteOutcome::Deferred
+    );
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    let r = me.reap_dead(60_000).unwrap();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].died_in_operation, "{r:?}");
+    assert!(
+        s.lookup_summary(&ObjectId::from_u64(PENDING)).is_none(),
+        "the pending delete was never run"
+    );
+    assert_eq!(s.used_bytes(), baseline - 5120);
+    let report = s.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// A maintainer stopped while it holds a delete it took over (under its own tag, in `DELETING`)
+/// loses the lock to another maintainer, which cannot finish that delete (its owner is alive),
+/// and is then killed: killed outside any operation, with an empty table, it still must be reaped
+/// with a scan (it had maintained the region), and the delete it held is finished.
+#[cfg(feature = "crashpoints")]
+#[test]
+fn a_maintainer_killed_after_losing_the_lock_has_its_taken_over_deletes_finished() {
+    let (fd, s, baseline) = setup("reap-lost-maintainer");
+    // The victim: the last reference to a delete-pending object, killed idle.
+    let (victim, _out) = spawn(fd, "releaser", &[]);
+    let me = s.connect("deleter").unwrap();
+    assert_eq!(
+        me.delete(&ObjectId::from_u64(PENDING)).unwrap(),
+        gismo_core::store::DeleteOutcome::Deferred
+    );
+    kill(victim);
+    // M reaps it, taking the pending delete over, and stops right after claiming its finish.
+    let mut m = command(
+        fd,
+        "maintainer",
+        &[
+            ("GISMO_CRASHPOINT", "finish_delete.claimed"),
+            ("GISMO_CRASHPOINT_ACTION", "stop"),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    wait_stopped(&mut m);
+    // We take the lock over once M has shown no sign of life for the lock's lease.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match me.reap_dead(60_000) {
+            Ok(_) => break,
+            Err(gismo_core::store::StoreError::MaintenanceBusy { .. }) => {}
+            Err(e) => panic!("reap: {e}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "M kept the lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        s.lookup_summary(&ObjectId::from_u64(PENDING)).is_some(),
+        "M's delete is M's while M lives"
+    );
+    kill(m);
+    let r = me.reap_dead(60_000).unwrap();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].directory_scanned, "{r:?}");
+    assert!(
+        s.lookup_summary(&ObjectId::from_u64(PENDING)).is_none(),
+        "the delete M had taken over was never finished"
+    );
+    assert_eq!(s.used_bytes(), baseline - 5120);
+    let report = s.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// Waits until `child` is stopped (it reached a crash point armed with
+/// `GISMO_CRASHPOINT_ACTION=stop`).
+#[cfg(feature = "crashpoints")]
+fn wait_stopped(child: &mut Child) {
+    let pid = child.id();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("child {pid} exited before stopping: {status}");
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if matches!(state, Some("T" | "t")) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
