@@ -176,6 +176,13 @@ fn workload(store: &Arc<Store>) {
         .create(&ObjectId::from_u64(300), 5000, b"", &CreateInfo::default())
         .unwrap();
     b.abort().unwrap();
+    // release of an unsealed object of ours before its seal (it is then in no table of ours),
+    // then its abort.
+    let unsealed = ObjectId::from_u64(301);
+    c.create_raw(&unsealed, 5000, b"", &CreateInfo::default())
+        .unwrap();
+    c.release(&unsealed).unwrap();
+    c.abort(&unsealed).unwrap();
     // get / release of a held object.
     let r = c
         .get(&ObjectId::from_u64(1), Some(Duration::ZERO))

@@ -256,7 +256,7 @@ impl Store {
             e.host_hash.store(host.liveness_hash(), Ordering::Relaxed);
             e.host_index.store(u64::from(host_index), Ordering::Relaxed);
             e.intent.store(intent::NONE, Ordering::Relaxed);
-            e.reap_flags.store(0, Ordering::Relaxed);
+            e.reap_flags.store(reap_flags::TRACKED, Ordering::Relaxed);
             e.attached_ms.store(unix_ms(), Ordering::Relaxed);
             e.heartbeat_ms.store(unix_ms(), Ordering::Relaxed);
             e.set_name(name);
@@ -436,7 +436,7 @@ impl Client {
         info: &CreateInfo,
     ) -> Result<Located> {
         self.check_alive()?;
-        let _op = OpGuard::begin(self.entry());
+        let _op = OpGuard::begin(self.entry(), self.word);
         let metadata_size = metadata.len() as u64;
         if metadata_size > u64::from(u32::MAX) {
             return Err(StoreError::Invalid("metadata larger than 4 GiB".into()));
@@ -683,6 +683,19 @@ impl Client {
                         .fetch_add(1, Ordering::Relaxed);
                     self.store
                         .notify(self.host_index, EventKind::Sealed, index, w.gen, *id);
+                    // A delete asked for while it was unsealed waits for the last release; if we
+                    // released our creation reference before sealing, that release is past, so
+                    // the delete is ours to run now (it would otherwise wait for a sweep).
+                    if sealed.flags & flags::DELETE_PENDING != 0
+                        && self.store.ref_table(self.index).count(index as u32, w.gen) == 0
+                    {
+                        let _op = OpGuard::begin(self.entry(), self.word);
+                        if let Some(deleting) = after_release(slot, w.gen, self.owner_tag(), || {
+                            self.store.refcount(index, w.gen)
+                        }) {
+                            let _ = self.store.complete_delete(index, deleting);
+                        }
+                    }
                     return Ok(());
                 }
                 Err(actual) if actual.gen == w.gen => w = actual,
@@ -707,7 +720,7 @@ impl Client {
     }
 
     fn abort_slot(&self, index: usize, mut w: Word) -> Result<()> {
-        let _op = OpGuard::begin(self.entry());
+        let _op = OpGuard::begin(self.entry(), self.word);
         let slot = self.store.directory().slot(index);
         loop {
             let deleting = Word {
@@ -936,8 +949,9 @@ impl Client {
         // In an operation from before the reference goes: a release killed between dropping the
         // last reference of a delete-pending object and running its delete leaves that delete to
         // nobody's table, and the odd `op_seq` tells the reaper to look for it (a sweep), while a
-        // client killed outside any operation is reaped from its own table alone.
-        let _op = OpGuard::begin(self.entry());
+        // client killed outside any operation is reaped from its own table alone. Unfenced: the
+        // fence in `after_drop` comes before any heap change of ours.
+        let _op = OpGuard::begin_unfenced(self.entry(), self.word);
         let left = self.store.ref_table(self.index).remove(index as u32, gen)?;
         self.after_drop(index, gen, left);
         Some(left)
@@ -951,7 +965,7 @@ impl Client {
             return;
         }
         // As in `drop_ref`.
-        let _op = OpGuard::begin(self.entry());
+        let _op = OpGuard::begin_unfenced(self.entry(), self.word);
         if self
             .store
             .ref_table(self.index)
@@ -975,7 +989,7 @@ impl Client {
         }
         if left == 0 {
             let slot = self.store.directory().slot(index);
-            let _op = OpGuard::begin(self.entry());
+            let _op = OpGuard::begin(self.entry(), self.word);
             if let Some(deleting) = after_release(slot, gen, self.owner_tag(), || {
                 self.store.refcount(index, gen)
             }) {
@@ -993,7 +1007,7 @@ impl Client {
     /// `Fenced` if this client was declared dead; an error finishing a delete.
     pub fn evict(&self, bytes: u64) -> Result<u64> {
         self.check_alive()?;
-        let _op = OpGuard::begin(self.entry());
+        let _op = OpGuard::begin(self.entry(), self.word);
         self.store.evict(bytes, self.owner_tag())
     }
 
@@ -1018,23 +1032,26 @@ impl Client {
                 (i, gen, self.store.directory().slot(i).load_word())
             }
         };
-        let left = self
-            .drop_ref(index, gen)
-            .ok_or(StoreError::ObjectNotFound(*id))?;
-        // Our own unsealed object losing its last reference of ours (only this path drops one:
-        // seals and `ObjectRef`s release sealed objects) is in no table of ours now. Only we
-        // seal it, so the word read above still says whether it is unsealed.
-        if left == 0 && word.gen == gen && word.owner == self.owner_tag() && is_unsealed(word) {
+        // Our own unsealed object may lose its last reference of ours here (only this path can
+        // drop one: seals and `ObjectRef`s release sealed objects), and would then be in no table
+        // of ours. Only we seal it, so the word read above still says whether it is unsealed.
+        // Marked before the reference goes, so that no instant exists where it is in no table and
+        // unmarked (a kill right after the drop; review of the targeted reap, F1); the creation
+        // reference is the only one an unsealed object has, so marking early costs nothing.
+        if word.gen == gen && word.owner == self.owner_tag() && is_unsealed(word) {
             self.unreferenced_unsealed.set(true);
             // And for a reaper, which cannot see our memory: reaping us needs a directory scan
-            // now. Relaxed: read by the reaper only after our death (a process that is gone, or
-            // one silent for the lease and its grace), as the rest of our entry and table.
+            // now. Relaxed: a reaper reads it after our death, with the rest of our entry and
+            // table (for a client judged dead by lease: a lease and the grace period later).
             if !self.fenced() {
                 self.entry()
                     .reap_flags
                     .fetch_or(reap_flags::UNREFERENCED_UNSEALED, Ordering::Relaxed);
             }
         }
+        self.drop_ref(index, gen)
+            .ok_or(StoreError::ObjectNotFound(*id))?;
+        crate::crash_point!("release.dropped");
         Ok(())
     }
 
@@ -1070,7 +1087,7 @@ impl Client {
     /// `ObjectNotFound`.
     pub fn delete(&self, id: &ObjectId) -> Result<DeleteOutcome> {
         self.check_alive()?;
-        let _op = OpGuard::begin(self.entry());
+        let _op = OpGuard::begin(self.entry(), self.word);
         let dir = self.store.directory();
         loop {
             let (index, w) = self.find(id)?;
@@ -1180,28 +1197,49 @@ impl Drop for Client {
 /// deleted.
 const MAX_PROBE_WAITS: u32 = 10_000;
 
-/// Marks an operation that allocates or frees heap memory as in flight in the client's `op_seq`
-/// (odd) until dropped (even again). Nested guards are no-ops, so only the outermost ends it.
-pub(crate) struct OpGuard<'a>(Option<&'a ClientEntry>);
+/// Marks an operation that allocates or frees heap memory, or that leaves state no table of the
+/// client names, as in flight in the client's `op_seq` (odd) until dropped (even again). Nested
+/// guards are no-ops, so only the outermost ends it. Besides the orphan collector, the reaper
+/// reads it: a client killed with `op_seq` even is reaped from its own table alone.
+///
+/// A fenced client writes nothing: the entry may be the next occupant's, whose `op_seq` parity
+/// its reaper relies on (review of the targeted reap, F6). Checked right before each write (the
+/// window between a check and its write is the one every guarded write has: `docs/store.md`,
+/// "Pauses and fencing").
+pub(crate) struct OpGuard<'a>(Option<(&'a ClientEntry, u64)>);
 
 impl<'a> OpGuard<'a> {
-    pub(crate) fn begin(entry: &'a ClientEntry) -> OpGuard<'a> {
+    /// Begins an operation of the client registered in `entry` with word `word`.
+    pub(crate) fn begin(entry: &'a ClientEntry, word: u64) -> OpGuard<'a> {
+        let guard = Self::begin_unfenced(entry, word);
+        if guard.0.is_some() {
+            // SeqCst fence: pairs with the fences around the orphan collector's scan. If its scan
+            // sees a heap change we are about to make, its later read of op_seq sees this odd
+            // value (see `Store::collect_orphans`). A nested guard's outer one fenced already.
+            fence(Ordering::SeqCst);
+        }
+        guard
+    }
+
+    /// [`OpGuard::begin`] without its fence, for a caller that passes a SeqCst fence of its own
+    /// after this and before its first heap change (`drop_ref`: the one in `after_drop`), which
+    /// pairs with the collector's fences just as well.
+    pub(crate) fn begin_unfenced(entry: &'a ClientEntry, word: u64) -> OpGuard<'a> {
         let v = entry.op_seq.load(Ordering::Relaxed);
-        if v % 2 == 1 {
+        if v % 2 == 1 || entry.word.load(Ordering::Relaxed) != word {
             return OpGuard(None);
         }
         entry.op_seq.store(v | 1, Ordering::Relaxed);
-        // SeqCst fence: pairs with the fences around the orphan collector's scan. If its scan
-        // sees a heap change we are about to make, its later read of op_seq sees this odd value
-        // (see `Store::collect_orphans`).
-        fence(Ordering::SeqCst);
-        OpGuard(Some(entry))
+        OpGuard(Some((entry, word)))
     }
 }
 
 impl Drop for OpGuard<'_> {
     fn drop(&mut self) {
-        if let Some(entry) = self.0 {
+        if let Some((entry, word)) = self.0 {
+            if entry.word.load(Ordering::Relaxed) != word {
+                return; // fenced meanwhile: the reaper makes it even
+            }
             let v = entry.op_seq.load(Ordering::Relaxed);
             // Release: pairs with the orphan collector's SeqCst loads of `op_seq` in
             // `op_snapshot` (fsck.rs): the slot or intent that now accounts for our allocation

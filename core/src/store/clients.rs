@@ -42,7 +42,8 @@ pub mod intent {
 
 /// Bits of [`ClientEntry::reap_flags`]: what a reaper cannot find from the client's own entry and
 /// reference table, so that reaping it needs a directory scan. Sticky until the entry is reused;
-/// any bit set (also an unknown one, in a corrupt entry) makes the reap scan.
+/// a reap is targeted only when the word is exactly [`TRACKED`](reap_flags::TRACKED) (any other
+/// bit, also an unknown one in a corrupt entry, or `TRACKED` missing, makes it scan).
 pub mod reap_flags {
     /// An unsealed object of this client lost its last reference of the client's (released
     /// before its seal): it is in no table of the client's any more.
@@ -50,6 +51,11 @@ pub mod reap_flags {
     /// The client holds, or held and lost, the maintenance lock: slots it took over while
     /// reaping may be `DELETING` under its tag. Cleared when it gives the lock back normally.
     pub const MAINTAINING: u64 = 2;
+    /// Written alone by `connect` of a build that keeps what a targeted reap relies on (every
+    /// step that leaves state outside the client's table runs inside its operation guard, and the
+    /// bits above are kept). An entry without it (written by an older build, whose clients keep
+    /// no such promise, or corrupt) is reaped with a directory scan.
+    pub const TRACKED: u64 = 1 << 63;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

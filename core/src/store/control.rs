@@ -41,8 +41,14 @@ pub struct ControlBlock {
     /// Bytes reserved by live raw heap blocks (`Store::alloc_block`), which no directory slot
     /// names: while not 0, fsck and the orphan collector report leaks but never free them.
     pub raw_bytes: CachePadded<AtomicU64>,
+    /// Sweeps owed (finish orphaned deletes, collect orphaned blocks): raised by a reap that
+    /// found its victim died inside an operation or could not be reaped from its own records, and
+    /// by a takeover of the maintenance lock; lowered by a maintainer only after a complete sweep
+    /// (by a CAS from the value it saw before sweeping, so a sweep owed meanwhile stays owed). In
+    /// the region, so that no crash or timeout loses the debt. Zero in older regions.
+    pub sweeps_owed: CachePadded<AtomicU64>,
     /// Room for later words, one line each (zero in every region formatted so far).
-    pub _reserved: [CachePadded<AtomicU64>; 15],
+    pub _reserved: [CachePadded<AtomicU64>; 14],
 }
 
 /// Byte offsets in the region format (docs/region-format.md, "Control block"): the allocator's
@@ -64,7 +70,8 @@ mod layout_checks {
     const_assert_eq!(offset_of!(ControlBlock, maintenance), 9856);
     const_assert_eq!(offset_of!(ControlBlock, maintenance_beat), 9984);
     const_assert_eq!(offset_of!(ControlBlock, raw_bytes), 10112);
-    const_assert_eq!(offset_of!(ControlBlock, _reserved), 10240);
+    const_assert_eq!(offset_of!(ControlBlock, sweeps_owed), 10240);
+    const_assert_eq!(offset_of!(ControlBlock, _reserved), 10368);
     const_assert_eq!(size_of::<ControlBlock>(), 12160);
     static_assertions::const_assert!(
         size_of::<ControlBlock>() as u64 <= crate::format::layout::CONTROL_SIZE

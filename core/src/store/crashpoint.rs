@@ -41,6 +41,7 @@ pub const ALL: &[&str] = &[
     // Client::release (drop_ref), and the deferred delete of the last release
     "release.removed",
     "release.deferred_delete",
+    "release.dropped",
     // Client::delete (begin_delete), the reference check (settle), and the finish
     "delete.deleting",
     "settle.referenced",

@@ -465,6 +465,17 @@ impl Store {
         m: &crate::store::reaper::Maintenance<'_>,
         wait: std::time::Duration,
     ) -> u64 {
+        self.collect_orphans_pass(m, wait).unwrap_or(0)
+    }
+
+    /// [`Store::collect_orphans`]; `None` if no quiet scan was had within `wait` (or the lock was
+    /// lost): the orphans, if any, are still there. Raw heap blocks make leaks uncollectable;
+    /// that counts as done (fsck reports them).
+    pub(crate) fn collect_orphans_pass(
+        &self,
+        m: &crate::store::reaper::Maintenance<'_>,
+        wait: std::time::Duration,
+    ) -> Option<u64> {
         let deadline = std::time::Instant::now() + wait;
         loop {
             let before = self.op_snapshot();
@@ -480,17 +491,17 @@ impl Store {
                 // blocks look like leaks, so none is freed while any exist.
                 fence(Ordering::SeqCst);
                 if self.raw_bytes() != 0 {
-                    return 0;
+                    return Some(0);
                 }
                 // Only the maintainer frees leaks: two collectors could both see block B leaked,
                 // and the second would free it again after a create reused it.
                 if self.op_snapshot() == before && m.held() {
                     crate::crash_point!("orphans.scanned");
-                    return self.free_leaks(&report, m);
+                    return Some(self.free_leaks(&report, m));
                 }
             }
-            if std::time::Instant::now() >= deadline {
-                return 0;
+            if std::time::Instant::now() >= deadline || !m.held() {
+                return None;
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }

@@ -152,23 +152,25 @@ impl Maintenance<'_> {
 
 impl Drop for Maintenance<'_> {
     fn drop(&mut self) {
-        // Release: pairs with the next maintainer's AcqRel claim CAS in `begin_maintenance`:
-        // everything we did happens before its work.
-        let released = self
-            .store
-            .control()
-            .maintenance
-            .compare_exchange(self.me.pack(), 0, Ordering::Release, Ordering::Relaxed)
-            .is_ok();
-        // Given back normally: our own reap needs no scan for slots we took over. Only after
-        // the lock went (dying in between leaves the flag, which costs one scan, never a slot);
-        // not if it was taken from us, since we may have stopped half way.
-        if released && self.store.holder_alive(self.me) {
+        let c = self.store.control();
+        // Given back normally, all our work done: our own reap needs no scan for slots we took
+        // over. Cleared before the lock goes, so that another thread of ours that takes it next
+        // sets the flag after we cleared it; not if the lock was taken from us (we may have
+        // stopped half way), and not once fenced (the entry may be someone else's). Acquire:
+        // pairs with the AcqRel CAS of a maintainer that took the lock over.
+        if c.maintenance.load(Ordering::Acquire) == self.me.pack()
+            && self.store.holder_alive(self.me)
+        {
             self.store
                 .client_entry(self.me.client)
                 .reap_flags
                 .fetch_and(!reap_flags::MAINTAINING, Ordering::Relaxed);
         }
+        // Release: pairs with the next maintainer's AcqRel claim CAS in `begin_maintenance`:
+        // everything we did happens before its work.
+        let _ =
+            c.maintenance
+                .compare_exchange(self.me.pack(), 0, Ordering::Release, Ordering::Relaxed);
     }
 }
 
@@ -331,6 +333,10 @@ impl Store {
                 self.client_entry(me.client)
                     .reap_flags
                     .fetch_or(reap_flags::MAINTAINING, Ordering::Relaxed);
+                if cur != 0 {
+                    // Its holder may have left work half done anywhere: a sweep is owed.
+                    self.control().sweeps_owed.fetch_add(1, Ordering::Relaxed);
+                }
                 return Ok(Maintenance {
                     store: self,
                     me,
@@ -497,7 +503,7 @@ impl Store {
         report.directory_scanned = report.died_in_operation
             || judged.status == status::DEAD
             || intent_kind != intent::NONE
-            || e.reap_flags.load(Ordering::Relaxed) != 0;
+            || e.reap_flags.load(Ordering::Relaxed) != reap_flags::TRACKED;
         let candidates: Box<dyn Iterator<Item = usize>> = if report.directory_scanned {
             Box::new(0..dir.capacity())
         } else {
@@ -654,6 +660,12 @@ impl Store {
         if !ours()? {
             return Ok(None);
         }
+        if report.died_in_operation || report.directory_scanned {
+            // Before the entry goes: once it is FREE, nothing else would say that this client
+            // may have left an orphan or a delete no table names. Relaxed: read by the next
+            // maintainer under the lock (Release/Acquire through the lock word).
+            self.control().sweeps_owed.fetch_add(1, Ordering::Relaxed);
+        }
         let seq = e.op_seq.load(Ordering::Relaxed);
         if seq % 2 == 1 {
             e.op_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
@@ -806,21 +818,29 @@ impl Store {
         if m.held() {
             self.reclaim_stale_connecting(lease_ms);
         }
-        // The sweeps cost the directory and heap, so they run only when something may be left
-        // that no entry or table names: a client killed inside an operation (an orphaned block, a
-        // delete-pending object whose last reference it had dropped), or a maintainer killed or
-        // replaced half way (deletes it took over, a victim's intent it had taken out).
-        let sweep = m.took_over()
-            || out
-                .iter()
-                .any(|r| r.died_in_operation || r.directory_scanned);
-        if sweep && m.held() {
+        // The sweeps cost the directory and heap, so they run only while one is owed: raised by
+        // a reap whose victim may have left something no entry or table names (killed inside an
+        // operation: an orphaned block, a delete-pending object whose last reference it had
+        // dropped; or reaped with a scan), and by a takeover of the lock (a maintainer killed
+        // or replaced half way). The debt lives in the region and is paid only by a complete
+        // sweep, so a sweep cut short (lock lost, no quiet moment for the collector) is run
+        // again by the next pass.
+        let owed = self.control().sweeps_owed.load(Ordering::Relaxed);
+        if owed != 0 && m.held() {
             // Deletes left half done by a reaper that died while acting for a dead client.
-            let finished = self.finish_orphaned_deletes(&m);
-            let orphans = self.collect_orphans(&m, std::time::Duration::from_millis(200));
+            let (finished, complete) = self.finish_orphaned_deletes_pass(&m);
+            let orphans = self.collect_orphans_pass(&m, std::time::Duration::from_millis(200));
+            if complete && orphans.is_some() && m.held() {
+                let _ = self.control().sweeps_owed.compare_exchange(
+                    owed,
+                    0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
             if let Some(first) = out.first_mut() {
                 first.finished_deletes += finished;
-                first.orphan_bytes = orphans;
+                first.orphan_bytes = orphans.unwrap_or(0);
             }
         }
         match first_error {
@@ -834,11 +854,17 @@ impl Store {
     /// object is still referenced; and runs deferred deletes (`DELETE_PENDING`) of objects no
     /// longer referenced. Returns how many were finished.
     pub fn finish_orphaned_deletes(&self, m: &Maintenance<'_>) -> u64 {
+        self.finish_orphaned_deletes_pass(m).0
+    }
+
+    /// [`Store::finish_orphaned_deletes`], and whether the pass went through the whole directory
+    /// (false: it stopped because the lock was lost).
+    fn finish_orphaned_deletes_pass(&self, m: &Maintenance<'_>) -> (u64, bool) {
         let dir = self.directory();
         let mut finished = 0;
         for (i, slot) in dir.slots().iter().enumerate() {
             if i % CHECK_EVERY == CHECK_EVERY - 1 && !m.held() {
-                break;
+                return (finished, false);
             }
             let w = slot.load_word();
             // A deferred delete whose last reference went without anyone running it: the
@@ -867,12 +893,12 @@ impl Store {
                 continue;
             }
             if !m.held() {
-                break;
+                return (finished, false);
             }
             if let Ok(Some(true)) = self.resume_deleting(i, w.owner, m.tag()) {
                 finished += 1;
             }
         }
-        finished
+        (finished, true)
     }
 }

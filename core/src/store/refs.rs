@@ -19,7 +19,14 @@
 //! A getter stores its count (`+1`), issues `fence(SeqCst)`, then reloads the slot's state word;
 //! a deleter CASes the slot to `DELETING`, issues `fence(SeqCst)`, then reads every client's entry.
 //! With both fences, at least one side sees the other's write: either the getter sees `DELETING`
-//! (and backs out) or the deleter sees the reference (and defers the delete).
+//! (and backs out) or the deleter sees the reference (and defers the delete). The fences carry the
+//! whole ordering: two SeqCst fences order a Relaxed store before one and a Relaxed load after the
+//! other, so the table's stores and the deleter's loads are Relaxed (core review L12: a SeqCst
+//! store is itself a full barrier, which the get and release hot paths paid on top of the fence).
+//! Every writer of a table entry that another party's decision depends on fences after it: `add`
+//! in `Client::add_ref`, `remove`/`remove_all` in `Client::after_drop`, `clear` in the reaper; and
+//! every reader that decides fences before it (`directory::settle`, `begin_delete`,
+//! `after_release`, the reaper's `resume_delete`).
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -68,10 +75,10 @@ impl<'a> RefTable<'a> {
         let key = key_of(pack(slot, gen, 0));
         let mut i = self.start(slot);
         for _ in 0..self.entries.len() {
-            // SeqCst: pairs with the SeqCst stores in `add`, `remove` and `clear` (the second
-            // half of the Dekker pair with `add`, see module docs); for other readers (reaper,
-            // statistics) it is simply a load.
-            let w = self.entries[i].load(Ordering::SeqCst);
+            // Relaxed: a deleter's decision is ordered by its SeqCst fence before this call (the
+            // second half of the Dekker pair, see module docs); other readers (statistics, the
+            // owner itself) need no ordering.
+            let w = self.entries[i].load(Ordering::Relaxed);
             if w == 0 {
                 return 0;
             }
@@ -98,9 +105,8 @@ impl<'a> RefTable<'a> {
             }
             if key_of(w) == key && count_of(w) > 0 {
                 let c = count_of(w).checked_add(1).ok_or(RefError::CountOverflow)?;
-                // SeqCst: pairs with the SeqCst loads of a deleter's scan in `count` (the first
-                // half of the Dekker pair, as below).
-                self.entries[i].store(pack(slot, gen, c), Ordering::SeqCst);
+                // Relaxed: the caller's SeqCst fence after it orders it (module docs).
+                self.entries[i].store(pack(slot, gen, c), Ordering::Relaxed);
                 return Ok(c);
             }
             if count_of(w) == 0 && reuse.is_none() {
@@ -116,9 +122,9 @@ impl<'a> RefTable<'a> {
                 return self.add_after_sweep(slot, gen);
             }
         };
-        // SeqCst store: first half of the Dekker pair; pairs with the SeqCst loads in `count`
-        // (the caller also fences before re-checking the slot).
-        self.entries[at].store(pack(slot, gen, 1), Ordering::SeqCst);
+        // Relaxed: first half of the Dekker pair, ordered by the caller's SeqCst fence before it
+        // re-checks the slot (module docs).
+        self.entries[at].store(pack(slot, gen, 1), Ordering::Relaxed);
         Ok(1)
     }
 
@@ -127,8 +133,8 @@ impl<'a> RefTable<'a> {
         for _ in 0..self.entries.len() {
             let w = self.entries[i].load(Ordering::Relaxed);
             if w == 0 || count_of(w) == 0 {
-                // SeqCst: as in `add` (pairs with the SeqCst loads in `count`).
-                self.entries[i].store(pack(slot, gen, 1), Ordering::SeqCst);
+                // Relaxed: as in `add`.
+                self.entries[i].store(pack(slot, gen, 1), Ordering::Relaxed);
                 return Ok(1);
             }
             i = (i + 1) & self.mask;
@@ -150,9 +156,9 @@ impl<'a> RefTable<'a> {
             }
             if key_of(w) == key && count_of(w) > 0 {
                 let c = count_of(w) - 1;
-                // SeqCst: pairs with the SeqCst loads in `count`: a later deleter's scan must see
-                // the drop once it sees anything newer.
-                self.entries[i].store(pack(slot, gen, c), Ordering::SeqCst);
+                // Relaxed: ordered by the caller's SeqCst fence after it (`Client::after_drop`),
+                // before it looks for a pending delete (module docs).
+                self.entries[i].store(pack(slot, gen, c), Ordering::Relaxed);
                 if c == 0 {
                     self.trim_before_empty(i);
                 }
@@ -175,8 +181,8 @@ impl<'a> RefTable<'a> {
                 return None;
             }
             if key_of(w) == key && count_of(w) > 0 {
-                // SeqCst: as in `remove` (pairs with the SeqCst loads in `count`).
-                self.entries[i].store(pack(slot, gen, 0), Ordering::SeqCst);
+                // Relaxed: as in `remove`.
+                self.entries[i].store(pack(slot, gen, 0), Ordering::Relaxed);
                 self.trim_before_empty(i);
                 return Some(count_of(w));
             }
@@ -237,9 +243,9 @@ impl<'a> RefTable<'a> {
         self.entries
             .iter()
             .filter_map(|e| {
-                // SeqCst: pairs with the SeqCst stores of `add`, `remove` and `clear`, as in
-                // `count`.
-                let w = e.load(Ordering::SeqCst);
+                // Relaxed: as in `count` (a reaper reads the table of a client it fenced, after
+                // its AcqRel CAS of the entry word).
+                let w = e.load(Ordering::Relaxed);
                 // Checked: a corrupt word with slot field 0 names no slot (skipped, not wrapped).
                 let slot = (w >> 32).checked_sub(1)?;
                 (count_of(w) > 0).then(|| (slot as u32, (w >> 16) as u16, count_of(w)))
@@ -258,9 +264,9 @@ impl<'a> RefTable<'a> {
     /// disconnect for the owner they free).
     pub fn clear(&self) {
         for e in self.entries {
-            // SeqCst: pairs with the SeqCst loads in `count` and `held`; the reaper's fence after
-            // `clear` orders these erasures before its reads of the slot words.
-            e.store(0, Ordering::SeqCst);
+            // Relaxed: the reaper's SeqCst fence after `clear` orders these erasures before its
+            // reads of the slot words (module docs).
+            e.store(0, Ordering::Relaxed);
         }
     }
 }
