@@ -3,25 +3,16 @@
 //! without a directory scan) and those whose reference it released before sealing (found by the
 //! scan it falls back to then).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use gismo_core::store::{CreateInfo, ObjectId, Store};
-use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 
 fn store(name: &str) -> Arc<Store> {
-    let region = Region::create(
-        &RegionSpec::Memfd {
-            name: name.into(),
-            huge_pages: false,
-        },
-        32 << 20,
-        &RegionOptions::default(),
-    )
-    .unwrap();
-    Store::format(region, &Default::default()).unwrap()
+    common::memfd_store(name, 32 << 20)
 }
-
 fn sealed(store: &Arc<Store>, id: u64, size: u64) {
     let c = store.connect("maker").unwrap();
     let id = ObjectId::from_u64(id);

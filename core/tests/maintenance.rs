@@ -3,6 +3,8 @@
 //! reaps the dead client, giving back everything it held — at once when the process can be checked
 //! by pid (same host), after the lease and the quarantine grace when it cannot (another host).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
@@ -11,26 +13,15 @@ use std::time::{Duration, Instant};
 use gismo_core::store::allocator::capacity_for;
 use gismo_core::store::maintenance::{Maintainer, MaintainerConfig, Reap};
 use gismo_core::store::{CreateInfo, ObjectId, ReapReport, Store};
-use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 
 const ROLE: &str = "GISMO_MAINTENANCE_ROLE";
 /// How long any wait here may take before the test fails (a watchdog, not a timing assertion).
 const WATCHDOG: Duration = Duration::from_secs(30);
 
 fn fresh_store(name: &str) -> (Arc<Store>, i32) {
-    let region = Region::create(
-        &RegionSpec::Memfd {
-            name: name.into(),
-            huge_pages: false,
-        },
-        32 << 20,
-        &RegionOptions::default(),
-    )
-    .unwrap();
-    let fd = region.inheritable_fd().unwrap();
-    (Store::format(region, &Default::default()).unwrap(), fd)
+    let (fd, store) = common::memfd_store_for_children(name, 32 << 20);
+    (store, fd)
 }
-
 /// Starts this test binary as a child that holds objects in the region behind `fd`, as host
 /// `host`, and waits until it says it holds them.
 fn spawn_holder(fd: i32, host: &str) -> Child {
@@ -69,10 +60,7 @@ fn child() {
         return;
     };
     assert_eq!(role, "hold");
-    let fd: i32 = std::env::var("GISMO_TEST_FD").unwrap().parse().unwrap();
-    let store =
-        Store::attach(Region::open(&RegionSpec::Fd(fd), &RegionOptions::default()).unwrap())
-            .unwrap();
+    let store = common::attach_inherited();
     let client = store.connect("maintenance-hold").unwrap();
     let unsealed = client
         .create(

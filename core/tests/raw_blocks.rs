@@ -1,25 +1,16 @@
 //! Raw heap blocks (`Store::alloc_block`): accounted in the used bytes like objects, freed on
 //! drop, and never freed as leaks by fsck or the orphan collector.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use gismo_core::store::{CreateInfo, HeapBlock, ObjectId, Store, StoreError};
-use gismo_platform::region::{Region, RegionOptions, RegionSpec};
 
 fn store(name: &str, size: u64) -> Arc<Store> {
-    let region = Region::create(
-        &RegionSpec::Memfd {
-            name: name.into(),
-            huge_pages: false,
-        },
-        size,
-        &RegionOptions::default(),
-    )
-    .unwrap();
-    Store::format(region, &Default::default()).unwrap()
+    common::memfd_store(name, size)
 }
-
 #[test]
 fn blocks_are_accounted_disjoint_and_freed_on_drop() {
     let s = store("raw-account", 32 << 20);
