@@ -55,6 +55,15 @@ fn child() {
         std::io::stdin().read_line(&mut line).unwrap();
         return;
     }
+    if role == "sealer" {
+        // Dies at the crash point between its seal and the seal's event.
+        let id = ObjectId::from_u64(72);
+        let _ = c
+            .create(&id, 3000, b"", &CreateInfo::default())
+            .unwrap()
+            .seal();
+        panic!("the sealer should have died at seal.sealed");
+    }
     if role == "maintainer" {
         // Reaps (stopping at the crash point the test arms with GISMO_CRASHPOINT_ACTION=stop).
         let _ = c.reap_dead(60_000);
@@ -360,4 +369,28 @@ fn a_sweep_cut_short_is_run_by_the_next_pass() {
     let report = s.fsck(false);
     assert!(report.is_clean(), "{report:?}");
     kill(slow);
+}
+
+/// Killed between its seal and the seal's event (core review L4): the host's runner never hears of
+/// the object from the ring, so the reap marks the rings as having lost events (an overflow, on
+/// which a runner rescans the directory).
+#[cfg(feature = "crashpoints")]
+#[test]
+fn a_seal_killed_before_its_event_makes_the_runners_rescan() {
+    let (fd, s, _) = setup("reap-lost-event");
+    let me = s.connect("admin").unwrap();
+    let ring = s.event_ring(me.host_index() as usize).unwrap();
+    let before = ring.overflows();
+    let status = command(fd, "sealer", &[("GISMO_CRASHPOINT", "seal.sealed")])
+        .status()
+        .unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    assert!(
+        s.lookup_summary(&ObjectId::from_u64(72)).is_some(),
+        "sealed"
+    );
+    let r = me.reap_dead(60_000).unwrap();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].died_in_operation, "{r:?}");
+    assert!(ring.overflows() > before, "the lost event is not signalled");
 }

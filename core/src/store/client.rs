@@ -653,6 +653,10 @@ impl Client {
             }
         }
         crate::crash_point!("seal.written_back");
+        // From the seal to its event: a client killed in between leaves a sealed object the
+        // host's runner never hears of, and the odd `op_seq` makes its reaper mark the event
+        // rings as having lost events (core review L4).
+        let _op = OpGuard::begin(self.entry(), self.word);
         loop {
             match w.state {
                 state::SEALED | state::DELETING => {

@@ -660,6 +660,14 @@ impl Store {
         if !ours()? {
             return Ok(None);
         }
+        if report.died_in_operation {
+            // An event it was about to publish (a seal's, or a delete's on the creator's host) may
+            // be lost: counted as an overflow on every ring, which makes each runner rescan the
+            // directory (core review L4). Relaxed: a counter the consumer compares.
+            for host in self.hosts() {
+                host.overflows.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if report.died_in_operation || report.directory_scanned {
             // Before the entry goes: once it is FREE, nothing else would say that this client
             // may have left an orphan or a delete no table names. Relaxed: read by the next
