@@ -478,6 +478,14 @@ impl Client {
             raylet_id: info.owner.raylet_id,
             ip: info.owner.ip.clone(),
         });
+        if owner_node.is_none() {
+            // Not silent (core review L6): the object is created without an owner node, and the
+            // count says how often that happened.
+            self.store
+                .control()
+                .owner_nodes_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let now = unix_ms();
         let inserted = self.store.directory().insert(id, self.owner_tag(), |s| {
             s.data_offset.store(alloc.offset, Ordering::Relaxed);

@@ -47,8 +47,11 @@ pub struct ControlBlock {
     /// (by a CAS from the value it saw before sweeping, so a sweep owed meanwhile stays owed). In
     /// the region, so that no crash or timeout loses the debt. Zero in older regions.
     pub sweeps_owed: CachePadded<AtomicU64>,
+    /// Creates whose owner node could not be recorded (the owner-node table is full): their
+    /// slots name no owner node (core review L6; `Stats::owner_nodes_dropped`).
+    pub owner_nodes_dropped: CachePadded<AtomicU64>,
     /// Room for later words, one line each (zero in every region formatted so far).
-    pub _reserved: [CachePadded<AtomicU64>; 14],
+    pub _reserved: [CachePadded<AtomicU64>; 13],
 }
 
 /// Byte offsets in the region format (docs/region-format.md, "Control block"): the allocator's
@@ -71,7 +74,8 @@ mod layout_checks {
     const_assert_eq!(offset_of!(ControlBlock, maintenance_beat), 9984);
     const_assert_eq!(offset_of!(ControlBlock, raw_bytes), 10112);
     const_assert_eq!(offset_of!(ControlBlock, sweeps_owed), 10240);
-    const_assert_eq!(offset_of!(ControlBlock, _reserved), 10368);
+    const_assert_eq!(offset_of!(ControlBlock, owner_nodes_dropped), 10368);
+    const_assert_eq!(offset_of!(ControlBlock, _reserved), 10496);
     const_assert_eq!(size_of::<ControlBlock>(), 12160);
     static_assertions::const_assert!(
         size_of::<ControlBlock>() as u64 <= crate::format::layout::CONTROL_SIZE

@@ -73,6 +73,9 @@ pub enum Problem {
     /// A host table entry of this host's name with another boot id, used by no active client:
     /// a host entry past its boot.
     StaleHost { host: usize, name: String },
+    /// An owner-node entry neither empty nor published (a writer killed between its claim and
+    /// its publish, or garbage): one entry lost to the table for good unless repaired.
+    StuckNode { index: usize, state: u64 },
 }
 
 impl fmt::Display for Problem {
@@ -142,6 +145,10 @@ impl fmt::Display for Problem {
                 f,
                 "host entry {host} ({name:?}) belongs to an earlier boot of this host"
             ),
+            Problem::StuckNode { index, state } => write!(
+                f,
+                "owner-node entry {index} is neither free nor published (state {state:#x})"
+            ),
         }
     }
 }
@@ -158,9 +165,13 @@ impl Problem {
                 | Problem::BadPartialStack { .. }
                 | Problem::UnlistedChunk { .. }
                 | Problem::StaleHost { .. }
+                | Problem::StuckNode { .. }
         )
     }
 }
+
+/// How long an owner-node entry must stay claimed and unpublished before fsck reports it.
+const NODE_CLAIM_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What fsck found (and repaired).
 #[derive(Clone, Debug, Default)]
@@ -445,6 +456,7 @@ impl Store {
             }
         }
         self.check_hosts(repair, &mut report);
+        self.check_nodes(repair, &mut report);
         // A `DEAD` entry (an interrupted reap) is not repaired here: a reap runs only under the
         // maintenance lock, which only a registered client can hold. `Store::reap_dead` finishes
         // it (`gismoctl fsck --repair` runs one as its own client first).
@@ -606,6 +618,26 @@ impl Store {
         }
         (usize::from(w.owner) >= self.max_clients() && w.owner != NO_OWNER)
             .then_some("owner outside the client table")
+    }
+
+    /// Owner-node entries neither free nor published (core review L6). A writer holds its claim
+    /// for a few instructions, so an entry is reported only if it is still stuck, with the same
+    /// word, after a pause of [`NODE_CLAIM_PATIENCE`]. Repair frees them (meant for a quiescent
+    /// region, like every repair: a writer slow past that pause would publish over a re-claim).
+    fn check_nodes(&self, repair: bool, report: &mut FsckReport) {
+        let nodes = self.nodes();
+        let first = nodes.stuck();
+        if first.is_empty() {
+            return;
+        }
+        std::thread::sleep(NODE_CLAIM_PATIENCE);
+        let again = nodes.stuck();
+        for (index, state) in first.into_iter().filter(|e| again.contains(e)) {
+            report.problems.push(Problem::StuckNode { index, state });
+            if repair && nodes.free_stuck(index, state) {
+                report.repaired += 1;
+            }
+        }
     }
 
     /// Host entries past their boot: this host's name with another identity (boot id), and no

@@ -67,6 +67,8 @@ pub struct Stats {
     pub objects_evicted: u64,
     pub objects_aborted: u64,
     pub clients_reaped: u64,
+    /// Creates whose owner node could not be recorded because the owner-node table was full.
+    pub owner_nodes_dropped: u64,
     pub metadata_ratio: f64,
     /// Per size class: (block size, chunks, blocks used).
     pub classes: Vec<(u32, u64, u64)>,
@@ -292,7 +294,7 @@ impl Store {
         RefTable::new(unsafe { std::slice::from_raw_parts(self.refs.add(index * per), per) })
     }
 
-    pub(crate) fn nodes(&self) -> NodeTable<'_> {
+    pub fn nodes(&self) -> NodeTable<'_> {
         // SAFETY: validated in `attach_with`; the mapping lives as long as `self`.
         NodeTable::new(unsafe {
             std::slice::from_raw_parts(self.nodes, self.layout.geometry.node_capacity as usize)
@@ -538,6 +540,7 @@ impl Store {
             objects_evicted: c.objects_evicted.load(Ordering::Relaxed),
             objects_aborted: c.objects_aborted.load(Ordering::Relaxed),
             clients_reaped: c.clients_reaped.load(Ordering::Relaxed),
+            owner_nodes_dropped: c.owner_nodes_dropped.load(Ordering::Relaxed),
             metadata_ratio: self.layout.metadata_ratio(),
             classes: alloc.class_usage(),
         }

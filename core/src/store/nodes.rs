@@ -130,6 +130,38 @@ impl<'a> NodeTable<'a> {
         None
     }
 
+    /// Entries neither empty nor published, with their state word: `CLAIMED` by a writer that
+    /// never published (killed in the few instructions between its claim and its publish), or
+    /// garbage. Each costs one entry for good unless fsck's repair frees it.
+    pub fn stuck(&self) -> Vec<(usize, u64)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                // Relaxed: a report; the repair's CAS decides.
+                let w = e.state.load(Ordering::Relaxed);
+                (w != EMPTY && w != READY).then_some((i, w))
+            })
+            .collect()
+    }
+
+    /// Frees entry `index` if its state word is still `state` (fsck's repair of a stuck entry; a
+    /// writer that was only slow publishes over it, which is harmless: its data words are its
+    /// own, and no slot names an entry that was never published). Returns whether it was freed.
+    pub fn free_stuck(&self, index: usize, state: u64) -> bool {
+        let Some(e) = self.entries.get(index) else {
+            return false;
+        };
+        if state == EMPTY || state == READY {
+            return false;
+        }
+        // Relaxed: the entry holds nothing anyone reads (never published); the next claimer's
+        // CAS from EMPTY is what orders its own writes.
+        e.state
+            .compare_exchange(state, EMPTY, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// The node at `index`, if published.
     pub fn get(&self, index: u32) -> Option<OwnerNode> {
         let e = self.entries.get(index as usize)?;

@@ -124,6 +124,13 @@ fn to_text(spec: &RegionSpec, s: &Stats) -> String {
         s.objects_aborted,
         s.clients_reaped
     );
+    if s.owner_nodes_dropped > 0 {
+        let _ = writeln!(
+            t,
+            "warning     {} create(s) recorded no owner node: the owner-node table is full",
+            s.owner_nodes_dropped
+        );
+    }
     let used: Vec<_> = s.classes.iter().filter(|c| c.1 > 0).collect();
     if used.is_empty() {
         let _ = writeln!(t, "size classes: none in use");
@@ -170,6 +177,7 @@ fn to_json(spec: &RegionSpec, s: &Stats) -> Value {
             "objects_evicted": s.objects_evicted,
             "objects_aborted": s.objects_aborted,
             "clients_reaped": s.clients_reaped,
+            "owner_nodes_dropped": s.owner_nodes_dropped,
         },
         "metadata_ratio": s.metadata_ratio,
         "size_classes": classes,
