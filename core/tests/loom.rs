@@ -9,7 +9,9 @@ use gismo_core::store::directory::{
     after_release, begin_delete, begin_evict, flags, resume_delete, state, Directory, InsertError,
     Resumed, Slot, Word,
 };
+use gismo_core::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
 use gismo_core::store::refs::RefTable;
+use gismo_core::store::ring_claim::{claim_consumer, release_consumer, ring_consumer, ConsumerId};
 use gismo_core::store::ObjectId;
 use gismo_platform::sync::{fence, AtomicU64, Ordering};
 use loom::sync::Arc;
@@ -383,5 +385,148 @@ fn large_runs_claimed_concurrently_do_not_overlap() {
         let got: Vec<_> = ths.into_iter().map(|t| t.join().unwrap()).collect();
         let (a, b) = (got[0].unwrap(), got[1].unwrap());
         assert!(a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0, "{a:?} overlaps {b:?}");
+    });
+}
+
+fn event(slot: u32) -> Event {
+    Event {
+        kind: EventKind::Sealed,
+        slot,
+        gen: slot * 3 + 1,
+        id: ObjectId::from_u64(u64::from(slot) * 0x9e37_79b9 + 7),
+    }
+}
+
+struct Ring {
+    host: HostEntry,
+    cells: Vec<EventCell>,
+}
+
+fn ring(cells: usize) -> Arc<Ring> {
+    Arc::new(Ring {
+        host: HostEntry::new_free(),
+        cells: (0..cells).map(|_| EventCell::new_free()).collect(),
+    })
+}
+
+impl Ring {
+    fn events(&self) -> EventRing<'_> {
+        EventRing::new(&self.host, &self.cells)
+    }
+}
+
+/// Two producers `push` one event each while the consumer `pops` (twice, then drains after the
+/// joins, as its next pass would): every event a push reported published is popped exactly once
+/// and whole (never torn: no field from another event or an earlier lap), and every push that
+/// reported `false` is counted in `overflows`. `cells` = 2 ring cells with two events already
+/// through it, so the pushes reuse cells in lap 1; `cells` = 1 makes the second push find the
+/// cell still full (the overflow path).
+///
+/// Threads: 3 (two producers, the consumer); bound 2; 1.4 s (`cells` = 2) and 1.3 s (1).
+fn two_producers_one_consumer(cells: usize) {
+    loom::model(move || {
+        let r = ring(cells);
+        // Earlier laps: push and pop so that the cells are reused (sequence numbers past lap 0).
+        let mut hole = None;
+        for i in 0..cells as u32 {
+            assert!(r.events().push(&event(100 + i)));
+            assert_eq!(r.events().pop(0, &mut hole), Ok(Some(event(100 + i))));
+        }
+        let producers: Vec<_> = (0..2u32)
+            .map(|p| {
+                let r = r.clone();
+                thread::spawn(move || r.events().push(&event(p)))
+            })
+            .collect();
+        let rc = r.clone();
+        let consumer = thread::spawn(move || {
+            let mut hole = None;
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                match rc.events().pop(0, &mut hole) {
+                    Ok(Some(e)) => got.push(e),
+                    Ok(None) => thread::yield_now(),
+                    Err(e) => panic!("{e:?}: no producer dies in this model"),
+                }
+            }
+            (got, hole)
+        });
+        let pushed: Vec<bool> = producers.into_iter().map(|t| t.join().unwrap()).collect();
+        let (mut got, mut hole) = consumer.join().unwrap();
+        // The consumer's next pass: everything published is there now.
+        while let Some(e) = r.events().pop(0, &mut hole).expect("no hole") {
+            got.push(e);
+        }
+        let mut expected: Vec<Event> = (0..2u32)
+            .filter(|&p| pushed[p as usize])
+            .map(event)
+            .collect();
+        got.sort_by_key(|e| e.slot);
+        expected.sort_by_key(|e| e.slot);
+        assert_eq!(got, expected, "popped exactly the published events, whole");
+        let dropped = pushed.iter().filter(|p| !**p).count() as u64;
+        assert_eq!(
+            r.events().overflows(),
+            dropped,
+            "every dropped event counted"
+        );
+        if cells >= 2 {
+            assert_eq!(dropped, 0, "room for both: nothing dropped");
+        }
+    });
+}
+
+#[test]
+fn event_ring_two_producers_one_consumer() {
+    two_producers_one_consumer(2);
+}
+
+#[test]
+fn event_ring_overflow_is_counted_not_lost() {
+    two_producers_one_consumer(1);
+}
+
+/// The ring claim (`ring_claim.rs`): a dead consumer `a` still holds the claim; `b` and `c` both
+/// claim (`claim_consumer`, judging `a` dead and each other alive) while `a`'s late
+/// `release_consumer` runs. Exactly one of `b`, `c` becomes the consumer, the word names it at the
+/// end (`a`'s release never clears a claim taken over from it), and the loser was refused with
+/// the winner's name.
+///
+/// Threads: 3; bound 2; 0.1 s.
+#[test]
+fn ring_claim_has_one_consumer_and_a_stale_release_is_harmless() {
+    loom::model(|| {
+        let host = Arc::new(HostEntry::new_free());
+        let a = ConsumerId { index: 0, epoch: 7 };
+        let (b, c) = (
+            ConsumerId { index: 1, epoch: 1 },
+            ConsumerId { index: 2, epoch: 3 },
+        );
+        claim_consumer(&host, a, |_| true).unwrap();
+        let claimers: Vec<_> = [b, c]
+            .into_iter()
+            .map(|me| {
+                let host = host.clone();
+                thread::spawn(move || claim_consumer(&host, me, |holder| holder != a))
+            })
+            .collect();
+        let h = host.clone();
+        let stale = thread::spawn(move || release_consumer(&h, a));
+        let got: Vec<_> = claimers.into_iter().map(|t| t.join().unwrap()).collect();
+        stale.join().unwrap();
+        let winners: Vec<ConsumerId> = [b, c]
+            .into_iter()
+            .zip(&got)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(me, _)| me)
+            .collect();
+        assert_eq!(winners.len(), 1, "{got:?}");
+        let winner = winners[0];
+        assert_eq!(ring_consumer(&host), Some(winner));
+        for r in &got {
+            if let Err(holder) = r {
+                assert_eq!(*holder, winner);
+            }
+        }
     });
 }
