@@ -10,6 +10,7 @@ use gismo_core::store::directory::{
     Resumed, Slot, Word,
 };
 use gismo_core::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
+use gismo_core::store::leader::{LeaderId, LeaseEvent, LeaseState, LeaseWords};
 use gismo_core::store::refs::RefTable;
 use gismo_core::store::ring_claim::{claim_consumer, release_consumer, ring_consumer, ConsumerId};
 use gismo_core::store::ObjectId;
@@ -528,5 +529,65 @@ fn ring_claim_has_one_consumer_and_a_stale_release_is_harmless() {
                 assert_eq!(*holder, winner);
             }
         }
+    });
+}
+
+/// The leader lease (`LeaseState`, which `LeaderLease` wraps): the word names a reaped holder
+/// `dead`; two live servers each poll twice (claim, then renew or lose) and release. Never two
+/// leaders at once: a server counts itself in from `Acquired` (checking `is_leader`) until right
+/// before its `release`, and the count never exceeds 1; a claim is taken from the word it read,
+/// so of two claimers of one word at most one wins. At least one of them led.
+///
+/// Threads: 2; bound 2; 0.2 s.
+#[test]
+fn leader_lease_never_two_leaders() {
+    loom::model(|| {
+        let words = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let dead = LeaderId {
+            client: 9,
+            epoch: 1,
+        };
+        words.0.store(dead.pack(), Ordering::Relaxed);
+        words.1.store(5, Ordering::Relaxed);
+        let leaders = Arc::new(AtomicU64::new(0));
+        let ths: Vec<_> = (0..2usize)
+            .map(|i| {
+                let (words, leaders) = (words.clone(), leaders.clone());
+                thread::spawn(move || {
+                    let w = LeaseWords {
+                        leader: &words.0,
+                        lease_until_ms: &words.1,
+                    };
+                    let me = LeaderId {
+                        client: i,
+                        epoch: 1,
+                    };
+                    let mut lease = LeaseState::new(me, 300, 50);
+                    let alive = |h: LeaderId| h != dead;
+                    let mut led = false;
+                    for now in [10, 20] {
+                        match lease.poll(w, now, alive) {
+                            LeaseEvent::Acquired { .. } => {
+                                assert!(lease.is_leader(w, now));
+                                let n = leaders.fetch_add(1, Ordering::SeqCst) + 1;
+                                assert_eq!(n, 1, "two leaders at once");
+                                led = true;
+                            }
+                            LeaseEvent::Renewed => assert!(led),
+                            LeaseEvent::Lost { .. } => panic!("nobody takes a live lease"),
+                            LeaseEvent::Follower { .. } => assert!(!led),
+                        }
+                    }
+                    if led {
+                        leaders.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    lease.release(w);
+                    led
+                })
+            })
+            .collect();
+        let led: Vec<bool> = ths.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(led.iter().any(|l| *l), "somebody led");
+        assert_eq!(words.0.load(Ordering::Relaxed), 0, "released");
     });
 }
