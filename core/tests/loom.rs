@@ -6,8 +6,8 @@
 
 use gismo_core::store::allocator::{AllocHeads, Allocator, ChunkDesc};
 use gismo_core::store::directory::{
-    after_release, begin_delete, begin_evict, flags, resume_delete, state, Directory, InsertError,
-    Resumed, Slot, Word,
+    acquire_sealed, after_release, begin_delete, begin_evict, flags, resume_delete, state,
+    Directory, InsertError, Resumed, Slot, Word,
 };
 use gismo_core::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
 use gismo_core::store::leader::{LeaderId, LeaseEvent, LeaseState, LeaseWords};
@@ -128,10 +128,25 @@ fn lookup_racing_insert_never_returns_another_key() {
     });
 }
 
-/// The get/delete Dekker pair: a getter that keeps its reference and a deleter that frees the
-/// object never both succeed.
+/// The get/delete Dekker pair, over the production halves: a getter (`acquire_sealed`, the core
+/// of `Client::try_acquire`, with a reference-table `add` and a drop that runs `after_release`)
+/// and a deleter (`begin_delete`, counting the table) race on a sealed object. They never both
+/// win (a getter keeping an object the deleter frees), and the delete happens exactly once: by
+/// the deleter, or by the getter's drop (a failed get) or its release after the race (a kept
+/// one).
+/// Threads: 2; bound 2; 0.01 s.
 #[test]
 fn get_and_delete_never_both_win() {
+    fn count(r: &[AtomicU64]) -> u32 {
+        u32::from(RefTable::new(r).count(0, 1))
+    }
+    /// A client's drop of its reference: `Client::drop_ref` / `after_drop` without fencing.
+    fn release(s: &Slot, r: &[AtomicU64], d: &AtomicU64) {
+        if RefTable::new(r).remove(0, 1) == Some(0) && after_release(s, 1, 2, || count(r)).is_some()
+        {
+            d.fetch_add(1, Ordering::SeqCst);
+        }
+    }
     loom::model(|| {
         let slot = Arc::new(Slot::new_free());
         let sealed = Word {
@@ -142,40 +157,35 @@ fn get_and_delete_never_both_win() {
         };
         slot.store_word(sealed);
         let refs: Arc<Vec<AtomicU64>> = Arc::new((0..16).map(|_| AtomicU64::new(0)).collect());
+        let deletes = Arc::new(AtomicU64::new(0));
 
-        let (s1, r1) = (slot.clone(), refs.clone());
+        let (s1, r1, d1) = (slot.clone(), refs.clone(), deletes.clone());
         let getter = thread::spawn(move || {
-            let t = RefTable::new(&r1);
-            t.add(0, 1).unwrap();
-            fence(Ordering::SeqCst);
-            let w = s1.load_word();
-            if w.state == state::SEALED && w.gen == 1 {
-                true
-            } else {
-                t.remove(0, 1);
-                false
-            }
+            acquire_sealed(
+                &s1,
+                sealed,
+                || RefTable::new(&r1).add(0, 1).map(drop),
+                || release(&s1, &r1, &d1),
+            )
+            .unwrap()
+            .is_some()
         });
-        let (s2, r2) = (slot.clone(), refs.clone());
+        let (s2, r2, d2) = (slot.clone(), refs.clone(), deletes.clone());
         let deleter = thread::spawn(move || {
-            let deleting = Word {
-                state: state::DELETING,
-                ..sealed
-            };
-            if s2.cas_word(sealed, deleting).is_err() {
-                return false;
+            let deleted = begin_delete(&s2, sealed, 3, || count(&r2)).is_some();
+            if deleted {
+                d2.fetch_add(1, Ordering::SeqCst);
             }
-            fence(Ordering::SeqCst);
-            if RefTable::new(&r2).count(0, 1) == 0 {
-                true
-            } else {
-                s2.store_word(sealed);
-                false
-            }
+            deleted
         });
         let got = getter.join().unwrap();
         let deleted = deleter.join().unwrap();
         assert!(!(got && deleted), "a reader kept an object that was freed");
+        if got {
+            // The kept reference goes: its release runs the delete the deleter deferred.
+            release(&slot, &refs, &deletes);
+        }
+        assert_eq!(deletes.load(Ordering::SeqCst), 1, "deleted exactly once");
     });
 }
 
