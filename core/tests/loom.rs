@@ -2,14 +2,44 @@
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p gismo-core --test loom`
 //! (`tools/test.sh` does, in its own target directory).
+//!
+//! Every model calls the production functions over process-local copies of the region's
+//! structures (`Slot::new_free`, `ChunkDesc::new_unused`, `HostEntry::new_free`,
+//! `EventCell::new_free`), through the `crate::sync` facade; none re-types a protocol. Bound:
+//! `LOOM_MAX_PREEMPTIONS=2` for all. Run times measured one at a time on the 2-core development
+//! machine (release build); the whole run takes about 13 s of model checking (plus the build):
+//!
+//! | model | production code | threads | time |
+//! |---|---|---|---|
+//! | `one_id_inserted_twice_concurrently_exactly_one_wins` | `Directory::insert`, `lookup` | 2 | 0.3 s |
+//! | `insert_races_delete_and_reinsert_in_the_same_home` | `insert`, `free_slot`, `lookup` | 2 | 4.0 s |
+//! | `lookup_racing_insert_never_returns_another_key` | `insert`, `free_slot`, `lookup` | 2 | 9.9 s |
+//! | `get_and_delete_never_both_win` | `acquire_sealed` (`Client::try_acquire`), `begin_delete`, `after_release`, `RefTable` | 2 | 0.01 s |
+//! | `deferred_delete_is_never_lost` | `begin_delete`, `after_release`, `RefTable` | 2 | 0.03 s |
+//! | `a_dead_deleters_delete_is_decided_once` | `resume_delete`, `after_release` | 2 | 0.03 s |
+//! | `a_delete_during_an_eviction_probe_is_not_lost` | `begin_evict`, `begin_delete`, `after_release` | 2 | 0.03 s |
+//! | `concurrent_small_allocations_are_distinct` | `Allocator::alloc` | 2 | 0.2 s |
+//! | `free_racing_alloc_never_loses_or_duplicates_blocks` | `Allocator::alloc`, `free` | 2 | 0.05 s |
+//! | `large_runs_claimed_concurrently_do_not_overlap` | `Allocator::alloc` (page runs) | 2 | 0.02 s |
+//! | `event_ring_two_producers_one_consumer` | `EventRing::push`, `pop` | 3 | 1.4 s |
+//! | `event_ring_overflow_is_counted_not_lost` | `EventRing::push`, `pop` (1-cell ring) | 3 | 1.3 s |
+//! | `ring_claim_has_one_consumer_and_a_stale_release_is_harmless` | `claim_consumer`, `release_consumer`, `ring_consumer` | 3 | 0.1 s |
+//! | `leader_lease_never_two_leaders` | `LeaseState::poll`, `is_leader`, `release` (`LeaderLease`) | 2 | 0.2 s |
+//!
+//! Not modelled yet: `connect`'s entry claim against the reaper's `reclaim_stale_connecting`
+//! (still inside `Store`), the reaper's steps, and a three-party directory history (L1: two
+//! inserters and a delete in one home do not finish in minutes even at preemption bound 1).
 #![cfg(loom)]
 
 use gismo_core::store::allocator::{AllocHeads, Allocator, ChunkDesc};
 use gismo_core::store::directory::{
-    after_release, begin_delete, begin_evict, flags, resume_delete, state, Directory, InsertError,
-    Resumed, Slot, Word,
+    acquire_sealed, after_release, begin_delete, begin_evict, flags, resume_delete, state,
+    Directory, InsertError, Resumed, Slot, Word,
 };
+use gismo_core::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
+use gismo_core::store::leader::{LeaderId, LeaseEvent, LeaseState, LeaseWords};
 use gismo_core::store::refs::RefTable;
+use gismo_core::store::ring_claim::{claim_consumer, release_consumer, ring_consumer, ConsumerId};
 use gismo_core::store::ObjectId;
 use gismo_platform::sync::{fence, AtomicU64, Ordering};
 use loom::sync::Arc;
@@ -125,10 +155,25 @@ fn lookup_racing_insert_never_returns_another_key() {
     });
 }
 
-/// The get/delete Dekker pair: a getter that keeps its reference and a deleter that frees the
-/// object never both succeed.
+/// The get/delete Dekker pair, over the production halves: a getter (`acquire_sealed`, the core
+/// of `Client::try_acquire`, with a reference-table `add` and a drop that runs `after_release`)
+/// and a deleter (`begin_delete`, counting the table) race on a sealed object. They never both
+/// win (a getter keeping an object the deleter frees), and the delete happens exactly once: by
+/// the deleter, or by the getter's drop (a failed get) or its release after the race (a kept
+/// one).
+/// Threads: 2; bound 2; 0.01 s.
 #[test]
 fn get_and_delete_never_both_win() {
+    fn count(r: &[AtomicU64]) -> u32 {
+        u32::from(RefTable::new(r).count(0, 1))
+    }
+    /// A client's drop of its reference: `Client::drop_ref` / `after_drop` without fencing.
+    fn release(s: &Slot, r: &[AtomicU64], d: &AtomicU64) {
+        if RefTable::new(r).remove(0, 1) == Some(0) && after_release(s, 1, 2, || count(r)).is_some()
+        {
+            d.fetch_add(1, Ordering::SeqCst);
+        }
+    }
     loom::model(|| {
         let slot = Arc::new(Slot::new_free());
         let sealed = Word {
@@ -139,40 +184,35 @@ fn get_and_delete_never_both_win() {
         };
         slot.store_word(sealed);
         let refs: Arc<Vec<AtomicU64>> = Arc::new((0..16).map(|_| AtomicU64::new(0)).collect());
+        let deletes = Arc::new(AtomicU64::new(0));
 
-        let (s1, r1) = (slot.clone(), refs.clone());
+        let (s1, r1, d1) = (slot.clone(), refs.clone(), deletes.clone());
         let getter = thread::spawn(move || {
-            let t = RefTable::new(&r1);
-            t.add(0, 1).unwrap();
-            fence(Ordering::SeqCst);
-            let w = s1.load_word();
-            if w.state == state::SEALED && w.gen == 1 {
-                true
-            } else {
-                t.remove(0, 1);
-                false
-            }
+            acquire_sealed(
+                &s1,
+                sealed,
+                || RefTable::new(&r1).add(0, 1).map(drop),
+                || release(&s1, &r1, &d1),
+            )
+            .unwrap()
+            .is_some()
         });
-        let (s2, r2) = (slot.clone(), refs.clone());
+        let (s2, r2, d2) = (slot.clone(), refs.clone(), deletes.clone());
         let deleter = thread::spawn(move || {
-            let deleting = Word {
-                state: state::DELETING,
-                ..sealed
-            };
-            if s2.cas_word(sealed, deleting).is_err() {
-                return false;
+            let deleted = begin_delete(&s2, sealed, 3, || count(&r2)).is_some();
+            if deleted {
+                d2.fetch_add(1, Ordering::SeqCst);
             }
-            fence(Ordering::SeqCst);
-            if RefTable::new(&r2).count(0, 1) == 0 {
-                true
-            } else {
-                s2.store_word(sealed);
-                false
-            }
+            deleted
         });
         let got = getter.join().unwrap();
         let deleted = deleter.join().unwrap();
         assert!(!(got && deleted), "a reader kept an object that was freed");
+        if got {
+            // The kept reference goes: its release runs the delete the deleter deferred.
+            release(&slot, &refs, &deletes);
+        }
+        assert_eq!(deletes.load(Ordering::SeqCst), 1, "deleted exactly once");
     });
 }
 
@@ -383,5 +423,208 @@ fn large_runs_claimed_concurrently_do_not_overlap() {
         let got: Vec<_> = ths.into_iter().map(|t| t.join().unwrap()).collect();
         let (a, b) = (got[0].unwrap(), got[1].unwrap());
         assert!(a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0, "{a:?} overlaps {b:?}");
+    });
+}
+
+fn event(slot: u32) -> Event {
+    Event {
+        kind: EventKind::Sealed,
+        slot,
+        gen: slot * 3 + 1,
+        id: ObjectId::from_u64(u64::from(slot) * 0x9e37_79b9 + 7),
+    }
+}
+
+struct Ring {
+    host: HostEntry,
+    cells: Vec<EventCell>,
+}
+
+fn ring(cells: usize) -> Arc<Ring> {
+    Arc::new(Ring {
+        host: HostEntry::new_free(),
+        cells: (0..cells).map(|_| EventCell::new_free()).collect(),
+    })
+}
+
+impl Ring {
+    fn events(&self) -> EventRing<'_> {
+        EventRing::new(&self.host, &self.cells)
+    }
+}
+
+/// Two producers `push` one event each while the consumer `pops` (twice, then drains after the
+/// joins, as its next pass would): every event a push reported published is popped exactly once
+/// and whole (never torn: no field from another event or an earlier lap), and every push that
+/// reported `false` is counted in `overflows`. `cells` = 2 ring cells with two events already
+/// through it, so the pushes reuse cells in lap 1; `cells` = 1 makes the second push find the
+/// cell still full (the overflow path).
+///
+/// Threads: 3 (two producers, the consumer); bound 2; 1.4 s (`cells` = 2) and 1.3 s (1).
+fn two_producers_one_consumer(cells: usize) {
+    loom::model(move || {
+        let r = ring(cells);
+        // Earlier laps: push and pop so that the cells are reused (sequence numbers past lap 0).
+        let mut hole = None;
+        for i in 0..cells as u32 {
+            assert!(r.events().push(&event(100 + i)));
+            assert_eq!(r.events().pop(0, &mut hole), Ok(Some(event(100 + i))));
+        }
+        let producers: Vec<_> = (0..2u32)
+            .map(|p| {
+                let r = r.clone();
+                thread::spawn(move || r.events().push(&event(p)))
+            })
+            .collect();
+        let rc = r.clone();
+        let consumer = thread::spawn(move || {
+            let mut hole = None;
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                match rc.events().pop(0, &mut hole) {
+                    Ok(Some(e)) => got.push(e),
+                    Ok(None) => thread::yield_now(),
+                    Err(e) => panic!("{e:?}: no producer dies in this model"),
+                }
+            }
+            (got, hole)
+        });
+        let pushed: Vec<bool> = producers.into_iter().map(|t| t.join().unwrap()).collect();
+        let (mut got, mut hole) = consumer.join().unwrap();
+        // The consumer's next pass: everything published is there now.
+        while let Some(e) = r.events().pop(0, &mut hole).expect("no hole") {
+            got.push(e);
+        }
+        let mut expected: Vec<Event> = (0..2u32)
+            .filter(|&p| pushed[p as usize])
+            .map(event)
+            .collect();
+        got.sort_by_key(|e| e.slot);
+        expected.sort_by_key(|e| e.slot);
+        assert_eq!(got, expected, "popped exactly the published events, whole");
+        let dropped = pushed.iter().filter(|p| !**p).count() as u64;
+        assert_eq!(
+            r.events().overflows(),
+            dropped,
+            "every dropped event counted"
+        );
+        if cells >= 2 {
+            assert_eq!(dropped, 0, "room for both: nothing dropped");
+        }
+    });
+}
+
+#[test]
+fn event_ring_two_producers_one_consumer() {
+    two_producers_one_consumer(2);
+}
+
+#[test]
+fn event_ring_overflow_is_counted_not_lost() {
+    two_producers_one_consumer(1);
+}
+
+/// The ring claim (`ring_claim.rs`): a dead consumer `a` still holds the claim; `b` and `c` both
+/// claim (`claim_consumer`, judging `a` dead and each other alive) while `a`'s late
+/// `release_consumer` runs. Exactly one of `b`, `c` becomes the consumer, the word names it at the
+/// end (`a`'s release never clears a claim taken over from it), and the loser was refused with
+/// the winner's name.
+///
+/// Threads: 3; bound 2; 0.1 s.
+#[test]
+fn ring_claim_has_one_consumer_and_a_stale_release_is_harmless() {
+    loom::model(|| {
+        let host = Arc::new(HostEntry::new_free());
+        let a = ConsumerId { index: 0, epoch: 7 };
+        let (b, c) = (
+            ConsumerId { index: 1, epoch: 1 },
+            ConsumerId { index: 2, epoch: 3 },
+        );
+        claim_consumer(&host, a, |_| true).unwrap();
+        let claimers: Vec<_> = [b, c]
+            .into_iter()
+            .map(|me| {
+                let host = host.clone();
+                thread::spawn(move || claim_consumer(&host, me, |holder| holder != a))
+            })
+            .collect();
+        let h = host.clone();
+        let stale = thread::spawn(move || release_consumer(&h, a));
+        let got: Vec<_> = claimers.into_iter().map(|t| t.join().unwrap()).collect();
+        stale.join().unwrap();
+        let winners: Vec<ConsumerId> = [b, c]
+            .into_iter()
+            .zip(&got)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(me, _)| me)
+            .collect();
+        assert_eq!(winners.len(), 1, "{got:?}");
+        let winner = winners[0];
+        assert_eq!(ring_consumer(&host), Some(winner));
+        for r in &got {
+            if let Err(holder) = r {
+                assert_eq!(*holder, winner);
+            }
+        }
+    });
+}
+
+/// The leader lease (`LeaseState`, which `LeaderLease` wraps): the word names a reaped holder
+/// `dead`; two live servers each poll twice (claim, then renew or lose) and release. Never two
+/// leaders at once: a server counts itself in from `Acquired` (checking `is_leader`) until right
+/// before its `release`, and the count never exceeds 1; a claim is taken from the word it read,
+/// so of two claimers of one word at most one wins. At least one of them led.
+///
+/// Threads: 2; bound 2; 0.2 s.
+#[test]
+fn leader_lease_never_two_leaders() {
+    loom::model(|| {
+        let words = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let dead = LeaderId {
+            client: 9,
+            epoch: 1,
+        };
+        words.0.store(dead.pack(), Ordering::Relaxed);
+        words.1.store(5, Ordering::Relaxed);
+        let leaders = Arc::new(AtomicU64::new(0));
+        let ths: Vec<_> = (0..2usize)
+            .map(|i| {
+                let (words, leaders) = (words.clone(), leaders.clone());
+                thread::spawn(move || {
+                    let w = LeaseWords {
+                        leader: &words.0,
+                        lease_until_ms: &words.1,
+                    };
+                    let me = LeaderId {
+                        client: i,
+                        epoch: 1,
+                    };
+                    let mut lease = LeaseState::new(me, 300, 50);
+                    let alive = |h: LeaderId| h != dead;
+                    let mut led = false;
+                    for now in [10, 20] {
+                        match lease.poll(w, now, alive) {
+                            LeaseEvent::Acquired { .. } => {
+                                assert!(lease.is_leader(w, now));
+                                let n = leaders.fetch_add(1, Ordering::SeqCst) + 1;
+                                assert_eq!(n, 1, "two leaders at once");
+                                led = true;
+                            }
+                            LeaseEvent::Renewed => assert!(led),
+                            LeaseEvent::Lost { .. } => panic!("nobody takes a live lease"),
+                            LeaseEvent::Follower { .. } => assert!(!led),
+                        }
+                    }
+                    if led {
+                        leaders.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    lease.release(w);
+                    led
+                })
+            })
+            .collect();
+        let led: Vec<bool> = ths.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(led.iter().any(|l| *l), "somebody led");
+        assert_eq!(words.0.load(Ordering::Relaxed), 0, "released");
     });
 }

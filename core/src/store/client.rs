@@ -12,7 +12,9 @@ use crate::store::allocator::capacity_for;
 use crate::store::clients::{
     intent, process_start_time, reap_flags, status, ClientEntry, EntryWord, HostIdentity,
 };
-use crate::store::directory::{after_release, flags, state, InsertError, Word, NO_OWNER};
+use crate::store::directory::{
+    acquire_sealed, after_release, flags, state, InsertError, Word, NO_OWNER,
+};
 use crate::store::error::{Result, StoreError};
 use crate::store::events::EventKind;
 use crate::store::handle::Store;
@@ -875,20 +877,21 @@ impl Client {
         }
     }
 
-    /// Takes a reference on a sealed slot (the getter half of the Dekker pair with deletion).
+    /// Takes a reference on a sealed slot: the getter half of the Dekker pair with deletion
+    /// ([`acquire_sealed`]), then the payload checks.
     fn try_acquire(&self, index: usize, w: Word) -> Result<Option<Located>> {
-        self.add_ref(index, w.gen)?;
-        crate::crash_point!("get.referenced");
-        // SeqCst fence: first half of the Dekker pair with deletion (refs module docs):
-        // pairs with the deleter's SeqCst fence in `directory::settle`, between its CAS to DELETING and
-        // its reference scan.
-        fence(Ordering::SeqCst);
         let slot = self.store.directory().slot(index);
-        let now = slot.load_word();
-        if now.gen != w.gen || now.state != state::SEALED {
-            self.drop_ref(index, w.gen);
+        let acquired = acquire_sealed(
+            slot,
+            w,
+            || self.add_ref(index, w.gen).map(drop),
+            || {
+                self.drop_ref(index, w.gen);
+            },
+        )?;
+        let Some(now) = acquired else {
             return Ok(None);
-        }
+        };
         let data_size = slot.data_size.load(Ordering::Relaxed);
         let metadata_size = u64::from(slot.metadata_size.load(Ordering::Relaxed));
         let offset = slot.data_offset.load(Ordering::Relaxed);

@@ -659,6 +659,38 @@ fn uncommitted_ours(slot: &Slot, w: Word) -> Option<Word> {
     .then_some(cur)
 }
 
+/// The getter half of the Dekker pair with deletion, independent of where references are counted.
+///
+/// Takes a reference on the sealed object whose state word is `w` (`add_ref`, which records it
+/// in the caller's reference table), then `fence(SeqCst)` and re-reads the slot word: the object
+/// is the caller's only if the word still shows it `SEALED` at `w`'s generation, and then its
+/// current word is returned. Otherwise the reference is dropped again (`drop_ref`, which also
+/// runs a delete that the reference deferred) and the result is `Ok(None)`. A deleter
+/// ([`begin_delete`]) CASes to `DELETING`, fences and counts references: of the two, at least one
+/// sees the other (the getter the `DELETING` word, or the deleter the reference), so a getter
+/// never keeps an object a deleter frees. `Client::try_acquire` is this plus the payload checks.
+///
+/// # Errors
+/// What `add_ref` returns (then nothing was recorded and the word is not read).
+pub fn acquire_sealed<E>(
+    slot: &Slot,
+    w: Word,
+    add_ref: impl FnOnce() -> Result<(), E>,
+    drop_ref: impl FnOnce(),
+) -> Result<Option<Word>, E> {
+    add_ref()?;
+    crate::crash_point!("get.referenced");
+    // SeqCst fence: first half of the Dekker pair with deletion (refs module docs): pairs with
+    // the deleter's SeqCst fence in `settle`, between its CAS to DELETING and its reference scan.
+    fence(Ordering::SeqCst);
+    let now = slot.load_word();
+    if now.gen != w.gen || now.state != state::SEALED {
+        drop_ref();
+        return Ok(None);
+    }
+    Ok(Some(now))
+}
+
 /// The deletion protocol on one slot, independent of where references are counted.
 ///
 /// Starts deleting the sealed object whose state word is `w`: CAS to `DELETING` (with
@@ -743,7 +775,7 @@ fn settle(
     refcount: &impl Fn() -> u32,
 ) -> Settled {
     // SeqCst fence: second half of the Dekker pair with getters and releasers (refs docs):
-    // pairs with the SeqCst fences in `Client::try_acquire`, `add_ref` and `after_drop`. For a
+    // pairs with the SeqCst fences in `acquire_sealed`, `Client::add_ref` and `after_drop`. For a
     // recoverer (`resume_delete`) the DELETING word was written by the dead deleter; it
     // happens-before this fence through our Acquire CAS on it, which is all the pairing needs.
     fence(Ordering::SeqCst);

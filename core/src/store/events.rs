@@ -97,6 +97,19 @@ static_assertions::const_assert_eq!(
 #[cfg(not(loom))]
 unsafe impl crate::shm::RegionSafe for EventCell {}
 
+impl EventCell {
+    /// A zeroed cell (free for lap 0), for process-local rings (tests, loom models).
+    pub fn new_free() -> EventCell {
+        EventCell {
+            seq: AtomicU64::new(0),
+            what: AtomicU64::new(0),
+            gen: AtomicU32::new(0),
+            id: std::array::from_fn(|_| AtomicU32::new(0)),
+            _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
 /// A decoded event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -107,6 +120,21 @@ pub struct Event {
 }
 
 impl HostEntry {
+    /// A zeroed (free, unclaimed, empty-ring) entry, for process-local tables (tests, loom
+    /// models); the region's entries are the formatted zeroes.
+    pub fn new_free() -> HostEntry {
+        HostEntry {
+            identity: AtomicU64::new(0),
+            overflows: AtomicU64::new(0),
+            runner_heartbeat_ms: AtomicU64::new(0),
+            name: std::array::from_fn(|_| AtomicU64::new(0)),
+            consumer: AtomicU64::new(0),
+            _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
+            tail: CachePadded::new(AtomicU64::new(0)),
+            head: CachePadded::new(AtomicU64::new(0)),
+        }
+    }
+
     /// The host name recorded at the claim (informational; NUL padded).
     pub fn name(&self) -> String {
         let mut b = [0u8; 64];
@@ -363,28 +391,11 @@ mod tests {
     use super::*;
 
     fn host() -> HostEntry {
-        HostEntry {
-            identity: AtomicU64::new(0),
-            tail: CachePadded::new(AtomicU64::new(0)),
-            head: CachePadded::new(AtomicU64::new(0)),
-            overflows: AtomicU64::new(0),
-            runner_heartbeat_ms: AtomicU64::new(0),
-            name: std::array::from_fn(|_| AtomicU64::new(0)),
-            consumer: AtomicU64::new(0),
-            _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
+        HostEntry::new_free()
     }
 
     fn cells(n: usize) -> Vec<EventCell> {
-        (0..n)
-            .map(|_| EventCell {
-                seq: AtomicU64::new(0),
-                what: AtomicU64::new(0),
-                gen: AtomicU32::new(0),
-                id: std::array::from_fn(|_| AtomicU32::new(0)),
-                _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
-            })
-            .collect()
+        (0..n).map(|_| EventCell::new_free()).collect()
     }
 
     fn ev(i: u32) -> Event {

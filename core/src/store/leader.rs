@@ -53,11 +53,21 @@
 //! from exactly the client word it judged dead, and finishing a delete is claimed by a CAS. A
 //! leader paused past its lease between such a check and its action remains a limit (see
 //! `docs/store.md`, "Crash consistency").
+//!
+//! # Where the decision lives
+//!
+//! [`LeaseState`] is the protocol: one server's view, deciding over the two words
+//! ([`LeaseWords`]) and a clock reading passed in, and told by a closure whether a holder's client
+//! entry is still active. [`LeaderLease`] binds it to a `Store`'s control block and client table.
+//! The loom models (`core/tests/loom.rs`) run [`LeaseState`] over words on the heap.
 
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
+#[cfg(not(loom))]
 use std::sync::Arc;
 
+#[cfg(not(loom))]
 use crate::store::clients::status;
+#[cfg(not(loom))]
 use crate::store::handle::Store;
 
 /// A lease holder: a server's client-table index and that entry's epoch.
@@ -94,6 +104,7 @@ pub struct LeaderInfo {
     pub pid: u32,
 }
 
+#[cfg(not(loom))]
 impl Store {
     /// The current leader lease.
     pub fn leader(&self) -> LeaderInfo {
@@ -136,9 +147,17 @@ pub enum LeaseEvent {
     Follower { holder: Option<LeaderId> },
 }
 
-/// One server's side of the lease.
-pub struct LeaderLease {
-    store: Arc<Store>,
+/// The lease's two words, wherever they live: the region's control block, or a model's heap.
+#[derive(Clone, Copy)]
+pub struct LeaseWords<'a> {
+    /// `leader`: `epoch:32 | client index + 1:32` of the holder, 0 = nobody.
+    pub leader: &'a AtomicU64,
+    /// `leader_lease_until_ms`: the renewal counter (wall-clock ms, informational).
+    pub lease_until_ms: &'a AtomicU64,
+}
+
+/// One server's side of the lease: the protocol of the module docs over the words it is given.
+pub struct LeaseState {
     me: LeaderId,
     lease_ms: u64,
     slack_ms: u64,
@@ -151,11 +170,10 @@ pub struct LeaderLease {
     seen: Option<(u64, u64, u64)>,
 }
 
-impl LeaderLease {
-    /// The lease of the server registered as client `client` (index and epoch of its entry).
-    pub fn new(store: Arc<Store>, me: LeaderId, lease_ms: u64, slack_ms: u64) -> LeaderLease {
-        LeaderLease {
-            store,
+impl LeaseState {
+    /// The lease of the server registered as `me` (client index and that entry's epoch).
+    pub fn new(me: LeaderId, lease_ms: u64, slack_ms: u64) -> LeaseState {
+        LeaseState {
             me,
             lease_ms,
             slack_ms,
@@ -170,21 +188,26 @@ impl LeaderLease {
 
     /// Whether this server may act as leader at `now_ms`: it holds the word and its lease has not
     /// run out. Leader actions check this right before acting.
-    pub fn is_leader(&self, now_ms: u64) -> bool {
+    pub fn is_leader(&self, words: LeaseWords<'_>, now_ms: u64) -> bool {
         let Some(until) = self.held_until else {
             return false;
         };
         // Relaxed: a hint re-checked at every poll; the actions themselves are CASes.
-        now_ms <= until && self.store.control().leader.load(Ordering::Relaxed) == self.me.pack()
+        now_ms <= until && words.leader.load(Ordering::Relaxed) == self.me.pack()
     }
 
     /// Renews, claims or checks the lease at time `now_ms` of this process's clock (monotonic:
     /// [`crate::clock::monotonic_ms`]; only differences of our own readings are used).
-    pub fn poll(&mut self, now_ms: u64) -> LeaseEvent {
-        let c = self.store.control();
+    /// `holder_alive(h)` says whether `h`'s client entry is still `ACTIVE` at `h`'s epoch.
+    pub fn poll(
+        &mut self,
+        words: LeaseWords<'_>,
+        now_ms: u64,
+        holder_alive: impl FnOnce(LeaderId) -> bool,
+    ) -> LeaseEvent {
         let mine = self.me.pack();
         // Acquire: pairs with the AcqRel claim CAS of whoever wrote it.
-        let cur = c.leader.load(Ordering::Acquire);
+        let cur = words.leader.load(Ordering::Acquire);
         if let Some(until) = self.held_until {
             if cur != mine {
                 self.held_until = None;
@@ -198,12 +221,12 @@ impl LeaderLease {
                 self.held_until = None;
                 return LeaseEvent::Lost { to: None };
             }
-            self.publish_renewal();
+            self.publish_renewal(words);
             self.held_until = Some(now_ms + self.lease_ms);
             return LeaseEvent::Renewed;
         }
         let holder = LeaderId::unpack(cur);
-        let until = c.leader_lease_until_ms.load(Ordering::Relaxed);
+        let until = words.lease_until_ms.load(Ordering::Relaxed);
         let quiet = match self.seen {
             Some((w, u, since)) if w == cur && u == until => now_ms.saturating_sub(since),
             _ => {
@@ -218,9 +241,7 @@ impl LeaderLease {
             // Not renewed for a lease plus the slack, as we watched it: the holder stopped acting
             // a slack before that (its own clock), so no two leaders act at once as long as the
             // clocks run at the same rate (no agreement on their values is needed).
-            Some(h) => {
-                !self.store.holder_alive(h) || quiet > self.lease_ms.saturating_add(self.slack_ms)
-            }
+            Some(h) => !holder_alive(h) || quiet > self.lease_ms.saturating_add(self.slack_ms),
         };
         if !claimable {
             return LeaseEvent::Follower { holder };
@@ -229,12 +250,12 @@ impl LeaderLease {
         // claim, when we take an expired lease over): exactly one of the racing claimers of
         // `cur` wins; Acquire orders our reads of the region after the previous holder's last
         // writes it published.
-        match c
+        match words
             .leader
             .compare_exchange(cur, mine, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => {
-                self.publish_renewal();
+                self.publish_renewal(words);
                 self.held_until = Some(now_ms + self.lease_ms);
                 self.seen = None;
                 LeaseEvent::Acquired {
@@ -249,33 +270,84 @@ impl LeaderLease {
 
     /// Writes a new `lease_until_ms`: wall-clock ms (informational, `gismoctl stat` shows it),
     /// and always a new value, since followers judge the lease by its changes.
-    fn publish_renewal(&self) {
-        let c = self.store.control();
-        let prev = c.leader_lease_until_ms.load(Ordering::Relaxed);
+    fn publish_renewal(&self, words: LeaseWords<'_>) {
+        let prev = words.lease_until_ms.load(Ordering::Relaxed);
         let until =
             (crate::clock::unix_ms().saturating_add(self.lease_ms)).max(prev.wrapping_add(1));
-        c.leader_lease_until_ms.store(until, Ordering::Relaxed);
+        words.lease_until_ms.store(until, Ordering::Relaxed);
     }
 
     /// Changes the identity this server claims under (after its client was fenced and registered
     /// again), giving up any lease held under the old one.
-    pub fn rebind(&mut self, me: LeaderId) {
-        self.release();
+    pub fn rebind(&mut self, words: LeaseWords<'_>, me: LeaderId) {
+        self.release(words);
         self.me = me;
     }
 
     /// Gives the lease up (if held) so another server claims it at its next poll.
-    pub fn release(&mut self) {
-        let c = self.store.control();
+    pub fn release(&mut self, words: LeaseWords<'_>) {
         self.held_until = None;
         // Release: pairs with the next holder's AcqRel claim CAS in `poll`: our last leader
         // actions happen before its.
-        if c.leader
+        if words
+            .leader
             .compare_exchange(self.me.pack(), 0, Ordering::Release, Ordering::Relaxed)
             .is_ok()
         {
-            c.leader_lease_until_ms.store(0, Ordering::Relaxed);
+            words.lease_until_ms.store(0, Ordering::Relaxed);
         }
+    }
+}
+
+/// One server's side of the lease, over a [`Store`]'s control block ([`LeaseState`] bound to it).
+#[cfg(not(loom))]
+pub struct LeaderLease {
+    store: Arc<Store>,
+    state: LeaseState,
+}
+
+#[cfg(not(loom))]
+impl LeaderLease {
+    /// The lease of the server registered as client `client` (index and epoch of its entry).
+    pub fn new(store: Arc<Store>, me: LeaderId, lease_ms: u64, slack_ms: u64) -> LeaderLease {
+        LeaderLease {
+            store,
+            state: LeaseState::new(me, lease_ms, slack_ms),
+        }
+    }
+
+    fn words(store: &Store) -> LeaseWords<'_> {
+        let c = store.control();
+        LeaseWords {
+            leader: &c.leader,
+            lease_until_ms: &c.leader_lease_until_ms,
+        }
+    }
+
+    pub fn me(&self) -> LeaderId {
+        self.state.me()
+    }
+
+    /// See [`LeaseState::is_leader`].
+    pub fn is_leader(&self, now_ms: u64) -> bool {
+        self.state.is_leader(Self::words(&self.store), now_ms)
+    }
+
+    /// See [`LeaseState::poll`]; a holder is alive while [`Store::holder_alive`] says so.
+    pub fn poll(&mut self, now_ms: u64) -> LeaseEvent {
+        let store = &self.store;
+        self.state
+            .poll(Self::words(store), now_ms, |h| store.holder_alive(h))
+    }
+
+    /// See [`LeaseState::rebind`].
+    pub fn rebind(&mut self, me: LeaderId) {
+        self.state.rebind(Self::words(&self.store), me);
+    }
+
+    /// See [`LeaseState::release`].
+    pub fn release(&mut self) {
+        self.state.release(Self::words(&self.store));
     }
 }
 
@@ -285,7 +357,7 @@ impl std::fmt::Display for LeaderId {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::region::{Region, RegionOptions, RegionSpec};

@@ -23,6 +23,7 @@ pub mod crashpoint;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod leader;
 pub mod nodes;
 pub mod object_id;
 pub mod refs;
@@ -40,8 +41,6 @@ mod handle;
 mod heap_block;
 #[cfg(not(loom))]
 pub mod heartbeat;
-#[cfg(not(loom))]
-pub mod leader;
 #[cfg(not(loom))]
 pub mod maintenance;
 #[cfg(not(loom))]

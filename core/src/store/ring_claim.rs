@@ -190,19 +190,9 @@ fn host_name(e: &HostEntry) -> String {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::sync::AtomicU64;
 
     fn host() -> HostEntry {
-        HostEntry {
-            identity: AtomicU64::new(0),
-            tail: crate::shm::CachePadded::new(AtomicU64::new(0)),
-            head: crate::shm::CachePadded::new(AtomicU64::new(0)),
-            overflows: AtomicU64::new(0),
-            runner_heartbeat_ms: AtomicU64::new(0),
-            name: std::array::from_fn(|_| AtomicU64::new(0)),
-            consumer: AtomicU64::new(0),
-            _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
+        HostEntry::new_free()
     }
 
     #[test]
