@@ -881,14 +881,22 @@ impl Client {
     /// ([`acquire_sealed`]), then the payload checks.
     fn try_acquire(&self, index: usize, w: Word) -> Result<Option<Located>> {
         let slot = self.store.directory().slot(index);
+        // One fence for both Dekker pairs: `acquire_sealed`'s, between our table store and its
+        // reload of the slot word (the deleter's pair), also orders the store before the reload
+        // of our entry word below (the reaper's pair, as in `add_ref`), so the get path pays one
+        // full barrier (core review L12).
         let acquired = acquire_sealed(
             slot,
             w,
-            || self.add_ref(index, w.gen).map(drop),
+            || self.add_ref_before_fence(index, w.gen).map(drop),
             || {
                 self.drop_ref(index, w.gen);
             },
         )?;
+        if self.fenced() {
+            // As in `add_ref`: the reference, if it landed, is the reaper's to erase.
+            return Err(self.fenced_error());
+        }
         let Some(now) = acquired else {
             return Ok(None);
         };
@@ -942,10 +950,7 @@ impl Client {
     /// # Errors
     /// `Fenced`; `References`.
     fn add_ref(&self, index: usize, gen: u32) -> Result<u16> {
-        if self.fenced() {
-            return Err(self.fenced_error());
-        }
-        let c = self.store.ref_table(self.index).add(index as u32, gen)?;
+        let c = self.add_ref_before_fence(index, gen)?;
         // SeqCst fence: our table store comes before the reload of our word (pairs with the
         // reaper's AcqRel CAS of the word, which precedes its read of the table).
         fence(Ordering::SeqCst);
@@ -953,6 +958,16 @@ impl Client {
             return Err(self.fenced_error());
         }
         Ok(c)
+    }
+
+    /// The first half of [`Client::add_ref`]: the check before and the table store. The caller
+    /// must pass a SeqCst fence next and then check [`Client::fenced`] (`try_acquire` does, with
+    /// the fence of `acquire_sealed`).
+    fn add_ref_before_fence(&self, index: usize, gen: u32) -> Result<u16> {
+        if self.fenced() {
+            return Err(self.fenced_error());
+        }
+        Ok(self.store.ref_table(self.index).add(index as u32, gen)?)
     }
 
     /// Drops one reference of ours; the last one completes a pending delete. A fenced client
