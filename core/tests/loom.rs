@@ -316,7 +316,7 @@ struct Heap {
 
 fn heap() -> Arc<Heap> {
     // Two chunks of 64 KiB.
-    let heap_pages = 32;
+    let heap_pages: u64 = 32;
     Arc::new(Heap {
         pages: (0..heap_pages.div_ceil(64))
             .map(|_| AtomicU64::new(0))
