@@ -8,7 +8,8 @@
 //! - `used_bytes()` is the sum of the live blocks' capacities (the allocator accounts capacities,
 //!   not requested sizes) and `allocations()` their number;
 //! - the pages the allocator holds are exactly accounted for (see *the bound* below);
-//! - a free of a block that is no longer live is refused (`NotAllocated`) and changes nothing.
+//! - a free of a block that is no longer live is refused (`NotAllocated`) and changes nothing;
+//! - the page bitmap's summary (the allocator's search hint) agrees with the bitmap.
 //!
 //! After freeing everything, `used_bytes()` is 0 and the largest allocation the design permits
 //! (the whole heap but the empty hint chunks) succeeds: nothing leaked.
@@ -17,7 +18,8 @@
 //!
 //! The allocator (`core/src/store/allocator.rs`) keeps small objects in 64 KiB chunks (16 pages,
 //! aligned to 16 pages) carved into blocks of one size class, and large objects in runs of whole
-//! pages found by a best-fit scan of the whole page bitmap. In a single thread:
+//! pages found by a best fit over the page bitmap (guided by its summary, falling back to a scan
+//! of the whole bitmap). In a single thread:
 //!
 //! 1. *Internal fragmentation*: a small block's class is the smallest class that fits; successive
 //!    classes differ by a factor of at most 1.5 (128 → 192), so a request of more than 128 bytes
@@ -29,10 +31,10 @@
 //!    are exactly the large runs, the chunks holding a live block, and at most one empty chunk per
 //!    class (`NUM_CLASSES` × 64 KiB). The test checks this page by page.
 //! 3. *External fragmentation*: an allocation fails only when no placement exists: a large
-//!    request of `n` pages fails only if no run of `n` free pages exists (the best-fit scan sees
-//!    the whole bitmap), and a small one only if every chunk of its class is full and no aligned
-//!    16-page lane is free. The test checks both against the model's picture of the heap whenever
-//!    an allocation fails.
+//!    request of `n` pages fails only if no run of `n` free pages exists (before failing, the
+//!    best fit scans the whole bitmap), and a small one only if every chunk of its class is
+//!    full and no aligned 16-page lane is free. The test checks both against the model's
+//!    picture of the heap whenever an allocation fails.
 //!
 //! The allocator is used as `core/tests/fragmentation.rs` uses it: over process-local metadata
 //! (it touches only its metadata, never the heap's bytes).
@@ -40,8 +42,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use gismo_core::store::allocator::{
-    blocks_per_chunk, capacity_for, class_of, AllocError, AllocHeads, Allocator, ChunkDesc,
-    ChunkState, CHUNK, CLASSES, NUM_CLASSES, PAGE, SMALL_MAX,
+    blocks_per_chunk, capacity_for, class_of, summary_words, AllocError, AllocHeads, Allocator,
+    ChunkDesc, ChunkState, CHUNK, CLASSES, NUM_CLASSES, PAGE, SMALL_MAX,
 };
 use gismo_platform::sync::AtomicU64;
 use proptest::prelude::*;
@@ -52,6 +54,7 @@ const HEAP_OFFSET: u64 = 1 << 20;
 
 struct Meta {
     pages: Vec<AtomicU64>,
+    summary: Vec<AtomicU64>,
     chunks: Vec<ChunkDesc>,
     heads: AllocHeads,
     heap_pages: u64,
@@ -61,6 +64,9 @@ impl Meta {
     fn new(heap_pages: u64) -> Meta {
         Meta {
             pages: (0..heap_pages.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            summary: (0..summary_words(heap_pages))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             chunks: (0..heap_pages / PAGES_PER_CHUNK)
@@ -74,6 +80,7 @@ impl Meta {
     fn allocator(&self) -> Allocator<'_> {
         Allocator::new(
             &self.pages,
+            &self.summary,
             &self.chunks,
             &self.heads,
             HEAP_OFFSET,
@@ -283,6 +290,12 @@ fn check_counters(a: &Allocator<'_>, m: &Model) {
         "pages in use"
     );
     assert!(hint_chunks(a).len() <= NUM_CLASSES);
+    // No process was killed, so the page bitmap's summary (a search hint) is exact.
+    assert_eq!(
+        a.check_summary(false),
+        0,
+        "page-bitmap summary words out of date"
+    );
 }
 
 fn run(heap_pages: u64, ops: &[Op]) {

@@ -5,13 +5,14 @@
 //! The allocator only touches its metadata, so the simulation runs it over process-local metadata
 //! for a large heap without allocating the heap itself.
 
-use gismo_core::store::allocator::{AllocHeads, Allocator, ChunkDesc, CHUNK, PAGE};
+use gismo_core::store::allocator::{summary_words, AllocHeads, Allocator, ChunkDesc, CHUNK, PAGE};
 use gismo_platform::sync::AtomicU64;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 struct Meta {
     pages: Vec<AtomicU64>,
+    summary: Vec<AtomicU64>,
     chunks: Vec<ChunkDesc>,
     heads: AllocHeads,
     heap_pages: u64,
@@ -24,6 +25,9 @@ impl Meta {
             pages: (0..heap_pages.div_ceil(64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            summary: (0..summary_words(heap_pages))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             chunks: (0..heap_bytes / CHUNK)
                 .map(|_| ChunkDesc::new_unused())
                 .collect(),
@@ -33,7 +37,14 @@ impl Meta {
     }
 
     fn allocator(&self) -> Allocator<'_> {
-        Allocator::new(&self.pages, &self.chunks, &self.heads, 0, self.heap_pages)
+        Allocator::new(
+            &self.pages,
+            &self.summary,
+            &self.chunks,
+            &self.heads,
+            0,
+            self.heap_pages,
+        )
     }
 }
 

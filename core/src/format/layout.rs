@@ -165,6 +165,17 @@ pub struct Layout {
     pub sections: [Section; SectionKind::COUNT],
 }
 
+/// Words (`u64`) of the page bitmap proper: one bit per heap page.
+pub fn page_bitmap_words(heap_pages: u64) -> u64 {
+    heap_pages.div_ceil(64)
+}
+
+/// Words (`u64`) of the page-bitmap summary that follows the bitmap in its section: one *used*
+/// and one *full* bit per bitmap word, as two arrays (`store::allocator`'s summary).
+pub fn page_summary_words(heap_pages: u64) -> u64 {
+    2 * page_bitmap_words(heap_pages).div_ceil(64)
+}
+
 fn align_up(v: u64, a: u64) -> Option<u64> {
     v.checked_add(a - 1).map(|x| x / a * a)
 }
@@ -185,7 +196,9 @@ impl Layout {
                 .checked_mul(u64::from(g.ring_capacity))?
                 .checked_mul(EVENT_SIZE)?,
             g.dir_capacity.checked_mul(DIR_SLOT_SIZE)?,
-            g.heap_pages.div_ceil(64).checked_mul(8)?,
+            page_bitmap_words(g.heap_pages)
+                .checked_add(page_summary_words(g.heap_pages))?
+                .checked_mul(8)?,
             (g.heap_pages / (CHUNK_SIZE / PAGE_SIZE)).checked_mul(CHUNK_DESC_SIZE)?,
             g.heap_pages.checked_mul(PAGE_SIZE)?,
         ];
@@ -273,8 +286,9 @@ impl Layout {
         let too_small = FormatError::TooSmall { size: total_size };
         let meta = Layout::from_geometry(u64::MAX, &g).ok_or(bad("sizes overflow"))?;
         let fixed = meta.sections[SectionKind::Heap as usize].offset;
-        // Each heap chunk costs its pages, its descriptor and its bitmap bits: solve for the
-        // largest heap that fits, then shrink until the exact layout fits.
+        // Each heap chunk costs its pages, its descriptor and its bitmap bits (2 bytes, plus
+        // 2 summary bits per 64 pages, which the 1 byte of slack covers): solve for the largest
+        // heap that fits, then shrink until the exact layout fits.
         let per_chunk = CHUNK_SIZE + CHUNK_DESC_SIZE + pages_per_chunk / 8 + 1;
         let mut chunks = total_size.checked_sub(fixed).ok_or(too_small.clone())? / per_chunk;
         if chunks > MAX_CHUNKS {

@@ -67,14 +67,18 @@ pub const ALL: &[&str] = &[
     "orphans.scanned",
     "orphans.freed",
     // Allocator: size-class chunks (claim, publish, pop from and push to the partial stack,
-    // retire) and the shared byte counter (blocks and page runs)
+    // retire), page words changed before their summary bits (a chunk's lane, a word of a page
+    // run, a word released) and the shared byte counter (blocks and page runs)
+    "alloc.lane_claimed",
     "alloc.chunk_published",
     "alloc.partial_popped",
     "alloc.block_reserved",
+    "alloc.run_word_claimed",
     "alloc.claimed",
     "free.block_cleared",
     "free.chunk_listed",
     "free.chunk_retired",
+    "free.page_word_released",
     "free.released",
 ];
 

@@ -8,7 +8,7 @@
 //! directory and the client table and compares it with the page bitmap, the chunk descriptors and
 //! the counters. It only reads (every value read from the region is validated before use) unless
 //! asked to repair, and repairs only what is safe: leaked blocks and pages are freed, chunk `used`
-//! counts and the used-bytes counter are recomputed (leaks are only reported while the region
+//! counts, the page-bitmap summary and the used-bytes counter are recomputed (leaks are only reported while the region
 //! has raw heap blocks, `Store::alloc_block`, which no slot names). A client entry left `DEAD` by an interrupted
 //! reap is reported; its reap is finished by [`Store::reap_dead`](crate::store::Store::reap_dead)
 //! under the maintenance lock (not by fsck, which holds no client). A block that a live object uses but the
@@ -65,6 +65,11 @@ pub enum Problem {
         word: u64,
         why: &'static str,
     },
+    /// Page-bitmap words whose summary bits disagree with them (a process killed between a
+    /// word's change and its summary update, or corrupt bits): the allocator may search past
+    /// free pages (it falls back to a full scan before reporting the heap full). Safe to repair
+    /// at any time.
+    StaleSummary { words: u64 },
     /// A size class's partial-chunk stack is corrupt (a cycle, or an index outside the table).
     BadPartialStack { class_size: u32, why: &'static str },
     /// A chunk with free blocks (or marked as listed) that is neither on its class's partial
@@ -141,6 +146,10 @@ impl fmt::Display for Problem {
                 "chunk {chunk} ({used} blocks used) is neither listed nor the hint: its free \
                  blocks are lost"
             ),
+            Problem::StaleSummary { words } => write!(
+                f,
+                "{words} page-bitmap words disagree with their summary bits"
+            ),
             Problem::StaleHost { host, name } => write!(
                 f,
                 "host entry {host} ({name:?}) belongs to an earlier boot of this host"
@@ -164,6 +173,7 @@ impl Problem {
                 | Problem::DeadClient { .. }
                 | Problem::BadPartialStack { .. }
                 | Problem::UnlistedChunk { .. }
+                | Problem::StaleSummary { .. }
                 | Problem::StaleHost { .. }
                 | Problem::StuckNode { .. }
         )
@@ -445,6 +455,15 @@ impl Store {
             }
         }
         merge_page_leaks(&mut report.problems);
+        // After the page repairs above (which keep the summary in step themselves).
+        let stale = alloc.check_summary(false);
+        if stale > 0 {
+            report.problems.push(Problem::StaleSummary { words: stale });
+            if repair {
+                alloc.check_summary(true);
+                report.repaired += 1;
+            }
+        }
         report.used_bytes = actual_bytes;
         let recorded = alloc.used_bytes();
         if recorded != actual_bytes {
@@ -576,6 +595,10 @@ impl Store {
                 // chunk word by CAS (a racing free wins or sees the chunk listed).
                 Problem::UnlistedChunk { chunk, .. } => {
                     alloc.relist_chunk(chunk as usize);
+                }
+                // Safe at any time: a sync is what every page-word change does anyway.
+                Problem::StaleSummary { .. } => {
+                    alloc.check_summary(true);
                 }
                 _ => {}
             }

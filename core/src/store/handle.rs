@@ -114,6 +114,12 @@ pub struct ClientSummary {
     pub references: usize,
 }
 
+/// `u64` words of the page-bitmap section in use: the bitmap, then its summary.
+fn page_bitmap_len(heap_pages: u64) -> usize {
+    (format::layout::page_bitmap_words(heap_pages) + format::layout::page_summary_words(heap_pages))
+        as usize
+}
+
 impl Store {
     /// Formats `region` and attaches to it.
     ///
@@ -169,10 +175,11 @@ impl Store {
                 .as_ptr();
         let nevents = g.max_hosts as usize * g.ring_capacity as usize;
         let events = view_slice::<EventCell>(&region, sec(SectionKind::Events), nevents)?.as_ptr();
+        // The page bitmap and, after it in the same section, its summary.
         let pages = view_slice::<AtomicU64>(
             &region,
             sec(SectionKind::PageBitmap),
-            g.heap_pages.div_ceil(64) as usize,
+            page_bitmap_len(g.heap_pages),
         )?
         .as_ptr();
         let nchunks =
@@ -241,14 +248,17 @@ impl Store {
         let nchunks =
             (g.heap_pages * format::layout::PAGE_SIZE / format::layout::CHUNK_SIZE) as usize;
         // SAFETY: validated in `attach_with`; the mapping lives as long as `self`.
-        let (pages, chunks) = unsafe {
+        let (bitmap, chunks) = unsafe {
             (
-                std::slice::from_raw_parts(self.pages, g.heap_pages.div_ceil(64) as usize),
+                std::slice::from_raw_parts(self.pages, page_bitmap_len(g.heap_pages)),
                 std::slice::from_raw_parts(self.chunks, nchunks),
             )
         };
+        let (pages, summary) =
+            bitmap.split_at(format::layout::page_bitmap_words(g.heap_pages) as usize);
         Allocator::new(
             pages,
+            summary,
             chunks,
             self.alloc_heads(),
             self.layout.section(SectionKind::Heap).offset,
