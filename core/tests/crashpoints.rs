@@ -11,6 +11,9 @@
 //!
 //! Built only with the `crashpoints` feature (tools/test.sh runs it).
 
+mod common;
+
+use common::wait_stopped;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -224,26 +227,6 @@ fn spawn_child(fd: i32, role: &str, extra: &[(&str, &str)]) -> std::process::Chi
         cmd.env(k, v);
     }
     cmd.spawn().unwrap()
-}
-
-/// Waits until process `pid` is stopped (it reached a crash point armed with
-/// `GISMO_CRASHPOINT_ACTION=stop`).
-fn wait_stopped(child: &mut std::process::Child) {
-    let pid = child.id();
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("child {pid} exited before stopping: {status}");
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next());
-        if matches!(state, Some("T" | "t")) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Runs the child role `role` with `extra` environment; returns its exit status.

@@ -8,12 +8,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
+#[cfg(feature = "crashpoints")]
+use std::io::Write;
+#[cfg(feature = "crashpoints")]
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "crashpoints")]
+use common::wait_stopped;
 use common::{attach_inherited, memfd_store_for_children};
 use gismo_core::store::{CreateInfo, ObjectId, ReapReport, Store};
 
@@ -143,6 +148,31 @@ fn setup(name: &str) -> (i32, Arc<Store>, u64) {
     (fd, s, baseline)
 }
 
+/// Asks for a delete of PENDING, which a reference of another client defers.
+#[cfg(feature = "crashpoints")]
+fn defer_delete_of_pending(me: &gismo_core::store::Client) {
+    assert_eq!(
+        me.delete(&ObjectId::from_u64(PENDING)).unwrap(),
+        gismo_core::store::DeleteOutcome::Deferred
+    );
+}
+
+/// PENDING is gone (`why` otherwise), everything else is back to the baseline, fsck is clean.
+#[cfg(feature = "crashpoints")]
+fn assert_pending_deleted(s: &Arc<Store>, baseline: u64, why: &str) {
+    assert!(
+        s.lookup_summary(&ObjectId::from_u64(PENDING)).is_none(),
+        "{why}"
+    );
+    assert_eq!(s.used_bytes(), baseline - 5120);
+    assert_fsck_clean(s);
+}
+
+fn assert_fsck_clean(s: &Arc<Store>) {
+    let report = s.fsck(false);
+    assert!(report.is_clean(), "{report:?}");
+}
+
 fn kill(mut child: Child) {
     child.kill().unwrap();
     child.wait().unwrap();
@@ -168,8 +198,7 @@ fn a_client_killed_idle_is_reaped_from_its_own_table_without_a_scan() {
     assert_eq!(r.aborted_objects, 1, "{r:?}");
     assert!(s.lookup_summary(&ObjectId::from_u64(UNSEALED)).is_none());
     assert_eq!(s.used_bytes(), baseline);
-    let report = s.fsck(false);
-    assert!(report.is_clean(), "{report:?}");
+    assert_fsck_clean(&s);
 }
 
 #[test]
@@ -182,8 +211,7 @@ fn an_unsealed_object_released_before_its_seal_is_found_by_a_scan() {
     assert_eq!(r.aborted_objects, 1, "{r:?}");
     assert!(s.lookup_summary(&ObjectId::from_u64(UNSEALED)).is_none());
     assert_eq!(s.used_bytes(), baseline);
-    let report = s.fsck(false);
-    assert!(report.is_clean(), "{report:?}");
+    assert_fsck_clean(&s);
 }
 
 /// As above, killed inside that release, right after the reference went: the object is in no
@@ -206,8 +234,7 @@ fn an_unsealed_object_whose_release_was_killed_is_found_by_a_scan() {
     assert_eq!(r.aborted_objects, 1, "{r:?}");
     assert!(s.lookup_summary(&ObjectId::from_u64(UNSEALED)).is_none());
     assert_eq!(s.used_bytes(), baseline);
-    let report = s.fsck(false);
-    assert!(report.is_clean(), "{report:?}");
+    assert_fsck_clean(&s);
 }
 
 /// Killed after dropping the last reference of an object whose delete was waiting for it, before
@@ -218,23 +245,14 @@ fn a_release_killed_before_running_the_pending_delete_it_made_due_is_finished() 
     let (fd, s, baseline) = setup("reap-pending-release");
     let (mut child, _out) = spawn(fd, "releaser", &[("GISMO_CRASHPOINT", "release.removed")]);
     let me = s.connect("deleter").unwrap();
-    assert_eq!(
-        me.delete(&ObjectId::from_u64(PENDING)).unwrap(),
-        gismo_core::store::DeleteOutcome::Deferred
-    );
+    defer_delete_of_pending(&me);
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
     let r = me.reap_dead(60_000).unwrap();
     assert_eq!(r.len(), 1, "{r:?}");
     assert!(r[0].died_in_operation, "{r:?}");
-    assert!(
-        s.lookup_summary(&ObjectId::from_u64(PENDING)).is_none(),
-        "the pending delete was never run"
-    );
-    assert_eq!(s.used_bytes(), baseline - 5120);
-    let report = s.fsck(false);
-    assert!(report.is_clean(), "{report:?}");
+    assert_pending_deleted(&s, baseline, "the pending delete was never run");
 }
 
 /// A maintainer stopped while it holds a delete it took over (under its own tag, in `DELETING`)
@@ -248,10 +266,7 @@ fn a_maintainer_killed_after_losing_the_lock_has_its_taken_over_deletes_finished
     // The victim: the last reference to a delete-pending object, killed idle.
     let (victim, _out) = spawn(fd, "releaser", &[]);
     let me = s.connect("deleter").unwrap();
-    assert_eq!(
-        me.delete(&ObjectId::from_u64(PENDING)).unwrap(),
-        gismo_core::store::DeleteOutcome::Deferred
-    );
+    defer_delete_of_pending(&me);
     kill(victim);
     // M reaps it, taking the pending delete over, and stops right after claiming its finish.
     let mut m = command(
@@ -284,34 +299,11 @@ fn a_maintainer_killed_after_losing_the_lock_has_its_taken_over_deletes_finished
     let r = me.reap_dead(60_000).unwrap();
     assert_eq!(r.len(), 1, "{r:?}");
     assert!(r[0].directory_scanned, "{r:?}");
-    assert!(
-        s.lookup_summary(&ObjectId::from_u64(PENDING)).is_none(),
-        "the delete M had taken over was never finished"
+    assert_pending_deleted(
+        &s,
+        baseline,
+        "the delete M had taken over was never finished",
     );
-    assert_eq!(s.used_bytes(), baseline - 5120);
-    let report = s.fsck(false);
-    assert!(report.is_clean(), "{report:?}");
-}
-
-/// Waits until `child` is stopped (it reached a crash point armed with
-/// `GISMO_CRASHPOINT_ACTION=stop`).
-#[cfg(feature = "crashpoints")]
-fn wait_stopped(child: &mut Child) {
-    let pid = child.id();
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("child {pid} exited before stopping: {status}");
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next());
-        if matches!(state, Some("T" | "t")) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// A sweep that could not be completed (the orphan collector found no quiet moment: another
@@ -366,8 +358,7 @@ fn a_sweep_cut_short_is_run_by_the_next_pass() {
         baseline,
         "the leaked block was not collected"
     );
-    let report = s.fsck(false);
-    assert!(report.is_clean(), "{report:?}");
+    assert_fsck_clean(&s);
     kill(slow);
 }
 

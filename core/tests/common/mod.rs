@@ -38,3 +38,23 @@ pub fn attach_inherited() -> Arc<Store> {
     let fd: i32 = std::env::var("GISMO_TEST_FD").unwrap().parse().unwrap();
     Store::attach(Region::open(&RegionSpec::Fd(fd), &RegionOptions::default()).unwrap()).unwrap()
 }
+
+/// Waits until `child` is stopped (it reached a crash point armed with
+/// `GISMO_CRASHPOINT_ACTION=stop`); fails if it exits first.
+pub fn wait_stopped(child: &mut std::process::Child) {
+    let pid = child.id();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("child {pid} exited before stopping: {status}");
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if matches!(state, Some("T" | "t")) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
