@@ -8,9 +8,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 #[cfg(feature = "crashpoints")]
 use std::io::Write;
+use std::io::{BufRead, BufReader};
 #[cfg(feature = "crashpoints")]
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdout, Command, Stdio};

@@ -13,7 +13,9 @@
 //! event and counts it in `overflows`; a consumer that sees the counter move rescans the directory
 //! (see `GismoRunner`), so nothing is lost for good — only delayed. A producer killed between
 //! claiming a cell and publishing it leaves a hole; the consumer skips a hole that stays
-//! unpublished for [`HOLE_TIMEOUT_MS`] while later cells are ready, and rescans.
+//! unpublished for [`HOLE_TIMEOUT_MS`] while later cells are ready, and rescans. A producer that
+//! was only paused that long finds its cell taken (it claims and publishes the cell by CAS), drops
+//! its event and counts an overflow, so the consumer rescans again.
 //!
 //! **One consumer per ring.** The ring is single-consumer; the entry's `consumer` word records
 //! which client consumes it (see `ring_claim.rs`: claimed at a runner's start, taken over from a
@@ -22,6 +24,10 @@
 use crate::shm::CachePadded;
 use crate::store::object_id::ObjectId;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
+
+/// Marks a cell's `seq` as being written by the producer of the lap in the low bits (see
+/// `EventRing::fill`).
+const WRITING: u64 = 1 << 63;
 
 /// How long a claimed-but-unpublished event may block the consumer before it is skipped.
 pub const HOLE_TIMEOUT_MS: u64 = 1000;
@@ -298,24 +304,10 @@ impl<'a> EventRing<'a> {
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => {
-                        cell.what.store(
-                            u64::from(ev.kind as u8) << 56 | u64::from(ev.slot),
-                            Ordering::Relaxed,
-                        );
-                        cell.gen.store(ev.gen, Ordering::Relaxed);
-                        for (d, w) in cell.id.iter().zip(ev.id.words()) {
-                            d.store(w, Ordering::Relaxed);
-                        }
-                        // Release: pairs with the consumer's Acquire load of `seq` in `pop`;
-                        // publishes the event fields to it.
-                        cell.seq
-                            .store(lap.wrapping_mul(2).wrapping_add(1), Ordering::Release);
-                        return true;
-                    }
+                    Ok(_) => return self.fill(pos, ev),
                     Err(actual) => pos = actual,
                 }
-            } else if seq < lap.wrapping_mul(2) {
+            } else if seq & !WRITING < lap.wrapping_mul(2) {
                 // Still holds the previous lap's event: full.
                 self.host.overflows.fetch_add(1, Ordering::Relaxed);
                 return false;
@@ -327,6 +319,54 @@ impl<'a> EventRing<'a> {
         // A corrupt cell (or a tail that never moves past it): drop the event, as when full.
         self.host.overflows.fetch_add(1, Ordering::Relaxed);
         false
+    }
+
+    /// Writes `ev` into the cell of position `pos`, which our tail CAS gave us, and publishes it.
+    /// The cell is claimed by a CAS (`2·lap → WRITING | 2·lap`) and published by a CAS from that
+    /// claim, so a producer paused past [`HOLE_TIMEOUT_MS`] — whose cell the consumer skipped and
+    /// freed for the next lap — finds the word changed, writes nothing more (or publishes
+    /// nothing, if it was paused while writing), and counts an overflow, which makes the consumer
+    /// rescan: the event is delayed, not lost (core review L5). Only a producer paused in the
+    /// middle of its field stores can still mix them into the next lap's event, which the
+    /// consumer validates against the directory anyway.
+    fn fill(&self, pos: u64, ev: &Event) -> bool {
+        let cell = self.cell(pos);
+        let lap = pos / self.cells.len() as u64;
+        let free = lap.wrapping_mul(2);
+        let writing = free | WRITING;
+        // Acquire: pairs with the consumer's Release that freed the cell (as the load in `push`).
+        if cell
+            .seq
+            .compare_exchange(free, writing, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.host.overflows.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        cell.what.store(
+            u64::from(ev.kind as u8) << 56 | u64::from(ev.slot),
+            Ordering::Relaxed,
+        );
+        cell.gen.store(ev.gen, Ordering::Relaxed);
+        for (d, w) in cell.id.iter().zip(ev.id.words()) {
+            d.store(w, Ordering::Relaxed);
+        }
+        // Release: pairs with the consumer's Acquire load of `seq` in `pop`; publishes the event
+        // fields to it.
+        if cell
+            .seq
+            .compare_exchange(
+                writing,
+                free.wrapping_add(1),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            self.host.overflows.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Takes the next published event (consumer only). `Err(HoleSkipped)` signals a hole that was
@@ -437,6 +477,35 @@ mod tests {
         assert_eq!(r.pop(10, &mut hole).unwrap(), None);
         assert!(r.pop(10 + HOLE_TIMEOUT_MS, &mut hole).is_err());
         assert_eq!(r.pop(10 + HOLE_TIMEOUT_MS, &mut hole).unwrap(), Some(ev(1)));
+    }
+
+    /// L5: a producer paused between its tail CAS and its cell claim past the hole timeout finds
+    /// its cell skipped and taken by the next lap's producer: it writes nothing into that cell
+    /// (the next lap's event is popped whole) and counts an overflow, so the consumer rescans.
+    #[test]
+    fn a_producer_whose_cell_was_skipped_writes_nothing_and_counts_an_overflow() {
+        let h = host();
+        let c = cells(2);
+        let r = EventRing::new(&h, &c);
+        h.tail.store(1, Ordering::Relaxed); // position 0 claimed by the paused producer
+        assert!(r.push(&ev(1))); // position 1
+        let mut hole = None;
+        assert_eq!(r.pop(0, &mut hole).unwrap(), None);
+        assert!(
+            r.pop(HOLE_TIMEOUT_MS, &mut hole).is_err(),
+            "the hole is skipped"
+        );
+        assert_eq!(r.pop(HOLE_TIMEOUT_MS, &mut hole).unwrap(), Some(ev(1)));
+        assert!(r.push(&ev(2))); // position 2: lap 1 of the skipped cell 0
+        let overflows = r.overflows();
+        // The paused producer resumes with its position 0 (lap 0).
+        assert!(!r.fill(0, &ev(7)), "a skipped producer publishes nothing");
+        assert_eq!(r.overflows(), overflows + 1, "and says an event was lost");
+        assert_eq!(
+            r.pop(0, &mut hole).unwrap(),
+            Some(ev(2)),
+            "the next lap's event is whole"
+        );
     }
 
     #[test]
