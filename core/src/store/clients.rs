@@ -151,19 +151,34 @@ pub struct HostIdentity {
     pub pid_ns: u64,
 }
 
+/// The name a host goes by in the host table. A host without a name of its own (the kernel's
+/// `(none)`, or empty: e.g. VM guests booted from an initramfs) is named after its boot id, so
+/// that two such machines never look like two boots of one host — which would let either one
+/// reclaim, or fsck flag, the other's live host entry as "past its boot". The price: a past boot
+/// of an unnamed host is not recognized as one, so its entry is never reclaimed; give hosts that
+/// reboot often a name (or `GISMO_HOST`).
+pub fn host_name(hostname: &str, boot_id: &str) -> String {
+    if hostname.is_empty() || hostname == "(none)" {
+        format!("(none):{boot_id}")
+    } else {
+        hostname.to_string()
+    }
+}
+
 impl HostIdentity {
     pub fn current() -> HostIdentity {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
         let name = std::env::var("GISMO_HOST")
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
                     .map(|s| s.trim().to_string())
-                    .unwrap_or_default()
+                    .unwrap_or_default();
+                host_name(&raw, &boot_id)
             });
-        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
         let pid_ns = std::fs::metadata("/proc/self/ns/pid")
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .unwrap_or(0);
@@ -329,6 +344,14 @@ pub fn process_alive(pid: u32, start_time: u64) -> bool {
 mod tests {
     use super::*;
     use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn unnamed_hosts_are_told_apart_by_their_boot() {
+        assert_eq!(host_name("node-1", "b1"), "node-1");
+        assert_ne!(host_name("(none)", "b1"), host_name("(none)", "b2"));
+        assert_ne!(host_name("", "b1"), host_name("", "b2"));
+        assert_eq!(host_name("(none)", "b1"), host_name("(none)", "b1"));
+    }
 
     #[test]
     fn only_esrch_and_enoent_mean_gone() {
