@@ -1146,45 +1146,57 @@ impl<'a> Allocator<'a> {
     }
 }
 
+/// A heap of process-local metadata for the allocator's unit tests (here and in `summary`).
 #[cfg(all(test, not(loom)))]
-mod tests {
+pub(crate) mod test_heap {
     use super::*;
 
-    struct Heap {
-        pages: Vec<AtomicU64>,
-        summary: Vec<AtomicU64>,
+    pub(crate) struct Heap {
+        pub(crate) pages: Vec<AtomicU64>,
+        pub(crate) summary: Vec<AtomicU64>,
         chunks: Vec<ChunkDesc>,
-        heads: AllocHeads,
-        heap_pages: u64,
+        pub(crate) heads: AllocHeads,
+        heap_offset: u64,
+        pub(crate) heap_pages: u64,
     }
 
     impl Heap {
-        fn new(bytes: u64) -> Heap {
-            let heap_pages = bytes / PAGE;
+        /// `heap_pages` pages starting at region offset `heap_offset`, all free.
+        pub(crate) fn with_pages(heap_pages: u64, heap_offset: u64) -> Heap {
+            let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
             Heap {
-                pages: (0..heap_pages.div_ceil(64))
-                    .map(|_| AtomicU64::new(0))
-                    .collect(),
-                summary: (0..summary_words(heap_pages))
-                    .map(|_| AtomicU64::new(0))
-                    .collect(),
+                pages: zeros(heap_pages.div_ceil(64) as usize),
+                summary: zeros(summary_words(heap_pages)),
                 chunks: (0..heap_pages / PAGES_PER_CHUNK)
                     .map(|_| ChunkDesc::new_unused())
                     .collect(),
                 heads: AllocHeads::new(),
+                heap_offset,
                 heap_pages,
             }
         }
-        fn alloc(&self) -> Allocator<'_> {
+
+        pub(crate) fn alloc(&self) -> Allocator<'_> {
             Allocator::new(
                 &self.pages,
                 &self.summary,
                 &self.chunks,
                 &self.heads,
-                1 << 20,
+                self.heap_offset,
                 self.heap_pages,
             )
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::test_heap::Heap as TestHeap;
+    use super::*;
+
+    /// A heap of `bytes` at region offset 1 MiB (a heap never starts at 0 in a region).
+    fn heap(bytes: u64) -> TestHeap {
+        TestHeap::with_pages(bytes / PAGE, 1 << 20)
     }
 
     #[test]
@@ -1202,7 +1214,7 @@ mod tests {
 
     #[test]
     fn small_and_large_do_not_overlap_and_free_returns_everything() {
-        let h = Heap::new(64 << 20);
+        let h = heap(64 << 20);
         let a = h.alloc();
         let mut live = Vec::new();
         let sizes = [
@@ -1251,7 +1263,7 @@ mod tests {
 
     #[test]
     fn double_free_is_refused() {
-        let h = Heap::new(4 << 20);
+        let h = heap(4 << 20);
         let a = h.alloc();
         let s = a.alloc(300).unwrap();
         let l = a.alloc(300_000).unwrap();
@@ -1273,7 +1285,7 @@ mod tests {
     /// the chunk's objects and the byte count are untouched.
     #[test]
     fn double_free_of_a_page_run_reused_by_a_chunk_is_refused() {
-        let h = Heap::new(32 * PAGE);
+        let h = heap(32 * PAGE);
         let a = h.alloc();
         let big = a.alloc(5 * PAGE).unwrap();
         a.free(big.offset, 5 * PAGE).unwrap();
@@ -1291,7 +1303,7 @@ mod tests {
         a.free(s2.offset, 192).unwrap();
 
         // A run only partly in use is refused too (nothing is cleared).
-        let h = Heap::new(64 * PAGE);
+        let h = heap(64 * PAGE);
         let a = h.alloc();
         let run = a.alloc(3 * PAGE).unwrap();
         assert!(matches!(
@@ -1304,7 +1316,7 @@ mod tests {
 
     #[test]
     fn fills_up_then_reports_full() {
-        let h = Heap::new(2 << 20);
+        let h = heap(2 << 20);
         let a = h.alloc();
         let mut n = 0u64;
         while a.alloc(64 * 1024).is_ok() {
@@ -1316,7 +1328,7 @@ mod tests {
 
     #[test]
     fn concurrent_threads_never_hand_out_the_same_block() {
-        let h = Heap::new(64 << 20);
+        let h = heap(64 << 20);
         let seen = std::sync::Mutex::new(std::collections::HashSet::new());
         std::thread::scope(|s| {
             for t in 0..4u64 {

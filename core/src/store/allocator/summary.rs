@@ -353,52 +353,40 @@ impl Allocator<'_> {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::super::{summary_words, AllocHeads, ChunkDesc, PAGE, PAGES_PER_CHUNK};
+    use super::super::{PAGE, PAGES_PER_CHUNK};
     use super::*;
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
 
-    struct Heap {
-        pages: Vec<AtomicU64>,
-        summary: Vec<AtomicU64>,
-        chunks: Vec<ChunkDesc>,
-        heads: AllocHeads,
-        heap_pages: u64,
+    use super::super::test_heap::Heap as TestHeap;
+
+    /// The shared test heap, at region offset 0, with a way to set the bitmap directly.
+    struct Heap(TestHeap);
+
+    impl std::ops::Deref for Heap {
+        type Target = TestHeap;
+        fn deref(&self) -> &TestHeap {
+            &self.0
+        }
     }
 
     impl Heap {
         fn new(heap_pages: u64) -> Heap {
-            let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
-            Heap {
-                pages: zeros(heap_pages.div_ceil(64) as usize),
-                summary: zeros(summary_words(heap_pages)),
-                chunks: (0..heap_pages / PAGES_PER_CHUNK)
-                    .map(|_| ChunkDesc::new_unused())
-                    .collect(),
-                heads: AllocHeads::new(),
-                heap_pages,
-            }
+            Heap(TestHeap::with_pages(heap_pages, 0))
         }
         fn alloc(&self) -> Allocator<'_> {
-            Allocator::new(
-                &self.pages,
-                &self.summary,
-                &self.chunks,
-                &self.heads,
-                0,
-                self.heap_pages,
-            )
+            self.0.alloc()
         }
         fn set_pages(&self, words: &[u64]) {
-            for (p, w) in self.pages.iter().zip(words) {
+            for (p, w) in self.0.pages.iter().zip(words) {
                 p.store(*w, Ordering::Relaxed);
             }
         }
         fn page_used(&self, p: u64) -> bool {
-            self.pages[(p / 64) as usize].load(Ordering::Relaxed) >> (p % 64) & 1 == 1
+            self.0.pages[(p / 64) as usize].load(Ordering::Relaxed) >> (p % 64) & 1 == 1
         }
         fn full_bit(&self, i: usize) -> &AtomicU64 {
-            &self.summary[self.pages.len().div_ceil(64) + i / 64]
+            &self.0.summary[self.0.pages.len().div_ceil(64) + i / 64]
         }
     }
 
