@@ -7,13 +7,14 @@
 //! structures (`Slot::new_free`, `ChunkDesc::new_unused`, `HostEntry::new_free`,
 //! `EventCell::new_free`), through the `crate::sync` facade; none re-types a protocol. Bound:
 //! `LOOM_MAX_PREEMPTIONS=2` for all. Run times measured one at a time on the 2-core development
-//! machine (release build); the whole run takes about 22 s of model checking, the 16 models one
+//! machine (release build); the whole run takes about 22 s of model checking, the 17 models one
 //! after another (plus the build):
 //!
 //! | model | production code | threads | time |
 //! |---|---|---|---|
 //! | `one_id_inserted_twice_concurrently_exactly_one_wins` | `Directory::insert`, `lookup` | 2 | 0.3 s |
 //! | `insert_races_delete_and_reinsert_in_the_same_home` | `insert`, `free_slot`, `lookup` | 2 | 4.0 s |
+//! | `an_uncommitted_insert_is_never_visible_in_a_freed_winners_slot` | `insert`, `free_slot`, `lookup` (L1, staged with yields) | 2 | 0.3 s |
 //! | `lookup_racing_insert_never_returns_another_key` | `insert`, `free_slot`, `lookup` | 2 | 9.9 s |
 //! | `get_and_delete_never_both_win` | `acquire_sealed` (`Client::try_acquire`), `begin_delete`, `after_release`, `RefTable` | 2 | 0.01 s |
 //! | `deferred_delete_is_never_lost` | `begin_delete`, `after_release`, `RefTable` | 2 | 0.03 s |
@@ -30,8 +31,10 @@
 //! | `page_runs_claimed_and_freed_concurrently_leave_the_summary_exact` | `Allocator::alloc`, `free`, page-bitmap summary | 2 | (in the total) |
 //!
 //! Not modelled yet: `connect`'s entry claim against the reaper's `reclaim_stale_connecting`
-//! (still inside `Store`), the reaper's steps, and a three-party directory history (L1: two
-//! inserters and a delete in one home do not finish in minutes even at preemption bound 1).
+//! (still inside `Store`) and the reaper's steps. The three-party directory history of L1 (an
+//! inserter, a winner that is deleted, an observer) is staged on two threads: one thread plays
+//! the winner, the deleter and the observer, with yields between its stages so the history fits
+//! the bound (three free-running threads did not finish in minutes even at bound 1).
 #![cfg(loom)]
 
 use gismo_core::store::allocator::{AllocHeads, Allocator, ChunkDesc};
@@ -121,6 +124,44 @@ fn insert_races_delete_and_reinsert_in_the_same_home() {
         let (ia, _) = dir.lookup(&a).expect("a present");
         let (ib, _) = dir.lookup(&b).expect("b present");
         assert_ne!(ia, ib);
+    });
+}
+
+/// L1 (the visibility half): inserter L reads its home's version, then W commits the next
+/// version at slot X of the same home, and X is freed; L then claims X and would write the commit
+/// record W's version already names, so a lookup accepted L's uncommitted slot as committed. W
+/// plays the deleter and the observer: right after its lookup of L's key, the home version still
+/// being 1 means only W's own insert has committed, so a slot found for L's key is a phantom.
+#[test]
+fn an_uncommitted_insert_is_never_visible_in_a_freed_winners_slot() {
+    loom::model(|| {
+        let slots = table(4);
+        let ids = same_home_ids(2);
+        let (a, b) = (ids[0], ids[1]);
+        let sl = slots.clone();
+        let l = thread::spawn(move || Directory::new(&sl).insert(&b, 1, |_| {}).is_ok());
+        let dir = Directory::new(&slots);
+        // The yields let L run between W's stages without spending the preemption bound (the
+        // history needs L → W → L → W).
+        thread::yield_now();
+        let w = dir.insert(&a, 0, |_| {}).unwrap();
+        let del = Word {
+            state: state::DELETING,
+            ..w.word
+        };
+        if dir.slot(w.index).cas_word(w.word, del).is_ok() {
+            dir.free_slot(w.index, del);
+        }
+        thread::yield_now();
+        let found = dir.lookup(&b);
+        if dir.home_version(&b) == 1 {
+            assert!(
+                found.is_none(),
+                "L's uncommitted slot is visible: {found:?}"
+            );
+        }
+        assert!(l.join().unwrap());
+        assert!(dir.lookup(&b).is_some());
     });
 }
 

@@ -496,6 +496,17 @@ impl<'a> Directory<'a> {
                         self.release_uncommitted(index, w);
                         return Err(InsertError::Full);
                     }
+                    // The version we would commit must be read after the claim (L1): the slot
+                    // may have been the winner of a version committed since our read of the
+                    // home word, then freed; writing that version into its commit record would
+                    // make our uncommitted slot look committed. A version current after the
+                    // claim cannot name this slot, which is ours from the claim on. Acquire:
+                    // as above; the claim's Acquire CAS read the freer's Release store, which
+                    // follows that winner's commit, so the commit is visible here.
+                    if home_word.load(Ordering::Acquire) != raw_home {
+                        mine = Some((index, d, w));
+                        continue;
+                    }
                     (index, d, w)
                 }
             };
@@ -624,6 +635,13 @@ impl<'a> Directory<'a> {
         self.committed_entry(slot, h, index.wrapping_sub(h) & self.mask, home)
     }
 
+    /// The version of `id`'s home word: how many inserts of keys of that home have committed
+    /// (for tests and statistics).
+    pub fn home_version(&self, id: &ObjectId) -> u32 {
+        // Acquire: as in `lookup` (pairs with the AcqRel commit CAS of the home word in `insert`).
+        Home::unpack(self.slots[self.home_of(id)].home.load(Ordering::Acquire)).ver
+    }
+
     /// The current scan length for `id`'s home (for tests and statistics).
     pub fn probe_len(&self, id: &ObjectId) -> usize {
         let h = self.home_of(id);
@@ -646,8 +664,9 @@ fn flip_to_creating(slot: &Slot, gen: u32) -> Option<Word> {
     None
 }
 
-/// The slot's word if it is still the uncommitted (or phantom-committed, L1) slot of claim `w`:
-/// same generation and owner, in `RESERVED`, `PENDING` or `CREATING`.
+/// The slot's word if it is still the uncommitted slot of claim `w`: same generation and owner,
+/// in `RESERVED`, `PENDING` or `CREATING` (a helper flips only a committed slot, so `CREATING` is
+/// not expected here since the fix of L1; it is accepted so that such a slot is still ours).
 fn uncommitted_ours(slot: &Slot, w: Word) -> Option<Word> {
     let cur = slot.load_word();
     (cur.gen == w.gen
