@@ -239,9 +239,18 @@ pub fn format(region: &Region, opts: &FormatOptions) -> Result<Layout, FormatErr
             w.store(v, Ordering::Relaxed);
         }
     }
+    // An emulated non-coherent host: other hosts see the format only through the device, so
+    // everything written so far (the state word still FORMATTING) reaches it before READY does.
+    let emulated = region.emulated_host();
+    if let Some(host) = emulated {
+        host.write_back_dirty(0, region.len());
+    }
     // Release: pairs with the Acquire load in `attach`; publishes every section and header store
     // above to whoever sees READY.
     state.store(STATE_READY, Ordering::Release);
+    if let Some(host) = emulated {
+        host.write_back(host.offset_of(std::ptr::from_ref(state).cast(), 4), 4);
+    }
     Ok(layout)
 }
 

@@ -136,7 +136,7 @@ impl Store {
     /// Any [`format::FormatError`] from validation.
     pub fn attach(region: Region) -> Result<Arc<Store>> {
         let (sb, _) = format::attach(&region)?;
-        let coherence = Coherence::new(sb.coherence_mode()?);
+        let coherence = Coherence::for_region(sb.coherence_mode()?, &region);
         Store::attach_with(region, coherence)
     }
 
@@ -146,6 +146,25 @@ impl Store {
     /// Any [`format::FormatError`] from validation; a coherence mode other than the region's.
     pub fn attach_with(region: Region, coherence: Coherence) -> Result<Arc<Store>> {
         let (superblock, layout) = format::attach(&region)?;
+        if let Some(host) = region.emulated_host() {
+            // An emulated host is memory without cross-host coherence: only a Flush region
+            // writes its payloads back, and the coherence must act on this host's view.
+            if superblock.coherence_mode()? != CoherenceMode::Flush {
+                return Err(StoreError::Invalid(format!(
+                    "this process is emulated non-coherent host {:?} (GISMO_EMULATED_HOST), but \
+                     the region was formatted for {} coherence: format it with coherence flush",
+                    host.host(),
+                    superblock.coherence_mode()?
+                )));
+            }
+            if !coherence.host_view().is_some_and(|h| Arc::ptr_eq(h, host)) {
+                return Err(StoreError::Invalid(format!(
+                    "the region is mapped as emulated host {:?}, but the coherence given does \
+                     not act on that host's view (use Coherence::for_region)",
+                    host.host()
+                )));
+            }
+        }
         if coherence.mode() != superblock.coherence_mode()? {
             return Err(StoreError::Invalid(format!(
                 "region was formatted for {} coherence, not {}",

@@ -75,12 +75,14 @@ use x86_64 as arch;
 use std::fmt;
 use std::ptr;
 use std::str::FromStr;
-#[cfg(feature = "emulation")]
 use std::sync::Arc;
 
 pub use cpu::{cpu_model, CpuFeatures, CACHE_LINE};
 #[cfg(feature = "emulation")]
 pub use emulation::EmulatedHost;
+use crate::emulation::HostView;
+use crate::region::Region;
+
 pub use strategy::{CopyStrategy, FlushInstr, NtStores, DEFAULT_NT_THRESHOLD};
 
 /// Copies of at least this many bytes use non-temporal stores in Hardware mode as well.
@@ -144,6 +146,10 @@ pub struct Coherence {
     strategy: CopyStrategy,
     #[cfg(feature = "emulation")]
     emulated: Option<Arc<EmulatedHost>>,
+    /// The whole-region emulated host this process is ([`crate::emulation`]): every line moves
+    /// between its view and the device only by `memory_copy`, `flush` and `invalidate` (and the
+    /// emulator's spontaneous events).
+    host_view: Option<Arc<HostView>>,
 }
 
 impl Coherence {
@@ -161,7 +167,22 @@ impl Coherence {
             strategy: strategy.supported(),
             #[cfg(feature = "emulation")]
             emulated: None,
+            host_view: None,
         }
+    }
+
+    /// The coherence for `mode` on `region`: [`Coherence::new`], acting on the region's emulated
+    /// host when the process is one ([`Region::emulated_host`]). An emulated host is
+    /// non-coherent memory, so its write-backs and evictions act in either mode.
+    pub fn for_region(mode: CoherenceMode, region: &Region) -> Self {
+        let mut coherence = Coherence::new(mode);
+        coherence.host_view = region.emulated_host().cloned();
+        coherence
+    }
+
+    /// The whole-region emulated host this coherence acts on, if any.
+    pub fn host_view(&self) -> Option<&Arc<HostView>> {
+        self.host_view.as_ref()
     }
 
     /// The mode.
@@ -204,6 +225,10 @@ impl Coherence {
     /// # Panics
     /// Emulated only: if `dst..dst+len` is outside the private view.
     pub unsafe fn memory_copy(&self, dst: *mut u8, src: *const u8, len: usize) {
+        if let Some(host) = &self.host_view {
+            // SAFETY: forwarded from this function's contract.
+            return unsafe { host.memory_copy(dst, src, len) };
+        }
         #[cfg(feature = "emulation")]
         if let Some(host) = &self.emulated {
             // SAFETY: forwarded from this function's contract.
@@ -245,6 +270,10 @@ impl Coherence {
     /// # Panics
     /// Emulated only: if the range is outside the private view.
     pub unsafe fn flush(&self, ptr: *const u8, len: usize) {
+        if let Some(host) = &self.host_view {
+            host.write_back(host.offset_of(ptr, len), len);
+            return;
+        }
         #[cfg(feature = "emulation")]
         if let Some(host) = &self.emulated {
             host.write_back(ptr, len);
@@ -269,6 +298,10 @@ impl Coherence {
     /// # Panics
     /// Emulated only: if the range is outside the private view.
     pub unsafe fn invalidate(&self, ptr: *const u8, len: usize) {
+        if let Some(host) = &self.host_view {
+            host.evict(host.offset_of(ptr, len), len);
+            return;
+        }
         #[cfg(feature = "emulation")]
         if let Some(host) = &self.emulated {
             host.refresh(ptr, len);

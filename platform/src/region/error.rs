@@ -25,6 +25,10 @@ pub enum RegionError {
         reason: String,
     },
 
+    /// The emulated host named by the environment (or the options) cannot be joined.
+    #[error(transparent)]
+    Emulation(#[from] crate::emulation::EmulationError),
+
     /// The path (or the device) does not exist.
     #[error("{}: no such file or device{hint}", path.display())]
     NotFound {

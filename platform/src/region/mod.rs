@@ -78,6 +78,9 @@ pub use hugepages::HugePagePool;
 pub use hugetlbfs::HUGETLBFS_MAGIC;
 pub use spec::RegionSpec;
 
+use crate::emulation::{EmulationConfig, HostView};
+use std::sync::Arc;
+
 use mapping::SharedMapping;
 
 /// Where sysfs is mounted.
@@ -124,6 +127,22 @@ pub struct RegionOptions {
     /// back raises SIGBUS instead of a typed error at create time. For test and benchmark
     /// regions larger than memory (`gismo-bench scale`), never for a store in service.
     pub sparse: bool,
+    /// Whether this process maps the region as an emulated non-coherent host
+    /// ([`crate::emulation`]): by default as the environment says (`GISMO_EMULATED_HOST`).
+    pub emulation: Emulation,
+}
+
+/// Which view of a region a process maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Emulation {
+    /// The emulated host named by the environment ([`EmulationConfig::from_env`]), or the
+    /// region itself when none is named.
+    #[default]
+    FromEnvironment,
+    /// The region itself, whatever the environment says.
+    Off,
+    /// This emulated host.
+    Host(EmulationConfig),
 }
 
 impl Default for RegionOptions {
@@ -133,6 +152,7 @@ impl Default for RegionOptions {
             mode: 0o600,
             offset: 0,
             sparse: false,
+            emulation: Emulation::FromEnvironment,
         }
     }
 }
@@ -170,6 +190,8 @@ pub struct Region {
     offset: u64,
     page_size: usize,
     huge_pool: Option<u64>,
+    /// The emulated host this process is, if any: `as_ptr` is then its view.
+    emulated: Option<Arc<HostView>>,
 }
 
 impl fmt::Debug for Region {
@@ -182,6 +204,7 @@ impl fmt::Debug for Region {
             .field("offset", &self.offset)
             .field("page_size", &self.page_size)
             .field("fd", &self.file.as_raw_fd())
+            .field("emulated", &self.emulated)
             .finish()
     }
 }
@@ -339,6 +362,15 @@ impl Region {
             })?;
         let map = SharedMapping::new(&backing.file, backing.offset, len)
             .map_err(|e| mapping::map_error(e, &backing, sysfs_root))?;
+        let emulation = match &opts.emulation {
+            Emulation::FromEnvironment => EmulationConfig::from_env()?,
+            Emulation::Off => None,
+            Emulation::Host(cfg) => Some(cfg.clone()),
+        };
+        let emulated = match emulation {
+            Some(cfg) => Some(HostView::open(&cfg, &backing.file, backing.offset, len)?),
+            None => None,
+        };
         let region = Region {
             map,
             file: backing.file,
@@ -350,6 +382,7 @@ impl Region {
             // The page size is at most the mapping length, which fits in usize.
             page_size: usize::try_from(backing.page_size).unwrap_or(usize::MAX),
             huge_pool: backing.huge_pool,
+            emulated,
         };
         if opts.prefault {
             region.prefault()?;
@@ -397,8 +430,19 @@ impl Region {
     /// Base address of the mapping. Obtaining it is safe; dereferencing it is up to the caller,
     /// who must remember that other processes write these bytes concurrently (use atomics, or
     /// the store protocol of `gismo-core`) and that the pointer dies with the `Region`.
+    ///
+    /// For an emulated host ([`Region::emulated_host`]) this is the host's view, not the device.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.map.as_ptr()
+        match &self.emulated {
+            Some(host) => host.view_base(),
+            None => self.map.as_ptr(),
+        }
+    }
+
+    /// The emulated non-coherent host this process maps the region as, if any
+    /// ([`crate::emulation`]).
+    pub fn emulated_host(&self) -> Option<&Arc<HostView>> {
+        self.emulated.as_ref()
     }
 
     /// The backing descriptor, owned by the region (to send with `SCM_RIGHTS`, or to `fstat`).
