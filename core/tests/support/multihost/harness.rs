@@ -94,6 +94,11 @@ pub struct Fixture {
     /// `(who, base address)` of every mapping of the store region, the parent's first.
     pub mappings: Vec<(String, usize)>,
     next_child: usize,
+    /// Set by [`Fixture::noncoherent`]: every child joins the whole-region emulated host named
+    /// after its `host` argument, with its views in this directory.
+    emulation_dir: Option<tempfile::TempDir>,
+    /// More environment for every child spawned from now on (emulator knobs).
+    pub child_env: Vec<(String, String)>,
 }
 
 /// Whether this run is the emulated variant (`multihost_emulated`, the same source built as a
@@ -148,7 +153,24 @@ impl Fixture {
             coord_fd,
             mappings: vec![("parent".to_string(), parent_base)],
             next_child: 0,
+            emulation_dir: None,
+            child_env: Vec::new(),
         }
+    }
+
+    /// As [`Fixture::new`] (formatted for Flush coherence), with every child an emulated
+    /// non-coherent host of the whole region (`gismo_platform::emulation`), joined through its
+    /// environment; the parent keeps mapping the device itself, so it observes what reached
+    /// memory. `rate` is `GISMO_EMULATION_RATE`.
+    #[allow(dead_code)] // used by noncoherent.rs, not by multihost.rs
+    pub fn noncoherent(name: &str, size: u64, opts: &FormatOptions, rate: u64) -> Fixture {
+        let mut opts = opts.clone();
+        opts.coherence = gismo_platform::coherence::CoherenceMode::Flush;
+        let mut fx = Fixture::new(name, size, &opts);
+        fx.emulation_dir = Some(tempfile::tempdir().expect("emulation directory"));
+        fx.child_env
+            .push(("GISMO_EMULATION_RATE".into(), rate.to_string()));
+        fx
     }
 
     /// Word `i` of the coordination region.
@@ -189,6 +211,11 @@ impl Fixture {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+        if let Some(dir) = &self.emulation_dir {
+            cmd.env("GISMO_EMULATED_HOST", host)
+                .env("GISMO_EMULATION_DIR", dir.path());
+        }
+        cmd.envs(self.child_env.iter().map(|(k, v)| (k, v)));
         if index % 2 == 1 {
             cmd.env(SHIFT_ENV, ((index + 1) * (2 << 20)).to_string());
         }
