@@ -77,11 +77,11 @@ use std::ptr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::emulation::HostView;
+use crate::region::Region;
 pub use cpu::{cpu_model, CpuFeatures, CACHE_LINE};
 #[cfg(feature = "emulation")]
 pub use emulation::EmulatedHost;
-use crate::emulation::HostView;
-use crate::region::Region;
 
 pub use strategy::{CopyStrategy, FlushInstr, NtStores, DEFAULT_NT_THRESHOLD};
 

@@ -100,7 +100,10 @@ pub fn open(
     // New files beside the old ones, renamed into place when filled: a process still mapping
     // the old view (of another device) is not disturbed.
     let fresh_file = |p: &PathBuf| -> Result<(File, PathBuf), EmulationError> {
-        let tmp = p.with_extension(format!("{}.new", p.extension().unwrap_or_default().to_string_lossy()));
+        let tmp = p.with_extension(format!(
+            "{}.new",
+            p.extension().unwrap_or_default().to_string_lossy()
+        ));
         let f = OpenOptions::new()
             .read(true)
             .write(true)

@@ -59,7 +59,10 @@ impl Lines {
 
     /// Word `w` of line `line` in the mapping at `base`.
     fn word(&self, base: *mut u8, line: usize, w: usize) -> &AtomicU64 {
-        assert!(line < self.count() && w < WORDS, "line {line} word {w} out of range");
+        assert!(
+            line < self.count() && w < WORDS,
+            "line {line} word {w} out of range"
+        );
         // SAFETY: in range (checked above), so inside a `len`-byte mapping that lives as long as
         // `self` (`new`'s contract); 8-aligned because the base is 64-aligned; every access to
         // these bytes by the emulator and by the store is atomic.

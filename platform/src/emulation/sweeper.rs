@@ -21,10 +21,9 @@ const TICK: Duration = Duration::from_millis(1);
 /// and this process's pid. It stops when the last handle on the view is dropped.
 pub fn start(view: Weak<HostView>, rate: u64, seed: u64) {
     let Some(v) = view.upgrade() else { return };
-    let host_hash = v
-        .host()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3));
+    let host_hash = v.host().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3)
+    });
     let pages = v.len().div_ceil(PAGE);
     drop(v);
     let mut rng = SmallRng::seed_from_u64(seed ^ host_hash ^ u64::from(std::process::id()) << 32);

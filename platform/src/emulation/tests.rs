@@ -49,12 +49,19 @@ fn device_word(dev: &File, i: usize) -> u64 {
 fn a_store_reaches_another_host_only_by_write_back_then_eviction() {
     let dir = tempfile::tempdir().unwrap();
     let dev = device(dir.path(), "dev", LEN);
-    let (a, b) = (host(dir.path(), "a", &dev, 0), host(dir.path(), "b", &dev, 0));
+    let (a, b) = (
+        host(dir.path(), "a", &dev, 0),
+        host(dir.path(), "b", &dev, 0),
+    );
     word(&a, 9).store(42, Ordering::Relaxed);
     assert_eq!(a.dirty_lines(0, LEN), 1);
     assert_eq!(device_word(&dev, 9), 0, "a store stays in the host's cache");
     b.evict(64, 64);
-    assert_eq!(word(&b, 9).load(Ordering::Relaxed), 0, "nothing written back yet");
+    assert_eq!(
+        word(&b, 9).load(Ordering::Relaxed),
+        0,
+        "nothing written back yet"
+    );
     a.write_back(72, 8);
     assert_eq!(device_word(&dev, 9), 42);
     assert_eq!(a.dirty_lines(0, LEN), 0);
@@ -73,7 +80,10 @@ fn a_store_reaches_another_host_only_by_write_back_then_eviction() {
 fn a_cross_host_read_modify_write_loses_an_update() {
     let dir = tempfile::tempdir().unwrap();
     let dev = device(dir.path(), "dev", LEN);
-    let (a, b) = (host(dir.path(), "a", &dev, 0), host(dir.path(), "b", &dev, 0));
+    let (a, b) = (
+        host(dir.path(), "a", &dev, 0),
+        host(dir.path(), "b", &dev, 0),
+    );
     // Both "win" a fetch_add on their own cached copy of the counter.
     assert_eq!(word(&a, 0).fetch_add(1, Ordering::SeqCst), 0);
     assert_eq!(word(&b, 0).fetch_add(1, Ordering::SeqCst), 0);
@@ -81,7 +91,11 @@ fn a_cross_host_read_modify_write_loses_an_update() {
     word(&a, 3).store(7, Ordering::Relaxed);
     a.write_back(0, 8);
     b.write_back(0, 8);
-    assert_eq!(device_word(&dev, 0), 1, "the last write-back wins: one increment lost");
+    assert_eq!(
+        device_word(&dev, 0),
+        1,
+        "the last write-back wins: one increment lost"
+    );
     assert_eq!(
         device_word(&dev, 3),
         0,
@@ -143,7 +157,10 @@ fn a_view_of_another_device_is_rebuilt() {
 fn the_negative_control_switches_drop_their_half() {
     let dir = tempfile::tempdir().unwrap();
     let dev = device(dir.path(), "dev", LEN);
-    let (a, b) = (host(dir.path(), "a", &dev, 0), host(dir.path(), "b", &dev, 0));
+    let (a, b) = (
+        host(dir.path(), "a", &dev, 0),
+        host(dir.path(), "b", &dev, 0),
+    );
     a.set_skip_write_back(true);
     word(&a, 0).store(1, Ordering::Relaxed);
     a.write_back(0, 64);
@@ -238,10 +255,7 @@ fn the_environment_names_a_host_completely_or_not_at_all() {
     ]))
     .unwrap()
     .unwrap();
-    assert_eq!(
-        (cfg.host.as_str(), cfg.seed, cfg.rate),
-        ("host-1", 7, 0)
-    );
+    assert_eq!((cfg.host.as_str(), cfg.seed, cfg.rate), ("host-1", 7, 0));
     assert!(cfg.skip_write_back && !cfg.skip_invalidate);
 }
 

@@ -57,7 +57,9 @@ impl HostView {
                 reason: "an emulated region is a whole number of 64-byte lines",
             });
         }
-        let maps = files::open(cfg, device, offset, len, |m| Self::lines_of(m, len).snapshot())?;
+        let maps = files::open(cfg, device, offset, len, |m| {
+            Self::lines_of(m, len).snapshot()
+        })?;
         let lines = Self::lines_of(&maps, len);
         let view = Arc::new(HostView {
             config: cfg.clone(),
@@ -288,8 +290,14 @@ impl fmt::Debug for HostView {
             .field("view", &self.view)
             .field("len", &self.len)
             .field("rate", &self.config.rate)
-            .field("skip_write_back", &self.skip_write_back.load(Ordering::Relaxed))
-            .field("skip_invalidate", &self.skip_invalidate.load(Ordering::Relaxed))
+            .field(
+                "skip_write_back",
+                &self.skip_write_back.load(Ordering::Relaxed),
+            )
+            .field(
+                "skip_invalidate",
+                &self.skip_invalidate.load(Ordering::Relaxed),
+            )
             .finish()
     }
 }

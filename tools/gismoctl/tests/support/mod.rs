@@ -130,6 +130,8 @@ impl Fixture {
             .env_remove("RAY_object_store_plugin_path")
             .env_remove("RAY_object_store_plugin_config")
             .env_remove("RAY_object_store_plugin_mode")
+            .env_remove("GISMO_EMULATED_HOST")
+            .env_remove("GISMO_EMULATION_DIR")
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
