@@ -4,6 +4,8 @@
 //! - [`format`] — the on-region format: superblock, section layout, attach-time validation.
 //! - [`store`] — the object directory, allocator, client table, per-client references, and the
 //!   [`store::Store`] handle that creates, seals, gets, releases and deletes objects.
+//! - [`xhost`] — protocol v2's cross-host building blocks (single-writer structures written back
+//!   and evicted explicitly, for memory without cross-host coherence).
 //!
 //! It stands on `gismo-platform` (region, coherence, the atomics facade) and knows nothing of
 //! plugins: the interfaces Ray sees are `gismo-plugin`'s, implemented by the plugin crates.
@@ -15,3 +17,5 @@ use gismo_platform::{clock, coherence, region, shm, sync};
 
 pub mod format;
 pub mod store;
+#[cfg(not(loom))]
+pub mod xhost;

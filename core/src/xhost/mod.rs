@@ -1,0 +1,19 @@
+//! Protocol v2's cross-host building blocks (`docs/protocol-v2.md`): structures that several
+//! hosts share without cross-host coherence. Each line has one writer *host*; other hosts only
+//! read it, after evicting it, and validate what they read. Within a host, processes may still
+//! use atomics among themselves (they share its caches).
+//!
+//! * [`lines`] — write back and evict region words through the process's [`Coherence`].
+//! * [`record`] — a single-writer record with a sequence word that readers validate.
+//!
+//! With `hardware` coherence (one host, or hardware-coherent CXL) the write-backs and evictions
+//! are no-ops and the same code runs; under the whole-region emulator
+//! (`gismo_platform::emulation`) they are the only way lines move between hosts.
+//!
+//! [`Coherence`]: crate::coherence::Coherence
+
+pub mod lines;
+pub mod record;
+
+#[cfg(test)]
+mod tests;
