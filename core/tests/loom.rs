@@ -28,13 +28,15 @@
 //! | `leader_lease_never_two_leaders` | `LeaseState::poll`, `is_leader`, `release` (`LeaderLease`) | 2 | 0.2 s |
 //! | `page_runs_racing_in_one_word_keep_the_summary_exact` | `Allocator::alloc`, `free`, page-bitmap summary | 2 | (in the total) |
 //! | `page_runs_claimed_and_freed_concurrently_leave_the_summary_exact` | `Allocator::alloc`, `free`, page-bitmap summary | 2 | (in the total) |
+//! | `connect_against_a_stale_connect_reclaimer_has_one_owner` | `register`, `Claim` (`Store::connect`), `reclaim_if_stale` (`reclaim_stale_connecting`) | 2 | 0.03 s |
+//! | `two_connectors_never_share_an_entry` | `register`, `Claim` (`Store::connect`) | 2 | 0.03 s |
 //!
-//! Not modelled yet: `connect`'s entry claim against the reaper's `reclaim_stale_connecting`
-//! (still inside `Store`), the reaper's steps, and a three-party directory history (L1: two
-//! inserters and a delete in one home do not finish in minutes even at preemption bound 1).
+//! Not modelled yet: the reaper's steps, and a three-party directory history (L1: two inserters
+//! and a delete in one home do not finish in minutes even at preemption bound 1).
 #![cfg(loom)]
 
 use gismo_core::store::allocator::{AllocHeads, Allocator, ChunkDesc};
+use gismo_core::store::clients::{status, ClientEntry, EntryWord};
 use gismo_core::store::directory::{
     acquire_sealed, after_release, begin_delete, begin_evict, flags, resume_delete, state,
     Directory, InsertError, Resumed, Slot, Word,
@@ -42,6 +44,7 @@ use gismo_core::store::directory::{
 use gismo_core::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
 use gismo_core::store::leader::{LeaderId, LeaseEvent, LeaseState, LeaseWords};
 use gismo_core::store::refs::RefTable;
+use gismo_core::store::registration::{reclaim_if_stale, register, Identity, Prepared};
 use gismo_core::store::ring_claim::{claim_consumer, release_consumer, ring_consumer, ConsumerId};
 use gismo_core::store::ObjectId;
 use gismo_platform::sync::{fence, AtomicU64, Ordering};
@@ -703,5 +706,123 @@ fn page_runs_claimed_and_freed_concurrently_leave_the_summary_exact() {
             0,
             "summary disagrees with the bitmap"
         );
+    });
+}
+
+/// A connector's identity in the registration models: told apart by its pid.
+fn identity(pid: u64) -> Identity<'static> {
+    Identity {
+        pid,
+        start_time: pid * 10,
+        host_hash: pid * 100,
+        host_index: 0,
+        attached_ms: 1,
+        heartbeat_ms: 1,
+        name: "m",
+    }
+}
+
+/// `Store::connect` over a model table: `register` with the set-up reduced to its fresh check
+/// (the reference table, high-water mark and host table are the region's, not modelled).
+fn connect(table: &[ClientEntry], pid: u64) -> Option<(usize, EntryWord)> {
+    let r: Result<_, ()> = register(
+        table.len(),
+        |i| &table[i],
+        |_, claim| {
+            if claim.still_ours() {
+                Prepared::Ready(identity(pid))
+            } else {
+                Prepared::Lost
+            }
+        },
+    );
+    r.unwrap()
+}
+
+/// How long the reclaimer of the registration model lets a connect take (its clock is passed in:
+/// it looks at 0 and at `STALE_MS + 1`).
+const STALE_MS: u64 = 100;
+
+/// M1, connect against the stale-connect reclaimer (`register`, `Claim::{take, still_ours,
+/// write_identity, publish}` of `Store::connect`; `reclaim_if_stale` of
+/// `Store::reclaim_stale_connecting`): a one-entry table, FREE at epoch 4 with a previous
+/// occupant's fields. Connector A registers while R, which judges A's entry stale (it looks twice,
+/// a stale timeout apart on its clock passed in), reclaims it and then connects itself (B), as the
+/// next client would. Exactly one of A and B ends registered, and the entry is exactly its `ACTIVE`
+/// word: a connector that reports success owns an entry nobody reclaimed or claimed under it, the
+/// reclaimer never frees a published entry, and the entry is never lost (left `CONNECTING` or
+/// `FREE` with nobody registered). Not asserted: the identity fields of the winner. A connector
+/// paused between its fresh check and its stores can still write into an entry reclaimed and
+/// claimed meanwhile (the window every guarded write has, `docs/store.md`, "Pauses and fencing").
+/// The two-connector model checks the fields.
+///
+/// Seeded bugs it catches: `publish` as a plain store (A resurrects the entry B owns: two owners);
+/// `reclaim_if_stale` freeing with a store rather than a CAS from the watched word (it frees A's
+/// entry A just published, and B takes it).
+/// Threads: 2; bound 2; 0.0 s.
+#[test]
+fn connect_against_a_stale_connect_reclaimer_has_one_owner() {
+    loom::model(|| {
+        let table = Arc::new(vec![ClientEntry::new_free()]);
+        let old = EntryWord {
+            epoch: 4,
+            status: status::FREE,
+        };
+        table[0].word.store(old.pack(), Ordering::Relaxed);
+        table[0].pid.store(111, Ordering::Relaxed);
+        let t = table.clone();
+        let a = thread::spawn(move || connect(&t, 1));
+        let t = table.clone();
+        let r = thread::spawn(move || {
+            let seen = reclaim_if_stale(&t[0], None, 0, STALE_MS);
+            let _ = reclaim_if_stale(&t[0], seen, STALE_MS + 1, STALE_MS);
+            connect(&t, 2)
+        });
+        let a = a.join().unwrap();
+        let b = r.join().unwrap();
+        let winners: Vec<_> = [a, b].into_iter().flatten().collect();
+        assert_eq!(winners.len(), 1, "A {a:?}, B {b:?}");
+        let (i, w) = winners[0];
+        assert_eq!(i, 0);
+        assert_eq!(w.status, status::ACTIVE);
+        assert!(w.epoch > old.epoch, "a fresh epoch: {w:?}");
+        assert_eq!(
+            table[0].load_word(),
+            w,
+            "the winner's entry was freed or claimed under it"
+        );
+    });
+}
+
+/// Two connectors race for a two-entry table (`register`): both register, on different entries,
+/// and each entry is exactly its owner's `ACTIVE` word with its owner's identity (nobody else
+/// wrote into it). Seeded bug it catches: `Claim::take` as a load and a store rather than a CAS
+/// (both claim entry 0).
+/// Threads: 2; bound 2; 0.0 s.
+#[test]
+fn two_connectors_never_share_an_entry() {
+    loom::model(|| {
+        let table = Arc::new(vec![ClientEntry::new_free(), ClientEntry::new_free()]);
+        let ths: Vec<_> = [1u64, 2]
+            .into_iter()
+            .map(|pid| {
+                let t = table.clone();
+                thread::spawn(move || (pid, connect(&t, pid).expect("a free entry for each")))
+            })
+            .collect();
+        let got: Vec<_> = ths.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_ne!(got[0].1 .0, got[1].1 .0, "one entry, two owners: {got:?}");
+        for (pid, (i, w)) in got {
+            let e = &table[i];
+            assert_eq!(e.load_word(), w);
+            assert_eq!(w.status, status::ACTIVE);
+            assert_eq!(
+                e.pid.load(Ordering::Relaxed),
+                pid,
+                "another connector wrote here"
+            );
+            assert_eq!(e.start_time.load(Ordering::Relaxed), pid * 10);
+            assert_eq!(e.host_hash.load(Ordering::Relaxed), pid * 100);
+        }
     });
 }

@@ -20,6 +20,7 @@ use crate::store::events::EventKind;
 use crate::store::handle::Store;
 use crate::store::nodes::OwnerNode;
 use crate::store::object_id::ObjectId;
+use crate::store::registration::{register, Identity, Prepared};
 use crate::store::wait::{wait_word, wake_word, POLL_PERIOD};
 
 /// Where an object came from (Plasma's `ObjectSource`; statistics only).
@@ -164,132 +165,73 @@ impl Store {
     /// # Errors
     /// [`StoreError::ClientTableFull`] when every entry is taken.
     pub fn connect(self: &Arc<Self>, name: &str) -> Result<Client> {
-        let host = HostIdentity::current();
+        let me = HostIdentity::current();
         let pid = std::process::id();
-        for i in 0..self.max_clients() {
-            let e: &ClientEntry = self.client_entry(i);
-            let cur = e.word.load(Ordering::Relaxed);
-            let w = EntryWord::unpack(cur);
-            if w.status != status::FREE {
-                continue;
-            }
-            // Claim into CONNECTING: until our fields are written the entry names the previous
-            // occupant's pid, start time and heartbeat, by which the reaper must not judge us.
-            let connecting = EntryWord {
-                epoch: w.epoch.wrapping_add(1),
-                status: status::CONNECTING,
-            };
-            let claimed = EntryWord {
-                status: status::ACTIVE,
-                ..connecting
-            };
-            // AcqRel: the Acquire pairs with the Release that freed the entry (the owner's
-            // `disconnect_inner` or the reaper), making its clearing of the previous owner's
-            // state visible; the Release (with the CAS below) publishes our fields.
-            if e.word
-                .compare_exchange(cur, connecting.pack(), Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            crate::crash_point!("connect.claimed");
-            // Every write below goes to an entry we hold only while it is still `connecting`: a
-            // connector paused here for longer than the stale-connect timeout (see
-            // `reclaim_stale_connecting`) finds the entry reclaimed, maybe taken by the next
-            // client, and must not touch it. So each group of writes is preceded by a fresh
-            // check (the window that remains is the one every guarded write has:
-            // `docs/store.md`, "Pauses and fencing").
-            // Acquire: pairs with the Release CAS of a reclaimer or of the next claimer.
-            let still_ours = || e.word.load(Ordering::Acquire) == connecting.pack();
-            if !still_ours() {
-                continue;
-            }
-            // A previous occupant leaves its table clear (disconnect and the reaper clear it
-            // before the entry goes FREE); a region written by an older build may not have.
-            if !self.ref_table(i).is_clear() {
-                self.ref_table(i).clear();
-            }
-            crate::crash_point!("connect.table_cleared");
-            // A previous occupant killed inside an operation may have left it odd.
-            let seq = e.op_seq.load(Ordering::Relaxed);
-            if seq % 2 == 1 {
-                if !still_ours() {
-                    continue;
+        let mut host_index = 0u32;
+        // The claim, the checks before each group of writes and the publication are
+        // `registration::register`'s (see there); what is ours is the set-up in between. Every
+        // write below goes to an entry we hold only while it is still `CONNECTING` at our epoch:
+        // a connector paused for longer than the stale-connect timeout (see
+        // `reclaim_stale_connecting`) finds the entry reclaimed, maybe taken by the next client,
+        // and must not touch it. So each group of writes follows a fresh check.
+        let registered = register(
+            self.max_clients(),
+            |i| self.client_entry(i),
+            |i, claim| {
+                if !claim.still_ours() {
+                    return Prepared::Lost;
                 }
-                e.op_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
-            }
-            // SeqCst: pairs with the SeqCst load in `refcount` (see there).
-            self.control()
-                .clients_hwm
-                .fetch_max(i as u64 + 1, Ordering::SeqCst);
-            // Never a silent fallback to another host's ring (core review M7). Chosen before the
-            // identity is written, so that the writes below follow one fresh check.
-            let Some(host_index) = crate::store::events::host_index_reclaiming(
-                self.hosts(),
-                host.hash(),
-                &host.name,
-                |id| self.host_in_use(id),
-            ) else {
-                // Give the entry back: nothing was taken yet. A CAS: if it was reclaimed
-                // meanwhile, it is not ours to free.
-                let free = EntryWord {
-                    status: status::FREE,
-                    ..connecting
+                // A previous occupant leaves its table clear (disconnect and the reaper clear it
+                // before the entry goes FREE); a region written by an older build may not have.
+                if !self.ref_table(i).is_clear() {
+                    self.ref_table(i).clear();
+                }
+                crate::crash_point!("connect.table_cleared");
+                // A previous occupant killed inside an operation may have left it odd.
+                if !claim.even_op_seq() {
+                    return Prepared::Lost;
+                }
+                // SeqCst: pairs with the SeqCst load in `refcount` (see there).
+                self.control()
+                    .clients_hwm
+                    .fetch_max(i as u64 + 1, Ordering::SeqCst);
+                // Never a silent fallback to another host's ring (core review M7). Chosen before
+                // the identity is written, so that its writes follow one fresh check.
+                let Some(host) = crate::store::events::host_index_reclaiming(
+                    self.hosts(),
+                    me.hash(),
+                    &me.name,
+                    |id| self.host_in_use(id),
+                ) else {
+                    return Prepared::Failed(StoreError::HostTableFull {
+                        capacity: self.hosts().len(),
+                    });
                 };
-                // Release: as in `disconnect_inner`; pairs with the AcqRel CAS of the entry's
-                // next claimer in `connect`.
-                let _ = e.word.compare_exchange(
-                    connecting.pack(),
-                    free.pack(),
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                );
-                return Err(StoreError::HostTableFull {
-                    capacity: self.hosts().len(),
-                });
-            };
-            let host_index = host_index as u32;
-            if !still_ours() {
-                continue;
-            }
-            e.pid.store(u64::from(pid), Ordering::Relaxed);
-            e.start_time
-                .store(process_start_time(pid).unwrap_or(0), Ordering::Relaxed);
-            e.host_hash.store(host.liveness_hash(), Ordering::Relaxed);
-            e.host_index.store(u64::from(host_index), Ordering::Relaxed);
-            e.intent.store(intent::NONE, Ordering::Relaxed);
-            e.reap_flags.store(reap_flags::TRACKED, Ordering::Relaxed);
-            e.attached_ms.store(unix_ms(), Ordering::Relaxed);
-            e.heartbeat_ms.store(unix_ms(), Ordering::Relaxed);
-            e.set_name(name);
-            crate::crash_point!("connect.fields_written");
-            // Release: publishes the fields above; pairs with the Acquire loads of the word
-            // (`ClientEntry::load_word`: the reaper, fsck, `Store::clients`). A CAS, not
-            // a store: if we stalled here longer than the lease, a reaper reclaimed the entry
-            // (and someone may own it now); then look for another.
-            if e.word
-                .compare_exchange(
-                    connecting.pack(),
-                    claimed.pack(),
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
-                continue;
-            }
-            crate::store::heartbeat::register(self, i, claimed.pack());
-            return Ok(Client {
-                store: Arc::clone(self),
-                index: i,
-                word: claimed.pack(),
-                host_index,
-                unreferenced_unsealed: std::cell::Cell::new(false),
-                _not_sync: std::marker::PhantomData,
+                host_index = host as u32;
+                Prepared::Ready(Identity {
+                    pid: u64::from(pid),
+                    start_time: process_start_time(pid).unwrap_or(0),
+                    host_hash: me.liveness_hash(),
+                    host_index: u64::from(host_index),
+                    attached_ms: unix_ms(),
+                    heartbeat_ms: unix_ms(),
+                    name,
+                })
+            },
+        )?;
+        let Some((i, claimed)) = registered else {
+            return Err(StoreError::ClientTableFull {
+                capacity: self.max_clients(),
             });
-        }
-        Err(StoreError::ClientTableFull {
-            capacity: self.max_clients(),
+        };
+        crate::store::heartbeat::register(self, i, claimed.pack());
+        Ok(Client {
+            store: Arc::clone(self),
+            index: i,
+            word: claimed.pack(),
+            host_index,
+            unreferenced_unsealed: std::cell::Cell::new(false),
+            _not_sync: std::marker::PhantomData,
         })
     }
 }

@@ -114,6 +114,27 @@ static_assertions::const_assert_eq!(
 unsafe impl crate::shm::RegionSafe for ClientEntry {}
 
 impl ClientEntry {
+    /// An entry outside any region, all zero (`FREE` at epoch 0): for the loom models and tests,
+    /// which run the table's protocols over entries on the heap.
+    pub fn new_free() -> ClientEntry {
+        let zero = AtomicU64::new;
+        ClientEntry {
+            word: zero(0),
+            pid: zero(0),
+            start_time: zero(0),
+            heartbeat_ms: zero(0),
+            attached_ms: zero(0),
+            host_hash: zero(0),
+            host_index: zero(0),
+            intent: zero(0),
+            intent_offset: zero(0),
+            intent_size: zero(0),
+            op_seq: zero(0),
+            reap_flags: zero(0),
+            name: [zero(0), zero(0), zero(0), zero(0)],
+        }
+    }
+
     pub fn load_word(&self) -> EntryWord {
         // Acquire: pairs with the Release store that published the entry's fields.
         EntryWord::unpack(self.word.load(Ordering::Acquire))

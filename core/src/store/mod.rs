@@ -27,6 +27,7 @@ pub mod leader;
 pub mod nodes;
 pub mod object_id;
 pub mod refs;
+pub mod registration;
 pub mod ring_claim;
 
 #[cfg(not(loom))]

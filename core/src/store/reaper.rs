@@ -50,6 +50,7 @@ use crate::store::directory::{begin_delete, flags, resume_delete, state, Resumed
 use crate::store::error::{Result, StoreError};
 use crate::store::handle::Store;
 use crate::store::leader::LeaderId;
+use crate::store::registration::{reclaim_if_stale, ConnectingSighting};
 
 /// What reaping one client reclaimed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -192,7 +193,7 @@ pub(crate) struct LockSeen(std::sync::Mutex<Option<(u64, u64, Instant)>>);
 /// Per-process memory of client entries seen `CONNECTING`: a connector that stays there longer
 /// than the lease died inside `connect` (which takes microseconds), and its entry is reclaimed.
 #[derive(Default)]
-pub(crate) struct ConnectingSeen(std::sync::Mutex<HashMap<usize, (u64, Instant)>>);
+pub(crate) struct ConnectingSeen(std::sync::Mutex<HashMap<usize, ConnectingSighting>>);
 
 /// How long a client dead by lease stays quarantined before it is reaped: twice the lease, on
 /// the maintainer's monotonic clock from the moment it first saw the entry quarantined (a
@@ -743,37 +744,24 @@ impl Store {
         let Ok(mut seen) = self.connecting_seen().0.lock() else {
             return;
         };
-        let mut still = HashMap::new();
+        // A lease and then the quarantine grace, as for a client dead by lease: a connector that
+        // was only paused gets as long to notice (its next check before a write) as a paused
+        // client gets before what it holds is reused.
+        let stale = std::time::Duration::from_millis(lease_ms) + quarantine_grace(lease_ms);
+        let stale_ms = stale.as_millis() as u64;
+        let now_ms = crate::clock::monotonic_ms();
         // The whole table, not up to `clients_hwm`: a connector raises that after its claim.
-        for i in 0..self.max_clients() {
-            let e = self.client_entry(i);
-            // Acquire: pairs with the Release CAS that moved the entry to CONNECTING in `connect`
-            // (or freed it), so the fields read for the judgement are that claim's.
-            let raw = e.word.load(Ordering::Acquire);
-            if EntryWord::unpack(raw).status != status::CONNECTING {
-                continue;
-            }
-            let first = match seen.get(&i) {
-                Some(&(word, t)) if word == raw => t,
-                _ => Instant::now(),
-            };
-            // A lease and then the quarantine grace, as for a client dead by lease: a
-            // connector that was only paused gets as long to notice (its next check before a
-            // write) as a paused client gets before what it holds is reused.
-            let stale = std::time::Duration::from_millis(lease_ms) + quarantine_grace(lease_ms);
-            if first.elapsed() > stale {
-                let free = EntryWord {
-                    status: status::FREE,
-                    ..EntryWord::unpack(raw)
-                };
-                // Release: pairs with the next claimer's Acquire; the entry holds nothing.
-                let _ =
-                    e.word
-                        .compare_exchange(raw, free.pack(), Ordering::Release, Ordering::Relaxed);
-            } else {
-                still.insert(i, (raw, first));
-            }
-        }
+        let still = (0..self.max_clients())
+            .filter_map(|i| {
+                let watched = reclaim_if_stale(
+                    self.client_entry(i),
+                    seen.get(&i).copied(),
+                    now_ms,
+                    stale_ms,
+                );
+                watched.map(|w| (i, w))
+            })
+            .collect();
         *seen = still;
     }
 
