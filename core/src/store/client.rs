@@ -1073,7 +1073,7 @@ impl Client {
             epoch: EntryWord::unpack(self.word).epoch,
             status: status::FREE,
         };
-        // Release: pairs with the AcqRel CAS of the entry's next claimer in `connect`: our
+        // Release: pairs with the AcqRel CAS of the entry's next claimer in `Claim::take`: our
         // table clearing happens before the entry can be claimed again.
         let _ =
             e.word

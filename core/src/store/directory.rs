@@ -775,8 +775,8 @@ fn settle(
     refcount: &impl Fn() -> u32,
 ) -> Settled {
     // SeqCst fence: second half of the Dekker pair with getters and releasers (refs docs):
-    // pairs with the SeqCst fences in `acquire_sealed`, `Client::add_ref` and `after_drop`. For a
-    // recoverer (`resume_delete`) the DELETING word was written by the dead deleter; it
+    // pairs with the SeqCst fences in `acquire_sealed`, `Registered::add_ref` and `after_drop`.
+    // For a recoverer (`resume_delete`) the DELETING word was written by the dead deleter; it
     // happens-before this fence through our Acquire CAS on it, which is all the pairing needs.
     fence(Ordering::SeqCst);
     if refcount() == 0 {
