@@ -5,10 +5,10 @@
 //!
 //! Every model calls the production functions over process-local copies of the region's
 //! structures (`Slot::new_free`, `ChunkDesc::new_unused`, `HostEntry::new_free`,
-//! `EventCell::new_free`), through the `crate::sync` facade; none re-types a protocol. Bound:
-//! `LOOM_MAX_PREEMPTIONS=2` for all. Run times measured one at a time on the 2-core development
-//! machine (release build); the whole run takes about 22 s of model checking, the 17 models one
-//! after another (plus the build):
+//! `EventCell::new_free`, `ClientEntry::new_free`), through the `crate::sync` facade; none re-types
+//! a protocol. Bound: `LOOM_MAX_PREEMPTIONS=2` for all. Run times measured one at a time on the
+//! 2-core development machine (release build); the whole run takes about 22 s of model checking,
+//! the 21 models one after another (`--test-threads=1`; plus the build):
 //!
 //! | model | production code | threads | time |
 //! |---|---|---|---|
@@ -18,7 +18,7 @@
 //! | `lookup_racing_insert_never_returns_another_key` | `insert`, `free_slot`, `lookup` | 2 | 9.9 s |
 //! | `get_and_delete_never_both_win` | `acquire_sealed` (`Client::try_acquire`), `begin_delete`, `after_release`, `RefTable` | 2 | 0.01 s |
 //! | `deferred_delete_is_never_lost` | `begin_delete`, `after_release`, `RefTable` | 2 | 0.03 s |
-//! | `a_dead_deleters_delete_is_decided_once` | `resume_delete`, `after_release` | 2 | 0.03 s |
+//! | `a_dead_deleters_delete_is_decided_once` | `resume_owned_delete` (`Store::resume_deleting`), `after_release` | 2 | 0.03 s |
 //! | `a_delete_during_an_eviction_probe_is_not_lost` | `begin_evict`, `begin_delete`, `after_release` | 2 | 0.03 s |
 //! | `concurrent_small_allocations_are_distinct` | `Allocator::alloc` | 2 | 0.2 s |
 //! | `free_racing_alloc_never_loses_or_duplicates_blocks` | `Allocator::alloc`, `free` | 2 | 0.05 s |
@@ -29,22 +29,31 @@
 //! | `leader_lease_never_two_leaders` | `LeaseState::poll`, `is_leader`, `release` (`LeaderLease`) | 2 | 0.2 s |
 //! | `page_runs_racing_in_one_word_keep_the_summary_exact` | `Allocator::alloc`, `free`, page-bitmap summary | 2 | (in the total) |
 //! | `page_runs_claimed_and_freed_concurrently_leave_the_summary_exact` | `Allocator::alloc`, `free`, page-bitmap summary | 2 | (in the total) |
+//! | `connect_against_a_stale_connect_reclaimer_has_one_owner` | `register`, `Claim` (`Store::connect`), `reclaim_if_stale` (`reclaim_stale_connecting`) | 2 | 0.08 s |
+//! | `two_connectors_never_share_an_entry` | `register`, `Claim` (`Store::connect`) | 2 | 0.01 s |
+//! | `a_client_reaped_while_paused_never_keeps_a_freed_payload` | `DeadEntry::{fence, still_dead, release_references, free}` (`Store::reap_client`), `Registered::{acquire, check_fenced, drop_ref}` (`Client`), `count_references` | 2 | 2.2 s |
+//! | `two_reapers_of_one_entry_reap_it_once` | `DeadEntry` (`reap_client`), `register` | 2 | 0.01 s |
 //!
-//! Not modelled yet: `connect`'s entry claim against the reaper's `reclaim_stale_connecting`
-//! (still inside `Store`) and the reaper's steps. The three-party directory history of L1 (an
-//! inserter, a winner that is deleted, an observer) is staged on two threads: one thread plays
-//! the winner, the deleter and the observer, with yields between its stages so the history fits
-//! the bound (three free-running threads did not finish in minutes even at bound 1).
+//! The reaper models compose `DeadEntry`'s steps in `Store::reap_client`'s order for a client that
+//! holds references only; its steps 2 and 3 (unsealed objects, the intent: the allocator) and the
+//! finish of a delete (`Store::finish_delete`) stay inside `Store` and are not modelled. The
+//! three-party directory history of L1 (an inserter, a winner that is deleted, an observer) is
+//! staged on two threads: one thread plays the winner, the deleter and the observer, with yields
+//! between its stages so the history fits the bound (three free-running threads did not finish in
+//! minutes even at bound 1).
 #![cfg(loom)]
 
 use gismo_core::store::allocator::{AllocHeads, Allocator, ChunkDesc};
+use gismo_core::store::clients::{count_references, status, ClientEntry, EntryWord};
 use gismo_core::store::directory::{
-    acquire_sealed, after_release, begin_delete, begin_evict, flags, resume_delete, state,
+    acquire_sealed, after_release, begin_delete, begin_evict, flags, resume_owned_delete, state,
     Directory, InsertError, Resumed, Slot, Word,
 };
 use gismo_core::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
+use gismo_core::store::fencing::{DeadEntry, Registered};
 use gismo_core::store::leader::{LeaderId, LeaseEvent, LeaseState, LeaseWords};
-use gismo_core::store::refs::RefTable;
+use gismo_core::store::refs::{gen_matches, RefTable};
+use gismo_core::store::registration::{reclaim_if_stale, register, Identity, Prepared};
 use gismo_core::store::ring_claim::{claim_consumer, release_consumer, ring_consumer, ConsumerId};
 use gismo_core::store::ObjectId;
 use gismo_platform::sync::{fence, AtomicU64, Ordering};
@@ -295,10 +304,11 @@ fn deferred_delete_is_never_lost() {
     });
 }
 
-/// C1: a recoverer re-deciding a dead deleter's `DELETING` slot (`resume_delete`) racing the
-/// holder's last release: the payload is never freed while the holder still holds its reference,
-/// and it is freed exactly once. (Fails if `resume_delete` finishes a `DELETING | SEALED_ORIGIN`
-/// slot without re-running the reference check.)
+/// C1: a reaper re-deciding a dead deleter's `DELETING` slot (its step 5, `resume_owned_delete`,
+/// which `Store::resume_deleting` runs) racing the holder's last release: the payload is never
+/// freed while the holder still holds its reference, and it is freed exactly once. (Fails if
+/// `resume_delete` finishes a `DELETING | SEALED_ORIGIN` slot without re-running the reference
+/// check.)
 #[test]
 fn a_dead_deleters_delete_is_decided_once() {
     loom::model(|| {
@@ -319,8 +329,8 @@ fn a_dead_deleters_delete_is_decided_once() {
         let (s1, r1, f1) = (slot.clone(), refs.clone(), freed.clone());
         let reaper = thread::spawn(move || {
             if matches!(
-                resume_delete(&s1, dead, 9, || count(&r1)),
-                Resumed::Finish(_)
+                resume_owned_delete(&s1, dead.owner, 9, |_| count(&r1)),
+                Some((_, Resumed::Finish(_)))
             ) {
                 f1.fetch_add(1, Ordering::SeqCst);
             }
@@ -744,5 +754,317 @@ fn page_runs_claimed_and_freed_concurrently_leave_the_summary_exact() {
             0,
             "summary disagrees with the bitmap"
         );
+    });
+}
+
+/// A connector's identity in the registration models: told apart by its pid.
+fn identity(pid: u64) -> Identity<'static> {
+    Identity {
+        pid,
+        start_time: pid * 10,
+        host_hash: pid * 100,
+        host_index: 0,
+        attached_ms: 1,
+        heartbeat_ms: 1,
+        name: "m",
+    }
+}
+
+/// `Store::connect` over a model table: `register` with the set-up reduced to its fresh check
+/// (the reference table, high-water mark and host table are the region's, not modelled).
+fn connect(table: &[ClientEntry], pid: u64) -> Option<(usize, EntryWord)> {
+    let r: Result<_, ()> = register(
+        table.len(),
+        |i| &table[i],
+        |_, claim| {
+            if claim.still_ours() {
+                Prepared::Ready(identity(pid))
+            } else {
+                Prepared::Lost
+            }
+        },
+    );
+    r.unwrap()
+}
+
+/// How long the reclaimer of the registration model lets a connect take (its clock is passed in:
+/// it looks at 0 and at `STALE_MS + 1`).
+const STALE_MS: u64 = 100;
+
+/// M1, connect against the stale-connect reclaimer (`register`, `Claim::{take, still_ours,
+/// write_identity, publish}` of `Store::connect`; `reclaim_if_stale` of
+/// `Store::reclaim_stale_connecting`): a one-entry table, FREE at epoch 4 with a previous
+/// occupant's fields. Connector A registers while R, which judges A's entry stale (it looks twice,
+/// a stale timeout apart on its clock passed in), reclaims it and then connects itself (B), as the
+/// next client would. Exactly one of A and B ends registered, and the entry is exactly its `ACTIVE`
+/// word: a connector that reports success owns an entry nobody reclaimed or claimed under it, the
+/// reclaimer never frees a published entry, and the entry is never lost (left `CONNECTING` or
+/// `FREE` with nobody registered). Not asserted: the identity fields of the winner. A connector
+/// paused between its fresh check and its stores can still write into an entry reclaimed and
+/// claimed meanwhile (the window every guarded write has, `docs/store.md`, "Pauses and fencing").
+/// The two-connector model checks the fields.
+///
+/// Seeded bugs it catches: `publish` as a plain store (A resurrects the entry B owns: two owners);
+/// `reclaim_if_stale` freeing with a store rather than a CAS from the watched word (it frees A's
+/// entry A just published, and B takes it).
+/// Threads: 2; bound 2; 0.08 s.
+#[test]
+fn connect_against_a_stale_connect_reclaimer_has_one_owner() {
+    loom::model(|| {
+        let table = Arc::new(vec![ClientEntry::new_free()]);
+        let old = EntryWord {
+            epoch: 4,
+            status: status::FREE,
+        };
+        table[0].word.store(old.pack(), Ordering::Relaxed);
+        table[0].pid.store(111, Ordering::Relaxed);
+        let t = table.clone();
+        let a = thread::spawn(move || connect(&t, 1));
+        let t = table.clone();
+        let r = thread::spawn(move || {
+            let seen = reclaim_if_stale(&t[0], None, 0, STALE_MS);
+            let _ = reclaim_if_stale(&t[0], seen, STALE_MS + 1, STALE_MS);
+            connect(&t, 2)
+        });
+        let a = a.join().unwrap();
+        let b = r.join().unwrap();
+        let winners: Vec<_> = [a, b].into_iter().flatten().collect();
+        assert_eq!(winners.len(), 1, "A {a:?}, B {b:?}");
+        let (i, w) = winners[0];
+        assert_eq!(i, 0);
+        assert_eq!(w.status, status::ACTIVE);
+        assert!(w.epoch > old.epoch, "a fresh epoch: {w:?}");
+        assert_eq!(
+            table[0].load_word(),
+            w,
+            "the winner's entry was freed or claimed under it"
+        );
+    });
+}
+
+/// Two connectors race for a two-entry table (`register`): both register, on different entries,
+/// and each entry is exactly its owner's `ACTIVE` word with its owner's identity (nobody else
+/// wrote into it). Seeded bug it catches: `Claim::take` as a load and a store rather than a CAS
+/// (both claim entry 0).
+/// Threads: 2; bound 2; 0.01 s.
+#[test]
+fn two_connectors_never_share_an_entry() {
+    loom::model(|| {
+        let table = Arc::new(vec![ClientEntry::new_free(), ClientEntry::new_free()]);
+        let ths: Vec<_> = [1u64, 2]
+            .into_iter()
+            .map(|pid| {
+                let t = table.clone();
+                thread::spawn(move || (pid, connect(&t, pid).expect("a free entry for each")))
+            })
+            .collect();
+        let got: Vec<_> = ths.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_ne!(got[0].1 .0, got[1].1 .0, "one entry, two owners: {got:?}");
+        for (pid, (i, w)) in got {
+            let e = &table[i];
+            assert_eq!(e.load_word(), w);
+            assert_eq!(w.status, status::ACTIVE);
+            assert_eq!(
+                e.pid.load(Ordering::Relaxed),
+                pid,
+                "another connector wrote here"
+            );
+            assert_eq!(e.start_time.load(Ordering::Relaxed), pid * 10);
+            assert_eq!(e.host_hash.load(Ordering::Relaxed), pid * 100);
+        }
+    });
+}
+
+/// A client the reaper judges dead: its entry (`ACTIVE` at epoch 3), its reference table with one
+/// reference on the object of slot 0, and that object, sealed with a delete pending on that
+/// reference. `freed` counts frees of the object's payload.
+struct Victim {
+    entry: ClientEntry,
+    refs: Vec<AtomicU64>,
+    slot: Slot,
+    freed: AtomicU64,
+}
+
+const VICTIM: EntryWord = EntryWord {
+    epoch: 3,
+    status: status::ACTIVE,
+};
+
+const PENDING: Word = Word {
+    gen: 1,
+    state: state::SEALED,
+    flags: flags::DELETE_PENDING,
+    owner: 0,
+};
+
+fn victim() -> Arc<Victim> {
+    let v = Victim {
+        entry: ClientEntry::new_free(),
+        refs: (0..16).map(|_| AtomicU64::new(0)).collect(),
+        slot: Slot::new_free(),
+        freed: AtomicU64::new(0),
+    };
+    v.entry.word.store(VICTIM.pack(), Ordering::Relaxed);
+    RefTable::new(&v.refs).add(0, PENDING.gen).unwrap();
+    v.slot.store_word(PENDING);
+    Arc::new(v)
+}
+
+impl Victim {
+    fn table(&self) -> RefTable<'_> {
+        RefTable::new(&self.refs)
+    }
+
+    /// `Store::refcount` over the one client.
+    fn refcount(&self, gen: u32) -> u32 {
+        count_references([(&self.entry, self.table())], 0, gen)
+    }
+
+    /// `Store::finish_delete`'s free of the payload: Release, as the allocator's CAS on the heap
+    /// bitmap is (the next owner of the block synchronizes with it before writing).
+    fn free_payload(&self) {
+        self.freed.fetch_add(1, Ordering::Release);
+    }
+
+    /// `Client::run_pending_delete`, the `last` of a drop: the delete pending on our last
+    /// reference.
+    fn run_pending_delete(&self) {
+        if after_release(&self.slot, PENDING.gen, 0, || self.refcount(PENDING.gen)).is_some() {
+            self.free_payload();
+        }
+    }
+
+    /// `Store::reap_client` as maintainer `tag`, for a client judged dead with `judged` that holds
+    /// references only (no unsealed object, intent or started delete: steps 2, 3 and 5 find
+    /// nothing): the fence, the references (step 4) and the free of the entry, each after the
+    /// check that the entry is still the one fenced. Returns whether this reaper fenced it.
+    fn reap(&self, judged: EntryWord, tag: u16) -> bool {
+        let Some(dead) = DeadEntry::fence(&self.entry, judged) else {
+            return false;
+        };
+        if !dead.still_dead() {
+            return true;
+        }
+        dead.release_references(
+            self.table(),
+            // `Store::entry_names_slot`.
+            |slot, g16| {
+                let w = self.slot.load_word();
+                (slot == 0 && gen_matches(g16, w.gen)).then_some((&self.slot, w))
+            },
+            tag,
+            |_, gen| self.refcount(gen),
+            |_, _deleting| self.free_payload(),
+        );
+        if dead.still_dead() {
+            dead.free();
+        }
+        true
+    }
+}
+
+/// H1, a client reaped while alive: the reaper (`DeadEntry::fence`, `release_references`, `free`,
+/// in `Store::reap_client`'s order) judged it dead while it was paused; it resumes and gets the
+/// object again (`Registered::acquire`, as `Client::try_acquire`), reads its payload, checks the
+/// fence (`check_fenced`, as a caller of `ObjectRef::still_valid` does) and drops its references
+/// (`Registered::drop_ref`, whose last one runs the pending delete). A copy whose fence check
+/// passes never read a freed payload (the reaper frees only after its fence CAS, and the client's
+/// SeqCst fence orders its payload reads before its reload of the word); the payload is freed at
+/// most once (the pending delete runs once: by the reaper, or by the client's release while it
+/// was still registered).
+///
+/// Not asserted, because it does not hold: that the pending delete runs at all. This model found
+/// that it can be lost (a leak, not a use-after-free): the client passes `drop_ref`'s fence check;
+/// the reaper fences and reads `op_seq` (even: no operation in flight, so no sweep is owed); the
+/// client's `OpGuard::begin_unfenced` sees the changed word and takes no guard, its `remove` still
+/// drops the last reference, and `after_drop` sees the fence and leaves the delete to the reaper;
+/// the reaper's `held()` no longer names the object. It stays `SEALED | DELETE_PENDING` with no
+/// reference until some later sweep (`finish_orphaned_deletes`). (Asserting `freed == 1`, or
+/// "`freed == 1` or the reaper saw `op_seq` odd", fails at bound 2.)
+///
+/// Seeded bugs it catches: `check_fenced` without its fence (the client reads the freed payload,
+/// then still sees its old word); `DeadEntry::fence` that checks the judged word but does not
+/// change it (the client is never fenced and keeps reading a payload the reaper freed).
+/// Threads: 2; bound 2; 2.2 s.
+#[test]
+fn a_client_reaped_while_paused_never_keeps_a_freed_payload() {
+    loom::model(|| {
+        let v = victim();
+        let r = v.clone();
+        let reaper = thread::spawn(move || assert!(r.reap(VICTIM, 9)));
+        let c = v.clone();
+        let client = thread::spawn(move || {
+            let reg = Registered::new(&c.entry, VICTIM.pack(), c.table());
+            let got = reg.acquire(&c.slot, 0, PENDING, || {
+                reg.drop_ref(0, PENDING.gen, || c.run_pending_delete());
+            });
+            // The copy out of the payload, then the check that makes it valid.
+            let stale = c.freed.load(Ordering::Relaxed) != 0;
+            if reg.check_fenced().is_ok() {
+                assert!(
+                    !stale,
+                    "a client that passed its fence check read a freed payload"
+                );
+            }
+            if matches!(got, Ok(Some(_))) {
+                reg.drop_ref(0, PENDING.gen, || c.run_pending_delete());
+            }
+            reg.drop_ref(0, PENDING.gen, || c.run_pending_delete());
+        });
+        reaper.join().unwrap();
+        client.join().unwrap();
+        assert!(v.freed.load(Ordering::Relaxed) <= 1, "freed twice");
+    });
+}
+
+/// H2, two reapers of one entry: both judged it dead with the same word (`ACTIVE` at epoch 3); one
+/// of them, after its reap, connects a new client into the entry it freed (`register`: `ACTIVE`
+/// at epoch 4), as the next client would. Exactly one reaper fences the entry (the other's CAS
+/// from the judged word fails, and it does nothing at all); the pending delete on the dead
+/// client's reference runs exactly once; and the newcomer, if it registered, keeps its entry and
+/// its (empty) table: a reaper's judgement of epoch 3 never reaps epoch 4.
+///
+/// Seeded bug it catches: `DeadEntry::fence` that reloads the word and fences whatever `ACTIVE`
+/// epoch it finds (the late reaper reaps the newcomer; also a fence by plain store: both fence).
+/// Threads: 2; bound 2; 0.01 s.
+#[test]
+fn two_reapers_of_one_entry_reap_it_once() {
+    loom::model(|| {
+        let v = victim();
+        let r = v.clone();
+        let first = thread::spawn(move || {
+            let reaped = r.reap(VICTIM, 8);
+            let newcomer = connect(std::slice::from_ref(&r.entry), 7).map(|(_, w)| w);
+            (reaped, newcomer)
+        });
+        let r = v.clone();
+        let second = thread::spawn(move || r.reap(VICTIM, 9));
+        let (a, newcomer) = first.join().unwrap();
+        let b = second.join().unwrap();
+        assert!(a ^ b, "reapers that fenced: first {a}, second {b}");
+        assert_eq!(
+            v.freed.load(Ordering::Relaxed),
+            1,
+            "the pending delete ran once"
+        );
+        let last = v.entry.load_word();
+        match newcomer {
+            Some(w) => {
+                assert_eq!(w.epoch, VICTIM.epoch + 1);
+                assert_eq!(last, w, "the newcomer was reaped");
+                assert!(
+                    v.table().held().is_empty(),
+                    "the newcomer's table was written"
+                );
+            }
+            None => assert_eq!(
+                last,
+                EntryWord {
+                    status: status::FREE,
+                    ..VICTIM
+                },
+                "the entry was not freed"
+            ),
+        }
     });
 }

@@ -3,7 +3,7 @@
 //! Every operation is a handful of atomics on the region: no server, no system call on the hot
 //! path (a get that must wait for a seal sleeps on a futex on this host and polls across hosts).
 
-use crate::sync::{fence, Ordering};
+use crate::sync::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,14 +12,14 @@ use crate::store::allocator::capacity_for;
 use crate::store::clients::{
     intent, process_start_time, reap_flags, status, ClientEntry, EntryWord, HostIdentity,
 };
-use crate::store::directory::{
-    acquire_sealed, after_release, flags, state, InsertError, Word, NO_OWNER,
-};
+use crate::store::directory::{after_release, flags, state, InsertError, Word, NO_OWNER};
 use crate::store::error::{Result, StoreError};
 use crate::store::events::EventKind;
+use crate::store::fencing::{check_fenced, OpGuard, Registered};
 use crate::store::handle::Store;
 use crate::store::nodes::OwnerNode;
 use crate::store::object_id::ObjectId;
+use crate::store::registration::{register, Identity, Prepared};
 use crate::store::wait::{wait_word, wake_word, POLL_PERIOD};
 
 /// Where an object came from (Plasma's `ObjectSource`; statistics only).
@@ -105,21 +105,8 @@ impl FenceToken {
     /// # Errors
     /// [`StoreError::Fenced`].
     pub fn check(&self) -> Result<()> {
-        // SeqCst fence: as in `Client::check_fenced` (pairs with the reaper's CAS of the entry
-        // word in `reap_client`/`quarantine_client`).
-        fence(Ordering::SeqCst);
-        if self
-            .store
-            .client_entry(self.index)
-            .word
-            .load(Ordering::Relaxed)
-            != self.word
-        {
-            return Err(StoreError::Fenced {
-                epoch: EntryWord::unpack(self.word).epoch,
-            });
-        }
-        Ok(())
+        // As `Client::check_fenced`: the SeqCst fence and the reload of the word.
+        check_fenced(self.store.client_entry(self.index), self.word)
     }
 }
 
@@ -164,132 +151,73 @@ impl Store {
     /// # Errors
     /// [`StoreError::ClientTableFull`] when every entry is taken.
     pub fn connect(self: &Arc<Self>, name: &str) -> Result<Client> {
-        let host = HostIdentity::current();
+        let me = HostIdentity::current();
         let pid = std::process::id();
-        for i in 0..self.max_clients() {
-            let e: &ClientEntry = self.client_entry(i);
-            let cur = e.word.load(Ordering::Relaxed);
-            let w = EntryWord::unpack(cur);
-            if w.status != status::FREE {
-                continue;
-            }
-            // Claim into CONNECTING: until our fields are written the entry names the previous
-            // occupant's pid, start time and heartbeat, by which the reaper must not judge us.
-            let connecting = EntryWord {
-                epoch: w.epoch.wrapping_add(1),
-                status: status::CONNECTING,
-            };
-            let claimed = EntryWord {
-                status: status::ACTIVE,
-                ..connecting
-            };
-            // AcqRel: the Acquire pairs with the Release that freed the entry (the owner's
-            // `disconnect_inner` or the reaper), making its clearing of the previous owner's
-            // state visible; the Release (with the CAS below) publishes our fields.
-            if e.word
-                .compare_exchange(cur, connecting.pack(), Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            crate::crash_point!("connect.claimed");
-            // Every write below goes to an entry we hold only while it is still `connecting`: a
-            // connector paused here for longer than the stale-connect timeout (see
-            // `reclaim_stale_connecting`) finds the entry reclaimed, maybe taken by the next
-            // client, and must not touch it. So each group of writes is preceded by a fresh
-            // check (the window that remains is the one every guarded write has:
-            // `docs/store.md`, "Pauses and fencing").
-            // Acquire: pairs with the Release CAS of a reclaimer or of the next claimer.
-            let still_ours = || e.word.load(Ordering::Acquire) == connecting.pack();
-            if !still_ours() {
-                continue;
-            }
-            // A previous occupant leaves its table clear (disconnect and the reaper clear it
-            // before the entry goes FREE); a region written by an older build may not have.
-            if !self.ref_table(i).is_clear() {
-                self.ref_table(i).clear();
-            }
-            crate::crash_point!("connect.table_cleared");
-            // A previous occupant killed inside an operation may have left it odd.
-            let seq = e.op_seq.load(Ordering::Relaxed);
-            if seq % 2 == 1 {
-                if !still_ours() {
-                    continue;
+        let mut host_index = 0u32;
+        // The claim, the checks before each group of writes and the publication are
+        // `registration::register`'s (see there); what is ours is the set-up in between. Every
+        // write below goes to an entry we hold only while it is still `CONNECTING` at our epoch:
+        // a connector paused for longer than the stale-connect timeout (see
+        // `reclaim_stale_connecting`) finds the entry reclaimed, maybe taken by the next client,
+        // and must not touch it. So each group of writes follows a fresh check.
+        let registered = register(
+            self.max_clients(),
+            |i| self.client_entry(i),
+            |i, claim| {
+                if !claim.still_ours() {
+                    return Prepared::Lost;
                 }
-                e.op_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
-            }
-            // SeqCst: pairs with the SeqCst load in `refcount` (see there).
-            self.control()
-                .clients_hwm
-                .fetch_max(i as u64 + 1, Ordering::SeqCst);
-            // Never a silent fallback to another host's ring (core review M7). Chosen before the
-            // identity is written, so that the writes below follow one fresh check.
-            let Some(host_index) = crate::store::events::host_index_reclaiming(
-                self.hosts(),
-                host.hash(),
-                &host.name,
-                |id| self.host_in_use(id),
-            ) else {
-                // Give the entry back: nothing was taken yet. A CAS: if it was reclaimed
-                // meanwhile, it is not ours to free.
-                let free = EntryWord {
-                    status: status::FREE,
-                    ..connecting
+                // A previous occupant leaves its table clear (disconnect and the reaper clear it
+                // before the entry goes FREE); a region written by an older build may not have.
+                if !self.ref_table(i).is_clear() {
+                    self.ref_table(i).clear();
+                }
+                crate::crash_point!("connect.table_cleared");
+                // A previous occupant killed inside an operation may have left it odd.
+                if !claim.even_op_seq() {
+                    return Prepared::Lost;
+                }
+                // SeqCst: pairs with the SeqCst load in `refcount` (see there).
+                self.control()
+                    .clients_hwm
+                    .fetch_max(i as u64 + 1, Ordering::SeqCst);
+                // Never a silent fallback to another host's ring (core review M7). Chosen before
+                // the identity is written, so that its writes follow one fresh check.
+                let Some(host) = crate::store::events::host_index_reclaiming(
+                    self.hosts(),
+                    me.hash(),
+                    &me.name,
+                    |id| self.host_in_use(id),
+                ) else {
+                    return Prepared::Failed(StoreError::HostTableFull {
+                        capacity: self.hosts().len(),
+                    });
                 };
-                // Release: as in `disconnect_inner`; pairs with the AcqRel CAS of the entry's
-                // next claimer in `connect`.
-                let _ = e.word.compare_exchange(
-                    connecting.pack(),
-                    free.pack(),
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                );
-                return Err(StoreError::HostTableFull {
-                    capacity: self.hosts().len(),
-                });
-            };
-            let host_index = host_index as u32;
-            if !still_ours() {
-                continue;
-            }
-            e.pid.store(u64::from(pid), Ordering::Relaxed);
-            e.start_time
-                .store(process_start_time(pid).unwrap_or(0), Ordering::Relaxed);
-            e.host_hash.store(host.liveness_hash(), Ordering::Relaxed);
-            e.host_index.store(u64::from(host_index), Ordering::Relaxed);
-            e.intent.store(intent::NONE, Ordering::Relaxed);
-            e.reap_flags.store(reap_flags::TRACKED, Ordering::Relaxed);
-            e.attached_ms.store(unix_ms(), Ordering::Relaxed);
-            e.heartbeat_ms.store(unix_ms(), Ordering::Relaxed);
-            e.set_name(name);
-            crate::crash_point!("connect.fields_written");
-            // Release: publishes the fields above; pairs with the Acquire loads of the word
-            // (`ClientEntry::load_word`: the reaper, fsck, `Store::clients`). A CAS, not
-            // a store: if we stalled here longer than the lease, a reaper reclaimed the entry
-            // (and someone may own it now); then look for another.
-            if e.word
-                .compare_exchange(
-                    connecting.pack(),
-                    claimed.pack(),
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
-                continue;
-            }
-            crate::store::heartbeat::register(self, i, claimed.pack());
-            return Ok(Client {
-                store: Arc::clone(self),
-                index: i,
-                word: claimed.pack(),
-                host_index,
-                unreferenced_unsealed: std::cell::Cell::new(false),
-                _not_sync: std::marker::PhantomData,
+                host_index = host as u32;
+                Prepared::Ready(Identity {
+                    pid: u64::from(pid),
+                    start_time: process_start_time(pid).unwrap_or(0),
+                    host_hash: me.liveness_hash(),
+                    host_index: u64::from(host_index),
+                    attached_ms: unix_ms(),
+                    heartbeat_ms: unix_ms(),
+                    name,
+                })
+            },
+        )?;
+        let Some((i, claimed)) = registered else {
+            return Err(StoreError::ClientTableFull {
+                capacity: self.max_clients(),
             });
-        }
-        Err(StoreError::ClientTableFull {
-            capacity: self.max_clients(),
+        };
+        crate::store::heartbeat::register(self, i, claimed.pack());
+        Ok(Client {
+            store: Arc::clone(self),
+            index: i,
+            word: claimed.pack(),
+            host_index,
+            unreferenced_unsealed: std::cell::Cell::new(false),
+            _not_sync: std::marker::PhantomData,
         })
     }
 }
@@ -334,11 +262,17 @@ impl Client {
         self.store.client_entry(self.index)
     }
 
+    /// This client's entry and reference table, written only while it is registered (see
+    /// [`Registered`]).
+    fn registered(&self) -> Registered<'_> {
+        Registered::new(self.entry(), self.word, self.store.ref_table(self.index))
+    }
+
     /// Whether the reaper declared this client dead (fenced it): its entry word is no longer the
     /// one it registered with. From then on nothing it holds is guaranteed: its references are
     /// (or will be) erased and the objects they pinned may be freed and reused.
     fn fenced(&self) -> bool {
-        self.entry().word.load(Ordering::Relaxed) != self.word
+        self.registered().fenced()
     }
 
     fn fenced_error(&self) -> StoreError {
@@ -354,15 +288,8 @@ impl Client {
     /// # Errors
     /// [`StoreError::Fenced`].
     pub fn check_fenced(&self) -> Result<()> {
-        // SeqCst fence: orders our earlier loads of the payload before the load of our entry
-        // word. The reaper changes the word (AcqRel CAS) before anything it frees can be
-        // reused, so a copy that saw a reused byte sees the changed word here (pairs with the
-        // reaper's CAS in `reap_client`/`quarantine_client`).
-        fence(Ordering::SeqCst);
-        if self.fenced() {
-            return Err(self.fenced_error());
-        }
-        Ok(())
+        // The SeqCst fence and the reload of our word (see `fencing::check_fenced`).
+        check_fenced(self.entry(), self.word)
     }
 
     /// A handle that tells, from any thread and without this client's lock, whether this client
@@ -881,22 +808,13 @@ impl Client {
     /// ([`acquire_sealed`]), then the payload checks.
     fn try_acquire(&self, index: usize, w: Word) -> Result<Option<Located>> {
         let slot = self.store.directory().slot(index);
-        // One fence for both Dekker pairs: `acquire_sealed`'s, between our table store and its
-        // reload of the slot word (the deleter's pair), also orders the store before the reload
-        // of our entry word below (the reaper's pair, as in `add_ref`), so the get path pays one
-        // full barrier (core review L12).
-        let acquired = acquire_sealed(
-            slot,
-            w,
-            || self.add_ref_before_fence(index, w.gen).map(drop),
-            || {
-                self.drop_ref(index, w.gen);
-            },
-        )?;
-        if self.fenced() {
-            // As in `add_ref`: the reference, if it landed, is the reaper's to erase.
-            return Err(self.fenced_error());
-        }
+        // One fence for both Dekker pairs (`Registered::acquire`): `acquire_sealed`'s, between
+        // our table store and its reload of the slot word (the deleter's pair), also orders the
+        // store before the reload of our entry word (the reaper's pair, as in `add_ref`), so the
+        // get path pays one full barrier (core review L12).
+        let acquired = self.registered().acquire(slot, index as u32, w, || {
+            self.drop_ref(index, w.gen);
+        })?;
         let Some(now) = acquired else {
             return Ok(None);
         };
@@ -940,92 +858,39 @@ impl Client {
         }))
     }
 
-    /// Records one reference in our table, checking the fence right before and right after: the
-    /// table is ours only while our entry word is. A reaper changes the word before it reads or
-    /// erases the table, so a word unchanged after our (SeqCst) store means the reaper will see
-    /// the reference; a changed word means the table may already be erased or someone else's, and
-    /// nothing more is written to it (the reference, if it landed, is erased by the reap or by
-    /// the next occupant's connect).
+    /// Records one reference in our table, checking the fence right before and right after
+    /// ([`Registered::add_ref`]): the table is ours only while our entry word is.
     ///
     /// # Errors
     /// `Fenced`; `References`.
     fn add_ref(&self, index: usize, gen: u32) -> Result<u16> {
-        let c = self.add_ref_before_fence(index, gen)?;
-        // SeqCst fence: our table store comes before the reload of our word (pairs with the
-        // reaper's AcqRel CAS of the word, which precedes its read of the table).
-        fence(Ordering::SeqCst);
-        if self.fenced() {
-            return Err(self.fenced_error());
-        }
-        Ok(c)
-    }
-
-    /// The first half of [`Client::add_ref`]: the check before and the table store. The caller
-    /// must pass a SeqCst fence next and then check [`Client::fenced`] (`try_acquire` does, with
-    /// the fence of `acquire_sealed`).
-    fn add_ref_before_fence(&self, index: usize, gen: u32) -> Result<u16> {
-        if self.fenced() {
-            return Err(self.fenced_error());
-        }
-        Ok(self.store.ref_table(self.index).add(index as u32, gen)?)
+        self.registered().add_ref(index as u32, gen)
     }
 
     /// Drops one reference of ours; the last one completes a pending delete. A fenced client
     /// writes nothing (its table is the reaper's, or another client's, now).
     fn drop_ref(&self, index: usize, gen: u32) -> Option<u16> {
-        if self.fenced() {
-            return None;
-        }
-        // In an operation from before the reference goes: a release killed between dropping the
-        // last reference of a delete-pending object and running its delete leaves that delete to
-        // nobody's table, and the odd `op_seq` tells the reaper to look for it (a sweep), while a
-        // client killed outside any operation is reaped from its own table alone. Unfenced: the
-        // fence in `after_drop` comes before any heap change of ours.
-        let _op = OpGuard::begin_unfenced(self.entry(), self.word);
-        let left = self.store.ref_table(self.index).remove(index as u32, gen)?;
-        self.after_drop(index, gen, left);
-        Some(left)
+        self.registered()
+            .drop_ref(index as u32, gen, || self.run_pending_delete(index, gen))
     }
 
     /// Drops every reference of ours on a slot at once (as `count` calls of `drop_ref` would, in
     /// one step: the count is read from the region and may be corrupt). A fenced client writes
     /// nothing.
     fn drop_all_refs(&self, index: usize, gen: u32) {
-        if self.fenced() {
-            return;
-        }
-        // As in `drop_ref`.
-        let _op = OpGuard::begin_unfenced(self.entry(), self.word);
-        if self
-            .store
-            .ref_table(self.index)
-            .remove_all(index as u32, gen)
-            .is_some()
-        {
-            self.after_drop(index, gen, 0);
-        }
+        self.registered()
+            .drop_all_refs(index as u32, gen, || self.run_pending_delete(index, gen));
     }
 
-    /// After our table lost references to `(index, gen)` (`left` remain): the last one runs a
-    /// pending delete, unless we were fenced meanwhile.
-    fn after_drop(&self, index: usize, gen: u32, left: u16) {
-        crate::crash_point!("release.removed");
-        // SeqCst fence: as in `add_ref` (pairs with the reaper's AcqRel CAS of our word, which
-        // precedes its read of our table). Fenced meanwhile: the pending delete (if any) is the
-        // reaper's to run, not ours.
-        fence(Ordering::SeqCst);
-        if self.fenced() {
-            return;
-        }
-        if left == 0 {
-            let slot = self.store.directory().slot(index);
-            let _op = OpGuard::begin(self.entry(), self.word);
-            if let Some(deleting) = after_release(slot, gen, self.owner_tag(), || {
-                self.store.refcount(index, gen)
-            }) {
-                crate::crash_point!("release.deferred_delete");
-                let _ = self.store.complete_delete(index, deleting);
-            }
+    /// After our last reference to `(index, gen)` went (inside an operation guard, not fenced):
+    /// runs the delete that was pending on it, if any.
+    fn run_pending_delete(&self, index: usize, gen: u32) {
+        let slot = self.store.directory().slot(index);
+        if let Some(deleting) = after_release(slot, gen, self.owner_tag(), || {
+            self.store.refcount(index, gen)
+        }) {
+            crate::crash_point!("release.deferred_delete");
+            let _ = self.store.complete_delete(index, deleting);
         }
     }
 
@@ -1208,7 +1073,7 @@ impl Client {
             epoch: EntryWord::unpack(self.word).epoch,
             status: status::FREE,
         };
-        // Release: pairs with the AcqRel CAS of the entry's next claimer in `connect`: our
+        // Release: pairs with the AcqRel CAS of the entry's next claimer in `Claim::take`: our
         // table clearing happens before the entry can be claimed again.
         let _ =
             e.word
@@ -1226,58 +1091,6 @@ impl Drop for Client {
 /// How many times a get waits for an eviction probe's verdict before treating the object as being
 /// deleted.
 const MAX_PROBE_WAITS: u32 = 10_000;
-
-/// Marks an operation that allocates or frees heap memory, or that leaves state no table of the
-/// client names, as in flight in the client's `op_seq` (odd) until dropped (even again). Nested
-/// guards are no-ops, so only the outermost ends it. Besides the orphan collector, the reaper
-/// reads it: a client killed with `op_seq` even is reaped from its own table alone.
-///
-/// A fenced client writes nothing: the entry may be the next occupant's, whose `op_seq` parity
-/// its reaper relies on (review of the targeted reap, F6). Checked right before each write (the
-/// window between a check and its write is the one every guarded write has: `docs/store.md`,
-/// "Pauses and fencing").
-pub(crate) struct OpGuard<'a>(Option<(&'a ClientEntry, u64)>);
-
-impl<'a> OpGuard<'a> {
-    /// Begins an operation of the client registered in `entry` with word `word`.
-    pub(crate) fn begin(entry: &'a ClientEntry, word: u64) -> OpGuard<'a> {
-        let guard = Self::begin_unfenced(entry, word);
-        if guard.0.is_some() {
-            // SeqCst fence: pairs with the fences around the orphan collector's scan. If its scan
-            // sees a heap change we are about to make, its later read of op_seq sees this odd
-            // value (see `Store::collect_orphans`). A nested guard's outer one fenced already.
-            fence(Ordering::SeqCst);
-        }
-        guard
-    }
-
-    /// [`OpGuard::begin`] without its fence, for a caller that passes a SeqCst fence of its own
-    /// after this and before its first heap change (`drop_ref`: the one in `after_drop`), which
-    /// pairs with the collector's fences just as well.
-    pub(crate) fn begin_unfenced(entry: &'a ClientEntry, word: u64) -> OpGuard<'a> {
-        let v = entry.op_seq.load(Ordering::Relaxed);
-        if v % 2 == 1 || entry.word.load(Ordering::Relaxed) != word {
-            return OpGuard(None);
-        }
-        entry.op_seq.store(v | 1, Ordering::Relaxed);
-        OpGuard(Some((entry, word)))
-    }
-}
-
-impl Drop for OpGuard<'_> {
-    fn drop(&mut self) {
-        if let Some((entry, word)) = self.0 {
-            if entry.word.load(Ordering::Relaxed) != word {
-                return; // fenced meanwhile: the reaper makes it even
-            }
-            let v = entry.op_seq.load(Ordering::Relaxed);
-            // Release: pairs with the orphan collector's SeqCst loads of `op_seq` in
-            // `op_snapshot` (fsck.rs): the slot or intent that now accounts for our allocation
-            // is visible before the collector sees us idle.
-            entry.op_seq.store(v.wrapping_add(1), Ordering::Release);
-        }
-    }
-}
 
 /// Whether a word shows an object still being created (claimed and committed, not yet sealed).
 fn is_unsealed(w: Word) -> bool {

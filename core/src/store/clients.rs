@@ -8,6 +8,7 @@
 //!
 //! Entry word: `epoch:32 | status:8 | 0:24`.
 
+use crate::store::refs::RefTable;
 use crate::sync::{AtomicU64, Ordering};
 
 pub mod status {
@@ -114,6 +115,27 @@ static_assertions::const_assert_eq!(
 unsafe impl crate::shm::RegionSafe for ClientEntry {}
 
 impl ClientEntry {
+    /// An entry outside any region, all zero (`FREE` at epoch 0): for the loom models and tests,
+    /// which run the table's protocols over entries on the heap.
+    pub fn new_free() -> ClientEntry {
+        let zero = AtomicU64::new;
+        ClientEntry {
+            word: zero(0),
+            pid: zero(0),
+            start_time: zero(0),
+            heartbeat_ms: zero(0),
+            attached_ms: zero(0),
+            host_hash: zero(0),
+            host_index: zero(0),
+            intent: zero(0),
+            intent_offset: zero(0),
+            intent_size: zero(0),
+            op_seq: zero(0),
+            reap_flags: zero(0),
+            name: [zero(0), zero(0), zero(0), zero(0)],
+        }
+    }
+
     pub fn load_word(&self) -> EntryWord {
         // Acquire: pairs with the Release store that published the entry's fields.
         EntryWord::unpack(self.word.load(Ordering::Acquire))
@@ -138,6 +160,24 @@ impl ClientEntry {
         let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
         String::from_utf8_lossy(&bytes[..end]).into_owned()
     }
+}
+
+/// References held on `(slot, gen)` by the clients of `holders` (each entry with its reference
+/// table), counting every entry that is not `FREE`: a `DEAD` or `QUARANTINED` client's references
+/// count until its reaper erases them, and a `FREE` entry's table holds none that matter (only
+/// words a fenced client stored after its reaper erased the table, which the next `connect`
+/// clears). What `Store::refcount` sums over the table, and what a deleter's reference check
+/// (`begin_delete`) runs after its SeqCst fence.
+pub fn count_references<'a>(
+    holders: impl IntoIterator<Item = (&'a ClientEntry, RefTable<'a>)>,
+    slot: u32,
+    gen: u32,
+) -> u32 {
+    holders
+        .into_iter()
+        .filter(|(e, _)| e.load_word().status != status::FREE)
+        .map(|(_, table)| u32::from(table.count(slot, gen)))
+        .sum()
 }
 
 /// This process's identity as the client table records it.

@@ -794,8 +794,8 @@ fn settle(
     refcount: &impl Fn() -> u32,
 ) -> Settled {
     // SeqCst fence: second half of the Dekker pair with getters and releasers (refs docs):
-    // pairs with the SeqCst fences in `acquire_sealed`, `Client::add_ref` and `after_drop`. For a
-    // recoverer (`resume_delete`) the DELETING word was written by the dead deleter; it
+    // pairs with the SeqCst fences in `acquire_sealed`, `Registered::add_ref` and `after_drop`.
+    // For a recoverer (`resume_delete`) the DELETING word was written by the dead deleter; it
     // happens-before this fence through our Acquire CAS on it, which is all the pairing needs.
     fence(Ordering::SeqCst);
     if refcount() == 0 {
@@ -912,6 +912,30 @@ pub fn resume_delete(slot: &Slot, w: Word, me: u16, refcount: impl Fn() -> u32) 
             Some(d) => Resumed::Finish(d),
             None => Resumed::Kept,
         },
+    }
+}
+
+/// A reaper's step 5: decides the `DELETING` slot that the dead client `owner` left, as `me`
+/// ([`resume_delete`]), looking again while others change the word without taking the slot (a
+/// delete marking an eviction probe). `refcount(gen)` sums the live clients' references on the
+/// object of generation `gen`. `None` if the slot is not `owner`'s `DELETING` any more (finished
+/// or taken over by someone else); otherwise the word it was taken from and the verdict,
+/// [`Resumed::Finish`] (the caller finishes it) or [`Resumed::Kept`].
+pub fn resume_owned_delete(
+    slot: &Slot,
+    owner: u16,
+    me: u16,
+    refcount: impl Fn(u32) -> u32,
+) -> Option<(Word, Resumed)> {
+    loop {
+        let w = slot.load_word();
+        if w.state != state::DELETING || w.owner != owner {
+            return None;
+        }
+        match resume_delete(slot, w, me, || refcount(w.gen)) {
+            Resumed::Changed => continue,
+            decided => return Some((w, decided)),
+        }
     }
 }
 

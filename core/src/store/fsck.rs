@@ -511,7 +511,7 @@ impl Store {
         loop {
             let before = self.op_snapshot();
             if before.iter().all(|(_, seq)| seq % 2 == 0) {
-                // SeqCst fence: pairs with the SeqCst fence in `OpGuard::begin` (client.rs): a
+                // SeqCst fence: pairs with the SeqCst fence in `OpGuard::begin` (fencing.rs): a
                 // client whose heap change the scan below sees has its odd `op_seq` seen by the
                 // second snapshot.
                 fence(Ordering::SeqCst);

@@ -8,7 +8,7 @@ use crate::format::{self, FormatOptions, Layout, SectionKind, Superblock};
 use crate::region::Region;
 use crate::shm::view_slice;
 use crate::store::allocator::{AllocHeads, Allocator, ChunkDesc};
-use crate::store::clients::{status, ClientEntry, EntryWord};
+use crate::store::clients::{count_references, status, ClientEntry, EntryWord};
 use crate::store::control::ControlBlock;
 use crate::store::directory::{begin_delete, flags, state, Directory, Slot, Word};
 use crate::store::error::{Result, StoreError};
@@ -414,10 +414,11 @@ impl Store {
         // holds for it: that getter will see our DELETING word (see `refs` module docs).
         let hwm =
             (self.control().clients_hwm.load(Ordering::SeqCst) as usize).min(self.max_clients());
-        (0..hwm)
-            .filter(|&c| self.client_entry(c).load_word().status != status::FREE)
-            .map(|c| u32::from(self.ref_table(c).count(index as u32, gen)))
-            .sum()
+        count_references(
+            (0..hwm).map(|c| (self.client_entry(c), self.ref_table(c))),
+            index as u32,
+            gen,
+        )
     }
 
     /// Deletes the sealed object in slot `index` (state word `w`) unless someone references it,

@@ -5,6 +5,10 @@
 //! * [`allocator`] — the lock-free heap allocator (size-class chunks and page runs).
 //! * [`refs`] — per-client reference tables (who holds what; crash-safe reference counts).
 //! * [`clients`] — the client table (identity, liveness, epochs, in-flight intents).
+//! * [`registration`] — claiming and publishing a client table entry (`connect`), and reclaiming
+//!   one left half registered.
+//! * [`fencing`] — a registered client's writes checked against its entry word, and the reaper's
+//!   steps over a fenced entry (fence, references, free).
 //! * [`HeapBlock`] — a raw heap block without a directory entry, for a process that keeps its own
 //!   object table over a private region (the plasma fallback).
 //! * [`nodes`] — interned owner nodes (raylet id + IP) referenced by directory slots.
@@ -23,10 +27,12 @@ pub mod crashpoint;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod fencing;
 pub mod leader;
 pub mod nodes;
 pub mod object_id;
 pub mod refs;
+pub mod registration;
 pub mod ring_claim;
 
 #[cfg(not(loom))]

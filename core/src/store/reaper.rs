@@ -39,17 +39,19 @@
 //! 6. The entry's `op_seq` is made even again and the entry becomes `FREE` (the next claim bumps
 //!    the epoch).
 
-use crate::sync::{fence, Ordering};
+use crate::sync::Ordering;
 use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::store::clients::{
     intent, process_liveness, reap_flags, status, EntryWord, HostIdentity, Liveness,
 };
-use crate::store::directory::{begin_delete, flags, resume_delete, state, Resumed, Word};
+use crate::store::directory::{begin_delete, flags, resume_owned_delete, state, Resumed, Word};
 use crate::store::error::{Result, StoreError};
+use crate::store::fencing::DeadEntry;
 use crate::store::handle::Store;
 use crate::store::leader::LeaderId;
+use crate::store::registration::{reclaim_if_stale, ConnectingSighting};
 
 /// What reaping one client reclaimed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -192,7 +194,7 @@ pub(crate) struct LockSeen(std::sync::Mutex<Option<(u64, u64, Instant)>>);
 /// Per-process memory of client entries seen `CONNECTING`: a connector that stays there longer
 /// than the lease died inside `connect` (which takes microseconds), and its entry is reclaimed.
 #[derive(Default)]
-pub(crate) struct ConnectingSeen(std::sync::Mutex<HashMap<usize, (u64, Instant)>>);
+pub(crate) struct ConnectingSeen(std::sync::Mutex<HashMap<usize, ConnectingSighting>>);
 
 /// How long a client dead by lease stays quarantined before it is reaped: twice the lease, on
 /// the maintainer's monotonic clock from the moment it first saw the entry quarantined (a
@@ -419,40 +421,11 @@ impl Store {
     ) -> Result<Option<ReapReport>> {
         let reaper = m.tag();
         let e = self.client_entry(index);
-        let dead = EntryWord {
-            status: status::DEAD,
-            ..judged
-        };
         m.check()?;
-        match judged.status {
-            // AcqRel: pairs with the client's own Release/AcqRel updates of its word (`connect`)
-            // and with the SeqCst fence and word reload in `Client::check_fenced` and `add_ref`:
-            // Acquire makes the client's last writes (slots, table, intent) visible to us; the
-            // change of word is what fences the client. From exactly the judged word: a reused
-            // entry (new epoch) is another client.
-            status::ACTIVE | status::QUARANTINED => {
-                if e.word
-                    .compare_exchange(
-                        judged.pack(),
-                        dead.pack(),
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    )
-                    .is_err()
-                {
-                    return Ok(None);
-                }
-                crate::crash_point!("reap.fenced");
-            }
-            status::DEAD => {
-                // Acquire: as above, for the interrupted reaper's writes (pairs with its AcqRel
-                // CAS to DEAD).
-                if e.word.load(Ordering::Acquire) != dead.pack() {
-                    return Ok(None);
-                }
-            }
-            _ => return Ok(None),
-        }
+        // 1. The fence: from exactly the judged word (see `DeadEntry::fence`).
+        let Some(dead) = DeadEntry::fence(e, judged) else {
+            return Ok(None);
+        };
         // Flush mode: a dead writer of this host (and pid namespace) left its unsealed bytes in
         // this host's caches, which we can write back and drop before its blocks are reused.
         let same_host =
@@ -462,9 +435,7 @@ impl Store {
         // claimed it). Checked right before every write to the entry and every slot we act on.
         let ours = || -> Result<bool> {
             m.check()?;
-            // Acquire: as above, for a maintainer that finished the reap before us (pairs with
-            // its Release CAS to FREE at the end of the reap).
-            Ok(e.word.load(Ordering::Acquire) == dead.pack())
+            Ok(dead.still_dead())
         };
         let mut report = ReapReport {
             client: index,
@@ -614,31 +585,21 @@ impl Store {
         if !ours()? {
             return Ok(None);
         }
-        let refs = self.ref_table(index);
-        let held = refs.held();
-        refs.clear();
-        crate::crash_point!("reap.references_cleared");
-        // SeqCst fence: as in `after_release` — the erased references (SeqCst stores) come
-        // before our reads of the slot words; pairs with `begin_delete`'s fence after it sets
-        // DELETE_PENDING (one of us sees the other).
-        fence(Ordering::SeqCst);
-        for (slot_index, g16, count) in held {
-            report.released_references += u64::from(count);
-            let Some(w) = self.entry_names_slot(slot_index as usize, g16) else {
-                continue;
-            };
-            if w.state == state::SEALED && w.flags & flags::DELETE_PENDING != 0 {
-                let slot = dir.slot(slot_index as usize);
-                if let Some(deleting) = begin_delete(slot, w, reaper, || {
-                    self.refcount(slot_index as usize, w.gen)
-                }) {
-                    match self.complete_delete(slot_index as usize, deleting) {
-                        Ok(()) => report.deleted_objects += 1,
-                        Err(err) => first_error = first_error.or(Some(err)),
-                    }
+        report.released_references = dead.release_references(
+            self.ref_table(index),
+            |slot, g16| {
+                self.entry_names_slot(slot as usize, g16)
+                    .map(|w| (dir.slot(slot as usize), w))
+            },
+            reaper,
+            |slot, gen| self.refcount(slot as usize, gen),
+            |slot, deleting| match self.complete_delete(slot as usize, deleting) {
+                Ok(()) => report.deleted_objects += 1,
+                Err(err) => {
+                    first_error.get_or_insert(err);
                 }
-            }
-        }
+            },
+        );
 
         // 5. The deletes, evictions and aborts it had started (its references are gone now, so
         // a re-run reference check counts only the others').
@@ -674,22 +635,7 @@ impl Store {
             // maintainer under the lock (Release/Acquire through the lock word).
             self.control().sweeps_owed.fetch_add(1, Ordering::Relaxed);
         }
-        let seq = e.op_seq.load(Ordering::Relaxed);
-        if seq % 2 == 1 {
-            e.op_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
-        }
-        let free = EntryWord {
-            status: status::FREE,
-            ..dead
-        };
-        // Release: pairs with the AcqRel CAS of the entry's next claimer in `connect`:
-        // everything above happens before the entry can be claimed again.
-        let _ = e.word.compare_exchange(
-            dead.pack(),
-            free.pack(),
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
+        dead.free();
         self.control()
             .clients_reaped
             .fetch_add(1, Ordering::Relaxed);
@@ -704,33 +650,27 @@ impl Store {
     /// `owner`'s any more.
     fn resume_deleting(&self, index: usize, owner: u16, reaper: u16) -> Result<Option<bool>> {
         let slot = self.directory().slot(index);
-        loop {
-            let w = slot.load_word();
-            if w.state != state::DELETING || w.owner != owner {
-                return Ok(None);
-            }
-            match resume_delete(slot, w, reaper, || self.refcount(index, w.gen)) {
-                Resumed::Finish(taken) => {
-                    let wake = w.flags & flags::WAITERS != 0;
-                    let deleted = w.flags & flags::SEALED_ORIGIN != 0;
-                    let id = slot.read_id_raw();
-                    let host = slot.creator_host.load(Ordering::Relaxed);
-                    self.finish_delete(index, taken, wake)?;
-                    if deleted {
-                        self.notify(
-                            host,
-                            crate::store::events::EventKind::Deleted,
-                            index,
-                            w.gen,
-                            id,
-                        );
-                    }
-                    return Ok(Some(true));
+        match resume_owned_delete(slot, owner, reaper, |gen| self.refcount(index, gen)) {
+            None => Ok(None),
+            Some((w, Resumed::Finish(taken))) => {
+                let wake = w.flags & flags::WAITERS != 0;
+                let deleted = w.flags & flags::SEALED_ORIGIN != 0;
+                let id = slot.read_id_raw();
+                let host = slot.creator_host.load(Ordering::Relaxed);
+                self.finish_delete(index, taken, wake)?;
+                if deleted {
+                    self.notify(
+                        host,
+                        crate::store::events::EventKind::Deleted,
+                        index,
+                        w.gen,
+                        id,
+                    );
                 }
-                Resumed::Kept => return Ok(Some(false)),
-                // Someone changed the word (a delete marked an eviction probe): look again.
-                Resumed::Changed => continue,
+                Ok(Some(true))
             }
+            // Kept (`resume_owned_delete` never returns `Changed`).
+            Some(_) => Ok(Some(false)),
         }
     }
 
@@ -743,37 +683,24 @@ impl Store {
         let Ok(mut seen) = self.connecting_seen().0.lock() else {
             return;
         };
-        let mut still = HashMap::new();
+        // A lease and then the quarantine grace, as for a client dead by lease: a connector that
+        // was only paused gets as long to notice (its next check before a write) as a paused
+        // client gets before what it holds is reused.
+        let stale = std::time::Duration::from_millis(lease_ms) + quarantine_grace(lease_ms);
+        let stale_ms = stale.as_millis() as u64;
+        let now_ms = crate::clock::monotonic_ms();
         // The whole table, not up to `clients_hwm`: a connector raises that after its claim.
-        for i in 0..self.max_clients() {
-            let e = self.client_entry(i);
-            // Acquire: pairs with the Release CAS that moved the entry to CONNECTING in `connect`
-            // (or freed it), so the fields read for the judgement are that claim's.
-            let raw = e.word.load(Ordering::Acquire);
-            if EntryWord::unpack(raw).status != status::CONNECTING {
-                continue;
-            }
-            let first = match seen.get(&i) {
-                Some(&(word, t)) if word == raw => t,
-                _ => Instant::now(),
-            };
-            // A lease and then the quarantine grace, as for a client dead by lease: a
-            // connector that was only paused gets as long to notice (its next check before a
-            // write) as a paused client gets before what it holds is reused.
-            let stale = std::time::Duration::from_millis(lease_ms) + quarantine_grace(lease_ms);
-            if first.elapsed() > stale {
-                let free = EntryWord {
-                    status: status::FREE,
-                    ..EntryWord::unpack(raw)
-                };
-                // Release: pairs with the next claimer's Acquire; the entry holds nothing.
-                let _ =
-                    e.word
-                        .compare_exchange(raw, free.pack(), Ordering::Release, Ordering::Relaxed);
-            } else {
-                still.insert(i, (raw, first));
-            }
-        }
+        let still = (0..self.max_clients())
+            .filter_map(|i| {
+                let watched = reclaim_if_stale(
+                    self.client_entry(i),
+                    seen.get(&i).copied(),
+                    now_ms,
+                    stale_ms,
+                );
+                watched.map(|w| (i, w))
+            })
+            .collect();
         *seen = still;
     }
 

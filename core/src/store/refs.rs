@@ -24,9 +24,10 @@
 //! other, so the table's stores and the deleter's loads are Relaxed (core review L12: a SeqCst
 //! store is itself a full barrier, which the get and release hot paths paid on top of the fence).
 //! Every writer of a table entry that another party's decision depends on fences after it: `add`
-//! in `Client::add_ref`, `remove`/`remove_all` in `Client::after_drop`, `clear` in the reaper; and
-//! every reader that decides fences before it (`directory::settle`, `begin_delete`,
-//! `after_release`, the reaper's `resume_delete`).
+//! in `Registered::add_ref`, `remove`/`remove_all` in `Registered::after_drop`
+//! (`fencing.rs`), `clear` in the reaper's `DeadEntry::release_references`; and every reader that
+//! decides fences before it (`directory::settle`, `begin_delete`, `after_release`, the reaper's
+//! `resume_delete`).
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -156,8 +157,8 @@ impl<'a> RefTable<'a> {
             }
             if key_of(w) == key && count_of(w) > 0 {
                 let c = count_of(w) - 1;
-                // Relaxed: ordered by the caller's SeqCst fence after it (`Client::after_drop`),
-                // before it looks for a pending delete (module docs).
+                // Relaxed: ordered by the caller's SeqCst fence after it
+                // (`Registered::after_drop`), before it looks for a pending delete (module docs).
                 self.entries[i].store(pack(slot, gen, c), Ordering::Relaxed);
                 if c == 0 {
                     self.trim_before_empty(i);
