@@ -69,6 +69,17 @@ fn child() {
             .seal();
         panic!("the sealer should have died at seal.sealed");
     }
+    if role == "lease_maintainer" {
+        // Reaps with a short lease until it has reaped someone (stopping at the crash point the
+        // test arms), then runs one more pass.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while c.reap_dead(50).unwrap_or_default().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "reaped nobody");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.reap_dead(50);
+        return;
+    }
     if role == "maintainer" {
         // Reaps (stopping at the crash point the test arms with GISMO_CRASHPOINT_ACTION=stop).
         let _ = c.reap_dead(60_000);
@@ -100,7 +111,12 @@ fn child() {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).unwrap();
     if role == "releaser" {
-        c.release(&ObjectId::from_u64(PENDING)).unwrap();
+        let r = c.release(&ObjectId::from_u64(PENDING));
+        // Fenced meanwhile (reaped while paused), the release may fail; either way it is done.
+        println!("RELEASED {}", r.is_ok());
+        if std::env::var("GISMO_CRASHPOINT").as_deref() != Ok("release.checked") {
+            r.unwrap();
+        }
     }
     std::thread::sleep(Duration::from_secs(60));
 }
@@ -384,4 +400,65 @@ fn a_seal_killed_before_its_event_makes_the_runners_rescan() {
     assert_eq!(r.len(), 1, "{r:?}");
     assert!(r[0].died_in_operation, "{r:?}");
     assert!(ring.overflows() > before, "the lost event is not signalled");
+}
+
+/// A client of another host, paused (SIGSTOP) in a release between its fence check and its
+/// operation guard, is reaped by lease by a maintainer that is itself paused right after the
+/// fence (before it reads the client's `op_seq` and table). The client resumes first: it drops
+/// the last reference of a delete-pending object from its table and, fenced, leaves the delete
+/// (its guard writes nothing once fenced, so `op_seq` stays even); the maintainer resumes and
+/// finds neither the reference nor an operation. The reap of a client judged by lease owes a
+/// sweep, and the sweep finishes the delete (before, the object stayed `DELETE_PENDING` and
+/// unreferenced until evicted).
+#[cfg(feature = "crashpoints")]
+#[test]
+fn a_release_paused_across_a_lease_reap_leaves_no_pending_delete_behind() {
+    let (fd, s, baseline) = setup("reap-paused-release");
+    let (mut releaser, mut out) = spawn(
+        fd,
+        "releaser",
+        &[
+            ("GISMO_HOST", "elsewhere"),
+            ("GISMO_CRASHPOINT", "release.checked"),
+            ("GISMO_CRASHPOINT_ACTION", "stop"),
+        ],
+    );
+    let me = s.connect("deleter").unwrap();
+    defer_delete_of_pending(&me);
+    releaser.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    wait_stopped(&mut releaser);
+    let mut maintainer = command(
+        fd,
+        "lease_maintainer",
+        &[
+            ("GISMO_CRASHPOINT", "reap.intent_taken"),
+            ("GISMO_CRASHPOINT_ACTION", "stop"),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    wait_stopped(&mut maintainer);
+    // SAFETY: signalling our own children.
+    unsafe { libc::kill(releaser.id() as i32, libc::SIGCONT) };
+    // Its release drops the reference and finds itself fenced.
+    let mut line = String::new();
+    while !line.contains("RELEASED") {
+        line.clear();
+        assert_ne!(
+            out.read_line(&mut line).unwrap(),
+            0,
+            "the releaser exited early"
+        );
+    }
+    kill(releaser);
+    // SAFETY: as above.
+    unsafe { libc::kill(maintainer.id() as i32, libc::SIGCONT) };
+    let status = maintainer.wait().unwrap();
+    assert!(status.success(), "{status}");
+    me.reap_dead(50).unwrap();
+    assert_pending_deleted(
+        &s,
+        baseline,
+        "the paused releaser's pending delete was left behind",
+    );
 }

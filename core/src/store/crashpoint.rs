@@ -39,6 +39,7 @@ pub const ALL: &[&str] = &[
     "get.referenced",
     "get.checked",
     // Client::release (drop_ref), and the deferred delete of the last release
+    "release.checked",
     "release.removed",
     "release.deferred_delete",
     "release.dropped",

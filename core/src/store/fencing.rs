@@ -162,6 +162,11 @@ impl<'a> Registered<'a> {
         if self.fenced() {
             return None;
         }
+        // A client paused here can be fenced by a lease reap that sees its `op_seq` even and
+        // owes no sweep for it; the reap of a client judged by lease owes one anyway (see
+        // `Store::reap_client`), because the reference this call is about to drop may be the
+        // last of a delete-pending object.
+        crate::crash_point!("release.checked");
         // In an operation from before the reference goes: a release killed between dropping the
         // last reference of a delete-pending object and running its delete leaves that delete to
         // nobody's table, and the odd `op_seq` tells the reaper to look for it (a sweep), while a

@@ -629,7 +629,14 @@ impl Store {
                 host.overflows.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if report.died_in_operation || report.directory_scanned {
+        // A client judged dead by lease may have been alive, only paused: fenced between its
+        // release's fence check and its operation guard, it can still drop the last reference
+        // of a delete-pending object after our table scan and leave that delete to nobody (the
+        // loom model `a_client_reaped_while_paused_never_keeps_a_freed_payload` shows the
+        // interleaving). Such reaps are rare (another host's client, or a paused one): they owe
+        // a sweep, which finds the object.
+        let judged_by_lease = judged.status == status::QUARANTINED;
+        if report.died_in_operation || report.directory_scanned || judged_by_lease {
             // Before the entry goes: once it is FREE, nothing else would say that this client
             // may have left an orphan or a delete no table names. Relaxed: read by the next
             // maintainer under the lock (Release/Acquire through the lock word).
