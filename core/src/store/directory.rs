@@ -500,9 +500,9 @@ impl<'a> Directory<'a> {
                     // may have been the winner of a version committed since our read of the
                     // home word, then freed; writing that version into its commit record would
                     // make our uncommitted slot look committed. A version current after the
-                    // claim cannot name this slot, which is ours from the claim on. Acquire:
-                    // as above; the claim's Acquire CAS read the freer's Release store, which
-                    // follows that winner's commit, so the commit is visible here.
+                    // claim cannot name this slot, which is ours from the claim on. (The claim's
+                    // Acquire CAS read the freer's Release store, which follows that winner's
+                    // commit.) Acquire: pairs with the AcqRel commit CAS of the home word.
                     if home_word.load(Ordering::Acquire) != raw_home {
                         mine = Some((index, d, w));
                         continue;

@@ -100,7 +100,8 @@ impl<'a> Record<'a> {
         }
         write_back(c, self.body);
         let even = odd.wrapping_add(1);
-        // Release: publishes the body to a reader whose Acquire load finds `even`.
+        // Release: pairs with the reader's Acquire load of the seq; publishes the body to a
+        // reader that finds `even`.
         self.seq.store(even, Ordering::Release);
         write_back(c, std::slice::from_ref(self.seq));
         Ok(even)
@@ -148,7 +149,7 @@ impl<'a> Record<'a> {
     /// The current seq as memory holds it (evicted first): even when no write is in progress.
     pub fn seq(&self, c: &Coherence) -> u64 {
         evict(c, std::slice::from_ref(self.seq));
-        // Acquire: as in `read`.
+        // Acquire: pairs with the writer's Release store of the even seq (as in `read`).
         self.seq.load(Ordering::Acquire)
     }
 }
