@@ -184,6 +184,17 @@ fn assert_pending_deleted(s: &Arc<Store>, baseline: u64, why: &str) {
     assert_fsck_clean(s);
 }
 
+/// The one dead client's reap scanned the directory and aborted UNSEALED; everything is back to
+/// the baseline and fsck is clean.
+fn assert_unsealed_aborted_by_a_scan(s: &Arc<Store>, baseline: u64) {
+    let r = reap_one(s);
+    assert!(r.directory_scanned, "{r:?}");
+    assert_eq!(r.aborted_objects, 1, "{r:?}");
+    assert!(s.lookup_summary(&ObjectId::from_u64(UNSEALED)).is_none());
+    assert_eq!(s.used_bytes(), baseline);
+    assert_fsck_clean(s);
+}
+
 fn assert_fsck_clean(s: &Arc<Store>) {
     let report = s.fsck(false);
     assert!(report.is_clean(), "{report:?}");
@@ -222,12 +233,7 @@ fn an_unsealed_object_released_before_its_seal_is_found_by_a_scan() {
     let (fd, s, baseline) = setup("reap-released-unsealed");
     let (child, _out) = spawn(fd, "released_unsealed", &[]);
     kill(child);
-    let r = reap_one(&s);
-    assert!(r.directory_scanned, "{r:?}");
-    assert_eq!(r.aborted_objects, 1, "{r:?}");
-    assert!(s.lookup_summary(&ObjectId::from_u64(UNSEALED)).is_none());
-    assert_eq!(s.used_bytes(), baseline);
-    assert_fsck_clean(&s);
+    assert_unsealed_aborted_by_a_scan(&s, baseline);
 }
 
 /// As above, killed inside that release, right after the reference went: the object is in no
@@ -245,12 +251,7 @@ fn an_unsealed_object_whose_release_was_killed_is_found_by_a_scan() {
     .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
-    let r = reap_one(&s);
-    assert!(r.directory_scanned, "{r:?}");
-    assert_eq!(r.aborted_objects, 1, "{r:?}");
-    assert!(s.lookup_summary(&ObjectId::from_u64(UNSEALED)).is_none());
-    assert_eq!(s.used_bytes(), baseline);
-    assert_fsck_clean(&s);
+    assert_unsealed_aborted_by_a_scan(&s, baseline);
 }
 
 /// Killed after dropping the last reference of an object whose delete was waiting for it, before

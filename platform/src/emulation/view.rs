@@ -81,11 +81,12 @@ impl HostView {
         Ok(view)
     }
 
+    /// The line engine over `maps`. `files::open` maps the three region files `len` bytes long
+    /// and page aligned, and the lock file `LOCKS * 4` bytes; every caller keeps `maps` alive for
+    /// as long as the returned `Lines` (both end up in one `HostView`, or the `Lines` is dropped
+    /// inside `files::open`'s snapshot call).
     fn lines_of(maps: &HostMaps, len: usize) -> Lines {
-        // SAFETY: the three region mappings are `len` bytes long (mapped so by `files::open`),
-        // page aligned, and the lock mapping is `LOCKS * 4` bytes; the caller keeps `maps` alive
-        // for as long as the returned `Lines` (both end up in one `HostView`, or the `Lines` is
-        // dropped inside `files::open`'s snapshot call).
+        // SAFETY: the mappings' sizes, alignment and lifetime are as the doc comment says.
         unsafe {
             Lines::new(
                 maps.device.as_mut_ptr(),
