@@ -49,6 +49,7 @@ fn child() {
     if role == "slow_creator" {
         // Stopped right after allocating (the test arms it); once resumed, creates, seals and
         // deletes its object.
+        println!("INDEX {}", c.index());
         let id = ObjectId::from_u64(70);
         c.create(&id, 3000, b"", &CreateInfo::default())
             .unwrap()
@@ -58,6 +59,18 @@ fn child() {
         println!("READY");
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).unwrap();
+        return;
+    }
+    if role == "guarded" {
+        // Creates an object when told, stopping at the end of the create's operation guard (the
+        // test arms `guard.ending`); once resumed, reports and waits to be killed.
+        println!("INDEX {}", c.index());
+        println!("READY");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).unwrap();
+        let r = c.create_raw(&ObjectId::from_u64(80), 3000, b"", &CreateInfo::default());
+        println!("CREATED {}", r.is_ok());
+        std::thread::sleep(Duration::from_secs(60));
         return;
     }
     if role == "sealer" {
@@ -462,4 +475,100 @@ fn a_release_paused_across_a_lease_reap_leaves_no_pending_delete_behind() {
         baseline,
         "the paused releaser's pending delete was left behind",
     );
+}
+
+/// Reads `child`'s lines until one contains `tag` (the first line also holds the test
+/// harness's "test child ... "); returns what follows the tag on that line.
+#[cfg(feature = "crashpoints")]
+fn read_until(out: &mut BufReader<ChildStdout>, tag: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(out.read_line(&mut line).unwrap(), 0, "exited before {tag}");
+        if let Some(at) = line.find(tag) {
+            return line[at + tag.len()..].trim().to_string();
+        }
+    }
+}
+
+/// A client of another host, paused (SIGSTOP) at the end of an operation guard, before it
+/// bumps `op_seq`, is reaped by lease, and its entry goes to a new
+/// client that is then stopped inside a create (`op_seq` odd: allocated, not yet named). The
+/// paused client resumes: its guard must leave the new occupant's `op_seq` alone (review of the
+/// targeted reap, F6). Were it bumped to even, the orphan collector of the next reap would see
+/// a quiet moment and free the new occupant's allocation as a leak.
+#[cfg(feature = "crashpoints")]
+#[test]
+fn a_fenced_guard_leaves_the_next_occupants_op_seq_alone() {
+    let (fd, s, baseline) = setup("reap-fenced-guard");
+    let me = s.connect("admin").unwrap();
+    let mut guarded = command(
+        fd,
+        "guarded",
+        &[
+            ("GISMO_HOST", "elsewhere"),
+            ("GISMO_CRASHPOINT", "guard.ending"),
+            ("GISMO_CRASHPOINT_ACTION", "stop"),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut guarded_out = BufReader::new(guarded.stdout.take().unwrap());
+    let index = read_until(&mut guarded_out, "INDEX ");
+    read_until(&mut guarded_out, "READY");
+    guarded.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    wait_stopped(&mut guarded);
+    // Judged by lease (another host): quarantined, then reaped after the grace.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while me.reap_dead(50).unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the paused client was never reaped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut slow = command(
+        fd,
+        "slow_creator",
+        &[
+            ("GISMO_CRASHPOINT", "create.allocated"),
+            ("GISMO_CRASHPOINT_ACTION", "stop"),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut slow_out = BufReader::new(slow.stdout.take().unwrap());
+    assert_eq!(
+        read_until(&mut slow_out, "INDEX "),
+        index,
+        "the new client did not get the reaped client's entry: the test tests nothing"
+    );
+    wait_stopped(&mut slow);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(guarded.id() as i32, libc::SIGCONT) };
+    read_until(&mut guarded_out, "CREATED ");
+    kill(guarded);
+    // A leak to collect: the next reap sweeps, and must find no quiet moment while the new
+    // occupant is inside its create.
+    let status = command(fd, "leaker", &[("GISMO_CRASHPOINT", "create.allocated")])
+        .status()
+        .unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    let r = me.reap_dead(60_000).unwrap();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        r[0].orphan_bytes, 0,
+        "the collector freed blocks while the new occupant was inside its create: {r:?}"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(slow.id() as i32, libc::SIGCONT) };
+    read_until(&mut slow_out, "READY");
+    me.reap_dead(60_000).unwrap();
+    assert_eq!(
+        s.used_bytes(),
+        baseline,
+        "the leaked block was not collected"
+    );
+    assert_fsck_clean(&s);
+    kill(slow);
 }

@@ -174,7 +174,7 @@ impl Store {
                 }
                 crate::crash_point!("connect.table_cleared");
                 // A previous occupant killed inside an operation may have left it odd.
-                if !claim.even_op_seq() {
+                if !claim.own_op_seq() {
                     return Prepared::Lost;
                 }
                 // SeqCst: pairs with the SeqCst load in `refcount` (see there).

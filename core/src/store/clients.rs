@@ -59,6 +59,34 @@ pub mod reap_flags {
     pub const TRACKED: u64 = 1 << 63;
 }
 
+/// The layout of a client entry's `op_seq`: the epoch of the occupant that owns it in the high
+/// 32 bits, a counter in the low 32 bits, odd while the occupant is inside an operation guard.
+///
+/// The epoch makes every write to it a CAS that only its owner can win: a client paused past
+/// its reap, whose entry then went to a new occupant (a new epoch, set at connect), fails its
+/// CAS instead of changing the new occupant's parity (review of the targeted reap, F6).
+pub mod op_seq {
+    /// The counter of a new occupant at `epoch`: idle.
+    pub fn fresh(epoch: u32) -> u64 {
+        u64::from(epoch) << 32
+    }
+
+    /// The epoch of the occupant that owns `v`.
+    pub fn epoch(v: u64) -> u32 {
+        (v >> 32) as u32
+    }
+
+    /// Whether `v` marks an operation in flight.
+    pub fn in_operation(v: u64) -> bool {
+        v & 1 == 1
+    }
+
+    /// `v` with its counter advanced by one (wrapping within the low half; the epoch stays).
+    pub fn bump(v: u64) -> u64 {
+        v & !u64::from(u32::MAX) | u64::from((v as u32).wrapping_add(1))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryWord {
     pub epoch: u32,
@@ -95,9 +123,9 @@ pub struct ClientEntry {
     pub intent: AtomicU64,
     pub intent_offset: AtomicU64,
     pub intent_size: AtomicU64,
-    /// Odd while a create is between its allocation and its directory slot; bumped at both
-    /// ends. The orphan collector waits for every client to move past the operations that were
-    /// in flight when it first looked.
+    /// The occupant's operation counter ([`op_seq`] layout: its epoch in the high half, odd
+    /// while it is inside an operation guard). The orphan collector waits for every client to
+    /// move past the operations that were in flight when it first looked.
     pub op_seq: AtomicU64,
     /// [`reap_flags`] bits.
     pub reap_flags: AtomicU64,

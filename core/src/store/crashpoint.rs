@@ -21,6 +21,8 @@ pub const ALL: &[&str] = &[
     "connect.claimed",
     "connect.table_cleared",
     "connect.fields_written",
+    // OpGuard::drop (every guarded operation): `op_seq` not yet bumped
+    "guard.ending",
     // Client::create
     "create.allocated",
     "create.intent_recorded",

@@ -34,7 +34,7 @@
 //! client had started in between); `Client` runs its table writes through [`Registered`]. The loom
 //! models (`core/tests/loom.rs`) run both over entries and tables on the heap.
 
-use crate::store::clients::{status, ClientEntry, EntryWord};
+use crate::store::clients::{op_seq, status, ClientEntry, EntryWord};
 use crate::store::directory::{acquire_sealed, begin_delete, flags, state, Slot, Word};
 use crate::store::error::{Result, StoreError};
 use crate::store::refs::RefTable;
@@ -216,9 +216,10 @@ impl<'a> Registered<'a> {
 /// reads it: a client killed with `op_seq` even is reaped from its own table alone.
 ///
 /// A fenced client writes nothing: the entry may be the next occupant's, whose `op_seq` parity
-/// its reaper relies on (review of the targeted reap, F6). Checked right before each write (the
-/// window between a check and its write is the one every guarded write has: `docs/store.md`,
-/// "Pauses and fencing").
+/// its reaper and the orphan collector rely on (review of the targeted reap, F6). Both ends are
+/// a CAS from a value that carries our epoch ([`op_seq`]), so a client paused between reading
+/// `op_seq` and writing it, for as long as its reap and the entry's reuse take, fails the CAS:
+/// no window between a check and a write.
 pub(crate) struct OpGuard<'a>(Option<(&'a ClientEntry, u64)>);
 
 impl<'a> OpGuard<'a> {
@@ -237,27 +238,41 @@ impl<'a> OpGuard<'a> {
     /// [`OpGuard::begin`] without its fence, for a caller that passes a SeqCst fence of its own
     /// after this and before its first heap change (`drop_ref`: the one in `after_drop`), which
     /// pairs with the collector's fences just as well.
+    ///
+    /// A no-op guard if we are inside a guard already (odd), or `op_seq` is not ours (another
+    /// epoch: we were fenced, and the entry is being reaped or has a new occupant).
     pub(crate) fn begin_unfenced(entry: &'a ClientEntry, word: u64) -> OpGuard<'a> {
         let v = entry.op_seq.load(Ordering::Relaxed);
-        if v % 2 == 1 || entry.word.load(Ordering::Relaxed) != word {
+        if op_seq::in_operation(v) || op_seq::epoch(v) != EntryWord::unpack(word).epoch {
             return OpGuard(None);
         }
-        entry.op_seq.store(v | 1, Ordering::Relaxed);
-        OpGuard(Some((entry, word)))
+        let started = op_seq::bump(v);
+        match entry
+            .op_seq
+            .compare_exchange(v, started, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => OpGuard(Some((entry, started))),
+            // Only a reaper (it makes an odd value even) or the next occupant (a new epoch)
+            // writes our entry's op_seq besides us: either way we are fenced.
+            Err(_) => OpGuard(None),
+        }
     }
 }
 
 impl Drop for OpGuard<'_> {
     fn drop(&mut self) {
-        if let Some((entry, word)) = self.0 {
-            if entry.word.load(Ordering::Relaxed) != word {
-                return; // fenced meanwhile: the reaper makes it even
-            }
-            let v = entry.op_seq.load(Ordering::Relaxed);
+        if let Some((entry, started)) = self.0 {
+            crate::crash_point!("guard.ending");
             // Release: pairs with the orphan collector's SeqCst loads of `op_seq` in
             // `op_snapshot` (fsck.rs): the slot or intent that now accounts for our allocation
-            // is visible before the collector sees us idle.
-            entry.op_seq.store(v.wrapping_add(1), Ordering::Release);
+            // is visible before the collector sees us idle. A failed CAS: fenced meanwhile (the
+            // reaper made it even, and the entry may have a new occupant): nothing written.
+            let _ = entry.op_seq.compare_exchange(
+                started,
+                op_seq::bump(started),
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
         }
     }
 }
@@ -373,8 +388,15 @@ impl<'a> DeadEntry<'a> {
     pub fn free(self) {
         let e = self.entry;
         let seq = e.op_seq.load(Ordering::Relaxed);
-        if seq % 2 == 1 {
-            e.op_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        if op_seq::in_operation(seq) {
+            // A CAS: the fenced client's own guard may end meanwhile, making it even just as
+            // this would (the entry is DEAD, so nobody else writes it).
+            let _ = e.op_seq.compare_exchange(
+                seq,
+                op_seq::bump(seq),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
         let free = EntryWord {
             status: status::FREE,

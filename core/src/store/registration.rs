@@ -92,19 +92,36 @@ impl<'a> Claim<'a> {
         self.entry.word.load(Ordering::Acquire) == self.connecting.pack()
     }
 
-    /// Makes `op_seq` even (a previous occupant killed inside an operation may have left it
-    /// odd). Returns false, writing nothing, if the entry is no longer ours.
-    pub fn even_op_seq(&self) -> bool {
-        let seq = self.entry.op_seq.load(Ordering::Relaxed);
-        if seq % 2 == 1 {
+    /// Makes `op_seq` ours: [`op_seq::fresh`] at our epoch (a previous occupant killed inside
+    /// an operation may have left it odd, and one paused past its reap must not be able to write
+    /// it again). Returns false, writing nothing, if the entry is no longer ours.
+    ///
+    /// A CAS from the value read after the check: a paused previous occupant's late guard may
+    /// change it meanwhile (then we read again), and if we are reclaimed meanwhile, the next
+    /// occupant's own value is never overwritten by ours.
+    ///
+    /// [`op_seq::fresh`]: crate::store::clients::op_seq::fresh
+    pub fn own_op_seq(&self) -> bool {
+        use crate::store::clients::op_seq;
+        let fresh = op_seq::fresh(self.connecting.epoch);
+        // Bounded: each lost CAS is a late write of a previous occupant (one per guard it was
+        // paused in) or the entry's next occupant, which the check then sees.
+        for _ in 0..8 {
+            let seq = self.entry.op_seq.load(Ordering::Relaxed);
             if !self.still_ours() {
                 return false;
             }
-            self.entry
-                .op_seq
-                .store(seq.wrapping_add(1), Ordering::Relaxed);
+            if seq == fresh
+                || self
+                    .entry
+                    .op_seq
+                    .compare_exchange(seq, fresh, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return true;
+            }
         }
-        true
+        false
     }
 
     /// Writes our identity fields after one fresh check. Returns false, writing nothing, if the
