@@ -7,8 +7,9 @@
 //! structures (`Slot::new_free`, `ChunkDesc::new_unused`, `HostEntry::new_free`,
 //! `EventCell::new_free`), through the `crate::sync` facade; none re-types a protocol. Bound:
 //! `LOOM_MAX_PREEMPTIONS=2` for all. Run times measured one at a time on the 2-core development
-//! machine (release build); the whole run takes about 22 s of model checking, the 16 models one
-//! after another (plus the build):
+//! machine (release build); the whole run takes about 100 s of model checking, the 18 models one
+//! after another (plus the build), most of it the two run-index models (each execution builds a
+//! heap of 4128 pages and its 258 chunk descriptors):
 //!
 //! | model | production code | threads | time |
 //! |---|---|---|---|
@@ -28,13 +29,15 @@
 //! | `leader_lease_never_two_leaders` | `LeaseState::poll`, `is_leader`, `release` (`LeaderLease`) | 2 | 0.2 s |
 //! | `page_runs_racing_in_one_word_keep_the_summary_exact` | `Allocator::alloc`, `free`, page-bitmap summary | 2 | (in the total) |
 //! | `page_runs_claimed_and_freed_concurrently_leave_the_summary_exact` | `Allocator::alloc`, `free`, page-bitmap summary | 2 | (in the total) |
+//! | `two_frees_leave_both_index_levels_exact` | `Allocator::free`, summary, free-run index (leaf and root) | 2 | 23 s |
+//! | `an_allocation_racing_a_free_leaves_both_index_levels_exact` | `Allocator::alloc` (index-guided best fit), `free`, summary, free-run index | 2 | 50 s |
 //!
 //! Not modelled yet: `connect`'s entry claim against the reaper's `reclaim_stale_connecting`
 //! (still inside `Store`), the reaper's steps, and a three-party directory history (L1: two
 //! inserters and a delete in one home do not finish in minutes even at preemption bound 1).
 #![cfg(loom)]
 
-use gismo_core::store::allocator::{AllocHeads, Allocator, ChunkDesc};
+use gismo_core::store::allocator::{summary_words, AllocHeads, Allocator, ChunkDesc};
 use gismo_core::store::directory::{
     acquire_sealed, after_release, begin_delete, begin_evict, flags, resume_delete, state,
     Directory, InsertError, Resumed, Slot, Word,
@@ -350,7 +353,7 @@ fn a_delete_during_an_eviction_probe_is_not_lost() {
 
 struct Heap {
     pages: Vec<AtomicU64>,
-    /// The page bitmap's summary (one *used* and one *full* word).
+    /// The page bitmap's summary (one *used* and one *full* word, and the run index).
     summary: Vec<AtomicU64>,
     chunks: Vec<ChunkDesc>,
     heads: AllocHeads,
@@ -359,12 +362,17 @@ struct Heap {
 
 fn heap() -> Arc<Heap> {
     // Two chunks of 64 KiB.
-    let heap_pages: u64 = 32;
+    heap_of(32)
+}
+
+fn heap_of(heap_pages: u64) -> Arc<Heap> {
     Arc::new(Heap {
         pages: (0..heap_pages.div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect(),
-        summary: (0..2).map(|_| AtomicU64::new(0)).collect(),
+        summary: (0..summary_words(heap_pages))
+            .map(|_| AtomicU64::new(0))
+            .collect(),
         chunks: (0..heap_pages / 16)
             .map(|_| ChunkDesc::new_unused())
             .collect(),
@@ -702,6 +710,79 @@ fn page_runs_claimed_and_freed_concurrently_leave_the_summary_exact() {
             a.check_summary(false),
             0,
             "summary disagrees with the bitmap"
+        );
+    });
+}
+
+/// A heap of two run-index leaves under a root (4128 pages: 64 page words and a half), with
+/// two 16-page runs allocated in the upper leaf's one word and the lower leaf wholly used. Only
+/// the upper leaf changes in the models (a sync of the lower one reads its 64 words twice, too
+/// many branches for loom), but both levels do: the upper leaf's runs are the root's suffix.
+fn two_leaf_heap() -> (Arc<Heap>, u64, u64) {
+    let h = heap_of(64 * 64 + 32);
+    let a = allocator(&h);
+    // Best fit from the top: the upper word's two halves, then the whole lower leaf.
+    let top = a.alloc(16 * 4096).unwrap().offset;
+    let below = a.alloc(16 * 4096).unwrap().offset;
+    assert_eq!((top, below), (4096 + 4112 * 4096, 4096 + 4096 * 4096));
+    assert_eq!(a.alloc(64 * 64 * 4096).unwrap().offset, 4096);
+    (h, top, below)
+}
+
+/// `loom::model` with room for the setup's syncs of the lower leaf (every load is a branch).
+fn two_leaf_model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.max_branches = b.max_branches.max(20_000);
+    b.check(f);
+}
+
+/// Two frees in one word of the upper leaf: both syncs change the leaf and then the root.
+/// Whatever the interleaving, once both are done every index node agrees with the bitmap (the
+/// last writer of each node word re-read what is below it after the other's change).
+#[test]
+fn two_frees_leave_both_index_levels_exact() {
+    two_leaf_model(|| {
+        let (h, top, below) = two_leaf_heap();
+        let ths: Vec<_> = [top, below]
+            .into_iter()
+            .map(|off| {
+                let h = h.clone();
+                thread::spawn(move || allocator(&h).free(off, 16 * 4096).unwrap())
+            })
+            .collect();
+        for t in ths {
+            t.join().unwrap();
+        }
+        let a = allocator(&h);
+        assert_eq!(a.pages_in_use(), 64 * 64);
+        assert_eq!(
+            a.check_summary_parts(false),
+            (0, 0),
+            "summary or index stale"
+        );
+    });
+}
+
+/// A page run allocated (guided by the index) in the word where another is being freed: the
+/// allocation gets the top run either way (an exact fit, or the top of the joined run), and
+/// both index levels end exact.
+#[test]
+fn an_allocation_racing_a_free_leaves_both_index_levels_exact() {
+    two_leaf_model(|| {
+        let (h, top, below) = two_leaf_heap();
+        allocator(&h).free(top, 16 * 4096).unwrap();
+        let h1 = h.clone();
+        let t1 = thread::spawn(move || allocator(&h1).free(below, 16 * 4096).unwrap());
+        let h2 = h.clone();
+        let t2 = thread::spawn(move || allocator(&h2).alloc(16 * 4096).unwrap().offset);
+        t1.join().unwrap();
+        assert_eq!(t2.join().unwrap(), top);
+        let a = allocator(&h);
+        assert_eq!(a.pages_in_use(), 64 * 64 + 16);
+        assert_eq!(
+            a.check_summary_parts(false),
+            (0, 0),
+            "summary or index stale"
         );
     });
 }

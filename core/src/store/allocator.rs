@@ -23,30 +23,30 @@
 //!   utilisation before the first failed allocation in the fragmentation simulation
 //!   (`core/tests/fragmentation.rs`), best fit at 88 %.
 //!
-//! # The page-bitmap summary
+//! # The page-bitmap summary and the free-run index
 //!
 //! Best fit over the whole bitmap costs one pass (1 bit per 4 KiB: 8 MiB and about 0.75 ms for
 //! a 256 GiB heap, against 0.05 ms to copy 1 MiB), and so would a first fit for a new chunk once
-//! the bottom of the heap is full. So the bitmap carries a **summary** in its section (the
-//! [`summary`] module): per 64-page bitmap word, a *used* bit (some page in use) and a *full*
-//! bit (every page in use). Every change of a page word is followed by a sync of its two bits.
-//! The searches read the summary and only the page words it cannot decide:
+//! the bottom of the heap is full. So the bitmap's section carries two hints after it:
 //!
-//! * a run of **127 pages or more** always contains a wholly free word, so best fit enumerates
-//!   the maximal runs of free words (64 per summary word at a time) and reads only their two
-//!   neighbouring words: the cost is the number of free runs plus 1 bit per 64 pages (128 KiB
-//!   of summary for 256 GiB), not the bitmap;
-//! * a run of **5 to 126 pages** may lie inside or between partly used words, so every word
-//!   the summary marks neither free nor full is read: the cost is the number of free-run ends
-//!   (low in a heap whose free space is in few runs, most of the bitmap in a heap fragmented
-//!   everywhere, as before);
-//! * a **chunk** (first fit from the bottom) skips the words marked full.
+//! * the **summary** (`summary.rs`): per 64-page bitmap word, a *used* bit (some page in use) and
+//!   a *full* bit (every page in use). A chunk (first fit from the bottom) skips the words
+//!   marked full.
+//! * the **free-run index** (`run_index.rs`): a tree of fanout 64 over the bitmap (a leaf per 64
+//!   words, 4096 pages), each node recording the free pages at its two ends and which *lengths*
+//!   of free run lie inside it, in 128 classes (8 per doubling). Best fit for `n` pages descends
+//!   only into the nodes holding a run of the class of `n` (or, if none of those reaches `n`,
+//!   of the next class present), and measures only those runs, with the summary's bits telling
+//!   it which page words of a leaf it need not read. The cost is the number of runs of about
+//!   `n` pages, not the heap's size nor the number of its runs.
 //!
-//! The placement is exactly the full scan's while the summary is up to date. The summary is a
-//! hint, never authoritative: claims CAS the page words, a stale bit (a process killed between
-//! a word's change and its sync) or a corrupt one costs at most a failed claim or a full scan,
-//! which the allocator runs before it reports the heap full, and which repairs the summary when
-//! it finds what the summary hid. fsck reports and repairs stale bits.
+//! Every change of page words is followed by a sync of their summary bits and of the index
+//! leaves over them (and, where a leaf changed, of the nodes above). The placement is exactly
+//! the full scan's while both are up to date (the tests compare them). Both are hints, never
+//! authoritative: claims CAS the page words, a stale entry (a process killed between a word's
+//! change and its sync) or a corrupt one costs at most a failed claim, a worse placement or a
+//! full scan, which the allocator runs before it reports the heap full, and which repairs the
+//! hints when it finds what they hid. fsck reports and repairs stale bits and nodes.
 //!
 //! # Crash consistency
 //!
@@ -60,8 +60,10 @@
 use crate::shm::CachePadded;
 use crate::sync::{AtomicU64, Ordering};
 
+mod run_index;
 mod summary;
 
+use run_index::Levels;
 use summary::BestFit;
 
 /// Heap page size (the large-object granule).
@@ -264,6 +266,10 @@ pub struct Allocator<'a> {
     /// the word is in use, of `full[i / 64]` when every page is. A hint (see the module docs).
     used: &'a [AtomicU64],
     full: &'a [AtomicU64],
+    /// The free-run index over the bitmap (`run_index`): [`run_index::NODE_WORDS`] words per
+    /// node, level by level from the leaves. A hint too.
+    index: &'a [AtomicU64],
+    levels: Levels,
     chunks: &'a [ChunkDesc],
     heads: &'a AllocHeads,
     heap_offset: u64,
@@ -285,11 +291,16 @@ impl<'a> Allocator<'a> {
         assert!(pages.len() >= words);
         assert!(summary.len() >= summary_words(heap_pages));
         assert!(chunks.len() as u64 >= heap_pages / PAGES_PER_CHUNK);
-        let (used, full) = summary[..summary_words(heap_pages)].split_at(words.div_ceil(64));
+        let (bits, index) = summary[..summary_words(heap_pages)].split_at(2 * words.div_ceil(64));
+        let (used, full) = bits.split_at(words.div_ceil(64));
+        let levels = Levels::new(words);
+        assert_eq!(index.len(), levels.nodes() * run_index::NODE_WORDS);
         Allocator {
             pages: &pages[..words],
             used,
             full,
+            index,
+            levels,
             chunks,
             heads,
             heap_offset,
@@ -792,30 +803,36 @@ impl<'a> Allocator<'a> {
             return None;
         }
         // Best fit (smallest free run that fits, the highest of equals), placing the object at
-        // the top of the run; see the module docs for why, and for how the summary finds it.
+        // the top of the run; see the module docs for why, and for how the index finds it.
         for _attempt in 0..64 {
             let found = match self.find_run_hinted(n) {
                 Some(found) => found,
                 None => {
-                    // The authoritative scan: the summary may have missed a fitting run (stale
-                    // bits of a process killed between a page word's change and its summary
-                    // update, or a race); if so, bring the summary up to date.
+                    // The authoritative scan: the index may have missed a fitting run (stale
+                    // nodes or bits of a process killed between a page word's change and its
+                    // sync, or a race); if so, bring the summary and the index up to date.
                     let found = self.find_run_best(n)?;
                     self.check_summary(true);
                     found
                 }
             };
-            match self.claim_run(found, n) {
-                Ok(()) => return Some(found),
-                Err(()) => {
-                    // A race, or a word the summary wrongly calls free: fix those words' bits.
-                    for (i, _) in Self::run_masks(found, n) {
-                        self.sync_summary(i);
-                    }
-                }
+            if self.claim_run(found, n).is_ok() {
+                return Some(found);
             }
+            // A race, or words or nodes that wrongly call the run free: re-sync them all, every
+            // node up to the root (one above may be stale while those below are right).
+            let words = Self::run_words(found, n);
+            for i in words.clone() {
+                self.sync_bits(i);
+            }
+            self.sync_index(words, true);
         }
         None
+    }
+
+    /// The page words of pages `[first, first + n)`, `n ≥ 1`.
+    fn run_words(first: u64, n: u64) -> std::ops::RangeInclusive<usize> {
+        (first / 64) as usize..=((first + n - 1) / 64) as usize
     }
 
     /// The start page for `n` pages at the top of the smallest free run of at least `n` pages:
@@ -852,18 +869,23 @@ impl<'a> Allocator<'a> {
         })
     }
 
+    /// Claims pages `[first, first + n)` word by word; if one is taken, releases the words
+    /// already claimed. The summary bits are synced after each word, the index once at the end.
     fn claim_run(&self, first: u64, n: u64) -> Result<(), ()> {
         let mut claimed: Vec<(usize, u64)> = Vec::new();
         for (i, mask) in Self::run_masks(first, n) {
             let mut w = self.pages[i].load(Ordering::Relaxed);
             loop {
                 if w & mask != 0 {
-                    for (j, m) in claimed {
+                    for &(j, m) in &claimed {
                         // Release: pairs with the Acquire CAS of the next claimer in
                         // `claim_lane_in` or `claim_run`, as in `release_pages` (we wrote
                         // nothing to these pages, but the bits were ours).
                         self.pages[j].fetch_and(!m, Ordering::Release);
-                        self.sync_summary(j);
+                        self.sync_bits(j);
+                    }
+                    if let (Some(&(lo, _)), Some(&(hi, _))) = (claimed.first(), claimed.last()) {
+                        self.sync_index(lo..=hi, false);
                     }
                     return Err(());
                 }
@@ -879,9 +901,10 @@ impl<'a> Allocator<'a> {
                 }
             }
             crate::crash_point!("alloc.run_word_claimed");
-            self.sync_summary(i);
+            self.sync_bits(i);
             claimed.push((i, mask));
         }
+        self.sync_index(Self::run_words(first, n), false);
         Ok(())
     }
 
@@ -919,8 +942,11 @@ impl<'a> Allocator<'a> {
             // pages happen before its.
             let prev = self.pages[i].fetch_and(!mask, Ordering::Release);
             crate::crash_point!("free.page_word_released");
-            self.sync_summary(i);
+            self.sync_bits(i);
             ok &= prev & mask == mask;
+        }
+        if n > 0 {
+            self.sync_index(Self::run_words(first, n), false);
         }
         ok.then_some(()).ok_or(())
     }
