@@ -253,6 +253,10 @@ pub struct Allocation {
     pub capacity: u64,
 }
 
+/// Index-guided searches per page-run allocation before every further search is the full scan
+/// of the bitmap ([`Allocator::alloc_pages`]).
+const HINTED_ATTEMPTS: usize = 16;
+
 /// Words of page-bitmap summary for a heap of `heap_pages` pages (the *used* bits, then the
 /// *full* bits; see the module docs).
 pub fn summary_words(heap_pages: u64) -> usize {
@@ -797,25 +801,49 @@ impl<'a> Allocator<'a> {
         None
     }
 
-    /// Claims `n` contiguous free pages; returns the first page index.
+    /// Claims `n` contiguous free pages; returns the first page index, or `None` when the
+    /// authoritative scan of the bitmap finds no free run of `n` pages (core review L9).
+    ///
+    /// A claim that fails is retried, however often: the first [`HINTED_ATTEMPTS`] searches are
+    /// index-guided, and after them every search is the scan of the whole bitmap. A guided
+    /// search can be misled without anyone else running (a stale or garbage summary or index, a
+    /// killed process's leftovers), and each failure repairs the words and nodes over the run it
+    /// tried, but it is not trusted forever: garbage that a repair cannot fix must not loop. A
+    /// claim of what the full scan found fails only if a page word of the run changed between
+    /// the scan and the claim, that is, if another process claimed pages meanwhile: every lost
+    /// race is someone else's progress, so the loop is lock-free, and a region no one else
+    /// writes ends it after at most `HINTED_ATTEMPTS + 1` searches.
     fn alloc_pages(&self, n: u64) -> Option<u64> {
         if n == 0 || n > self.heap_pages {
             return None;
         }
         // Best fit (smallest free run that fits, the highest of equals), placing the object at
         // the top of the run; see the module docs for why, and for how the index finds it.
-        for _attempt in 0..64 {
-            let found = match self.find_run_hinted(n) {
+        let mut attempt = 0usize;
+        loop {
+            #[cfg(all(test, not(loom)))]
+            test_hooks::run(self, test_hooks::Step::Search);
+            let hinted = if attempt < HINTED_ATTEMPTS {
+                self.find_run_hinted(n)
+            } else {
+                None
+            };
+            let found = match hinted {
                 Some(found) => found,
                 None => {
                     // The authoritative scan: the index may have missed a fitting run (stale
                     // nodes or bits of a process killed between a page word's change and its
                     // sync, or a race); if so, bring the summary and the index up to date.
                     let found = self.find_run_best(n)?;
-                    self.check_summary(true);
+                    if attempt < HINTED_ATTEMPTS {
+                        self.check_summary(true);
+                    }
                     found
                 }
             };
+            attempt = attempt.saturating_add(1);
+            #[cfg(all(test, not(loom)))]
+            test_hooks::run(self, test_hooks::Step::Claim { first: found, n });
             if self.claim_run(found, n).is_ok() {
                 return Some(found);
             }
@@ -827,7 +855,6 @@ impl<'a> Allocator<'a> {
             }
             self.sync_index(words, true);
         }
-        None
     }
 
     /// The page words of pages `[first, first + n)`, `n ≥ 1`.
@@ -1172,6 +1199,48 @@ impl<'a> Allocator<'a> {
     }
 }
 
+/// Test-only hooks into the allocator's steps, for its unit tests.
+#[cfg(all(test, not(loom)))]
+pub(crate) mod test_hooks {
+    use super::Allocator;
+    use std::cell::RefCell;
+
+    /// Where in `alloc_pages` the hook runs.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) enum Step {
+        /// Before each search for a run.
+        Search,
+        /// Between a search and the claim of pages `[first, first + n)`.
+        Claim { first: u64, n: u64 },
+    }
+
+    type Hook = Box<dyn FnMut(&Allocator<'_>, Step)>;
+
+    thread_local! {
+        static HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `hook` in this thread at every [`Step`] of a page-run allocation, until [`clear`].
+    pub(crate) fn set(hook: impl FnMut(&Allocator<'_>, Step) + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    pub(crate) fn clear() {
+        HOOK.with(|h| *h.borrow_mut() = None);
+    }
+
+    pub(super) fn run(a: &Allocator<'_>, step: Step) {
+        // Taken out while it runs, so that the hook may call the allocator.
+        let Some(mut hook) = HOOK.with(|h| h.borrow_mut().take()) else {
+            return;
+        };
+        hook(a, step);
+        HOOK.with(|h| {
+            h.borrow_mut().get_or_insert(hook);
+        });
+    }
+}
+
 /// A heap of process-local metadata for the allocator's unit tests (here and in `summary`).
 #[cfg(all(test, not(loom)))]
 pub(crate) mod test_heap {
@@ -1350,6 +1419,81 @@ mod tests {
         }
         assert_eq!(n, 32);
         assert!(matches!(a.alloc(64 * 1024), Err(AllocError::Full { .. })));
+    }
+
+    /// Core review L9: lost claim races are retried, not reported as `Full`. Another
+    /// "process" (the hook) takes the top page of every run found, 200 times over, before the
+    /// allocation gets to claim it: each lost race is its progress, and the allocation still
+    /// succeeds, beside the pages the other one took (the old code gave up after 64).
+    #[test]
+    fn lost_claim_races_are_retried_not_reported_full() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        let h = heap(64 << 20);
+        let a = h.alloc();
+        let (losses, calls) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0u64)));
+        let (l, c) = (losses.clone(), calls.clone());
+        test_hooks::set(move |a, step| {
+            let test_hooks::Step::Claim { first, n } = step else {
+                return;
+            };
+            c.set(c.get() + 1);
+            if l.get() < 200 {
+                a.claim_run(first + n - 1, 1).unwrap();
+                l.set(l.get() + 1);
+            }
+        });
+        let got = a.alloc(300_000);
+        test_hooks::clear();
+        let got = got.expect("lost races are retried");
+        assert_eq!((losses.get(), calls.get()), (200, 201));
+        // Best fit below the 200 pages the other one took at the top.
+        let top = (1 << 20) + (64 << 20) - 200 * PAGE;
+        assert_eq!(got.offset + got.capacity, top);
+        assert_eq!(a.pages_in_use(), 200 + got.capacity / PAGE);
+        assert_eq!(a.check_summary(false), 0);
+    }
+
+    /// A summary and index that call everything free, rewritten before every search (garbage
+    /// a repair cannot fix): the allocation stops trusting them after `HINTED_ATTEMPTS` failed
+    /// claims and finds the one free run by the full scan; with no run, `Full` comes as quickly.
+    /// No endless loop, and no `Full` while a run exists (the old code gave up after 64).
+    #[test]
+    fn a_summary_rewritten_to_lie_cannot_make_the_allocation_loop_or_fail() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        for free_run in [true, false] {
+            let h = Rc::new(heap(16 << 20));
+            let a = h.alloc();
+            for w in &h.pages {
+                w.store(u64::MAX, Ordering::Relaxed);
+            }
+            if free_run {
+                // Pages 1000..1100 free.
+                a.release_pages(1000, 100).unwrap();
+            }
+            a.check_summary(true);
+            let calls = Rc::new(Cell::new(0usize));
+            let c = calls.clone();
+            let liar = h.clone();
+            test_hooks::set(move |_, step| {
+                if let test_hooks::Step::Search = step {
+                    c.set(c.get() + 1);
+                    for w in &liar.summary {
+                        w.store(0, Ordering::Relaxed);
+                    }
+                }
+            });
+            let got = a.alloc(90 * PAGE);
+            test_hooks::clear();
+            if free_run {
+                assert_eq!(got.unwrap().offset, (1 << 20) + 1010 * PAGE);
+            } else {
+                assert!(matches!(got, Err(AllocError::Full { .. })));
+            }
+            // Searches: the guided ones, each claim failing, then the full scan.
+            assert_eq!(calls.get(), HINTED_ATTEMPTS + 1);
+        }
     }
 
     #[test]
