@@ -7,7 +7,7 @@
 //! structures (`Slot::new_free`, `ChunkDesc::new_unused`, `HostEntry::new_free`,
 //! `EventCell::new_free`), through the `crate::sync` facade; none re-types a protocol. Bound:
 //! `LOOM_MAX_PREEMPTIONS=2` for all. Run times measured one at a time on the 2-core development
-//! machine (release build); the whole run takes about 100 s of model checking, the 18 models one
+//! machine (release build); the whole run takes about 90 s of model checking, the 18 models one
 //! after another (plus the build), most of it the two run-index models (each execution builds a
 //! heap of 4128 pages and its 258 chunk descriptors):
 //!
@@ -29,8 +29,8 @@
 //! | `leader_lease_never_two_leaders` | `LeaseState::poll`, `is_leader`, `release` (`LeaderLease`) | 2 | 0.2 s |
 //! | `page_runs_racing_in_one_word_keep_the_summary_exact` | `Allocator::alloc`, `free`, page-bitmap summary | 2 | (in the total) |
 //! | `page_runs_claimed_and_freed_concurrently_leave_the_summary_exact` | `Allocator::alloc`, `free`, page-bitmap summary | 2 | (in the total) |
-//! | `two_frees_leave_both_index_levels_exact` | `Allocator::free`, summary, free-run index (leaf and root) | 2 | 23 s |
-//! | `an_allocation_racing_a_free_leaves_both_index_levels_exact` | `Allocator::alloc` (index-guided best fit), `free`, summary, free-run index | 2 | 50 s |
+//! | `two_frees_leave_both_index_levels_exact` | `Allocator::free`, summary, free-run index (leaf and root) | 2 | 20 s |
+//! | `an_allocation_racing_a_free_leaves_both_index_levels_exact` | `Allocator::alloc` (index-guided best fit), `free`, summary, free-run index | 2 | 49 s |
 //!
 //! Not modelled yet: `connect`'s entry claim against the reaper's `reclaim_stale_connecting`
 //! (still inside `Store`), the reaper's steps, and a three-party directory history (L1: two

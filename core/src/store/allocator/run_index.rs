@@ -221,28 +221,33 @@ fn fold_leaf(words: &[u64; FANOUT]) -> Node {
     node
 }
 
-/// A node of level `l ≥ 1` from its children (`None` past the end of the level: free).
-fn fold_inner(l: usize, children: impl Fn(usize) -> Option<Node>) -> Node {
+/// The words of the 64 children of a node, one after another (zero past the end of the level:
+/// free).
+pub(super) type ChildWords = [u64; FANOUT * NODE_WORDS];
+
+/// Child `k` of a node of level `l ≥ 1`, from the children's words.
+pub(super) fn child(words: &ChildWords, l: usize, k: usize) -> Node {
+    let w = &words[k * NODE_WORDS..(k + 1) * NODE_WORDS];
+    Node::from_words([w[0], w[1], w[2], w[3]], span(l - 1))
+}
+
+/// A node of level `l ≥ 1` from its children's words.
+fn fold_inner(l: usize, words: &ChildWords) -> Node {
     let cs = span(l - 1);
     let mut j = Joiner::default();
     let mut node = Node::default();
     for k in 0..FANOUT {
         let base = k as u64 * cs;
-        match children(k) {
-            None => {
-                // The rest is free: it extends the open run to the top.
-                j.free(base, (FANOUT - k) as u64 * cs);
-                break;
-            }
-            Some(c) if c.prefix >= cs => j.free(base, cs),
-            Some(c) => {
-                if let Some((_, len)) = j.close(base, cs, c.prefix, c.suffix.min(cs)) {
-                    node.add(len);
-                }
-                node.classes[0] |= c.classes[0];
-                node.classes[1] |= c.classes[1];
-            }
+        let c = child(words, l, k);
+        if c.prefix >= cs {
+            j.free(base, cs);
+            continue;
         }
+        if let Some((_, len)) = j.close(base, cs, c.prefix, c.suffix.min(cs)) {
+            node.add(len);
+        }
+        node.classes[0] |= c.classes[0];
+        node.classes[1] |= c.classes[1];
     }
     (node.prefix, node.suffix) = j.finish(span(l));
     node
@@ -313,20 +318,32 @@ impl Allocator<'_> {
 
     /// The 64 page words under leaf `s` (pages past the heap clear, words past it zero).
     fn leaf_words(&self, s: usize) -> [u64; FANOUT] {
-        std::array::from_fn(|k| {
-            let i = s * FANOUT + k;
-            self.pages
-                .get(i)
-                .map_or(0, |w| w.load(Ordering::Relaxed) & self.valid_mask(i))
-        })
+        let first = s * FANOUT;
+        let end = (first + FANOUT).min(self.pages.len());
+        let mut out = [0u64; FANOUT];
+        for (o, w) in out.iter_mut().zip(&self.pages[first..end]) {
+            *o = w.load(Ordering::Relaxed);
+        }
+        if end == self.pages.len() {
+            out[end - 1 - first] &= self.valid_mask(end - 1);
+        }
+        out
     }
 
-    /// The 64 children of node `j` of level `l ≥ 1` (`None` past the end of level `l - 1`).
-    fn children(&self, l: usize, j: usize) -> [Option<Node>; FANOUT] {
-        std::array::from_fn(|k| {
-            let c = j * FANOUT + k;
-            (c < self.levels.count[l - 1]).then(|| self.read_node(l - 1, c))
-        })
+    /// The words of the children of node `j` of level `l ≥ 1` (consecutive nodes of level
+    /// `l - 1`; zero past its end).
+    pub(super) fn child_words(&self, l: usize, j: usize) -> ChildWords {
+        let first = j * FANOUT;
+        let end = (first + FANOUT).min(self.levels.count[l - 1]);
+        let at = (self.levels.start[l - 1] + first) * NODE_WORDS;
+        let mut out = [0u64; FANOUT * NODE_WORDS];
+        for (o, w) in out
+            .iter_mut()
+            .zip(&self.index[at..at + (end - first) * NODE_WORDS])
+        {
+            *o = w.load(Ordering::Relaxed);
+        }
+        out
     }
 
     /// Brings node `j` of level `l` up to date with what is below it; whether a word changed.
@@ -343,10 +360,10 @@ impl Allocator<'_> {
                 seen = now;
             }
         } else {
-            let mut seen = self.children(l, j);
+            let mut seen = self.child_words(l, j);
             for _ in 0..SYNC_ROUNDS {
-                changed |= self.store_node(l, j, fold_inner(l, |k| seen[k]));
-                let now = self.children(l, j);
+                changed |= self.store_node(l, j, fold_inner(l, &seen));
+                let now = self.child_words(l, j);
                 if now == seen {
                     break;
                 }
@@ -387,7 +404,12 @@ impl Allocator<'_> {
                     if l == 0 {
                         fold_leaf(&self.leaf_words(j))
                     } else {
-                        fold_inner(l, |k| below.get(j * FANOUT + k).copied())
+                        let mut words = [0u64; FANOUT * NODE_WORDS];
+                        for (k, c) in below.iter().skip(j * FANOUT).take(FANOUT).enumerate() {
+                            words[k * NODE_WORDS..(k + 1) * NODE_WORDS]
+                                .copy_from_slice(&c.to_words(span(l - 1)));
+                        }
+                        fold_inner(l, &words)
                     }
                 })
                 .collect();
@@ -563,7 +585,7 @@ mod tests {
         // Wholly free: all zero, at every level.
         let free = fold_leaf(&[0; 64]);
         assert_eq!(free.to_words(span(0)), [0; 4]);
-        let up = fold_inner(1, |k| (k < 3).then_some(free));
+        let up = fold_inner(1, &[0; FANOUT * NODE_WORDS]);
         assert_eq!(up.to_words(span(1)), [0; 4]);
     }
 }

@@ -5,7 +5,7 @@
 
 use super::super::summary::RUN_WITH_FREE_WORD;
 use super::super::Allocator;
-use super::{class_range, inner_runs, run_class, span, Joiner, FANOUT};
+use super::{child, class_range, inner_runs, run_class, span, Joiner, FANOUT};
 use crate::sync::Ordering;
 
 /// The best run found so far: the shortest of at least `n` pages inside the heap, the highest of
@@ -91,23 +91,23 @@ impl Allocator<'_> {
             return Some(());
         }
         let cs = span(l - 1);
+        let words = self.child_words(l, j);
         let mut joiner = Joiner::default();
-        for idx in j * FANOUT..(j + 1) * FANOUT {
-            if idx >= self.levels.count[l - 1] {
-                break; // the rest is free (see `fold_inner`)
-            }
+        let children = (self.levels.count[l - 1] - j * FANOUT).min(FANOUT);
+        for k in 0..children {
+            let idx = j * FANOUT + k;
             let base = idx as u64 * cs;
-            let child = self.read_node(l - 1, idx);
-            if child.prefix >= cs {
+            let node = child(&words, l, k);
+            if node.prefix >= cs {
                 joiner.free(base, cs);
                 continue;
             }
-            if let Some((start, len)) = joiner.close(base, cs, child.prefix, child.suffix.min(cs)) {
+            if let Some((start, len)) = joiner.close(base, cs, node.prefix, node.suffix.min(cs)) {
                 if run_class(len) == c {
                     best.offer(start, len);
                 }
             }
-            if child.has(c) {
+            if node.has(c) {
                 self.visit(l - 1, idx, c, best)?;
             }
         }
