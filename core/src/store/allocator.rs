@@ -808,7 +808,8 @@ impl<'a> Allocator<'a> {
     /// index-guided, and after them every search is the scan of the whole bitmap. A guided
     /// search can be misled without anyone else running (a stale or garbage summary or index, a
     /// killed process's leftovers), and each failure repairs the words and nodes over the run it
-    /// tried, but it is not trusted forever: garbage that a repair cannot fix must not loop. A
+    /// tried, but it is not trusted forever: garbage that a repair cannot fix must not loop, and
+    /// when the guided searches are used up the whole summary and index are repaired once. A
     /// claim of what the full scan found fails only if a page word of the run changed between
     /// the scan and the claim, that is, if another process claimed pages meanwhile: every lost
     /// race is someone else's progress, so the loop is lock-free, and a region no one else
@@ -828,6 +829,18 @@ impl<'a> Allocator<'a> {
             } else {
                 None
             };
+            if attempt == HINTED_ATTEMPTS {
+                // Every guided claim failed: the summary or the index may be wrong far beyond
+                // the runs tried (a zeroed or garbage index always offers something, so the
+                // repair below never runs). One repair of the whole index, as costly as the
+                // full scan that follows; afterwards the guided search is exact again.
+                self.check_summary(true);
+            }
+            if attempt > HINTED_ATTEMPTS {
+                // Racing claimers on the full scan: back off a little (lock-free, not bounded:
+                // every lost race is someone else's allocation).
+                std::hint::spin_loop();
+            }
             let found = match hinted {
                 Some(found) => found,
                 None => {
@@ -899,6 +912,12 @@ impl<'a> Allocator<'a> {
     /// Claims pages `[first, first + n)` word by word; if one is taken, releases the words
     /// already claimed. The summary bits are synced after each word, the index once at the end.
     fn claim_run(&self, first: u64, n: u64) -> Result<(), ()> {
+        // A run a stale hint offers may run into a used word: found by loads first, so that a
+        // doomed claim never holds free pages for a moment (a concurrent full scan passing them
+        // would report the store full: core review L9).
+        if Self::run_masks(first, n).any(|(i, m)| self.pages[i].load(Ordering::Relaxed) & m != 0) {
+            return Err(());
+        }
         let mut claimed: Vec<(usize, u64)> = Vec::new();
         for (i, mask) in Self::run_masks(first, n) {
             let mut w = self.pages[i].load(Ordering::Relaxed);
@@ -1494,6 +1513,44 @@ mod tests {
             // Searches: the guided ones, each claim failing, then the full scan.
             assert_eq!(calls.get(), HINTED_ATTEMPTS + 1);
         }
+    }
+
+    /// An index zeroed once (as a foreign writer could leave it: "everything free") misleads
+    /// the guided search until the guided attempts are used up; then the whole index is repaired,
+    /// so the next allocation that cannot be met is answered by one exact search (before, every
+    /// `Full` cost the 16 failed claims again, each repairing a few nodes only).
+    #[test]
+    fn an_index_wrong_everywhere_is_repaired_once_not_on_every_full() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        let h = heap(256 << 20);
+        let a = h.alloc();
+        for w in &h.pages {
+            w.store(u64::MAX, Ordering::Relaxed);
+        }
+        // Free runs of 8 pages every 64 words: too short for the request.
+        for i in (0..h.pages.len()).step_by(64) {
+            a.release_pages(i as u64 * 64, 8).unwrap();
+        }
+        a.check_summary(true);
+        for w in &h.summary {
+            w.store(0, Ordering::Relaxed);
+        }
+        let searches = Rc::new(Cell::new(0usize));
+        let s = searches.clone();
+        test_hooks::set(move |_, step| {
+            if let test_hooks::Step::Search = step {
+                s.set(s.get() + 1);
+            }
+        });
+        assert!(matches!(a.alloc(90 * PAGE), Err(AllocError::Full { .. })));
+        let first = searches.replace(0);
+        assert!(matches!(a.alloc(90 * PAGE), Err(AllocError::Full { .. })));
+        let second = searches.get();
+        test_hooks::clear();
+        assert_eq!(first, HINTED_ATTEMPTS + 1, "the guided attempts, then the full scan");
+        assert_eq!(second, 1, "the index was left wrong after the first Full");
+        assert_eq!(a.check_summary(false), 0);
     }
 
     #[test]
