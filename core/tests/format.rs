@@ -107,26 +107,28 @@ fn newer_version_is_named_in_the_error() {
     );
     assert!(
         err.to_string()
-            .contains("format version 7; this build reads version 3"),
+            .contains("format version 7; this build reads version 4"),
         "{err}"
     );
 }
 
-/// A region of version 2 (before the page-bitmap summary) is refused with the typed error: its
-/// page-bitmap section is too short for this build's layout.
+/// Regions of version 2 (before the page-bitmap summary) and 3 (before the free-run index) are
+/// refused with the typed error: their page-bitmap section is too short for this build's layout.
 #[test]
-fn version_2_region_is_refused() {
-    let r = formatted(16 << 20);
-    let (mut sb, _) = format::attach(&r).unwrap();
-    sb.version = 2;
-    write_superblock(&r, sb, true);
-    assert_eq!(
-        format::attach(&r).unwrap_err(),
-        FormatError::VersionMismatch {
-            found: 2,
-            supported: 3
-        }
-    );
+fn version_2_and_3_regions_are_refused() {
+    for version in [2, 3] {
+        let r = formatted(16 << 20);
+        let (mut sb, _) = format::attach(&r).unwrap();
+        sb.version = version;
+        write_superblock(&r, sb, true);
+        assert_eq!(
+            format::attach(&r).unwrap_err(),
+            FormatError::VersionMismatch {
+                found: version,
+                supported: 4
+            }
+        );
+    }
 }
 
 #[test]

@@ -149,7 +149,7 @@ fn a_stale_page_summary_is_reported_and_repaired() {
     assert!(
         r.problems
             .iter()
-            .any(|p| matches!(p, Problem::StaleSummary { words } if *words > 0)),
+            .any(|p| matches!(p, Problem::StaleSummary { words, .. } if *words > 0)),
         "{:?}",
         r.problems
     );
@@ -172,6 +172,52 @@ fn a_stale_page_summary_is_reported_and_repaired() {
     scribble(&s, summary_at, &vec![0xffu8; summary_len as usize]);
     let fixed = s.fsck(true);
     assert!(fixed.repaired > 0);
+    assert!(s.fsck(false).is_clean(), "{:?}", s.fsck(false).problems);
+}
+
+/// Stale nodes of the free-run index alone (the summary bits right): reported with the count of
+/// stale nodes, repairable, and repaired; an allocation meanwhile still succeeds.
+#[test]
+fn a_stale_free_run_index_is_reported_and_repaired() {
+    let s = store("fsck-run-index", 64 << 20);
+    populate(&s, 30);
+    assert!(s.fsck(false).is_clean());
+    let bitmap = s.layout().section(SectionKind::PageBitmap);
+    let words = s.layout().geometry.heap_pages.div_ceil(64);
+    // After the bitmap and the two summary arrays: the index, a leaf (4 words) per 64 words.
+    let index_at = bitmap.offset + (words + 2 * words.div_ceil(64)) * 8;
+    let index_len = bitmap.offset + bitmap.len - index_at;
+    assert_eq!(
+        index_len,
+        4 * 8 * words.div_ceil(64).max(1) + if words > 64 { 32 } else { 0 }
+    );
+    // "Wholly free" everywhere (all zero): the index hides every used page.
+    scribble(&s, index_at, &vec![0u8; index_len as usize]);
+    let r = s.fsck(false);
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| matches!(p, Problem::StaleSummary { words: 0, nodes } if *nodes > 0)),
+        "{:?}",
+        r.problems
+    );
+    assert!(
+        r.problems.iter().all(Problem::repairable),
+        "{:?}",
+        r.problems
+    );
+    let c = s.connect("after").unwrap();
+    c.create(
+        &ObjectId::from_u64(600),
+        200_000,
+        b"",
+        &CreateInfo::default(),
+    )
+    .unwrap()
+    .seal()
+    .unwrap();
+    scribble(&s, index_at, &vec![0u8; index_len as usize]);
+    assert!(s.fsck(true).repaired > 0);
     assert!(s.fsck(false).is_clean(), "{:?}", s.fsck(false).problems);
 }
 

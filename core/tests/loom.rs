@@ -6,9 +6,10 @@
 //! Every model calls the production functions over process-local copies of the region's
 //! structures (`Slot::new_free`, `ChunkDesc::new_unused`, `HostEntry::new_free`,
 //! `EventCell::new_free`, `ClientEntry::new_free`), through the `crate::sync` facade; none re-types
-//! a protocol. Bound: `LOOM_MAX_PREEMPTIONS=2` for all. Run times measured one at a time on the
-//! 2-core development machine (release build); the whole run takes about 22 s of model checking,
-//! the 21 models one after another (`--test-threads=1`; plus the build):
+//! a protocol. Bound: `LOOM_MAX_PREEMPTIONS=2` for all but the run-index model (bound 1: each of
+//! its executions builds a heap of 4128 pages and its 258 chunk descriptors). Run times measured
+//! one at a time on the 2-core development machine (release build); the whole run takes about
+//! 25 s of model checking, the 22 models one after another (`--test-threads=1`; plus the build):
 //!
 //! | model | production code | threads | time |
 //! |---|---|---|---|
@@ -33,6 +34,7 @@
 //! | `two_connectors_never_share_an_entry` | `register`, `Claim` (`Store::connect`) | 2 | 0.01 s |
 //! | `a_client_reaped_while_paused_never_keeps_a_freed_payload` | `DeadEntry::{fence, still_dead, release_references, free}` (`Store::reap_client`), `Registered::{acquire, check_fenced, drop_ref}` (`Client`), `count_references` | 2 | 2.2 s |
 //! | `two_reapers_of_one_entry_reap_it_once` | `DeadEntry` (`reap_client`), `register` | 2 | 0.01 s |
+//! | `an_allocation_racing_a_free_leaves_both_index_levels_exact` | `Allocator::alloc` (index-guided best fit), `free`, summary, free-run index (leaf and root) | 2 | 2.9 s at bound 1 (49 s at 2; a Relaxed node swap and a missing re-read at either level each fail at bound 1) |
 //!
 //! The reaper models compose `DeadEntry`'s steps in `Store::reap_client`'s order for a client that
 //! holds references only; its steps 2 and 3 (unsealed objects, the intent: the allocator) and the
@@ -43,7 +45,7 @@
 //! minutes even at bound 1).
 #![cfg(loom)]
 
-use gismo_core::store::allocator::{AllocHeads, Allocator, ChunkDesc};
+use gismo_core::store::allocator::{summary_words, AllocHeads, Allocator, ChunkDesc};
 use gismo_core::store::clients::{count_references, status, ClientEntry, EntryWord};
 use gismo_core::store::directory::{
     acquire_sealed, after_release, begin_delete, begin_evict, flags, resume_owned_delete, state,
@@ -401,7 +403,7 @@ fn a_delete_during_an_eviction_probe_is_not_lost() {
 
 struct Heap {
     pages: Vec<AtomicU64>,
-    /// The page bitmap's summary (one *used* and one *full* word).
+    /// The page bitmap's summary (one *used* and one *full* word, and the run index).
     summary: Vec<AtomicU64>,
     chunks: Vec<ChunkDesc>,
     heads: AllocHeads,
@@ -410,12 +412,17 @@ struct Heap {
 
 fn heap() -> Arc<Heap> {
     // Two chunks of 64 KiB.
-    let heap_pages: u64 = 32;
+    heap_of(32)
+}
+
+fn heap_of(heap_pages: u64) -> Arc<Heap> {
     Arc::new(Heap {
         pages: (0..heap_pages.div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect(),
-        summary: (0..2).map(|_| AtomicU64::new(0)).collect(),
+        summary: (0..summary_words(heap_pages))
+            .map(|_| AtomicU64::new(0))
+            .collect(),
         chunks: (0..heap_pages / 16)
             .map(|_| ChunkDesc::new_unused())
             .collect(),
@@ -1066,5 +1073,54 @@ fn two_reapers_of_one_entry_reap_it_once() {
                 "the entry was not freed"
             ),
         }
+    });
+}
+
+/// A heap of two run-index leaves under a root (4128 pages: 64 page words and a half), with
+/// two 16-page runs allocated in the upper leaf's one word and the lower leaf wholly used. Only
+/// the upper leaf changes in the models (a sync of the lower one reads its 64 words twice, too
+/// many branches for loom), but both levels do: the upper leaf's runs are the root's suffix.
+fn two_leaf_heap() -> (Arc<Heap>, u64, u64) {
+    let h = heap_of(64 * 64 + 32);
+    let a = allocator(&h);
+    // Best fit from the top: the upper word's two halves, then the whole lower leaf.
+    let top = a.alloc(16 * 4096).unwrap().offset;
+    let below = a.alloc(16 * 4096).unwrap().offset;
+    assert_eq!((top, below), (4096 + 4112 * 4096, 4096 + 4096 * 4096));
+    assert_eq!(a.alloc(64 * 64 * 4096).unwrap().offset, 4096);
+    (h, top, below)
+}
+
+/// `loom::model` with room for the setup's syncs of the lower leaf (every load is a branch).
+fn two_leaf_model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.max_branches = b.max_branches.max(20_000);
+    // Bound 1: a stale re-read (a Relaxed swap, a missing re-read) shows with one preemption
+    // (checked by seeding both), at a fraction of bound 2's 49 s.
+    b.preemption_bound = Some(1);
+    b.check(f);
+}
+
+/// A page run allocated (guided by the index) in the word where another is being freed: the
+/// allocation gets the top run either way (an exact fit, or the top of the joined run), and
+/// both index levels end exact.
+#[test]
+fn an_allocation_racing_a_free_leaves_both_index_levels_exact() {
+    two_leaf_model(|| {
+        let (h, top, below) = two_leaf_heap();
+        allocator(&h).free(top, 16 * 4096).unwrap();
+        let h1 = h.clone();
+        let t1 = thread::spawn(move || allocator(&h1).free(below, 16 * 4096).unwrap());
+        let h2 = h.clone();
+        let t2 = thread::spawn(move || allocator(&h2).alloc(16 * 4096).unwrap().offset);
+        t1.join().unwrap();
+        assert_eq!(t2.join().unwrap(), top);
+        let a = allocator(&h);
+        assert_eq!(a.pages_in_use(), 64 * 64 + 16);
+        assert_eq!(
+            a.check_summary_parts(false),
+            (0, 0),
+            "summary or index stale"
+        );
     });
 }

@@ -170,10 +170,29 @@ pub fn page_bitmap_words(heap_pages: u64) -> u64 {
     heap_pages.div_ceil(64)
 }
 
+/// Words (`u64`) of one node of the free-run index (`store::allocator`'s run index): the pages
+/// above its bottom free run, the pages below its top free run, and two words of run-length
+/// classes (all zero: a wholly free node, so a fresh region needs no initialisation).
+pub const RUN_INDEX_NODE_WORDS: u64 = 4;
+
+/// Nodes of the free-run index for a heap of `heap_pages` pages, over all its levels: one leaf
+/// per 64 bitmap words, one node per 64 nodes of the level below, up to a single root.
+pub fn run_index_nodes(heap_pages: u64) -> u64 {
+    let mut level = page_bitmap_words(heap_pages).div_ceil(64).max(1);
+    let mut total = level;
+    while level > 1 {
+        level = level.div_ceil(64);
+        total += level;
+    }
+    total
+}
+
 /// Words (`u64`) of the page-bitmap summary that follows the bitmap in its section: one *used*
-/// and one *full* bit per bitmap word, as two arrays (`store::allocator`'s summary).
+/// and one *full* bit per bitmap word, as two arrays, then the free-run index
+/// (`store::allocator`'s summary and run index).
 pub fn page_summary_words(heap_pages: u64) -> u64 {
     2 * page_bitmap_words(heap_pages).div_ceil(64)
+        + RUN_INDEX_NODE_WORDS * run_index_nodes(heap_pages)
 }
 
 fn align_up(v: u64, a: u64) -> Option<u64> {
@@ -287,7 +306,8 @@ impl Layout {
         let meta = Layout::from_geometry(u64::MAX, &g).ok_or(bad("sizes overflow"))?;
         let fixed = meta.sections[SectionKind::Heap as usize].offset;
         // Each heap chunk costs its pages, its descriptor and its bitmap bits (2 bytes, plus
-        // 2 summary bits per 64 pages, which the 1 byte of slack covers): solve for the largest
+        // 2 summary bits per 64 pages and about 256 run-index bits per 4096 pages, together
+        // under 2 bits per chunk, which the 1 byte of slack covers): solve for the largest
         // heap that fits, then shrink until the exact layout fits.
         let per_chunk = CHUNK_SIZE + CHUNK_DESC_SIZE + pages_per_chunk / 8 + 1;
         let mut chunks = total_size.checked_sub(fixed).ok_or(too_small.clone())? / per_chunk;

@@ -14,7 +14,7 @@ use crate::region::{Region, RegionError};
 /// First bytes of every GISMO region.
 pub const MAGIC: [u8; 8] = *b"GISMOREG";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Bytes reserved for the superblock at the start of the region.
 pub const SUPERBLOCK_SIZE: usize = 4096;
 /// `state` while `format` is writing the region.

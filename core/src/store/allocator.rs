@@ -23,30 +23,30 @@
 //!   utilisation before the first failed allocation in the fragmentation simulation
 //!   (`core/tests/fragmentation.rs`), best fit at 88 %.
 //!
-//! # The page-bitmap summary
+//! # The page-bitmap summary and the free-run index
 //!
 //! Best fit over the whole bitmap costs one pass (1 bit per 4 KiB: 8 MiB and about 0.75 ms for
 //! a 256 GiB heap, against 0.05 ms to copy 1 MiB), and so would a first fit for a new chunk once
-//! the bottom of the heap is full. So the bitmap carries a **summary** in its section (the
-//! [`summary`] module): per 64-page bitmap word, a *used* bit (some page in use) and a *full*
-//! bit (every page in use). Every change of a page word is followed by a sync of its two bits.
-//! The searches read the summary and only the page words it cannot decide:
+//! the bottom of the heap is full. So the bitmap's section carries two hints after it:
 //!
-//! * a run of **127 pages or more** always contains a wholly free word, so best fit enumerates
-//!   the maximal runs of free words (64 per summary word at a time) and reads only their two
-//!   neighbouring words: the cost is the number of free runs plus 1 bit per 64 pages (128 KiB
-//!   of summary for 256 GiB), not the bitmap;
-//! * a run of **5 to 126 pages** may lie inside or between partly used words, so every word
-//!   the summary marks neither free nor full is read: the cost is the number of free-run ends
-//!   (low in a heap whose free space is in few runs, most of the bitmap in a heap fragmented
-//!   everywhere, as before);
-//! * a **chunk** (first fit from the bottom) skips the words marked full.
+//! * the **summary** (`summary.rs`): per 64-page bitmap word, a *used* bit (some page in use) and
+//!   a *full* bit (every page in use). A chunk (first fit from the bottom) skips the words
+//!   marked full.
+//! * the **free-run index** (`run_index.rs`): a tree of fanout 64 over the bitmap (a leaf per 64
+//!   words, 4096 pages), each node recording the free pages at its two ends and which *lengths*
+//!   of free run lie inside it, in 128 classes (8 per doubling). Best fit for `n` pages descends
+//!   only into the nodes holding a run of the class of `n` (or, if none of those reaches `n`,
+//!   of the next class present), and measures only those runs, with the summary's bits telling
+//!   it which page words of a leaf it need not read. The cost is the number of runs of about
+//!   `n` pages, not the heap's size nor the number of its runs.
 //!
-//! The placement is exactly the full scan's while the summary is up to date. The summary is a
-//! hint, never authoritative: claims CAS the page words, a stale bit (a process killed between
-//! a word's change and its sync) or a corrupt one costs at most a failed claim or a full scan,
-//! which the allocator runs before it reports the heap full, and which repairs the summary when
-//! it finds what the summary hid. fsck reports and repairs stale bits.
+//! Every change of page words is followed by a sync of their summary bits and of the index
+//! leaves over them (and, where a leaf changed, of the nodes above). The placement is exactly
+//! the full scan's while both are up to date (the tests compare them). Both are hints, never
+//! authoritative: claims CAS the page words, a stale entry (a process killed between a word's
+//! change and its sync) or a corrupt one costs at most a failed claim, a worse placement or a
+//! full scan, which the allocator runs before it reports the heap full, and which repairs the
+//! hints when it finds what they hid. fsck reports and repairs stale bits and nodes.
 //!
 //! # Crash consistency
 //!
@@ -60,8 +60,10 @@
 use crate::shm::CachePadded;
 use crate::sync::{AtomicU64, Ordering};
 
+mod run_index;
 mod summary;
 
+use run_index::Levels;
 use summary::BestFit;
 
 /// Heap page size (the large-object granule).
@@ -251,6 +253,10 @@ pub struct Allocation {
     pub capacity: u64,
 }
 
+/// Index-guided searches per page-run allocation before every further search is the full scan
+/// of the bitmap ([`Allocator::alloc_pages`]).
+const HINTED_ATTEMPTS: usize = 16;
+
 /// Words of page-bitmap summary for a heap of `heap_pages` pages (the *used* bits, then the
 /// *full* bits; see the module docs).
 pub fn summary_words(heap_pages: u64) -> usize {
@@ -264,6 +270,10 @@ pub struct Allocator<'a> {
     /// the word is in use, of `full[i / 64]` when every page is. A hint (see the module docs).
     used: &'a [AtomicU64],
     full: &'a [AtomicU64],
+    /// The free-run index over the bitmap (`run_index`): [`run_index::NODE_WORDS`] words per
+    /// node, level by level from the leaves. A hint too.
+    index: &'a [AtomicU64],
+    levels: Levels,
     chunks: &'a [ChunkDesc],
     heads: &'a AllocHeads,
     heap_offset: u64,
@@ -285,11 +295,16 @@ impl<'a> Allocator<'a> {
         assert!(pages.len() >= words);
         assert!(summary.len() >= summary_words(heap_pages));
         assert!(chunks.len() as u64 >= heap_pages / PAGES_PER_CHUNK);
-        let (used, full) = summary[..summary_words(heap_pages)].split_at(words.div_ceil(64));
+        let (bits, index) = summary[..summary_words(heap_pages)].split_at(2 * words.div_ceil(64));
+        let (used, full) = bits.split_at(words.div_ceil(64));
+        let levels = Levels::new(words);
+        assert_eq!(index.len(), levels.nodes() * run_index::NODE_WORDS);
         Allocator {
             pages: &pages[..words],
             used,
             full,
+            index,
+            levels,
             chunks,
             heads,
             heap_offset,
@@ -786,36 +801,78 @@ impl<'a> Allocator<'a> {
         None
     }
 
-    /// Claims `n` contiguous free pages; returns the first page index.
+    /// Claims `n` contiguous free pages; returns the first page index, or `None` when the
+    /// authoritative scan of the bitmap finds no free run of `n` pages (core review L9).
+    ///
+    /// A claim that fails is retried, however often: the first [`HINTED_ATTEMPTS`] searches are
+    /// index-guided, and after them every search is the scan of the whole bitmap. A guided
+    /// search can be misled without anyone else running (a stale or garbage summary or index, a
+    /// killed process's leftovers), and each failure repairs the words and nodes over the run it
+    /// tried, but it is not trusted forever: garbage that a repair cannot fix must not loop, and
+    /// when the guided searches are used up the whole summary and index are repaired once. A
+    /// claim of what the full scan found fails only if a page word of the run changed between
+    /// the scan and the claim, that is, if another process claimed pages meanwhile: every lost
+    /// race is someone else's progress, so the loop is lock-free, and a region no one else
+    /// writes ends it after at most `HINTED_ATTEMPTS + 1` searches.
     fn alloc_pages(&self, n: u64) -> Option<u64> {
         if n == 0 || n > self.heap_pages {
             return None;
         }
         // Best fit (smallest free run that fits, the highest of equals), placing the object at
-        // the top of the run; see the module docs for why, and for how the summary finds it.
-        for _attempt in 0..64 {
-            let found = match self.find_run_hinted(n) {
+        // the top of the run; see the module docs for why, and for how the index finds it.
+        let mut attempt = 0usize;
+        loop {
+            #[cfg(all(test, not(loom)))]
+            test_hooks::run(self, test_hooks::Step::Search);
+            let hinted = if attempt < HINTED_ATTEMPTS {
+                self.find_run_hinted(n)
+            } else {
+                None
+            };
+            if attempt == HINTED_ATTEMPTS {
+                // Every guided claim failed: the summary or the index may be wrong far beyond
+                // the runs tried (a zeroed or garbage index always offers something, so the
+                // repair below never runs). One repair of the whole index, as costly as the
+                // full scan that follows; afterwards the guided search is exact again.
+                self.check_summary(true);
+            }
+            if attempt > HINTED_ATTEMPTS {
+                // Racing claimers on the full scan: back off a little (lock-free, not bounded:
+                // every lost race is someone else's allocation).
+                std::hint::spin_loop();
+            }
+            let found = match hinted {
                 Some(found) => found,
                 None => {
-                    // The authoritative scan: the summary may have missed a fitting run (stale
-                    // bits of a process killed between a page word's change and its summary
-                    // update, or a race); if so, bring the summary up to date.
+                    // The authoritative scan: the index may have missed a fitting run (stale
+                    // nodes or bits of a process killed between a page word's change and its
+                    // sync, or a race); if so, bring the summary and the index up to date.
                     let found = self.find_run_best(n)?;
-                    self.check_summary(true);
+                    if attempt < HINTED_ATTEMPTS {
+                        self.check_summary(true);
+                    }
                     found
                 }
             };
-            match self.claim_run(found, n) {
-                Ok(()) => return Some(found),
-                Err(()) => {
-                    // A race, or a word the summary wrongly calls free: fix those words' bits.
-                    for (i, _) in Self::run_masks(found, n) {
-                        self.sync_summary(i);
-                    }
-                }
+            attempt = attempt.saturating_add(1);
+            #[cfg(all(test, not(loom)))]
+            test_hooks::run(self, test_hooks::Step::Claim { first: found, n });
+            if self.claim_run(found, n).is_ok() {
+                return Some(found);
             }
+            // A race, or words or nodes that wrongly call the run free: re-sync them all, every
+            // node up to the root (one above may be stale while those below are right).
+            let words = Self::run_words(found, n);
+            for i in words.clone() {
+                self.sync_bits(i);
+            }
+            self.sync_index(words, true);
         }
-        None
+    }
+
+    /// The page words of pages `[first, first + n)`, `n ≥ 1`.
+    fn run_words(first: u64, n: u64) -> std::ops::RangeInclusive<usize> {
+        (first / 64) as usize..=((first + n - 1) / 64) as usize
     }
 
     /// The start page for `n` pages at the top of the smallest free run of at least `n` pages:
@@ -852,18 +909,29 @@ impl<'a> Allocator<'a> {
         })
     }
 
+    /// Claims pages `[first, first + n)` word by word; if one is taken, releases the words
+    /// already claimed. The summary bits are synced after each word, the index once at the end.
     fn claim_run(&self, first: u64, n: u64) -> Result<(), ()> {
+        // A run a stale hint offers may run into a used word: found by loads first, so that a
+        // doomed claim never holds free pages for a moment (a concurrent full scan passing them
+        // would report the store full: core review L9).
+        if Self::run_masks(first, n).any(|(i, m)| self.pages[i].load(Ordering::Relaxed) & m != 0) {
+            return Err(());
+        }
         let mut claimed: Vec<(usize, u64)> = Vec::new();
         for (i, mask) in Self::run_masks(first, n) {
             let mut w = self.pages[i].load(Ordering::Relaxed);
             loop {
                 if w & mask != 0 {
-                    for (j, m) in claimed {
+                    for &(j, m) in &claimed {
                         // Release: pairs with the Acquire CAS of the next claimer in
                         // `claim_lane_in` or `claim_run`, as in `release_pages` (we wrote
                         // nothing to these pages, but the bits were ours).
                         self.pages[j].fetch_and(!m, Ordering::Release);
-                        self.sync_summary(j);
+                        self.sync_bits(j);
+                    }
+                    if let (Some(&(lo, _)), Some(&(hi, _))) = (claimed.first(), claimed.last()) {
+                        self.sync_index(lo..=hi, false);
                     }
                     return Err(());
                 }
@@ -879,9 +947,10 @@ impl<'a> Allocator<'a> {
                 }
             }
             crate::crash_point!("alloc.run_word_claimed");
-            self.sync_summary(i);
+            self.sync_bits(i);
             claimed.push((i, mask));
         }
+        self.sync_index(Self::run_words(first, n), false);
         Ok(())
     }
 
@@ -919,8 +988,11 @@ impl<'a> Allocator<'a> {
             // pages happen before its.
             let prev = self.pages[i].fetch_and(!mask, Ordering::Release);
             crate::crash_point!("free.page_word_released");
-            self.sync_summary(i);
+            self.sync_bits(i);
             ok &= prev & mask == mask;
+        }
+        if n > 0 {
+            self.sync_index(Self::run_words(first, n), false);
         }
         ok.then_some(()).ok_or(())
     }
@@ -1146,6 +1218,48 @@ impl<'a> Allocator<'a> {
     }
 }
 
+/// Test-only hooks into the allocator's steps, for its unit tests.
+#[cfg(all(test, not(loom)))]
+pub(crate) mod test_hooks {
+    use super::Allocator;
+    use std::cell::RefCell;
+
+    /// Where in `alloc_pages` the hook runs.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) enum Step {
+        /// Before each search for a run.
+        Search,
+        /// Between a search and the claim of pages `[first, first + n)`.
+        Claim { first: u64, n: u64 },
+    }
+
+    type Hook = Box<dyn FnMut(&Allocator<'_>, Step)>;
+
+    thread_local! {
+        static HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `hook` in this thread at every [`Step`] of a page-run allocation, until [`clear`].
+    pub(crate) fn set(hook: impl FnMut(&Allocator<'_>, Step) + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    pub(crate) fn clear() {
+        HOOK.with(|h| *h.borrow_mut() = None);
+    }
+
+    pub(super) fn run(a: &Allocator<'_>, step: Step) {
+        // Taken out while it runs, so that the hook may call the allocator.
+        let Some(mut hook) = HOOK.with(|h| h.borrow_mut().take()) else {
+            return;
+        };
+        hook(a, step);
+        HOOK.with(|h| {
+            h.borrow_mut().get_or_insert(hook);
+        });
+    }
+}
+
 /// A heap of process-local metadata for the allocator's unit tests (here and in `summary`).
 #[cfg(all(test, not(loom)))]
 pub(crate) mod test_heap {
@@ -1324,6 +1438,119 @@ mod tests {
         }
         assert_eq!(n, 32);
         assert!(matches!(a.alloc(64 * 1024), Err(AllocError::Full { .. })));
+    }
+
+    /// Core review L9: lost claim races are retried, not reported as `Full`. Another
+    /// "process" (the hook) takes the top page of every run found, 200 times over, before the
+    /// allocation gets to claim it: each lost race is its progress, and the allocation still
+    /// succeeds, beside the pages the other one took (the old code gave up after 64).
+    #[test]
+    fn lost_claim_races_are_retried_not_reported_full() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        let h = heap(64 << 20);
+        let a = h.alloc();
+        let (losses, calls) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0u64)));
+        let (l, c) = (losses.clone(), calls.clone());
+        test_hooks::set(move |a, step| {
+            let test_hooks::Step::Claim { first, n } = step else {
+                return;
+            };
+            c.set(c.get() + 1);
+            if l.get() < 200 {
+                a.claim_run(first + n - 1, 1).unwrap();
+                l.set(l.get() + 1);
+            }
+        });
+        let got = a.alloc(300_000);
+        test_hooks::clear();
+        let got = got.expect("lost races are retried");
+        assert_eq!((losses.get(), calls.get()), (200, 201));
+        // Best fit below the 200 pages the other one took at the top.
+        let top = (1 << 20) + (64 << 20) - 200 * PAGE;
+        assert_eq!(got.offset + got.capacity, top);
+        assert_eq!(a.pages_in_use(), 200 + got.capacity / PAGE);
+        assert_eq!(a.check_summary(false), 0);
+    }
+
+    /// A summary and index that call everything free, rewritten before every search (garbage
+    /// a repair cannot fix): the allocation stops trusting them after `HINTED_ATTEMPTS` failed
+    /// claims and finds the one free run by the full scan; with no run, `Full` comes as quickly.
+    /// No endless loop, and no `Full` while a run exists (the old code gave up after 64).
+    #[test]
+    fn a_summary_rewritten_to_lie_cannot_make_the_allocation_loop_or_fail() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        for free_run in [true, false] {
+            let h = Rc::new(heap(16 << 20));
+            let a = h.alloc();
+            for w in &h.pages {
+                w.store(u64::MAX, Ordering::Relaxed);
+            }
+            if free_run {
+                // Pages 1000..1100 free.
+                a.release_pages(1000, 100).unwrap();
+            }
+            a.check_summary(true);
+            let calls = Rc::new(Cell::new(0usize));
+            let c = calls.clone();
+            let liar = h.clone();
+            test_hooks::set(move |_, step| {
+                if let test_hooks::Step::Search = step {
+                    c.set(c.get() + 1);
+                    for w in &liar.summary {
+                        w.store(0, Ordering::Relaxed);
+                    }
+                }
+            });
+            let got = a.alloc(90 * PAGE);
+            test_hooks::clear();
+            if free_run {
+                assert_eq!(got.unwrap().offset, (1 << 20) + 1010 * PAGE);
+            } else {
+                assert!(matches!(got, Err(AllocError::Full { .. })));
+            }
+            // Searches: the guided ones, each claim failing, then the full scan.
+            assert_eq!(calls.get(), HINTED_ATTEMPTS + 1);
+        }
+    }
+
+    /// An index zeroed once (as a foreign writer could leave it: "everything free") misleads
+    /// the guided search until the guided attempts are used up; then the whole index is repaired,
+    /// so the next allocation that cannot be met is answered by one exact search (before, every
+    /// `Full` cost the 16 failed claims again, each repairing a few nodes only).
+    #[test]
+    fn an_index_wrong_everywhere_is_repaired_once_not_on_every_full() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        let h = heap(256 << 20);
+        let a = h.alloc();
+        for w in &h.pages {
+            w.store(u64::MAX, Ordering::Relaxed);
+        }
+        // Free runs of 8 pages every 64 words: too short for the request.
+        for i in (0..h.pages.len()).step_by(64) {
+            a.release_pages(i as u64 * 64, 8).unwrap();
+        }
+        a.check_summary(true);
+        for w in &h.summary {
+            w.store(0, Ordering::Relaxed);
+        }
+        let searches = Rc::new(Cell::new(0usize));
+        let s = searches.clone();
+        test_hooks::set(move |_, step| {
+            if let test_hooks::Step::Search = step {
+                s.set(s.get() + 1);
+            }
+        });
+        assert!(matches!(a.alloc(90 * PAGE), Err(AllocError::Full { .. })));
+        let first = searches.replace(0);
+        assert!(matches!(a.alloc(90 * PAGE), Err(AllocError::Full { .. })));
+        let second = searches.get();
+        test_hooks::clear();
+        assert_eq!(first, HINTED_ATTEMPTS + 1, "the guided attempts, then the full scan");
+        assert_eq!(second, 1, "the index was left wrong after the first Full");
+        assert_eq!(a.check_summary(false), 0);
     }
 
     #[test]

@@ -65,11 +65,12 @@ pub enum Problem {
         word: u64,
         why: &'static str,
     },
-    /// Page-bitmap words whose summary bits disagree with them (a process killed between a
-    /// word's change and its summary update, or corrupt bits): the allocator may search past
-    /// free pages (it falls back to a full scan before reporting the heap full). Safe to repair
-    /// at any time.
-    StaleSummary { words: u64 },
+    /// Page-bitmap words whose summary bits disagree with them, and nodes of the free-run index
+    /// that disagree with the bitmap (a process killed between a word's change and its summary
+    /// update, or corrupt bits): the allocator may search past free pages or place a run worse
+    /// than best fit (it falls back to a full scan before reporting the heap full). Safe to
+    /// repair at any time.
+    StaleSummary { words: u64, nodes: u64 },
     /// A size class's partial-chunk stack is corrupt (a cycle, or an index outside the table).
     BadPartialStack { class_size: u32, why: &'static str },
     /// A chunk with free blocks (or marked as listed) that is neither on its class's partial
@@ -146,9 +147,10 @@ impl fmt::Display for Problem {
                 "chunk {chunk} ({used} blocks used) is neither listed nor the hint: its free \
                  blocks are lost"
             ),
-            Problem::StaleSummary { words } => write!(
+            Problem::StaleSummary { words, nodes } => write!(
                 f,
-                "{words} page-bitmap words disagree with their summary bits"
+                "{words} page-bitmap words disagree with their summary bits, {nodes} free-run \
+                 index nodes with the bitmap"
             ),
             Problem::StaleHost { host, name } => write!(
                 f,
@@ -456,9 +458,9 @@ impl Store {
         }
         merge_page_leaks(&mut report.problems);
         // After the page repairs above (which keep the summary in step themselves).
-        let stale = alloc.check_summary(false);
-        if stale > 0 {
-            report.problems.push(Problem::StaleSummary { words: stale });
+        let (words, nodes) = alloc.check_summary_parts(false);
+        if words + nodes > 0 {
+            report.problems.push(Problem::StaleSummary { words, nodes });
             if repair {
                 alloc.check_summary(true);
                 report.repaired += 1;

@@ -1,5 +1,6 @@
-//! The page-bitmap summary: two bits per page word, so that page-run and chunk searches skip
-//! whole words (and 64 words at a time) without reading them.
+//! The page-bitmap summary: two bits per page word, so that chunk and page-run searches skip
+//! whole words without reading them. (The free-run index over the same bitmap, which guides
+//! page-run best fit, is `run_index`; [`Allocator::sync_summary`] keeps both.)
 //!
 //! For page word `i` (pages `64 i .. 64 i + 64`), bit `i % 64` of summary word `i / 64` of
 //! * the **used** array is set when some page of the word is in use (clear: the word is wholly
@@ -14,7 +15,7 @@
 //!
 //! The summary is never authoritative: a claim still CASes the page words, and a search that
 //! reads a page word trusts the word. After every change of a page word, its changer *syncs* the
-//! word's summary bits ([`Allocator::sync_summary`]): read the word, set both bits from it with
+//! word's summary bits ([`Allocator::sync_bits`]): read the word, set both bits from it with
 //! AcqRel read-modify-writes, re-read the word, and go again if the bits it implies changed
 //! meanwhile. Every update of a summary word is an RMW, so each one reads from the release
 //! sequence of every earlier one: the last thread to write a word's bits re-reads the page word
@@ -24,29 +25,20 @@
 //!
 //! A process killed between a page word's change and its sync leaves a stale bit (the window
 //! has crash points). A stale "free" costs a failed claim (the claimer re-syncs the words it
-//! tried) or a wasted read; a stale "used" or "full" hides free pages, so when the summary-guided
-//! search finds no fitting run, the allocator runs the full scan of the bitmap, and repairs the
-//! summary if that finds one: `Full` is never reported while a fitting run exists. fsck reports
+//! tried) or a wasted read; a stale "used" or "full" hides free pages, so when the guided search
+//! finds no fitting run, the allocator runs the full scan of the bitmap, and repairs the summary
+//! if that finds one: `Full` is never reported while a fitting run exists. fsck reports
 //! stale bits (`Problem::StaleSummary`) and repairs them. Garbage in the summary (it is region
 //! memory like any other) can only misdirect a search in the same ways.
 //!
 //! # Searches
 //!
-//! [`Allocator::find_run_hinted`] is the best fit of the full scan ([`BestFit`] over every word)
-//! with the words the summary calls free or full not read:
-//! * **n ≥ 127 pages**: every free run of 127 pages or more contains a wholly free word (a run
-//!   without one is at most 63 + 63 pages), so the candidates are the maximal runs of free words
-//!   extended into their two neighbouring words. Only the *used* array is scanned (1 bit per 64
-//!   pages: 128 KiB for a 256 GiB heap, 64 words skipped per summary word that is all free or
-//!   all used), and only the words next to a free word are read.
-//! * **n < 127 pages**: the runs inside and between partly used words count too, so both arrays
-//!   are scanned and every partly used word is read: the cost is the number of free-run ends,
-//!   not the heap size, but in a heap fragmented everywhere that is still most of the bitmap.
-//!
-//! With an up-to-date summary the result equals the full scan's (the unit tests compare them).
-//! [`Allocator::alloc_chunk_pages_hinted`] is the first fit of a 16-page lane from the bottom,
-//! skipping the words the *full* array marks full (a partly used word without a free lane is
-//! still read each time).
+//! The bits serve two searches: [`Allocator::alloc_chunk_pages_hinted`], the first fit of a
+//! 16-page lane from the bottom, skips the words the *full* array marks full (a partly used word
+//! without a free lane is still read each time); and the page-run best fit of the run index
+//! (`run_index`) reads a leaf's *used* and *full* words to find its free runs without reading
+//! the page words it can decide. [`BestFit`] is the reference scan over every page word
+//! ([`Allocator::find_run_best`]) that both fall back on.
 
 use super::Allocator;
 use crate::sync::{AtomicU64, Ordering};
@@ -165,8 +157,15 @@ impl Allocator<'_> {
         )
     }
 
-    /// Brings the summary bits of page word `i` up to date with the word (after a change of it).
+    /// Brings the summary bits of page word `i` and the run-index leaf over it (and the nodes
+    /// above, where it changed) up to date with the word, after a change of it.
     pub(super) fn sync_summary(&self, i: usize) {
+        self.sync_bits(i);
+        self.sync_index(i..=i, false);
+    }
+
+    /// Brings the summary bits of page word `i` up to date with the word.
+    pub(super) fn sync_bits(&self, i: usize) {
         let (s, bit) = (i / 64, 1u64 << (i % 64));
         let mut v = self.pages[i].load(Ordering::Relaxed);
         for _ in 0..SYNC_ROUNDS {
@@ -181,152 +180,39 @@ impl Allocator<'_> {
         }
     }
 
-    /// Page words whose summary bits disagree with them; with `repair`, syncs them. Exact only
-    /// on a quiescent heap (a sync in flight is counted); repairing is safe at any time.
+    /// Page words whose summary bits disagree with them, plus run-index nodes that disagree with
+    /// the bitmap; with `repair`, syncs them. Exact only on a quiescent heap (a sync in flight is
+    /// counted); repairing is safe at any time.
     pub fn check_summary(&self, repair: bool) -> u64 {
+        let (words, nodes) = self.check_summary_parts(repair);
+        words + nodes
+    }
+
+    /// As [`Allocator::check_summary`], apart: (page words with stale summary bits, stale
+    /// run-index nodes).
+    pub fn check_summary_parts(&self, repair: bool) -> (u64, u64) {
         let mut stale = 0;
         for i in 0..self.pages.len() {
             let v = self.pages[i].load(Ordering::Relaxed);
             if self.recorded(i) != self.state_of(i, v) {
                 stale += 1;
                 if repair {
-                    self.sync_summary(i);
+                    self.sync_bits(i);
                 }
             }
         }
-        stale
+        // After the bits: the index is repaired from the bitmap itself, bottom up.
+        (stale, self.check_index(repair))
     }
 
     /// The summary word of `s` for a search: `valid` masks the page words that exist.
-    fn summary_valid(&self, s: usize) -> u64 {
+    pub(super) fn summary_valid(&self, s: usize) -> u64 {
         let words = self.pages.len();
         if (s + 1) * 64 <= words {
             u64::MAX
         } else {
             (1u64 << (words - s * 64)) - 1
         }
-    }
-
-    /// How many summary words just below `s` have *used* word `value` (0 or all ones), 8 at a
-    /// time while it can, then one at a time.
-    fn stretch_below(&self, s: usize, value: u64) -> usize {
-        let below = &self.used[..s];
-        let eights = below
-            .rchunks_exact(8)
-            .take_while(|c| {
-                let (or, and) = c.iter().fold((0, u64::MAX), |(o, a), w| {
-                    let v = w.load(Ordering::Relaxed);
-                    (o | v, a & v)
-                });
-                or == value && and == value
-            })
-            .count();
-        let rest = &below[..s - 8 * eights];
-        8 * eights
-            + rest
-                .iter()
-                .rev()
-                .take_while(|w| w.load(Ordering::Relaxed) == value)
-                .count()
-    }
-
-    /// The summary-guided best fit: what [`Allocator::find_run_best`] finds when the summary is
-    /// up to date, without reading the words the summary calls wholly free or (for n ≥ 127, see
-    /// the module docs) that no run of n pages can touch.
-    pub(super) fn find_run_hinted(&self, n: u64) -> Option<u64> {
-        let words = self.pages.len();
-        let nsum = words.div_ceil(64);
-        let large = n >= RUN_WITH_FREE_WORD;
-        let free_of = |s: usize| !self.used[s].load(Ordering::Relaxed) & self.summary_valid(s);
-        let mut fit = BestFit::new(n);
-        // The last page word, if the heap ends inside it, is always read.
-        let tail = (self.heap_pages % 64 != 0).then_some(words - 1);
-        let used_at = |s: usize| self.used[s].load(Ordering::Relaxed);
-        let mut s = nsum;
-        while s > 0 {
-            s -= 1;
-            // n ≥ 127, below the top summary word (which may be partial): stretches of summary
-            // words with nothing to read, crossed in a tight loop (4 words per step): wholly
-            // free ones, and wholly used ones whose neighbours are used too.
-            if large && s + 1 < nsum {
-                if used_at(s) == 0 {
-                    let t = s - self.stretch_below(s, 0);
-                    fit.run += (s - t + 1) as u64 * 64 * 64;
-                    s = t;
-                    continue;
-                }
-                if used_at(s) == u64::MAX && used_at(s + 1) & 1 == 1 {
-                    let t = s - self.stretch_below(s, u64::MAX);
-                    // Words t + 1 ..= s are skipped; t (whose lower neighbour may be free) is
-                    // looked at next, as usual.
-                    if t < s {
-                        fit.end_run((s as u64 + 1) * 64 * 64);
-                        if let Some(first) = fit.exact() {
-                            return Some(first);
-                        }
-                        s = t + 1;
-                        continue;
-                    }
-                }
-            }
-            let valid = self.summary_valid(s);
-            let used = used_at(s);
-            // Per page word of this summary word: wholly free, or no fitting run can touch it
-            // (skipped); the others are read.
-            let (mut free, mut skip) = if large {
-                let free = !used & valid;
-                // Page words next to a free word, also across summary words.
-                let below = if s > 0 { free_of(s - 1) >> 63 } else { 0 };
-                let above = if s + 1 < nsum { free_of(s + 1) & 1 } else { 0 };
-                let near = (free << 1) | (free >> 1) | below | (above << 63);
-                (free, used & !near & valid)
-            } else {
-                let full = self.full[s].load(Ordering::Relaxed);
-                (!used & !full & valid, used & full & valid)
-            };
-            if let Some(t) = tail.filter(|t| t / 64 == s) {
-                let b = 1u64 << (t % 64);
-                (free, skip) = (free & !b, skip & !b);
-            }
-            if free == u64::MAX {
-                fit.run += 64 * 64;
-                continue;
-            }
-            if skip == u64::MAX {
-                fit.end_run((s as u64 + 1) * 64 * 64);
-                if let Some(first) = fit.exact() {
-                    return Some(first);
-                }
-                continue;
-            }
-            // Walk the words from the top down, a run of words of one kind at a time.
-            let mut b = (words - s * 64).min(64) as i64 - 1;
-            while b >= 0 {
-                let (i, up) = (s * 64 + b as usize, 63 - b as u32);
-                if free >> b & 1 == 1 {
-                    let k = (free << up).leading_ones();
-                    fit.run += 64 * u64::from(k);
-                    b -= i64::from(k);
-                    continue;
-                }
-                if skip >> b & 1 == 1 {
-                    fit.end_run(i as u64 * 64 + 64);
-                    b -= i64::from((skip << up).leading_ones());
-                } else {
-                    let v = self.pages[i].load(Ordering::Relaxed);
-                    // The summary says otherwise (a stale or corrupt bit, or a race): repair it.
-                    if self.state_of(i, v) != self.recorded(i) {
-                        self.sync_summary(i);
-                    }
-                    fit.word(i, v | !self.valid_mask(i));
-                    b -= 1;
-                }
-                if let Some(first) = fit.exact() {
-                    return Some(first);
-                }
-            }
-        }
-        fit.finish()
     }
 
     /// The first free 16-page lane from the bottom, claimed, skipping the page words the
@@ -523,11 +409,13 @@ mod tests {
             let a = h.alloc();
             h.set_pages(&vec![u64::MAX; h.pages.len()]);
             a.check_summary(true);
-            // The "crash": two runs of words freed, their summary bits left as they were.
+            // The "crash": two runs of words freed, their summary bits and index nodes left as
+            // they were.
             for i in (10..10 + free_words).chain(100..100 + free_words) {
                 h.pages[i].store(0, Ordering::Relaxed);
             }
-            assert_eq!(a.check_summary(false), 2 * free_words as u64);
+            // Both leaves and the root are stale.
+            assert_eq!(a.check_summary_parts(false), (2 * free_words as u64, 3));
             assert_eq!(a.find_run_hinted(n), None, "the summary hides both");
             let got = a.alloc(n * PAGE).unwrap();
             let top = (100 + free_words as u64) * 64;
