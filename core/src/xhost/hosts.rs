@@ -212,10 +212,14 @@ impl Timing {
             return Err(HostsError::BadTiming("confirmation < 2 heartbeats"));
         }
         if c <= h + 2 * p {
-            return Err(HostsError::BadTiming("confirmation <= heartbeat + 2 pauses"));
+            return Err(HostsError::BadTiming(
+                "confirmation <= heartbeat + 2 pauses",
+            ));
         }
         if l <= c + p || l <= h + 2 * p {
-            return Err(HostsError::BadTiming("lease too short for confirmation, pause"));
+            return Err(HostsError::BadTiming(
+                "lease too short for confirmation, pause",
+            ));
         }
         Ok(())
     }
@@ -288,9 +292,9 @@ fn mix(mut z: u64) -> u64 {
 }
 
 fn check_word(fields: &[u64]) -> u64 {
-    fields
-        .iter()
-        .fold(0x6a09_e667_f3bc_c908_u64, |h, &w| mix(h ^ w).rotate_left(17))
+    fields.iter().fold(0x6a09_e667_f3bc_c908_u64, |h, &w| {
+        mix(h ^ w).rotate_left(17)
+    })
 }
 
 /// One register's contents.
@@ -355,7 +359,12 @@ impl RegisterState {
             KIND_LIVE if arg == 0 => State::Live,
             KIND_TAKEN if arg < n => State::TakenBy(arg),
             KIND_TAKEN => return Err(HostsError::IndexOutOfRange { index: arg, len: n }),
-            _ => return Err(HostsError::BadState { index, word: status }),
+            _ => {
+                return Err(HostsError::BadState {
+                    index,
+                    word: status,
+                })
+            }
         };
         Ok(RegisterState {
             identity: Identity {
@@ -734,7 +743,9 @@ impl<'a> Membership<'a> {
         match seen.state {
             State::TakenBy(h) => fenced(Fence::TakenBy(h)),
             State::Free => fenced(Fence::Freed),
-            State::Joining if now_ms.saturating_sub(self.last_landed) < self.timing.reassert_ms() => {
+            State::Joining
+                if now_ms.saturating_sub(self.last_landed) < self.timing.reassert_ms() =>
+            {
                 // A claim by a host that probed before our claim landed and was paused past `P`:
                 // it is still watching (module docs), our rewrite lands in its watch.
                 self.write_mine(now_ms)

@@ -332,7 +332,10 @@ impl Lease {
         let Some(term) = self.term else {
             return Err(LeaseError::NotLeader);
         };
-        if let Err(e) = m.check_self_lease(now_ms).and_then(|()| m.check_fenced(now_ms)) {
+        if let Err(e) = m
+            .check_self_lease(now_ms)
+            .and_then(|()| m.check_fenced(now_ms))
+        {
             self.term = None;
             return Err(e.into());
         }

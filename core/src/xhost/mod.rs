@@ -21,4 +21,6 @@ pub mod lines;
 pub mod record;
 
 #[cfg(test)]
+mod hosts_tests;
+#[cfg(test)]
 mod tests;
