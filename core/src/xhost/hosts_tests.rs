@@ -188,9 +188,10 @@ fn concurrent_joins(rate: u64) {
 }
 
 /// Four hosts whose probes start at the same register join at once, repeatedly: every host
-/// joins, all indices differ, and each still owns its index a confirmation period later. (Seen
-/// to fail with the confirmation watch removed from `claim` — two or three hosts on the home
-/// index — and with the owner's re-assertion removed under a 1 ms pause bound.)
+/// joins, all indices differ, and each still owns its index a confirmation period later. (With
+/// the confirmation watch removed from `claim`, the variant under spontaneous events fails —
+/// hosts lose the index they believed they owned; without events the threads' claims are too
+/// far apart for the tiny probe-to-claim window to collide.)
 #[test]
 fn four_hosts_joining_at_once_get_distinct_indices() {
     concurrent_joins(0);
@@ -420,7 +421,7 @@ fn e_hosts(e: super::lease::LeaseError) -> HostsError {
 /// `L + 2H` (plus scheduling slack) and takes its register over; that one pauses past its lease
 /// and a third acquires; the paused one, resuming, finds itself fenced before it writes. Never
 /// two leaders acting at once. (Seen to fail — two hosts acting — with rule 3 of `decide`
-/// removed, and with the self-lease check removed from `Lease::guard`.)
+/// removed.)
 #[test]
 fn four_hosts_elect_one_leader_at_a_time_and_a_deposed_one_is_fenced() {
     let hosts = Hosts::new(64 << 10);
