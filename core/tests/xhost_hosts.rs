@@ -142,16 +142,13 @@ fn field(r: &Report, key: &str) -> usize {
         .unwrap_or_else(|| panic!("report {r:?} has no numeric {key}"))
 }
 
-#[test]
-fn three_processes_elect_and_survivors_take_a_killed_leader_over() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let device = dir.path().join("device");
-    let spec = RegionSpec::File(device.clone());
-    let off = RegionOptions {
-        emulation: Emulation::Off,
-        ..Default::default()
-    };
-    let region = Region::create(&spec, REGION_LEN, &off).expect("device");
+/// Spawns three children on the emulated hosts `proc-0..3` with `extra` environment; their
+/// reports arrive on the returned channel.
+fn spawn_three(
+    dir: &std::path::Path,
+    device: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> (Vec<Kid>, mpsc::Receiver<Report>) {
     let (tx, rx) = mpsc::channel::<Report>();
     let mut kids = Vec::new();
     for k in 0..3 {
@@ -167,11 +164,12 @@ fn three_processes_elect_and_survivors_take_a_killed_leader_over() {
         .env(DEVICE_ENV, &device)
         .env(NAME_ENV, format!("proc-{k}"))
         .env("GISMO_EMULATED_HOST", format!("proc-{k}"))
-        .env("GISMO_EMULATION_DIR", dir.path().join("emu"))
+        .env("GISMO_EMULATION_DIR", dir.join("emu"))
         .env("GISMO_EMULATION_RATE", "2000")
         .env("GISMO_EMULATION_SEED", k.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .envs(extra.iter().copied())
         .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn a child");
         let out = child.stdout.take().expect("stdout");
@@ -189,6 +187,20 @@ fn three_processes_elect_and_survivors_take_a_killed_leader_over() {
         });
         kids.push(Kid { child });
     }
+    (kids, rx)
+}
+
+#[test]
+fn three_processes_elect_and_survivors_take_a_killed_leader_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = dir.path().join("device");
+    let spec = RegionSpec::File(device.clone());
+    let off = RegionOptions {
+        emulation: Emulation::Off,
+        ..Default::default()
+    };
+    let region = Region::create(&spec, REGION_LEN, &off).expect("device");
+    let (mut kids, rx) = spawn_three(dir.path(), &device, &[]);
     let deadline = Instant::now() + Duration::from_secs(15);
     let next = |what: &str| -> Report {
         rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -253,5 +265,40 @@ fn three_processes_elect_and_survivors_take_a_killed_leader_over() {
     let s = table(&region).read(&c, dead).expect("dead register");
     let k2 = new_leader.expect("new leader");
     assert_eq!(s.state, State::TakenBy(index_of[k2]), "{s:?}");
+    drop(kids);
+}
+
+/// Negative control: with evictions skipped (`GISMO_EMULATION_SKIP_INVALIDATE=1`, no
+/// spontaneous events) each child reads only its own cache: nobody sees another's ballot, so
+/// more than one acquires the lease — caught.
+#[test]
+fn with_evictions_skipped_several_processes_lead_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = dir.path().join("device");
+    let off = RegionOptions {
+        emulation: Emulation::Off,
+        ..Default::default()
+    };
+    let _region =
+        Region::create(&RegionSpec::File(device.clone()), REGION_LEN, &off).expect("device");
+    let (kids, rx) = spawn_three(
+        dir.path(),
+        &device,
+        &[
+            ("GISMO_EMULATION_SKIP_INVALIDATE", "1"),
+            ("GISMO_EMULATION_RATE", "0"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut leaders = std::collections::BTreeSet::new();
+    while leaders.len() < 2 {
+        let Ok(r) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            panic!("not caught: only {leaders:?} acquired with evictions skipped");
+        };
+        if r.1 == "acquired" {
+            leaders.insert(r.0);
+        }
+    }
+    println!("caught: children {leaders:?} all lead");
     drop(kids);
 }
