@@ -161,7 +161,7 @@ fn spawn_three(
             "-q",
         ])
         .env(ROLE_ENV, "host")
-        .env(DEVICE_ENV, &device)
+        .env(DEVICE_ENV, device)
         .env(NAME_ENV, format!("proc-{k}"))
         .env("GISMO_EMULATED_HOST", format!("proc-{k}"))
         .env("GISMO_EMULATION_DIR", dir.join("emu"))
