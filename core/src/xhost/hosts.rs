@@ -67,18 +67,20 @@
 //!   sees it; both may lose (an abandoned JOINING register, reclaimed after a lease), never both
 //!   win. A read that was served stale is impossible: every read evicts first, and a spontaneous
 //!   refetch only brings memory's line.
-//! * `wB > wA + C` — B probed `R[i]` before claiming and found it claimable. Had it read after
-//!   `wA`, it would have seen A's JOINING or LIVE record, which is claimable only after a lease
-//!   of no change: but the owner A heartbeats every `H < L`. So B read before `wA` and landed
-//!   after `wA + C`: its read-to-landing window exceeded `C > P`, breaking the pause bound —
-//!   unless A's confirmation watch was itself not what the argument needs. For a B that does
-//!   break the bound (a paused host), the owner's heartbeat is the second defence: A re-reads
-//!   its register before every heartbeat ([`Membership::check_fenced`]); finding a foreign
-//!   JOINING nonce there, A **re-asserts** (rewrites its LIVE record) if its own last landed
-//!   write is younger than `C − P`, else it treats itself as fenced. A re-asserting A read B's
-//!   claim, so it lands after `wB`, and lands by `ℓA + C < wB + C` (with `ℓA < wB` A's last
-//!   landing): inside B's watch, so B loses. A non-re-asserting A gives the index up (rejoins);
-//!   either way one owner.
+//! * `wB > wA + C` — B landed after A's watch. B probed `R[i]` before claiming and found it
+//!   claimable. Had its (evicted) probe read come after `wA`, it would have found A's JOINING or
+//!   LIVE record, claimable only after a lease of no change, which an owner heartbeating every
+//!   `H < L` never shows. So B read before `wA` and landed after `wA + C`: its
+//!   read-to-landing window exceeded `C > P`, which the pause bound excludes. For a B that
+//!   breaks the bound anyway (a host paused between probe and claim), the owner's heartbeat is
+//!   the second defence: A re-reads its register before every heartbeat
+//!   ([`Membership::check_fenced`]); finding a foreign JOINING nonce there, A **re-asserts**
+//!   (rewrites its LIVE record) if its own last write began less than `C − P` ago, else it
+//!   treats itself as fenced and rejoins. A re-asserting A read B's claim, so its rewrite lands
+//!   after `wB`; its last write began at `ℓA < wB` (B's claim was not in memory then), so the
+//!   rewrite lands by `ℓA + (C − P) + P < wB + C`: inside B's watch, and B loses. Either way
+//!   one owner. (Only a B and an A that *both* break the bound can both own; then A's next
+//!   fence check fails — it finds B's nonce LIVE — before A writes again.)
 //!
 //! So the confirmation period must exceed a host's read-to-write-back latency (`P`) and span the
 //! owner's heartbeat plus its check-to-landing window (`C > H + 2P`).

@@ -37,15 +37,16 @@
 //! every `H`. Suppose `a < b` both act at time `τ`.
 //!
 //! * `b` decided at `d_b ≤ τ` that `a`'s record had not changed for `L`: it read the same record
-//!   at `f ≤ d_b − L` and at `d_b`, so none of `a`'s writes landed in `[f, d_b]`.
-//! * `a` acts at `τ` only within its self-lease: its last write began at `ℓ ≥ τ − P − S =
-//!   τ − L` (the guard's clock reading is at most `P` before the action lands). If `ℓ ≤ d_b`,
-//!   that write landed by `ℓ + P`; with `ℓ ≥ τ − L ≥ d_b − L ≥ f`… it landed in `[f, d_b]` or
-//!   after `d_b` but before `b`'s next poll, where `b` sees the change and stops. If `ℓ` began
-//!   after `d_b`, `a` was silent over `[f, d_b]`, longer than `S`: its write at `ℓ` started a
-//!   new run, so by rule 4 `a` acts no earlier than `ℓ + L`, while `b` sees `a`'s change (landed
-//!   by `ℓ + P`) at its next poll (by `ℓ + P + H`) and stops; its last action lands by
-//!   `ℓ + 2P + H < ℓ + L`.
+//!   at some `f ≤ d_b − L` and at `d_b`, so none of `a`'s writes landed in `[f, d_b]`.
+//! * `a` acts at `τ` only after [`Lease::guard`] at `g ∈ [τ − P, τ]` found its self-lease
+//!   holding: its last write began at `ℓ ≥ g − S ≥ τ − P − (L − P) = τ − L ≥ d_b − L ≥ f`, and
+//!   it landed by `ℓ + P`.
+//! * If that write landed by `d_b`, it landed in `[f, d_b]`: contradiction. So it landed after
+//!   `d_b`, and `a`'s write before it landed before `f`: `a` had a gap of more than
+//!   `d_b − f ≥ L > S` between two writes, so the write at `ℓ` started a new run, and by rule 4
+//!   `a` acts no earlier than `ℓ + L`. Meanwhile `b` polls at least every `H`: it sees `a`'s
+//!   change (landed by `ℓ + P`) by `ℓ + P + H`, decides `Follow`, and its last action (guarded
+//!   before that poll) lands by `ℓ + 2P + H < ℓ + L`. The two never act at once.
 //!
 //! So two leaders' actions overlap only if a host breaks the pause bound, e.g. stops for longer
 //! than `P` between its guard and its write. Even then the epoch and the term make it harmless
