@@ -231,6 +231,12 @@ impl Timing {
         self.lease_ms.saturating_sub(self.pause_ms)
     }
 
+    /// `L − 2P`: a leader acts only on a lease decision younger than this (`lease.rs`,
+    /// "Safety").
+    pub fn decision_ms(&self) -> u64 {
+        self.lease_ms.saturating_sub(2 * self.pause_ms)
+    }
+
     /// `C − P`: an owner re-asserts over a foreign claim only while its last landed write is
     /// younger (module docs, "Why two hosts never both own an index").
     pub fn reassert_ms(&self) -> u64 {

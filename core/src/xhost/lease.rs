@@ -27,7 +27,7 @@
 //!
 //! It then leads under `term` = the term it already leads under, or one more than the highest
 //! term any register shows; it publishes that term (a heartbeat) before its first action, and
-//! every leader action carries it and is preceded by [`Lease::guard`] (the fence check, the
+//! every leader action carries it and is preceded by [`Lease::guard`] (a decision younger than `L − 2P`, the fence check, the
 //! self-lease, still leading).
 //!
 //! # Safety: at most one leader acts at a time
@@ -45,8 +45,12 @@
 //!   `d_b`, and `a`'s write before it landed before `f`: `a` had a gap of more than
 //!   `d_b − f ≥ L > S` between two writes, so the write at `ℓ` started a new run, and by rule 4
 //!   `a` acts no earlier than `ℓ + L`. Meanwhile `b` polls at least every `H`: it sees `a`'s
-//!   change (landed by `ℓ + P`) by `ℓ + P + H`, decides `Follow`, and its last action (guarded
-//!   before that poll) lands by `ℓ + 2P + H < ℓ + L`. The two never act at once.
+//!   change (landed by `ℓ + P`) at its first poll after that and decides `Follow`, which ends
+//!   its term. Its actions rest on its last `Lead` decision `d`, taken before it saw the change,
+//!   so `d < ℓ + P`; the guard refuses a decision older than `L − 2P`
+//!   ([`Timing::decision_ms`](super::hosts::Timing::decision_ms)), so each of them lands by
+//!   `d + (L − 2P) + P < ℓ + L`. The two never act at once. (A host that polls every `H` always
+//!   has a decision younger than `L − 2P > H`.)
 //!
 //! So two leaders' actions overlap only if a host breaks the pause bound, e.g. stops for longer
 //! than `P` between its guard and its write. Even then the epoch and the term make it harmless
@@ -186,6 +190,8 @@ pub struct Lease {
     /// `last_landed` of our membership as the run last saw it.
     run_last: Option<u64>,
     term: Option<u64>,
+    /// Clock reading of the poll that last decided `Lead`.
+    decided_at: u64,
 }
 
 /// Why a leader action may not go ahead.
@@ -282,6 +288,9 @@ impl Lease {
             leading: self.term,
             max_term,
         });
+        if let Decision::Lead { .. } = d {
+            self.decided_at = now_ms;
+        }
         let event = match d {
             Decision::Lead { term } if self.term == Some(term) => LeaseEvent::Leading { term },
             Decision::Lead { term } => {
@@ -324,8 +333,9 @@ impl Lease {
         Ok((event, seen))
     }
 
-    /// The check before every leader action: we lead, our self-lease holds at `now_ms`, and our
-    /// register is still ours (the fence check). Returns the term the action carries.
+    /// The check before every leader action: we lead, decided so by a poll at most `L − 2P` ago,
+    /// our self-lease holds at `now_ms`, and our register is still ours (the fence check).
+    /// Returns the term the action carries.
     ///
     /// # Errors
     /// [`LeaseError::NotLeader`]; [`LeaseError::Hosts`] with [`HostsError::Fenced`].
@@ -333,6 +343,10 @@ impl Lease {
         let Some(term) = self.term else {
             return Err(LeaseError::NotLeader);
         };
+        if now_ms.saturating_sub(self.decided_at) > m.timing().decision_ms() {
+            self.term = None;
+            return Err(LeaseError::NotLeader);
+        }
         if let Err(e) = m
             .check_self_lease(now_ms)
             .and_then(|()| m.check_fenced(now_ms))
