@@ -23,4 +23,6 @@ pub mod record;
 #[cfg(test)]
 mod hosts_tests;
 #[cfg(test)]
+mod lease_model;
+#[cfg(test)]
 mod tests;
