@@ -605,3 +605,89 @@ fn the_lease_decision_follows_its_rules_exhaustively() {
     }
     println!("{n} inputs");
 }
+
+/// A collision during the watch, made deterministic: while host a watches its claim, host b
+/// writes its own claim over it (as a host that probed at the same moment would). a must lose
+/// that index and own another. (Seen to fail with the confirmation watch removed from `claim`:
+/// a's JOINING record never shows long enough for b to collide, or a keeps the index.)
+#[test]
+fn a_claim_overwritten_during_its_watch_loses_the_index() {
+    let hosts = Hosts::new(64 << 10);
+    let (a, b) = (hosts.host("a", 0), hosts.host("b", 0));
+    let (ta, tb) = (table(&a), table(&b));
+    let home = Identity::new("a", 1).home_index(N);
+    std::thread::scope(|s| {
+        let joiner = s.spawn(|| join(ta, &a.coherence, Identity::new("a", 1), FAST, &clock));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let seen = loop {
+            if let Ok(r) = tb.read(&b.coherence, home) {
+                if r.state == State::Joining {
+                    break r;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a's claim never showed as JOINING"
+            );
+            std::thread::yield_now();
+        };
+        let foreign = super::hosts::RegisterState {
+            identity: Identity::new("b", 1),
+            nonce: seen.nonce ^ 0x5555,
+            ..seen
+        };
+        tb.write(&b.coherence, home, &foreign).unwrap();
+        let m = joiner.join().unwrap().unwrap();
+        assert_ne!(
+            m.index(),
+            home,
+            "a kept an index b claimed during its watch"
+        );
+        assert_eq!(tb.read(&b.coherence, home).unwrap().nonce, foreign.nonce);
+    });
+}
+
+/// A claimer that breaks the pause bound (probed FREE long ago, claims over a LIVE owner): the
+/// owner's next fence check finds the foreign JOINING nonce and re-asserts inside the claimer's
+/// watch, so the claimer sees the owner's nonce and the owner keeps its index. (Seen to fail
+/// with the re-assertion removed from `check_fenced`: the owner is fenced instead.)
+#[test]
+fn an_owner_reasserts_over_a_late_claim_inside_the_claimers_watch() {
+    let hosts = Hosts::new(64 << 10);
+    let (a, b) = (hosts.host("a", 0), hosts.host("b", 0));
+    let (ta, tb) = (table(&a), table(&b));
+    let mut m = join(ta, &a.coherence, Identity::new("a", 1), FAST, &clock).unwrap();
+    let i = m.index();
+    let late = super::hosts::RegisterState {
+        identity: Identity::new("b", 1),
+        nonce: 0xb0b,
+        epoch: 1,
+        state: State::Joining,
+        heartbeat: 0,
+        ballot: 0,
+    };
+    m.beat(clock()).unwrap();
+    tb.write(&b.coherence, i, &late).unwrap();
+    let watch_end = Instant::now() + Duration::from_millis(FAST.confirm_ms);
+    let mut b_saw_owner = false;
+    while Instant::now() < watch_end {
+        std::thread::sleep(Duration::from_millis(FAST.heartbeat_ms / 2));
+        m.beat(clock()).unwrap();
+        b_saw_owner |= tb.read(&b.coherence, i).unwrap().nonce == m.mine().nonce;
+    }
+    assert!(
+        b_saw_owner,
+        "the late claimer never saw the owner inside its watch"
+    );
+    assert_eq!(tb.read(&b.coherence, i).unwrap().state, State::Live);
+    // Past `C − P` of silence, the owner gives the index up instead of re-asserting.
+    tb.write(&b.coherence, i, &late).unwrap();
+    std::thread::sleep(Duration::from_millis(FAST.reassert_ms() + 5));
+    assert!(matches!(
+        m.beat(clock()),
+        Err(HostsError::Fenced {
+            why: Fence::Replaced { nonce: 0xb0b, .. },
+            ..
+        })
+    ));
+}
