@@ -82,13 +82,12 @@ fn run(seed: u64, full_guard: bool) -> Option<String> {
                 true
             }
         });
-        for me in 0..K {
-            let h = &mut hosts[me];
+        for (me, h) in hosts.iter_mut().enumerate() {
             if h.next_at != t || t >= h.dies_at {
                 continue;
             }
             let c = t + h.off;
-            let mut beat = |h: &mut ModelHost, pending: &mut Vec<_>, rng: &mut SmallRng| {
+            let beat = |h: &mut ModelHost, pending: &mut Vec<_>, rng: &mut SmallRng| {
                 let gap_ok = h.run_last.is_some_and(|p| c - p <= S);
                 if !gap_ok || h.ballot_since.is_none() {
                     h.ballot_since = Some(c);
@@ -105,8 +104,7 @@ fn run(seed: u64, full_guard: bool) -> Option<String> {
                 }
                 Step::Poll => {
                     let mut lower = Vec::new();
-                    for k in 0..K {
-                        let v = mem_ver[k];
+                    for (k, &v) in mem_ver.iter().enumerate() {
                         match h.seen[k] {
                             Some((sv, _)) if sv == v => {}
                             _ => h.seen[k] = Some((v, c)),
