@@ -44,9 +44,12 @@
 //!
 //! # Join
 //!
-//! 1. Probe registers from `hash(name) mod n`. A register is claimable when it is FREE, or it
-//!    is JOINING (anyone's) or LIVE under the joiner's own name (a previous boot) and the joiner
-//!    has watched it unchanged for a lease (an abandoned claim, a dead previous boot). TAKEN
+//! 1. A register of a previous boot of the joiner (its name, another boot id), LIVE or JOINING,
+//!    is claimed first, once the joiner has watched it unchanged for a lease (that boot is
+//!    dead; the new boot keeps its index and partition). Otherwise probe registers from
+//!    `hash(name) mod n`. A register is claimable when it is FREE, or it is JOINING (anyone's)
+//!    or LIVE under the joiner's own name and the joiner has watched it unchanged for a lease
+//!    (an abandoned claim, a dead previous boot). TAKEN
 //!    registers belong to their taker (it frees them when it has recovered the partition);
 //!    unreadable ones are skipped (the leader takes them over).
 //! 2. Claim: write `{identity, boot, fresh nonce, epoch + 1, JOINING}` (write back: the record's
@@ -145,6 +148,9 @@ pub enum HostsError {
     /// This host no longer owns its index: the register shows what replaced it.
     #[error("host index {index} is fenced: {why}")]
     Fenced { index: usize, why: Fence },
+    /// A taker's operation on a register it did not take over.
+    #[error("register {index} is not taken over by this host")]
+    NotOurs { index: usize },
     /// Every register was taken or unclaimable for the whole join.
     #[error("no claimable host register after {probes} probes")]
     NoFreeRegister { probes: usize },
@@ -609,6 +615,36 @@ pub fn join<'a>(
     let mut observer = Observer::new(n);
     let rounds = 2 + (timing.lease_ms + timing.confirm_ms) / timing.heartbeat_ms;
     let mut probes = 0;
+    // A previous boot of ours (same name, another boot id) keeps its register, and with it its
+    // partition: wait for its lease to expire and claim it, before any FREE one. If it keeps
+    // changing for a lease and two heartbeats, another live host has our name: probe normally.
+    let previous = (0..n).find(|&i| {
+        table.read(c, i).is_ok_and(|s| {
+            s.identity.name_hash == id.name_hash
+                && s.identity.boot != id.boot
+                && matches!(s.state, State::Live | State::Joining)
+        })
+    });
+    if let Some(p) = previous {
+        let until = clock().saturating_add(timing.lease_ms + 2 * timing.heartbeat_ms);
+        for _ in 0..rounds {
+            let now = clock();
+            let o = table.observe(c, p)?;
+            observer.note(p, &o, now)?;
+            probes += 1;
+            let Ok(prev) = o.state else { break };
+            if prev.identity.name_hash != id.name_hash || now >= until {
+                break;
+            }
+            if observer.is_dead(p, now, timing.lease_ms) {
+                if let Some(m) = claim(table, c, id, timing, clock, p, &prev)? {
+                    return Ok(m);
+                }
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(timing.heartbeat_ms));
+        }
+    }
     let mut cursor = home;
     for _ in 0..rounds {
         let mut claimed = false;
@@ -832,15 +868,12 @@ impl<'a> Membership<'a> {
     /// Frees register `x`, which we took over (once its partition is recovered).
     ///
     /// # Errors
-    /// [`HostsError::Fenced`] (ours), or `x` not TAKEN by us: [`HostsError::BadState`].
+    /// [`HostsError::Fenced`] (ours), or `x` not TAKEN by us: [`HostsError::NotOurs`].
     pub fn free_taken(&mut self, x: usize, now_ms: u64) -> Result<(), HostsError> {
         self.check_fenced(now_ms)?;
         let prev = self.table.read(self.c, x)?;
         if prev.state != State::TakenBy(self.index) {
-            return Err(HostsError::BadState {
-                index: x,
-                word: prev.epoch.into(),
-            });
+            return Err(HostsError::NotOurs { index: x });
         }
         let free = RegisterState {
             epoch: prev.epoch,

@@ -691,3 +691,38 @@ fn an_owner_reasserts_over_a_late_claim_inside_the_claimers_watch() {
         })
     ));
 }
+
+/// A new boot of a host whose previous boot stopped heartbeating claims the previous boot's
+/// register once its lease expired (not a FREE one, not before); the old boot, resuming, is
+/// fenced. A taker frees a register it took over (and only such a one).
+#[test]
+fn a_new_boot_takes_its_previous_boots_register_after_the_lease() {
+    let hosts = Hosts::new(64 << 10);
+    let (a, b) = (hosts.host("a", 0), hosts.host("b", 0));
+    let mut old = join(table(&a), &a.coherence, Identity::new("a", 1), FAST, &clock).unwrap();
+    let stopped = Instant::now();
+    let new = join(table(&b), &b.coherence, Identity::new("a", 2), FAST, &clock).unwrap();
+    assert!(stopped.elapsed() >= Duration::from_millis(FAST.lease_ms));
+    assert_eq!(new.index(), old.index());
+    assert_eq!(new.mine().epoch, old.mine().epoch + 1);
+    assert!(matches!(
+        old.beat(clock()),
+        Err(HostsError::Fenced {
+            why: Fence::Replaced { .. },
+            ..
+        })
+    ));
+    // Take-over and free: c takes the new boot's register over and frees it.
+    let c = hosts.host("c", 0);
+    let mut mc = join(table(&c), &c.coherence, Identity::new("c", 1), FAST, &clock).unwrap();
+    assert_eq!(
+        mc.free_taken(new.index(), clock()),
+        Err(HostsError::NotOurs { index: new.index() })
+    );
+    mc.take_over(new.index(), clock()).unwrap();
+    mc.free_taken(new.index(), clock()).unwrap();
+    assert_eq!(
+        table(&c).read(&c.coherence, new.index()).unwrap().state,
+        State::Free
+    );
+}
