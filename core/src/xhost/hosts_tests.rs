@@ -726,3 +726,62 @@ fn a_new_boot_takes_its_previous_boots_register_after_the_lease() {
         State::Free
     );
 }
+
+/// Whatever words a register holds (a bit flip, a stray writer, another version), reading it,
+/// observing it, judging it and joining over it never panic: a state or a typed error.
+#[test]
+fn arbitrary_register_words_read_as_a_state_or_a_typed_error() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let hosts = Hosts::new(64 << 10);
+    let a = hosts.host("a", 0);
+    let t = table(&a);
+    let mut runner = TestRunner::new(Config::with_cases(256));
+    let words = proptest::collection::vec(
+        prop_oneof![
+            any::<u64>(),
+            0..4u64,
+            Just(0u64),
+            (0..4u64).prop_map(|k| k << 16)
+        ],
+        8,
+    );
+    runner
+        .run(&(words, 0..N), |(w, i)| {
+            let reg = a.words(i * 16, 8);
+            for (x, v) in reg.iter().zip(&w) {
+                x.store(*v, Ordering::Relaxed);
+            }
+            super::lines::write_back(&a.coherence, reg);
+            let r = t.read(&a.coherence, i);
+            let o = t.observe(&a.coherence, i).unwrap();
+            prop_assert_eq!(o.state, r);
+            let mut obs = Observer::new(N);
+            obs.poll(&t, &a.coherence, 0).unwrap();
+            prop_assert!(!obs.is_dead(i, 0, 1));
+            prop_assert!(obs.is_dead(i, 1, 1));
+            Ok(())
+        })
+        .unwrap();
+    // And a join over a table of such registers ends (joins or NoFreeRegister).
+    for i in 0..N {
+        let reg = a.words(i * 16, 8);
+        for (k, x) in reg.iter().enumerate() {
+            x.store(
+                0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(k as u64 + 1 + i as u64),
+                Ordering::Relaxed,
+            );
+        }
+        super::lines::write_back(&a.coherence, reg);
+    }
+    let quick = Timing {
+        heartbeat_ms: 2,
+        confirm_ms: 10,
+        lease_ms: 20,
+        pause_ms: 2,
+    };
+    assert!(matches!(
+        join(t, &a.coherence, Identity::new("a", 1), quick, &clock),
+        Err(HostsError::NoFreeRegister { .. })
+    ));
+}
