@@ -13,7 +13,7 @@
 //! | 0 | identity: hash of the host's name |
 //! | 1 | boot id (a new one each boot of the host) |
 //! | 2 | join nonce (fresh random per claim, never 0) |
-//! | 3 | status: `epoch:32 \| kind:8 \| arg:16` — kind FREE, JOINING, LIVE, TAKEN (arg = taker) |
+//! | 3 | status: `epoch:32 \| kind:16 \| arg:16` — kind FREE, JOINING, LIVE, TAKEN (arg = taker) |
 //! | 4 | heartbeat counter |
 //! | 5 | ballot of the lease (`lease.rs`: `wants:1 \| term:63`) |
 //! | 6 | check: a hash of words 0–5 (a body of all zeros is the never-written FREE register) |
@@ -80,7 +80,8 @@
 //!   ([`Membership::check_fenced`]); finding a foreign JOINING nonce there, A **re-asserts**
 //!   (rewrites its LIVE record) if its own last write began less than `C − P` ago, else it
 //!   treats itself as fenced and rejoins. A re-asserting A read B's claim, so its rewrite lands
-//!   after `wB`; its last write began at `ℓA < wB` (B's claim was not in memory then), so the
+//!   after `wB`; its last write began at `ℓA < wB` (the fence check of that write, after `ℓA`, still
+//!   found A's own record), so the
 //!   rewrite lands by `ℓA + (C − P) + P < wB + C`: inside B's watch, and B loses. Either way
 //!   one owner. (Only a B and an A that *both* break the bound can both own; then A's next
 //!   fence check fails — it finds B's nonce LIVE — before A writes again.)
@@ -108,8 +109,10 @@
 //! [`Membership::check_fenced`] — before every write path — gets [`HostsError::Fenced`], stops
 //! writing and joins again (under another index: TAKEN is not claimable). A late write of the
 //! deposed host (one that passed its check just before the takeover landed, or a line its cache
-//! wrote back late) carries the old epoch, so it is recognisable; the taker re-reads the
-//! registers it took and writes TAKEN again over an older epoch.
+//! wrote back late) carries the old epoch, so it is recognisable; the taker, re-reading a
+//! register it took and finding an older epoch there, calls [`Membership::take_over`] again
+//! (the deposed host's next fence check then fails). That re-reading is the caller's loop
+//! today, not automated here.
 
 use crate::coherence::Coherence;
 use crate::sync::AtomicU64;

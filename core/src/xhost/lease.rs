@@ -27,8 +27,8 @@
 //!
 //! It then leads under `term` = the term it already leads under, or one more than the highest
 //! term any register shows; it publishes that term (a heartbeat) before its first action, and
-//! every leader action carries it and is preceded by [`Lease::guard`] (a decision younger than `L − 2P`, the fence check, the
-//! self-lease, still leading).
+//! every leader action carries it and is preceded by [`Lease::guard`] (still leading, on a
+//! decision younger than `L − 2P`, within the self-lease, and the fence check).
 //!
 //! # Safety: at most one leader acts at a time
 //!
@@ -42,8 +42,8 @@
 //!   holding: its last write began at `ℓ ≥ g − S ≥ τ − P − (L − P) = τ − L ≥ d_b − L ≥ f`, and
 //!   it landed by `ℓ + P`.
 //! * If that write landed by `d_b`, it landed in `[f, d_b]`: contradiction. So it landed after
-//!   `d_b`, and `a`'s write before it landed before `f`: `a` had a gap of more than
-//!   `d_b − f ≥ L > S` between two writes, so the write at `ℓ` started a new run, and by rule 4
+//!   `d_b` (so `ℓ > d_b − P`), and `a`'s write before it began before `f`: a gap of more than
+//!   `d_b − P − f ≥ L − P = S` between two writes, so the write at `ℓ` started a new run; by rule 4
 //!   `a` acts no earlier than `ℓ + L`. Meanwhile `b` polls at least every `H`: it sees `a`'s
 //!   change (landed by `ℓ + P`) at its first poll after that and decides `Follow`, which ends
 //!   its term. Its actions rest on its last `Lead` decision `d`, taken before it saw the change,
