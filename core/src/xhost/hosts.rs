@@ -80,8 +80,8 @@
 //!   ([`Membership::check_fenced`]); finding a foreign JOINING nonce there, A **re-asserts**
 //!   (rewrites its LIVE record) if its own last write began less than `C − P` ago, else it
 //!   treats itself as fenced and rejoins. A re-asserting A read B's claim, so its rewrite lands
-//!   after `wB`; its last write began at `ℓA < wB` (the fence check of that write, after `ℓA`, still
-//!   found A's own record), so the
+//!   after `wB`; its last write began at `ℓA < wB` (the fence check of that write, after
+//!   `ℓA`, still found A's own record), so the
 //!   rewrite lands by `ℓA + (C − P) + P < wB + C`: inside B's watch, and B loses. Either way
 //!   one owner. (Only a B and an A that *both* break the bound can both own; then A's next
 //!   fence check fails — it finds B's nonce LIVE — before A writes again.)

@@ -43,8 +43,8 @@
 //!   it landed by `ℓ + P`.
 //! * If that write landed by `d_b`, it landed in `[f, d_b]`: contradiction. So it landed after
 //!   `d_b` (so `ℓ > d_b − P`), and `a`'s write before it began before `f`: a gap of more than
-//!   `d_b − P − f ≥ L − P = S` between two writes, so the write at `ℓ` started a new run; by rule 4
-//!   `a` acts no earlier than `ℓ + L`. Meanwhile `b` polls at least every `H`: it sees `a`'s
+//!   `d_b − P − f ≥ L − P = S` between two writes, so the write at `ℓ` started a new run; by
+//!   rule 4 `a` acts no earlier than `ℓ + L`. Meanwhile `b` polls at least every `H`: it sees `a`'s
 //!   change (landed by `ℓ + P`) at its first poll after that and decides `Follow`, which ends
 //!   its term. Its actions rest on its last `Lead` decision `d`, taken before it saw the change,
 //!   so `d < ℓ + P`; the guard refuses a decision older than `L − 2P`
