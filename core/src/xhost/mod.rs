@@ -5,6 +5,9 @@
 //!
 //! * [`lines`] — write back and evict region words through the process's [`Coherence`].
 //! * [`record`] — a single-writer record with a sequence word that readers validate.
+//! * [`hosts`] — host registers: join (claim and confirm an index), heartbeat, liveness judged
+//!   on the observer's clock, takeover and the fence check.
+//! * [`lease`] — the leader lease from ballots in the host registers (no CAS).
 //!
 //! With `hardware` coherence (one host, or hardware-coherent CXL) the write-backs and evictions
 //! are no-ops and the same code runs; under the whole-region emulator
@@ -12,8 +15,14 @@
 //!
 //! [`Coherence`]: crate::coherence::Coherence
 
+pub mod hosts;
+pub mod lease;
 pub mod lines;
 pub mod record;
 
+#[cfg(test)]
+mod hosts_tests;
+#[cfg(test)]
+mod lease_model;
 #[cfg(test)]
 mod tests;

@@ -48,8 +48,14 @@ impl Hosts {
 
     /// Joins host `name` with `rate` spontaneous page samples per second.
     pub fn host(&self, name: &str, rate: u64) -> Host {
+        self.host_seeded(name, rate, 0)
+    }
+
+    /// As [`Hosts::host`], with the spontaneous events' seed.
+    pub fn host_seeded(&self, name: &str, rate: u64, seed: u64) -> Host {
         let mut cfg = EmulationConfig::new(name, self.dir.path().join("emu"));
         cfg.rate = rate;
+        cfg.seed = seed;
         let opts = RegionOptions {
             emulation: Emulation::Host(cfg),
             ..Default::default()
