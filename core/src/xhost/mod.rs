@@ -5,6 +5,8 @@
 //!
 //! * [`lines`] — write back and evict region words through the process's [`Coherence`].
 //! * [`record`] — a single-writer record with a sequence word that readers validate.
+//! * [`ring`] — a message ring from one host to another: cells written by the source, the
+//!   consumer's `tail` by the destination, holes of dead producers skipped after a timeout.
 //!
 //! With `hardware` coherence (one host, or hardware-coherent CXL) the write-backs and evictions
 //! are no-ops and the same code runs; under the whole-region emulator
@@ -14,6 +16,9 @@
 
 pub mod lines;
 pub mod record;
+pub mod ring;
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
+mod ring_tests;
+#[cfg(all(test, not(loom)))]
 mod tests;
