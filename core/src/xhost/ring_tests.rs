@@ -8,7 +8,7 @@ use super::ring::{
     cell_checksum, Consumer, ConsumerStats, Message, Ring, RingError, CELL_WORDS, PAYLOAD_WORDS,
 };
 use super::tests::{Host, Hosts};
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 
 const KIND: u64 = 0x5249_4e47; // "RING"
 
@@ -30,15 +30,17 @@ fn ring(h: &Host, capacity: usize) -> Ring<'_> {
 }
 
 /// Sends, retrying while the ring is full (bounded by `deadline`).
-fn send_retrying(r: &Ring<'_>, h: &Host, w: u64, k: u64, deadline: Instant) {
+fn send_retrying(
+    r: &Ring<'_>,
+    h: &Host,
+    w: u64,
+    k: u64,
+    deadline: Instant,
+) -> Result<u64, RingError> {
     loop {
         match r.send(&h.coherence, KIND, &payload(w, k)) {
-            Ok(_) => return,
-            Err(RingError::Full { .. }) => {
-                assert!(Instant::now() < deadline, "still full at the deadline");
-                std::thread::yield_now();
-            }
-            Err(e) => panic!("send {w}/{k}: {e}"),
+            Err(RingError::Full { .. }) if Instant::now() < deadline => std::thread::yield_now(),
+            other => return other,
         }
     }
 }
@@ -82,32 +84,39 @@ fn messages_cross_hosts_in_order_and_a_full_ring_says_so() {
 
 /// `producers` threads of host a send `per_producer` messages each through a ring of 8 cells
 /// (many laps); a thread of host b receives them. Every message must arrive whole, each
-/// producer's in its order, none skipped, and no published cell may ever be read with a body
-/// that fails its checksum (the write order alone must keep torn lines away).
+/// producer's in its order, none skipped, every send succeed, and no published cell may ever be
+/// read with a body that fails its checksum (the write order alone must keep torn lines away).
 fn concurrent_run(rate: u64, producers: u64, per_producer: u64) {
-    let hosts = Hosts::new(64 << 10);
+    // One page: every spontaneous sample hits the ring.
+    let hosts = Hosts::new(4096);
     let (a, b) = (hosts.host("a", rate), hosts.host("b", rate));
     let deadline = Instant::now() + Duration::from_secs(120);
-    let (stats, mismatches) = std::thread::scope(|s| {
-        for w in 0..producers {
-            let a = &a;
-            s.spawn(move || {
-                let r = ring(a, 8);
-                for k in 0..per_producer {
-                    send_retrying(&r, a, w, k, deadline);
-                }
-            });
-        }
+    let running = AtomicU64::new(producers);
+    let (stats, mismatches, received, failed) = std::thread::scope(|s| {
+        let failed: Vec<_> = (0..producers)
+            .map(|w| {
+                let (a, running) = (&a, &running);
+                s.spawn(move || {
+                    let r = ring(a, 8);
+                    let mut errors = Vec::new();
+                    for k in 0..per_producer {
+                        if let Err(e) = send_retrying(&r, a, w, k, deadline) {
+                            errors.push((k, e));
+                        }
+                    }
+                    running.fetch_sub(1, Ordering::Release); // pairs with the Acquire below
+                    errors
+                })
+            })
+            .collect();
         let mut consumer = Consumer::new(ring(&b, 8), Duration::from_secs(30)).unwrap();
         let mut next = vec![0u64; producers as usize];
         let mut position = 0;
-        let total = producers * per_producer;
         let mut received = 0;
-        while received < total {
-            assert!(
-                Instant::now() < deadline,
-                "{received} of {total} received at the deadline"
-            );
+        loop {
+            assert!(Instant::now() < deadline, "{received} received at the deadline");
+            // Acquire: pairs with the producers' Release decrement; their sends are done.
+            let done = running.load(Ordering::Acquire) == 0;
             match consumer.try_recv(&b.coherence) {
                 Ok(Some(m)) => {
                     let (w, k) = check(&m);
@@ -117,13 +126,20 @@ fn concurrent_run(rate: u64, producers: u64, per_producer: u64) {
                     position += 1;
                     received += 1;
                 }
+                Ok(None) if done => break,
                 Ok(None) => std::thread::yield_now(),
                 Err(e) => panic!("recv: {e}"),
             }
         }
-        (consumer.stats(), consumer.mismatches())
+        let failed: Vec<_> = failed.into_iter().map(|h| h.join().unwrap()).collect();
+        (consumer.stats(), consumer.mismatches(), received, failed)
     });
-    println!("rate {rate}: {stats:?}, {mismatches} checksum mismatches");
+    println!("rate {rate}: {received} received, {stats:?}, {mismatches} checksum mismatches");
+    assert!(
+        failed.iter().all(Vec::is_empty),
+        "failed sends: {failed:?}"
+    );
+    assert_eq!(received, producers * per_producer);
     assert_eq!(stats.skipped(), 0);
     assert_eq!(mismatches, 0, "a published cell was read torn");
 }
