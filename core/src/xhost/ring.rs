@@ -22,7 +22,7 @@
 //! | 32.. | `capacity` cells of 8 words (one 64-byte line each) | processes of `s` |
 //!
 //! The two blocks are 128 bytes each (adjacent-line prefetch). A cell is
-//! `[seq, kind, payload × 5, check]`. Position `p` (a `u64` that only grows) lives in cell
+//! `[kind, payload × 5, check, seq]` (the seq last, see below). Position `p` (a `u64` that only grows) lives in cell
 //! `p % capacity`; its lap is `p / capacity`. The cell's `seq` word says which position's
 //! message it holds and in which state:
 //!
@@ -55,7 +55,9 @@
 //!    written, published, or *writing* — the last is a producer of an earlier lap that was
 //!    skipped, see below) to *writing p*. A state of a later position means this producer is
 //!    itself late: [`Skipped`].
-//! 4. Store `kind`, the payload and `check`; write back the cell line (`clwb` + `sfence`).
+//! 4. The seq still *writing p* (a host-local load; else the next lap took the cell while this
+//!    producer paused: [`Skipped`]), store `kind`, the payload and `check`; write back the cell
+//!    line (`clwb` + `sfence`).
 //! 5. Evict `tail`: past `p` → the consumer skipped this position; do not publish, [`Skipped`].
 //! 6. CAS `seq` *writing p* → *published p* (Release); failure → another producer took the cell
 //!    over, [`Skipped`]. Write back the cell line.
@@ -73,26 +75,37 @@
 //! 3. A `seq` no producer writes for this position (corrupt, or of a lap ahead of `tail`) is
 //!    skipped at once and counted in `corrupt`; the call returns [`CorruptCell`].
 //!
-//! # Why body, write back, then seq suffices for a whole line — and what the checksum is for
+//! # Why body, write back, then seq (last word, loaded first) suffices — and the checksum
 //!
-//! A line moves between a cache and memory as a whole, serialised with the line's other
-//! transfers: on hardware, a 64-byte write-back or fill; in the emulator, eight word copies in
-//! order under the line's lock, while the host's own stores take no lock. So memory (and a
-//! reader's copy of it) only ever holds a *snapshot* of the writer's line at some instant, and a
-//! snapshot taken while the writer is storing may hold some new words and some old ones.
+//! How lines move. Memory's copy of a line changes only by write-backs; a cache's copy (a host's
+//! view) is refilled from memory by evictions, prefetches and spontaneous refills. On hardware a
+//! write-back or a fill moves the 64-byte line at once. In the emulator every transfer holds the
+//! line's lock (so transfers of one line are serialised) and copies words 0 to 7 *in order*,
+//! while the host's processes load and store the view without the lock. A write-back therefore
+//! stores into memory, word by word, whatever the view held when that word was copied; a refill
+//! replaces the view's words one by one while a reader may be loading them.
 //!
-//! * Writer: every body store of position `p` precedes the explicit write-back of step 4, which
-//!   completes (`sfence`) before the seq store of step 6. A snapshot holding *published p* was
-//!   therefore taken after the whole body was stored, and no body store of `p` follows it. A
-//!   snapshot taken earlier, spontaneous or not, holds an older `seq` (`writing p`, or the
-//!   previous lap's published value, which names another position) and is not accepted.
-//! * Body stability: the next lap's producer stores into the cell only after it read `tail > p`,
-//!   i.e. after the consumer finished reading `p` (its Release store of `tail` follows its loads).
-//! * Reader: after the evict, each load returns the word of some snapshot taken at or after the
-//!   evict (a spontaneous refill or a prefetch fetches memory as it is then; a stale line from
-//!   before the evict is gone). Its words may come from *different* snapshots (a refill between
-//!   two loads), but every snapshot from the one that showed *published p* on holds the same
-//!   body, so the reader gets `p`'s body whole.
+//! * **Writer.** Every body store of position `p` precedes the explicit write-back of step 4,
+//!   and that write-back (whole, under the lock, after any transfer in flight) completes with an
+//!   `sfence` before the seq store of step 6. From then on memory holds `p`'s final body words,
+//!   and every later write-back copies them again: memory never holds *published p* beside a
+//!   body word of another message. (Without the step-4 write-back a spontaneous write-back
+//!   copying word 1 before the body store and word 7 after the seq store would put exactly that
+//!   in memory.) A write-back before step 6 carries an older seq — *writing p*, or a value
+//!   naming another position — which no consumer at `p` accepts.
+//! * **Body stability.** The next lap's producer stores into the cell only after it read
+//!   `tail > p`, i.e. after the consumer finished reading `p` (its Release store of `tail`
+//!   follows its loads). So while the consumer is at `p`, every copy of the line in memory that
+//!   shows *published p* holds `p`'s body.
+//! * **Reader.** The seq is the line's last word and the consumer loads it first. If that load
+//!   returns *published p*, the word came from a refill (the explicit evict's, or a spontaneous
+//!   one) that copied it last, after copying words 0..6 from a memory line that already showed
+//!   *published p*, i.e. `p`'s body. Each later body load returns that refill's word or a later
+//!   refill's, and later refills copy memory that still holds `p`'s body (stability). A stale
+//!   line from before the evict is gone (the evict refilled it under the lock). With the seq in
+//!   word 0 instead, a reader could load the new seq from a refill in flight and then body words
+//!   the refill had not reached yet — the previous lap's. On hardware, where a fill installs the
+//!   line whole, the position does not matter; the layout is right for both.
 //!
 //! The order alone is therefore enough while every producer of a cell is its position's only
 //! writer. Two things break that, and the checksum over `(seq, kind, payload)` catches both:
