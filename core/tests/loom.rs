@@ -7,8 +7,8 @@
 //! structures (`Slot::new_free`, `ChunkDesc::new_unused`, `HostEntry::new_free`,
 //! `EventCell::new_free`, `ClientEntry::new_free`), through the `crate::sync` facade; none re-types
 //! a protocol. Bound: `LOOM_MAX_PREEMPTIONS=2` for all. Run times measured one at a time on the
-//! 2-core development machine (release build); the whole run takes about 22 s of model checking,
-//! the 21 models one after another (`--test-threads=1`; plus the build):
+//! 2-core development machine (release build); the whole run takes about 25 s of model checking,
+//! the 23 models one after another (`--test-threads=1`; plus the build):
 //!
 //! | model | production code | threads | time |
 //! |---|---|---|---|
@@ -33,6 +33,8 @@
 //! | `two_connectors_never_share_an_entry` | `register`, `Claim` (`Store::connect`) | 2 | 0.01 s |
 //! | `a_client_reaped_while_paused_never_keeps_a_freed_payload` | `DeadEntry::{fence, still_dead, release_references, free}` (`Store::reap_client`), `Registered::{acquire, check_fenced, drop_ref}` (`Client`), `count_references` | 2 | 2.2 s |
 //! | `two_reapers_of_one_entry_reap_it_once` | `DeadEntry` (`reap_client`), `register` | 2 | 0.01 s |
+//! | `xhost_ring_two_producers_one_consumer` | `xhost::ring::Ring::send` (`claim`, `Claim::publish`), `Consumer::try_recv` | 3 | 1.9 s |
+//! | `xhost_ring_full_is_refused_not_lost` | the same, 1-cell ring | 3 | 1.2 s |
 //!
 //! The reaper models compose `DeadEntry`'s steps in `Store::reap_client`'s order for a client that
 //! holds references only; its steps 2 and 3 (unsealed objects, the intent: the allocator) and the
@@ -1087,7 +1089,8 @@ fn xhost_payload(p: u64) -> [u64; PAYLOAD_WORDS] {
 /// through one lap first, so the sends reuse them (seq of lap 1, the consumer's `tail` Release
 /// against the producer's Acquire). `cells` = 1 makes the second send find the ring full.
 ///
-/// Threads: 3; bound 2; 0.6 s (`cells` = 2) and 0.3 s (1).
+/// Threads: 3; bound 2; 1.9 s (`cells` = 2) and 1.2 s (1). Seen to fail ("a published cell
+/// read torn", both) with the publish CAS Relaxed instead of Release.
 fn xhost_ring_model(cells: usize) {
     let c = Coherence::new(CoherenceMode::Hardware);
     loom::model(move || {
