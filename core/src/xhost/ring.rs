@@ -367,7 +367,8 @@ impl<'a> Ring<'a> {
     /// consumer skips after its timeout.
     ///
     /// # Errors
-    /// [`RingError::Full`]; [`RingError::Contended`]; [`RingError::CorruptCounters`];
+    /// [`RingError::Full`]; [`RingError::Contended`] (when lost at the cell's take, after the
+    /// claim, the position is a hole); [`RingError::CorruptCounters`];
     /// [`RingError::CorruptCell`] (the cell cannot be taken: its position is a hole);
     /// [`RingError::Skipped`] (this producer paused so long after claiming that the consumer
     /// skipped the position and another producer took the cell).
@@ -533,7 +534,8 @@ impl<'a> Consumer<'a> {
     /// published for `hole_timeout` is skipped.
     ///
     /// # Errors
-    /// [`RingError::CorruptCounters`] when `tail` is beyond [`MAX_POSITION`].
+    /// [`RingError::CorruptCounters`] (with `head: u64::MAX`, not read) when `tail` is beyond
+    /// [`MAX_POSITION`].
     pub fn new(ring: Ring<'a>, hole_timeout: Duration) -> Result<Consumer<'a>, RingError> {
         // Acquire: pairs with a previous consumer's Release store in `advance` (a process of
         // this host: the line is this host's, coherent among its processes).
