@@ -1155,7 +1155,10 @@ fn xhost_ring_model(cells: usize) {
                 (m.position, m.payload[0])
             })
             .collect();
-        assert_eq!(got, expected, "received exactly what was sent, in position order");
+        assert_eq!(
+            got, expected,
+            "received exactly what was sent, in position order"
+        );
         assert_eq!(consumer.stats().skipped(), 0);
     });
 }

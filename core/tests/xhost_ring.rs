@@ -32,7 +32,13 @@ const REGION_LEN: u64 = 64 << 10;
 const RATE: u64 = 50_000;
 
 fn payload(w: u64, k: u64) -> [u64; PAYLOAD_WORDS] {
-    [w, k, (w << 32) ^ k ^ 0xdead_beef, !k, k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ w]
+    [
+        w,
+        k,
+        (w << 32) ^ k ^ 0xdead_beef,
+        !k,
+        k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ w,
+    ]
 }
 
 fn ring_words(region: &Region) -> &[AtomicU64] {
@@ -93,16 +99,21 @@ fn spawn_producer(
     lines: mpsc::Sender<(u64, String)>,
 ) -> Child {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args(["--exact", "child_process", "--nocapture", "--test-threads=1"])
-        .env(ROLE_ENV, "producer")
-        .env(DEVICE_ENV, dir.join("device"))
-        .env(ID_ENV, w.to_string())
-        .env(COUNT_ENV, count.to_string())
-        .env("GISMO_EMULATED_HOST", "a")
-        .env("GISMO_EMULATION_DIR", dir.join("emu"))
-        .env("GISMO_EMULATION_RATE", RATE.to_string())
-        .env("GISMO_EMULATION_SEED", w.to_string())
-        .stdout(Stdio::piped());
+    cmd.args([
+        "--exact",
+        "child_process",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE_ENV, "producer")
+    .env(DEVICE_ENV, dir.join("device"))
+    .env(ID_ENV, w.to_string())
+    .env(COUNT_ENV, count.to_string())
+    .env("GISMO_EMULATED_HOST", "a")
+    .env("GISMO_EMULATION_DIR", dir.join("emu"))
+    .env("GISMO_EMULATION_RATE", RATE.to_string())
+    .env("GISMO_EMULATION_SEED", w.to_string())
+    .stdout(Stdio::piped());
     if let Some(k) = pause_at {
         cmd.env(PAUSE_ENV, k.to_string());
     }
@@ -150,8 +161,11 @@ fn a_producer_killed_holding_a_claim_leaves_a_hole_the_consumer_skips() {
     .expect("join host b");
     let c = Coherence::for_region(CoherenceMode::Flush, &region);
     let hole_timeout = Duration::from_millis(200);
-    let mut consumer =
-        Consumer::new(Ring::new(ring_words(&region), CAPACITY).unwrap(), hole_timeout).unwrap();
+    let mut consumer = Consumer::new(
+        Ring::new(ring_words(&region), CAPACITY).unwrap(),
+        hole_timeout,
+    )
+    .unwrap();
 
     // Producer 1 publishes messages 0..PAUSE, claims message PAUSE and is killed; producer 0
     // sends COUNT messages meanwhile.

@@ -22,9 +22,9 @@
 //! | 32.. | `capacity` cells of 8 words (one 64-byte line each) | processes of `s` |
 //!
 //! The two blocks are 128 bytes each (adjacent-line prefetch). A cell is
-//! `[kind, payload × 5, check, seq]` (the seq last, see below). Position `p` (a `u64` that only grows) lives in cell
-//! `p % capacity`; its lap is `p / capacity`. The cell's `seq` word says which position's
-//! message it holds and in which state:
+//! `[kind, payload × 5, check, seq]` (the seq last, see below). Position `p` (a `u64` that only
+//! grows) lives in cell `p % capacity`; its lap is `p / capacity`. The cell's `seq` word says
+//! which position's message it holds and in which state:
 //!
 //! * `0`: never written;
 //! * `2(p+1)`: **published** position `p`;
@@ -309,8 +309,7 @@ impl<'a> Ring<'a> {
             capacity,
             words: words.len(),
         };
-        if capacity == 0 || capacity > MAX_CAPACITY || words.len() != Self::words_needed(capacity)
-        {
+        if capacity == 0 || capacity > MAX_CAPACITY || words.len() != Self::words_needed(capacity) {
             return Err(bad);
         }
         // Under loom the words are instrumented heap objects of another size: no layout.

@@ -14,7 +14,13 @@ const KIND: u64 = 0x5249_4e47; // "RING"
 
 /// The payload of producer `w`'s message `k`: checkable on its own.
 fn payload(w: u64, k: u64) -> [u64; PAYLOAD_WORDS] {
-    [w, k, (w << 32) ^ k ^ 0xdead_beef, !k, k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ w]
+    [
+        w,
+        k,
+        (w << 32) ^ k ^ 0xdead_beef,
+        !k,
+        k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ w,
+    ]
 }
 
 /// Producer and index of a message, if its payload is whole.
@@ -114,7 +120,10 @@ fn concurrent_run(rate: u64, producers: u64, per_producer: u64) {
         let mut position = 0;
         let mut received = 0;
         loop {
-            assert!(Instant::now() < deadline, "{received} received at the deadline");
+            assert!(
+                Instant::now() < deadline,
+                "{received} received at the deadline"
+            );
             // Acquire: pairs with the producers' Release decrement; their sends are done.
             let done = running.load(Ordering::Acquire) == 0;
             match consumer.try_recv(&b.coherence) {
@@ -135,10 +144,7 @@ fn concurrent_run(rate: u64, producers: u64, per_producer: u64) {
         (consumer.stats(), consumer.mismatches(), received, failed)
     });
     println!("rate {rate}: {received} received, {stats:?}, {mismatches} checksum mismatches");
-    assert!(
-        failed.iter().all(Vec::is_empty),
-        "failed sends: {failed:?}"
-    );
+    assert!(failed.iter().all(Vec::is_empty), "failed sends: {failed:?}");
     assert_eq!(received, producers * per_producer);
     assert_eq!(stats.skipped(), 0);
     assert_eq!(mismatches, 0, "a published cell was read torn");
@@ -227,7 +233,11 @@ fn a_claim_never_published_is_skipped_after_the_timeout_and_counted() {
         .expect("the hole skipped, the next message delivered");
     assert_eq!((m.position, check(&m)), (1, (1, 0)));
     assert_eq!(consumer.stats().holes, 1);
-    assert_eq!(ra.consumer_stats(&a.coherence).holes, 1, "the count is in memory");
+    assert_eq!(
+        ra.consumer_stats(&a.coherence).holes,
+        1,
+        "the count is in memory"
+    );
 
     // The dead producer comes back: it must not publish.
     assert_eq!(
@@ -304,7 +314,10 @@ fn corrupt_words_are_typed_errors() {
         })
     );
     assert!(Ring::new(&words[..words.len() - 1], 4).is_err());
-    assert!(Ring::new(a.words(8, Ring::words_needed(4)), 4).is_err(), "misaligned");
+    assert!(
+        Ring::new(a.words(8, Ring::words_needed(4)), 4).is_err(),
+        "misaligned"
+    );
     let ra = ring(&a, 4);
     ra.send(&a.coherence, KIND, &payload(0, 0)).unwrap();
 
@@ -313,10 +326,16 @@ fn corrupt_words_are_typed_errors() {
     let cell1 = a.words(2 * 16 + CELL_WORDS, CELL_WORDS);
     let bad_seq = 2 * (2 + 1); // "published position 2": cell 2's
     cell1[CELL_WORDS - 1].store(bad_seq, Ordering::Relaxed);
-    cell1[CELL_WORDS - 2].store(cell_checksum(bad_seq, KIND, &payload(0, 1)), Ordering::Relaxed);
+    cell1[CELL_WORDS - 2].store(
+        cell_checksum(bad_seq, KIND, &payload(0, 1)),
+        Ordering::Relaxed,
+    );
     write_back(&a.coherence, cell1);
     let mut consumer = Consumer::new(ring(&b, 4), Duration::from_secs(10)).unwrap();
-    assert_eq!(check(&consumer.try_recv(&b.coherence).unwrap().unwrap()), (0, 0));
+    assert_eq!(
+        check(&consumer.try_recv(&b.coherence).unwrap().unwrap()),
+        (0, 0)
+    );
     assert_eq!(
         consumer.try_recv(&b.coherence),
         Err(RingError::CorruptCell {
@@ -353,7 +372,10 @@ fn corrupt_words_are_typed_errors() {
     let mut consumer = Consumer::new(ring(&b, 4), Duration::from_secs(10)).unwrap();
     assert!(matches!(
         consumer.try_recv(&b.coherence),
-        Err(RingError::CorruptCounters { head: 6, tail: 1000 })
+        Err(RingError::CorruptCounters {
+            head: 6,
+            tail: 1000
+        })
     ));
     tail.store(u64::MAX, Ordering::Relaxed);
     assert!(matches!(
