@@ -4,6 +4,9 @@
 //! host b. One producer is killed (`SIGKILL`) holding a claim it never published: the consumer
 //! must skip the hole after its timeout and receive every message of the other producer.
 //!
+//! Seen to fail (the consumer stuck at the hole, the survivor's sends `Full`) with the consumer's
+//! hole skipping disabled.
+//!
 //! A child runs the test `child_process` (a no-op unless `RING_TEST_ROLE` is set) and reports on
 //! its stdout in lines holding `RING `.
 
