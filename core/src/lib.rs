@@ -17,5 +17,4 @@ use gismo_platform::{clock, coherence, region, shm, sync};
 
 pub mod format;
 pub mod store;
-#[cfg(not(loom))]
 pub mod xhost;

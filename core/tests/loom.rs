@@ -9,7 +9,7 @@
 //! a protocol. Bound: `LOOM_MAX_PREEMPTIONS=2` for all but the run-index model (bound 1: each of
 //! its executions builds a heap of 4128 pages and its 258 chunk descriptors). Run times measured
 //! one at a time on the 2-core development machine (release build); the whole run takes about
-//! 25 s of model checking, the 22 models one after another (`--test-threads=1`; plus the build):
+//! 25 s of model checking, the 24 models one after another (`--test-threads=1`; plus the build):
 //!
 //! | model | production code | threads | time |
 //! |---|---|---|---|
@@ -35,6 +35,8 @@
 //! | `a_client_reaped_while_paused_never_keeps_a_freed_payload` | `DeadEntry::{fence, still_dead, release_references, free}` (`Store::reap_client`), `Registered::{acquire, check_fenced, drop_ref}` (`Client`), `count_references` | 2 | 2.2 s |
 //! | `two_reapers_of_one_entry_reap_it_once` | `DeadEntry` (`reap_client`), `register` | 2 | 0.01 s |
 //! | `an_allocation_racing_a_free_leaves_both_index_levels_exact` | `Allocator::alloc` (index-guided best fit), `free`, summary, free-run index (leaf and root) | 2 | 2.9 s at bound 1 (49 s at 2; a Relaxed node swap and a missing re-read at either level each fail at bound 1) |
+//! | `xhost_ring_two_producers_one_consumer` | `xhost::ring::Ring::send` (`claim`, `Claim::publish`), `Consumer::try_recv` | 3 | 1.9 s |
+//! | `xhost_ring_full_is_refused_not_lost` | the same, 1-cell ring | 3 | 1.2 s |
 //!
 //! The reaper models compose `DeadEntry`'s steps in `Store::reap_client`'s order for a client that
 //! holds references only; its steps 2 and 3 (unsealed objects, the intent: the allocator) and the
@@ -58,9 +60,14 @@ use gismo_core::store::refs::{gen_matches, RefTable};
 use gismo_core::store::registration::{reclaim_if_stale, register, Identity, Prepared};
 use gismo_core::store::ring_claim::{claim_consumer, release_consumer, ring_consumer, ConsumerId};
 use gismo_core::store::ObjectId;
+use gismo_core::xhost::ring::{
+    Consumer as XhostConsumer, Ring as XhostRing, RingError as XhostRingError, PAYLOAD_WORDS,
+};
+use gismo_platform::coherence::{Coherence, CoherenceMode};
 use gismo_platform::sync::{fence, AtomicU64, Ordering};
 use loom::sync::Arc;
 use loom::thread;
+use std::time::Duration;
 
 fn table(n: usize) -> Arc<Vec<Slot>> {
     Arc::new((0..n).map(|_| Slot::new_free()).collect())
@@ -1123,4 +1130,101 @@ fn an_allocation_racing_a_free_leaves_both_index_levels_exact() {
             "summary or index stale"
         );
     });
+}
+
+fn xhost_payload(p: u64) -> [u64; PAYLOAD_WORDS] {
+    [p, p + 10, p + 20, p + 30, p + 40]
+}
+
+/// The cross-host ring's host-local half (`xhost::ring`): two producers `send` (claim by CAS on
+/// `head`, take the cell by CAS on its seq, body, publish CAS) while the consumer `try_recv`s
+/// twice, then drains after the joins. With `hardware` coherence write-back and evict are no-ops,
+/// so this checks the orderings: every send reported `Ok(position)` is received exactly once, at
+/// that position, whole (checksum and payload), in position order; a send refused is `Full`
+/// (never `Skipped`: the hole timeout is infinite); no checksum ever fails. The cells have been
+/// through one lap first, so the sends reuse them (seq of lap 1, the consumer's `tail` Release
+/// against the producer's Acquire). `cells` = 1 makes the second send find the ring full.
+///
+/// Threads: 3; bound 2; 1.9 s (`cells` = 2) and 1.2 s (1). Seen to fail ("a published cell
+/// read torn", both) with the publish CAS Relaxed instead of Release.
+fn xhost_ring_model(cells: usize) {
+    let c = Coherence::new(CoherenceMode::Hardware);
+    loom::model(move || {
+        let words: Arc<Vec<AtomicU64>> = Arc::new(
+            (0..XhostRing::words_needed(cells))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        );
+        let ring = XhostRing::new(&words, cells).expect("layout");
+        let mut consumer = XhostConsumer::new(ring, Duration::MAX).unwrap();
+        for i in 0..cells as u64 {
+            assert_eq!(ring.send(&c, 1, &xhost_payload(100 + i)), Ok(i));
+            let m = consumer.try_recv(&c).unwrap().expect("the earlier lap");
+            assert_eq!(m.payload, xhost_payload(100 + i));
+        }
+        drop(consumer);
+        let producers: Vec<_> = (0..2u64)
+            .map(|p| {
+                let (words, c) = (words.clone(), c.clone());
+                thread::spawn(move || {
+                    let ring = XhostRing::new(&words, cells).unwrap();
+                    ring.send(&c, 2, &xhost_payload(p))
+                })
+            })
+            .collect();
+        let (wc, cc) = (words.clone(), c.clone());
+        let consumer = thread::spawn(move || {
+            let ring = XhostRing::new(&wc, cells).unwrap();
+            let mut consumer = XhostConsumer::new(ring, Duration::MAX).unwrap();
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                match consumer.try_recv(&cc) {
+                    Ok(Some(m)) => got.push(m),
+                    Ok(None) => thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(consumer.mismatches(), 0, "a published cell read torn");
+            got
+        });
+        let sent: Vec<_> = producers.into_iter().map(|t| t.join().unwrap()).collect();
+        let mut got = consumer.join().unwrap();
+        let mut consumer = XhostConsumer::new(ring, Duration::MAX).unwrap();
+        while let Some(m) = consumer.try_recv(&c).expect("no corrupt cell") {
+            got.push(m);
+        }
+        assert_eq!(consumer.mismatches(), 0, "a published cell read torn");
+        let mut expected = Vec::new();
+        for (p, r) in sent.iter().enumerate() {
+            match r {
+                Ok(position) => expected.push((*position, p as u64)),
+                Err(XhostRingError::Full { .. }) => assert_eq!(cells, 1, "room for both"),
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        expected.sort_unstable();
+        let got: Vec<(u64, u64)> = got
+            .iter()
+            .map(|m| {
+                assert_eq!(m.kind, 2);
+                assert_eq!(m.payload, xhost_payload(m.payload[0]), "whole");
+                (m.position, m.payload[0])
+            })
+            .collect();
+        assert_eq!(
+            got, expected,
+            "received exactly what was sent, in position order"
+        );
+        assert_eq!(consumer.stats().skipped(), 0);
+    });
+}
+
+#[test]
+fn xhost_ring_two_producers_one_consumer() {
+    xhost_ring_model(2);
+}
+
+#[test]
+fn xhost_ring_full_is_refused_not_lost() {
+    xhost_ring_model(1);
 }

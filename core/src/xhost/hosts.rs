@@ -573,11 +573,18 @@ impl Observer {
 /// counter (core has no random-number dependency; a nonce needs uniqueness, not secrecy).
 pub fn fresh_nonce() -> u64 {
     use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // Process-local (never in the region), so a thread-local counter: no atomic to model.
+    thread_local! {
+        static COUNTER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    let n = COUNTER.with(|c| {
+        c.set(c.get().wrapping_add(1));
+        c.get()
+    });
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(crate::clock::unix_ns());
     h.write_u32(std::process::id());
-    h.write_u64(COUNTER.fetch_add(1, crate::sync::Ordering::Relaxed));
+    h.write_u64(n);
     h.finish().max(1)
 }
 

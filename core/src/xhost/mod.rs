@@ -8,6 +8,8 @@
 //! * [`hosts`] — host registers: join (claim and confirm an index), heartbeat, liveness judged
 //!   on the observer's clock, takeover and the fence check.
 //! * [`lease`] — the leader lease from ballots in the host registers (no CAS).
+//! * [`ring`] — a message ring from one host to another: cells written by the source, the
+//!   consumer's `tail` by the destination, holes of dead producers skipped after a timeout.
 //!
 //! With `hardware` coherence (one host, or hardware-coherent CXL) the write-backs and evictions
 //! are no-ops and the same code runs; under the whole-region emulator
@@ -19,10 +21,13 @@ pub mod hosts;
 pub mod lease;
 pub mod lines;
 pub mod record;
+pub mod ring;
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod hosts_tests;
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod lease_model;
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
+mod ring_tests;
+#[cfg(all(test, not(loom)))]
 mod tests;
