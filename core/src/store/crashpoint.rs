@@ -78,6 +78,8 @@ pub const ALL: &[&str] = &[
     "alloc.block_reserved",
     "alloc.run_word_claimed",
     "alloc.claimed",
+    // The free-run index: leaves synced after a page-word change, inner nodes not yet
+    "index.leaves_synced",
     "free.block_cleared",
     "free.chunk_listed",
     "free.chunk_retired",

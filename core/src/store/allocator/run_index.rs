@@ -380,6 +380,11 @@ impl Allocator<'_> {
         let (mut lo, mut hi) = (*words.start() / FANOUT, *words.end() / FANOUT);
         hi = hi.min(self.levels.count[0] - 1);
         for l in 0..self.levels.depth {
+            if l == 1 {
+                // The leaves synced, the nodes above not yet: a process killed here leaves
+                // inner nodes stale (a hint only; fsck and the orphan collector repair it).
+                crate::crash_point!("index.leaves_synced");
+            }
             let mut changed: Option<(usize, usize)> = None;
             for j in lo..=hi {
                 if self.sync_node(l, j) || force {
