@@ -143,8 +143,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn a_producer_killed_holding_a_claim_leaves_a_hole_the_consumer_skips() {
+/// A fresh device file and this process joined to it as emulated host `b` (the consumer).
+fn device_and_consumer_host() -> (tempfile::TempDir, Region, Coherence) {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = RegionSpec::File(dir.path().join("device"));
     let off = RegionOptions {
@@ -163,6 +163,12 @@ fn a_producer_killed_holding_a_claim_leaves_a_hole_the_consumer_skips() {
     )
     .expect("join host b");
     let c = Coherence::for_region(CoherenceMode::Flush, &region);
+    (dir, region, c)
+}
+
+#[test]
+fn a_producer_killed_holding_a_claim_leaves_a_hole_the_consumer_skips() {
+    let (dir, region, c) = device_and_consumer_host();
     let hole_timeout = Duration::from_millis(200);
     let mut consumer = Consumer::new(
         Ring::new(ring_words(&region), CAPACITY).unwrap(),
@@ -256,24 +262,7 @@ fn a_producer_killed_holding_a_claim_leaves_a_hole_the_consumer_skips() {
 /// of what it sent, and at most one position (the claim it died holding, if any) is skipped.
 #[test]
 fn a_producer_killed_at_an_arbitrary_moment_costs_at_most_its_claim() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec = RegionSpec::File(dir.path().join("device"));
-    let off = RegionOptions {
-        emulation: Emulation::Off,
-        ..Default::default()
-    };
-    Region::create(&spec, REGION_LEN, &off).expect("device");
-    let mut cfg = EmulationConfig::new("b", dir.path().join("emu"));
-    cfg.rate = RATE;
-    let region = Region::open(
-        &spec,
-        &RegionOptions {
-            emulation: Emulation::Host(cfg),
-            ..Default::default()
-        },
-    )
-    .expect("join host b");
-    let c = Coherence::for_region(CoherenceMode::Flush, &region);
+    let (dir, region, c) = device_and_consumer_host();
     let hole_timeout = Duration::from_millis(200);
     let mut consumer = Consumer::new(
         Ring::new(ring_words(&region), CAPACITY).unwrap(),

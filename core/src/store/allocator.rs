@@ -1548,7 +1548,11 @@ mod tests {
         assert!(matches!(a.alloc(90 * PAGE), Err(AllocError::Full { .. })));
         let second = searches.get();
         test_hooks::clear();
-        assert_eq!(first, HINTED_ATTEMPTS + 1, "the guided attempts, then the full scan");
+        assert_eq!(
+            first,
+            HINTED_ATTEMPTS + 1,
+            "the guided attempts, then the full scan"
+        );
         assert_eq!(second, 1, "the index was left wrong after the first Full");
         assert_eq!(a.check_summary(false), 0);
     }
