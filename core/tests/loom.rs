@@ -9,7 +9,7 @@
 //! a protocol. Bound: `LOOM_MAX_PREEMPTIONS=2` for all but the run-index model (bound 1: each of
 //! its executions builds a heap of 4128 pages and its 258 chunk descriptors). Run times measured
 //! one at a time on the 2-core development machine (release build); the whole run takes about
-//! 25 s of model checking, the 24 models one after another (`--test-threads=1`; plus the build):
+//! 25 s of model checking, the 26 models one after another (`--test-threads=1`; plus the build):
 //!
 //! | model | production code | threads | time |
 //! |---|---|---|---|
@@ -17,6 +17,8 @@
 //! | `insert_races_delete_and_reinsert_in_the_same_home` | `insert`, `free_slot`, `lookup` | 2 | 4.0 s |
 //! | `an_uncommitted_insert_is_never_visible_in_a_freed_winners_slot` | `insert`, `free_slot`, `lookup` (L1, staged with yields) | 2 | 0.3 s |
 //! | `lookup_racing_insert_never_returns_another_key` | `insert`, `free_slot`, `lookup` | 2 | 9.9 s |
+//! | `a_reapers_abort_and_a_resumed_creators_seal_never_both_win` | `abort_dead_owners_slot` (`Store::reap_client` step 2), `seal_word` (`Client::seal`), `Directory::insert`, a waiter's flag | 3 | 0.02 s |
+//! | `a_taken_over_finisher_never_frees_twice_nor_the_next_objects_block` | `finish_slot` (`Store::finish_delete`) twice, `resume_owned_delete` (`Store::resume_deleting`), `begin_delete`, `seal_word`, `Directory::insert`, `Allocator::{alloc, free}` | 2 | 0.05 s |
 //! | `get_and_delete_never_both_win` | `acquire_sealed` (`Client::try_acquire`), `begin_delete`, `after_release`, `RefTable` | 2 | 0.01 s |
 //! | `deferred_delete_is_never_lost` | `begin_delete`, `after_release`, `RefTable` | 2 | 0.03 s |
 //! | `a_dead_deleters_delete_is_decided_once` | `resume_owned_delete` (`Store::resume_deleting`), `after_release` | 2 | 0.03 s |
@@ -39,8 +41,9 @@
 //! | `xhost_ring_full_is_refused_not_lost` | the same, 1-cell ring | 3 | 1.2 s |
 //!
 //! The reaper models compose `DeadEntry`'s steps in `Store::reap_client`'s order for a client that
-//! holds references only; its steps 2 and 3 (unsealed objects, the intent: the allocator) and the
-//! finish of a delete (`Store::finish_delete`) stay inside `Store` and are not modelled. The
+//! holds references only; its step 2 (unsealed objects) is modelled against a resumed creator's
+//! seal, and the finish of a delete against a reaper that takes it over; its step 3 (the intent:
+//! freeing the recorded allocation) stays inside `Store` and is not modelled. The
 //! three-party directory history of L1 (an inserter, a winner that is deleted, an observer) is
 //! staged on two threads: one thread plays the winner, the deleter and the observer, with yields
 //! between its stages so the history fits the bound (three free-running threads did not finish in
@@ -50,8 +53,9 @@
 use gismo_core::store::allocator::{summary_words, AllocHeads, Allocator, ChunkDesc};
 use gismo_core::store::clients::{count_references, status, ClientEntry, EntryWord};
 use gismo_core::store::directory::{
-    acquire_sealed, after_release, begin_delete, begin_evict, flags, resume_owned_delete, state,
-    Directory, InsertError, Resumed, Slot, Word,
+    abort_dead_owners_slot, acquire_sealed, after_release, begin_delete, begin_evict, finish_slot,
+    flags, resume_owned_delete, seal_word, state, DeadSlot, Directory, Finished, InsertError,
+    Resumed, SealRefused, Slot, Word,
 };
 use gismo_core::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
 use gismo_core::store::fencing::{DeadEntry, Registered};
@@ -1162,7 +1166,6 @@ fn xhost_ring_model(cells: usize) {
             let m = consumer.try_recv(&c).unwrap().expect("the earlier lap");
             assert_eq!(m.payload, xhost_payload(100 + i));
         }
-        drop(consumer);
         let producers: Vec<_> = (0..2u64)
             .map(|p| {
                 let (words, c) = (words.clone(), c.clone());
@@ -1227,4 +1230,135 @@ fn xhost_ring_two_producers_one_consumer() {
 #[test]
 fn xhost_ring_full_is_refused_not_lost() {
     xhost_ring_model(1);
+}
+
+/// The reaper's step 2 on a dead (lease-judged, so possibly only paused) creator's unsealed
+/// object, racing that creator's resumed seal and a getter that flags itself as waiting: exactly
+/// one of seal and abort wins, the loser is told (`AlreadySealed` / `Skipped`), and a waiter
+/// whose flag landed is seen by the winner (who wakes it).
+#[test]
+fn a_reapers_abort_and_a_resumed_creators_seal_never_both_win() {
+    loom::model(|| {
+        let slots = table(4);
+        let id = same_home_ids(1)[0];
+        let ins = Directory::new(&slots).insert(&id, 1, |_| {}).unwrap();
+        let (i, w) = (ins.index, ins.word);
+        let s1 = slots.clone();
+        let sealer = thread::spawn(move || seal_word(&s1[i], w, 1));
+        let s2 = slots.clone();
+        let waiter = thread::spawn(move || {
+            // A waiting get's flag (`Client::get` on an unsealed object): only while unsealed.
+            let mut cur = s2[i].load_word();
+            while matches!(cur.state, state::PENDING | state::CREATING) && cur.gen == w.gen {
+                let flagged = Word {
+                    flags: cur.flags | flags::WAITERS,
+                    ..cur
+                };
+                match s2[i].cas_word(cur, flagged) {
+                    Ok(()) => return true,
+                    Err(actual) => cur = actual,
+                }
+            }
+            false
+        });
+        let reaped = abort_dead_owners_slot(&Directory::new(&slots), i, 1);
+        let sealed = sealer.join().unwrap();
+        let flagged = waiter.join().unwrap();
+        let end = slots[i].load_word();
+        let woken = match (sealed, reaped) {
+            (Ok(replaced), DeadSlot::Skipped) => {
+                assert_eq!(end.state, state::SEALED, "{end:?}");
+                replaced.flags & flags::WAITERS != 0
+            }
+            (Err(SealRefused::AlreadySealed), DeadSlot::Aborting { live, deleting, .. }) => {
+                assert_eq!(end, deleting);
+                live.flags & flags::WAITERS != 0
+            }
+            other => panic!("seal and abort: {other:?}, slot {end:?}"),
+        };
+        assert!(
+            !flagged || woken,
+            "a waiter's flag landed and nobody wakes it"
+        );
+    });
+}
+
+/// A finisher paused inside `Store::finish_delete` (`finish_slot`) while a reaper that judged it
+/// dead takes its `DELETING` slot over (`resume_owned_delete`), finishes it, and the slot and the
+/// block are reused by a new object of the same id: the old block is freed at most once (leaked,
+/// for the orphan collector, only if the finisher had unnamed it when it was taken over), the new
+/// object's block is never freed by the paused finisher, and the slot still names it.
+#[test]
+fn a_taken_over_finisher_never_frees_twice_nor_the_next_objects_block() {
+    const SIZE: u64 = 16384;
+    loom::model(|| {
+        let h = heap();
+        let slots = table(4);
+        let id = same_home_ids(1)[0];
+        let old = allocator(&h).alloc(SIZE).unwrap().offset;
+        let ins = Directory::new(&slots)
+            .insert(&id, 1, |s| {
+                s.data_size.store(SIZE, Ordering::Relaxed);
+                s.data_offset.store(old, Ordering::Relaxed);
+            })
+            .unwrap();
+        let i = ins.index;
+        let sealed = seal_word(&slots[i], ins.word, 1).unwrap();
+        let sealed = Word {
+            state: state::SEALED,
+            flags: sealed.flags & !flags::WAITERS,
+            ..sealed
+        };
+        let deleting = begin_delete(&slots[i], sealed, 1, || 0).expect("unreferenced");
+        let frees = Arc::new(AtomicU64::new(0));
+        let free = |h: Arc<Heap>, frees: Arc<AtomicU64>| {
+            move |offset: u64, size: Option<u64>| {
+                frees.fetch_add(1, Ordering::SeqCst);
+                allocator(&h).free(offset, size.unwrap()).is_ok()
+            }
+        };
+        let (s1, f1) = (slots.clone(), free(h.clone(), frees.clone()));
+        let finisher = thread::spawn(move || finish_slot(&Directory::new(&s1), i, deleting, f1));
+        // The reaper: take the slot over, finish it, and reuse the slot (same id) and the heap.
+        let reaped = match resume_owned_delete(&slots[i], 1, 9, |_| 0) {
+            Some((_, Resumed::Finish(taken))) => Some(finish_slot(
+                &Directory::new(&slots),
+                i,
+                taken,
+                free(h.clone(), frees.clone()),
+            )),
+            None => None,
+            Some((_, other)) => panic!("an unreferenced delete kept: {other:?}"),
+        };
+        let new = allocator(&h).alloc(SIZE).unwrap().offset;
+        let reinserted = Directory::new(&slots).insert(&id, 2, |s| {
+            s.data_size.store(SIZE, Ordering::Relaxed);
+            s.data_offset.store(new, Ordering::Relaxed);
+        });
+        let finished = finisher.join().unwrap();
+        let reins = reinserted.expect("the old object is gone, so its id is free");
+        // Every free that ran succeeded (no double free), and the old block was freed at most once.
+        for r in [&finished, reaped.as_ref().unwrap_or(&Finished::TakenOver)] {
+            if let Finished::Freed(Some(ok)) = r {
+                assert!(
+                    ok,
+                    "a free of a block not allocated: {finished:?} / {reaped:?}"
+                );
+            }
+        }
+        let freed = frees.load(Ordering::SeqCst);
+        assert!(freed <= 1, "the old block freed {freed} times");
+        // Leaked only by a finisher taken over after it unnamed the block.
+        assert!(
+            freed == 1 || finished == Finished::TakenOver,
+            "the old block leaked: {finished:?} / {reaped:?}"
+        );
+        // The new object's slot still names its block, and that block is still allocated.
+        let s = &slots[reins.index];
+        assert_eq!(s.data_offset.load(Ordering::SeqCst), new);
+        allocator(&h)
+            .free(new, SIZE)
+            .expect("the new object's block was freed under it");
+        assert_eq!(allocator(&h).used_bytes(), (1 - freed) * SIZE);
+    });
 }

@@ -12,7 +12,9 @@ use crate::store::allocator::capacity_for;
 use crate::store::clients::{
     intent, process_start_time, reap_flags, status, ClientEntry, EntryWord, HostIdentity,
 };
-use crate::store::directory::{after_release, flags, state, InsertError, Word, NO_OWNER};
+use crate::store::directory::{
+    after_release, flags, seal_word, state, InsertError, SealRefused, Word, NO_OWNER,
+};
 use crate::store::error::{Result, StoreError};
 use crate::store::events::EventKind;
 use crate::store::fencing::{check_fenced, OpGuard, Registered};
@@ -545,7 +547,7 @@ impl Client {
         known: Option<(usize, u32)>,
     ) -> Result<()> {
         self.check_alive()?;
-        let (index, mut w) = match known {
+        let (index, w) = match known {
             Some((index, gen)) => {
                 let w = self.store.directory().slot(index).load_word();
                 if w.gen != gen {
@@ -594,55 +596,37 @@ impl Client {
         // host's runner never hears of, and the odd `op_seq` makes its reaper mark the event
         // rings as having lost events (core review L4).
         let _op = OpGuard::begin(self.entry(), self.word);
-        loop {
-            match w.state {
-                state::SEALED | state::DELETING => {
-                    return Err(StoreError::ObjectAlreadySealed(*id))
-                }
-                state::CREATING | state::PENDING => {}
-                _ => return Err(StoreError::ObjectNotFound(*id)),
-            }
-            if w.owner != self.owner_tag() {
-                return Err(StoreError::NotCreator(*id));
-            }
-            let sealed = Word {
-                state: state::SEALED,
-                flags: w.flags & !flags::WAITERS,
-                ..w
-            };
-            // AcqRel (cas_word): the Release half publishes the payload (written, and flushed in
-            // Flush mode, before this point) to every getter that Acquires SEALED.
-            match slot.cas_word(w, sealed) {
-                Ok(()) => {
-                    crate::crash_point!("seal.sealed");
-                    if w.flags & flags::WAITERS != 0 {
-                        wake_word(&slot.word);
-                    }
-                    self.store
-                        .control()
-                        .objects_sealed
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.store
-                        .notify(self.host_index, EventKind::Sealed, index, w.gen, *id);
-                    // A delete asked for while it was unsealed waits for the last release; if we
-                    // released our creation reference before sealing, that release is past, so
-                    // the delete is ours to run now (it would otherwise wait for a sweep).
-                    if sealed.flags & flags::DELETE_PENDING != 0
-                        && self.store.ref_table(self.index).count(index as u32, w.gen) == 0
-                    {
-                        let _op = OpGuard::begin(self.entry(), self.word);
-                        if let Some(deleting) = after_release(slot, w.gen, self.owner_tag(), || {
-                            self.store.refcount(index, w.gen)
-                        }) {
-                            let _ = self.store.complete_delete(index, deleting);
-                        }
-                    }
-                    return Ok(());
-                }
-                Err(actual) if actual.gen == w.gen => w = actual,
-                Err(_) => return Err(StoreError::ObjectNotFound(*id)),
+        let w = match seal_word(slot, w, self.owner_tag()) {
+            Ok(w) => w,
+            Err(SealRefused::AlreadySealed) => return Err(StoreError::ObjectAlreadySealed(*id)),
+            Err(SealRefused::NotFound) => return Err(StoreError::ObjectNotFound(*id)),
+            Err(SealRefused::NotCreator) => return Err(StoreError::NotCreator(*id)),
+        };
+        let sealed_flags = w.flags & !flags::WAITERS;
+        crate::crash_point!("seal.sealed");
+        if w.flags & flags::WAITERS != 0 {
+            wake_word(&slot.word);
+        }
+        self.store
+            .control()
+            .objects_sealed
+            .fetch_add(1, Ordering::Relaxed);
+        self.store
+            .notify(self.host_index, EventKind::Sealed, index, w.gen, *id);
+        // A delete asked for while it was unsealed waits for the last release; if we released
+        // our creation reference before sealing, that release is past, so the delete is ours to
+        // run now (it would otherwise wait for a sweep).
+        if sealed_flags & flags::DELETE_PENDING != 0
+            && self.store.ref_table(self.index).count(index as u32, w.gen) == 0
+        {
+            let _op = OpGuard::begin(self.entry(), self.word);
+            if let Some(deleting) = after_release(slot, w.gen, self.owner_tag(), || {
+                self.store.refcount(index, w.gen)
+            }) {
+                let _ = self.store.complete_delete(index, deleting);
             }
         }
+        Ok(())
     }
 
     /// Aborts an unsealed object this client created: afterwards it is as if it never existed.

@@ -1043,3 +1043,234 @@ mod tests {
         }
     }
 }
+
+/// Why [`seal_word`] did not seal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealRefused {
+    /// `SEALED`, or `DELETING` (an abort — e.g. the reaper's, if we were reaped — or a delete).
+    AlreadySealed,
+    /// Another generation, or a state no unsealed object has.
+    NotFound,
+    /// Another client's object.
+    NotCreator,
+}
+
+/// The seal of `Client::seal`: CAS of `w`'s generation from `CREATING`/`PENDING` to `SEALED`
+/// (dropping `WAITERS`), retried while the generation stays (a getter's flag, a helper's
+/// `PENDING → CREATING` flip). Returns the word it replaced (its `WAITERS` flag: someone to wake).
+pub fn seal_word(slot: &Slot, mut w: Word, owner: u16) -> Result<Word, SealRefused> {
+    loop {
+        match w.state {
+            state::SEALED | state::DELETING => return Err(SealRefused::AlreadySealed),
+            state::CREATING | state::PENDING => {}
+            _ => return Err(SealRefused::NotFound),
+        }
+        if w.owner != owner {
+            return Err(SealRefused::NotCreator);
+        }
+        let sealed = Word {
+            state: state::SEALED,
+            flags: w.flags & !flags::WAITERS,
+            ..w
+        };
+        // AcqRel (cas_word): the Release half publishes the payload (written, and flushed in
+        // Flush mode, before this point) to every getter that Acquires SEALED.
+        match slot.cas_word(w, sealed) {
+            Ok(()) => return Ok(w),
+            Err(actual) if actual.gen == w.gen => w = actual,
+            Err(_) => return Err(SealRefused::NotFound),
+        }
+    }
+}
+
+/// What [`abort_dead_owners_slot`] found or did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadSlot {
+    /// Not (or no longer) an unsealed object or a started delete of the owner: nothing done.
+    Skipped,
+    /// A delete, eviction or abort the owner had started (`DELETING`), over `data_offset`: the
+    /// reaper resumes it once the owner's references are gone.
+    Started { data_offset: u64 },
+    /// A committed unsealed object, now `DELETING` by our CAS from `live`: the caller finishes
+    /// the abort (frees the payload at `data_offset`, wakes waiters if `live` had `WAITERS`).
+    Aborting {
+        live: Word,
+        deleting: Word,
+        data_offset: u64,
+    },
+    /// A claimed, never committed slot: released (its payload, if any, is the owner's intent).
+    Released,
+}
+
+/// The reaper's step 2 on slot `i` for the dead owner `owner` (`Store::reap_client`): abort its
+/// committed unsealed object, release its uncommitted claim, or report its started delete.
+/// A lost CAS (a helper's flip, a waiter's flag, a resumed owner's seal) is retried while the
+/// slot is still the owner's at the same generation; a seal that won leaves the object sealed.
+pub fn abort_dead_owners_slot(dir: &Directory<'_>, i: usize, owner: u16) -> DeadSlot {
+    let slot = dir.slot(i);
+    let mut sw = slot.load_word();
+    let gen = sw.gen;
+    while sw.gen == gen && sw.owner == owner {
+        match sw.state {
+            state::DELETING => {
+                // Acquire: the Acquire `load_word` above is what pairs with the Release half of
+                // the `cas_word` to DELETING made after `Client::create` stored the offset; this
+                // one only keeps the reads after it in order.
+                let data_offset = slot.data_offset.load(Ordering::Acquire);
+                return DeadSlot::Started { data_offset };
+            }
+            state::RESERVED | state::PENDING | state::CREATING => {}
+            _ => return DeadSlot::Skipped,
+        }
+        let data_offset = slot.data_offset.load(Ordering::Relaxed);
+        if let Some(live) = dir.live_word(i) {
+            // A fresh read: the state may have moved on since `sw` (a resumed owner's seal, an
+            // abort): only an unsealed object is aborted; otherwise decide again from the slot.
+            if live.gen != gen
+                || live.owner != owner
+                || !matches!(live.state, state::PENDING | state::CREATING)
+            {
+                sw = slot.load_word();
+                continue;
+            }
+            // Committed: abort it like its creator would.
+            let deleting = Word {
+                state: state::DELETING,
+                flags: 0,
+                ..live
+            };
+            if let Err(actual) = slot.cas_word(live, deleting) {
+                sw = actual;
+                continue;
+            }
+            return DeadSlot::Aborting {
+                live,
+                deleting,
+                data_offset,
+            };
+        }
+        // Claimed but never committed: only the slot; the payload is the intent's.
+        let releasing = Word {
+            state: state::DELETING,
+            flags: 0,
+            ..sw
+        };
+        if let Err(actual) = slot.cas_word(sw, releasing) {
+            sw = actual;
+            continue;
+        }
+        dir.free_slot(i, releasing);
+        return DeadSlot::Released;
+    }
+    DeadSlot::Skipped
+}
+
+/// How often [`finish_slot`] looks again when the payload offset changes under it (a finisher
+/// it took the slot over from unnames and gives back within a few instructions).
+const MAX_OFFSET_RETRIES: u32 = 64;
+
+/// What [`finish_slot`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finished<R> {
+    /// The slot was taken over (a reaper judged us dead) before we freed it: the taker finishes
+    /// it; we freed nothing (a payload we had already unnamed is left to the orphan collector).
+    TakenOver,
+    /// The payload and then the slot are freed; `free`'s result, `None` if the slot named none.
+    Freed(Option<R>),
+}
+
+/// The finish of a delete, eviction or abort held in `DELETING` with word `w`
+/// (`Store::finish_delete`): frees the payload with `free(offset, payload_len)`, then the slot.
+///
+/// The finish is claimed first, by a CAS `w → w | FINISHING` (a recoverer's word already carries
+/// it): of a finisher and a recoverer that took the slot over from it, exactly one holds the word,
+/// and the other frees nothing. The payload offset is then taken by a CAS to 0 from the offset
+/// read after a fresh check of the word, so even two finishers of one word could not both free
+/// it, and one paused past a takeover and the slot's reuse never takes the new object's block.
+pub fn finish_slot<R>(
+    dir: &Directory<'_>,
+    index: usize,
+    w: Word,
+    free: impl FnOnce(u64, Option<u64>) -> R,
+) -> Finished<R> {
+    let slot = dir.slot(index);
+    let mut cur = w;
+    let fin = loop {
+        let fin = Word {
+            flags: cur.flags | flags::FINISHING,
+            ..cur
+        };
+        if fin == cur {
+            break fin;
+        }
+        match slot.cas_word(cur, fin) {
+            Ok(()) => break fin,
+            // A delete marked our eviction probe (DELETE_PENDING) meanwhile: still ours.
+            Err(actual)
+                if actual.gen == cur.gen
+                    && actual.state == state::DELETING
+                    && actual.owner == cur.owner =>
+            {
+                cur = actual
+            }
+            // Taken over by a reaper that judged us dead: the slot is its to finish.
+            Err(_) => return Finished::TakenOver,
+        }
+    };
+    crate::crash_point!("finish_delete.claimed");
+    let size = slot.payload_len();
+    // Forget the payload before freeing it: dying between the two leaks the block (the orphan
+    // collector finds it) instead of letting a reaper free it a second time. Only while the slot
+    // is still ours: a finisher paused after its claim for longer than its lease and grace was
+    // taken over by a reaper, which finished the slot; it may hold another object now, whose
+    // block we must not take. A fresh check, then a CAS from the offset read after it (a plain
+    // swap would take whatever offset the slot names then).
+    let mut offset = 0;
+    for _ in 0..MAX_OFFSET_RETRIES {
+        if slot.load_word() != fin {
+            return Finished::TakenOver;
+        }
+        // Acquire: pairs with the Release publication of the creator's fields (the commit CAS
+        // of `Directory::insert`), as the check above does, and with a stale finisher's Release
+        // give-back below.
+        let seen = slot.data_offset.load(Ordering::Acquire);
+        // AcqRel: the Release half pairs with the Acquire loads of recoverers that check
+        // whether the payload is still named (`resume_delete`, the orphan collector).
+        if seen == 0
+            || slot
+                .data_offset
+                .compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            offset = seen;
+            break;
+        }
+        // Changed under us while the slot is ours: only a finisher we took the slot over from
+        // does that (its CAS below, given back at once). Look again rather than give up: the
+        // slot would stay DELETING, ours, with nobody left to finish it.
+        crate::sync::spin_hint();
+    }
+    // Paused between the check and the CAS, and the slot reused with the same block: the CAS
+    // took a live object's offset. Give it back and leave the slot to its owner.
+    if slot.load_word() != fin {
+        if offset != 0 {
+            // Release: pairs with the Acquire loads of `data_offset` by the slot's readers
+            // (`finish_slot`, the collector), as the creator's own store did.
+            let _ =
+                slot.data_offset
+                    .compare_exchange(0, offset, Ordering::Release, Ordering::Relaxed);
+        }
+        return Finished::TakenOver;
+    }
+    crate::crash_point!("finish_delete.unnamed");
+    // Once more right before the free: a finisher taken over after the CAS above left an unnamed
+    // block, which the orphan collector frees and someone may own by now. Then it is not ours to
+    // free (review follow-up R2); the slot is the taker's to free too.
+    if slot.load_word() != fin {
+        return Finished::TakenOver;
+    }
+    let freed = (offset != 0).then(|| free(offset, size));
+    crate::crash_point!("finish_delete.payload_freed");
+    dir.free_finished(index, fin);
+    Finished::Freed(freed)
+}

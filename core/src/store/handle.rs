@@ -10,7 +10,9 @@ use crate::shm::view_slice;
 use crate::store::allocator::{AllocHeads, Allocator, ChunkDesc};
 use crate::store::clients::{count_references, status, ClientEntry, EntryWord};
 use crate::store::control::ControlBlock;
-use crate::store::directory::{begin_delete, flags, state, Directory, Slot, Word};
+use crate::store::directory::{
+    begin_delete, finish_slot, flags, state, Directory, Finished, Slot, Word,
+};
 use crate::store::error::{Result, StoreError};
 use crate::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
 use crate::store::nodes::{NodeEntry, NodeTable};
@@ -453,90 +455,27 @@ impl Store {
     /// to 0, so even two finishers of one word could not both free it.
     pub(crate) fn finish_delete(&self, index: usize, w: Word, wake: bool) -> Result<()> {
         let dir = self.directory();
-        let slot = dir.slot(index);
-        let mut cur = w;
-        let fin = loop {
-            let fin = Word {
-                flags: cur.flags | flags::FINISHING,
-                ..cur
-            };
-            if fin == cur {
-                break fin;
-            }
-            match slot.cas_word(cur, fin) {
-                Ok(()) => break fin,
-                // A delete marked our eviction probe (DELETE_PENDING) meanwhile: still ours.
-                Err(actual)
-                    if actual.gen == cur.gen
-                        && actual.state == state::DELETING
-                        && actual.owner == cur.owner =>
-                {
-                    cur = actual
-                }
-                // Taken over by a reaper that judged us dead: the slot is its to finish.
-                Err(_) => return Ok(()),
-            }
-        };
-        crate::crash_point!("finish_delete.claimed");
-        // A size sum that overflows names no allocation: the slot is freed and the block (if
-        // any) is left to fsck, which reports the corrupt slot before this and the leak after.
-        let size = slot.payload_len();
-        // Forget the payload before freeing it: dying between the two leaks the block (the
-        // orphan collector finds it) instead of letting a reaper free it a second time.
-        // Only while the slot is still ours: a finisher paused after its claim for longer than
-        // its lease and grace was taken over by a reaper, which finished the slot; it may hold
-        // another object now, whose block we must not take. A fresh check, then a CAS from the
-        // offset read after it (a plain swap would take whatever offset the slot names then).
-        if slot.load_word() != fin {
-            return Ok(());
-        }
-        // Acquire: pairs with the Release publication of the creator's fields (the commit CAS
-        // of `Directory::insert`), as the check above does.
-        let offset = slot.data_offset.load(Ordering::Acquire);
-        // AcqRel: the Release half pairs with the Acquire loads of recoverers that check whether
-        // the payload is still named (`resume_delete`, the orphan collector).
-        if offset != 0
-            && slot
-                .data_offset
-                .compare_exchange(offset, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-        {
-            return Ok(());
-        }
-        // Paused between the check and the CAS, and the slot reused with the same block: the
-        // CAS took a live object's offset. Give it back and leave the slot to its owner.
-        if slot.load_word() != fin {
-            // Release: pairs with the Acquire loads of `data_offset` by the slot's readers
-            // (`finish_delete`, the collector), as the creator's own store did.
-            let _ =
-                slot.data_offset
-                    .compare_exchange(0, offset, Ordering::Release, Ordering::Relaxed);
-            return Ok(());
-        }
-        crate::crash_point!("finish_delete.unnamed");
-        // Once more right before the free: a finisher taken over after the CAS above left an
-        // unnamed block, which the orphan collector frees and someone may own by now. Then it
-        // is not ours to free (review follow-up R2); the slot is the taker's to free too.
-        if slot.load_word() != fin {
-            return Ok(());
-        }
-        let freed = match size {
-            _ if offset == 0 => Ok(()),
+        let finished = finish_slot(&dir, index, w, |offset, size| match size {
             Some(size) => self
                 .allocator()
                 .free(offset, size.max(1))
                 .map_err(StoreError::from),
+            // A size sum that overflows names no allocation: the slot is freed and the block is
+            // left to fsck, which reports the corrupt slot before this and the leak after.
             None => Err(StoreError::corrupt(
                 format_args!("slot {index}"),
                 "data_size + metadata_size overflows; its block was not freed",
             )),
-        };
-        crate::crash_point!("finish_delete.payload_freed");
-        dir.free_finished(index, fin);
-        if wake {
-            crate::store::wait::wake_word(&slot.word);
+        });
+        match finished {
+            Finished::TakenOver => Ok(()),
+            Finished::Freed(freed) => {
+                if wake {
+                    crate::store::wait::wake_word(&dir.slot(index).word);
+                }
+                freed.unwrap_or(Ok(()))
+            }
         }
-        freed
     }
 
     /// Statistics, from one pass over the directory and client table.

@@ -46,7 +46,9 @@ use std::time::Instant;
 use crate::store::clients::{
     intent, process_liveness, reap_flags, status, EntryWord, HostIdentity, Liveness,
 };
-use crate::store::directory::{begin_delete, flags, resume_owned_delete, state, Resumed, Word};
+use crate::store::directory::{
+    abort_dead_owners_slot, begin_delete, flags, resume_owned_delete, state, DeadSlot, Resumed,
+};
 use crate::store::error::{Result, StoreError};
 use crate::store::fencing::DeadEntry;
 use crate::store::handle::Store;
@@ -493,51 +495,27 @@ impl Store {
             if n % CHECK_EVERY == CHECK_EVERY - 1 {
                 m.check()?;
             }
-            let slot = dir.slot(i);
-            let mut sw = slot.load_word();
-            if sw.owner != owner {
+            if dir.slot(i).load_word().owner != owner {
                 continue;
             }
             if !ours()? {
                 return Ok(None);
             }
-            let gen = sw.gen;
-            // Retry while it is still this client's object: a helper's PENDING → CREATING flip or
-            // a getter's WAITERS flag makes a CAS fail without making the slot anyone else's.
-            while sw.gen == gen && sw.owner == owner {
-                match sw.state {
-                    state::DELETING => {
-                        // Acquire: the pairing that matters is the Acquire `load_word` above,
-                        // which pairs with the Release half of the `cas_word` to DELETING made
-                        // after `Client::create` stored the offset; this one only keeps the reads
-                        // after it in order.
-                        intent_covered |= slot.data_offset.load(Ordering::Acquire) == intent_offset;
-                        started_deletes.push(i);
-                        break;
-                    }
-                    state::RESERVED | state::PENDING | state::CREATING => {}
-                    _ => break,
+            match abort_dead_owners_slot(&dir, i, owner) {
+                DeadSlot::Skipped => {}
+                DeadSlot::Started { data_offset } => {
+                    intent_covered |= data_offset == intent_offset;
+                    started_deletes.push(i);
                 }
-                let offset = slot.data_offset.load(Ordering::Relaxed);
-                if let Some(live) = dir.live_word(i) {
-                    if live.gen != gen || live.owner != owner {
-                        sw = slot.load_word();
-                        continue;
-                    }
-                    // Committed: abort it like its creator would.
-                    let deleting = Word {
-                        state: state::DELETING,
-                        flags: 0,
-                        ..live
-                    };
-                    if let Err(actual) = slot.cas_word(live, deleting) {
-                        sw = actual;
-                        continue;
-                    }
+                DeadSlot::Aborting {
+                    live,
+                    deleting,
+                    data_offset,
+                } => {
                     crate::crash_point!("reap.aborting");
-                    intent_covered |= offset == intent_offset;
+                    intent_covered |= data_offset == intent_offset;
                     if same_host {
-                        self.write_back_and_drop(slot);
+                        self.write_back_and_drop(dir.slot(i));
                     }
                     if let Err(err) =
                         self.finish_delete(i, deleting, live.flags & flags::WAITERS != 0)
@@ -548,21 +526,8 @@ impl Store {
                         .objects_aborted
                         .fetch_add(1, Ordering::Relaxed);
                     report.aborted_objects += 1;
-                    break;
                 }
-                // Claimed but never committed: only the slot; the payload is the intent's.
-                let releasing = Word {
-                    state: state::DELETING,
-                    flags: 0,
-                    ..sw
-                };
-                if let Err(actual) = slot.cas_word(sw, releasing) {
-                    sw = actual;
-                    continue;
-                }
-                dir.free_slot(i, releasing);
-                report.released_slots += 1;
-                break;
+                DeadSlot::Released => report.released_slots += 1,
             }
         }
 
