@@ -572,3 +572,83 @@ fn a_fenced_guard_leaves_the_next_occupants_op_seq_alone() {
     assert_fsck_clean(&s);
     kill(slow);
 }
+
+/// A creator stopped right after recording its allocation as its intent (`create.intent_recorded`)
+/// is reaped by lease: the reaper takes the intent and frees the block (no slot names it yet), and
+/// another client's object gets that block. The creator resumes: it must not publish a slot naming
+/// the freed block. Before, its insert went ahead and only then did it see the fence and return:
+/// a `CREATING` slot of a reaped entry was left naming the other object's block for good (the id
+/// could not be created again, fsck found the block owned twice, and whoever reaped the entry's
+/// next occupant with a scan would have freed the other object's block).
+#[cfg(feature = "crashpoints")]
+#[test]
+fn a_creator_reaped_after_recording_its_intent_never_publishes_the_freed_block() {
+    let (fd, s, baseline) = setup("reap-intent-publish");
+    let me = s.connect("admin").unwrap();
+    let mut creator = command(
+        fd,
+        "guarded",
+        &[
+            ("GISMO_HOST", "elsewhere"),
+            ("GISMO_CRASHPOINT", "create.intent_recorded"),
+            ("GISMO_CRASHPOINT_ACTION", "stop"),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut out = BufReader::new(creator.stdout.take().unwrap());
+    read_until(&mut out, "READY");
+    creator.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    wait_stopped(&mut creator);
+    // Judged by lease (another host): quarantined, then reaped after the grace.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        if let Some(r) = me.reap_dead(50).unwrap().pop() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the paused creator was never reaped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        report.freed_intent_bytes, 3000,
+        "the reaper did not free the intent: the test tests nothing ({report:?})"
+    );
+    // The freed block goes to another object.
+    let other = ObjectId::from_u64(81);
+    let mut b = me
+        .create(&other, 3000, b"", &CreateInfo::default())
+        .unwrap();
+    b.data_mut().fill(0x5a);
+    b.seal().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(creator.id() as i32, libc::SIGCONT) };
+    assert_eq!(
+        read_until(&mut out, "CREATED "),
+        "false",
+        "a fenced create succeeded"
+    );
+    kill(creator);
+    // Its id is free again, the other object is intact, fsck is clean.
+    let theirs = ObjectId::from_u64(80);
+    me.create(&theirs, 10, b"", &CreateInfo::default())
+        .expect("the fenced creator's id is still taken")
+        .seal()
+        .unwrap();
+    assert_fsck_clean(&s);
+    {
+        let r = me.get(&other, Some(Duration::ZERO)).unwrap().unwrap();
+        assert!(
+            r.data().iter().all(|&b| b == 0x5a),
+            "the other object's bytes changed"
+        );
+    }
+    for id in [theirs, other] {
+        me.delete(&id).unwrap();
+    }
+    me.reap_dead(60_000).unwrap();
+    assert_eq!(s.used_bytes(), baseline, "something leaked");
+    assert_fsck_clean(&s);
+}

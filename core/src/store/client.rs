@@ -13,7 +13,8 @@ use crate::store::clients::{
     intent, process_start_time, reap_flags, status, ClientEntry, EntryWord, HostIdentity,
 };
 use crate::store::directory::{
-    after_release, flags, seal_word, state, InsertError, SealRefused, Word, NO_OWNER,
+    after_release, flags, seal_word, state, withdraw_unsealed, InsertError, SealRefused, Word,
+    NO_OWNER,
 };
 use crate::store::error::{Result, StoreError};
 use crate::store::events::EventKind;
@@ -417,6 +418,11 @@ impl Client {
                 .owner_nodes_dropped
                 .fetch_add(1, Ordering::Relaxed);
         }
+        // Fenced while recording (a pause past the lease and grace): the reaper may have taken
+        // the intent and freed the block; a slot must not name it. Not ours to free either.
+        if self.fenced() {
+            return Err(self.fenced_error());
+        }
         let now = unix_ms();
         let inserted = self.store.directory().insert(id, self.owner_tag(), |s| {
             s.data_offset.store(alloc.offset, Ordering::Relaxed);
@@ -464,8 +470,16 @@ impl Client {
         };
         crate::crash_point!("create.inserted");
         // The slot names the allocation now; the intent may go. Fenced meanwhile: the entry
-        // may be the next occupant's, whose intent this store would erase (R2).
+        // may be the next occupant's, whose intent this store would erase (R2), and the reaper
+        // may have freed the block before the slot named it (it took the intent first): the
+        // slot is withdrawn without its payload (the block is the reaper's or the collector's).
         if self.fenced() {
+            withdraw_unsealed(
+                &self.store.directory(),
+                inserted.index,
+                inserted.word,
+                |slot| wake_word(&slot.word),
+            );
             return Err(self.fenced_error());
         }
         // Release: pairs with the reaper's AcqRel swap of `intent` in `reap_client`: a reaper that

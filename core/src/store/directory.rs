@@ -1274,3 +1274,44 @@ pub fn finish_slot<R>(
     dir.free_finished(index, fin);
     Finished::Freed(freed)
 }
+
+/// Withdraws a just-committed, unsealed object of `owner` (word `w`, from `Directory::insert`)
+/// without touching its payload: `CREATING → DELETING`, then the slot is freed. For a creator
+/// that finds itself fenced right after its insert: the reaper may have freed the block the slot
+/// names (it took the creator's intent before the slot existed) and someone may hold it now, so
+/// the block is not the creator's to free, and the slot must not stay behind naming it (it would
+/// block the id and, once aborted by whoever reaps the entry next, free that someone's block).
+/// Returns whether it withdrew the object (false: the slot is not that object any more, e.g. a
+/// reaper aborted it, which also finishes it). Wakes waiters through `wake` if it withdrew.
+pub fn withdraw_unsealed(
+    dir: &Directory<'_>,
+    index: usize,
+    mut w: Word,
+    wake: impl FnOnce(&Slot),
+) -> bool {
+    let slot = dir.slot(index);
+    let (gen, owner) = (w.gen, w.owner);
+    // Bounded: only getters' WAITERS flags (one each) make the CAS fail while the object stays.
+    for _ in 0..MAX_OFFSET_RETRIES {
+        if w.gen != gen || w.owner != owner || !matches!(w.state, state::CREATING | state::PENDING)
+        {
+            return false;
+        }
+        let deleting = Word {
+            state: state::DELETING,
+            flags: 0,
+            ..w
+        };
+        match slot.cas_word(w, deleting) {
+            Ok(()) => {
+                dir.free_slot(index, deleting);
+                if w.flags & flags::WAITERS != 0 {
+                    wake(slot);
+                }
+                return true;
+            }
+            Err(actual) => w = actual,
+        }
+    }
+    false
+}
