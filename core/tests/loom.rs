@@ -9,7 +9,7 @@
 //! a protocol. Bound: `LOOM_MAX_PREEMPTIONS=2` for all but the run-index model (bound 1: each of
 //! its executions builds a heap of 4128 pages and its 258 chunk descriptors). Run times measured
 //! one at a time on the 2-core development machine (release build); the whole run takes about
-//! 25 s of model checking, the 26 models one after another (`--test-threads=1`; plus the build):
+//! 25 s of model checking, the 27 models one after another (`--test-threads=1`; plus the build):
 //!
 //! | model | production code | threads | time |
 //! |---|---|---|---|
@@ -19,6 +19,7 @@
 //! | `lookup_racing_insert_never_returns_another_key` | `insert`, `free_slot`, `lookup` | 2 | 9.9 s |
 //! | `a_reapers_abort_and_a_resumed_creators_seal_never_both_win` | `abort_dead_owners_slot` (`Store::reap_client` step 2), `seal_word` (`Client::seal`), `Directory::insert`, a waiter's flag | 3 | 0.02 s |
 //! | `a_taken_over_finisher_never_frees_twice_nor_the_next_objects_block` | `finish_slot` (`Store::finish_delete`) twice, `resume_owned_delete` (`Store::resume_deleting`), `begin_delete`, `seal_word`, `Directory::insert`, `Allocator::{alloc, free}` | 2 | 0.05 s |
+//! | `a_creator_reaped_mid_create_never_leaves_a_slot_naming_a_freed_block` | `publish_allocation` (`Client::create`: `Registered::{record_intent, clear_intent}`, `Directory::insert`, `withdraw_unsealed`), `DeadEntry::{fence, take_intent}`, `abort_dead_owners_slot`, `finish_slot` (`Store::reap_client` steps 2 and 3), `Allocator::free` | 2 | 0.1 s |
 //! | `get_and_delete_never_both_win` | `acquire_sealed` (`Client::try_acquire`), `begin_delete`, `after_release`, `RefTable` | 2 | 0.01 s |
 //! | `deferred_delete_is_never_lost` | `begin_delete`, `after_release`, `RefTable` | 2 | 0.03 s |
 //! | `a_dead_deleters_delete_is_decided_once` | `resume_owned_delete` (`Store::resume_deleting`), `after_release` | 2 | 0.03 s |
@@ -42,8 +43,8 @@
 //!
 //! The reaper models compose `DeadEntry`'s steps in `Store::reap_client`'s order for a client that
 //! holds references only; its step 2 (unsealed objects) is modelled against a resumed creator's
-//! seal, and the finish of a delete against a reaper that takes it over; its step 3 (the intent:
-//! freeing the recorded allocation) stays inside `Store` and is not modelled. The
+//! seal, steps 2 and 3 (the intent) against a creator paused anywhere in its create, and the
+//! finish of a delete against a reaper that takes it over. The
 //! three-party directory history of L1 (an inserter, a winner that is deleted, an observer) is
 //! staged on two threads: one thread plays the winner, the deleter and the observer, with yields
 //! between its stages so the history fits the bound (three free-running threads did not finish in
@@ -58,7 +59,9 @@ use gismo_core::store::directory::{
     Resumed, SealRefused, Slot, Word,
 };
 use gismo_core::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
-use gismo_core::store::fencing::{DeadEntry, Registered};
+use gismo_core::store::fencing::{
+    publish_allocation, DeadEntry, Registered, TakenIntent, Unpublished,
+};
 use gismo_core::store::leader::{LeaderId, LeaseEvent, LeaseState, LeaseWords};
 use gismo_core::store::refs::{gen_matches, RefTable};
 use gismo_core::store::registration::{reclaim_if_stale, register, Identity, Prepared};
@@ -1359,6 +1362,110 @@ fn a_taken_over_finisher_never_frees_twice_nor_the_next_objects_block() {
         allocator(&h)
             .free(new, SIZE)
             .expect("the new object's block was freed under it");
+        assert_eq!(allocator(&h).used_bytes(), (1 - freed) * SIZE);
+    });
+}
+
+/// The reaper's steps 2 and 3 (the dead client's slots, then its intent: `DeadEntry::fence`,
+/// `take_intent`, `abort_dead_owners_slot` over the directory, `finish_slot`, the free of an
+/// intent no slot covered) against a creator judged dead by lease but only paused, anywhere in
+/// its create (`publish_allocation`: record the intent, insert, clear it; the allocation made
+/// before). The block is freed at most once; afterwards no slot names it (a creator that finds
+/// itself fenced withdraws its slot); it is left unfreed (for the orphan collector) only if the
+/// creator was fenced; and a create that succeeded was aborted by the reaper.
+///
+/// It found a double free: the reaper read the slot's payload offset before its fresh read of the
+/// word, so a slot first seen `RESERVED`, then written and committed, was aborted with offset 0,
+/// which did not match the intent, and the block was freed through the slot and as the intent.
+/// Seeded bugs it catches: no withdraw of a slot committed by a fenced creator, and either
+/// SeqCst fence of the insert/scan pair (`clear_intent`, `take_intent`) removed (a slot of the
+/// reaped client is left naming the block).
+#[test]
+fn a_creator_reaped_mid_create_never_leaves_a_slot_naming_a_freed_block() {
+    const SIZE: u64 = 16384;
+    loom::model(|| {
+        let h = heap();
+        let slots = table(4);
+        let entry = Arc::new(ClientEntry::new_free());
+        entry.word.store(VICTIM.pack(), Ordering::Relaxed);
+        let refs: Arc<Vec<AtomicU64>> = Arc::new((0..16).map(|_| AtomicU64::new(0)).collect());
+        let id = same_home_ids(1)[0];
+        let block = allocator(&h).alloc(SIZE).unwrap().offset;
+        let frees = Arc::new(AtomicU64::new(0));
+        let free = |h: Arc<Heap>, frees: Arc<AtomicU64>| {
+            move |offset: u64, size: u64| {
+                assert_eq!(offset, block);
+                frees.fetch_add(1, Ordering::SeqCst);
+                allocator(&h)
+                    .free(offset, size)
+                    .expect("the block freed twice");
+            }
+        };
+        let (s1, e1, r1, f1) = (
+            slots.clone(),
+            entry.clone(),
+            refs.clone(),
+            free(h.clone(), frees.clone()),
+        );
+        let creator = thread::spawn(move || {
+            let reg = Registered::new(&e1, VICTIM.pack(), RefTable::new(&r1));
+            publish_allocation(
+                &reg,
+                &Directory::new(&s1),
+                &id,
+                0,
+                (block, SIZE),
+                || {},
+                |s| {
+                    s.data_size.store(SIZE, Ordering::Relaxed);
+                    s.data_offset.store(block, Ordering::Relaxed);
+                },
+                f1,
+                |_| {},
+            )
+        });
+        // The reaper (it died inside an operation, so the whole directory is scanned).
+        let dead = DeadEntry::fence(&entry, VICTIM).expect("judged from its word");
+        let (intent_offset, intent_size) = match dead.take_intent() {
+            TakenIntent::Allocated { offset, size } => (offset, size),
+            other => {
+                assert_eq!(other, TakenIntent::None);
+                (0, 0)
+            }
+        };
+        let dir = Directory::new(&slots);
+        let mut covered = false;
+        for i in 0..slots.len() {
+            if slots[i].load_word().owner != 0 {
+                continue;
+            }
+            match abort_dead_owners_slot(&dir, i, 0) {
+                DeadSlot::Started { data_offset } => covered |= data_offset == intent_offset,
+                DeadSlot::Aborting {
+                    deleting,
+                    data_offset,
+                    ..
+                } => {
+                    covered |= data_offset == intent_offset;
+                    let f = free(h.clone(), frees.clone());
+                    finish_slot(&dir, i, deleting, |o, size| f(o, size.unwrap().max(1)));
+                }
+                DeadSlot::Skipped | DeadSlot::Released => {}
+            }
+        }
+        if !covered && intent_size > 0 {
+            free(h.clone(), frees.clone())(intent_offset, intent_size);
+        }
+        let created = creator.join().unwrap();
+        let freed = frees.load(Ordering::SeqCst);
+        assert!(
+            dir.lookup(&id).is_none(),
+            "a slot of the reaped creator is left ({created:?}, block freed {freed}x)"
+        );
+        assert!(
+            freed == 1 || created == Err(Unpublished::Fenced),
+            "the block leaked though the create was not fenced: {created:?}"
+        );
         assert_eq!(allocator(&h).used_bytes(), (1 - freed) * SIZE);
     });
 }

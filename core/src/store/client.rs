@@ -10,15 +10,14 @@ use std::time::{Duration, Instant};
 use crate::clock::{coarse_unix_ms, unix_ms};
 use crate::store::allocator::capacity_for;
 use crate::store::clients::{
-    intent, process_start_time, reap_flags, status, ClientEntry, EntryWord, HostIdentity,
+    process_start_time, reap_flags, status, ClientEntry, EntryWord, HostIdentity,
 };
 use crate::store::directory::{
-    after_release, flags, seal_word, state, withdraw_unsealed, InsertError, SealRefused, Word,
-    NO_OWNER,
+    after_release, flags, seal_word, state, InsertError, SealRefused, Word, NO_OWNER,
 };
 use crate::store::error::{Result, StoreError};
 use crate::store::events::EventKind;
-use crate::store::fencing::{check_fenced, OpGuard, Registered};
+use crate::store::fencing::{check_fenced, publish_allocation, OpGuard, Registered, Unpublished};
 use crate::store::handle::Store;
 use crate::store::nodes::OwnerNode;
 use crate::store::object_id::ObjectId;
@@ -392,100 +391,73 @@ impl Client {
         // Fenced while allocating (a pause past the lease): the entry's intent fields are not
         // ours to write, and the block is not ours to free either — once we were reaped, the
         // orphan collector may have freed it and someone else may hold it now. It is left to
-        // the collector (review follow-up R2: a fenced party never frees).
-        if self.fenced() {
-            return Err(self.fenced_error());
-        }
+        // the collector (review follow-up R2: a fenced party never frees); `record_intent`
+        // checks.
         // Record the allocation as our intent before anything else can fail, so the reaper can
-        // free it if we die before the directory slot names it.
-        let e = self.entry();
-        e.intent_offset.store(alloc.offset, Ordering::Relaxed);
-        e.intent_size.store(total.max(1), Ordering::Relaxed);
-        // Release: pairs with the reaper's AcqRel swap of `intent` in `reap_client` and fsck's
-        // Acquire load of it: whoever reads ALLOCATED also reads the offset and size stored above.
-        e.intent.store(intent::ALLOCATED, Ordering::Release);
-        crate::crash_point!("create.intent_recorded");
-
-        let owner_node = self.store.nodes().intern(&OwnerNode {
-            raylet_id: info.owner.raylet_id,
-            ip: info.owner.ip.clone(),
-        });
-        if owner_node.is_none() {
-            // Not silent (core review L6): the object is created without an owner node, and the
-            // count says how often that happened.
-            self.store
-                .control()
-                .owner_nodes_dropped
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        // Fenced while recording (a pause past the lease and grace): the reaper may have taken
-        // the intent and freed the block; a slot must not name it. Not ours to free either.
-        if self.fenced() {
-            return Err(self.fenced_error());
-        }
+        // free it if we die before the directory slot names it; then the slot.
         let now = unix_ms();
-        let inserted = self.store.directory().insert(id, self.owner_tag(), |s| {
-            s.data_offset.store(alloc.offset, Ordering::Relaxed);
-            s.data_size.store(data_size, Ordering::Relaxed);
-            s.metadata_size
-                .store(metadata_size as u32, Ordering::Relaxed);
-            s.last_access_ms.store(now, Ordering::Relaxed);
-            let obj_flags = u64::from(info.is_mutable);
-            s.created.store(
-                now << 16 | (info.source as u64) << 8 | obj_flags,
-                Ordering::Relaxed,
-            );
-            s.owner_node
-                .store(owner_node.unwrap_or(u32::MAX), Ordering::Relaxed);
-            s.owner_port
-                .store(u32::from(info.owner.port), Ordering::Relaxed);
-            let worker = crate::store::object_id::ObjectId(info.owner.worker_id).words();
-            for (d, w) in s.owner_worker.iter().zip(worker) {
-                d.store(w, Ordering::Relaxed);
-            }
-            s.creator_host.store(self.host_index, Ordering::Relaxed);
-        });
-        let inserted = match inserted {
-            Ok(i) => i,
-            Err(err) => {
-                // Intent first, then the free: dying in between leaks the block (fsck finds it)
-                // instead of letting the reaper free it a second time after someone reused it.
-                // Fenced meanwhile: the reaper took (and freed) our intent, and the entry may be
-                // someone else's; neither is ours to touch (review follow-up R2).
-                if self.fenced() {
-                    return Err(self.fenced_error());
+        // Interned by `before_insert`, read by `init` (a cell: both closures borrow it).
+        let owner_node = std::cell::Cell::new(None);
+        let published = publish_allocation(
+            &self.registered(),
+            &self.store.directory(),
+            id,
+            self.owner_tag(),
+            (alloc.offset, total.max(1)),
+            || {
+                owner_node.set(self.store.nodes().intern(&OwnerNode {
+                    raylet_id: info.owner.raylet_id,
+                    ip: info.owner.ip.clone(),
+                }));
+                if owner_node.get().is_none() {
+                    // Not silent (core review L6): the object is created without an owner
+                    // node, and the count says how often that happened.
+                    self.store
+                        .control()
+                        .owner_nodes_dropped
+                        .fetch_add(1, Ordering::Relaxed);
                 }
-                // Release: pairs with the reaper's AcqRel swap of `intent` in `reap_client`: a
-                // reaper that reads NONE sees everything we did before, and leaves the free to us.
-                e.intent.store(intent::NONE, Ordering::Release);
-                let _ = self.store.allocator().free(alloc.offset, total.max(1));
-                return Err(match err {
-                    InsertError::Exists { .. } => StoreError::ObjectExists(*id),
-                    InsertError::Lost => self.fenced_error(),
-                    InsertError::Full => StoreError::DirectoryFull {
-                        capacity: self.store.directory().capacity(),
-                    },
-                });
+            },
+            |s| {
+                s.data_offset.store(alloc.offset, Ordering::Relaxed);
+                s.data_size.store(data_size, Ordering::Relaxed);
+                s.metadata_size
+                    .store(metadata_size as u32, Ordering::Relaxed);
+                s.last_access_ms.store(now, Ordering::Relaxed);
+                let obj_flags = u64::from(info.is_mutable);
+                s.created.store(
+                    now << 16 | (info.source as u64) << 8 | obj_flags,
+                    Ordering::Relaxed,
+                );
+                s.owner_node
+                    .store(owner_node.get().unwrap_or(u32::MAX), Ordering::Relaxed);
+                s.owner_port
+                    .store(u32::from(info.owner.port), Ordering::Relaxed);
+                let worker = crate::store::object_id::ObjectId(info.owner.worker_id).words();
+                for (d, w) in s.owner_worker.iter().zip(worker) {
+                    d.store(w, Ordering::Relaxed);
+                }
+                s.creator_host.store(self.host_index, Ordering::Relaxed);
+            },
+            |offset, size| {
+                let _ = self.store.allocator().free(offset, size);
+            },
+            |slot| wake_word(&slot.word),
+        );
+        let inserted = match published {
+            Ok(i) => i,
+            Err(Unpublished::Fenced | Unpublished::Insert(InsertError::Lost)) => {
+                return Err(self.fenced_error())
+            }
+            Err(Unpublished::Insert(InsertError::Exists { .. })) => {
+                return Err(StoreError::ObjectExists(*id))
+            }
+            Err(Unpublished::Insert(InsertError::Full)) => {
+                return Err(StoreError::DirectoryFull {
+                    capacity: self.store.directory().capacity(),
+                })
             }
         };
-        crate::crash_point!("create.inserted");
-        // The slot names the allocation now; the intent may go. Fenced meanwhile: the entry
-        // may be the next occupant's, whose intent this store would erase (R2), and the reaper
-        // may have freed the block before the slot named it (it took the intent first): the
-        // slot is withdrawn without its payload (the block is the reaper's or the collector's).
-        if self.fenced() {
-            withdraw_unsealed(
-                &self.store.directory(),
-                inserted.index,
-                inserted.word,
-                |slot| wake_word(&slot.word),
-            );
-            return Err(self.fenced_error());
-        }
-        // Release: pairs with the reaper's AcqRel swap of `intent` in `reap_client`: a reaper that
-        // reads NONE also sees the slot inserted above, which now accounts for the allocation.
-        e.intent.store(intent::NONE, Ordering::Release);
-        crate::crash_point!("create.intent_cleared");
         if let Err(err) = self.add_ref(inserted.index, inserted.word.gen) {
             let _ = self.abort_slot(inserted.index, inserted.word);
             return Err(err);

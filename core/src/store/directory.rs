@@ -1122,7 +1122,6 @@ pub fn abort_dead_owners_slot(dir: &Directory<'_>, i: usize, owner: u16) -> Dead
             state::RESERVED | state::PENDING | state::CREATING => {}
             _ => return DeadSlot::Skipped,
         }
-        let data_offset = slot.data_offset.load(Ordering::Relaxed);
         if let Some(live) = dir.live_word(i) {
             // A fresh read: the state may have moved on since `sw` (a resumed owner's seal, an
             // abort): only an unsealed object is aborted; otherwise decide again from the slot.
@@ -1143,6 +1142,12 @@ pub fn abort_dead_owners_slot(dir: &Directory<'_>, i: usize, owner: u16) -> Dead
                 sw = actual;
                 continue;
             }
+            // Read after the CAS, not before the fresh read above: a slot first seen RESERVED may
+            // have had its fields written and been committed since, and an offset read then (0)
+            // would not match the intent, which the reaper would then free a second time (the
+            // loom model of steps 2 and 3 found it). Relaxed: our CAS read the committed word,
+            // whose Release publication (`Directory::insert`) covers the creator's fields.
+            let data_offset = slot.data_offset.load(Ordering::Relaxed);
             return DeadSlot::Aborting {
                 live,
                 deleting,

@@ -34,9 +34,13 @@
 //! client had started in between); `Client` runs its table writes through [`Registered`]. The loom
 //! models (`core/tests/loom.rs`) run both over entries and tables on the heap.
 
-use crate::store::clients::{op_seq, status, ClientEntry, EntryWord};
-use crate::store::directory::{acquire_sealed, begin_delete, flags, state, Slot, Word};
+use crate::store::clients::{intent, op_seq, status, ClientEntry, EntryWord};
+use crate::store::directory::{
+    acquire_sealed, begin_delete, flags, state, withdraw_unsealed, Directory, InsertError,
+    Inserted, Slot, Word,
+};
 use crate::store::error::{Result, StoreError};
+use crate::store::object_id::ObjectId;
 use crate::store::refs::RefTable;
 use crate::sync::{fence, Ordering};
 
@@ -86,6 +90,48 @@ impl<'a> Registered<'a> {
         StoreError::Fenced {
             epoch: EntryWord::unpack(self.word).epoch,
         }
+    }
+
+    /// Records an allocation (`offset`, `size`) as the client's *intent* (`Client::create`), so
+    /// that a reaper frees it if the client dies before a slot names it. Fails with `Fenced`
+    /// (writing nothing) if the client was fenced: the entry's fields are not ours to write, and
+    /// the block is not ours to free either (the orphan collector frees it; review follow-up R2).
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`].
+    pub fn record_intent(&self, offset: u64, size: u64) -> Result<()> {
+        if self.fenced() {
+            return Err(self.fenced_error());
+        }
+        self.entry.intent_offset.store(offset, Ordering::Relaxed);
+        self.entry.intent_size.store(size, Ordering::Relaxed);
+        // Release: pairs with the reaper's AcqRel swap in `DeadEntry::take_intent` and fsck's
+        // Acquire load: whoever reads ALLOCATED also reads the offset and size stored above.
+        self.entry
+            .intent
+            .store(intent::ALLOCATED, Ordering::Release);
+        Ok(())
+    }
+
+    /// Clears the intent once a slot names the allocation (or it was freed). Fails with `Fenced`
+    /// (writing nothing) if the client was fenced: the entry may be the next occupant's, whose
+    /// intent this store would erase (review follow-up R2).
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`].
+    pub fn clear_intent(&self) -> Result<()> {
+        // SeqCst fence: pairs with the fence in `DeadEntry::take_intent`, which comes before the
+        // reaper's scan of the directory: either the scan sees the slot we committed before this
+        // (and aborts it: the block is freed through the slot), or we see the fence below.
+        fence(Ordering::SeqCst);
+        if self.fenced() {
+            return Err(self.fenced_error());
+        }
+        // Release: pairs with the reaper's AcqRel swap in `DeadEntry::take_intent`: a reaper that
+        // reads NONE also sees what we did before (the slot that now names the allocation, or
+        // its free).
+        self.entry.intent.store(intent::NONE, Ordering::Release);
+        Ok(())
     }
 
     /// [`check_fenced`] for this client.
@@ -278,6 +324,78 @@ impl Drop for OpGuard<'_> {
 }
 
 /// A client entry a reaper fenced: `DEAD` at the epoch it was judged dead with.
+/// What [`DeadEntry::take_intent`] took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakenIntent {
+    /// No allocation in flight.
+    None,
+    /// An allocation no slot may name yet.
+    Allocated { offset: u64, size: u64 },
+    /// A kind no build writes (a corrupt entry): nothing to free; the reap scans the directory.
+    Unknown(u64),
+}
+
+/// Why [`publish_allocation`] did not publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unpublished {
+    /// The client was fenced: nothing more of it was written, and its block is not its to free.
+    Fenced,
+    /// The insert failed; the intent was cleared and the block freed (`free`).
+    Insert(InsertError),
+}
+
+/// `Client::create`'s steps from its allocation (`offset`, `size`) to a committed slot of
+/// `owner` naming it: record the intent, run `before_insert`, insert `id` (`init` writes the
+/// slot's fields), clear the intent. A fence check before every write; a client fenced after its
+/// insert withdraws the slot without its payload (`withdraw_unsealed`: the reaper may have taken
+/// the intent and freed the block before the slot named it, and someone may hold it now), waking
+/// waiters with `wake`. A failed insert clears the intent before `free`s the block: dying in
+/// between leaks it (the orphan collector frees it) instead of letting a reaper free it a second
+/// time after someone reused it.
+///
+/// # Errors
+/// [`Unpublished`].
+#[allow(clippy::too_many_arguments)]
+pub fn publish_allocation(
+    reg: &Registered<'_>,
+    dir: &Directory<'_>,
+    id: &ObjectId,
+    owner: u16,
+    (offset, size): (u64, u64),
+    before_insert: impl FnOnce(),
+    init: impl FnOnce(&Slot),
+    free: impl FnOnce(u64, u64),
+    wake: impl FnOnce(&Slot),
+) -> std::result::Result<Inserted, Unpublished> {
+    reg.record_intent(offset, size)
+        .map_err(|_| Unpublished::Fenced)?;
+    crate::crash_point!("create.intent_recorded");
+    before_insert();
+    // Fenced while recording (a pause past the lease and grace): the reaper may have taken the
+    // intent and freed the block; a slot must not name it.
+    if reg.fenced() {
+        return Err(Unpublished::Fenced);
+    }
+    let inserted = match dir.insert(id, owner, init) {
+        Ok(i) => i,
+        Err(err) => {
+            // Fenced meanwhile: the reaper took (and freed) our intent, and the entry may be
+            // someone else's; neither is ours to touch (review follow-up R2).
+            reg.clear_intent().map_err(|_| Unpublished::Fenced)?;
+            free(offset, size);
+            return Err(Unpublished::Insert(err));
+        }
+    };
+    crate::crash_point!("create.inserted");
+    // The slot names the allocation now; the intent may go.
+    if reg.clear_intent().is_err() {
+        withdraw_unsealed(dir, inserted.index, inserted.word, wake);
+        return Err(Unpublished::Fenced);
+    }
+    crate::crash_point!("create.intent_cleared");
+    Ok(inserted)
+}
+
 pub struct DeadEntry<'a> {
     entry: &'a ClientEntry,
     dead: EntryWord,
@@ -341,6 +459,34 @@ impl<'a> DeadEntry<'a> {
         // Acquire: pairs with the Release CAS to FREE of a maintainer that finished the reap
         // before us (and with the AcqRel CAS to DEAD of the one that started it).
         self.entry.word.load(Ordering::Acquire) == self.dead.pack()
+    }
+
+    /// The dead client's in-flight allocation (`Store::reap_client` step 3), taken out of the
+    /// entry first. A maintainer killed after this and before the free leaks the block (the
+    /// orphan collector finds it) instead of leaving the intent for the next one to free a second
+    /// time (after a slot that reached it freed it, and maybe after a reuse). The caller frees it
+    /// unless a slot of the client names it.
+    pub fn take_intent(&self) -> TakenIntent {
+        let e = self.entry;
+        // SeqCst fence: pairs with the fence in `Registered::clear_intent` (after the creator's
+        // insert, before its reload of the word): our fence CAS came before it, our swap and the
+        // scan of the directory after; either the scan sees the committed slot, or the creator
+        // sees the fence (and withdraws the slot). The loom model of steps 2 and 3 fails
+        // without either fence.
+        fence(Ordering::SeqCst);
+        // AcqRel: the Acquire half pairs with the client's Release store of ALLOCATED in
+        // `Registered::record_intent` (its offset and size); the Release half orders this take
+        // before our frees.
+        let kind = e.intent.swap(intent::NONE, Ordering::AcqRel);
+        crate::crash_point!("reap.intent_taken");
+        match kind {
+            intent::NONE => TakenIntent::None,
+            intent::ALLOCATED => TakenIntent::Allocated {
+                offset: e.intent_offset.load(Ordering::Relaxed),
+                size: e.intent_size.load(Ordering::Relaxed),
+            },
+            other => TakenIntent::Unknown(other),
+        }
     }
 
     /// The dead client's references (`table`, its reference table): erased, then every object

@@ -284,7 +284,7 @@ impl Store {
                 // A quarantined client still owns its intent (reaped after its grace).
                 st if status::holds_resources(st) => {
                     report.active_clients += u64::from(st == status::ACTIVE);
-                    // Acquire: pairs with the Release store of ALLOCATED in `Client::create`, so
+                    // Acquire: pairs with the Release store of ALLOCATED in `Registered::record_intent`, so
                     // the offset and size read next are the ones it recorded.
                     if e.intent.load(Ordering::Acquire) == intent::ALLOCATED {
                         let (offset, size) = (

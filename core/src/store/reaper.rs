@@ -44,13 +44,13 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::store::clients::{
-    intent, process_liveness, reap_flags, status, EntryWord, HostIdentity, Liveness,
+    process_liveness, reap_flags, status, EntryWord, HostIdentity, Liveness,
 };
 use crate::store::directory::{
     abort_dead_owners_slot, begin_delete, flags, resume_owned_delete, state, DeadSlot, Resumed,
 };
 use crate::store::error::{Result, StoreError};
-use crate::store::fencing::DeadEntry;
+use crate::store::fencing::{DeadEntry, TakenIntent};
 use crate::store::handle::Store;
 use crate::store::leader::LeaderId;
 use crate::store::registration::{reclaim_if_stale, ConnectingSighting};
@@ -455,12 +455,11 @@ impl Store {
         if !ours()? {
             return Ok(None);
         }
-        // AcqRel: the Acquire half pairs with the client's Release store of ALLOCATED (its
-        // offset and size); the Release half orders this take before our frees.
-        let intent_kind = e.intent.swap(intent::NONE, Ordering::AcqRel);
-        crate::crash_point!("reap.intent_taken");
-        let intent_offset = e.intent_offset.load(Ordering::Relaxed);
-        let intent_size = e.intent_size.load(Ordering::Relaxed);
+        let taken = dead.take_intent();
+        let (intent_offset, intent_size) = match taken {
+            TakenIntent::Allocated { offset, size } => (offset, size),
+            TakenIntent::None | TakenIntent::Unknown(_) => (0, 0),
+        };
         let mut intent_covered = false;
         let mut started_deletes = Vec::new();
         // Where its slots can be (M11: a reap costs what the client held, not the directory).
@@ -475,7 +474,7 @@ impl Store {
         report.died_in_operation = op_seq % 2 == 1;
         report.directory_scanned = report.died_in_operation
             || judged.status == status::DEAD
-            || intent_kind != intent::NONE
+            || taken != TakenIntent::None
             || e.reap_flags.load(Ordering::Relaxed) != reap_flags::TRACKED;
         let candidates: Box<dyn Iterator<Item = usize>> = if report.directory_scanned {
             Box::new(0..dir.capacity())
@@ -536,7 +535,7 @@ impl Store {
         if !ours()? {
             return Ok(None);
         }
-        if intent_kind == intent::ALLOCATED && !intent_covered && intent_size > 0 {
+        if !intent_covered && intent_size > 0 {
             match self.allocator().free(intent_offset, intent_size) {
                 Ok(()) => report.freed_intent_bytes = intent_size,
                 // Already freed through a slot it had reached: nothing more to do.
