@@ -40,7 +40,9 @@
 //! A host that cannot keep to `P` (it was paused longer) does not trust what it decided before
 //! the pause: every write path re-reads its own register first ([`Membership::check_fenced`]),
 //! and a host whose own last landed write is older than its *self-lease* `S = L − P` does not
-//! act (leader actions, `lease.rs`; see also the re-assertion rule below).
+//! act: neither as leader (`lease.rs`) nor as its register's owner (`check_fenced` refuses
+//! first, `Fence::Expired`: a stop *between* two beats is bounded by nothing, and after `L` of
+//! silence a taker may be recovering its partition; see also the re-assertion rule below).
 //!
 //! # Join
 //!
@@ -112,7 +114,11 @@
 //! wrote back late) carries the old epoch, so it is recognisable; the taker, re-reading a
 //! register it took and finding an older epoch there, calls [`Membership::take_over`] again
 //! (the deposed host's next fence check then fails). That re-reading is the caller's loop
-//! today, not automated here.
+//! today, not automated here. An owner that finds a record of an *older* epoch than its own
+//! over its register (a late write of an index's earlier owner, deposed before this owner
+//! claimed it) rewrites its own: an older epoch is never a newer claim. A new boot's watch of
+//! its previous boot's register gives up as soon as that register reads TAKEN, and no claim is
+//! ever written over TAKEN.
 
 use crate::coherence::Coherence;
 use crate::sync::AtomicU64;
@@ -643,7 +649,13 @@ pub fn join<'a>(
             observer.note(p, &o, now)?;
             probes += 1;
             let Ok(prev) = o.state else { break };
-            if prev.identity.name_hash != id.name_hash || now >= until {
+            // Still a previous boot's own record: a TAKEN register is its taker's (the leader
+            // judged that boot dead first), however long it stays unchanged.
+            if prev.identity.name_hash != id.name_hash
+                || prev.identity.boot == id.boot
+                || !matches!(prev.state, State::Live | State::Joining)
+                || now >= until
+            {
                 break;
             }
             if observer.is_dead(p, now, timing.lease_ms) {
@@ -689,6 +701,12 @@ pub fn join<'a>(
     Err(HostsError::NoFreeRegister { probes })
 }
 
+/// Whether epoch `a` is older than `b` (wrapping: epochs only grow, one step per claim or
+/// takeover, so two live values are within half the range of each other).
+fn epoch_older(a: u32, b: u32) -> bool {
+    (b.wrapping_sub(a) as i32) > 0
+}
+
 /// Claims register `i` (read as `prev`) and watches it: `Some` if this host now owns it.
 fn claim<'a>(
     table: HostTable<'a>,
@@ -699,6 +717,10 @@ fn claim<'a>(
     i: usize,
     prev: &RegisterState,
 ) -> Result<Option<Membership<'a>>, HostsError> {
+    // TAKEN belongs to its taker, whoever asks.
+    if matches!(prev.state, State::TakenBy(_)) {
+        return Ok(None);
+    }
     let claim = RegisterState {
         identity: id,
         nonce: fresh_nonce(),
@@ -780,6 +802,12 @@ impl<'a> Membership<'a> {
     /// [`HostsError::Fenced`]; read errors of the register (busy, corrupt: not ours either, but
     /// possibly transient; the caller retries at its next tick or rejoins).
     pub fn check_fenced(&mut self, now_ms: u64) -> Result<(), HostsError> {
+        // Silent for longer than the self-lease (stopped between two beats: no bound covers
+        // that): every observer may have judged us dead and a taker may be recovering our
+        // partition, so nothing more is written, even if the register still reads as ours (the
+        // taker's write may not have landed yet). A host then stops after at most one late
+        // write: `last_landed` is read before each write, so the next check sees the pause.
+        self.check_self_lease(now_ms)?;
         let index = self.index;
         let fenced = |why| Err(HostsError::Fenced { index, why });
         let seen = self.table.read(self.c, index)?;
@@ -797,6 +825,13 @@ impl<'a> Membership<'a> {
         match seen.state {
             State::TakenBy(h) => fenced(Fence::TakenBy(h)),
             State::Free => fenced(Fence::Freed),
+            // An older epoch than ours: a late write of an earlier owner of this index (deposed
+            // before we claimed it, its write decided before that), never a newer claim (a claim
+            // writes the epoch it read plus one). Ours again by rewriting it; the late writer's
+            // next check finds our record and stops.
+            State::Joining | State::Live if epoch_older(seen.epoch, self.mine.epoch) => {
+                self.write_mine(now_ms)
+            }
             State::Joining
                 if now_ms.saturating_sub(self.last_landed) < self.timing.reassert_ms() =>
             {

@@ -521,10 +521,30 @@ fn four_hosts_elect_one_leader_at_a_time_and_a_deposed_one_is_fenced() {
             f.iter().all(|(i, _)| *i == second),
             "only the paused leader is fenced: {f:?}"
         );
+        // Its own write path refuses first: silent for longer than its self-lease, it writes
+        // nothing even before it reads its register (which the new leader takes over).
         assert!(
-            f.iter().any(|(_, e)| matches!(e, HostsError::Fenced { why: Fence::TakenBy(t), .. } if *t == third)),
-            "the paused leader finds its register taken by the new leader: {f:?}"
+            f.iter().any(|(_, e)| matches!(
+                e,
+                HostsError::Fenced {
+                    why: Fence::Expired { .. },
+                    ..
+                }
+            )),
+            "the paused leader's beat is refused by its self-lease: {f:?}"
         );
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let s = table(&hs[0]).read(&hs[0].coherence, second);
+            if matches!(s, Ok(s) if s.state == State::TakenBy(third)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the paused leader's register was never taken over: {s:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         drop(_g);
         for j in idx {
             j.join().expect("host thread");
@@ -705,13 +725,19 @@ fn a_new_boot_takes_its_previous_boots_register_after_the_lease() {
     assert!(stopped.elapsed() >= Duration::from_millis(FAST.lease_ms));
     assert_eq!(new.index(), old.index());
     assert_eq!(new.mine().epoch, old.mine().epoch + 1);
+    // Silent for a lease: refused by its self-lease before it reads; and the register is the
+    // new boot's (a fence check within the self-lease would say so).
     assert!(matches!(
         old.beat(clock()),
         Err(HostsError::Fenced {
-            why: Fence::Replaced { .. },
+            why: Fence::Expired { .. },
             ..
         })
     ));
+    assert_eq!(
+        table(&a).read(&a.coherence, old.index()).unwrap().identity,
+        Identity::new("a", 2)
+    );
     // Take-over and free: c takes the new boot's register over and frees it.
     let c = hosts.host("c", 0);
     let mut mc = join(table(&c), &c.coherence, Identity::new("c", 1), FAST, &clock).unwrap();
@@ -784,4 +810,118 @@ fn arbitrary_register_words_read_as_a_state_or_a_typed_error() {
         join(t, &a.coherence, Identity::new("a", 1), quick, &clock),
         Err(HostsError::NoFreeRegister { .. })
     ));
+}
+
+/// Review of the v2 blocks, H1 (scenario A): a host stopped between two beats for longer than
+/// its self-lease — every observer may have judged it dead, and a taker may be recovering its
+/// partition — writes nothing more, though its register still reads as its own. (Before, its
+/// beat passed the fence check and wrote.)
+#[test]
+fn a_host_silent_past_its_self_lease_writes_nothing() {
+    let hosts = Hosts::new(64 << 10);
+    let a = hosts.host("a", 0);
+    let mut ma = join(table(&a), &a.coherence, Identity::new("a", 1), FAST, &clock).unwrap();
+    let before = table(&a).read(&a.coherence, ma.index()).unwrap();
+    let late = ma.last_landed() + FAST.self_lease_ms() + 1;
+    assert!(matches!(
+        ma.beat(late),
+        Err(HostsError::Fenced {
+            why: Fence::Expired { .. },
+            ..
+        })
+    ));
+    assert_eq!(
+        table(&a).read(&a.coherence, ma.index()).unwrap(),
+        before,
+        "a silent host wrote its register"
+    );
+    // Within the self-lease it beats.
+    let mut mb = join(table(&a), &a.coherence, Identity::new("b", 1), FAST, &clock).unwrap();
+    assert!(mb.beat(mb.last_landed() + FAST.self_lease_ms()).is_ok());
+}
+
+/// Review of the v2 blocks, H1 (scenario B): a deposed owner's late write (an older epoch) lands
+/// over the register of the index's new owner: the new owner's next fence check takes it back
+/// (before, it gave its index up as `Replaced`, and the late writer kept it).
+#[test]
+fn a_late_write_of_an_earlier_owner_is_overwritten_not_obeyed() {
+    let hosts = Hosts::new(64 << 10);
+    let (a, b, c) = (hosts.host("a", 0), hosts.host("b", 0), hosts.host("c", 0));
+    let names = colliding_names(2);
+    let mut ma = join(
+        table(&a),
+        &a.coherence,
+        Identity::new(&names[0], 1),
+        FAST,
+        &clock,
+    )
+    .unwrap();
+    let mut mb = join(table(&b), &b.coherence, Identity::new("b", 1), FAST, &clock).unwrap();
+    let i = ma.index();
+    let late = *ma.mine();
+    ma.beat(clock()).unwrap();
+    // b judged a dead, took its register over and freed it; c (same home index) joins there.
+    mb.take_over(i, clock()).unwrap();
+    mb.free_taken(i, clock()).unwrap();
+    let mut mc = join(
+        table(&c),
+        &c.coherence,
+        Identity::new(&names[1], 1),
+        FAST,
+        &clock,
+    )
+    .unwrap();
+    assert_eq!(
+        mc.index(),
+        i,
+        "c did not get the freed index: the test tests nothing"
+    );
+    assert!(mc.mine().epoch > late.epoch);
+    // a's write, decided before its deposition, lands now.
+    table(&a).write(&a.coherence, i, &late).unwrap();
+    assert_eq!(mc.beat(clock()).map(|_| ()), Ok(()));
+    let now = table(&c).read(&c.coherence, i).unwrap();
+    assert_eq!(
+        (now.identity, now.nonce),
+        (mc.mine().identity, mc.mine().nonce)
+    );
+    // And a, resuming at once (within its self-lease), finds the index is not its own.
+    assert!(matches!(
+        ma.check_fenced(ma.last_landed()),
+        Err(HostsError::Fenced { .. })
+    ));
+}
+
+/// Review of the v2 blocks, H2: a new boot watching its previous boot's register never claims it
+/// once the leader has taken it over during the watch (TAKEN is its taker's). Before, the watch
+/// checked the name and the time but not the state, and claimed over TAKEN: two writers of the
+/// register and its partition, and the taker's `free_taken` failed.
+#[test]
+fn a_new_boot_never_claims_its_previous_register_once_taken_over() {
+    const SLOW: Timing = Timing {
+        heartbeat_ms: 50,
+        confirm_ms: 200,
+        lease_ms: 500,
+        pause_ms: 20,
+    };
+    let hosts = Hosts::new(64 << 10);
+    let (a, b, c) = (hosts.host("a", 0), hosts.host("b", 0), hosts.host("c", 0));
+    let old = join(table(&a), &a.coherence, Identity::new("a", 1), SLOW, &clock).unwrap();
+    let mut mc = join(table(&c), &c.coherence, Identity::new("c", 1), SLOW, &clock).unwrap();
+    let new = std::thread::scope(|s| {
+        let j = s.spawn(|| join(table(&b), &b.coherence, Identity::new("a", 2), SLOW, &clock));
+        // The new boot has found the old register LIVE and watches it; the leader's takeover
+        // lands during the watch.
+        // (Early in it: the watch ends a lease and two beats after it began, so a TAKEN that
+        // lands later than two beats in is not seen unchanged for a lease before the end.)
+        std::thread::sleep(Duration::from_millis(20));
+        mc.take_over(old.index(), clock()).unwrap();
+        j.join().unwrap().unwrap()
+    });
+    assert_ne!(
+        new.index(),
+        old.index(),
+        "the new boot claimed a TAKEN register"
+    );
+    assert_eq!(mc.free_taken(old.index(), clock()), Ok(()));
 }
