@@ -73,7 +73,10 @@
 //!    first saw it pending) is **skipped**: `tail += 1`, `holes += 1` (or `corrupt += 1` when a
 //!    published seq carried a bad checksum), written back.
 //! 3. A `seq` no producer writes for this position (corrupt, or of a lap ahead of `tail`) is
-//!    skipped at once and counted in `corrupt`; the call returns [`CorruptCell`].
+//!    skipped at once and counted in `corrupt` if the position is claimed (`head > tail`); the
+//!    call returns [`CorruptCell`]. An unclaimed position is left alone (the ring reads as
+//!    empty): its producer takes the cell over the bad seq (it is the cells' only writer host
+//!    and the consumer is done with the previous lap), and the checksum still guards the body.
 //!
 //! # Why body, write back, then seq (last word, loaded first) suffices — and the checksum
 //!
@@ -368,7 +371,6 @@ impl<'a> Ring<'a> {
     /// # Errors
     /// [`RingError::Full`]; [`RingError::Contended`] (when lost at the cell's take, after the
     /// claim, the position is a hole); [`RingError::CorruptCounters`];
-    /// [`RingError::CorruptCell`] (the cell cannot be taken: its position is a hole);
     /// [`RingError::Skipped`] (this producer paused so long after claiming that the consumer
     /// skipped the position and another producer took the cell).
     pub fn claim(&self, c: &Coherence) -> Result<Claim<'a>, RingError> {
@@ -403,7 +405,10 @@ impl<'a> Ring<'a> {
         let mut seq = cell[SEQ].load(Ordering::Relaxed);
         for _ in 0..CAS_ATTEMPTS {
             let earlier = match decode(seq, index, self.capacity) {
-                None => return Err(RingError::CorruptCell { position: p, seq }),
+                // A bad seq (a flipped or stray word): the consumer is done with the cell's
+                // previous lap (the `tail` check above) and this host is the cells' only writer,
+                // so the cell is ours to take over it; the checksum still guards the body.
+                None => true,
                 Some(CellState::Never) => true,
                 Some(CellState::Writing(q) | CellState::Published(q)) => q < p,
             };
@@ -650,22 +655,22 @@ impl<'a> Consumer<'a> {
                     Pending::Unpublished
                 }
                 // Corrupt, or a lap ahead of `tail` (which no producer can reach before the
-                // consumer passed `t`): never deliverable.
+                // consumer passed `t`): never deliverable — but only a claimed position is
+                // skipped. An unclaimed one (`head == t`: a word flipped in an idle cell) is left
+                // for its producer, which takes the cell over its bad seq; skipping it would put
+                // `tail` past `head`, which both sides refuse from then on.
                 _ => {
+                    if self.read_head(c, t)? == t {
+                        self.pending = None;
+                        return Ok(None);
+                    }
                     self.advance(c, Some(CORRUPT));
                     return Err(RingError::CorruptCell { position: t, seq });
                 }
             };
-            if pending == Pending::Unpublished {
-                evict(c, &ring.producer[..1]);
-                let head = ring.producer[HEAD].load(Ordering::Relaxed);
-                if head < t || head >= MAX_POSITION {
-                    return Err(RingError::CorruptCounters { head, tail: t });
-                }
-                if head == t {
-                    self.pending = None;
-                    return Ok(None);
-                }
+            if pending == Pending::Unpublished && self.read_head(c, t)? == t {
+                self.pending = None;
+                return Ok(None);
             }
             match self.pending {
                 Some((q, since, _)) if q == t => {
@@ -688,11 +693,27 @@ impl<'a> Consumer<'a> {
         Ok(None)
     }
 
+    /// The producers' `head` (evicted first), checked against our tail `t`: never below it,
+    /// never more than a ring ahead of it (invariant 2), never past the position range.
+    fn read_head(&self, c: &Coherence, t: u64) -> Result<u64, RingError> {
+        let ring = self.ring;
+        evict(c, &ring.producer[..1]);
+        let head = ring.producer[HEAD].load(Ordering::Relaxed);
+        if head < t || head - t > ring.capacity || head >= MAX_POSITION {
+            return Err(RingError::CorruptCounters { head, tail: t });
+        }
+        Ok(head)
+    }
+
     /// Moves past position `tail` (counting it in `skipped` when it is skipped), in memory.
     fn advance(&mut self, c: &Coherence, skipped: Option<usize>) {
         let w = self.ring.consumer;
         if let Some(counter) = skipped {
-            w[counter].store(w[counter].load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            // Wrapping: a region word, possibly corrupt (u64::MAX must not panic).
+            w[counter].store(
+                w[counter].load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Relaxed,
+            );
         }
         self.tail += 1;
         self.pending = None;

@@ -345,18 +345,17 @@ fn corrupt_words_are_typed_errors() {
     );
     assert_eq!(consumer.stats().corrupt, 1);
     assert_eq!(consumer.try_recv(&b.coherence), Ok(None), "moved on");
-    // The producer meets the same seq when its lap comes back to cell 1 — a hole, not a panic.
-    // (Positions 2, 3, 4 first.)
+    // The producer meets the same seq when its lap comes back to cell 1: the cell is its own to
+    // take over the bad seq (the consumer is done with its previous lap), and the message
+    // arrives. (Positions 2, 3, 4 first.)
     for k in 2..5 {
         ra.send(&a.coherence, KIND, &payload(0, k)).unwrap();
     }
-    assert_eq!(
-        ra.send(&a.coherence, KIND, &payload(0, 5)),
-        Err(RingError::CorruptCell {
-            position: 5,
-            seq: bad_seq
-        })
-    );
+    assert_eq!(ra.send(&a.coherence, KIND, &payload(0, 5)), Ok(5));
+    for k in 2..6 {
+        let m = consumer.try_recv(&b.coherence).unwrap().expect("a message");
+        assert_eq!((m.position, check(&m)), (k, (0, k)));
+    }
 
     // A tail beyond head.
     let tail = &b.words(16, 1)[0];
@@ -382,4 +381,65 @@ fn corrupt_words_are_typed_errors() {
         Consumer::new(ring(&b, 4), Duration::from_secs(10)),
         Err(RingError::CorruptCounters { .. })
     ));
+}
+
+/// Review of the v2 blocks, M2: a bad seq in a cell nobody has claimed yet (a flipped word in an
+/// idle ring) is not skipped — skipping it would put `tail` past `head`, and both sides would
+/// refuse the ring for good — and the next message through that cell arrives (its producer
+/// takes the cell over the bad seq).
+#[test]
+fn a_bad_seq_in_an_idle_cell_does_not_wedge_the_ring() {
+    let hosts = Hosts::new(64 << 10);
+    let (a, b) = (hosts.host("a", 0), hosts.host("b", 0));
+    let ra = ring(&a, 4);
+    let mut consumer = Consumer::new(ring(&b, 4), Duration::from_secs(10)).unwrap();
+    for k in 0..2 {
+        ra.send(&a.coherence, KIND, &payload(0, k)).unwrap();
+        assert_eq!(
+            consumer.try_recv(&b.coherence).unwrap().unwrap().position,
+            k
+        );
+    }
+    // Cell 2 (position 2, unclaimed) gets an undecodable seq.
+    let cell2 = a.words(2 * 16 + 2 * CELL_WORDS, CELL_WORDS);
+    cell2[CELL_WORDS - 1].store(1, Ordering::Relaxed);
+    write_back(&a.coherence, cell2);
+    assert_eq!(
+        consumer.try_recv(&b.coherence),
+        Ok(None),
+        "empty, not corrupt"
+    );
+    assert_eq!(
+        ra.consumer_stats(&a.coherence).tail,
+        2,
+        "skipped an unclaimed position"
+    );
+    for k in 2..4 {
+        assert_eq!(ra.send(&a.coherence, KIND, &payload(0, k)), Ok(k));
+        let m = consumer.try_recv(&b.coherence).unwrap().expect("a message");
+        assert_eq!((m.position, check(&m)), (k, (0, k)));
+    }
+    assert_eq!(consumer.stats().corrupt, 0);
+}
+
+/// Review of the v2 blocks, L4: a skip counter that reads `u64::MAX` (a corrupt line) wraps; it
+/// never panics (overflow checks are on in tests).
+#[test]
+fn a_corrupt_skip_counter_wraps_instead_of_panicking() {
+    let hosts = Hosts::new(64 << 10);
+    let (a, b) = (hosts.host("a", 0), hosts.host("b", 0));
+    let ra = ring(&a, 4);
+    let mut consumer = Consumer::new(ring(&b, 4), Duration::from_millis(1)).unwrap();
+    let _claim = ra.claim(&a.coherence).unwrap();
+    for w in b.words(16, 16).iter().skip(1).take(2) {
+        w.store(u64::MAX, Ordering::Relaxed);
+    }
+    write_back(&b.coherence, b.words(16, 16));
+    let t0 = Instant::now();
+    assert_eq!(consumer.try_recv_at(&b.coherence, t0), Ok(None));
+    assert_eq!(
+        consumer.try_recv_at(&b.coherence, t0 + Duration::from_millis(5)),
+        Ok(None)
+    );
+    assert_eq!(consumer.tail(), 1, "the hole was skipped");
 }
