@@ -98,8 +98,10 @@ fn run_child() {
         }
         if lease.guard(&mut m, clock()).is_ok() {
             for (j, o) in seen.iter().enumerate() {
-                let live = matches!(o.state, Ok(s) if s.state == State::Live);
-                if j != me && live && obs.is_dead(j, clock(), TIMING.lease_ms) {
+                // LIVE, or unreadable (a host killed inside its register write leaves the seq
+                // odd for ever): both are taken over once dead.
+                let takeable = o.state.map_or(true, |s| s.state == State::Live);
+                if j != me && takeable && obs.is_dead(j, clock(), TIMING.lease_ms) {
                     if let Ok(s) = m.take_over(j, clock()) {
                         println!("@@ took index={j} by={me} epoch={}", s.epoch);
                     }

@@ -493,6 +493,35 @@ impl<'a> HostTable<'a> {
         self.observe(c, index)?.state
     }
 
+    /// What a taker can learn of register `index` when [`HostTable::read`] fails on it (left
+    /// mid-write, a torn or corrupt body, an unknown state): the body as memory holds it,
+    /// decoded if its check word holds; otherwise a record that only carries the epoch word as
+    /// memory has it (`identity`, `nonce` cleared, LIVE). Either is only a base for a TAKEN
+    /// record: every fence check refuses TAKEN, whatever the epoch.
+    ///
+    /// # Errors
+    /// [`HostsError::IndexOutOfRange`].
+    pub fn read_for_takeover(
+        &self,
+        c: &Coherence,
+        index: usize,
+    ) -> Result<RegisterState, HostsError> {
+        if let Ok(s) = self.read(c, index) {
+            return Ok(s);
+        }
+        let rec = self.record(index)?;
+        let mut w = [0u64; BODY_WORDS];
+        rec.read_unvalidated(c, &mut w)
+            .map_err(|source| HostsError::Record { index, source })?;
+        Ok(
+            RegisterState::decode(index, self.len(), &w).unwrap_or(RegisterState {
+                epoch: (w[3] >> 32) as u32,
+                state: State::Live,
+                ..RegisterState::FREE
+            }),
+        )
+    }
+
     /// Writes register `index` (the record's writer order). Only the register's writer calls
     /// this: its owner, its taker, or a joiner claiming it.
     ///
@@ -899,8 +928,12 @@ impl<'a> Membership<'a> {
             });
         }
         self.check_fenced(now_ms)?;
-        let prev = self.table.read(self.c, x)?;
+        // Also a register left unreadable (its writer killed mid-write leaves the seq odd for
+        // ever; a torn or corrupt body): else its index and partition could never be recovered
+        // (review M1). A fresh nonce: the record we write is ours, whatever it was based on.
+        let prev = self.table.read_for_takeover(self.c, x)?;
         let taken = RegisterState {
+            nonce: fresh_nonce(),
             epoch: prev.epoch.wrapping_add(1),
             state: State::TakenBy(self.index),
             ballot: prev.ballot & super::lease::TERM_MASK,
@@ -916,6 +949,8 @@ impl<'a> Membership<'a> {
     /// [`HostsError::Fenced`] (ours), or `x` not TAKEN by us: [`HostsError::NotOurs`].
     pub fn free_taken(&mut self, x: usize, now_ms: u64) -> Result<(), HostsError> {
         self.check_fenced(now_ms)?;
+        // Ours only if it reads as our TAKEN record; one left torn by our own write dying is
+        // taken over again first (`take_over` accepts it).
         let prev = self.table.read(self.c, x)?;
         if prev.state != State::TakenBy(self.index) {
             return Err(HostsError::NotOurs { index: x });

@@ -8,6 +8,7 @@ use super::hosts::{
     join, Fence, HostTable, HostsError, Identity, Membership, Observer, State, Timing,
 };
 use super::lease::{decide, Decision, Inputs, Lease, LeaseEvent, LowerBallot};
+use super::lines::write_back;
 use super::tests::{Host, Hosts};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
@@ -924,4 +925,50 @@ fn a_new_boot_never_claims_its_previous_register_once_taken_over() {
         "the new boot claimed a TAKEN register"
     );
     assert_eq!(mc.free_taken(old.index(), clock()), Ok(()));
+}
+
+/// Review of the v2 blocks, M1: a register whose writer died mid-write (the seq odd for ever) or
+/// whose body is torn can still be taken over — else the dead host's index and partition could
+/// never be recovered — and its owner, if it comes back, is fenced. (Before, `take_over` failed
+/// with the read's `Busy` / `Corrupt` error, every time.)
+#[test]
+fn a_register_left_mid_write_or_torn_can_be_taken_over() {
+    let hosts = Hosts::new(64 << 10);
+    let (a, b) = (hosts.host("a", 0), hosts.host("b", 0));
+    let mut ma = join(table(&a), &a.coherence, Identity::new("a", 1), FAST, &clock).unwrap();
+    let mut mb = join(table(&b), &b.coherence, Identity::new("b", 1), FAST, &clock).unwrap();
+    let i = ma.index();
+    // a's write dies after its odd seq reached memory.
+    let seq = &a.words(i * 16, 1)[0];
+    seq.store(seq.load(Ordering::Relaxed) | 1, Ordering::Relaxed);
+    write_back(&a.coherence, std::slice::from_ref(seq));
+    assert!(matches!(
+        table(&b).read(&b.coherence, i),
+        Err(HostsError::Record { .. })
+    ));
+    let taken = mb.take_over(i, clock()).unwrap();
+    assert_eq!(taken.state, State::TakenBy(mb.index()));
+    assert!(taken.epoch > ma.mine().epoch);
+    assert_eq!(table(&b).read(&b.coherence, i).unwrap(), taken);
+    assert!(matches!(
+        ma.check_fenced(ma.last_landed()),
+        Err(HostsError::Fenced {
+            why: Fence::TakenBy(_),
+            ..
+        })
+    ));
+    mb.free_taken(i, clock()).unwrap();
+    // A torn body (a word that fails the check).
+    let c = hosts.host("c", 0);
+    let mc = join(table(&c), &c.coherence, Identity::new("c", 1), FAST, &clock).unwrap();
+    let body = c.words(mc.index() * 16 + 2, 1);
+    body[0].store(0xbad, Ordering::Relaxed);
+    write_back(&c.coherence, body);
+    assert_eq!(
+        table(&b).read(&b.coherence, mc.index()),
+        Err(HostsError::Corrupt { index: mc.index() })
+    );
+    let taken = mb.take_over(mc.index(), clock()).unwrap();
+    assert_eq!(taken.state, State::TakenBy(mb.index()));
+    mb.free_taken(mc.index(), clock()).unwrap();
 }

@@ -146,6 +146,26 @@ impl<'a> Record<'a> {
         Err(RecordError::Busy { seq: last })
     }
 
+    /// The body as memory holds it (evicted first), whatever the seq says: for the taker of a
+    /// record whose writer died mid-write (odd seq for ever), which must still learn what it can
+    /// (the caller validates: a torn body fails its own check).
+    ///
+    /// # Errors
+    /// [`RecordError::WrongLength`] if `out` is not as long as the body.
+    pub fn read_unvalidated(&self, c: &Coherence, out: &mut [u64]) -> Result<(), RecordError> {
+        if out.len() != self.body.len() {
+            return Err(RecordError::WrongLength {
+                expected: self.body.len(),
+                got: out.len(),
+            });
+        }
+        evict(c, self.body);
+        for (o, w) in out.iter_mut().zip(self.body) {
+            *o = w.load(Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// The current seq as memory holds it (evicted first): even when no write is in progress.
     pub fn seq(&self, c: &Coherence) -> u64 {
         evict(c, std::slice::from_ref(self.seq));
