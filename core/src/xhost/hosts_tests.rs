@@ -972,3 +972,30 @@ fn a_register_left_mid_write_or_torn_can_be_taken_over() {
     assert_eq!(taken.state, State::TakenBy(mb.index()));
     mb.free_taken(mc.index(), clock()).unwrap();
 }
+
+/// Review of the v2 blocks, L3: a register showing the highest term (corrupt or hostile) makes
+/// `decide` refuse to lead rather than wrap the new term to 0 (below the terms a deposed leader's
+/// writes carry).
+#[test]
+fn the_lease_never_wraps_its_term() {
+    let i = Inputs {
+        now: 10_000,
+        lease_ms: 100,
+        self_lease_ms: 90,
+        ballot_since: Some(0),
+        last_landed: Some(9_990),
+        lower: &[],
+        leading: None,
+        max_term: super::lease::TERM_MASK,
+    };
+    assert_eq!(decide(&i), Decision::TermsExhausted);
+    assert_eq!(
+        decide(&Inputs {
+            max_term: super::lease::TERM_MASK - 1,
+            ..i
+        }),
+        Decision::Lead {
+            term: super::lease::TERM_MASK
+        }
+    );
+}

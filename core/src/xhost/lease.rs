@@ -137,6 +137,10 @@ pub enum Decision {
     Stale,
     /// We publish no ballot.
     NoBallot,
+    /// Every term is used up: a register shows the highest term (only a corrupt or hostile
+    /// region gets there: a term per acquisition, 2^63 of them). No leader can take a term
+    /// that a deposed leader's writes would not already carry, so nobody leads.
+    TermsExhausted,
 }
 
 /// The lease decision (module docs, "The decision"): pure, total, no clock of its own.
@@ -162,11 +166,14 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             until: since.saturating_add(i.lease_ms),
         };
     }
-    Decision::Lead {
-        term: i
-            .leading
-            .unwrap_or_else(|| (i.max_term & TERM_MASK).saturating_add(1) & TERM_MASK),
-    }
+    let term = match i.leading {
+        Some(t) => t,
+        // A new term above every one shown; never wrapped to 0 (a deposed leader's writes would
+        // then carry a higher term than ours).
+        None if i.max_term & TERM_MASK == TERM_MASK => return Decision::TermsExhausted,
+        None => (i.max_term & TERM_MASK) + 1,
+    };
+    Decision::Lead { term }
 }
 
 /// What one [`Lease::poll`] found.
