@@ -112,9 +112,9 @@
 //! writing and joins again (under another index: TAKEN is not claimable). A late write of the
 //! deposed host (one that passed its check just before the takeover landed, or a line its cache
 //! wrote back late) carries the old epoch, so it is recognisable; the taker, re-reading a
-//! register it took and finding an older epoch there, calls [`Membership::take_over`] again
-//! (the deposed host's next fence check then fails). That re-reading is the caller's loop
-//! today, not automated here. An owner that finds a record of an *older* epoch than its own
+//! register it took and finding an older epoch there, writes its TAKEN record again (the deposed
+//! host's next fence check then fails): every [`Membership::beat`] re-reads the registers its
+//! host took and has not freed. An owner that finds a record of an *older* epoch than its own
 //! over its register (a late write of an index's earlier owner, deposed before this owner
 //! claimed it) rewrites its own: an older epoch is never a newer claim. A new boot's watch of
 //! its previous boot's register gives up as soon as that register reads TAKEN, and no claim is
@@ -633,6 +633,9 @@ pub struct Membership<'a> {
     mine: RegisterState,
     /// Clock reading taken before our last write began (so not after it landed).
     last_landed: u64,
+    /// The registers we took over and have not freed, with the record we wrote: each beat
+    /// re-reads them and writes TAKEN again over a deposed owner's late write.
+    taken: Vec<(usize, RegisterState)>,
 }
 
 impl std::fmt::Debug for HostTable<'_> {
@@ -785,6 +788,7 @@ fn claim<'a>(
             ..claim
         },
         last_landed: 0,
+        taken: Vec::new(),
     };
     m.last_landed = clock();
     table.write(c, i, &m.mine)?;
@@ -890,7 +894,38 @@ impl<'a> Membership<'a> {
         self.check_fenced(now_ms)?;
         self.mine.heartbeat = self.mine.heartbeat.wrapping_add(1);
         self.write_mine(now_ms)?;
+        self.retake();
         Ok(self.mine.heartbeat)
+    }
+
+    /// The registers we took over, re-read: one that no longer reads as the TAKEN record we
+    /// wrote but as an *older* epoch (its deposed owner's write, decided before our takeover
+    /// landed, landing after it), or unreadable (such a write torn against ours), gets our
+    /// record again, so that the deposed owner's next fence check fails. A newer epoch, or a
+    /// state we did not write, is not ours any more (another taker's, or freed): forgotten.
+    fn retake(&mut self) {
+        let (table, c) = (self.table, self.c);
+        self.taken.retain(|&(x, ours)| match table.read(c, x) {
+            Ok(seen) if seen == ours => true,
+            Ok(seen)
+                if matches!(seen.state, State::Live | State::Joining)
+                    && epoch_older(seen.epoch, ours.epoch) =>
+            {
+                // Best effort: a failed write is retried at the next beat.
+                let _ = table.write(c, x, &ours);
+                true
+            }
+            Ok(_) => false,
+            Err(_) => {
+                let _ = table.write(c, x, &ours);
+                true
+            }
+        });
+    }
+
+    /// The registers this host has taken over and not freed.
+    pub fn taken(&self) -> impl Iterator<Item = usize> + '_ {
+        self.taken.iter().map(|&(x, _)| x)
     }
 
     /// Sets the ballot word published by the next [`Membership::beat`].
@@ -940,6 +975,8 @@ impl<'a> Membership<'a> {
             ..prev
         };
         self.table.write(self.c, x, &taken)?;
+        self.taken.retain(|&(y, _)| y != x);
+        self.taken.push((x, taken));
         Ok(taken)
     }
 
@@ -961,6 +998,8 @@ impl<'a> Membership<'a> {
         };
         // An all-zero body reads as FREE epoch 0; a freed register keeps its epoch so the next
         // claim bumps past it (the encoding's check word makes it non-zero).
-        self.table.write(self.c, x, &free)
+        self.table.write(self.c, x, &free)?;
+        self.taken.retain(|&(y, _)| y != x);
+        Ok(())
     }
 }

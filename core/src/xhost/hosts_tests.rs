@@ -999,3 +999,32 @@ fn the_lease_never_wraps_its_term() {
         }
     );
 }
+
+/// Review of the v2 blocks, H1 (fix 3): the deposed owner's write, decided before the takeover
+/// landed, lands after it (LIVE at the old epoch over TAKEN): the taker's next beat writes TAKEN
+/// again, and the deposed owner's next fence check fails. (Before, the re-take was left to the
+/// caller's loop, which none did: the deposed owner's check found its own record and passed.)
+#[test]
+fn a_taker_writes_taken_again_over_the_deposed_owners_late_write() {
+    let hosts = Hosts::new(64 << 10);
+    let (a, b) = (hosts.host("a", 0), hosts.host("b", 0));
+    let ma = join(table(&a), &a.coherence, Identity::new("a", 1), FAST, &clock).unwrap();
+    let mut mb = join(table(&b), &b.coherence, Identity::new("b", 1), FAST, &clock).unwrap();
+    let i = ma.index();
+    let mut ma = ma;
+    let taken = mb.take_over(i, clock()).unwrap();
+    assert_eq!(mb.taken().collect::<Vec<_>>(), [i]);
+    // a's beat, decided before the takeover landed, lands now.
+    table(&a).write(&a.coherence, i, ma.mine()).unwrap();
+    mb.beat(clock()).unwrap();
+    assert_eq!(table(&a).read(&a.coherence, i).unwrap(), taken);
+    assert!(matches!(
+        ma.check_fenced(ma.last_landed()),
+        Err(HostsError::Fenced {
+            why: Fence::TakenBy(_),
+            ..
+        })
+    ));
+    mb.free_taken(i, clock()).unwrap();
+    assert_eq!(mb.taken().count(), 0);
+}
