@@ -9,7 +9,7 @@
 //! a protocol. Bound: `LOOM_MAX_PREEMPTIONS=2` for all but the run-index model (bound 1: each of
 //! its executions builds a heap of 4128 pages and its 258 chunk descriptors). Run times measured
 //! one at a time on the 2-core development machine (release build); the whole run takes about
-//! 25 s of model checking, the 27 models one after another (`--test-threads=1`; plus the build):
+//! 25 s of model checking, the 28 models one after another (`--test-threads=1`; plus the build):
 //!
 //! | model | production code | threads | time |
 //! |---|---|---|---|
@@ -20,6 +20,7 @@
 //! | `a_reapers_abort_and_a_resumed_creators_seal_never_both_win` | `abort_dead_owners_slot` (`Store::reap_client` step 2), `seal_word` (`Client::seal`), `Directory::insert`, a waiter's flag | 3 | 0.02 s |
 //! | `a_taken_over_finisher_never_frees_twice_nor_the_next_objects_block` | `finish_slot` (`Store::finish_delete`) twice, `resume_owned_delete` (`Store::resume_deleting`), `begin_delete`, `seal_word`, `Directory::insert`, `Allocator::{alloc, free}` | 2 | 0.05 s |
 //! | `a_creator_reaped_mid_create_never_leaves_a_slot_naming_a_freed_block` | `publish_allocation` (`Client::create`: `Registered::{record_intent, clear_intent}`, `Directory::insert`, `withdraw_unsealed`), `DeadEntry::{fence, take_intent}`, `abort_dead_owners_slot`, `finish_slot` (`Store::reap_client` steps 2 and 3), `Allocator::free` | 2 | 0.1 s |
+//! | `a_withdrawn_slot_is_never_finished_with_its_payload` | `publish_allocation` (a creator quarantined inside its insert: `withdraw_unsealed`), the orphan pass (`resume_owned_delete`, `finish_slot`), then the reap (`DeadEntry::{fence, take_intent}`, `abort_dead_owners_slot`, `finish_slot`, steps 2, 3, 5) | 3 | 0.06 s |
 //! | `get_and_delete_never_both_win` | `acquire_sealed` (`Client::try_acquire`), `begin_delete`, `after_release`, `RefTable` | 2 | 0.01 s |
 //! | `deferred_delete_is_never_lost` | `begin_delete`, `after_release`, `RefTable` | 2 | 0.03 s |
 //! | `a_dead_deleters_delete_is_decided_once` | `resume_owned_delete` (`Store::resume_deleting`), `after_release` | 2 | 0.03 s |
@@ -1163,7 +1164,7 @@ fn xhost_ring_model(cells: usize) {
                 .collect(),
         );
         let ring = XhostRing::new(&words, cells).expect("layout");
-        let mut consumer = XhostConsumer::new(ring, Duration::MAX).unwrap();
+        let mut consumer = XhostConsumer::new(&c, ring, Duration::MAX).unwrap();
         for i in 0..cells as u64 {
             assert_eq!(ring.send(&c, 1, &xhost_payload(100 + i)), Ok(i));
             let m = consumer.try_recv(&c).unwrap().expect("the earlier lap");
@@ -1181,7 +1182,7 @@ fn xhost_ring_model(cells: usize) {
         let (wc, cc) = (words.clone(), c.clone());
         let consumer = thread::spawn(move || {
             let ring = XhostRing::new(&wc, cells).unwrap();
-            let mut consumer = XhostConsumer::new(ring, Duration::MAX).unwrap();
+            let mut consumer = XhostConsumer::new(&cc, ring, Duration::MAX).unwrap();
             let mut got = Vec::new();
             for _ in 0..2 {
                 match consumer.try_recv(&cc) {
@@ -1195,7 +1196,7 @@ fn xhost_ring_model(cells: usize) {
         });
         let sent: Vec<_> = producers.into_iter().map(|t| t.join().unwrap()).collect();
         let mut got = consumer.join().unwrap();
-        let mut consumer = XhostConsumer::new(ring, Duration::MAX).unwrap();
+        let mut consumer = XhostConsumer::new(&c, ring, Duration::MAX).unwrap();
         while let Some(m) = consumer.try_recv(&c).expect("no corrupt cell") {
             got.push(m);
         }
@@ -1467,5 +1468,145 @@ fn a_creator_reaped_mid_create_never_leaves_a_slot_naming_a_freed_block() {
             "the block leaked though the create was not fenced: {created:?}"
         );
         assert_eq!(allocator(&h).used_bytes(), (1 - freed) * SIZE);
+    });
+}
+
+/// The reaper's steps 2, 3 and 5 in `Store::reap_client`'s order, for the dead client `owner`
+/// fenced from `judged`: take the intent, abort or release its slots, resume the deletes it had
+/// started, free the intent unless a slot covered it. `free` frees a block.
+fn reap_steps_2_3_5(
+    entry: &ClientEntry,
+    judged: EntryWord,
+    slots: &[Slot],
+    owner: u16,
+    free: &dyn Fn(u64, u64),
+) {
+    let dead = DeadEntry::fence(entry, judged).expect("judged from its word");
+    let (intent_offset, intent_size) = match dead.take_intent() {
+        TakenIntent::Allocated { offset, size } => (offset, size),
+        _ => (0, 0),
+    };
+    let dir = Directory::new(slots);
+    let mut covered = false;
+    let mut started = Vec::new();
+    for (i, slot) in slots.iter().enumerate() {
+        if slot.load_word().owner != owner {
+            continue;
+        }
+        match abort_dead_owners_slot(&dir, i, owner) {
+            DeadSlot::Started { data_offset } => {
+                covered |= data_offset == intent_offset;
+                started.push(i);
+            }
+            DeadSlot::Aborting {
+                deleting,
+                data_offset,
+                ..
+            } => {
+                covered |= data_offset == intent_offset;
+                finish_slot(&dir, i, deleting, |o, s| free(o, s.unwrap().max(1)));
+            }
+            DeadSlot::Skipped | DeadSlot::Released => {}
+        }
+    }
+    if !covered && intent_size > 0 {
+        free(intent_offset, intent_size);
+    }
+    for i in started {
+        if let Some((_, Resumed::Finish(t))) = resume_owned_delete(&slots[i], owner, 9, |_| 0) {
+            finish_slot(&dir, i, t, |o, s| free(o, s.unwrap().max(1)));
+        }
+    }
+}
+
+/// A creator quarantined inside its insert (staged in its `init`: after its check before the
+/// insert) withdraws its slot while a maintainer's orphan pass runs (it finishes `DELETING`
+/// slots of owners not `ACTIVE`); after the grace the creator is reaped (steps 2, 3, 5). The
+/// block is freed exactly once and the id is free. It caught a double free (second review of
+/// these commits, H1): the withdraw went through a `DELETING` word, which the orphan pass took
+/// for an abort and finished with its payload, and the reap then freed the intent as well. Now
+/// the withdraw is one CAS to FREE.
+#[test]
+fn a_withdrawn_slot_is_never_finished_with_its_payload() {
+    const SIZE: u64 = 16384;
+    loom::model(|| {
+        let h = heap();
+        let slots = table(4);
+        let entry = Arc::new(ClientEntry::new_free());
+        entry.word.store(VICTIM.pack(), Ordering::Relaxed);
+        let quarantined = EntryWord {
+            status: status::QUARANTINED,
+            ..VICTIM
+        };
+        let refs: Arc<Vec<AtomicU64>> = Arc::new((0..16).map(|_| AtomicU64::new(0)).collect());
+        let id = same_home_ids(1)[0];
+        let block = allocator(&h).alloc(SIZE).unwrap().offset;
+        let frees = Arc::new(AtomicU64::new(0));
+        let free = |h: Arc<Heap>, frees: Arc<AtomicU64>| {
+            move |offset: u64, size: u64| {
+                assert_eq!(offset, block);
+                frees.fetch_add(1, Ordering::SeqCst);
+                allocator(&h)
+                    .free(offset, size)
+                    .expect("the block freed twice");
+            }
+        };
+        let (s1, e1, r1, f1) = (
+            slots.clone(),
+            entry.clone(),
+            refs.clone(),
+            free(h.clone(), frees.clone()),
+        );
+        let creator = thread::spawn(move || {
+            let reg = Registered::new(&e1, VICTIM.pack(), RefTable::new(&r1));
+            publish_allocation(
+                &reg,
+                &Directory::new(&s1),
+                &id,
+                0,
+                (block, SIZE),
+                || {},
+                |s| {
+                    s.data_size.store(SIZE, Ordering::Relaxed);
+                    s.data_offset.store(block, Ordering::Relaxed);
+                    // The maintainer's quarantine lands inside the insert.
+                    e1.word.store(quarantined.pack(), Ordering::SeqCst);
+                },
+                f1,
+                |_| {},
+            )
+        });
+        // One orphan pass: `finish_orphaned_deletes_pass` on DELETING slots of owner 0 (not
+        // ACTIVE), on its own thread, started once the creator is inside its insert.
+        let (s2, e2, f2) = (slots.clone(), entry.clone(), free(h.clone(), frees.clone()));
+        let pass = thread::spawn(move || {
+            while e2.word.load(Ordering::SeqCst) != quarantined.pack() {
+                thread::yield_now();
+            }
+            let dir = Directory::new(&s2);
+            for i in 0..s2.len() {
+                let w = s2[i].load_word();
+                if w.state == state::DELETING && w.owner == 0 {
+                    if let Some((_, Resumed::Finish(t))) = resume_owned_delete(&s2[i], 0, 9, |_| 0)
+                    {
+                        finish_slot(&dir, i, t, |o, s| f2(o, s.unwrap().max(1)));
+                    }
+                }
+            }
+        });
+        let dir = Directory::new(&slots);
+        pass.join().unwrap();
+        let created = creator.join().unwrap();
+        assert_eq!(created, Err(Unpublished::Fenced));
+        // After the grace: the reap.
+        let f = free(h.clone(), frees.clone());
+        reap_steps_2_3_5(&entry, quarantined, &slots, 0, &f);
+        assert_eq!(
+            frees.load(Ordering::SeqCst),
+            1,
+            "the block was not freed once"
+        );
+        assert!(dir.lookup(&id).is_none());
+        assert_eq!(allocator(&h).used_bytes(), 0);
     });
 }

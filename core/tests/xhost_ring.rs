@@ -171,6 +171,7 @@ fn a_producer_killed_holding_a_claim_leaves_a_hole_the_consumer_skips() {
     let (dir, region, c) = device_and_consumer_host();
     let hole_timeout = Duration::from_millis(200);
     let mut consumer = Consumer::new(
+        &c,
         Ring::new(ring_words(&region), CAPACITY).unwrap(),
         hole_timeout,
     )
@@ -265,6 +266,7 @@ fn a_producer_killed_at_an_arbitrary_moment_costs_at_most_its_claim() {
     let (dir, region, c) = device_and_consumer_host();
     let hole_timeout = Duration::from_millis(200);
     let mut consumer = Consumer::new(
+        &c,
         Ring::new(ring_words(&region), CAPACITY).unwrap(),
         hole_timeout,
     )

@@ -1154,17 +1154,19 @@ pub fn abort_dead_owners_slot(dir: &Directory<'_>, i: usize, owner: u16) -> Dead
                 data_offset,
             };
         }
-        // Claimed but never committed: only the slot; the payload is the intent's.
-        let releasing = Word {
-            state: state::DELETING,
+        // Claimed but never committed: only the slot; the payload is the intent's. Straight to
+        // FREE by one CAS (as `withdraw_unsealed`): a DELETING word left by a maintainer paused
+        // here would be finished by a recoverer with the intent's block as its payload.
+        let free = Word {
+            gen: sw.gen,
+            state: state::FREE,
             flags: 0,
-            ..sw
+            owner: NO_OWNER,
         };
-        if let Err(actual) = slot.cas_word(sw, releasing) {
+        if let Err(actual) = slot.cas_word(sw, free) {
             sw = actual;
             continue;
         }
-        dir.free_slot(i, releasing);
         return DeadSlot::Released;
     }
     DeadSlot::Skipped
@@ -1281,13 +1283,14 @@ pub fn finish_slot<R>(
 }
 
 /// Withdraws a just-committed, unsealed object of `owner` (word `w`, from `Directory::insert`)
-/// without touching its payload: `CREATING → DELETING`, then the slot is freed. For a creator
-/// that finds itself fenced right after its insert: the reaper may have freed the block the slot
-/// names (it took the creator's intent before the slot existed) and someone may hold it now, so
-/// the block is not the creator's to free, and the slot must not stay behind naming it (it would
-/// block the id and, once aborted by whoever reaps the entry next, free that someone's block).
-/// Returns whether it withdrew the object (false: the slot is not that object any more, e.g. a
-/// reaper aborted it, which also finishes it). Wakes waiters through `wake` if it withdrew.
+/// without touching its payload: one CAS `CREATING → FREE` (see below why not through
+/// `DELETING`). For a creator that finds itself fenced right after its insert: the reaper may
+/// have freed the block the slot names (it took the creator's intent before the slot existed)
+/// and someone may hold it now, so the block is not the creator's to free, and the slot must not
+/// stay behind naming it (it would block the id and, once aborted by whoever reaps the entry
+/// next, free that someone's block). Returns whether it withdrew the object (false: the slot is
+/// not that object any more, e.g. a reaper aborted it, which also finishes it). Wakes waiters
+/// through `wake` if it withdrew.
 pub fn withdraw_unsealed(
     dir: &Directory<'_>,
     index: usize,
@@ -1296,20 +1299,25 @@ pub fn withdraw_unsealed(
 ) -> bool {
     let slot = dir.slot(index);
     let (gen, owner) = (w.gen, w.owner);
-    // Bounded: only getters' WAITERS flags (one each) make the CAS fail while the object stays.
+    // Bounded: while the object stays, only a getter's WAITERS flag (one in all), a delete's
+    // DELETE_PENDING and a helper's PENDING -> CREATING flip make the CAS fail.
     for _ in 0..MAX_OFFSET_RETRIES {
         if w.gen != gen || w.owner != owner || !matches!(w.state, state::CREATING | state::PENDING)
         {
             return false;
         }
-        let deleting = Word {
-            state: state::DELETING,
+        // Straight to FREE, one CAS: no intermediate DELETING word, which every recoverer would
+        // take for an abort in progress and finish *with its payload* (the block may be the
+        // intent's, already freed, and someone else's now), and no store after it (the slot may
+        // be claimed again by then). A FREE word is empty whatever its commit record says.
+        let free = Word {
+            gen: w.gen,
+            state: state::FREE,
             flags: 0,
-            ..w
+            owner: NO_OWNER,
         };
-        match slot.cas_word(w, deleting) {
+        match slot.cas_word(w, free) {
             Ok(()) => {
-                dir.free_slot(index, deleting);
                 if w.flags & flags::WAITERS != 0 {
                     wake(slot);
                 }

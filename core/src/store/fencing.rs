@@ -323,7 +323,6 @@ impl Drop for OpGuard<'_> {
     }
 }
 
-/// A client entry a reaper fenced: `DEAD` at the epoch it was judged dead with.
 /// What [`DeadEntry::take_intent`] took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TakenIntent {
@@ -396,6 +395,7 @@ pub fn publish_allocation(
     Ok(inserted)
 }
 
+/// A client entry a reaper fenced: `DEAD` at the epoch it was judged dead with.
 pub struct DeadEntry<'a> {
     entry: &'a ClientEntry,
     dead: EntryWord,

@@ -793,9 +793,11 @@ impl Store {
                 continue;
             }
             let owner = usize::from(w.owner);
-            let active = owner < self.max_clients()
-                && self.client_entry(owner).load_word().status == status::ACTIVE;
-            if active {
+            // A quarantined owner keeps everything until its reap (docs/store.md, "Quarantine"):
+            // it may be only paused, and resume its own delete; its reap finishes what it left.
+            let holds = owner < self.max_clients()
+                && status::holds_resources(self.client_entry(owner).load_word().status);
+            if holds {
                 continue;
             }
             if !m.held() {

@@ -534,21 +534,35 @@ pub struct Consumer<'a> {
 }
 
 impl<'a> Consumer<'a> {
-    /// The consumer of `ring`, resuming at the region's `tail`. A position claimed and not
-    /// published for `hole_timeout` is skipped.
+    /// The consumer of `ring`, resuming at the region's `tail` (evicted first: the consumer
+    /// may start on another host than the previous one, e.g. a taker of a dead destination
+    /// host, whose cached `tail` would be stale — and a stale `tail` written back would move
+    /// memory's `tail` backwards under producers). A position claimed and not published for
+    /// `hole_timeout` is skipped.
     ///
     /// # Errors
-    /// [`RingError::CorruptCounters`] (with `head: u64::MAX`, not read) when `tail` is beyond
-    /// [`MAX_POSITION`].
-    pub fn new(ring: Ring<'a>, hole_timeout: Duration) -> Result<Consumer<'a>, RingError> {
+    /// [`RingError::CorruptCounters`] when `tail` is beyond [`MAX_POSITION`] (with
+    /// `head: u64::MAX`, not read) or beyond `head`.
+    pub fn new(
+        c: &Coherence,
+        ring: Ring<'a>,
+        hole_timeout: Duration,
+    ) -> Result<Consumer<'a>, RingError> {
+        evict(c, &ring.consumer[..CORRUPT + 1]);
         // Acquire: pairs with a previous consumer's Release store in `advance` (a process of
-        // this host: the line is this host's, coherent among its processes).
+        // this host: the line is this host's, coherent among its processes; another host's
+        // store reached memory by its write-back, which the evict above lets us see).
         let tail = ring.consumer[TAIL].load(Ordering::Acquire);
         if tail >= MAX_POSITION {
             return Err(RingError::CorruptCounters {
                 head: u64::MAX,
                 tail,
             });
+        }
+        evict(c, &ring.producer[..1]);
+        let head = ring.producer[HEAD].load(Ordering::Relaxed);
+        if head < tail {
+            return Err(RingError::CorruptCounters { head, tail });
         }
         Ok(Consumer {
             ring,

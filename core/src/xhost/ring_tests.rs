@@ -56,7 +56,7 @@ fn messages_cross_hosts_in_order_and_a_full_ring_says_so() {
     let hosts = Hosts::new(1 << 20);
     let (a, b) = (hosts.host("a", 0), hosts.host("b", 0));
     let (ra, rb) = (ring(&a, 4), ring(&b, 4));
-    let mut consumer = Consumer::new(rb, Duration::from_secs(10)).unwrap();
+    let mut consumer = Consumer::new(&b.coherence, rb, Duration::from_secs(10)).unwrap();
     assert_eq!(consumer.try_recv(&b.coherence), Ok(None), "empty ring");
     for k in 0..4 {
         assert_eq!(ra.send(&a.coherence, KIND, &payload(0, k)), Ok(k));
@@ -115,7 +115,8 @@ fn concurrent_run(rate: u64, producers: u64, per_producer: u64) {
                 })
             })
             .collect();
-        let mut consumer = Consumer::new(ring(&b, 8), Duration::from_secs(30)).unwrap();
+        let mut consumer =
+            Consumer::new(&b.coherence, ring(&b, 8), Duration::from_secs(30)).unwrap();
         let mut next = vec![0u64; producers as usize];
         let mut position = 0;
         let mut received = 0;
@@ -171,7 +172,7 @@ fn skipped_write_backs_keep_the_messages_from_the_consumer() {
     for k in 0..5 {
         ra.send(&a.coherence, KIND, &payload(0, k)).unwrap();
     }
-    let mut consumer = Consumer::new(ring(&b, 8), Duration::from_secs(10)).unwrap();
+    let mut consumer = Consumer::new(&b.coherence, ring(&b, 8), Duration::from_secs(10)).unwrap();
     assert_eq!(
         consumer.recv(&b.coherence, Duration::from_millis(100)),
         Ok(None),
@@ -197,7 +198,7 @@ fn skipped_evictions_keep_the_messages_from_the_consumer() {
     for k in 0..5 {
         ra.send(&a.coherence, KIND, &payload(0, k)).unwrap();
     }
-    let mut consumer = Consumer::new(ring(&b, 8), Duration::from_secs(10)).unwrap();
+    let mut consumer = Consumer::new(&b.coherence, ring(&b, 8), Duration::from_secs(10)).unwrap();
     assert_eq!(
         consumer.recv(&b.coherence, Duration::from_millis(100)),
         Ok(None),
@@ -219,7 +220,7 @@ fn a_claim_never_published_is_skipped_after_the_timeout_and_counted() {
     assert_eq!(dead.position(), 0);
     ra.send(&a.coherence, KIND, &payload(1, 0)).unwrap();
     let timeout = Duration::from_millis(50);
-    let mut consumer = Consumer::new(ring(&b, 4), timeout).unwrap();
+    let mut consumer = Consumer::new(&b.coherence, ring(&b, 4), timeout).unwrap();
     let t0 = Instant::now();
     assert_eq!(consumer.try_recv_at(&b.coherence, t0), Ok(None), "pending");
     assert_eq!(
@@ -256,7 +257,7 @@ fn a_late_producer_never_publishes_into_the_next_lap() {
     let (a, b) = (hosts.host("a", 0), hosts.host("b", 0));
     let ra = ring(&a, 2);
     let late = ra.claim(&a.coherence).unwrap();
-    let mut consumer = Consumer::new(ring(&b, 2), Duration::ZERO).unwrap();
+    let mut consumer = Consumer::new(&b.coherence, ring(&b, 2), Duration::ZERO).unwrap();
     let t0 = Instant::now();
     assert_eq!(consumer.try_recv_at(&b.coherence, t0), Ok(None));
     assert_eq!(consumer.try_recv_at(&b.coherence, t0), Ok(None), "skipped");
@@ -289,7 +290,7 @@ fn a_damaged_published_cell_is_never_delivered_and_is_counted() {
     cell0[3].store(12345, Ordering::Relaxed); // a payload word of position 0
     write_back(&a.coherence, cell0);
     let timeout = Duration::from_millis(50);
-    let mut consumer = Consumer::new(ring(&b, 4), timeout).unwrap();
+    let mut consumer = Consumer::new(&b.coherence, ring(&b, 4), timeout).unwrap();
     let t0 = Instant::now();
     assert_eq!(consumer.try_recv_at(&b.coherence, t0), Ok(None));
     let m = consumer
@@ -331,7 +332,7 @@ fn corrupt_words_are_typed_errors() {
         Ordering::Relaxed,
     );
     write_back(&a.coherence, cell1);
-    let mut consumer = Consumer::new(ring(&b, 4), Duration::from_secs(10)).unwrap();
+    let mut consumer = Consumer::new(&b.coherence, ring(&b, 4), Duration::from_secs(10)).unwrap();
     assert_eq!(
         check(&consumer.try_recv(&b.coherence).unwrap().unwrap()),
         (0, 0)
@@ -368,9 +369,8 @@ fn corrupt_words_are_typed_errors() {
             tail: 1000
         })
     );
-    let mut consumer = Consumer::new(ring(&b, 4), Duration::from_secs(10)).unwrap();
     assert!(matches!(
-        consumer.try_recv(&b.coherence),
+        Consumer::new(&b.coherence, ring(&b, 4), Duration::from_secs(10)),
         Err(RingError::CorruptCounters {
             head: 6,
             tail: 1000
@@ -378,7 +378,7 @@ fn corrupt_words_are_typed_errors() {
     ));
     tail.store(u64::MAX, Ordering::Relaxed);
     assert!(matches!(
-        Consumer::new(ring(&b, 4), Duration::from_secs(10)),
+        Consumer::new(&b.coherence, ring(&b, 4), Duration::from_secs(10)),
         Err(RingError::CorruptCounters { .. })
     ));
 }
@@ -392,7 +392,7 @@ fn a_bad_seq_in_an_idle_cell_does_not_wedge_the_ring() {
     let hosts = Hosts::new(64 << 10);
     let (a, b) = (hosts.host("a", 0), hosts.host("b", 0));
     let ra = ring(&a, 4);
-    let mut consumer = Consumer::new(ring(&b, 4), Duration::from_secs(10)).unwrap();
+    let mut consumer = Consumer::new(&b.coherence, ring(&b, 4), Duration::from_secs(10)).unwrap();
     for k in 0..2 {
         ra.send(&a.coherence, KIND, &payload(0, k)).unwrap();
         assert_eq!(
@@ -429,7 +429,7 @@ fn a_corrupt_skip_counter_wraps_instead_of_panicking() {
     let hosts = Hosts::new(64 << 10);
     let (a, b) = (hosts.host("a", 0), hosts.host("b", 0));
     let ra = ring(&a, 4);
-    let mut consumer = Consumer::new(ring(&b, 4), Duration::from_millis(1)).unwrap();
+    let mut consumer = Consumer::new(&b.coherence, ring(&b, 4), Duration::from_millis(1)).unwrap();
     let _claim = ra.claim(&a.coherence).unwrap();
     for w in b.words(16, 16).iter().skip(1).take(2) {
         w.store(u64::MAX, Ordering::Relaxed);
@@ -442,4 +442,26 @@ fn a_corrupt_skip_counter_wraps_instead_of_panicking() {
         Ok(None)
     );
     assert_eq!(consumer.tail(), 1, "the hole was skipped");
+}
+
+/// Review of the v2 blocks, L1: a consumer started on another host than the previous one (a
+/// taker of a dead destination host) resumes at memory's `tail`, not at its own cached copy
+/// (before, it re-delivered consumed positions and wrote a smaller `tail` back).
+#[test]
+fn a_consumer_started_on_another_host_resumes_at_memorys_tail() {
+    let hosts = Hosts::new(64 << 10);
+    let (a, b, c) = (hosts.host("a", 0), hosts.host("b", 0), hosts.host("c", 0));
+    let ra = ring(&a, 4);
+    // c's view of the consumer block is cached while the ring is fresh.
+    assert_eq!(ring(&c, 4).consumer_stats(&c.coherence).tail, 0);
+    let mut consumer = Consumer::new(&b.coherence, ring(&b, 4), Duration::from_secs(10)).unwrap();
+    for k in 0..3 {
+        ra.send(&a.coherence, KIND, &payload(0, k)).unwrap();
+        assert_eq!(
+            consumer.try_recv(&b.coherence).unwrap().unwrap().position,
+            k
+        );
+    }
+    let taker = Consumer::new(&c.coherence, ring(&c, 4), Duration::from_secs(10)).unwrap();
+    assert_eq!(taker.tail(), 3);
 }
