@@ -652,3 +652,78 @@ fn a_creator_reaped_after_recording_its_intent_never_publishes_the_freed_block()
     assert_eq!(s.used_bytes(), baseline, "something leaked");
     assert_fsck_clean(&s);
 }
+
+/// The withdraw path with a real process (second review of today's core commits, M1): a creator
+/// stopped right after its insert committed (`create.inserted`), judged dead by lease and
+/// quarantined, resumes during the grace: it finds itself fenced after its insert, withdraws its
+/// slot without the payload (its intent is still recorded) and fails. The reap after the grace
+/// frees the block once, through the intent; the id is free again; nothing leaks; fsck is clean.
+#[cfg(feature = "crashpoints")]
+#[test]
+fn a_creator_quarantined_after_its_insert_withdraws_and_its_reap_frees_the_block_once() {
+    use gismo_core::store::clients::status;
+    const LEASE_MS: u64 = 300;
+    let (fd, s, baseline) = setup("reap-withdraw");
+    let me = s.connect("admin").unwrap();
+    let mut creator = command(
+        fd,
+        "guarded",
+        &[
+            ("GISMO_HOST", "elsewhere"),
+            ("GISMO_CRASHPOINT", "create.inserted"),
+            ("GISMO_CRASHPOINT_ACTION", "stop"),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut out = BufReader::new(creator.stdout.take().unwrap());
+    let index: usize = read_until(&mut out, "INDEX ").parse().unwrap();
+    read_until(&mut out, "READY");
+    creator.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    wait_stopped(&mut creator);
+    let status_of = |s: &Arc<Store>| {
+        s.clients()
+            .into_iter()
+            .find(|c| c.index == index)
+            .map(|c| c.status)
+    };
+    // Judged by lease: quarantined (the reap waits for the grace, 2 × lease).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while status_of(&s) != Some(status::QUARANTINED) {
+        assert!(
+            me.reap_dead(LEASE_MS).unwrap().is_empty(),
+            "reaped before the grace"
+        );
+        assert!(std::time::Instant::now() < deadline, "never quarantined");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(creator.id() as i32, libc::SIGCONT) };
+    assert_eq!(
+        read_until(&mut out, "CREATED "),
+        "false",
+        "a fenced create succeeded"
+    );
+    assert!(
+        s.lookup_summary(&ObjectId::from_u64(80)).is_none(),
+        "the withdrawn object is still in the directory"
+    );
+    kill(creator);
+    let report = loop {
+        if let Some(r) = me.reap_dead(LEASE_MS).unwrap().pop() {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(report.freed_intent_bytes, 3000, "{report:?}");
+    assert_eq!(report.aborted_objects, 0, "{report:?}");
+    me.create(&ObjectId::from_u64(80), 10, b"", &CreateInfo::default())
+        .expect("the withdrawn id is still taken")
+        .seal()
+        .unwrap();
+    me.delete(&ObjectId::from_u64(80)).unwrap();
+    me.reap_dead(60_000).unwrap();
+    assert_eq!(s.used_bytes(), baseline, "something leaked");
+    assert_fsck_clean(&s);
+}
