@@ -1,8 +1,8 @@
 """Passing large objects between Ray tasks through a GISMO region instead of Ray's object store.
 
 ``gismo.ray.put(value)`` stores the value in the region and returns a :class:`GismoRef`, a small
-picklable handle (the 28-byte object id, the size, and a tiny Ray ``ObjectRef`` used as a
-lifetime anchor). Pass it to tasks and actors like any argument; ``gismo.ray.get(ref)`` in any
+picklable handle (the 28-byte object id, the size, the region's UUID, and a tiny Ray
+``ObjectRef`` used as a lifetime anchor). Pass it to tasks and actors like any argument; ``gismo.ray.get(ref)`` in any
 process attached to the region returns the value as read-only views of the region: no transfer
 between Ray object stores, no copy. Each worker attaches the region lazily on first use, from the
 ``GISMO_REGION`` environment variable (set it in ``ray.init(runtime_env={"env_vars": ...})``).
@@ -16,11 +16,24 @@ deletes the object. A reader that still holds a view keeps the bytes: the delete
 its view goes. With ``lifetime="explicit"`` the object lives until ``free(ref)`` is called in
 any process attached to the region.
 
+Values other than arrays and bytes are pickled with Ray's cloudpickle (classes defined in the
+driver's ``__main__`` work on workers). Ray ``ObjectRef``s inside the value — also the anchors
+of ``GismoRef``s inside it — are kept out of the region and put into the anchor instead
+(``ray.put((id, [refs]))``), so Ray counts them as contained in it and keeps them alive as long as
+a handle to the outer object exists.
+
 If the owning worker dies, Ray loses the anchor (and would raise ``OwnerDiedError`` for it, but
 nothing fetches it); the GISMO object stays readable. The dead process's references are reclaimed
 by the region's reaper (``gismo-server``, a raylet running the GISMO plugin, or
 ``Client.reap_dead()``), after which the object is unreferenced: it is evicted when the region
-needs room, or deleted by ``free``. Nothing leaks for ever. See ``docs/python.md``.
+needs room, or deleted by ``free``. Nothing leaks for ever.
+
+Failures are Ray-like, never hangs: a handle always names an object sealed before the handle
+existed, so ``get`` does not wait: an object that is gone raises :class:`ObjectLostError` (a
+``ray.exceptions.ObjectLostError``) at once; a handle of another region raises
+:class:`RegionMismatchError`; a full region makes ``put`` raise :class:`ObjectStoreFullError`
+(a ``gismo.StoreFullError`` and a ``ray.exceptions.ObjectStoreFullError``). See
+``docs/python.md``.
 """
 
 from __future__ import annotations
@@ -29,13 +42,42 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+import warnings
+from typing import Any, Dict, List, Optional, Tuple
 
 import gismo
 from gismo import _codec
 from gismo._native import Client, ObjectBuffer
 
-__all__ = ["GismoRef", "put", "get", "get_buffer", "free", "client", "attach_seconds", "collect"]
+try:
+    from ray.exceptions import ObjectLostError as _RayObjectLostError
+    from ray.exceptions import ObjectStoreFullError as _RayObjectStoreFullError
+except ImportError:  # pragma: no cover - gismo.ray without Ray: only the types are usable
+
+    class _RayObjectLostError(Exception):  # type: ignore[no-redef]
+        def __init__(self, object_ref_hex: str, owner_address: Optional[bytes], call_site: str):
+            self.object_ref_hex = object_ref_hex
+            self.owner_address = owner_address
+            self.call_site = call_site
+
+    class _RayObjectStoreFullError(Exception):  # type: ignore[no-redef]
+        pass
+
+
+__all__ = [
+    "GismoRef",
+    "ObjectLostError",
+    "ObjectStoreFullError",
+    "RegionMismatchError",
+    "put",
+    "get",
+    "get_buffer",
+    "free",
+    "client",
+    "attach_seconds",
+    "collect",
+    "ray_lifetime_available",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -45,6 +87,57 @@ KEEPER_PERIOD_S = 0.1
 _lock = threading.Lock()
 _client: Optional[Client] = None
 _attach_seconds: Optional[float] = None
+# The client whose region UUID was read last, and that UUID.
+_uuid_of: Tuple[Optional[Client], str] = (None, "")
+
+
+class ObjectLostError(_RayObjectLostError, gismo.GismoError):
+    """The object behind a :class:`GismoRef` is no longer in the region: deleted (``free``, or
+    its last handle went), evicted after its owner died, or the region was reformatted. A
+    ``ray.exceptions.ObjectLostError`` (``object_ref_hex`` is the GISMO object id) and a
+    ``gismo.GismoError``."""
+
+    def __init__(self, object_id: bytes, region: str = "") -> None:
+        super().__init__(bytes(object_id).hex(), None, "")
+        self.object_id = bytes(object_id)
+        self.region = region
+
+    def __str__(self) -> str:
+        where = f" {self.region}" if self.region else ""
+        return (
+            f"GISMO object {self.object_ref_hex} is not in the region{where} any more: it was "
+            "deleted (gismo.ray.free, or Ray dropped its last handle), evicted after its owner "
+            "died, or the region was reformatted. A handle only exists for an object that was "
+            "sealed, so it is lost, not late."
+        )
+
+
+class RegionMismatchError(gismo.GismoError):
+    """A :class:`GismoRef` resolved in a process attached to another region than the one its
+    object was put into (each host's own ``/dev/shm``, another DAX device)."""
+
+    def __init__(self, handle_region: str, attached_region: str, spec: str = "") -> None:
+        super().__init__(handle_region, attached_region, spec)
+        self.handle_region = handle_region
+        self.attached_region = attached_region
+        self.spec = spec
+
+    def __str__(self) -> str:
+        spec = f" ({self.spec})" if self.spec else ""
+        return (
+            f"this GismoRef belongs to region {self.handle_region}, but this process is "
+            f"attached to region {self.attached_region}{spec}: every process that resolves it "
+            "must map the same memory (GISMO_REGION on every node)"
+        )
+
+
+class ObjectStoreFullError(gismo.StoreFullError, _RayObjectStoreFullError):
+    """``put`` found no room in the region, even after evicting unreferenced objects (or this
+    process holds as many objects as its client's reference table allows). A
+    ``gismo.StoreFullError`` and a ``ray.exceptions.ObjectStoreFullError``."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "the GISMO region is full"
 
 
 def client() -> Client:
@@ -77,20 +170,37 @@ def attach_seconds() -> Optional[float]:
     return _attach_seconds
 
 
+def _region_uuid(c: Client) -> str:
+    """The UUID of the region ``c`` attached (read once per client)."""
+    global _uuid_of
+    cached, uuid = _uuid_of
+    if cached is c:
+        return uuid
+    uuid = str(c.stats()["uuid"])
+    _uuid_of = (c, uuid)
+    return uuid
+
+
 class GismoRef:
-    """A picklable handle to an object in the region. Resolve it with :func:`get`."""
+    """A picklable handle to an object in the region. Resolve it with :func:`get`.
 
-    __slots__ = ("id", "nbytes", "_anchor", "__weakref__")
+    ``region`` is the UUID of the region the object was put into (``None`` in handles that do not
+    say: then it is not checked)."""
 
-    def __init__(self, id: bytes, nbytes: int, anchor: Any = None) -> None:
+    __slots__ = ("id", "nbytes", "region", "_anchor", "__weakref__")
+
+    def __init__(
+        self, id: bytes, nbytes: int, anchor: Any = None, region: Optional[str] = None
+    ) -> None:
         self.id = id
         self.nbytes = nbytes
         self._anchor = anchor
+        self.region = region
 
     def __reduce__(self):
         # The anchor is a Ray ObjectRef: pickled inside a task argument or return value, Ray
         # records it as borrowed, which is what keeps the object alive.
-        return (GismoRef, (self.id, self.nbytes, self._anchor))
+        return (GismoRef, (self.id, self.nbytes, self._anchor, self.region))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GismoRef) and other.id == self.id
@@ -99,7 +209,7 @@ class GismoRef:
         return hash(self.id)
 
     def __repr__(self) -> str:
-        return f"GismoRef({self.id.hex()}, nbytes={self.nbytes})"
+        return f"GismoRef({self.id.hex()}, nbytes={self.nbytes}, region={self.region})"
 
 
 class _Keeper:
@@ -146,8 +256,19 @@ class _Keeper:
         freed = []
         with self._lock:
             if self._ray:
-                # Ray shut down in this process: every anchor (and handle) here is void.
-                live = _ray_reference_table() or set()
+                try:
+                    live = _ray_reference_table()
+                except _NoReferenceTable as e:
+                    # Ray's table is gone: nothing tells when a handle is dropped any more.
+                    # Keep every object until free() rather than guess.
+                    _lose_ray_lifetime(e)
+                    for oid, pin in self._ray.values():
+                        self._explicit[oid] = pin
+                    self._ray.clear()
+                    live = set()
+                if live is None:
+                    # Ray shut down in this process: every anchor (and handle) here is void.
+                    live = set()
                 for anchor in [a for a in self._ray if a not in live]:
                     freed.append(self._ray.pop(anchor))
             if self._ray or self._explicit:
@@ -168,16 +289,62 @@ class _Keeper:
 _keeper = _Keeper()
 
 
+class _NoReferenceTable(Exception):
+    """Ray's private reference-count API is missing or failed."""
+
+
+# None: not tried yet; True: works; False: missing, every put is explicit.
+_ray_lifetime: Optional[bool] = None
+
+
+def _lose_ray_lifetime(cause: BaseException) -> None:
+    """Says once that ``lifetime="ray"`` cannot work in this process, and turns it off."""
+    global _ray_lifetime
+    with _lock:
+        first = _ray_lifetime is not False
+        _ray_lifetime = False
+    if first:
+        msg = (
+            "gismo.ray: Ray's reference table (core_worker.get_all_reference_counts, a private "
+            f"API) is not usable in this process ({cause}); lifetime='ray' falls back to "
+            "lifetime='explicit': objects put here stay in the region until gismo.ray.free()"
+        )
+        _log.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
 def _ray_reference_table() -> Optional[set]:
     """The hex ids this process's Ray core worker still counts (owned or borrowed); None when Ray
-    is not initialised here (any more)."""
+    is not initialised here (any more). Raises ``_NoReferenceTable`` when Ray is up but its
+    private table API is missing or fails."""
     import ray
 
     if not ray.is_initialized():
         return None
-    core_worker = ray._private.worker.global_worker.core_worker
-    # Keys are the ids in hex, as bytes (Ray 2.x) or str.
-    return {k.decode() if isinstance(k, bytes) else str(k) for k in core_worker.get_all_reference_counts()}
+    try:
+        counts = ray._private.worker.global_worker.core_worker.get_all_reference_counts()
+        # Keys are the ids in hex, as bytes (Ray 2.x) or str.
+        return {k.decode() if isinstance(k, bytes) else str(k) for k in counts}
+    except Exception as e:  # noqa: BLE001 - any failure of a private API means the same
+        raise _NoReferenceTable(f"{type(e).__name__}: {e}") from e
+
+
+def ray_lifetime_available() -> bool:
+    """Whether ``lifetime="ray"`` works in this process: Ray's private reference table answers.
+    Checked once (at the first ``put``); afterwards, if the keeper finds it failing."""
+    global _ray_lifetime
+    if _ray_lifetime is None:
+        try:
+            table = _ray_reference_table()
+        except _NoReferenceTable as e:
+            _lose_ray_lifetime(e)
+        else:
+            if table is None:
+                return True  # Ray is not up here yet: the put's ray.put will say so
+            with _lock:
+                if _ray_lifetime is None:
+                    _ray_lifetime = True
+    return bool(_ray_lifetime)
 
 
 def collect() -> int:
@@ -185,39 +352,107 @@ def collect() -> int:
     return _keeper.collect()
 
 
+def _contained_refs(refs: List[Any]):
+    """The ``persistent_id`` hook that takes Ray ``ObjectRef``s out of a pickle into ``refs``."""
+    import ray
+
+    seen: Dict[bytes, int] = {}
+
+    def persistent_id(obj: Any) -> Optional[int]:
+        if not isinstance(obj, ray.ObjectRef):
+            return None
+        key = obj.binary()
+        index = seen.get(key)
+        if index is None:
+            index = seen[key] = len(refs)
+            refs.append(obj)
+        return index
+
+    return persistent_id
+
+
 def put(value: Any, *, lifetime: str = "ray") -> GismoRef:
     """Stores ``value`` in the region; returns a handle any Ray task attached to it can resolve.
 
     ``lifetime="ray"``: deleted once Ray holds no copy of the handle anywhere (and the last view
-    of a reader is gone). ``lifetime="explicit"``: kept until :func:`free`.
+    of a reader is gone). ``lifetime="explicit"``: kept until :func:`free`. Ray ``ObjectRef``s
+    (and ``GismoRef``s) inside ``value`` stay alive while a handle to it exists.
+
+    Raises :class:`ObjectStoreFullError` when the region has no room for it.
     """
     import ray
+    from ray import cloudpickle
 
+    if lifetime not in ("ray", "explicit"):
+        raise ValueError(f"lifetime={lifetime!r}: expected 'ray' or 'explicit'")
+    if lifetime == "ray" and not ray_lifetime_available():
+        lifetime = "explicit"
     c = client()
+    region = _region_uuid(c)
     oid = gismo.random_id()
-    pin = _codec.write(c, oid, value)
+    refs: List[Any] = []
+    try:
+        pin = _codec.write(
+            c, oid, value, pickler=cloudpickle.Pickler, persistent_id=_contained_refs(refs)
+        )
+    except gismo.StoreFullError as e:
+        raise ObjectStoreFullError(
+            f"gismo.ray.put: no room in region {region} ({c.region}) for the object, even after "
+            f"evicting unreferenced objects: {e}"
+        ) from e
+    anchor = None
+    if lifetime == "ray" or refs:
+        try:
+            # The anchor: a small Ray object owned here. With contained references it carries
+            # them, so Ray counts them as contained in it (alive while any handle is).
+            anchor = ray.put((oid, refs)) if refs else ray.put(oid)
+        except BaseException:
+            pin.release()
+            c.delete(oid)
+            raise
     if lifetime == "ray":
-        anchor = ray.put(oid)
         _keeper.track_ray(anchor.hex(), oid, pin)
-        return GismoRef(oid, pin.nbytes, anchor)
-    if lifetime == "explicit":
+    else:
         _keeper.track_explicit(oid, pin)
-        return GismoRef(oid, pin.nbytes, None)
-    pin.release()
-    c.delete(oid)
-    raise ValueError(f"lifetime={lifetime!r}: expected 'ray' or 'explicit'")
+    return GismoRef(oid, pin.nbytes, anchor, region)
 
 
-def get(ref: GismoRef, timeout: Optional[float] = None) -> Any:
-    """The value behind ``ref``, read in place (read-only views that keep it alive)."""
-    return _codec.read(get_buffer(ref, timeout))
+def get(ref: GismoRef) -> Any:
+    """The value behind ``ref``, read in place (read-only views that keep it alive).
+
+    Never waits: raises :class:`ObjectLostError` if the object is gone and
+    :class:`RegionMismatchError` if this process is attached to another region."""
+    buffer = get_buffer(ref)
+    return _codec.read(buffer, lambda: _refs_of(ref))
 
 
-def get_buffer(ref: GismoRef, timeout: Optional[float] = None) -> ObjectBuffer:
-    """The raw object behind ``ref`` (buffer protocol, ``with`` releases it)."""
+def _refs_of(ref: GismoRef) -> List[Any]:
+    """The contained references carried by ``ref``'s anchor."""
+    import ray
+
+    if ref._anchor is None:
+        raise gismo.GismoError(f"{ref!r} names contained references but carries no anchor")
+    value = ray.get(ref._anchor)
+    if not (isinstance(value, tuple) and len(value) == 2 and value[0] == ref.id):
+        raise gismo.GismoError(f"the anchor of {ref!r} does not carry its contained references")
+    return list(value[1])
+
+
+def get_buffer(ref: GismoRef) -> ObjectBuffer:
+    """The raw object behind ``ref`` (buffer protocol, ``with`` releases it). Raises as
+    :func:`get`."""
     if not isinstance(ref, GismoRef):
         raise TypeError(f"expected a GismoRef, got {type(ref).__name__}")
-    return client().get(ref.id, timeout)
+    c = client()
+    here = _region_uuid(c)
+    if ref.region is not None and ref.region != here:
+        raise RegionMismatchError(ref.region, here, c.region)
+    try:
+        # Timeout 0: the object was sealed before any handle to it existed, so if it is not in
+        # the region now it never will be again.
+        return c.get(ref.id, 0)
+    except TimeoutError:
+        raise ObjectLostError(ref.id, here) from None
 
 
 def free(ref: GismoRef) -> None:

@@ -1,0 +1,102 @@
+"""gismo.ray in one process, without a Ray cluster (``lifetime="explicit"`` needs no Ray call):
+the typed failures — a lost object, a handle of another region, a full region."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray")
+
+import gismo  # noqa: E402
+import gismo.ray as gr  # noqa: E402
+from conftest import fresh_region, remove_region  # noqa: E402
+
+MiB = 1 << 20
+
+
+def returns_within(fn, limit_s: float = 10.0):
+    """Runs ``fn`` in a thread and returns what it returned or raised; fails if it is still
+    running after ``limit_s`` (a bound that proves "no hang", not a performance assertion)."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(limit_s)
+    assert not t.is_alive(), f"still waiting after {limit_s}s"
+    return out
+
+
+def test_a_deleted_object_raises_object_lost_at_once(client):
+    import ray
+
+    ref = gr.put(np.arange(1000), lifetime="explicit")
+    assert ref.region == client.stats()["uuid"]
+    gr.free(ref)
+    assert not client.contains(ref.id)
+    out = returns_within(lambda: gr.get(ref))
+    err = out.get("error")
+    assert isinstance(err, gr.ObjectLostError), out
+    # Ray's own type, so code written for Ray's failures handles it.
+    assert isinstance(err, ray.exceptions.ObjectLostError)
+    assert isinstance(err, gismo.GismoError)
+    assert err.object_ref_hex == ref.id.hex() and ref.id.hex() in str(err)
+    with pytest.raises(gr.ObjectLostError):
+        gr.get_buffer(ref)
+
+
+def test_a_handle_of_another_region_fails_naming_both(client, monkeypatch):
+    ref = gr.put(b"x" * 100, lifetime="explicit")
+    mine = client.stats()["uuid"]
+    other_spec = fresh_region(16 * MiB)
+    try:
+        other = gismo.Client(other_spec, size=16 * MiB)
+        monkeypatch.setattr(gr, "_client", other)  # this process is attached to another region
+        theirs = other.stats()["uuid"]
+        assert theirs != mine
+        out = returns_within(lambda: gr.get(ref))
+        err = out.get("error")
+        assert isinstance(err, gr.RegionMismatchError), out
+        assert err.handle_region == mine and err.attached_region == theirs
+        assert mine in str(err) and theirs in str(err)
+        other.close()
+    finally:
+        remove_region(other_spec)
+    monkeypatch.setattr(gr, "_client", client)
+    assert bytes(gr.get(ref)) == b"x" * 100
+    gr.free(ref)
+
+
+def test_a_full_region_raises_store_full_not_a_hang(client):
+    import ray
+
+    # Larger than the whole region.
+    with pytest.raises(gr.ObjectStoreFullError) as info:
+        gr.put(np.zeros(128 * MiB, dtype=np.uint8), lifetime="explicit")
+    assert isinstance(info.value, gismo.StoreFullError)
+    assert isinstance(info.value, ray.exceptions.ObjectStoreFullError)
+    # Filled with objects nobody may evict (explicit lifetime holds them): the next put fails.
+    held = []
+    full = None
+    for _ in range(64):
+        out = returns_within(lambda: gr.put(np.ones(4 * MiB, dtype=np.uint8), lifetime="explicit"))
+        if "error" in out:
+            full = out["error"]
+            break
+        held.append(out["value"])
+    assert isinstance(full, gr.ObjectStoreFullError), full
+    assert held, "not even one object fitted"
+    assert all(int(gr.get(r)[0]) == 1 for r in held)  # what was stored is intact
+    for r in held:
+        gr.free(r)
+    # Room again once they are freed.
+    r = gr.put(np.ones(4 * MiB, dtype=np.uint8), lifetime="explicit")
+    gr.free(r)
