@@ -31,7 +31,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from gismo import _native
 
@@ -134,23 +134,41 @@ def _write_bytes(client, oid: bytes, src: memoryview, kind: str):
         raise
 
 
+# One subclass per pickler class, made once: a class made per call would sit in a reference cycle
+# and keep the contained references it saw alive until the cyclic collector runs.
+_ref_picklers: Dict[type, type] = {}
+
+
+def _ref_pickler(base: type) -> type:
+    cls = _ref_picklers.get(base)
+    if cls is None:
+
+        class _RefPickler(base):  # type: ignore[misc, valid-type]
+            _hook: Optional[PersistentId] = None
+            _count = 0
+
+            def persistent_id(self, obj: Any) -> Optional[int]:
+                index = self._hook(obj) if self._hook is not None else None
+                if index is not None and index >= self._count:
+                    self._count = index + 1
+                return index
+
+        cls = _ref_picklers[base] = _RefPickler
+    return cls
+
+
 def _dumps(value: Any, pickler: type, persistent_id: Optional[PersistentId], buffer_callback):
     """The pickle stream of ``value`` and how many contained references it names."""
-    count = 0
-
-    class _Pickler(pickler):  # type: ignore[misc, valid-type]
-        def persistent_id(self, obj: Any) -> Optional[int]:
-            nonlocal count
-            if persistent_id is None:
-                return None
-            index = persistent_id(obj)
-            if index is not None:
-                count = max(count, index + 1)
-            return index
-
     out = io.BytesIO()
-    _Pickler(out, protocol=5, buffer_callback=buffer_callback).dump(value)
-    return out.getvalue(), count
+    p = _ref_pickler(pickler)(out, protocol=5, buffer_callback=buffer_callback)
+    p._hook = persistent_id
+    try:
+        p.dump(value)
+        return out.getvalue(), p._count
+    finally:
+        # Nothing of the value stays reachable from the pickler (its memo, the hook's list).
+        p._hook = None
+        p.clear_memo()
 
 
 def _write_pickle(client, oid: bytes, value: Any, pickler: type, persistent_id):
@@ -233,19 +251,29 @@ def read(
     raise _native.GismoError(f"unknown object kind {kind!r} (written by a newer gismo?)")
 
 
+class _RefUnpickler(pickle.Unpickler):
+    """Resolves the persistent ids of contained references from the list the reader gave."""
+
+    _refs: Optional[List[Any]] = None
+
+    def persistent_load(self, pid: Any) -> Any:
+        refs = self._refs or []
+        if not isinstance(pid, int) or not 0 <= pid < len(refs):
+            raise pickle.UnpicklingError(f"unknown contained reference {pid!r}")
+        return refs[pid]
+
+
 def _loads_with_refs(main: memoryview, bufs: List[memoryview], refs: List[Any], count: int) -> Any:
     if len(refs) != count:
         raise _native.GismoError(
             f"corrupt object: its pickle names {count} contained references, its handle {len(refs)}"
         )
-
-    class _Unpickler(pickle.Unpickler):
-        def persistent_load(self, pid: Any) -> Any:
-            if not isinstance(pid, int) or not 0 <= pid < count:
-                raise pickle.UnpicklingError(f"unknown contained reference {pid!r}")
-            return refs[pid]
-
-    return _Unpickler(io.BytesIO(main), buffers=bufs).load()
+    u = _RefUnpickler(io.BytesIO(main), buffers=bufs)
+    u._refs = refs
+    try:
+        return u.load()
+    finally:
+        u._refs = None
 
 
 def _descr(d: Any) -> Any:

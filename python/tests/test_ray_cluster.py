@@ -3,9 +3,11 @@ own object store), tasks pinned to a node by custom resources, one region both c
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ ray = pytest.importorskip("ray")
 
 import gismo  # noqa: E402
 import gismo.ray as gr  # noqa: E402
+from conftest import fresh_region, remove_region  # noqa: E402
 
 MiB = 1 << 20
 
@@ -164,3 +167,181 @@ def test_workers_attach_lazily_and_once(ray_cluster):
 
     pid, seconds = ray.get(attach.remote())
     assert seconds is not None and seconds >= 0
+
+
+@ray.remote(resources={"B": 1})
+def try_get(boxed):
+    """Resolves a handle on node B and reports how it failed (type names, message, seconds)."""
+    start = time.monotonic()
+    try:
+        gr.get(boxed[0])
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        return [t.__name__ for t in type(e).__mro__], str(e), time.monotonic() - start
+    return None, "", time.monotonic() - start
+
+
+def test_a_lost_object_raises_object_lost_on_a_worker_at_once(ray_cluster):
+    _, driver, _ = ray_cluster
+    gref = gr.put(np.arange(1000), lifetime="explicit")
+    gr.free(gref)
+    wait_until(lambda: not driver.contains(gref.id), "free() to delete the object")
+    # Bounded so a hang fails the test instead of stalling it (not a performance assertion).
+    types, message, _ = ray.get(try_get.remote([gref]), timeout=60)
+    assert types is not None, "resolved a deleted object"
+    assert "ObjectLostError" in types and "RayError" in types and "GismoError" in types
+    assert gref.id.hex() in message
+
+
+def test_an_object_of_a_dead_owner_once_evicted_raises_object_lost(ray_cluster):
+    _, driver, _ = ray_cluster
+
+    @ray.remote(resources={"A": 1}, num_cpus=0)
+    class Owner:
+        def make(self):
+            return os.getpid(), gr.put(np.full(16 * MiB, 5, dtype=np.uint8))
+
+    owner = Owner.remote()
+    pid, gref = ray.get(owner.make.remote())
+    assert int(gr.get(gref)[0]) == 5
+    os.kill(pid, signal.SIGKILL)  # the owner dies: Ray loses the anchor, its pin is reaped
+    reaped = []
+    wait_until(lambda: reaped.extend(driver.reap_dead()) or pid in reaped, "the reaper")
+    assert driver.refcount(gref.id) == 0  # unreferenced: evictable
+    # Fill the region with objects nobody may evict (as large as the orphan, so that evicting it
+    # makes room for one) until the orphan is evicted.
+    fillers = []
+    try:
+        while driver.contains(gref.id):
+            assert len(fillers) < 64, "the unreferenced object was never evicted"
+            fillers.append(gr.put(np.zeros(16 * MiB, dtype=np.uint8), lifetime="explicit"))
+        types, message, _ = ray.get(try_get.remote([gref]), timeout=60)
+        assert types is not None and "ObjectLostError" in types
+    finally:
+        for f in fillers:
+            gr.free(f)
+
+
+@ray.remote(resources={"B": 1})
+class OtherRegionReader:
+    """A worker whose GISMO_REGION names another region (set per actor)."""
+
+    def attached(self):
+        return gr.client().stats()["uuid"]
+
+    def read(self, boxed):
+        try:
+            gr.get(boxed[0])
+        except gr.RegionMismatchError as e:
+            return e.handle_region, e.attached_region, str(e)
+        return None
+
+
+def test_a_handle_resolved_on_a_worker_of_another_region_fails_naming_both(ray_cluster):
+    _, driver, spec = ray_cluster
+    other_spec = fresh_region(16 * MiB)
+    other = gismo.Client(other_spec, size=16 * MiB)
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        env = {gismo.REGION_ENV: other_spec, "PYTHONPATH": here}
+        reader = OtherRegionReader.options(runtime_env={"env_vars": env}).remote()
+        theirs = ray.get(reader.attached.remote(), timeout=120)
+        assert theirs == other.stats()["uuid"]
+        gref = gr.put(b"y" * 1000, lifetime="explicit")
+        mine = driver.stats()["uuid"]
+        assert gref.region == mine != theirs
+        got = ray.get(reader.read.remote([gref]), timeout=60)
+        assert got is not None, "no RegionMismatchError"
+        handle_region, attached_region, message = got
+        assert (handle_region, attached_region) == (mine, theirs)
+        assert mine in message and theirs in message
+        gr.free(gref)
+        ray.kill(reader)
+    finally:
+        other.close()
+        remove_region(other_spec)
+
+
+@ray.remote(resources={"B": 1})
+def read_batch(boxed):
+    batch = gr.get(boxed[0])
+    return type(batch).__name__, batch.name, int(batch.data.sum()), in_region_mapping(batch.data)
+
+
+def test_a_class_of_the_drivers_main_round_trips_on_a_worker(ray_cluster):
+    @dataclasses.dataclass
+    class Batch:
+        name: str
+        data: np.ndarray
+
+    # As if defined in the driver's script: workers cannot import it by name.
+    Batch.__module__ = "__main__"
+    Batch.__qualname__ = "Batch"
+    gref = gr.put(Batch("b1", np.arange(1 << 16, dtype=np.uint64)))
+    kind, name, total, in_region = ray.get(read_batch.remote([gref]), timeout=60)
+    assert (kind, name, total) == ("Batch", "b1", sum(range(1 << 16)))
+    assert in_region  # the array inside the dataclass is still read in place
+
+
+@ray.remote(resources={"B": 1})
+def read_inner(boxed):
+    value = gr.get(boxed[0])
+    plain = ray.get(value["ray"], timeout=30)
+    inner = gr.get(value["gismo"])
+    return int(plain[0]), int(inner[0]), value["n"]
+
+
+def test_refs_inside_a_value_stay_alive_while_its_handle_does(ray_cluster):
+    _, driver, _ = ray_cluster
+    plain = ray.put(np.full(MiB, 7, dtype=np.uint8))  # in Ray's object store
+    inner = gr.put(np.full(64 * 1024, 9, dtype=np.uint8))
+    inner_id = inner.id
+    outer = gr.put({"ray": plain, "gismo": inner, "n": 3})
+    outer_id = outer.id
+    del plain, inner  # the owner drops its direct handles: only the outer value holds them
+    time.sleep(1.0)  # several keeper periods
+    assert driver.contains(inner_id), "the inner object went with its direct handle"
+    assert ray.get(read_inner.remote([outer]), timeout=60) == (7, 9, 3)
+    del outer
+    wait_until(lambda: not driver.contains(outer_id), "the outer object to be deleted")
+    wait_until(lambda: not driver.contains(inner_id), "the inner object to follow it")
+
+
+class _WithoutReferenceCounts:
+    """A core worker without the private reference-count API (as a future Ray might have)."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        if name == "get_all_reference_counts":
+            raise AttributeError(name)
+        return getattr(self._real, name)
+
+
+def test_without_rays_reference_table_it_warns_once_and_keeps_objects_until_free(
+    ray_cluster, monkeypatch
+):
+    # Last in the module: from here on, this driver's objects have explicit lifetime.
+    _, driver, _ = ray_cluster
+    before = gr.put(np.arange(10))  # tracked by Ray's table while it still works
+    before_id = before.id
+    monkeypatch.setattr(gr, "_ray_lifetime", None)  # as in a fresh process
+    worker = ray._private.worker.global_worker
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monkeypatch.setattr(worker, "core_worker", _WithoutReferenceCounts(worker.core_worker))
+        refs = [gr.put(np.arange(100)) for _ in range(3)]
+        ids = [r.id for r in refs]
+        del refs, before
+        time.sleep(1.0)  # several keeper passes
+        for _ in range(3):
+            gr.collect()
+    ours = [w for w in caught if "get_all_reference_counts" in str(w.message)]
+    assert len(ours) == 1, [str(w.message) for w in caught]
+    assert issubclass(ours[0].category, RuntimeWarning)
+    assert not gr.ray_lifetime_available()
+    # Explicit lifetime: nothing is freed behind the user's back, free() still works.
+    assert all(driver.contains(i) for i in ids + [before_id])
+    for i in ids + [before_id]:
+        gr.free(gr.GismoRef(i, 0))
+    wait_until(lambda: not any(driver.contains(i) for i in ids + [before_id]), "free()")
