@@ -61,7 +61,14 @@ class Client:
     """One registered client of a GISMO region."""
 
     def __init__(
-        self, region: str, *, size: Optional[int] = None, client_name: str = "gismo-python"
+        self,
+        region: str,
+        *,
+        size: Optional[int] = None,
+        client_name: str = "gismo-python",
+        max_clients: Optional[int] = None,
+        refs_per_client: Optional[int] = None,
+        dir_capacity: Optional[int] = None,
     ) -> None: ...
     @property
     def region(self) -> str: ...

@@ -25,7 +25,10 @@ const GET_SLICE: Duration = Duration::from_millis(50);
 ///
 /// Opening attaches the region (maps it) and registers a client entry. When `size` is given and
 /// the region does not exist (or is not formatted), it is created and formatted with that many
-/// bytes. Closing (or garbage collection) drops this handle; the client entry is released once
+/// bytes, and with `max_clients` client-table entries (default: 1024, a Ray node's worth, fewer
+/// in a region under 129 MiB, see `gismo::default_max_clients`), `refs_per_client` references
+/// per client (a power of two, default 2048) and `dir_capacity` directory slots (a power of two,
+/// default one per 32 KiB of heap); a region that is already formatted keeps its own. Closing (or garbage collection) drops this handle; the client entry is released once
 /// the last `ObjectBuffer` of it is gone too, since those hold references through it.
 #[pyclass(frozen, module = "gismo._native")]
 pub struct Client {
@@ -47,11 +50,32 @@ impl Client {
 impl Client {
     /// Attaches `region` (a region spec such as `file:/dev/shm/gismo` or `/dev/dax0.0`).
     #[new]
-    #[pyo3(signature = (region, *, size=None, client_name="gismo-python"))]
-    fn new(py: Python<'_>, region: &str, size: Option<u64>, client_name: &str) -> PyResult<Self> {
+    #[pyo3(signature = (
+        region, *, size=None, client_name="gismo-python", max_clients=None, refs_per_client=None,
+        dir_capacity=None
+    ))]
+    fn new(
+        py: Python<'_>,
+        region: &str,
+        size: Option<u64>,
+        client_name: &str,
+        max_clients: Option<u32>,
+        refs_per_client: Option<u32>,
+        dir_capacity: Option<u64>,
+    ) -> PyResult<Self> {
         let mut params = BTreeMap::new();
         params.insert("region".to_string(), region.to_string());
         params.insert("client_name".to_string(), client_name.to_string());
+        let limits = [
+            ("max_clients", max_clients.map(u64::from)),
+            ("refs_per_client", refs_per_client.map(u64::from)),
+            ("dir_capacity", dir_capacity),
+        ];
+        for (key, value) in limits {
+            if let Some(v) = value {
+                params.insert(key.to_string(), v.to_string());
+            }
+        }
         match size {
             Some(size) => {
                 params.insert("size".to_string(), size.to_string());
@@ -246,6 +270,10 @@ impl Client {
         d.set_item("used_bytes", s.used_bytes)?;
         d.set_item("allocations", s.allocations)?;
         d.set_item("clients_active", s.clients_active)?;
+        d.set_item("max_clients", s.max_clients)?;
+        d.set_item("refs_per_client", s.refs_per_client)?;
+        d.set_item("metadata_ratio", s.metadata_ratio)?;
+        d.set_item("dir_capacity", s.dir_capacity)?;
         d.set_item("coherence", s.coherence.to_string())?;
         Ok(d)
     }
