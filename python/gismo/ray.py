@@ -77,6 +77,9 @@ __all__ = [
     "attach_seconds",
     "collect",
     "ray_lifetime_available",
+    "install",
+    "uninstall",
+    "DEFAULT_THRESHOLD_BYTES",
 ]
 
 _log = logging.getLogger(__name__)
@@ -371,6 +374,11 @@ def _contained_refs(refs: List[Any]):
     return persistent_id
 
 
+# Set while gismo.ray.put pickles a value: arrays inside it go into that object (out of band), not
+# into objects of their own.
+_pickling = threading.local()
+
+
 def put(value: Any, *, lifetime: str = "ray") -> GismoRef:
     """Stores ``value`` in the region; returns a handle any Ray task attached to it can resolve.
 
@@ -391,6 +399,8 @@ def put(value: Any, *, lifetime: str = "ray") -> GismoRef:
     region = _region_uuid(c)
     oid = gismo.random_id()
     refs: List[Any] = []
+    depth = getattr(_pickling, "depth", 0)
+    _pickling.depth = depth + 1
     try:
         pin = _codec.write(
             c, oid, value, pickler=cloudpickle.Pickler, persistent_id=_contained_refs(refs)
@@ -400,6 +410,8 @@ def put(value: Any, *, lifetime: str = "ray") -> GismoRef:
             f"gismo.ray.put: no room in region {region} ({c.region}) for the object, even after "
             f"evicting unreferenced objects: {e}"
         ) from e
+    finally:
+        _pickling.depth = depth
     anchor = None
     if lifetime == "ray" or refs:
         try:
@@ -463,3 +475,90 @@ def free(ref: GismoRef) -> None:
     if pin is not None:
         pin.release()
     c.delete(ref.id)
+
+
+# --- Transparent mode -------------------------------------------------------------------------
+
+#: Arrays at least this large go through the region in transparent mode (``install``).
+DEFAULT_THRESHOLD_BYTES = 1 << 20
+
+#: The environment variable that sets the threshold in processes that call ``install()`` without
+#: one (workers started with the setup hook).
+THRESHOLD_ENV = "GISMO_RAY_THRESHOLD_BYTES"
+
+_threshold: Optional[int] = None
+_fallback_warned = False
+
+# Tags of what the serializer produced: Ray's own reduction of the array, or a GismoRef.
+_VIA_RAY = 0
+_VIA_GISMO = 1
+
+
+def install(threshold_bytes: Optional[int] = None) -> None:
+    """Transparent mode: from now on, whenever Ray serializes an exact ``numpy.ndarray`` (no
+    Python objects in it) of at least ``threshold_bytes`` in this process — ``ray.put``, task
+    arguments and return values, actor calls, arrays nested in containers — it goes into the
+    region, and Ray carries only a ``GismoRef``; the receiver gets a read-only array over the
+    region. Smaller arrays keep Ray's own path. A full region falls back to Ray's path (one
+    warning).
+
+    Call it after ``ray.init`` in the driver, and in every worker with
+    ``ray.init(runtime_env={"worker_process_setup_hook": "gismo.ray.install", "env_vars":
+    {"GISMO_REGION": ...}})``. ``threshold_bytes`` defaults to ``$GISMO_RAY_THRESHOLD_BYTES``,
+    else :data:`DEFAULT_THRESHOLD_BYTES`. The region object lives as long as Ray holds the outer
+    object (its anchor is contained in it)."""
+    import numpy as np
+    import ray.util
+
+    global _threshold
+    if threshold_bytes is None:
+        threshold_bytes = int(os.environ.get(THRESHOLD_ENV, DEFAULT_THRESHOLD_BYTES))
+    if threshold_bytes < 0:
+        raise ValueError(f"threshold_bytes={threshold_bytes}: expected >= 0")
+    _threshold = threshold_bytes
+    ray.util.register_serializer(
+        np.ndarray, serializer=_serialize_ndarray, deserializer=_deserialize_ndarray
+    )
+
+
+def uninstall() -> None:
+    """Ends transparent mode in this process (arrays already in the region stay readable)."""
+    import numpy as np
+    import ray.util
+
+    global _threshold
+    _threshold = None
+    ray.util.deregister_serializer(np.ndarray)
+
+
+def _serialize_ndarray(arr: Any) -> Tuple[int, Any]:
+    global _fallback_warned
+    if (
+        _threshold is not None
+        and arr.nbytes >= _threshold
+        and not arr.dtype.hasobject
+        and not getattr(_pickling, "depth", 0)
+    ):
+        try:
+            return (_VIA_GISMO, put(arr))
+        except (ObjectStoreFullError, gismo.GismoError) as e:
+            if not _fallback_warned:
+                _fallback_warned = True
+                _log.warning(
+                    "gismo.ray transparent mode: %s; this and later arrays that do not fit go "
+                    "through Ray's object store (warned once)",
+                    e,
+                )
+    # Ray's own reduction: a contiguous array is a PickleBuffer that Ray keeps out of band.
+    return (_VIA_RAY, arr.__reduce_ex__(5))
+
+
+def _deserialize_ndarray(payload: Tuple[int, Any]) -> Any:
+    kind, value = payload
+    if kind == _VIA_GISMO:
+        return get(value)
+    rebuild, args, *rest = value
+    arr = rebuild(*args)
+    if rest and rest[0] is not None:
+        arr.__setstate__(rest[0])
+    return arr

@@ -100,3 +100,18 @@ def test_a_full_region_raises_store_full_not_a_hang(client):
     # Room again once they are freed.
     r = gr.put(np.ones(4 * MiB, dtype=np.uint8), lifetime="explicit")
     gr.free(r)
+
+
+def test_transparent_mode_falls_back_to_rays_path_when_the_region_is_full(client, monkeypatch):
+    # As after install(1 MiB). No Ray here: nothing may reach ray.put (it would start Ray).
+    monkeypatch.setattr(gr, "_threshold", MiB)
+    big = np.arange(16 * MiB, dtype=np.uint64)  # 128 MiB: more than the whole region
+    kind, reduced = gr._serialize_ndarray(big)
+    assert kind == gr._VIA_RAY  # not an error: Ray's own store takes it
+    back = gr._deserialize_ndarray((kind, reduced))
+    assert back.dtype == big.dtype and (back == big).all()
+    # Object arrays and arrays under the threshold keep Ray's path too, and round-trip.
+    for arr in (np.array([{"a": 1}, None], dtype=object), np.arange(100)[::3]):
+        kind, reduced = gr._serialize_ndarray(arr)
+        assert kind == gr._VIA_RAY
+        assert list(gr._deserialize_ndarray((kind, reduced))) == list(arr)

@@ -1,0 +1,87 @@
+"""A Ray driver in transparent mode (run by test_ray_cluster.py as its own process, because the
+setup hook is a job-level setting): connects to the test cluster at argv[1] with
+``worker_process_setup_hook="gismo.ray.install"``, moves arrays between nodes A and B with plain
+Ray calls, and prints what it saw as one JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+
+import gismo  # noqa: E402
+import gismo.ray as gr  # noqa: E402
+from test_ray_cluster import checksum, in_region_mapping  # noqa: E402
+
+MiB = 1 << 20
+THRESHOLD = 256 * 1024
+
+
+@ray.remote(resources={"A": 1})
+def produce(nbytes: int):
+    # A plain return value: Ray serializes it, transparent mode puts it into the region.
+    return np.random.default_rng(nbytes).integers(0, 255, nbytes, dtype=np.uint8)
+
+
+@ray.remote(resources={"B": 1})
+def consume(arr, nested):
+    # Ray resolved the argument; the deserializer read it from the region (or Ray's store).
+    inner = nested["inner"][0]
+    return {
+        "sum": checksum(arr) if arr.nbytes % 8 == 0 else int(arr.sum()),
+        "in_region": in_region_mapping(arr),
+        "writeable": bool(arr.flags.writeable),
+        "nested_in_region": in_region_mapping(inner),
+        "nested_sum": int(inner.sum()),
+    }
+
+
+def main() -> None:
+    address = sys.argv[1]
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {
+        gismo.REGION_ENV: os.environ[gismo.REGION_ENV],
+        gr.THRESHOLD_ENV: str(THRESHOLD),
+        "PYTHONPATH": here,
+    }
+    ray.init(
+        address=address,
+        runtime_env={"worker_process_setup_hook": "gismo.ray.install", "env_vars": env},
+    )
+    gr.install(THRESHOLD)
+    out = {}
+    for name, n in (("large", 4 * MiB), ("small", 64 * 1024)):
+        produced = produce.remote(n)
+        expected = checksum(np.random.default_rng(n).integers(0, 255, n, dtype=np.uint8))
+        nested = {"inner": [np.full(n // 8, 3, dtype=np.uint64)]}  # from the driver
+        got = ray.get(consume.remote(produced, nested), timeout=120)
+        got["expected"] = expected
+        got["nested_expected"] = 3 * (n // 8)
+        # The driver's own ray.put / ray.get.
+        local = ray.get(ray.put(np.arange(n // 8, dtype=np.uint64)))
+        got["driver_in_region"] = in_region_mapping(local)
+        got["driver_ok"] = bool((local == np.arange(n // 8, dtype=np.uint64)).all())
+        out[name] = got
+        del produced, local
+    # Lifetime follows Ray's: the region object of a ray.put goes when its ObjectRef does.
+    c = gr.client()
+    before = c.stats()["allocations"]
+    ref = ray.put(np.ones(2 * MiB, dtype=np.uint8))
+    out["put_allocated"] = c.stats()["allocations"] > before
+    del ref
+    deadline = time.monotonic() + 30
+    while c.stats()["allocations"] > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out["released"] = c.stats()["allocations"] <= before
+    print(json.dumps(out), flush=True)
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
