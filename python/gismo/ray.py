@@ -226,6 +226,8 @@ class _Keeper:
         # object id -> owner's reference
         self._explicit: Dict[bytes, ObjectBuffer] = {}
         self._thread: Optional[threading.Thread] = None
+        # What the last background pass failed with (None: it succeeded).
+        self._last_failure: Optional[str] = None
 
     def track_ray(self, anchor_hex: str, oid: bytes, pin: ObjectBuffer) -> None:
         with self._lock:
@@ -249,10 +251,25 @@ class _Keeper:
     def _run(self) -> None:
         while True:
             time.sleep(KEEPER_PERIOD_S)
-            try:
-                self.collect()
-            except Exception:  # noqa: BLE001 - keep watching; the next pass retries
-                _log.warning("gismo.ray keeper pass failed; retrying", exc_info=True)
+            self.background_pass()
+
+    def background_pass(self) -> None:
+        """One pass of the keeper thread: a failure is logged once (with its traceback) until
+        a pass succeeds or fails differently, not every period."""
+        try:
+            self.collect()
+        except Exception as e:  # noqa: BLE001 - keep watching; the next pass retries
+            what = f"{type(e).__name__}: {e}"
+            if what != self._last_failure:
+                self._last_failure = what
+                _log.warning(
+                    "gismo.ray keeper pass failed (retrying every %ss; logged again only "
+                    "if it changes)",
+                    KEEPER_PERIOD_S,
+                    exc_info=True,
+                )
+        else:
+            self._last_failure = None
 
     def collect(self) -> int:
         """One pass: lets go of what is no longer referenced. Returns how many objects."""

@@ -115,3 +115,28 @@ def test_transparent_mode_falls_back_to_rays_path_when_the_region_is_full(client
         kind, reduced = gr._serialize_ndarray(arr)
         assert kind == gr._VIA_RAY
         assert list(gr._deserialize_ndarray((kind, reduced))) == list(arr)
+
+
+def test_a_failing_keeper_pass_is_logged_once_not_every_period(monkeypatch, caplog):
+    keeper = gr._Keeper()
+    failure = [RuntimeError("region detached")]
+
+    def collect():
+        if failure[0] is not None:
+            raise failure[0]
+        return 0
+
+    monkeypatch.setattr(keeper, "collect", collect)
+    with caplog.at_level("WARNING", logger="gismo.ray"):
+        for _ in range(5):
+            keeper.background_pass()
+        assert len(caplog.records) == 1
+        failure[0] = RuntimeError("another cause")  # a different failure is news
+        keeper.background_pass()
+        keeper.background_pass()
+        assert len(caplog.records) == 2
+        failure[0] = None  # recovered; the same failure again is logged again
+        keeper.background_pass()
+        failure[0] = RuntimeError("another cause")
+        keeper.background_pass()
+        assert len(caplog.records) == 3
