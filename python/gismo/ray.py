@@ -79,6 +79,8 @@ __all__ = [
     "ray_lifetime_available",
     "install",
     "uninstall",
+    "empty",
+    "PendingArray",
     "DEFAULT_THRESHOLD_BYTES",
 ]
 
@@ -405,13 +407,9 @@ def put(value: Any, *, lifetime: str = "ray") -> GismoRef:
 
     Raises :class:`ObjectStoreFullError` when the region has no room for it.
     """
-    import ray
     from ray import cloudpickle
 
-    if lifetime not in ("ray", "explicit"):
-        raise ValueError(f"lifetime={lifetime!r}: expected 'ray' or 'explicit'")
-    if lifetime == "ray" and not ray_lifetime_available():
-        lifetime = "explicit"
+    lifetime = _lifetime(lifetime)
     c = client()
     region = _region_uuid(c)
     oid = gismo.random_id()
@@ -423,12 +421,35 @@ def put(value: Any, *, lifetime: str = "ray") -> GismoRef:
             c, oid, value, pickler=cloudpickle.Pickler, persistent_id=_contained_refs(refs)
         )
     except gismo.StoreFullError as e:
-        raise ObjectStoreFullError(
-            f"gismo.ray.put: no room in region {region} ({c.region}) for the object, even after "
-            f"evicting unreferenced objects: {e}"
-        ) from e
+        raise _store_full(c, region, e) from e
     finally:
         _pickling.depth = depth
+    return _publish(c, oid, pin, refs, lifetime, region)
+
+
+def _lifetime(lifetime: str) -> str:
+    """The lifetime a put gets: as asked, unless Ray's reference table is not usable here."""
+    if lifetime not in ("ray", "explicit"):
+        raise ValueError(f"lifetime={lifetime!r}: expected 'ray' or 'explicit'")
+    if lifetime == "ray" and not ray_lifetime_available():
+        return "explicit"
+    return lifetime
+
+
+def _store_full(c: Client, region: str, e: BaseException) -> "ObjectStoreFullError":
+    return ObjectStoreFullError(
+        f"gismo.ray.put: no room in region {region} ({c.region}) for the object, even after "
+        f"evicting unreferenced objects: {e}"
+    )
+
+
+def _publish(
+    c: Client, oid: bytes, pin: ObjectBuffer, refs: List[Any], lifetime: str, region: str
+) -> GismoRef:
+    """The handle of a sealed object: its anchor made, the owner's reference given to the
+    keeper."""
+    import ray
+
     anchor = None
     if lifetime == "ray" or refs:
         try:
@@ -444,6 +465,100 @@ def put(value: Any, *, lifetime: str = "ray") -> GismoRef:
     else:
         _keeper.track_explicit(oid, pin)
     return GismoRef(oid, pin.nbytes, anchor, region)
+
+
+class PendingArray:
+    """A NumPy array being written in place in the region (made by :func:`empty`): fill
+    ``array``, then :meth:`seal` it for its :class:`GismoRef`. No copy: the array is the
+    object's memory. As a context manager it aborts on an exception."""
+
+    def __init__(self, client: Client, oid: bytes, buffer: Any, shape: tuple, dtype: Any):
+        self._client = client
+        self._oid = oid
+        self._buffer = buffer
+        self._shape = shape
+        self._dtype = dtype
+        self._lifetime = "ray"
+        #: The writable array over the object; let go of every other view of it before sealing.
+        self.array = self._writable()
+
+    def _writable(self) -> Any:
+        import numpy as np
+
+        count = 1
+        for n in self._shape:
+            count *= n
+        if not count:
+            return np.empty(self._shape, dtype=self._dtype)
+        raw = memoryview(self._buffer)
+        return np.frombuffer(raw, dtype=self._dtype, count=count).reshape(self._shape)
+
+    def seal(self) -> GismoRef:
+        """Seals the object (readable everywhere from now on) and returns its handle. Raises
+        ``BufferError`` while other views of ``array`` are still alive (nothing may write a
+        sealed object); ``array`` is read-only afterwards."""
+        c = self._client
+        region = _region_uuid(c)
+        if self._buffer is None:
+            raise gismo.GismoError("this array was already sealed or aborted")
+        self.array = None  # our own view; another one still alive makes the seal refuse
+        try:
+            pin = self._buffer.seal()
+        except BufferError:
+            self.array = self._writable()
+            raise
+        ref = _publish(c, self._oid, pin, [], self._lifetime, region)
+        self._buffer = None
+        self.array = _codec.read(pin)
+        return ref
+
+    def abort(self) -> None:
+        """Drops the object unsealed (after the views of ``array`` are gone)."""
+        self.array = None
+        if self._buffer is not None and self._buffer.writable:
+            self._buffer.abort()
+        self._buffer = None
+
+    def __enter__(self) -> "PendingArray":
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> bool:
+        if exc_type is not None and self._buffer is not None:
+            self.abort()
+        return False
+
+
+def empty(shape: Any, dtype: Any = float, *, lifetime: str = "ray") -> PendingArray:
+    """A new, unsealed array of ``shape`` and ``dtype`` allocated directly in the region, for a
+    producer that computes its result in place (zero extra copies)::
+
+        pending = gismo.ray.empty((1 << 20,), np.float32)
+        np.multiply(x, 2, out=pending.array)
+        ref = pending.seal()            # a GismoRef, as put(...) returns
+
+    Raises :class:`ObjectStoreFullError` when the region has no room."""
+    import numpy as np
+
+    lifetime = _lifetime(lifetime)
+    dt = np.dtype(dtype)
+    if dt.hasobject:
+        raise TypeError(f"dtype {dt} holds Python objects: it cannot live in the region")
+    shape = tuple(int(n) for n in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+    count = 1
+    for n in shape:
+        if n < 0:
+            raise ValueError(f"negative dimension in shape {shape}")
+        count *= n
+    c = client()
+    oid = gismo.random_id()
+    header = _codec._header("ndarray", dtype=np.lib.format.dtype_to_descr(dt), shape=list(shape))
+    try:
+        wb = c.create(oid, count * dt.itemsize, header)
+    except gismo.StoreFullError as e:
+        raise _store_full(c, _region_uuid(c), e) from e
+    pending = PendingArray(c, oid, wb, shape, dt)
+    pending._lifetime = lifetime
+    return pending
 
 
 def get(ref: GismoRef) -> Any:

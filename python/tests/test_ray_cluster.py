@@ -383,3 +383,21 @@ def test_transparent_mode_moves_large_arrays_through_the_region(ray_cluster):
         lambda: driver.reap_dead() is not None and driver.stats()["used_bytes"] <= used_before,
         "the job's region objects to be released",
     )
+
+
+@ray.remote(resources={"A": 1})
+def produce_in_place(n: int):
+    pending = gr.empty((n // 8,), np.uint64)
+    pending.array[:] = np.arange(n // 8, dtype=np.uint64)  # written straight into the region
+    ref = pending.seal()
+    return ref, checksum(pending.array)
+
+
+def test_an_array_made_in_place_with_empty_is_read_on_another_node(ray_cluster):
+    _, driver, _ = ray_cluster
+    gref, expected = ray.get(produce_in_place.remote(2 * MiB))
+    got, in_region, _, nbytes = ray.get(consume.remote([gref]), timeout=60)
+    assert (got, nbytes) == (expected, 2 * MiB) and in_region
+    oid = gref.id
+    del gref
+    wait_until(lambda: not driver.contains(oid), "the object to go with its last handle")

@@ -140,3 +140,42 @@ def test_a_failing_keeper_pass_is_logged_once_not_every_period(monkeypatch, capl
         failure[0] = RuntimeError("another cause")
         keeper.background_pass()
         assert len(caplog.records) == 3
+
+
+def test_empty_allocates_in_place_and_seals_to_a_handle(client):
+    pending = gr.empty((256, 1024), np.float32, lifetime="explicit")
+    assert pending.array.flags.writeable and in_mapping(client, pending.array)
+    pending.array[:] = 2.5
+    view = pending.array[0]  # a view still alive: sealing must refuse (nobody writes a sealed object)
+    with pytest.raises(BufferError):
+        pending.seal()
+    assert pending.array.flags.writeable and float(pending.array[3, 5]) == 2.5
+    del view
+    ref = pending.seal()
+    assert ref.nbytes == 256 * 1024 * 4 and not pending.array.flags.writeable
+    got = gr.get(ref)
+    assert got.shape == (256, 1024) and got.dtype == np.float32 and float(got.sum()) == 2.5 * 256 * 1024
+    del got
+    pending.array = None
+    gr.free(ref)
+    # Aborted on an exception: nothing stays.
+    with pytest.raises(RuntimeError):
+        with gr.empty(10, np.int64, lifetime="explicit") as p:
+            oid = p._oid
+            raise RuntimeError("producer failed")
+    assert not client.contains(oid)
+    with pytest.raises(gr.ObjectStoreFullError):
+        gr.empty((128 * MiB,), np.uint8, lifetime="explicit")
+
+
+def in_mapping(client, arr) -> bool:
+    path = client.region.split(":", 1)[1]
+    start = arr.__array_interface__["data"][0]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and fields[5] == path:
+                lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                if lo <= start and start + arr.nbytes <= hi:
+                    return True
+    return False
