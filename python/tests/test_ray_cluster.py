@@ -306,6 +306,63 @@ def test_refs_inside_a_value_stay_alive_while_its_handle_does(ray_cluster):
     wait_until(lambda: not driver.contains(inner_id), "the inner object to follow it")
 
 
+def test_transparent_mode_moves_large_arrays_through_the_region(ray_cluster):
+    """A driver of its own (the setup hook is per job) in transparent mode: plain Ray calls; large
+    arrays arrive as read-only views of the region, small ones through Ray."""
+    import json
+    import subprocess
+    import sys
+
+    cluster, driver, spec = ray_cluster
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ)
+    env[gismo.REGION_ENV] = spec
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    used_before = driver.stats()["used_bytes"]
+    run = subprocess.run(
+        [sys.executable, os.path.join(here, "transparent_driver.py"), cluster.address],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    large, small = out["large"], out["small"]
+    assert large["sum"] == large["expected"] and large["nested_sum"] == large["nested_expected"]
+    assert small["sum"] == small["expected"] and small["nested_sum"] == small["nested_expected"]
+    # At or above the threshold: a view of the region, read-only; below: Ray's path.
+    assert large["in_region"] and not large["writeable"] and large["nested_in_region"]
+    assert large["driver_in_region"] and large["driver_ok"]
+    assert not small["in_region"] and not small["nested_in_region"]
+    assert not small["driver_in_region"] and small["driver_ok"]
+    assert out["put_allocated"] and out["released"]
+    assert out["one_object_for_a_value"] and out["value_in_region"] and out["value_ok"]
+    # The job is over: what its processes put is released once their pins are reaped.
+    wait_until(
+        lambda: driver.reap_dead() is not None and driver.stats()["used_bytes"] <= used_before,
+        "the job's region objects to be released",
+    )
+
+
+@ray.remote(resources={"A": 1})
+def produce_in_place(n: int):
+    pending = gr.empty((n // 8,), np.uint64)
+    pending.array[:] = np.arange(n // 8, dtype=np.uint64)  # written straight into the region
+    ref = pending.seal()
+    return ref, checksum(pending.array)
+
+
+def test_an_array_made_in_place_with_empty_is_read_on_another_node(ray_cluster):
+    _, driver, _ = ray_cluster
+    gref, expected = ray.get(produce_in_place.remote(2 * MiB))
+    got, in_region, _, nbytes = ray.get(consume.remote([gref]), timeout=60)
+    assert (got, nbytes) == (expected, 2 * MiB) and in_region
+    oid = gref.id
+    del gref
+    wait_until(lambda: not driver.contains(oid), "the object to go with its last handle")
+
+
 class _WithoutReferenceCounts:
     """A core worker without the private reference-count API (as a future Ray might have)."""
 
@@ -345,59 +402,3 @@ def test_without_rays_reference_table_it_warns_once_and_keeps_objects_until_free
     for i in ids + [before_id]:
         gr.free(gr.GismoRef(i, 0))
     wait_until(lambda: not any(driver.contains(i) for i in ids + [before_id]), "free()")
-
-
-def test_transparent_mode_moves_large_arrays_through_the_region(ray_cluster):
-    """A driver of its own (the setup hook is per job) in transparent mode: plain Ray calls; large
-    arrays arrive as read-only views of the region, small ones through Ray."""
-    import json
-    import subprocess
-    import sys
-
-    cluster, driver, spec = ray_cluster
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ)
-    env[gismo.REGION_ENV] = spec
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
-    used_before = driver.stats()["used_bytes"]
-    run = subprocess.run(
-        [sys.executable, os.path.join(here, "transparent_driver.py"), cluster.address],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
-    out = json.loads(run.stdout.strip().splitlines()[-1])
-    large, small = out["large"], out["small"]
-    assert large["sum"] == large["expected"] and large["nested_sum"] == large["nested_expected"]
-    assert small["sum"] == small["expected"] and small["nested_sum"] == small["nested_expected"]
-    # At or above the threshold: a view of the region, read-only; below: Ray's path.
-    assert large["in_region"] and not large["writeable"] and large["nested_in_region"]
-    assert large["driver_in_region"] and large["driver_ok"]
-    assert not small["in_region"] and not small["nested_in_region"]
-    assert not small["driver_in_region"] and small["driver_ok"]
-    assert out["put_allocated"] and out["released"]
-    # The job is over: what its processes put is released once their pins are reaped.
-    wait_until(
-        lambda: driver.reap_dead() is not None and driver.stats()["used_bytes"] <= used_before,
-        "the job's region objects to be released",
-    )
-
-
-@ray.remote(resources={"A": 1})
-def produce_in_place(n: int):
-    pending = gr.empty((n // 8,), np.uint64)
-    pending.array[:] = np.arange(n // 8, dtype=np.uint64)  # written straight into the region
-    ref = pending.seal()
-    return ref, checksum(pending.array)
-
-
-def test_an_array_made_in_place_with_empty_is_read_on_another_node(ray_cluster):
-    _, driver, _ = ray_cluster
-    gref, expected = ray.get(produce_in_place.remote(2 * MiB))
-    got, in_region, _, nbytes = ray.get(consume.remote([gref]), timeout=60)
-    assert (got, nbytes) == (expected, 2 * MiB) and in_region
-    oid = gref.id
-    del gref
-    wait_until(lambda: not driver.contains(oid), "the object to go with its last handle")

@@ -79,6 +79,16 @@ def main() -> None:
     while c.stats()["allocations"] > before and time.monotonic() < deadline:
         time.sleep(0.05)
     out["released"] = c.stats()["allocations"] <= before
+    # gismo.ray.put of a value holding large arrays: one region object, the arrays inside it.
+    before = c.stats()["allocations"]
+    value = {"a": np.ones(2 * MiB, dtype=np.uint8), "b": [np.zeros(MiB, dtype=np.uint8)]}
+    g = gr.put(value, lifetime="explicit")
+    out["one_object_for_a_value"] = c.stats()["allocations"] == before + 1
+    back = gr.get(g)
+    out["value_in_region"] = in_region_mapping(back["a"]) and in_region_mapping(back["b"][0])
+    out["value_ok"] = int(back["a"].sum()) == 2 * MiB and int(back["b"][0].sum()) == 0
+    del back
+    gr.free(g)
     print(json.dumps(out), flush=True)
     ray.shutdown()
 
