@@ -338,6 +338,8 @@ def test_transparent_mode_moves_large_arrays_through_the_region(ray_cluster):
     assert not small["driver_in_region"] and small["driver_ok"]
     assert out["put_allocated"] and out["released"]
     assert out["one_object_for_a_value"] and out["value_in_region"] and out["value_ok"]
+    shuffled = out["shuffle"]
+    assert shuffled["sum"] == shuffled["expected"] and shuffled["in_region"]
     # The job is over: what its processes put is released once their pins are reaped.
     wait_until(
         lambda: driver.reap_dead() is not None and driver.stats()["used_bytes"] <= used_before,

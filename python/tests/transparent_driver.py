@@ -42,6 +42,43 @@ def consume(arr, nested):
     }
 
 
+PARTS = 2
+
+
+@ray.remote(num_returns=PARTS)
+def shuffle_map(seed: int, nbytes: int):
+    data = np.random.default_rng(seed).integers(0, 1 << 62, nbytes // 8, dtype=np.uint64)
+    return tuple(np.array_split(data, PARTS))  # one partition per reducer, each a return value
+
+
+@ray.remote
+def shuffle_reduce(*parts):
+    return sum(checksum(p) for p in parts) & ((1 << 64) - 1), all(map(in_region_mapping, parts))
+
+
+def shuffle(nbytes: int) -> dict:
+    """A small all-to-all shuffle (the issue's W1 shape, 2 x 2 over the two nodes), plain Ray."""
+    maps = [
+        shuffle_map.options(resources={node: 1}).remote(seed, nbytes)
+        for seed, node in enumerate("AB")
+    ]
+    reducers = [
+        shuffle_reduce.options(resources={node: 1}).remote(*[m[r] for m in maps])
+        for r, node in enumerate("BA")
+    ]
+    got = ray.get(reducers, timeout=120)
+    expected = 0
+    for seed in range(len(maps)):
+        data = np.random.default_rng(seed).integers(0, 1 << 62, nbytes // 8, dtype=np.uint64)
+        for part in np.array_split(data, PARTS):
+            expected += checksum(part)
+    return {
+        "sum": sum(s for s, _ in got) & ((1 << 64) - 1),
+        "expected": expected & ((1 << 64) - 1),
+        "in_region": all(r for _, r in got),
+    }
+
+
 def main() -> None:
     address = sys.argv[1]
     here = os.path.dirname(os.path.abspath(__file__))
@@ -69,6 +106,7 @@ def main() -> None:
         got["driver_ok"] = bool((local == np.arange(n // 8, dtype=np.uint64)).all())
         out[name] = got
         del produced, local
+    out["shuffle"] = shuffle(4 * MiB)
     # Lifetime follows Ray's: the region object of a ray.put goes when its ObjectRef does.
     c = gr.client()
     before = c.stats()["allocations"]
