@@ -643,6 +643,11 @@ def install(threshold_bytes: Optional[int] = None) -> None:
     import ray.util
 
     global _threshold
+    if not ray.is_initialized():
+        raise gismo.GismoError(
+            "gismo.ray.install(): call it after ray.init() (Ray's serializers belong to the "
+            "connected worker; in workers the setup hook runs after it connected)"
+        )
     if threshold_bytes is None:
         threshold_bytes = int(os.environ.get(THRESHOLD_ENV, DEFAULT_THRESHOLD_BYTES))
     if threshold_bytes < 0:

@@ -179,3 +179,11 @@ def in_mapping(client, arr) -> bool:
                 if lo <= start and start + arr.nbytes <= hi:
                     return True
     return False
+
+
+def test_install_before_ray_init_says_so():
+    import ray
+
+    assert not ray.is_initialized()
+    with pytest.raises(gismo.GismoError, match="after ray.init"):
+        gr.install()
