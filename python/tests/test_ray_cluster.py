@@ -340,6 +340,11 @@ def test_transparent_mode_moves_large_arrays_through_the_region(ray_cluster):
     assert out["one_object_for_a_value"] and out["value_in_region"] and out["value_ok"]
     shuffled = out["shuffle"]
     assert shuffled["sum"] == shuffled["expected"] and shuffled["in_region"]
+    # A lost region object: Ray wraps every deserializer error as a RaySystemError; its message
+    # is gismo.ray's ObjectLostError.
+    assert out["lost"] is not None, "resolved a deleted object"
+    lost_types, lost_message = out["lost"]
+    assert "RaySystemError" in lost_types and "is not in the region" in lost_message
     # The job is over: what its processes put is released once their pins are reaped.
     wait_until(
         lambda: driver.reap_dead() is not None and driver.stats()["used_bytes"] <= used_before,

@@ -42,6 +42,11 @@ def consume(arr, nested):
     }
 
 
+@ray.remote(resources={"B": 1})
+def consume_one(arr):
+    return int(arr.sum())
+
+
 PARTS = 2
 
 
@@ -127,6 +132,19 @@ def main() -> None:
     out["value_ok"] = int(back["a"].sum()) == 2 * MiB and int(back["b"][0].sum()) == 0
     del back
     gr.free(g)
+    # A region object lost behind Ray's back (as after its owner died and it was evicted): Ray's
+    # get fails at once with the deserializer's error, it does not wait.
+    tracked = set(gr._keeper._ray)
+    ref = ray.put(np.ones(2 * MiB, dtype=np.uint8))
+    for anchor in set(gr._keeper._ray) - tracked:  # the region object this put made
+        oid, pin = gr._keeper._ray.pop(anchor)
+        pin.release()
+        c.delete(oid)
+    try:
+        ray.get(consume_one.remote(ref), timeout=60)
+        out["lost"] = None
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        out["lost"] = [[t.__name__ for t in type(e).__mro__], str(e)]
     print(json.dumps(out), flush=True)
     ray.shutdown()
 
