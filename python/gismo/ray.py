@@ -611,8 +611,10 @@ def free(ref: GismoRef) -> None:
 
 # --- Transparent mode -------------------------------------------------------------------------
 
-#: Arrays at least this large go through the region in transparent mode (``install``).
-DEFAULT_THRESHOLD_BYTES = 1 << 20
+#: Arrays at least this large go through the region in transparent mode (``install``): the
+#: measured crossover (``bench/bench_transparent_threshold.py``). Below Ray's inlining limit
+#: (100 KiB) Ray returns the array inside its reply, which the region's handle cannot beat.
+DEFAULT_THRESHOLD_BYTES = 128 << 10
 
 #: The environment variable that sets the threshold in processes that call ``install()`` without
 #: one (workers started with the setup hook).
