@@ -30,6 +30,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 import gismo  # noqa: E402
 import gismo.ray as gr  # noqa: E402
+from gismo import _ray_transparent as transparent  # noqa: E402
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -39,7 +40,7 @@ OFF = 1 << 62  # a threshold no array reaches: Ray's own path
 
 @ray.remote(resources={"A": 1})
 def produce(nbytes: int, threshold: int, seed: int):
-    gr._threshold = threshold  # this worker's transparent-mode threshold, for this run
+    transparent._threshold = threshold  # this worker's transparent-mode threshold, this run
     return np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8)
 
 

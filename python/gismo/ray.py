@@ -48,21 +48,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import gismo
 from gismo import _codec
 from gismo._native import Client, ObjectBuffer
-
-try:
-    from ray.exceptions import ObjectLostError as _RayObjectLostError
-    from ray.exceptions import ObjectStoreFullError as _RayObjectStoreFullError
-except ImportError:  # pragma: no cover - gismo.ray without Ray: only the types are usable
-
-    class _RayObjectLostError(Exception):  # type: ignore[no-redef]
-        def __init__(self, object_ref_hex: str, owner_address: Optional[bytes], call_site: str):
-            self.object_ref_hex = object_ref_hex
-            self.owner_address = owner_address
-            self.call_site = call_site
-
-    class _RayObjectStoreFullError(Exception):  # type: ignore[no-redef]
-        pass
-
+from gismo._ray_errors import ObjectLostError, ObjectStoreFullError, RegionMismatchError
 
 __all__ = [
     "GismoRef",
@@ -94,55 +80,6 @@ _client: Optional[Client] = None
 _attach_seconds: Optional[float] = None
 # The client whose region UUID was read last, and that UUID.
 _uuid_of: Tuple[Optional[Client], str] = (None, "")
-
-
-class ObjectLostError(_RayObjectLostError, gismo.GismoError):
-    """The object behind a :class:`GismoRef` is no longer in the region: deleted (``free``, or
-    its last handle went), evicted after its owner died, or the region was reformatted. A
-    ``ray.exceptions.ObjectLostError`` (``object_ref_hex`` is the GISMO object id) and a
-    ``gismo.GismoError``."""
-
-    def __init__(self, object_id: bytes, region: str = "") -> None:
-        super().__init__(bytes(object_id).hex(), None, "")
-        self.object_id = bytes(object_id)
-        self.region = region
-
-    def __str__(self) -> str:
-        where = f" {self.region}" if self.region else ""
-        return (
-            f"GISMO object {self.object_ref_hex} is not in the region{where} any more: it was "
-            "deleted (gismo.ray.free, or Ray dropped its last handle), evicted after its owner "
-            "died, or the region was reformatted. A handle only exists for an object that was "
-            "sealed, so it is lost, not late."
-        )
-
-
-class RegionMismatchError(gismo.GismoError):
-    """A :class:`GismoRef` resolved in a process attached to another region than the one its
-    object was put into (each host's own ``/dev/shm``, another DAX device)."""
-
-    def __init__(self, handle_region: str, attached_region: str, spec: str = "") -> None:
-        super().__init__(handle_region, attached_region, spec)
-        self.handle_region = handle_region
-        self.attached_region = attached_region
-        self.spec = spec
-
-    def __str__(self) -> str:
-        spec = f" ({self.spec})" if self.spec else ""
-        return (
-            f"this GismoRef belongs to region {self.handle_region}, but this process is "
-            f"attached to region {self.attached_region}{spec}: every process that resolves it "
-            "must map the same memory (GISMO_REGION on every node)"
-        )
-
-
-class ObjectStoreFullError(gismo.StoreFullError, _RayObjectStoreFullError):
-    """``put`` found no room in the region, even after evicting unreferenced objects (or this
-    process holds as many objects as its client's reference table allows). A
-    ``gismo.StoreFullError`` and a ``ray.exceptions.ObjectStoreFullError``."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "the GISMO region is full"
 
 
 def client() -> Client:
@@ -467,100 +404,6 @@ def _publish(
     return GismoRef(oid, pin.nbytes, anchor, region)
 
 
-class PendingArray:
-    """A NumPy array being written in place in the region (made by :func:`empty`): fill
-    ``array``, then :meth:`seal` it for its :class:`GismoRef`. No copy: the array is the
-    object's memory. As a context manager it aborts on an exception."""
-
-    def __init__(self, client: Client, oid: bytes, buffer: Any, shape: tuple, dtype: Any):
-        self._client = client
-        self._oid = oid
-        self._buffer = buffer
-        self._shape = shape
-        self._dtype = dtype
-        self._lifetime = "ray"
-        #: The writable array over the object; let go of every other view of it before sealing.
-        self.array = self._writable()
-
-    def _writable(self) -> Any:
-        import numpy as np
-
-        count = 1
-        for n in self._shape:
-            count *= n
-        if not count:
-            return np.empty(self._shape, dtype=self._dtype)
-        raw = memoryview(self._buffer)
-        return np.frombuffer(raw, dtype=self._dtype, count=count).reshape(self._shape)
-
-    def seal(self) -> GismoRef:
-        """Seals the object (readable everywhere from now on) and returns its handle. Raises
-        ``BufferError`` while other views of ``array`` are still alive (nothing may write a
-        sealed object); ``array`` is read-only afterwards."""
-        c = self._client
-        region = _region_uuid(c)
-        if self._buffer is None:
-            raise gismo.GismoError("this array was already sealed or aborted")
-        self.array = None  # our own view; another one still alive makes the seal refuse
-        try:
-            pin = self._buffer.seal()
-        except BufferError:
-            self.array = self._writable()
-            raise
-        ref = _publish(c, self._oid, pin, [], self._lifetime, region)
-        self._buffer = None
-        self.array = _codec.read(pin)
-        return ref
-
-    def abort(self) -> None:
-        """Drops the object unsealed (after the views of ``array`` are gone)."""
-        self.array = None
-        if self._buffer is not None and self._buffer.writable:
-            self._buffer.abort()
-        self._buffer = None
-
-    def __enter__(self) -> "PendingArray":
-        return self
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> bool:
-        if exc_type is not None and self._buffer is not None:
-            self.abort()
-        return False
-
-
-def empty(shape: Any, dtype: Any = float, *, lifetime: str = "ray") -> PendingArray:
-    """A new, unsealed array of ``shape`` and ``dtype`` allocated directly in the region, for a
-    producer that computes its result in place (zero extra copies)::
-
-        pending = gismo.ray.empty((1 << 20,), np.float32)
-        np.multiply(x, 2, out=pending.array)
-        ref = pending.seal()            # a GismoRef, as put(...) returns
-
-    Raises :class:`ObjectStoreFullError` when the region has no room."""
-    import numpy as np
-
-    lifetime = _lifetime(lifetime)
-    dt = np.dtype(dtype)
-    if dt.hasobject:
-        raise TypeError(f"dtype {dt} holds Python objects: it cannot live in the region")
-    shape = tuple(int(n) for n in (shape if isinstance(shape, (tuple, list)) else (shape,)))
-    count = 1
-    for n in shape:
-        if n < 0:
-            raise ValueError(f"negative dimension in shape {shape}")
-        count *= n
-    c = client()
-    oid = gismo.random_id()
-    header = _codec._header("ndarray", dtype=np.lib.format.dtype_to_descr(dt), shape=list(shape))
-    try:
-        wb = c.create(oid, count * dt.itemsize, header)
-    except gismo.StoreFullError as e:
-        raise _store_full(c, _region_uuid(c), e) from e
-    pending = PendingArray(c, oid, wb, shape, dt)
-    pending._lifetime = lifetime
-    return pending
-
-
 def get(ref: GismoRef) -> Any:
     """The value behind ``ref``, read in place (read-only views that keep it alive).
 
@@ -609,95 +452,12 @@ def free(ref: GismoRef) -> None:
     c.delete(ref.id)
 
 
-# --- Transparent mode -------------------------------------------------------------------------
-
-#: Arrays at least this large go through the region in transparent mode (``install``): the
-#: measured crossover (``bench/bench_transparent_threshold.py``). Below Ray's inlining limit
-#: (100 KiB) Ray returns the array inside its reply, which the region's handle cannot beat.
-DEFAULT_THRESHOLD_BYTES = 128 << 10
-
-#: The environment variable that sets the threshold in processes that call ``install()`` without
-#: one (workers started with the setup hook).
-THRESHOLD_ENV = "GISMO_RAY_THRESHOLD_BYTES"
-
-_threshold: Optional[int] = None
-_fallback_warned = False
-
-# Tags of what the serializer produced: Ray's own reduction of the array, or a GismoRef.
-_VIA_RAY = 0
-_VIA_GISMO = 1
-
-
-def install(threshold_bytes: Optional[int] = None) -> None:
-    """Transparent mode: from now on, whenever Ray serializes an exact ``numpy.ndarray`` (no
-    Python objects in it) of at least ``threshold_bytes`` in this process — ``ray.put``, task
-    arguments and return values, actor calls, arrays nested in containers — it goes into the
-    region, and Ray carries only a ``GismoRef``; the receiver gets a read-only array over the
-    region. Smaller arrays keep Ray's own path. A full region falls back to Ray's path (one
-    warning).
-
-    Call it after ``ray.init`` in the driver, and in every worker with
-    ``ray.init(runtime_env={"worker_process_setup_hook": "gismo.ray.install", "env_vars":
-    {"GISMO_REGION": ...}})``. ``threshold_bytes`` defaults to ``$GISMO_RAY_THRESHOLD_BYTES``,
-    else :data:`DEFAULT_THRESHOLD_BYTES`. The region object lives as long as Ray holds the outer
-    object (its anchor is contained in it)."""
-    import numpy as np
-    import ray.util
-
-    global _threshold
-    if not ray.is_initialized():
-        raise gismo.GismoError(
-            "gismo.ray.install(): call it after ray.init() (Ray's serializers belong to the "
-            "connected worker; in workers the setup hook runs after it connected)"
-        )
-    if threshold_bytes is None:
-        threshold_bytes = int(os.environ.get(THRESHOLD_ENV, DEFAULT_THRESHOLD_BYTES))
-    if threshold_bytes < 0:
-        raise ValueError(f"threshold_bytes={threshold_bytes}: expected >= 0")
-    _threshold = threshold_bytes
-    ray.util.register_serializer(
-        np.ndarray, serializer=_serialize_ndarray, deserializer=_deserialize_ndarray
-    )
-
-
-def uninstall() -> None:
-    """Ends transparent mode in this process (arrays already in the region stay readable)."""
-    import numpy as np
-    import ray.util
-
-    global _threshold
-    _threshold = None
-    ray.util.deregister_serializer(np.ndarray)
-
-
-def _serialize_ndarray(arr: Any) -> Tuple[int, Any]:
-    global _fallback_warned
-    if (
-        _threshold is not None
-        and arr.nbytes >= _threshold
-        and not arr.dtype.hasobject
-        and not getattr(_pickling, "depth", 0)
-    ):
-        try:
-            return (_VIA_GISMO, put(arr))
-        except (ObjectStoreFullError, gismo.GismoError) as e:
-            if not _fallback_warned:
-                _fallback_warned = True
-                _log.warning(
-                    "gismo.ray transparent mode: %s; this and later arrays that do not fit go "
-                    "through Ray's object store (warned once)",
-                    e,
-                )
-    # Ray's own reduction: a contiguous array is a PickleBuffer that Ray keeps out of band.
-    return (_VIA_RAY, arr.__reduce_ex__(5))
-
-
-def _deserialize_ndarray(payload: Tuple[int, Any]) -> Any:
-    kind, value = payload
-    if kind == _VIA_GISMO:
-        return get(value)
-    rebuild, args, *rest = value
-    arr = rebuild(*args)
-    if rest and rest[0] is not None:
-        arr.__setstate__(rest[0])
-    return arr
+# The errors, the in-place producer and transparent mode live in their own modules
+# (``gismo.ray.install`` is the setup hook's name).
+from gismo._ray_empty import PendingArray, empty  # noqa: E402
+from gismo._ray_transparent import (  # noqa: E402
+    DEFAULT_THRESHOLD_BYTES,
+    THRESHOLD_ENV,
+    install,
+    uninstall,
+)

@@ -12,6 +12,7 @@ pytest.importorskip("ray")
 
 import gismo  # noqa: E402
 import gismo.ray as gr  # noqa: E402
+from gismo import _ray_transparent as transparent  # noqa: E402
 from conftest import fresh_region, remove_region  # noqa: E402
 
 MiB = 1 << 20
@@ -104,17 +105,17 @@ def test_a_full_region_raises_store_full_not_a_hang(client):
 
 def test_transparent_mode_falls_back_to_rays_path_when_the_region_is_full(client, monkeypatch):
     # As after install(1 MiB). No Ray here: nothing may reach ray.put (it would start Ray).
-    monkeypatch.setattr(gr, "_threshold", MiB)
+    monkeypatch.setattr(transparent, "_threshold", MiB)
     big = np.arange(16 * MiB, dtype=np.uint64)  # 128 MiB: more than the whole region
-    kind, reduced = gr._serialize_ndarray(big)
-    assert kind == gr._VIA_RAY  # not an error: Ray's own store takes it
-    back = gr._deserialize_ndarray((kind, reduced))
+    kind, reduced = transparent._serialize_ndarray(big)
+    assert kind == transparent._VIA_RAY  # not an error: Ray's own store takes it
+    back = transparent._deserialize_ndarray((kind, reduced))
     assert back.dtype == big.dtype and (back == big).all()
     # Object arrays and arrays under the threshold keep Ray's path too, and round-trip.
     for arr in (np.array([{"a": 1}, None], dtype=object), np.arange(100)[::3]):
-        kind, reduced = gr._serialize_ndarray(arr)
-        assert kind == gr._VIA_RAY
-        assert list(gr._deserialize_ndarray((kind, reduced))) == list(arr)
+        kind, reduced = transparent._serialize_ndarray(arr)
+        assert kind == transparent._VIA_RAY
+        assert list(transparent._deserialize_ndarray((kind, reduced))) == list(arr)
 
 
 def test_a_failing_keeper_pass_is_logged_once_not_every_period(monkeypatch, caplog):
