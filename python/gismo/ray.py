@@ -82,9 +82,26 @@ _attach_seconds: Optional[float] = None
 _uuid_of: Tuple[Optional[Client], str] = (None, "")
 
 
+#: Set to ``0`` to keep ``gismo.ray`` from running the region's maintenance roles in this process.
+MAINTAIN_ENV = "GISMO_RAY_MAINTAIN"
+
+
+def _maintain(c: Client) -> None:
+    """Starts the region's maintenance roles on ``c`` (one process in the region leads: no
+    separately started gismo-server is needed for dead clients to be reaped)."""
+    if os.environ.get(MAINTAIN_ENV, "1") == "0" or c.maintaining:
+        return
+    try:
+        c.start_maintenance()
+    except gismo.GismoError as e:  # no client entry left, ...: others may still maintain
+        _log.warning("gismo.ray: not running the region's maintenance in this process: %s", e)
+
+
 def client() -> Client:
     """This process's client of the region, attached on first use (``GISMO_REGION``, or the
-    region of an earlier ``gismo.connect()``)."""
+    region of an earlier ``gismo.connect()``). Also runs the region's maintenance roles here
+    (``Client.start_maintenance``: reaping dead clients while this process holds the leader
+    lease) unless ``GISMO_RAY_MAINTAIN=0``."""
     global _client, _attach_seconds
     c = _client
     if c is not None and not c.closed:
@@ -104,6 +121,7 @@ def client() -> Client:
                 start = time.perf_counter()
                 _client = Client(region, client_name=f"gismo-ray-{os.getpid()}")
                 _attach_seconds = time.perf_counter() - start
+            _maintain(_client)
         return _client
 
 

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use gismo::GismoClient;
+use gismo_core::store::maintenance::{Maintainer, MaintainerConfig, MaintainerThread};
 use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress};
 use gismo_plugin::interface::ObjectStoreClient;
 use pyo3::exceptions::PyValueError;
@@ -36,7 +37,12 @@ pub struct Client {
     inner: Mutex<Option<GismoClient>>,
     /// Objects created through this client and not yet sealed or aborted.
     creations: Mutex<HashMap<ObjectId, Weak<Creation>>>,
+    /// The region maintainer this client started (`start_maintenance`), if any.
+    maintainer: Mutex<Option<MaintainerThread>>,
 }
+
+/// The client name of a maintainer started from Python.
+const MAINTAINER_NAME: &str = "gismo-python-maintainer";
 
 impl Client {
     fn client(&self) -> PyResult<GismoClient> {
@@ -93,6 +99,7 @@ impl Client {
             region: region.to_string(),
             inner: Mutex::new(Some(client)),
             creations: Mutex::new(HashMap::new()),
+            maintainer: Mutex::new(None),
         })
     }
 
@@ -260,6 +267,52 @@ impl Client {
         Ok(reports.iter().map(|r| r.pid).collect())
     }
 
+    /// Starts the region's maintenance roles in this process, on a thread of their own (the
+    /// store core's `Maintainer`, as `gismo-server` and the GISMO raylet runner run it): a
+    /// client entry of its own, its heartbeat, and the region's leader lease; while this process
+    /// holds the lease it reaps dead clients every 100 ms (on this host at once, elsewhere after
+    /// `lease_ms` without a heartbeat), finishing their deletes and collecting orphaned blocks.
+    /// Every process may start one: one of them leads, the others take over within the lease
+    /// when it exits. Returns false if this client runs one already. Stopped by
+    /// `stop_maintenance()` or `close()` (which give the lease up).
+    #[pyo3(signature = (lease_ms=5000))]
+    fn start_maintenance(&self, py: Python<'_>, lease_ms: u64) -> PyResult<bool> {
+        if lease_ms == 0 {
+            return Err(PyValueError::new_err(
+                "lease_ms=0: expected milliseconds >= 1",
+            ));
+        }
+        let mut slot = lock(&self.maintainer);
+        if slot.is_some() {
+            return Ok(false);
+        }
+        let store = Arc::clone(self.client()?.store());
+        let config = MaintainerConfig::new(MAINTAINER_NAME, lease_ms);
+        let maintainer = py
+            .detach(|| Maintainer::new(&store, config))
+            .map_err(|e| errors::to_py(e.into()))?;
+        let thread = maintainer
+            .spawn("gismo-maintainer", |_| {})
+            .map_err(|e| errors::GismoError::new_err(format!("cannot start a thread: {e}")))?;
+        *slot = Some(thread);
+        Ok(true)
+    }
+
+    /// Stops the maintainer `start_maintenance` started (after its current step), giving the
+    /// leader lease up; nothing if none runs.
+    fn stop_maintenance(&self, py: Python<'_>) {
+        let thread = lock(&self.maintainer).take();
+        if let Some(thread) = thread {
+            py.detach(move || drop(thread.stop()));
+        }
+    }
+
+    /// Whether this client runs a maintainer (`start_maintenance`).
+    #[getter]
+    fn maintaining(&self) -> bool {
+        lock(&self.maintainer).is_some()
+    }
+
     /// Region usage: heap size, bytes used, objects, clients.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.client()?.store().stats();
@@ -280,7 +333,8 @@ impl Client {
 
     /// Drops this handle: no more calls through it. Objects already read stay readable; the
     /// client entry is released with the last of them.
-    fn close(&self) {
+    fn close(&self, py: Python<'_>) {
+        self.stop_maintenance(py);
         lock(&self.inner).take();
     }
 
@@ -289,8 +343,8 @@ impl Client {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.close();
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
         false
     }
 

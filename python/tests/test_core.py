@@ -6,6 +6,7 @@ import gc
 import pickle
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -334,3 +335,39 @@ def test_references_per_client_bound_the_objects_one_process_holds(region):
         with gismo.put(b"y") as ref:  # room again
             assert bytes(gismo.get(ref)) == b"y"
         c.close()
+
+
+def test_a_maintaining_client_reaps_a_killed_process_without_a_server(client, region):
+    assert client.start_maintenance() and client.maintaining
+    assert not client.start_maintenance()  # one per client
+    with gismo.put(b"z" * 1000) as ref:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys, time, gismo\n"
+                f"c = gismo.Client({region!r})\n"
+                f"view = gismo.get({ref.id!r}, client=c)\n"
+                "print('holding', flush=True)\n"
+                "time.sleep(600)\n",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout.readline().strip() == "holding"
+            assert client.refcount(ref.id) == 2
+            child.kill()  # SIGKILL: no clean disconnect
+            child.wait()
+            deadline = time.monotonic() + 60  # a bound on waiting, not a performance assertion
+            while client.refcount(ref.id) != 1:
+                assert time.monotonic() < deadline, "the dead process's reference stayed"
+                time.sleep(0.05)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    client.stop_maintenance()
+    assert not client.maintaining
+    with pytest.raises(ValueError):
+        client.start_maintenance(lease_ms=0)
