@@ -24,9 +24,10 @@ a handle to the outer object exists.
 
 If the owning worker dies, Ray loses the anchor (and would raise ``OwnerDiedError`` for it, but
 nothing fetches it); the GISMO object stays readable. The dead process's references are reclaimed
-by the region's reaper (``gismo-server``, a raylet running the GISMO plugin, or
-``Client.reap_dead()``), after which the object is unreferenced: it is evicted when the region
-needs room, or deleted by ``free``. Nothing leaks for ever.
+by the region's reaper — the maintainer every ``gismo.ray`` process runs (the leader lease picks
+one; ``GISMO_RAY_MAINTAIN=0`` opts out), ``gismo-server``, a raylet running the GISMO plugin, or
+``Client.reap_dead()`` — after which the object is unreferenced: it is evicted when the region
+needs room, or deleted by ``free``. Nothing leaks for ever, with or without a server.
 
 Failures are Ray-like, never hangs: a handle always names an object sealed before the handle
 existed, so ``get`` does not wait: an object that is gone raises :class:`ObjectLostError` (a
