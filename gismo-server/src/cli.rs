@@ -65,6 +65,22 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "MODE")]
     pub coherence: Option<CoherenceArg>,
 
+    /// Client-table size of a region this server formats (1..=65535; default 128): every
+    /// process attached at once is one client (a Ray node: every worker that touches the
+    /// region; use 1024 or more).
+    #[arg(long, value_name = "N")]
+    pub max_clients: Option<u32>,
+
+    /// References one client can hold at once in a region this server formats (a power of two
+    /// >= 16; default 2048).
+    #[arg(long, value_name = "N")]
+    pub refs_per_client: Option<u32>,
+
+    /// Object directory slots of a region this server formats (a power of two; default one per
+    /// 32 KiB of heap, at least 1024).
+    #[arg(long, value_name = "N")]
+    pub dir_capacity: Option<u64>,
+
     /// Populate every page of the region at start (commits its memory now; later copies are
     /// faster, and a shortage shows up as an error at start instead of a fault later).
     #[arg(long)]

@@ -33,7 +33,7 @@ use log::{error, info, warn};
 use crate::cli::Args;
 use crate::config::ServerConfig;
 use crate::failure::{ExitCode, Failure};
-use crate::provision::{FormatPolicy, Outcome, Request};
+use crate::provision::{FormatPolicy, Limits, Outcome, Request};
 
 /// The name the server's own client carries in the client table.
 pub(crate) const SERVER_CLIENT_NAME: &str = "gismo-server";
@@ -132,6 +132,11 @@ fn request(args: &Args, region: Option<&str>) -> Result<Request, Failure> {
         (false, false) => FormatPolicy::Never,
     };
     let coherence = args.coherence.map(Into::into);
+    let limits = Limits {
+        max_clients: args.max_clients,
+        refs_per_client: args.refs_per_client,
+        dir_capacity: args.dir_capacity,
+    };
     let Some(text) = region else {
         let sizing = default_region::sizing();
         let size = args.size.map_or(sizing.size, |s| s.0);
@@ -147,6 +152,7 @@ fn request(args: &Args, region: Option<&str>) -> Result<Request, Failure> {
             size: Some(size),
             policy: policy.max_if_needed(),
             coherence,
+            limits,
             prefault: args.prefault,
         });
     };
@@ -158,6 +164,7 @@ fn request(args: &Args, region: Option<&str>) -> Result<Request, Failure> {
         size: args.size.map(|s| s.0),
         policy,
         coherence,
+        limits,
         prefault: args.prefault,
     })
 }

@@ -35,7 +35,33 @@ pub struct Request {
     pub size: Option<u64>,
     pub policy: FormatPolicy,
     pub coherence: Option<CoherenceMode>,
+    /// Table sizes of a region this formats (`None`: the format's defaults).
+    pub limits: Limits,
     pub prefault: bool,
+}
+
+/// The table sizes asked for a region that is formatted (`--max-clients`, `--refs-per-client`,
+/// `--dir-capacity`); an existing store keeps its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_clients: Option<u32>,
+    pub refs_per_client: Option<u32>,
+    pub dir_capacity: Option<u64>,
+}
+
+impl Limits {
+    /// `FormatOptions` for `coherence` with these limits (`force` as given).
+    fn format_options(&self, coherence: CoherenceMode, force: bool) -> FormatOptions {
+        let defaults = FormatOptions::default();
+        FormatOptions {
+            coherence,
+            force,
+            dir_capacity: self.dir_capacity,
+            max_clients: self.max_clients.unwrap_or(defaults.max_clients),
+            refs_per_client: self.refs_per_client.unwrap_or(defaults.refs_per_client),
+            ..defaults
+        }
+    }
 }
 
 /// What was done to the region.
@@ -170,11 +196,7 @@ fn format_region_if_unclaimed(
         req.spec,
         ByteSize(region.len() as u64)
     );
-    let opts = FormatOptions {
-        coherence,
-        force: false,
-        ..FormatOptions::default()
-    };
+    let opts = req.limits.format_options(coherence, false);
     match Store::format(region, &opts) {
         Ok(store) => Ok((store, Outcome::Formatted)),
         Err(gismo_core::store::StoreError::Format(
@@ -248,12 +270,8 @@ fn format_region(req: &Request, region: Region) -> Result<(Arc<Store>, Outcome),
         req.spec,
         ByteSize(region.len() as u64)
     );
-    let opts = FormatOptions {
-        coherence,
-        // The policy already decided that this region is to be (re)formatted.
-        force: true,
-        ..FormatOptions::default()
-    };
+    // The policy already decided that this region is to be (re)formatted.
+    let opts = req.limits.format_options(coherence, true);
     let store = Store::format(region, &opts).map_err(|e| Failure::store("cannot format", &e))?;
     Ok((store, Outcome::Formatted))
 }

@@ -67,6 +67,34 @@ fn serves_a_region_until_sigterm() {
 }
 
 #[test]
+fn formats_with_the_table_sizes_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let region = format!("file:{}", dir.path().join("region").display());
+    let mut server = Server::start(&[
+        "--region",
+        &region,
+        "--size",
+        "64MiB",
+        "--format",
+        "--max-clients",
+        "1024",
+        "--refs-per-client",
+        "512",
+        "--dir-capacity",
+        "4096",
+    ]);
+    server.wait_for("ready");
+    let stat = ctl(&region, &["stat", "--json"], b"");
+    assert!(stat.status.success(), "{stat:?}");
+    let stats = String::from_utf8_lossy(&stat.stdout).to_string();
+    assert!(stats.contains("\"max\": 1024"), "{stats}");
+    assert!(stats.contains("\"refs_per_client\": 512"), "{stats}");
+    assert!(stats.contains("\"dir_capacity\": 4096"), "{stats}");
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait().0, 0);
+}
+
+#[test]
 fn refuses_an_unformatted_region_without_format() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("region");

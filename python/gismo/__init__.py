@@ -122,19 +122,34 @@ def connect(
     *,
     size: Optional[int] = None,
     client_name: str = "gismo-python",
+    max_clients: Optional[int] = None,
+    refs_per_client: Optional[int] = None,
+    dir_capacity: Optional[int] = None,
 ) -> Client:
     """Attaches a region and makes it this process's default for the module-level functions.
 
     ``region`` defaults to the ``GISMO_REGION`` environment variable. With ``size`` (bytes), a
-    region that does not exist yet is created and formatted. Connecting again replaces the
-    default client (the old one stays usable through its own methods). The client is a context
-    manager: ``with gismo.connect(...) as c:`` closes it on exit.
+    region that does not exist yet is created and formatted, with ``max_clients`` client entries
+    (every process attached at once is one; default 1024, a Ray node's worth, fewer in a region
+    under 129 MiB), ``refs_per_client`` references per client (objects one process holds at
+    once; a power of two, default 2048) and ``dir_capacity`` directory slots (objects in the
+    region; a power of two, default one per 32 KiB of heap). An existing region keeps its own.
+    Connecting again replaces the default client (the old one stays usable through its own
+    methods). The client is a context manager: ``with gismo.connect(...) as c:`` closes it on
+    exit.
     """
     global _client
     region = region or os.environ.get(REGION_ENV)
     if not region:
         raise GismoError(f"no region: pass connect(region=...) or set {REGION_ENV}")
-    client = Client(region, size=size, client_name=client_name)
+    client = Client(
+        region,
+        size=size,
+        client_name=client_name,
+        max_clients=max_clients,
+        refs_per_client=refs_per_client,
+        dir_capacity=dir_capacity,
+    )
     with _lock:
         _client = client
     return client

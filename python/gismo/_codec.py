@@ -16,7 +16,11 @@ allocation) holds a small header telling how to read them:
 * ``pickle`` — anything else, pickled with protocol 5 and its large buffers kept *out of band*:
   ``main`` (length of the pickle stream at offset 0) and ``buffers`` (``[offset, length]`` each,
   64-byte aligned). Unpickling hands those buffers to ``pickle.loads`` as read-only views of the
-  region, so NumPy arrays nested in dicts, lists or dataclasses are not copied either.
+  region, so NumPy arrays nested in dicts, lists or dataclasses are not copied either. With
+  ``refs`` (a count), the pickle names that many *contained references* by persistent id
+  ``0..refs-1``: values the writer's ``persistent_id`` hook took out of the stream (``gismo.ray``
+  keeps Ray ``ObjectRef``s there, in its anchor, so that Ray tracks them); the reader supplies
+  them in the same order.
 
 Unpickling runs code named by the data: attach only regions whose writers you trust (as with
 Ray's own object store).
@@ -24,9 +28,10 @@ Ray's own object store).
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
-from typing import Any, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from gismo import _native
 
@@ -68,8 +73,24 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def write(client: "_native.Client", oid: bytes, value: Any) -> "_native.ObjectBuffer":
-    """Creates object ``oid`` holding ``value``, seals it, and returns it (referenced)."""
+#: Decides which values a pickle keeps out of its stream: returns a reference's index in the
+#: writer's list of contained references, or ``None`` to pickle the value normally.
+PersistentId = Callable[[Any], Optional[int]]
+
+
+def write(
+    client: "_native.Client",
+    oid: bytes,
+    value: Any,
+    *,
+    pickler: type = pickle.Pickler,
+    persistent_id: Optional[PersistentId] = None,
+) -> "_native.ObjectBuffer":
+    """Creates object ``oid`` holding ``value``, seals it, and returns it (referenced).
+
+    A value that is pickled uses ``pickler`` (a ``pickle.Pickler`` subclass, such as
+    ``ray.cloudpickle.Pickler``); ``persistent_id`` takes contained references out of the stream
+    (see the module docs)."""
     np = _numpy()
     # Exactly ndarray: subclasses (masked arrays, matrices) keep their type through pickle.
     if np is not None and type(value) is np.ndarray and not value.dtype.hasobject:
@@ -94,7 +115,7 @@ def write(client: "_native.Client", oid: bytes, value: Any) -> "_native.ObjectBu
         return _write_bytes(client, oid, memoryview(value), "arrow")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return _write_bytes(client, oid, memoryview(value), "bytes")
-    return _write_pickle(client, oid, value)
+    return _write_pickle(client, oid, value, pickler, persistent_id)
 
 
 def _write_bytes(client, oid: bytes, src: memoryview, kind: str):
@@ -113,9 +134,49 @@ def _write_bytes(client, oid: bytes, src: memoryview, kind: str):
         raise
 
 
-def _write_pickle(client, oid: bytes, value: Any):
+# One subclass per pickler class, made once: a class made per call would sit in a reference cycle
+# and keep the contained references it saw alive until the cyclic collector runs.
+_ref_picklers: Dict[type, type] = {}
+
+
+def _ref_pickler(base: type) -> type:
+    cls = _ref_picklers.get(base)
+    if cls is None:
+
+        class _RefPickler(base):  # type: ignore[misc, valid-type]
+            _hook: Optional[PersistentId] = None
+            _count = 0
+
+            def persistent_id(self, obj: Any) -> Optional[int]:
+                index = self._hook(obj) if self._hook is not None else None
+                if index is not None and index >= self._count:
+                    self._count = index + 1
+                return index
+
+        cls = _ref_picklers[base] = _RefPickler
+    return cls
+
+
+def _dumps(value: Any, pickler: type, persistent_id: Optional[PersistentId], buffer_callback):
+    """The pickle stream of ``value`` and how many contained references it names."""
+    out = io.BytesIO()
+    p = _ref_pickler(pickler)(out, protocol=5, buffer_callback=buffer_callback)
+    p._hook = persistent_id
+    try:
+        p.dump(value)
+        return out.getvalue(), p._count
+    finally:
+        # Nothing of the value stays reachable from the pickler (its memo, the hook's list).
+        p._hook = None
+        p.clear_memo()
+
+
+def _write_pickle(client, oid: bytes, value: Any, pickler: type, persistent_id):
     buffers: List[pickle.PickleBuffer] = []
-    main = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    if pickler is pickle.Pickler and persistent_id is None:
+        main, refs = pickle.dumps(value, protocol=5, buffer_callback=buffers.append), 0
+    else:
+        main, refs = _dumps(value, pickler, persistent_id, buffers.append)
     raws = [b.raw() for b in buffers]
     layout: List[Tuple[int, int]] = []
     end = len(main)
@@ -123,7 +184,10 @@ def _write_pickle(client, oid: bytes, value: Any):
         offset = _align(end)
         layout.append((offset, raw.nbytes))
         end = offset + raw.nbytes
-    wb = client.create(oid, end, _header("pickle", main=len(main), buffers=layout))
+    fields: dict = {"main": len(main), "buffers": layout}
+    if refs:
+        fields["refs"] = refs
+    wb = client.create(oid, end, _header("pickle", **fields))
     try:
         if end:
             with memoryview(wb) as dst:
@@ -140,9 +204,15 @@ def _write_pickle(client, oid: bytes, value: Any):
             raw.release()
 
 
-def read(buffer: "_native.ObjectBuffer") -> Any:
+def read(
+    buffer: "_native.ObjectBuffer",
+    contained: Optional[Callable[[], Sequence[Any]]] = None,
+) -> Any:
     """The value in ``buffer``, as views of the region: NumPy arrays and memoryviews that keep the
-    buffer (and its store reference) alive as long as they live."""
+    buffer (and its store reference) alive as long as they live.
+
+    ``contained`` returns the contained references of a pickle that names some (called only
+    then)."""
     header = _parse_header(buffer.metadata)
     kind = header["kind"]
     if kind == "ndarray":
@@ -169,8 +239,41 @@ def read(buffer: "_native.ObjectBuffer") -> Any:
     if kind == "pickle":
         view = memoryview(buffer)
         bufs = [view[o : o + n] for o, n in header["buffers"]]
-        return pickle.loads(view[: header["main"]], buffers=bufs)
+        refs = header.get("refs", 0)
+        if not refs:
+            return pickle.loads(view[: header["main"]], buffers=bufs)
+        if contained is None:
+            raise _native.GismoError(
+                "this object contains Ray ObjectRefs: read it with gismo.ray.get, which "
+                "resolves them through its handle"
+            )
+        return _loads_with_refs(view[: header["main"]], bufs, list(contained()), refs)
     raise _native.GismoError(f"unknown object kind {kind!r} (written by a newer gismo?)")
+
+
+class _RefUnpickler(pickle.Unpickler):
+    """Resolves the persistent ids of contained references from the list the reader gave."""
+
+    _refs: Optional[List[Any]] = None
+
+    def persistent_load(self, pid: Any) -> Any:
+        refs = self._refs or []
+        if not isinstance(pid, int) or not 0 <= pid < len(refs):
+            raise pickle.UnpicklingError(f"unknown contained reference {pid!r}")
+        return refs[pid]
+
+
+def _loads_with_refs(main: memoryview, bufs: List[memoryview], refs: List[Any], count: int) -> Any:
+    if len(refs) != count:
+        raise _native.GismoError(
+            f"corrupt object: its pickle names {count} contained references, its handle {len(refs)}"
+        )
+    u = _RefUnpickler(io.BytesIO(main), buffers=bufs)
+    u._refs = refs
+    try:
+        return u.load()
+    finally:
+        u._refs = None
 
 
 def _descr(d: Any) -> Any:

@@ -1,8 +1,8 @@
 """Passing large objects between Ray tasks through a GISMO region instead of Ray's object store.
 
 ``gismo.ray.put(value)`` stores the value in the region and returns a :class:`GismoRef`, a small
-picklable handle (the 28-byte object id, the size, and a tiny Ray ``ObjectRef`` used as a
-lifetime anchor). Pass it to tasks and actors like any argument; ``gismo.ray.get(ref)`` in any
+picklable handle (the 28-byte object id, the size, the region's UUID, and a tiny Ray
+``ObjectRef`` used as a lifetime anchor). Pass it to tasks and actors like any argument; ``gismo.ray.get(ref)`` in any
 process attached to the region returns the value as read-only views of the region: no transfer
 between Ray object stores, no copy. Each worker attaches the region lazily on first use, from the
 ``GISMO_REGION`` environment variable (set it in ``ray.init(runtime_env={"env_vars": ...})``).
@@ -16,26 +16,61 @@ deletes the object. A reader that still holds a view keeps the bytes: the delete
 its view goes. With ``lifetime="explicit"`` the object lives until ``free(ref)`` is called in
 any process attached to the region.
 
+Values other than arrays and bytes are pickled with Ray's cloudpickle (classes defined in the
+driver's ``__main__`` work on workers). Ray ``ObjectRef``s inside the value — also the anchors
+of ``GismoRef``s inside it — are kept out of the region and put into the anchor instead
+(``ray.put((id, [refs]))``), so Ray counts them as contained in it and keeps them alive as long as
+a handle to the outer object exists.
+
 If the owning worker dies, Ray loses the anchor (and would raise ``OwnerDiedError`` for it, but
 nothing fetches it); the GISMO object stays readable. The dead process's references are reclaimed
-by the region's reaper (``gismo-server``, a raylet running the GISMO plugin, or
-``Client.reap_dead()``), after which the object is unreferenced: it is evicted when the region
-needs room, or deleted by ``free``. Nothing leaks for ever. See ``docs/python.md``.
+by the region's reaper — the maintainer every ``gismo.ray`` process runs (the leader lease picks
+one; ``GISMO_RAY_MAINTAIN=0`` opts out), ``gismo-server``, a raylet running the GISMO plugin, or
+``Client.reap_dead()`` — after which the object is unreferenced: it is evicted when the region
+needs room, or deleted by ``free``. Nothing leaks for ever, with or without a server.
+
+Failures are Ray-like, never hangs: a handle always names an object sealed before the handle
+existed, so ``get`` does not wait: an object that is gone raises :class:`ObjectLostError` (a
+``ray.exceptions.ObjectLostError``) at once; a handle of another region raises
+:class:`RegionMismatchError`; a full region makes ``put`` raise :class:`ObjectStoreFullError`
+(a ``gismo.StoreFullError`` and a ``ray.exceptions.ObjectStoreFullError``). See
+``docs/python.md``.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+import warnings
+from typing import Any, Dict, List, Optional, Tuple
 
 import gismo
 from gismo import _codec
 from gismo._native import Client, ObjectBuffer
+from gismo._ray_errors import ObjectLostError, ObjectStoreFullError, RegionMismatchError
 
-__all__ = ["GismoRef", "put", "get", "get_buffer", "free", "client", "attach_seconds", "collect"]
+__all__ = [
+    "GismoRef",
+    "ObjectLostError",
+    "ObjectStoreFullError",
+    "RegionMismatchError",
+    "put",
+    "get",
+    "get_buffer",
+    "free",
+    "client",
+    "attach_seconds",
+    "collect",
+    "ray_lifetime_available",
+    "install",
+    "uninstall",
+    "empty",
+    "PendingArray",
+    "DEFAULT_THRESHOLD_BYTES",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -45,11 +80,35 @@ KEEPER_PERIOD_S = 0.1
 _lock = threading.Lock()
 _client: Optional[Client] = None
 _attach_seconds: Optional[float] = None
+# The client whose region UUID was read last, and that UUID.
+_uuid_of: Tuple[Optional[Client], str] = (None, "")
+
+
+#: Set to ``0`` to keep ``gismo.ray`` from running the region's maintenance roles in this process.
+MAINTAIN_ENV = "GISMO_RAY_MAINTAIN"
+
+
+def _maintain(c: Client) -> None:
+    """Starts the region's maintenance roles on ``c`` (one process in the region leads: no
+    separately started gismo-server is needed for dead clients to be reaped)."""
+    if os.environ.get(MAINTAIN_ENV, "1") == "0" or c.maintaining:
+        return
+    try:
+        started = c.start_maintenance()
+    except gismo.GismoError as e:  # no client entry left, ...: others may still maintain
+        _log.warning("gismo.ray: not running the region's maintenance in this process: %s", e)
+        return
+    if started:
+        # A clean exit gives the lease up at once (another process leads within 100 ms instead
+        # of after the lease).
+        atexit.register(c.stop_maintenance)
 
 
 def client() -> Client:
     """This process's client of the region, attached on first use (``GISMO_REGION``, or the
-    region of an earlier ``gismo.connect()``)."""
+    region of an earlier ``gismo.connect()``). Also runs the region's maintenance roles here
+    (``Client.start_maintenance``: reaping dead clients while this process holds the leader
+    lease) unless ``GISMO_RAY_MAINTAIN=0``."""
     global _client, _attach_seconds
     c = _client
     if c is not None and not c.closed:
@@ -69,6 +128,7 @@ def client() -> Client:
                 start = time.perf_counter()
                 _client = Client(region, client_name=f"gismo-ray-{os.getpid()}")
                 _attach_seconds = time.perf_counter() - start
+            _maintain(_client)
         return _client
 
 
@@ -77,20 +137,37 @@ def attach_seconds() -> Optional[float]:
     return _attach_seconds
 
 
+def _region_uuid(c: Client) -> str:
+    """The UUID of the region ``c`` attached (read once per client)."""
+    global _uuid_of
+    cached, uuid = _uuid_of
+    if cached is c:
+        return uuid
+    uuid = str(c.stats()["uuid"])
+    _uuid_of = (c, uuid)
+    return uuid
+
+
 class GismoRef:
-    """A picklable handle to an object in the region. Resolve it with :func:`get`."""
+    """A picklable handle to an object in the region. Resolve it with :func:`get`.
 
-    __slots__ = ("id", "nbytes", "_anchor", "__weakref__")
+    ``region`` is the UUID of the region the object was put into (``None`` in handles that do not
+    say: then it is not checked)."""
 
-    def __init__(self, id: bytes, nbytes: int, anchor: Any = None) -> None:
+    __slots__ = ("id", "nbytes", "region", "_anchor", "__weakref__")
+
+    def __init__(
+        self, id: bytes, nbytes: int, anchor: Any = None, region: Optional[str] = None
+    ) -> None:
         self.id = id
         self.nbytes = nbytes
         self._anchor = anchor
+        self.region = region
 
     def __reduce__(self):
         # The anchor is a Ray ObjectRef: pickled inside a task argument or return value, Ray
         # records it as borrowed, which is what keeps the object alive.
-        return (GismoRef, (self.id, self.nbytes, self._anchor))
+        return (GismoRef, (self.id, self.nbytes, self._anchor, self.region))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GismoRef) and other.id == self.id
@@ -99,7 +176,7 @@ class GismoRef:
         return hash(self.id)
 
     def __repr__(self) -> str:
-        return f"GismoRef({self.id.hex()}, nbytes={self.nbytes})"
+        return f"GismoRef({self.id.hex()}, nbytes={self.nbytes}, region={self.region})"
 
 
 class _Keeper:
@@ -113,6 +190,8 @@ class _Keeper:
         # object id -> owner's reference
         self._explicit: Dict[bytes, ObjectBuffer] = {}
         self._thread: Optional[threading.Thread] = None
+        # What the last background pass failed with (None: it succeeded).
+        self._last_failure: Optional[str] = None
 
     def track_ray(self, anchor_hex: str, oid: bytes, pin: ObjectBuffer) -> None:
         with self._lock:
@@ -136,18 +215,44 @@ class _Keeper:
     def _run(self) -> None:
         while True:
             time.sleep(KEEPER_PERIOD_S)
-            try:
-                self.collect()
-            except Exception:  # noqa: BLE001 - keep watching; the next pass retries
-                _log.warning("gismo.ray keeper pass failed; retrying", exc_info=True)
+            self.background_pass()
+
+    def background_pass(self) -> None:
+        """One pass of the keeper thread: a failure is logged once (with its traceback) until
+        a pass succeeds or fails differently, not every period."""
+        try:
+            self.collect()
+        except Exception as e:  # noqa: BLE001 - keep watching; the next pass retries
+            what = f"{type(e).__name__}: {e}"
+            if what != self._last_failure:
+                self._last_failure = what
+                _log.warning(
+                    "gismo.ray keeper pass failed (retrying every %ss; logged again only "
+                    "if it changes)",
+                    KEEPER_PERIOD_S,
+                    exc_info=True,
+                )
+        else:
+            self._last_failure = None
 
     def collect(self) -> int:
         """One pass: lets go of what is no longer referenced. Returns how many objects."""
         freed = []
         with self._lock:
             if self._ray:
-                # Ray shut down in this process: every anchor (and handle) here is void.
-                live = _ray_reference_table() or set()
+                try:
+                    live = _ray_reference_table()
+                except _NoReferenceTable as e:
+                    # Ray's table is gone: nothing tells when a handle is dropped any more.
+                    # Keep every object until free() rather than guess.
+                    _lose_ray_lifetime(e)
+                    for oid, pin in self._ray.values():
+                        self._explicit[oid] = pin
+                    self._ray.clear()
+                    live = set()
+                if live is None:
+                    # Ray shut down in this process: every anchor (and handle) here is void.
+                    live = set()
                 for anchor in [a for a in self._ray if a not in live]:
                     freed.append(self._ray.pop(anchor))
             if self._ray or self._explicit:
@@ -168,16 +273,62 @@ class _Keeper:
 _keeper = _Keeper()
 
 
+class _NoReferenceTable(Exception):
+    """Ray's private reference-count API is missing or failed."""
+
+
+# None: not tried yet; True: works; False: missing, every put is explicit.
+_ray_lifetime: Optional[bool] = None
+
+
+def _lose_ray_lifetime(cause: BaseException) -> None:
+    """Says once that ``lifetime="ray"`` cannot work in this process, and turns it off."""
+    global _ray_lifetime
+    with _lock:
+        first = _ray_lifetime is not False
+        _ray_lifetime = False
+    if first:
+        msg = (
+            "gismo.ray: Ray's reference table (core_worker.get_all_reference_counts, a private "
+            f"API) is not usable in this process ({cause}); lifetime='ray' falls back to "
+            "lifetime='explicit': objects put here stay in the region until gismo.ray.free()"
+        )
+        _log.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
 def _ray_reference_table() -> Optional[set]:
     """The hex ids this process's Ray core worker still counts (owned or borrowed); None when Ray
-    is not initialised here (any more)."""
+    is not initialised here (any more). Raises ``_NoReferenceTable`` when Ray is up but its
+    private table API is missing or fails."""
     import ray
 
     if not ray.is_initialized():
         return None
-    core_worker = ray._private.worker.global_worker.core_worker
-    # Keys are the ids in hex, as bytes (Ray 2.x) or str.
-    return {k.decode() if isinstance(k, bytes) else str(k) for k in core_worker.get_all_reference_counts()}
+    try:
+        counts = ray._private.worker.global_worker.core_worker.get_all_reference_counts()
+        # Keys are the ids in hex, as bytes (Ray 2.x) or str.
+        return {k.decode() if isinstance(k, bytes) else str(k) for k in counts}
+    except Exception as e:  # noqa: BLE001 - any failure of a private API means the same
+        raise _NoReferenceTable(f"{type(e).__name__}: {e}") from e
+
+
+def ray_lifetime_available() -> bool:
+    """Whether ``lifetime="ray"`` works in this process: Ray's private reference table answers.
+    Checked once (at the first ``put``); afterwards, if the keeper finds it failing."""
+    global _ray_lifetime
+    if _ray_lifetime is None:
+        try:
+            table = _ray_reference_table()
+        except _NoReferenceTable as e:
+            _lose_ray_lifetime(e)
+        else:
+            if table is None:
+                return True  # Ray is not up here yet: the put's ray.put will say so
+            with _lock:
+                if _ray_lifetime is None:
+                    _ray_lifetime = True
+    return bool(_ray_lifetime)
 
 
 def collect() -> int:
@@ -185,39 +336,135 @@ def collect() -> int:
     return _keeper.collect()
 
 
+def _contained_refs(refs: List[Any]):
+    """The ``persistent_id`` hook that takes Ray ``ObjectRef``s out of a pickle into ``refs``."""
+    import ray
+
+    seen: Dict[bytes, int] = {}
+
+    def persistent_id(obj: Any) -> Optional[int]:
+        if not isinstance(obj, ray.ObjectRef):
+            return None
+        key = obj.binary()
+        index = seen.get(key)
+        if index is None:
+            index = seen[key] = len(refs)
+            refs.append(obj)
+        return index
+
+    return persistent_id
+
+
+# Set while gismo.ray.put pickles a value: arrays inside it go into that object (out of band), not
+# into objects of their own.
+_pickling = threading.local()
+
+
 def put(value: Any, *, lifetime: str = "ray") -> GismoRef:
     """Stores ``value`` in the region; returns a handle any Ray task attached to it can resolve.
 
     ``lifetime="ray"``: deleted once Ray holds no copy of the handle anywhere (and the last view
-    of a reader is gone). ``lifetime="explicit"``: kept until :func:`free`.
+    of a reader is gone). ``lifetime="explicit"``: kept until :func:`free`. Ray ``ObjectRef``s
+    (and ``GismoRef``s) inside ``value`` stay alive while a handle to it exists.
+
+    Raises :class:`ObjectStoreFullError` when the region has no room for it.
     """
+    from ray import cloudpickle
+
+    lifetime = _lifetime(lifetime)
+    c = client()
+    region = _region_uuid(c)
+    oid = gismo.random_id()
+    refs: List[Any] = []
+    depth = getattr(_pickling, "depth", 0)
+    _pickling.depth = depth + 1
+    try:
+        pin = _codec.write(
+            c, oid, value, pickler=cloudpickle.Pickler, persistent_id=_contained_refs(refs)
+        )
+    except gismo.StoreFullError as e:
+        raise _store_full(c, region, e) from e
+    finally:
+        _pickling.depth = depth
+    return _publish(c, oid, pin, refs, lifetime, region)
+
+
+def _lifetime(lifetime: str) -> str:
+    """The lifetime a put gets: as asked, unless Ray's reference table is not usable here."""
+    if lifetime not in ("ray", "explicit"):
+        raise ValueError(f"lifetime={lifetime!r}: expected 'ray' or 'explicit'")
+    if lifetime == "ray" and not ray_lifetime_available():
+        return "explicit"
+    return lifetime
+
+
+def _store_full(c: Client, region: str, e: BaseException) -> "ObjectStoreFullError":
+    return ObjectStoreFullError(
+        f"gismo.ray.put: no room in region {region} ({c.region}) for the object, even after "
+        f"evicting unreferenced objects: {e}"
+    )
+
+
+def _publish(
+    c: Client, oid: bytes, pin: ObjectBuffer, refs: List[Any], lifetime: str, region: str
+) -> GismoRef:
+    """The handle of a sealed object: its anchor made, the owner's reference given to the
+    keeper."""
     import ray
 
-    c = client()
-    oid = gismo.random_id()
-    pin = _codec.write(c, oid, value)
+    anchor = None
+    if lifetime == "ray" or refs:
+        try:
+            # The anchor: a small Ray object owned here. With contained references it carries
+            # them, so Ray counts them as contained in it (alive while any handle is).
+            anchor = ray.put((oid, refs)) if refs else ray.put(oid)
+        except BaseException:
+            pin.release()
+            c.delete(oid)
+            raise
     if lifetime == "ray":
-        anchor = ray.put(oid)
         _keeper.track_ray(anchor.hex(), oid, pin)
-        return GismoRef(oid, pin.nbytes, anchor)
-    if lifetime == "explicit":
+    else:
         _keeper.track_explicit(oid, pin)
-        return GismoRef(oid, pin.nbytes, None)
-    pin.release()
-    c.delete(oid)
-    raise ValueError(f"lifetime={lifetime!r}: expected 'ray' or 'explicit'")
+    return GismoRef(oid, pin.nbytes, anchor, region)
 
 
-def get(ref: GismoRef, timeout: Optional[float] = None) -> Any:
-    """The value behind ``ref``, read in place (read-only views that keep it alive)."""
-    return _codec.read(get_buffer(ref, timeout))
+def get(ref: GismoRef) -> Any:
+    """The value behind ``ref``, read in place (read-only views that keep it alive).
+
+    Never waits: raises :class:`ObjectLostError` if the object is gone and
+    :class:`RegionMismatchError` if this process is attached to another region."""
+    buffer = get_buffer(ref)
+    return _codec.read(buffer, lambda: _refs_of(ref))
 
 
-def get_buffer(ref: GismoRef, timeout: Optional[float] = None) -> ObjectBuffer:
-    """The raw object behind ``ref`` (buffer protocol, ``with`` releases it)."""
+def _refs_of(ref: GismoRef) -> List[Any]:
+    """The contained references carried by ``ref``'s anchor."""
+    import ray
+
+    if ref._anchor is None:
+        raise gismo.GismoError(f"{ref!r} names contained references but carries no anchor")
+    value = ray.get(ref._anchor)
+    if not (isinstance(value, tuple) and len(value) == 2 and value[0] == ref.id):
+        raise gismo.GismoError(f"the anchor of {ref!r} does not carry its contained references")
+    return list(value[1])
+
+
+def get_buffer(ref: GismoRef) -> ObjectBuffer:
+    """The raw object behind ``ref`` (buffer protocol, ``with`` releases it). Raises as
+    :func:`get`."""
     if not isinstance(ref, GismoRef):
         raise TypeError(f"expected a GismoRef, got {type(ref).__name__}")
-    return client().get(ref.id, timeout)
+    c = client()
+    here = _region_uuid(c)
+    if ref.region is not None and ref.region != here:
+        raise RegionMismatchError(ref.region, here, c.region)
+    try:
+        # Timeout 0: the object was sealed before any handle to it existed, so if it is not in
+        # the region now it never will be again.
+        return c.get(ref.id, 0)
+    except TimeoutError:
+        raise ObjectLostError(ref.id, here) from None
 
 
 def free(ref: GismoRef) -> None:
@@ -228,3 +475,14 @@ def free(ref: GismoRef) -> None:
     if pin is not None:
         pin.release()
     c.delete(ref.id)
+
+
+# The errors, the in-place producer and transparent mode live in their own modules
+# (``gismo.ray.install`` is the setup hook's name).
+from gismo._ray_empty import PendingArray, empty  # noqa: E402
+from gismo._ray_transparent import (  # noqa: E402
+    DEFAULT_THRESHOLD_BYTES,
+    THRESHOLD_ENV,
+    install,
+    uninstall,
+)

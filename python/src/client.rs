@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use gismo::GismoClient;
+use gismo_core::store::maintenance::{Maintainer, MaintainerConfig, MaintainerThread};
 use gismo_core::store::{ObjectId, ObjectSource, OwnerAddress};
 use gismo_plugin::interface::ObjectStoreClient;
 use pyo3::exceptions::PyValueError;
@@ -25,7 +26,10 @@ const GET_SLICE: Duration = Duration::from_millis(50);
 ///
 /// Opening attaches the region (maps it) and registers a client entry. When `size` is given and
 /// the region does not exist (or is not formatted), it is created and formatted with that many
-/// bytes. Closing (or garbage collection) drops this handle; the client entry is released once
+/// bytes, and with `max_clients` client-table entries (default: 1024, a Ray node's worth, fewer
+/// in a region under 129 MiB, see `gismo::default_max_clients`), `refs_per_client` references
+/// per client (a power of two, default 2048) and `dir_capacity` directory slots (a power of two,
+/// default one per 32 KiB of heap); a region that is already formatted keeps its own. Closing (or garbage collection) drops this handle; the client entry is released once
 /// the last `ObjectBuffer` of it is gone too, since those hold references through it.
 #[pyclass(frozen, module = "gismo._native")]
 pub struct Client {
@@ -33,7 +37,12 @@ pub struct Client {
     inner: Mutex<Option<GismoClient>>,
     /// Objects created through this client and not yet sealed or aborted.
     creations: Mutex<HashMap<ObjectId, Weak<Creation>>>,
+    /// The region maintainer this client started (`start_maintenance`), if any.
+    maintainer: Mutex<Option<MaintainerThread>>,
 }
+
+/// The client name of a maintainer started from Python.
+const MAINTAINER_NAME: &str = "gismo-python-maintainer";
 
 impl Client {
     fn client(&self) -> PyResult<GismoClient> {
@@ -47,11 +56,32 @@ impl Client {
 impl Client {
     /// Attaches `region` (a region spec such as `file:/dev/shm/gismo` or `/dev/dax0.0`).
     #[new]
-    #[pyo3(signature = (region, *, size=None, client_name="gismo-python"))]
-    fn new(py: Python<'_>, region: &str, size: Option<u64>, client_name: &str) -> PyResult<Self> {
+    #[pyo3(signature = (
+        region, *, size=None, client_name="gismo-python", max_clients=None, refs_per_client=None,
+        dir_capacity=None
+    ))]
+    fn new(
+        py: Python<'_>,
+        region: &str,
+        size: Option<u64>,
+        client_name: &str,
+        max_clients: Option<u32>,
+        refs_per_client: Option<u32>,
+        dir_capacity: Option<u64>,
+    ) -> PyResult<Self> {
         let mut params = BTreeMap::new();
         params.insert("region".to_string(), region.to_string());
         params.insert("client_name".to_string(), client_name.to_string());
+        let limits = [
+            ("max_clients", max_clients.map(u64::from)),
+            ("refs_per_client", refs_per_client.map(u64::from)),
+            ("dir_capacity", dir_capacity),
+        ];
+        for (key, value) in limits {
+            if let Some(v) = value {
+                params.insert(key.to_string(), v.to_string());
+            }
+        }
         match size {
             Some(size) => {
                 params.insert("size".to_string(), size.to_string());
@@ -69,6 +99,7 @@ impl Client {
             region: region.to_string(),
             inner: Mutex::new(Some(client)),
             creations: Mutex::new(HashMap::new()),
+            maintainer: Mutex::new(None),
         })
     }
 
@@ -236,6 +267,52 @@ impl Client {
         Ok(reports.iter().map(|r| r.pid).collect())
     }
 
+    /// Starts the region's maintenance roles in this process, on a thread of their own (the
+    /// store core's `Maintainer`, as `gismo-server` and the GISMO raylet runner run it): a
+    /// client entry of its own, its heartbeat, and the region's leader lease; while this process
+    /// holds the lease it reaps dead clients every 100 ms (on this host at once, elsewhere after
+    /// `lease_ms` without a heartbeat), finishing their deletes and collecting orphaned blocks.
+    /// Every process may start one: one of them leads, the others take over within the lease
+    /// when it exits. Returns false if this client runs one already. Stopped by
+    /// `stop_maintenance()` or `close()` (which give the lease up).
+    #[pyo3(signature = (lease_ms=5000))]
+    fn start_maintenance(&self, py: Python<'_>, lease_ms: u64) -> PyResult<bool> {
+        if lease_ms == 0 {
+            return Err(PyValueError::new_err(
+                "lease_ms=0: expected milliseconds >= 1",
+            ));
+        }
+        let mut slot = lock(&self.maintainer);
+        if slot.is_some() {
+            return Ok(false);
+        }
+        let store = Arc::clone(self.client()?.store());
+        let config = MaintainerConfig::new(MAINTAINER_NAME, lease_ms);
+        let maintainer = py
+            .detach(|| Maintainer::new(&store, config))
+            .map_err(|e| errors::to_py(e.into()))?;
+        let thread = maintainer
+            .spawn("gismo-maintainer", |_| {})
+            .map_err(|e| errors::GismoError::new_err(format!("cannot start a thread: {e}")))?;
+        *slot = Some(thread);
+        Ok(true)
+    }
+
+    /// Stops the maintainer `start_maintenance` started (after its current step), giving the
+    /// leader lease up; nothing if none runs.
+    fn stop_maintenance(&self, py: Python<'_>) {
+        let thread = lock(&self.maintainer).take();
+        if let Some(thread) = thread {
+            py.detach(move || drop(thread.stop()));
+        }
+    }
+
+    /// Whether this client runs a maintainer (`start_maintenance`).
+    #[getter]
+    fn maintaining(&self) -> bool {
+        lock(&self.maintainer).is_some()
+    }
+
     /// Region usage: heap size, bytes used, objects, clients.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.client()?.store().stats();
@@ -246,13 +323,18 @@ impl Client {
         d.set_item("used_bytes", s.used_bytes)?;
         d.set_item("allocations", s.allocations)?;
         d.set_item("clients_active", s.clients_active)?;
+        d.set_item("max_clients", s.max_clients)?;
+        d.set_item("refs_per_client", s.refs_per_client)?;
+        d.set_item("metadata_ratio", s.metadata_ratio)?;
+        d.set_item("dir_capacity", s.dir_capacity)?;
         d.set_item("coherence", s.coherence.to_string())?;
         Ok(d)
     }
 
     /// Drops this handle: no more calls through it. Objects already read stay readable; the
     /// client entry is released with the last of them.
-    fn close(&self) {
+    fn close(&self, py: Python<'_>) {
+        self.stop_maintenance(py);
         lock(&self.inner).take();
     }
 
@@ -261,8 +343,8 @@ impl Client {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.close();
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
         false
     }
 

@@ -6,11 +6,13 @@ import gc
 import pickle
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import gismo
+from conftest import remove_region
 
 
 def test_connect_needs_a_region(monkeypatch):
@@ -294,3 +296,78 @@ def test_a_paused_reader_on_another_host_is_fenced_and_its_copies_refuse(client,
         assert child.wait(timeout=60) == 0
     finally:
         child.kill()
+
+
+def test_format_table_sizes_from_connect(region):
+    with gismo.connect(
+        region, size=64 << 20, max_clients=2000, refs_per_client=256, dir_capacity=4096
+    ) as c:
+        s = c.stats()
+        assert (s["max_clients"], s["refs_per_client"], s["dir_capacity"]) == (2000, 256, 4096)
+    # An existing region keeps its own.
+    with gismo.connect(region, size=64 << 20, max_clients=16) as c:
+        assert c.stats()["max_clients"] == 2000
+
+
+def test_a_region_formatted_from_python_fits_a_ray_node(region):
+    with gismo.connect(region, size=256 << 20) as c:
+        s = c.stats()
+        assert s["max_clients"] >= 1024 and s["refs_per_client"] == 2048
+
+
+def test_bad_table_sizes_are_refused(region):
+    for kwargs in ({"max_clients": 0}, {"refs_per_client": 1000}, {"dir_capacity": 1000}):
+        with pytest.raises(gismo.GismoError):
+            gismo.Client(region, size=64 << 20, **kwargs)
+        remove_region(region)
+
+
+def test_references_per_client_bound_the_objects_one_process_holds(region):
+    with gismo.connect(region, size=64 << 20, refs_per_client=16) as c:
+        held = []
+        with pytest.raises(gismo.StoreFullError):
+            for _ in range(17):
+                held.append(gismo.put(b"x" * 100))
+        assert 0 < len(held) <= 16
+        for ref in held:
+            ref.release()
+            gismo.delete(ref)
+        with gismo.put(b"y") as ref:  # room again
+            assert bytes(gismo.get(ref)) == b"y"
+        c.close()
+
+
+def test_a_maintaining_client_reaps_a_killed_process_without_a_server(client, region):
+    assert client.start_maintenance() and client.maintaining
+    assert not client.start_maintenance()  # one per client
+    with gismo.put(b"z" * 1000) as ref:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys, time, gismo\n"
+                f"c = gismo.Client({region!r})\n"
+                f"view = gismo.get({ref.id!r}, client=c)\n"
+                "print('holding', flush=True)\n"
+                "time.sleep(600)\n",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout.readline().strip() == "holding"
+            assert client.refcount(ref.id) == 2
+            child.kill()  # SIGKILL: no clean disconnect
+            child.wait()
+            deadline = time.monotonic() + 60  # a bound on waiting, not a performance assertion
+            while client.refcount(ref.id) != 1:
+                assert time.monotonic() < deadline, "the dead process's reference stayed"
+                time.sleep(0.05)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    client.stop_maintenance()
+    assert not client.maintaining
+    with pytest.raises(ValueError):
+        client.start_maintenance(lease_ms=0)

@@ -63,6 +63,8 @@ pub struct Stats {
     pub objects_by_state: [u64; 6],
     pub clients_active: u64,
     pub max_clients: u64,
+    /// References one client can hold at once.
+    pub refs_per_client: u64,
     pub objects_created: u64,
     pub objects_sealed: u64,
     pub objects_deleted: u64,
@@ -503,6 +505,7 @@ impl Store {
                 .filter(|&i| self.client_entry(i).load_word().status == status::ACTIVE)
                 .count() as u64,
             max_clients: self.max_clients() as u64,
+            refs_per_client: u64::from(self.layout.geometry.refs_per_client),
             objects_created: c.objects_created.load(Ordering::Relaxed),
             objects_sealed: c.objects_sealed.load(Ordering::Relaxed),
             objects_deleted: c.objects_deleted.load(Ordering::Relaxed),

@@ -439,7 +439,8 @@ static CLIENT_API: GismoClientApi = GismoClientApi {
 };
 
 /// The GISMO plugin's client factory (see `include/gismo_plugin.h`). Config keys:
-/// `region,size,format,coherence,client_name` (see [`GismoClient::from_config`]).
+/// `region,size,format,coherence,client_name,max_clients,refs_per_client,dir_capacity` (see
+/// [`GismoClient::from_config`] and [`open_store`](crate::open_store)).
 ///
 /// # Safety
 /// As the ABI specifies: `n` key and value C strings, valid `api` out pointer, `err` valid or

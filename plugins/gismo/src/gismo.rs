@@ -28,9 +28,33 @@ use gismo_plugin::params::Params;
 /// How long [`open_store`] waits for another process to finish formatting the region.
 pub const FORMAT_WAIT: Duration = Duration::from_secs(60);
 
+/// Client-table entries a region formatted through a plugin configuration gets by default: a Ray
+/// node's worth (every worker, driver and raylet client that touches the region is one), when
+/// the region is large enough — see [`default_max_clients`].
+pub const RAY_NODE_CLIENTS: u32 = 1024;
+
+/// The fewest client-table entries [`default_max_clients`] gives (the core format's default).
+pub const MIN_DEFAULT_CLIENTS: u32 = 128;
+
+/// The default client-table size for a region of `region_bytes` formatted through a plugin
+/// configuration: [`RAY_NODE_CLIENTS`], fewer in a region too small for that, so that the client
+/// table and the clients' reference tables take at most an eighth of it (1024 clients with 2048
+/// references each take 16.1 MiB: a region of 129 MiB or more gets all 1024), and never fewer
+/// than [`MIN_DEFAULT_CLIENTS`].
+pub fn default_max_clients(region_bytes: u64, refs_per_client: u32) -> u32 {
+    use crate::format::layout::{CLIENT_ENTRY_SIZE, REF_ENTRY_SIZE};
+    let per_client = CLIENT_ENTRY_SIZE + u64::from(refs_per_client) * REF_ENTRY_SIZE;
+    let fit = (region_bytes / 8) / per_client.max(1);
+    fit.clamp(u64::from(MIN_DEFAULT_CLIENTS), u64::from(RAY_NODE_CLIENTS)) as u32
+}
+
 /// Opens (and, if asked, creates and formats) the store named by a plugin configuration:
 /// `region=SPEC` (default `file:/dev/shm/gismo-default`), `size=BYTES` (to create it),
-/// `format=true|false` (format when it is not yet a GISMO region; default true), `coherence=`.
+/// `format=true|false` (format when it is not yet a GISMO region; default true), `coherence=`,
+/// and the table sizes of a region it formats: `max_clients=N` (default
+/// [`default_max_clients`]), `refs_per_client=N` (references one client holds at once, a power of
+/// two; default 2048) and `dir_capacity=N` (object directory slots, a power of two; default one
+/// per 32 KiB of heap). They are ignored for a region that is already formatted.
 ///
 /// Safe to run in many processes at once (issue 15, core review M9): only a region with no GISMO
 /// superblock is formatted, by exactly one of them (the others wait for it to be ready); a region
@@ -52,8 +76,18 @@ pub fn open_store(params: &BTreeMap<String, String>) -> Result<Arc<Store>, Statu
     let may_format = p.string("format") != Some("false");
     let size: Option<u64> = p.bytes("size")?;
     let coherence: CoherenceMode = p.parse("coherence")?.unwrap_or(CoherenceMode::Hardware);
-    let opts = FormatOptions {
+    let max_clients: Option<u32> = p.int("max_clients", 1..=65_535)?;
+    let defaults = FormatOptions::default();
+    let refs_per_client: u32 = p
+        .int("refs_per_client", 16..=1 << 24)?
+        .unwrap_or(defaults.refs_per_client);
+    let dir_capacity: Option<u64> = p.int("dir_capacity", 1..=format::layout::MAX_DIR_CAPACITY)?;
+    let format_options = |region_bytes: u64| FormatOptions {
         coherence,
+        max_clients: max_clients
+            .unwrap_or_else(|| default_max_clients(region_bytes, refs_per_client)),
+        refs_per_client,
+        dir_capacity,
         ..FormatOptions::default()
     };
     let deadline = Instant::now() + FORMAT_WAIT;
@@ -93,6 +127,7 @@ pub fn open_store(params: &BTreeMap<String, String>) -> Result<Arc<Store>, Statu
             Ok(_) => return Store::attach(region).map_err(|e| io(format!("{spec}: {e}"))),
             Err(FormatError::NotFormatted) if may_format => {
                 // Format it in place, unless another process claims it first.
+                let opts = format_options(region.len() as u64);
                 match Store::format(region, &opts) {
                     Ok(store) => return Ok(store),
                     Err(StoreError::Format(

@@ -21,10 +21,22 @@ mod ffi;
 mod gismo;
 mod written;
 
-pub use gismo::{open_store, GismoClient, GismoRunner};
+pub use gismo::{
+    default_max_clients, open_store, GismoClient, GismoRunner, MIN_DEFAULT_CLIENTS,
+    RAY_NODE_CLIENTS,
+};
 
 /// Keys the GISMO plugin accepts (runner and client; meanings: [`open_store`]).
-pub const GISMO_KEYS: &[&str] = &["region", "size", "format", "coherence", "client_name"];
+pub const GISMO_KEYS: &[&str] = &[
+    "region",
+    "size",
+    "format",
+    "coherence",
+    "client_name",
+    "max_clients",
+    "refs_per_client",
+    "dir_capacity",
+];
 
 /// The GISMO plugin's entry in a program's table of built-ins.
 pub const BUILTIN: Builtin = Builtin {

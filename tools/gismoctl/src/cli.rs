@@ -310,9 +310,14 @@ pub struct FormatArgs {
     /// Coherence mode of the store.
     #[arg(long, value_enum, default_value_t = CoherenceArg::Hardware)]
     pub coherence: CoherenceArg,
-    /// Size of the client table (1..=65535).
+    /// Size of the client table (1..=65535): every process attached at once is one client (a
+    /// Ray node: every worker that touches the region; use 1024 or more).
     #[arg(long, value_name = "N", default_value_t = 128)]
     pub max_clients: u32,
+    /// References one client can hold at once (objects it has open or pinned), a power of two
+    /// >= 16.
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub refs_per_client: u32,
     /// Object directory slots, a power of two (default: one per 32 KiB of heap, at least 1024).
     #[arg(long, value_name = "N")]
     pub dir_capacity: Option<u64>,

@@ -62,6 +62,8 @@ fn format_refuses_a_formatted_region_without_force() {
         "--force",
         "--max-clients",
         "8",
+        "--refs-per-client",
+        "64",
         "--dir-capacity",
         "1024",
     ])
@@ -69,6 +71,7 @@ fn format_refuses_a_formatted_region_without_force() {
     let j = f.run(&["stat", "--json"]).assert_ok().json();
     assert_ne!(j["uuid"], uuid);
     assert_eq!(j["clients"]["max"], 8);
+    assert_eq!(j["clients"]["refs_per_client"], 64);
     assert_eq!(j["dir_capacity"], 1024);
 }
 

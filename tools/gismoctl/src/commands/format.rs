@@ -17,6 +17,7 @@ pub fn run(spec: &RegionSpec, args: &FormatArgs) -> CmdResult {
         coherence: args.coherence.into(),
         dir_capacity: args.dir_capacity,
         max_clients: args.max_clients,
+        refs_per_client: args.refs_per_client,
         force: args.force,
         ..FormatOptions::default()
     };

@@ -111,8 +111,8 @@ fn to_text(spec: &RegionSpec, s: &Stats) -> String {
     );
     let _ = writeln!(
         t,
-        "clients     {} active of {}",
-        s.clients_active, s.max_clients
+        "clients     {} active of {} ({} references each)",
+        s.clients_active, s.max_clients, s.refs_per_client
     );
     let _ = writeln!(
         t,
@@ -169,7 +169,11 @@ fn to_json(spec: &RegionSpec, s: &Stats) -> Value {
         "allocations": s.allocations,
         "dir_capacity": s.dir_capacity,
         "objects": objects,
-        "clients": { "active": s.clients_active, "max": s.max_clients },
+        "clients": {
+            "active": s.clients_active,
+            "max": s.max_clients,
+            "refs_per_client": s.refs_per_client,
+        },
         "counters": {
             "objects_created": s.objects_created,
             "objects_sealed": s.objects_sealed,
