@@ -57,7 +57,7 @@ use gismo_core::store::clients::{count_references, status, ClientEntry, EntryWor
 use gismo_core::store::directory::{
     abort_dead_owners_slot, acquire_sealed, after_release, begin_delete, begin_evict, finish_slot,
     flags, resume_owned_delete, seal_word, state, DeadSlot, Directory, Finished, InsertError,
-    Resumed, SealRefused, Slot, Word,
+    Inserted, Resumed, SealRefused, Slot, Word,
 };
 use gismo_core::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
 use gismo_core::store::fencing::{
@@ -1367,9 +1367,93 @@ fn a_taken_over_finisher_never_frees_twice_nor_the_next_objects_block() {
     });
 }
 
-/// The reaper's steps 2 and 3 (the dead client's slots, then its intent: `DeadEntry::fence`,
-/// `take_intent`, `abort_dead_owners_slot` over the directory, `finish_slot`, the free of an
-/// intent no slot covered) against a creator judged dead by lease but only paused, anywhere in
+/// The payload size of the create models.
+const CREATE_SIZE: u64 = 16384;
+
+/// A creator's world in the create models: a heap with one block allocated (the creator's
+/// allocation, made before the race), a 4-slot directory, the creator's entry (`VICTIM`) and
+/// table, and a count of the block's frees.
+struct CreateFixture {
+    h: Arc<Heap>,
+    slots: Arc<Vec<Slot>>,
+    entry: Arc<ClientEntry>,
+    refs: Arc<Vec<AtomicU64>>,
+    id: ObjectId,
+    block: u64,
+    frees: Arc<AtomicU64>,
+}
+
+impl CreateFixture {
+    fn new() -> CreateFixture {
+        let h = heap();
+        let block = allocator(&h).alloc(CREATE_SIZE).unwrap().offset;
+        let entry = Arc::new(ClientEntry::new_free());
+        entry.word.store(VICTIM.pack(), Ordering::Relaxed);
+        CreateFixture {
+            h,
+            slots: table(4),
+            entry,
+            refs: Arc::new((0..16).map(|_| AtomicU64::new(0)).collect()),
+            id: same_home_ids(1)[0],
+            block,
+            frees: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A free of the block: counted, and refused (a panic) if it is not allocated.
+    fn free(&self) -> impl Fn(u64, u64) + Send + 'static {
+        let (h, frees, block) = (self.h.clone(), self.frees.clone(), self.block);
+        move |offset, size| {
+            assert_eq!(offset, block);
+            frees.fetch_add(1, Ordering::SeqCst);
+            allocator(&h)
+                .free(offset, size)
+                .expect("the block freed twice");
+        }
+    }
+
+    /// The creator on its own thread: `publish_allocation` of the block (`Client::create`);
+    /// `during_insert` runs inside the insert (in its `init`).
+    fn spawn_creator(
+        &self,
+        during_insert: impl Fn(&ClientEntry) + Send + 'static,
+    ) -> thread::JoinHandle<Result<Inserted, Unpublished>> {
+        let (slots, entry, refs, free) = (
+            self.slots.clone(),
+            self.entry.clone(),
+            self.refs.clone(),
+            self.free(),
+        );
+        let (id, block) = (self.id, self.block);
+        thread::spawn(move || {
+            let reg = Registered::new(&entry, VICTIM.pack(), RefTable::new(&refs));
+            publish_allocation(
+                &reg,
+                &Directory::new(&slots),
+                &id,
+                0,
+                (block, CREATE_SIZE),
+                || {},
+                |s| {
+                    s.data_size.store(CREATE_SIZE, Ordering::Relaxed);
+                    s.data_offset.store(block, Ordering::Relaxed);
+                    during_insert(&entry);
+                },
+                free,
+                |_| {},
+            )
+        })
+    }
+
+    fn freed(&self) -> u64 {
+        self.frees.load(Ordering::SeqCst)
+    }
+}
+
+/// The reaper's steps 2, 3 and 5 (the dead client's slots, its intent, the deletes it had
+/// started: `reap_steps_2_3_5` — `DeadEntry::fence`, `take_intent`, `abort_dead_owners_slot`
+/// over the directory, `finish_slot`, the free of an intent no slot covered,
+/// `resume_owned_delete`) against a creator judged dead by lease but only paused, anywhere in
 /// its create (`publish_allocation`: record the intent, insert, clear it; the allocation made
 /// before). The block is freed at most once; afterwards no slot names it (a creator that finds
 /// itself fenced withdraws its slot); it is left unfreed (for the orphan collector) only if the
@@ -1383,91 +1467,22 @@ fn a_taken_over_finisher_never_frees_twice_nor_the_next_objects_block() {
 /// reaped client is left naming the block).
 #[test]
 fn a_creator_reaped_mid_create_never_leaves_a_slot_naming_a_freed_block() {
-    const SIZE: u64 = 16384;
     loom::model(|| {
-        let h = heap();
-        let slots = table(4);
-        let entry = Arc::new(ClientEntry::new_free());
-        entry.word.store(VICTIM.pack(), Ordering::Relaxed);
-        let refs: Arc<Vec<AtomicU64>> = Arc::new((0..16).map(|_| AtomicU64::new(0)).collect());
-        let id = same_home_ids(1)[0];
-        let block = allocator(&h).alloc(SIZE).unwrap().offset;
-        let frees = Arc::new(AtomicU64::new(0));
-        let free = |h: Arc<Heap>, frees: Arc<AtomicU64>| {
-            move |offset: u64, size: u64| {
-                assert_eq!(offset, block);
-                frees.fetch_add(1, Ordering::SeqCst);
-                allocator(&h)
-                    .free(offset, size)
-                    .expect("the block freed twice");
-            }
-        };
-        let (s1, e1, r1, f1) = (
-            slots.clone(),
-            entry.clone(),
-            refs.clone(),
-            free(h.clone(), frees.clone()),
-        );
-        let creator = thread::spawn(move || {
-            let reg = Registered::new(&e1, VICTIM.pack(), RefTable::new(&r1));
-            publish_allocation(
-                &reg,
-                &Directory::new(&s1),
-                &id,
-                0,
-                (block, SIZE),
-                || {},
-                |s| {
-                    s.data_size.store(SIZE, Ordering::Relaxed);
-                    s.data_offset.store(block, Ordering::Relaxed);
-                },
-                f1,
-                |_| {},
-            )
-        });
+        let f = CreateFixture::new();
+        let creator = f.spawn_creator(|_| {});
         // The reaper (it died inside an operation, so the whole directory is scanned).
-        let dead = DeadEntry::fence(&entry, VICTIM).expect("judged from its word");
-        let (intent_offset, intent_size) = match dead.take_intent() {
-            TakenIntent::Allocated { offset, size } => (offset, size),
-            other => {
-                assert_eq!(other, TakenIntent::None);
-                (0, 0)
-            }
-        };
-        let dir = Directory::new(&slots);
-        let mut covered = false;
-        for i in 0..slots.len() {
-            if slots[i].load_word().owner != 0 {
-                continue;
-            }
-            match abort_dead_owners_slot(&dir, i, 0) {
-                DeadSlot::Started { data_offset } => covered |= data_offset == intent_offset,
-                DeadSlot::Aborting {
-                    deleting,
-                    data_offset,
-                    ..
-                } => {
-                    covered |= data_offset == intent_offset;
-                    let f = free(h.clone(), frees.clone());
-                    finish_slot(&dir, i, deleting, |o, size| f(o, size.unwrap().max(1)));
-                }
-                DeadSlot::Skipped | DeadSlot::Released => {}
-            }
-        }
-        if !covered && intent_size > 0 {
-            free(h.clone(), frees.clone())(intent_offset, intent_size);
-        }
+        reap_steps_2_3_5(&f.entry, VICTIM, &f.slots, 0, &f.free());
         let created = creator.join().unwrap();
-        let freed = frees.load(Ordering::SeqCst);
+        let freed = f.freed();
         assert!(
-            dir.lookup(&id).is_none(),
+            Directory::new(&f.slots).lookup(&f.id).is_none(),
             "a slot of the reaped creator is left ({created:?}, block freed {freed}x)"
         );
         assert!(
             freed == 1 || created == Err(Unpublished::Fenced),
             "the block leaked though the create was not fenced: {created:?}"
         );
-        assert_eq!(allocator(&h).used_bytes(), (1 - freed) * SIZE);
+        assert_eq!(allocator(&f.h).used_bytes(), (1 - freed) * CREATE_SIZE);
     });
 }
 
@@ -1528,85 +1543,37 @@ fn reap_steps_2_3_5(
 /// the withdraw is one CAS to FREE.
 #[test]
 fn a_withdrawn_slot_is_never_finished_with_its_payload() {
-    const SIZE: u64 = 16384;
-    loom::model(|| {
-        let h = heap();
-        let slots = table(4);
-        let entry = Arc::new(ClientEntry::new_free());
-        entry.word.store(VICTIM.pack(), Ordering::Relaxed);
-        let quarantined = EntryWord {
-            status: status::QUARANTINED,
-            ..VICTIM
-        };
-        let refs: Arc<Vec<AtomicU64>> = Arc::new((0..16).map(|_| AtomicU64::new(0)).collect());
-        let id = same_home_ids(1)[0];
-        let block = allocator(&h).alloc(SIZE).unwrap().offset;
-        let frees = Arc::new(AtomicU64::new(0));
-        let free = |h: Arc<Heap>, frees: Arc<AtomicU64>| {
-            move |offset: u64, size: u64| {
-                assert_eq!(offset, block);
-                frees.fetch_add(1, Ordering::SeqCst);
-                allocator(&h)
-                    .free(offset, size)
-                    .expect("the block freed twice");
-            }
-        };
-        let (s1, e1, r1, f1) = (
-            slots.clone(),
-            entry.clone(),
-            refs.clone(),
-            free(h.clone(), frees.clone()),
-        );
-        let creator = thread::spawn(move || {
-            let reg = Registered::new(&e1, VICTIM.pack(), RefTable::new(&r1));
-            publish_allocation(
-                &reg,
-                &Directory::new(&s1),
-                &id,
-                0,
-                (block, SIZE),
-                || {},
-                |s| {
-                    s.data_size.store(SIZE, Ordering::Relaxed);
-                    s.data_offset.store(block, Ordering::Relaxed);
-                    // The maintainer's quarantine lands inside the insert.
-                    e1.word.store(quarantined.pack(), Ordering::SeqCst);
-                },
-                f1,
-                |_| {},
-            )
-        });
+    let quarantined = EntryWord {
+        status: status::QUARANTINED,
+        ..VICTIM
+    };
+    loom::model(move || {
+        let f = CreateFixture::new();
+        // The maintainer's quarantine lands inside the insert.
+        let creator = f.spawn_creator(move |e| e.word.store(quarantined.pack(), Ordering::SeqCst));
         // One orphan pass: `finish_orphaned_deletes_pass` on DELETING slots of owner 0 (not
         // ACTIVE), on its own thread, started once the creator is inside its insert.
-        let (s2, e2, f2) = (slots.clone(), entry.clone(), free(h.clone(), frees.clone()));
+        let (slots, entry, free) = (f.slots.clone(), f.entry.clone(), f.free());
         let pass = thread::spawn(move || {
-            while e2.word.load(Ordering::SeqCst) != quarantined.pack() {
+            while entry.word.load(Ordering::SeqCst) != quarantined.pack() {
                 thread::yield_now();
             }
-            let dir = Directory::new(&s2);
-            for i in 0..s2.len() {
-                let w = s2[i].load_word();
+            let dir = Directory::new(&slots);
+            for (i, slot) in slots.iter().enumerate() {
+                let w = slot.load_word();
                 if w.state == state::DELETING && w.owner == 0 {
-                    if let Some((_, Resumed::Finish(t))) = resume_owned_delete(&s2[i], 0, 9, |_| 0)
-                    {
-                        finish_slot(&dir, i, t, |o, s| f2(o, s.unwrap().max(1)));
+                    if let Some((_, Resumed::Finish(t))) = resume_owned_delete(slot, 0, 9, |_| 0) {
+                        finish_slot(&dir, i, t, |o, s| free(o, s.unwrap().max(1)));
                     }
                 }
             }
         });
-        let dir = Directory::new(&slots);
         pass.join().unwrap();
-        let created = creator.join().unwrap();
-        assert_eq!(created, Err(Unpublished::Fenced));
+        assert_eq!(creator.join().unwrap(), Err(Unpublished::Fenced));
         // After the grace: the reap.
-        let f = free(h.clone(), frees.clone());
-        reap_steps_2_3_5(&entry, quarantined, &slots, 0, &f);
-        assert_eq!(
-            frees.load(Ordering::SeqCst),
-            1,
-            "the block was not freed once"
-        );
-        assert!(dir.lookup(&id).is_none());
-        assert_eq!(allocator(&h).used_bytes(), 0);
+        reap_steps_2_3_5(&f.entry, quarantined, &f.slots, 0, &f.free());
+        assert_eq!(f.freed(), 1, "the block was not freed once");
+        assert!(Directory::new(&f.slots).lookup(&f.id).is_none());
+        assert_eq!(allocator(&f.h).used_bytes(), 0);
     });
 }
