@@ -120,7 +120,16 @@ run_step() {
     local step_tmp="$suite_tmp/${#step_names[@]}"
     mkdir -p "$step_tmp"
     TMPDIR="$step_tmp" RAY_TMPDIR="$step_tmp" "$@" || status=$?
-    rm -rf "$step_tmp"
+    # A step that leaves a mount under its TMPDIR fails (it leaked), and the suite goes on: the
+    # mount is detached lazily so that the directory can go.
+    if ! rm -rf "$step_tmp" 2>/dev/null; then
+        echo "!! $name left a mount (or a busy file) under its TMPDIR:" >&2
+        grep -F " $step_tmp" /proc/mounts >&2 || true
+        { grep -F " $step_tmp" /proc/mounts || true; } | awk '{print $2}' | sort -r |
+            while read -r m; do umount -l "$m" || true; done || true
+        rm -rf "$step_tmp" || true
+        [ "$status" -ne 0 ] || status=125
+    fi
     step_names+=("$name")
     step_seconds+=($((SECONDS - start)))
     if [ "$status" -eq 0 ]; then

@@ -24,6 +24,21 @@ def fresh_region(size: int) -> str:
     return f"file:{base}/gismo-pytest-{uuid.uuid4().hex[:12]}"
 
 
+def in_region_mapping(arr, region: str | None = None) -> bool:
+    """Whether the array's bytes lie in this process's mapping of the region file (`region`, a
+    `file:` spec; default: this process's `GISMO_REGION`)."""
+    path = (region or os.environ[gismo.REGION_ENV]).split(":", 1)[1]
+    start = arr.__array_interface__["data"][0]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and fields[5] == path:
+                lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                if lo <= start and start + arr.nbytes <= hi:
+                    return True
+    return False
+
+
 def remove_region(spec: str) -> None:
     try:
         os.unlink(spec.split(":", 1)[1])

@@ -16,7 +16,7 @@ ray = pytest.importorskip("ray")
 
 import gismo  # noqa: E402
 import gismo.ray as gr  # noqa: E402
-from conftest import fresh_region, remove_region  # noqa: E402
+from conftest import fresh_region, in_region_mapping, remove_region  # noqa: E402
 
 MiB = 1 << 20
 
@@ -32,20 +32,6 @@ def wait_until(predicate, what: str, limit_s: float = 60.0):
 
 def checksum(arr: np.ndarray) -> int:
     return int(np.bitwise_xor.reduce(arr.view(np.uint64)))
-
-
-def in_region_mapping(arr: np.ndarray) -> bool:
-    """Whether the array's bytes lie in this process's mapping of the region file."""
-    path = os.environ[gismo.REGION_ENV].split(":", 1)[1]
-    start = arr.__array_interface__["data"][0]
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split()
-            if len(fields) >= 6 and fields[5] == path:
-                lo, hi = (int(x, 16) for x in fields[0].split("-"))
-                if lo <= start and start + arr.nbytes <= hi:
-                    return True
-    return False
 
 
 @ray.remote(resources={"A": 1})

@@ -13,7 +13,7 @@ pytest.importorskip("ray")
 import gismo  # noqa: E402
 import gismo.ray as gr  # noqa: E402
 from gismo import _ray_transparent as transparent  # noqa: E402
-from conftest import fresh_region, remove_region  # noqa: E402
+from conftest import fresh_region, in_region_mapping, remove_region  # noqa: E402
 
 MiB = 1 << 20
 
@@ -145,7 +145,7 @@ def test_a_failing_keeper_pass_is_logged_once_not_every_period(monkeypatch, capl
 
 def test_empty_allocates_in_place_and_seals_to_a_handle(client):
     pending = gr.empty((256, 1024), np.float32, lifetime="explicit")
-    assert pending.array.flags.writeable and in_mapping(client, pending.array)
+    assert pending.array.flags.writeable and in_region_mapping(pending.array, client.region)
     pending.array[:] = 2.5
     view = pending.array[0]  # a view still alive: sealing must refuse (nobody writes a sealed object)
     with pytest.raises(BufferError):
@@ -167,19 +167,6 @@ def test_empty_allocates_in_place_and_seals_to_a_handle(client):
     assert not client.contains(oid)
     with pytest.raises(gr.ObjectStoreFullError):
         gr.empty((128 * MiB,), np.uint8, lifetime="explicit")
-
-
-def in_mapping(client, arr) -> bool:
-    path = client.region.split(":", 1)[1]
-    start = arr.__array_interface__["data"][0]
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split()
-            if len(fields) >= 6 and fields[5] == path:
-                lo, hi = (int(x, 16) for x in fields[0].split("-"))
-                if lo <= start and start + arr.nbytes <= hi:
-                    return True
-    return False
 
 
 def test_install_before_ray_init_says_so():

@@ -168,7 +168,19 @@ fn a_full_fallback_disk_is_out_of_disk() {
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            // Lazily if busy: a child process that another test of this binary forks meanwhile
+            // inherits our mapping of the fallback file and keeps the tmpfs busy until it exits
+            // (a plain umount then failed, and the mount outlived the suite's temp directory).
+            let umount = |args: &[&str]| {
+                std::process::Command::new("umount")
+                    .args(args)
+                    .arg(&self.0)
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !umount(&[]) {
+                umount(&["-l"]);
+            }
         }
     }
     let _guard = Unmount(small.clone());
