@@ -899,17 +899,21 @@ impl<'a> Membership<'a> {
     }
 
     /// The registers we took over, re-read: one that no longer reads as the TAKEN record we
-    /// wrote but as an *older* epoch (its deposed owner's write, decided before our takeover
-    /// landed, landing after it), or unreadable (such a write torn against ours), gets our
-    /// record again, so that the deposed owner's next fence check fails. A newer epoch, or a
-    /// state we did not write, is not ours any more (another taker's, or freed): forgotten.
+    /// wrote but as LIVE or JOINING at an epoch *not newer* than ours — its deposed owner's
+    /// write, decided before our takeover landed and landing after it (an older epoch), or a
+    /// joiner's claim that read the register just before our takeover landed (our epoch: both
+    /// wrote the epoch they read plus one) — or unreadable (such a write torn against ours),
+    /// gets our record again. The deposed owner's next fence check then fails, and the joiner's
+    /// watch sees our record and loses: we re-read at every beat, so our rewrite lands within
+    /// `H + 2P < C` of its claim (the owner's re-assertion argument). A newer epoch, or a state we
+    /// did not write, is not ours any more (another taker's, or freed): forgotten.
     fn retake(&mut self) {
         let (table, c) = (self.table, self.c);
         self.taken.retain(|&(x, ours)| match table.read(c, x) {
             Ok(seen) if seen == ours => true,
             Ok(seen)
                 if matches!(seen.state, State::Live | State::Joining)
-                    && epoch_older(seen.epoch, ours.epoch) =>
+                    && !epoch_older(ours.epoch, seen.epoch) =>
             {
                 // Best effort: a failed write is retried at the next beat.
                 let _ = table.write(c, x, &ours);

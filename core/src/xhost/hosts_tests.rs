@@ -5,7 +5,8 @@ use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use super::hosts::{
-    join, Fence, HostTable, HostsError, Identity, Membership, Observer, State, Timing,
+    join, Fence, HostTable, HostsError, Identity, Membership, Observer, RegisterState, State,
+    Timing,
 };
 use super::lease::{decide, Decision, Inputs, Lease, LeaseEvent, LowerBallot};
 use super::lines::write_back;
@@ -1027,4 +1028,38 @@ fn a_taker_writes_taken_again_over_the_deposed_owners_late_write() {
     ));
     mb.free_taken(i, clock()).unwrap();
     assert_eq!(mb.taken().count(), 0);
+}
+
+/// Review of the v2 blocks, H2 (second part): a joiner that read a dead register just before the
+/// leader's takeover landed writes its claim (JOINING, the same epoch as the TAKEN record: both
+/// wrote the epoch they read plus one) over the TAKEN record; the taker's next beat writes TAKEN
+/// again, inside the joiner's watch, so the joiner loses. (Before, the taker's re-take ignored a
+/// record of its own epoch and forgot the register: two writers.)
+#[test]
+fn a_claim_racing_a_takeover_loses_to_the_takers_next_beat() {
+    let hosts = Hosts::new(64 << 10);
+    let (a, b) = (hosts.host("a", 0), hosts.host("b", 0));
+    let ma = join(table(&a), &a.coherence, Identity::new("a", 1), FAST, &clock).unwrap();
+    let mut mb = join(table(&b), &b.coherence, Identity::new("b", 1), FAST, &clock).unwrap();
+    let i = ma.index();
+    let before = *ma.mine();
+    let taken = mb.take_over(i, clock()).unwrap();
+    // The joiner's claim, decided on the LIVE record it read before the takeover landed.
+    let claim = RegisterState {
+        identity: Identity::new("c", 1),
+        nonce: 0x5eed,
+        epoch: before.epoch.wrapping_add(1),
+        state: State::Joining,
+        heartbeat: 0,
+        ballot: 0,
+    };
+    assert_eq!(claim.epoch, taken.epoch);
+    table(&a).write(&a.coherence, i, &claim).unwrap();
+    mb.beat(clock()).unwrap();
+    assert_eq!(table(&a).read(&a.coherence, i).unwrap(), taken);
+    assert_eq!(
+        mb.taken().collect::<Vec<_>>(),
+        [i],
+        "the taker forgot the register"
+    );
 }
