@@ -1352,7 +1352,8 @@ fn a_taken_over_finisher_never_frees_twice_nor_the_next_objects_block() {
         }
         let freed = frees.load(Ordering::SeqCst);
         assert!(freed <= 1, "the old block freed {freed} times");
-        // Leaked only by a finisher taken over after it unnamed the block.
+        // Leaked only by a finisher taken over while it held the offset unnamed (before its last
+        // check, or transiently between its CAS and its give-back).
         assert!(
             freed == 1 || finished == Finished::TakenOver,
             "the old block leaked: {finished:?} / {reaped:?}"

@@ -1173,8 +1173,11 @@ pub fn abort_dead_owners_slot(dir: &Directory<'_>, i: usize, owner: u16) -> Dead
 }
 
 /// How often [`finish_slot`] looks again when the payload offset changes under it (a finisher
-/// it took the slot over from unnames and gives back within a few instructions).
-const MAX_OFFSET_RETRIES: u32 = 64;
+/// it took the slot over from unnames and gives back within a few instructions), and
+/// [`withdraw_unsealed`] when the word changes under it (flags set while the object stays). On a
+/// sound region a handful suffice; running out (a hostile region) leaves a leak or the slot, never
+/// a double free.
+const MAX_WORD_RETRIES: u32 = 64;
 
 /// What [`finish_slot`] did.
 #[derive(Debug, PartialEq, Eq)]
@@ -1233,7 +1236,7 @@ pub fn finish_slot<R>(
     // block we must not take. A fresh check, then a CAS from the offset read after it (a plain
     // swap would take whatever offset the slot names then).
     let mut offset = 0;
-    for _ in 0..MAX_OFFSET_RETRIES {
+    for _ in 0..MAX_WORD_RETRIES {
         if slot.load_word() != fin {
             return Finished::TakenOver;
         }
@@ -1301,7 +1304,7 @@ pub fn withdraw_unsealed(
     let (gen, owner) = (w.gen, w.owner);
     // Bounded: while the object stays, only a getter's WAITERS flag (one in all), a delete's
     // DELETE_PENDING and a helper's PENDING -> CREATING flip make the CAS fail.
-    for _ in 0..MAX_OFFSET_RETRIES {
+    for _ in 0..MAX_WORD_RETRIES {
         if w.gen != gen || w.owner != owner || !matches!(w.state, state::CREATING | state::PENDING)
         {
             return false;
