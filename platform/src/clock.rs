@@ -38,3 +38,21 @@ pub fn monotonic_ms() -> u64 {
         .elapsed()
         .as_millis() as u64
 }
+
+/// Milliseconds of the host's boot-time clock (`CLOCK_BOOTTIME`: one clock for every process of
+/// the host, counting time suspended too). For values one process of a host hands to another
+/// (the host ticker's handover, `xhost::ticker`); never comparable across hosts.
+pub fn host_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_BOOTTIME needs nothing else.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if rc != 0 {
+        // Linux has had CLOCK_BOOTTIME since 2.6.39; CLOCK_MONOTONIC is host-wide too.
+        // SAFETY: as above.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}

@@ -46,7 +46,8 @@
 //!
 //! # Join
 //!
-//! 1. A register of a previous boot of the joiner (its name, another boot id), LIVE or JOINING,
+//! 1. A register of a previous boot of the joiner (its name, another boot id — or its own boot:
+//!    the host's ticker process died without a handover, `super::ticker`), LIVE or JOINING,
 //!    is claimed first, once the joiner has watched it unchanged for a lease (that boot is
 //!    dead; the new boot keeps its index and partition). Otherwise probe registers from
 //!    `hash(name) mod n`. A register is claimable when it is FREE, or it is JOINING (anyone's)
@@ -666,11 +667,11 @@ pub fn join<'a>(
     // A previous boot of ours (same name, another boot id) keeps its register, and with it its
     // partition: wait for its lease to expire and claim it, before any FREE one. If it keeps
     // changing for a lease and two heartbeats, another live host has our name: probe normally.
+    // Also our own boot's register: another process of this host held it as the host's ticker
+    // and died without a handover (`super::ticker`).
     let previous = (0..n).find(|&i| {
         table.read(c, i).is_ok_and(|s| {
-            s.identity.name_hash == id.name_hash
-                && s.identity.boot != id.boot
-                && matches!(s.state, State::Live | State::Joining)
+            s.identity.name_hash == id.name_hash && matches!(s.state, State::Live | State::Joining)
         })
     });
     if let Some(p) = previous {
@@ -684,7 +685,6 @@ pub fn join<'a>(
             // Still a previous boot's own record: a TAKEN register is its taker's (the leader
             // judged that boot dead first), however long it stays unchanged.
             if prev.identity.name_hash != id.name_hash
-                || prev.identity.boot == id.boot
                 || !matches!(prev.state, State::Live | State::Joining)
                 || now >= until
             {
@@ -819,6 +819,30 @@ impl<'a> Membership<'a> {
     /// The coherence it reads and writes the table with.
     pub fn coherence(&self) -> &'a Coherence {
         self.c
+    }
+
+    /// A membership carried on by another process of the same host (the host's next ticker,
+    /// `super::ticker`): register `index`, whose record `mine` it read, with `last_landed` the
+    /// previous writer's clock reading before its last write (on a clock shared by the host's
+    /// processes). The registers the previous ticker took over are not carried over: it takes
+    /// them over again when it finds them dead.
+    pub fn resumed(
+        table: HostTable<'a>,
+        c: &'a Coherence,
+        timing: Timing,
+        index: usize,
+        mine: RegisterState,
+        last_landed: u64,
+    ) -> Membership<'a> {
+        Membership {
+            table,
+            c,
+            timing,
+            index,
+            mine,
+            last_landed,
+            taken: Vec::new(),
+        }
     }
 
     /// The clock reading taken before our last write began.

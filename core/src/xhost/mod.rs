@@ -10,6 +10,8 @@
 //! * [`lease`] — the leader lease from ballots in the host registers (no CAS).
 //! * [`ring`] — a message ring from one host to another: cells written by the source, the
 //!   consumer's `tail` by the destination, holes of dead producers skipped after a timeout.
+//! * [`ticker`] — which of a host's processes writes its register (a host-local file lock),
+//!   and the handover when it dies.
 //!
 //! With `hardware` coherence (one host, or hardware-coherent CXL) the write-backs and evictions
 //! are no-ops and the same code runs; under the whole-region emulator
@@ -22,6 +24,7 @@ pub mod lease;
 pub mod lines;
 pub mod record;
 pub mod ring;
+pub mod ticker;
 
 #[cfg(all(test, not(loom)))]
 mod hosts_tests;
@@ -31,3 +34,5 @@ mod lease_model;
 mod ring_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
+#[cfg(all(test, not(loom)))]
+mod ticker_tests;
