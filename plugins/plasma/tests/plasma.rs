@@ -559,17 +559,16 @@ fn mutable_creates_are_refused_on_the_wire() {
     let p = PlasmaPlugin::start(false);
     let c = p.client();
     let id = ObjectId::random();
-    let err = c
-        .create(
-            &id,
-            &owner(),
-            true,
-            1000,
-            b"",
-            ObjectSource::CreatedByWorker,
-        )
-        .err()
-        .expect("a mutable create is refused");
+    let Err(err) = c.create(
+        &id,
+        &owner(),
+        true,
+        1000,
+        b"",
+        ObjectSource::CreatedByWorker,
+    ) else {
+        panic!("a mutable create was accepted");
+    };
     assert_eq!(err.code, StatusCode::UnknownError, "{err:?}");
     assert!(!c.contains(&id).unwrap());
     assert_eq!(p.server.counters().refused_mutable, 1);
