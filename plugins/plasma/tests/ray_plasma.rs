@@ -244,8 +244,13 @@ struct RayProcess {
     name: &'static str,
     child: Child,
     stdin: ChildStdin,
-    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    /// Its stdout's lines, read by a thread (so a hung Ray fails the test instead of blocking
+    /// it); closed at EOF.
+    lines: std::sync::mpsc::Receiver<String>,
 }
+
+/// How long one step of the Ray processes may take (a head's start is the slowest, ~3 s idle).
+const RAY_STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl RayProcess {
     fn spawn(name: &'static str, args: &[&str], tmp: &std::path::Path) -> RayProcess {
@@ -269,7 +274,15 @@ impl RayProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("start the Ray {name}: {e}"));
         let stdin = child.stdin.take().unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in stdout.lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
         RayProcess {
             name,
             child,
@@ -278,10 +291,24 @@ impl RayProcess {
         }
     }
 
+    /// Its next stdout line, `None` at EOF; panics after [`RAY_STEP_TIMEOUT`] (`what` names
+    /// the step).
+    fn next_line(&mut self, deadline: std::time::Instant, what: &str) -> Option<String> {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(l) => Some(l),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                "the Ray {} did not finish {what} in {RAY_STEP_TIMEOUT:?}",
+                self.name
+            ),
+        }
+    }
+
     /// The rest of the next line starting with `prefix` (other lines are Ray's and are shown).
     fn line(&mut self, prefix: &str) -> String {
-        for l in self.lines.by_ref() {
-            let l = l.unwrap_or_else(|e| panic!("read from the Ray {}: {e}", self.name));
+        let deadline = std::time::Instant::now() + RAY_STEP_TIMEOUT;
+        while let Some(l) = self.next_line(deadline, prefix) {
             if let Some(rest) = l.strip_prefix(prefix) {
                 return rest.trim().to_string();
             }
@@ -299,8 +326,8 @@ impl RayProcess {
         writeln!(self.stdin, "{cmd}")
             .and_then(|()| self.stdin.flush())
             .unwrap_or_else(|e| panic!("send {cmd:?} to the Ray {}: {e}", self.name));
-        for l in self.lines.by_ref() {
-            let l = l.unwrap_or_else(|e| panic!("read from the Ray {}: {e}", self.name));
+        let deadline = std::time::Instant::now() + RAY_STEP_TIMEOUT;
+        while let Some(l) = self.next_line(deadline, cmd) {
             if let Some(rest) = l.strip_prefix("ok") {
                 return rest.trim().to_string();
             }
