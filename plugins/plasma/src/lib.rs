@@ -28,7 +28,7 @@ pub mod protocol;
 pub mod store;
 
 pub use client::PlasmaClient;
-pub use store::{PlasmaRunner, PlasmaSettings, Server, PLASMA_KEYS};
+pub use store::{Counters, PlasmaRunner, PlasmaSettings, Server, PLASMA_KEYS};
 
 /// The plasma plugin's entry in a program's table of built-ins (also the fallback's).
 pub const BUILTIN: Builtin = Builtin {

@@ -550,3 +550,36 @@ fn creates_past_capacity_evict_and_fail_with_store_full_when_all_is_pinned() {
     wait_until("the deletes", || audit(&server).objects == 0);
     assert_no_bytes_left(&server);
 }
+
+/// Experimental mutable objects need Ray's `PlasmaObjectHeader`, which this store does not lay
+/// out: a create asking for one is refused on the wire (`UnexpectedError`, Ray's `UnknownError`)
+/// and leaves nothing behind; the connection goes on.
+#[test]
+fn mutable_creates_are_refused_on_the_wire() {
+    let p = PlasmaPlugin::start(false);
+    let c = p.client();
+    let id = ObjectId::random();
+    let Err(err) = c.create(
+        &id,
+        &owner(),
+        true,
+        1000,
+        b"",
+        ObjectSource::CreatedByWorker,
+    ) else {
+        panic!("a mutable create was accepted");
+    };
+    assert_eq!(err.code, StatusCode::UnknownError, "{err:?}");
+    assert!(!c.contains(&id).unwrap());
+    assert_eq!(p.server.counters().refused_mutable, 1);
+    assert_eq!(p.server.counters().created_objects, 0);
+    assert!(p
+        .server
+        .debug_string()
+        .contains("refused 1 mutable creates"));
+    // The same id, immutable, on the same connection.
+    put(&*c, &id, b"not mutable", b"");
+    assert!(c.contains(&id).unwrap());
+    c.delete(&[id]).unwrap();
+    assert_no_bytes_left(&p.server);
+}

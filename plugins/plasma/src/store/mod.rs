@@ -28,7 +28,7 @@ use crate::interface::{ObjectStoreRunner, RunnerCallbacks, Status, StatusCode};
 use gismo_core::store::ObjectId;
 
 pub use settings::{PlasmaSettings, PLASMA_KEYS};
-pub use state::MemoryAudit;
+pub use state::{Counters, MemoryAudit};
 use state::{Effects, State};
 
 /// The running store: its state, the raylet's callbacks, and its threads.
@@ -203,6 +203,11 @@ impl Server {
 
     pub fn debug_string(&self) -> String {
         self.lock().debug_string()
+    }
+
+    /// The store's counters (objects created, sealed, deleted, evicted; bytes in use).
+    pub fn counters(&self) -> Counters {
+        self.lock().counters
     }
 
     /// Checks the object table against itself and against the segment's allocator (see

@@ -104,6 +104,14 @@ pub struct Counters {
     pub fallback_bytes: u64,
     pub evicted_objects: u64,
     pub evicted_bytes: u64,
+    /// Objects sealed.
+    pub sealed_objects: u64,
+    /// Objects removed because a client deleted them (at once, or at their last release).
+    pub deleted_objects: u64,
+    /// Objects handed out by get requests (found and sealed).
+    pub got_objects: u64,
+    /// Creates refused because they asked for an experimental mutable object.
+    pub refused_mutable: u64,
 }
 
 /// What the object table and the allocator say about memory ([`State::audit`]).
@@ -266,6 +274,7 @@ impl State {
         if o.sealed {
             self.counters.pinned_bytes -= o.size();
             if o.delete_pending {
+                self.counters.deleted_objects += 1;
                 self.remove(id, fx);
             } else {
                 self.tick += 1;
@@ -427,6 +436,17 @@ impl State {
         if req.data_size.checked_add(req.metadata_size).is_none() {
             return CreateOutcome::Failed(PlasmaError::OutOfMemory);
         }
+        if req.is_mutable {
+            // Ray's experimental mutable objects (compiled-graph channels) need a
+            // `PlasmaObjectHeader` at `header_offset`, before the data, which this store does not
+            // lay out. Refuse rather than hand out an object whose first payload bytes a Ray
+            // client would take for that header. `UnexpectedError` is the one refusal Ray's
+            // `PlasmaErrorStatus` turns into an error status (`UnknownError`) without retrying
+            // (`OutOfMemory` is retried as a full store) or aborting (codes it does not list
+            // are `RAY_LOG(FATAL)`).
+            self.counters.refused_mutable += 1;
+            return CreateOutcome::Failed(PlasmaError::UnexpectedError);
+        }
         if self.objects.contains_key(&req.object_id)
             || self
                 .pending
@@ -525,11 +545,13 @@ impl State {
         o.sealed = true;
         let size = o.size();
         self.counters.unsealed_bytes -= size;
+        self.counters.sealed_objects += 1;
         fx.added.push(o.info.clone());
         if o.refcount > 0 {
             self.counters.pinned_bytes += size;
             fx.pinned_grew = true;
         } else if o.delete_pending {
+            self.counters.deleted_objects += 1;
             self.remove(id, fx);
         } else {
             self.tick += 1;
@@ -569,6 +591,7 @@ impl State {
                     return None;
                 }
                 fx.pinned_grew |= self.add_ref(client, id);
+                self.counters.got_objects += 1;
                 Some(self.spec_of(&self.objects[id]))
             })
             .collect()
@@ -608,6 +631,7 @@ impl State {
             o.delete_pending = true;
             return PlasmaError::ObjectInUse;
         }
+        self.counters.deleted_objects += 1;
         self.remove(id, fx);
         PlasmaError::Ok
     }
@@ -763,7 +787,8 @@ impl State {
             "plasma (gismo fallback) store: capacity {} bytes; {} in use in the shared segment \
              ({} unsealed, {} pinned); {} objects ({} sealed, {} evictable); {} clients; \
              {} queued creates; fallback allocated {} bytes; created {} objects / {} bytes; \
-             evicted {} objects / {} bytes",
+             sealed {} objects; got {} objects; deleted {} objects; evicted {} objects / {} bytes; \
+             refused {} mutable creates",
             self.capacity,
             c.main_bytes,
             c.unsealed_bytes,
@@ -776,8 +801,12 @@ impl State {
             c.fallback_bytes,
             c.created_objects,
             c.created_bytes,
+            c.sealed_objects,
+            c.got_objects,
+            c.deleted_objects,
             c.evicted_objects,
-            c.evicted_bytes
+            c.evicted_bytes,
+            c.refused_mutable
         )
     }
 }
@@ -824,6 +853,59 @@ mod tests {
             CreateOutcome::Retry(_) => panic!("create {n} queued"),
             CreateOutcome::Failed(e) => panic!("create {n}: {e:?}"),
         }
+    }
+
+    #[test]
+    fn mutable_creates_are_refused_with_unexpected_error() {
+        let mut st = state(4 << 20);
+        for try_immediately in [true, false] {
+            let req = CreateRequest {
+                is_mutable: true,
+                try_immediately,
+                ..request(1, 1000)
+            };
+            match st.create(1, req, &no_fallback(), &mut Effects::default()) {
+                CreateOutcome::Failed(PlasmaError::UnexpectedError) => {}
+                CreateOutcome::Failed(e) => panic!("refused with {e:?}"),
+                CreateOutcome::Done(..) => panic!("a mutable object was created"),
+                CreateOutcome::Retry(_) => panic!("a mutable create was queued"),
+            }
+        }
+        assert!(!st.contains(&ObjectId::from_u64(1)));
+        assert_eq!(st.counters.refused_mutable, 2);
+        assert_eq!(st.counters.created_objects, 0);
+        assert!(st.debug_string().contains("refused 2 mutable creates"));
+        assert_empty(&st);
+        // The same id, immutable, is created as usual.
+        let spec = created(&mut st, 1, 1, 1000);
+        assert!(!spec.is_experimental_mutable_object);
+    }
+
+    #[test]
+    fn sealed_and_deleted_are_counted() {
+        let mut st = state(4 << 20);
+        st.add_client(1);
+        let mut fx = Effects::default();
+        created(&mut st, 1, 1, 1000);
+        created(&mut st, 1, 2, 1000);
+        assert_eq!(st.seal(&ObjectId::from_u64(1), &mut fx), PlasmaError::Ok);
+        assert_eq!(st.seal(&ObjectId::from_u64(2), &mut fx), PlasmaError::Ok);
+        assert_eq!(st.counters.sealed_objects, 2);
+        // Held by its creator: the delete waits for the release.
+        assert_eq!(
+            st.delete(&ObjectId::from_u64(1), &mut fx),
+            PlasmaError::ObjectInUse
+        );
+        assert_eq!(st.counters.deleted_objects, 0);
+        assert_eq!(st.release(1, &ObjectId::from_u64(1), &mut fx), Some(false));
+        assert_eq!(st.counters.deleted_objects, 1);
+        assert_eq!(st.release(1, &ObjectId::from_u64(2), &mut fx), Some(false));
+        assert_eq!(st.delete(&ObjectId::from_u64(2), &mut fx), PlasmaError::Ok);
+        assert_eq!(st.counters.deleted_objects, 2);
+        assert!(st
+            .debug_string()
+            .contains("sealed 2 objects; got 0 objects; deleted 2 objects"));
+        assert_empty(&st);
     }
 
     fn audit(st: &State) -> MemoryAudit {
