@@ -14,17 +14,17 @@ use super::tests::{Host, Hosts};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// Registers in the test tables.
-const N: usize = 6;
+pub(super) const N: usize = 6;
 
 /// Fast periods for threads (the pause bound is generous: two shared cores).
-const FAST: Timing = Timing {
+pub(super) const FAST: Timing = Timing {
     heartbeat_ms: 10,
     confirm_ms: 40,
     lease_ms: 100,
     pause_ms: 10,
 };
 
-fn table(h: &Host) -> HostTable<'_> {
+pub(super) fn table(h: &Host) -> HostTable<'_> {
     HostTable::new(h.words(0, N * 16)).expect("table")
 }
 

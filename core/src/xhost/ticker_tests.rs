@@ -4,23 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::hosts::{join, HostTable, HostsError, Identity, Membership, Observer, State, Timing};
+use super::hosts::{join, HostsError, Identity, Membership, Observer, State};
+use super::hosts_tests::{table, FAST, N};
 use super::tests::{Host, Hosts};
 use super::ticker::{find_own, Ticker};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
-
-const N: usize = 6;
-
-const FAST: Timing = Timing {
-    heartbeat_ms: 10,
-    confirm_ms: 40,
-    lease_ms: 100,
-    pause_ms: 10,
-};
-
-fn table(h: &Host) -> HostTable<'_> {
-    HostTable::new(h.words(0, N * 16)).expect("table")
-}
 
 /// The host-wide clock a ticker's membership runs on (the handover crosses processes).
 fn clock() -> u64 {
