@@ -32,6 +32,8 @@ fn process(
             std::thread::sleep(Duration::from_millis(FAST.heartbeat_ms / 5));
             continue;
         };
+        // SeqCst: pairs with the other processes' swaps and stores of `ticking` (one total order
+        // of the hand-overs: a swap that finds another holder is two tickers at once).
         let prev = ticking.swap(me, Ordering::SeqCst);
         assert_eq!(prev, 0, "process {me} ticks while {prev} does");
         let mut m: Membership<'_> = match ticker.resume(table(h), &h.coherence, id, FAST) {
@@ -41,6 +43,7 @@ fn process(
         ticker.record(&m).unwrap();
         loop {
             if die.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+                // SeqCst: pairs with the successor's swap above and the test's loads.
                 ticking.store(0, Ordering::SeqCst);
                 return; // drops the ticker: the lock is released, as at a process's death
             }
@@ -110,10 +113,12 @@ fn one_process_of_a_host_ticks_and_the_next_carries_on_when_it_dies() {
         };
         watch(&mut obs, 3 * FAST.lease_ms);
         for _ in 0..2 {
+            // SeqCst: pairs with the processes' swaps and stores of `ticking`.
             let k = ticking.load(Ordering::SeqCst);
             assert_ne!(k, 0, "nobody ticks");
             dies[k as usize - 1].store(true, Ordering::Relaxed);
             watch(&mut obs, 3 * FAST.lease_ms);
+            // SeqCst: as above (pairs with the processes' swaps and stores).
             let now = ticking.load(Ordering::SeqCst);
             assert!(
                 now != 0 && now != k,
