@@ -777,20 +777,12 @@ fn claim<'a>(
             break;
         }
     }
-    let mut m = Membership {
-        table,
-        c,
-        timing,
-        index: i,
-        mine: RegisterState {
-            state: State::Live,
-            heartbeat: 1,
-            ..claim
-        },
-        last_landed: 0,
-        taken: Vec::new(),
+    let live = RegisterState {
+        state: State::Live,
+        heartbeat: 1,
+        ..claim
     };
-    m.last_landed = clock();
+    let m = Membership::with_record(table, c, timing, i, live, clock());
     table.write(c, i, &m.mine)?;
     Ok(Some(m))
 }
@@ -821,12 +813,12 @@ impl<'a> Membership<'a> {
         self.c
     }
 
-    /// A membership carried on by another process of the same host (the host's next ticker,
-    /// `super::ticker`): register `index`, whose record `mine` it read, with `last_landed` the
-    /// previous writer's clock reading before its last write (on a clock shared by the host's
-    /// processes). The registers the previous ticker took over are not carried over: it takes
+    /// The membership of register `index` holding record `mine`, with `last_landed` the clock
+    /// reading before the last write of it: a join's (after its watch), or one carried on by
+    /// another process of the same host (the host's next ticker, `super::ticker`, from its
+    /// predecessor's handover, on a clock shared by the host's processes). The registers the previous ticker took over are not carried over: it takes
     /// them over again when it finds them dead.
-    pub fn resumed(
+    pub fn with_record(
         table: HostTable<'a>,
         c: &'a Coherence,
         timing: Timing,

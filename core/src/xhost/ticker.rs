@@ -128,7 +128,7 @@ impl Ticker {
         let index = find_own(table, c, id)?;
         let mine = table.read(c, index).ok()?;
         let h = self.handover().filter(|h| h.nonce == mine.nonce)?;
-        Some(Membership::resumed(
+        Some(Membership::with_record(
             table,
             c,
             timing,

@@ -26,17 +26,7 @@ struct RayHead {
 
 impl RayHead {
     fn start() -> RayHead {
-        let venv = std::env::var("GISMO_RAY_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ray-venv")
-            });
-        let python = venv.join("bin/python");
-        assert!(
-            python.exists(),
-            "no Ray venv at {} (run tools/ray-venv.sh)",
-            venv.display()
-        );
+        let python = ray_python();
         // A short private temp dir under the suite's TMPDIR: Ray's socket paths must fit
         // sockaddr_un.
         let temp = std::env::temp_dir().join(format!("gismo-ray-{}", std::process::id()));
