@@ -4,7 +4,8 @@
 //! (`tools/test.sh` does, in its own target directory).
 //!
 //! Every model calls the production functions over process-local copies of the region's
-//! structures (`Slot::new_free`, `ChunkDesc::new_unused`, `HostEntry::new_free`,
+//! structures (the cross-host models over several emulated hosts' views of them, whose lines move
+//! only by the protocol's write-backs and evictions: `support/loom_hosts.rs`) (`Slot::new_free`, `ChunkDesc::new_unused`, `HostEntry::new_free`,
 //! `EventCell::new_free`, `ClientEntry::new_free`), through the `crate::sync` facade; none re-types
 //! a protocol. Bound: `LOOM_MAX_PREEMPTIONS=2` for all but the run-index model (bound 1: each of
 //! its executions builds a heap of 4128 pages and its 258 chunk descriptors). Run times measured
@@ -41,6 +42,9 @@
 //! | `an_allocation_racing_a_free_leaves_both_index_levels_exact` | `Allocator::alloc` (index-guided best fit), `free`, summary, free-run index (leaf and root) | 2 | 2.9 s at bound 1 (49 s at 2; a Relaxed node swap and a missing re-read at either level each fail at bound 1) |
 //! | `xhost_ring_two_producers_one_consumer` | `xhost::ring::Ring::send` (`claim`, `Claim::publish`), `Consumer::try_recv` | 3 | 1.9 s |
 //! | `xhost_ring_full_is_refused_not_lost` | the same, 1-cell ring | 3 | 1.2 s |
+//! | `xhost_ring_across_two_emulated_hosts_delivers_every_message_whole` | `Ring::send`, `Consumer::{new, try_recv}` on two emulated hosts (`support/loom_hosts.rs`: every line moves only by the ring's write-backs and evictions) | 2 | 0.02 s |
+//! | `xhost_ring_across_hosts_survives_early_write_backs_and_stale_refills` | the same, plus a thread of cache events (A's cell line written back early, B's refilled stale) | 3 | 0.8 s at bound 1 (85 s at 2) |
+//! | `xhost_ring_across_hosts_without_the_producers_write_backs_fails`, `…_consumers_evictions_fails` | negative controls: the same with host A's write-backs or host B's evictions off must fail | 2 | 0.01 s |
 //!
 //! The reaper models compose `DeadEntry`'s steps in `Store::reap_client`'s order for a client that
 //! holds references only; its step 2 (unsealed objects) is modelled against a resumed creator's
@@ -75,6 +79,9 @@ use gismo_platform::coherence::{Coherence, CoherenceMode};
 use gismo_platform::sync::{fence, AtomicU64, Ordering};
 use loom::sync::Arc;
 use loom::thread;
+#[path = "support/loom_hosts.rs"]
+mod loom_hosts;
+use loom_hosts::{Hosts, Knobs};
 use std::time::Duration;
 
 fn table(n: usize) -> Arc<Vec<Slot>> {
@@ -1234,6 +1241,152 @@ fn xhost_ring_two_producers_one_consumer() {
 #[test]
 fn xhost_ring_full_is_refused_not_lost() {
     xhost_ring_model(1);
+}
+
+/// The cross-host ring between two emulated hosts (`support/loom_hosts.rs`): host A's producer
+/// sends two messages through a one-cell ring while host B's consumer `try_recv`s twice, then
+/// drains after the join; a third thread is the caches, which may write A's cell line back early
+/// (half written) and refill B's copy of it (a stale prefetch) anywhere. Every line moves between
+/// the hosts only by the ring's own write-backs and evictions (and those spontaneous events), so
+/// this checks the write order across hosts: every send reported `Ok` is received exactly once,
+/// whole, in order; the second send is refused `Full` only while B's advanced `tail` has not
+/// reached memory; no checksum fails; memory ends holding B's `tail` past both messages.
+///
+/// Threads: 3; bound 2. The negative controls below run it with A's write-backs or B's
+/// evictions switched off: each must fail.
+fn xhost_ring_across_hosts(knobs: Knobs, caches: bool) {
+    loom_hosts::model(caches.then_some(1), move || {
+        let n = XhostRing::words_needed(1);
+        let cell_word = n - loom_hosts::LINE_WORDS;
+        let hosts = Hosts::new(2, n);
+        let (ca, cb) = (hosts.coherence(0), hosts.coherence(1));
+        // Lap 0 through the cell, so the sends below reuse it.
+        {
+            let ring_a = XhostRing::new(hosts.view(0), 1).unwrap();
+            let mut consumer = XhostConsumer::new(
+                &cb,
+                XhostRing::new(hosts.view(1), 1).unwrap(),
+                Duration::MAX,
+            )
+            .unwrap();
+            assert_eq!(ring_a.send(&ca, 1, &xhost_payload(100)), Ok(0));
+            let m = consumer.try_recv(&cb).unwrap().expect("lap 0 delivered");
+            assert_eq!(m.payload, xhost_payload(100));
+        }
+        hosts.set_knobs(knobs);
+        let (ha, hb) = (hosts.clone(), hosts.clone());
+        let producer = thread::spawn(move || {
+            let ca = ha.coherence(0);
+            let ring = XhostRing::new(ha.view(0), 1).unwrap();
+            [
+                ring.send(&ca, 2, &xhost_payload(1)),
+                ring.send(&ca, 2, &xhost_payload(2)),
+            ]
+        });
+        let consumer = thread::spawn(move || {
+            let cb = hb.coherence(1);
+            let ring = XhostRing::new(hb.view(1), 1).unwrap();
+            let mut consumer = XhostConsumer::new(&cb, ring, Duration::MAX)
+                .unwrap_or_else(|e| panic!("host B's view of the ring across hosts: {e}"));
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                match consumer.try_recv(&cb) {
+                    Ok(Some(m)) => got.push(m),
+                    Ok(None) => thread::yield_now(),
+                    Err(e) => panic!("host B's receive across hosts: {e}"),
+                }
+            }
+            (got, consumer.mismatches())
+        });
+        let cache = caches.then(|| {
+            let hc = hosts.clone();
+            thread::spawn(move || {
+                hc.spontaneous_write_back(0, cell_word);
+                hc.spontaneous_refresh(1, cell_word);
+            })
+        });
+        let sent = producer.join().unwrap();
+        let (mut got, mismatches) = consumer.join().unwrap();
+        if let Some(t) = cache {
+            t.join().unwrap();
+        }
+        assert_eq!(mismatches, 0, "a published cell read torn across hosts");
+        let mut consumer = XhostConsumer::new(
+            &cb,
+            XhostRing::new(hosts.view(1), 1).unwrap(),
+            Duration::MAX,
+        )
+        .unwrap();
+        while let Some(m) = consumer.try_recv(&cb).expect("no corrupt cell") {
+            got.push(m);
+        }
+        assert_eq!(
+            consumer.mismatches(),
+            0,
+            "a published cell read torn across hosts"
+        );
+        let expected: Vec<(u64, u64)> = sent
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r {
+                Ok(position) => Some((*position, i as u64 + 1)),
+                Err(XhostRingError::Full { .. }) if i == 1 => None,
+                Err(e) => panic!("send {i}: {e}"),
+            })
+            .collect();
+        assert!(!expected.is_empty(), "the first send has room");
+        let got: Vec<(u64, u64)> = got
+            .iter()
+            .map(|m| {
+                assert_eq!(m.payload, xhost_payload(m.payload[0]), "whole");
+                (m.position, m.payload[0])
+            })
+            .collect();
+        assert_eq!(
+            got, expected,
+            "host B received exactly what host A sent, in order, across hosts"
+        );
+        // B's consumer writes its tail back: memory (what A would read next) has both.
+        assert_eq!(
+            hosts.device_word(XhostRing::words_needed(0) / 2),
+            1 + expected.len() as u64,
+            "memory holds B's tail past every message received"
+        );
+    });
+}
+
+#[test]
+fn xhost_ring_across_two_emulated_hosts_delivers_every_message_whole() {
+    xhost_ring_across_hosts(Knobs::default(), false);
+}
+
+#[test]
+fn xhost_ring_across_hosts_survives_early_write_backs_and_stale_refills() {
+    xhost_ring_across_hosts(Knobs::default(), true);
+}
+
+#[test]
+#[should_panic(expected = "across hosts")]
+fn xhost_ring_across_hosts_without_the_producers_write_backs_fails() {
+    xhost_ring_across_hosts(
+        Knobs {
+            skip_write_back: Some(0),
+            ..Knobs::default()
+        },
+        false,
+    );
+}
+
+#[test]
+#[should_panic(expected = "across hosts")]
+fn xhost_ring_across_hosts_without_the_consumers_evictions_fails() {
+    xhost_ring_across_hosts(
+        Knobs {
+            skip_evict: Some(1),
+            ..Knobs::default()
+        },
+        false,
+    );
 }
 
 /// The reaper's step 2 on a dead (lease-judged, so possibly only paused) creator's unsealed

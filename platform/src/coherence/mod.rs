@@ -150,6 +150,26 @@ pub struct Coherence {
     /// between its view and the device only by `memory_copy`, `flush` and `invalidate` (and the
     /// emulator's spontaneous events).
     host_view: Option<Arc<HostView>>,
+    /// A model of this host's cache ([`LineModel`]), for model checkers: when set, every
+    /// write-back and eviction is its line transfer instead.
+    line_model: Option<Arc<dyn LineModel>>,
+}
+
+/// One host's cache as a model checker sees it: write-back and eviction of the lines holding a
+/// range, done as line copies between the host's view and a shared device (the whole-region
+/// emulator's semantics, [`crate::emulation`]), but over memory the model owns. The `loom` models
+/// of the cross-host protocols (`core/tests/loom.rs`) give each emulated host a [`Coherence`]
+/// made by [`Coherence::with_line_model`], so that a write-back or an eviction the protocol
+/// leaves out makes the model fail.
+///
+/// `ptr`/`len` are what the protocol code passes to [`Coherence::flush`] and
+/// [`Coherence::invalidate`]: `words.as_ptr()` and `size_of_val(words)` of a slice of the
+/// host's view.
+pub trait LineModel: Send + Sync + fmt::Debug {
+    /// Writes back the lines holding `ptr..ptr+len` (`clwb` + `sfence`).
+    fn write_back(&self, ptr: *const u8, len: usize);
+    /// Evicts the lines holding `ptr..ptr+len`, writing back a dirty one first (`clflushopt`).
+    fn evict(&self, ptr: *const u8, len: usize);
 }
 
 impl Coherence {
@@ -168,6 +188,16 @@ impl Coherence {
             #[cfg(feature = "emulation")]
             emulated: None,
             host_view: None,
+            line_model: None,
+        }
+    }
+
+    /// The coherence of one host of a model ([`LineModel`]): `flush`, `invalidate` and the
+    /// write-back half of `memory_copy` are the model's line transfers, in either mode.
+    pub fn with_line_model(mode: CoherenceMode, model: Arc<dyn LineModel>) -> Self {
+        Coherence {
+            line_model: Some(model),
+            ..Coherence::with_strategy(mode, CopyStrategy::portable())
         }
     }
 
@@ -225,6 +255,12 @@ impl Coherence {
     /// # Panics
     /// Emulated only: if `dst..dst+len` is outside the private view.
     pub unsafe fn memory_copy(&self, dst: *mut u8, src: *const u8, len: usize) {
+        if let Some(model) = &self.line_model {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { ptr::copy_nonoverlapping(src, dst, len) };
+            model.write_back(dst, len);
+            return;
+        }
         if let Some(host) = &self.host_view {
             // SAFETY: forwarded from this function's contract.
             return unsafe { host.memory_copy(dst, src, len) };
@@ -270,6 +306,10 @@ impl Coherence {
     /// # Panics
     /// Emulated only: if the range is outside the private view.
     pub unsafe fn flush(&self, ptr: *const u8, len: usize) {
+        if let Some(model) = &self.line_model {
+            model.write_back(ptr, len);
+            return;
+        }
         if let Some(host) = &self.host_view {
             host.write_back(host.offset_of(ptr, len), len);
             return;
@@ -298,6 +338,10 @@ impl Coherence {
     /// # Panics
     /// Emulated only: if the range is outside the private view.
     pub unsafe fn invalidate(&self, ptr: *const u8, len: usize) {
+        if let Some(model) = &self.line_model {
+            model.evict(ptr, len);
+            return;
+        }
         if let Some(host) = &self.host_view {
             host.evict(host.offset_of(ptr, len), len);
             return;

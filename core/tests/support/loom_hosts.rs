@@ -1,0 +1,236 @@
+//! Emulated hosts for the `loom` models of the cross-host protocols: the whole-region emulator's
+//! semantics (`gismo_platform::emulation`, `docs/coherence.md`) over words a model owns, so that
+//! loom explores every interleaving of the protocol's loads and stores with its write-backs and
+//! evictions — and a write-back or an eviction the protocol leaves out makes a model fail.
+//!
+//! A model has one *device* (what memory holds) and per host a *view* (what the host's caches
+//! hold; its threads load, store and CAS there, coherent among themselves) and a *clean copy*
+//! (the device's line as the host last fetched or wrote it back). Each host's [`Coherence`] is
+//! made with [`Coherence::with_line_model`], so the production code's `flush` / `invalidate`
+//! (`xhost::lines::{write_back, evict}`) call this module:
+//!
+//! * write-back copies the view's line to the device, whole (also words this host did not
+//!   write), and records it as clean;
+//! * evict writes a dirty line back first, then refetches it, keeping any word the host stored
+//!   since its clean copy (as a store after an eviction lands on the refetched line);
+//! * [`Hosts::spontaneous_write_back`] / [`Hosts::spontaneous_refresh`] are what a cache may do
+//!   at any time; a model runs them on a thread of their own so that loom places them anywhere.
+//!
+//! Line transfers are serialised by one lock (the emulator's per-line locks), and copy a line's
+//! words in order, as the emulator does. Lines are 8 consecutive words from the start of the
+//! device (loom's atomics are not 8 bytes, so lines are counted in words, not bytes); a section
+//! that must start on a line starts at a multiple of 8 words.
+//!
+//! The knobs [`Knobs::skip_write_back`] and [`Knobs::skip_evict`] are the emulator's
+//! `GISMO_EMULATION_SKIP_WRITEBACK` / `_SKIP_INVALIDATE` for one host: the negative controls.
+
+use std::fmt;
+
+use gismo_platform::coherence::{Coherence, CoherenceMode, LineModel};
+use gismo_platform::sync::{AtomicU64, Ordering};
+
+/// Words per 64-byte line.
+pub const LINE_WORDS: usize = 8;
+
+/// Per-host negative-control switches.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Knobs {
+    /// This host's write-backs do nothing (its evictions still write a dirty line back first,
+    /// as `clflushopt` does).
+    pub skip_write_back: Option<usize>,
+    /// This host's evictions do nothing.
+    pub skip_evict: Option<usize>,
+}
+
+/// The device and the hosts' views (module docs). Only the views are loom atomics (the memory
+/// the protocol's threads race on); the device and the clean copies are plain words under the
+/// transfer lock, which every line transfer holds.
+pub struct Hosts {
+    views: Vec<Vec<AtomicU64>>,
+    memory: loom::sync::Mutex<Memory>,
+}
+
+/// What only line transfers touch.
+struct Memory {
+    device: Vec<u64>,
+    clean: Vec<Vec<u64>>,
+    knobs: Knobs,
+}
+
+impl fmt::Debug for Hosts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hosts")
+            .field("hosts", &self.views.len())
+            .field("words", &self.views[0].len())
+            .finish()
+    }
+}
+
+impl Hosts {
+    /// `hosts` hosts over a device of `words` words (rounded up to whole lines), all zero, with
+    /// every write-back and eviction working (see [`Hosts::set_knobs`]).
+    pub fn new(hosts: usize, words: usize) -> std::sync::Arc<Hosts> {
+        let words = words.div_ceil(LINE_WORDS) * LINE_WORDS;
+        std::sync::Arc::new(Hosts {
+            views: (0..hosts)
+                .map(|_| (0..words).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
+            memory: loom::sync::Mutex::new(Memory {
+                device: vec![0; words],
+                clean: vec![vec![0; words]; hosts],
+                knobs: Knobs::default(),
+            }),
+        })
+    }
+
+    /// Switches negative controls on or off from now on (a model sets them after its set-up).
+    pub fn set_knobs(&self, knobs: Knobs) {
+        self.memory.lock().unwrap().knobs = knobs;
+    }
+
+    /// Host `h`'s view: the words its threads load, store and CAS.
+    pub fn view(&self, h: usize) -> &[AtomicU64] {
+        &self.views[h]
+    }
+
+    /// Word `w` as memory holds it (for a model's final checks).
+    pub fn device_word(&self, w: usize) -> u64 {
+        self.memory.lock().unwrap().device[w]
+    }
+
+    /// Host `h`'s coherence: `Flush` mode whose write-backs and evictions are this model's.
+    pub fn coherence(self: &std::sync::Arc<Self>, h: usize) -> Coherence {
+        Coherence::with_line_model(
+            CoherenceMode::Flush,
+            std::sync::Arc::new(HostCache {
+                hosts: self.clone(),
+                host: h,
+            }),
+        )
+    }
+
+    /// The lines of host `h`'s view that `ptr..ptr+len` overlaps.
+    ///
+    /// # Panics
+    /// If the range is not inside host `h`'s view: the protocol handed its coherence a word of
+    /// another host's view, or of no view at all.
+    fn lines_of(&self, h: usize, ptr: *const u8, len: usize) -> std::ops::Range<usize> {
+        let size = std::mem::size_of::<AtomicU64>();
+        let base = self.views[h].as_ptr() as usize;
+        let start = (ptr as usize)
+            .checked_sub(base)
+            .filter(|off| off % size == 0 && len % size == 0)
+            .map(|off| off / size)
+            .filter(|w| w + len / size <= self.views[h].len())
+            .unwrap_or_else(|| panic!("a write-back or evict outside host {h}'s view"));
+        if len == 0 {
+            return 0..0;
+        }
+        start / LINE_WORDS..(start + len / size).div_ceil(LINE_WORDS)
+    }
+
+    fn words(line: usize) -> std::ops::Range<usize> {
+        line * LINE_WORDS..(line + 1) * LINE_WORDS
+    }
+
+    fn is_dirty(&self, m: &Memory, h: usize, line: usize) -> bool {
+        Self::words(line).any(|w| self.views[h][w].load(Ordering::Relaxed) != m.clean[h][w])
+    }
+
+    /// View → device, whole; the clean copy records what was copied.
+    fn copy_back(&self, m: &mut Memory, h: usize, line: usize) {
+        for w in Self::words(line) {
+            let v = self.views[h][w].load(Ordering::Relaxed);
+            m.device[w] = v;
+            m.clean[h][w] = v;
+        }
+    }
+
+    /// Device → view, keeping a word the host stored since its clean copy.
+    fn refresh(&self, m: &mut Memory, h: usize, line: usize) {
+        for w in Self::words(line) {
+            let (d, c) = (m.device[w], m.clean[h][w]);
+            if c != d
+                && self.views[h][w]
+                    .compare_exchange(c, d, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                m.clean[h][w] = d;
+            }
+        }
+    }
+
+    fn write_back_lines(&self, h: usize, lines: std::ops::Range<usize>) {
+        let mut m = self.memory.lock().unwrap();
+        if m.knobs.skip_write_back == Some(h) {
+            return;
+        }
+        for line in lines {
+            self.copy_back(&mut m, h, line);
+        }
+    }
+
+    fn evict_lines(&self, h: usize, lines: std::ops::Range<usize>) {
+        let mut m = self.memory.lock().unwrap();
+        if m.knobs.skip_evict == Some(h) {
+            return;
+        }
+        for line in lines {
+            if self.is_dirty(&m, h, line) {
+                self.copy_back(&mut m, h, line);
+            }
+            self.refresh(&mut m, h, line);
+        }
+    }
+
+    /// A write-back host `h`'s cache may do at any time: the line holding word `word`, if dirty.
+    pub fn spontaneous_write_back(&self, h: usize, word: usize) {
+        let line = word / LINE_WORDS;
+        let mut m = self.memory.lock().unwrap();
+        if self.is_dirty(&m, h, line) {
+            self.copy_back(&mut m, h, line);
+        }
+    }
+
+    /// A refill host `h`'s cache may do at any time (a clean line dropped and fetched again, a
+    /// prefetch): the line holding word `word`, if clean.
+    pub fn spontaneous_refresh(&self, h: usize, word: usize) {
+        let line = word / LINE_WORDS;
+        let mut m = self.memory.lock().unwrap();
+        if !self.is_dirty(&m, h, line) {
+            self.refresh(&mut m, h, line);
+        }
+    }
+}
+
+/// One host's [`LineModel`].
+#[derive(Debug)]
+struct HostCache {
+    hosts: std::sync::Arc<Hosts>,
+    host: usize,
+}
+
+impl LineModel for HostCache {
+    fn write_back(&self, ptr: *const u8, len: usize) {
+        let lines = self.hosts.lines_of(self.host, ptr, len);
+        self.hosts.write_back_lines(self.host, lines);
+    }
+
+    fn evict(&self, ptr: *const u8, len: usize) {
+        let lines = self.hosts.lines_of(self.host, ptr, len);
+        self.hosts.evict_lines(self.host, lines);
+    }
+}
+
+/// `loom::model` with room for the line transfers (every transfer loads and compares whole lines
+/// of the view: many more branches per execution than loom's default limit allows), and
+/// optionally a lower preemption bound than `LOOM_MAX_PREEMPTIONS` (for models with a thread
+/// of spontaneous cache events).
+pub fn model(preemptions: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.max_branches = 100_000;
+    if let Some(bound) = preemptions {
+        builder.preemption_bound = Some(bound);
+    }
+    builder.check(f);
+}
