@@ -45,6 +45,10 @@
 //! | `xhost_ring_across_two_emulated_hosts_delivers_every_message_whole` | `Ring::send`, `Consumer::{new, try_recv}` on two emulated hosts (`support/loom_hosts.rs`: every line moves only by the ring's write-backs and evictions) | 2 | 0.02 s |
 //! | `xhost_ring_across_hosts_survives_early_write_backs_and_stale_refills` | the same, plus a thread of cache events (A's cell line written back early, B's refilled stale) | 3 | 0.8 s at bound 1 (85 s at 2) |
 //! | `xhost_ring_across_hosts_without_the_producers_write_backs_fails`, `…_consumers_evictions_fails` | negative controls: the same with host A's write-backs or host B's evictions off must fail | 2 | 0.01 s |
+//! | `a_remote_get_and_its_hosts_delete_never_both_win` | `acquire_sealed_remote` on host B, `begin_delete` on host A (slot word and B's pin table moved only by write-backs and evictions) | 2 | 0.02 s |
+//! | `a_remote_get_without_its_pins_write_back_fails`, `…_without_evicting_the_slot_word_fails`, `a_delete_without_writing_back_its_deleting_word_fails`, `a_delete_without_evicting_the_remote_pins_fails` | negative controls of the above: each missing write-back or eviction must fail | 2 | 0.01 s |
+//! | `a_remote_release_never_loses_its_hosts_deferred_delete` | `release_remote` on host B against `begin_delete` (restore with `DELETE_PENDING`) on host A, then `after_release` on B's message | 2 | 0.02 s |
+//! | `a_deferred_delete_without_writing_back_its_flag_is_lost` | negative control: host A's write-backs off | 2 | 0.01 s |
 //!
 //! The reaper models compose `DeadEntry`'s steps in `Store::reap_client`'s order for a client that
 //! holds references only; its step 2 (unsealed objects) is modelled against a resumed creator's
@@ -59,9 +63,9 @@
 use gismo_core::store::allocator::{summary_words, AllocHeads, Allocator, ChunkDesc};
 use gismo_core::store::clients::{count_references, status, ClientEntry, EntryWord};
 use gismo_core::store::directory::{
-    abort_dead_owners_slot, acquire_sealed, after_release, begin_delete, begin_evict, finish_slot,
-    flags, resume_owned_delete, seal_word, state, DeadSlot, Directory, Finished, InsertError,
-    Inserted, Resumed, SealRefused, Slot, Word,
+    abort_dead_owners_slot, acquire_sealed, acquire_sealed_remote, after_release, begin_delete,
+    begin_evict, finish_slot, flags, release_remote, resume_owned_delete, seal_word, state,
+    DeadSlot, Directory, Finished, InsertError, Inserted, Resumed, SealRefused, Slot, Word,
 };
 use gismo_core::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
 use gismo_core::store::fencing::{
@@ -72,6 +76,7 @@ use gismo_core::store::refs::{gen_matches, RefTable};
 use gismo_core::store::registration::{reclaim_if_stale, register, Identity, Prepared};
 use gismo_core::store::ring_claim::{claim_consumer, release_consumer, ring_consumer, ConsumerId};
 use gismo_core::store::ObjectId;
+use gismo_core::xhost::lines::{evict, write_back};
 use gismo_core::xhost::ring::{
     Consumer as XhostConsumer, Ring as XhostRing, RingError as XhostRingError, PAYLOAD_WORDS,
 };
@@ -83,6 +88,10 @@ use loom::thread;
 mod loom_hosts;
 use loom_hosts::{Hosts, Knobs};
 use std::time::Duration;
+
+/// The coherence of the same-host models: `hardware`, write-back and evict are no-ops.
+static HW: std::sync::LazyLock<Coherence> =
+    std::sync::LazyLock::new(|| Coherence::new(CoherenceMode::Hardware));
 
 fn table(n: usize) -> Arc<Vec<Slot>> {
     Arc::new((0..n).map(|_| Slot::new_free()).collect())
@@ -246,7 +255,8 @@ fn get_and_delete_never_both_win() {
     }
     /// A client's drop of its reference: `Client::drop_ref` / `after_drop` without fencing.
     fn release(s: &Slot, r: &[AtomicU64], d: &AtomicU64) {
-        if RefTable::new(r).remove(0, 1) == Some(0) && after_release(s, 1, 2, || count(r)).is_some()
+        if RefTable::new(r).remove(0, 1) == Some(0)
+            && after_release(&HW, s, 1, 2, || count(r)).is_some()
         {
             d.fetch_add(1, Ordering::SeqCst);
         }
@@ -276,7 +286,7 @@ fn get_and_delete_never_both_win() {
         });
         let (s2, r2, d2) = (slot.clone(), refs.clone(), deletes.clone());
         let deleter = thread::spawn(move || {
-            let deleted = begin_delete(&s2, sealed, 3, || count(&r2)).is_some();
+            let deleted = begin_delete(&HW, &s2, sealed, 3, || count(&r2)).is_some();
             if deleted {
                 d2.fetch_add(1, Ordering::SeqCst);
             }
@@ -310,11 +320,12 @@ fn deferred_delete_is_never_lost() {
         let count = |r: &Vec<AtomicU64>| u32::from(RefTable::new(r).count(0, 1));
 
         let (s1, r1) = (slot.clone(), refs.clone());
-        let deleter = thread::spawn(move || begin_delete(&s1, sealed, 1, || count(&r1)).is_some());
+        let deleter =
+            thread::spawn(move || begin_delete(&HW, &s1, sealed, 1, || count(&r1)).is_some());
         let (s2, r2) = (slot.clone(), refs.clone());
         let releaser = thread::spawn(move || {
             assert_eq!(RefTable::new(&r2).remove(0, 1), Some(0));
-            after_release(&s2, 1, 2, || count(&r2)).is_some()
+            after_release(&HW, &s2, 1, 2, || count(&r2)).is_some()
         });
         let a = deleter.join().unwrap();
         let b = releaser.join().unwrap();
@@ -353,7 +364,7 @@ fn a_dead_deleters_delete_is_decided_once() {
         let (s1, r1, f1) = (slot.clone(), refs.clone(), freed.clone());
         let reaper = thread::spawn(move || {
             if matches!(
-                resume_owned_delete(&s1, dead.owner, 9, |_| count(&r1)),
+                resume_owned_delete(&HW, &s1, dead.owner, 9, |_| count(&r1)),
                 Some((_, Resumed::Finish(_)))
             ) {
                 f1.fetch_add(1, Ordering::SeqCst);
@@ -364,7 +375,7 @@ fn a_dead_deleters_delete_is_decided_once() {
             // Still holding its reference: nobody may have freed the payload.
             assert_eq!(f2.load(Ordering::SeqCst), 0, "freed while still held");
             assert_eq!(RefTable::new(&r2).remove(0, 1), Some(0));
-            if after_release(&s2, 1, 2, || count(&r2)).is_some() {
+            if after_release(&HW, &s2, 1, 2, || count(&r2)).is_some() {
                 f2.fetch_add(1, Ordering::SeqCst);
             }
         });
@@ -400,7 +411,8 @@ fn a_delete_during_an_eviction_probe_is_not_lost() {
         let count = |r: &Vec<AtomicU64>| u32::from(RefTable::new(r).count(0, 1));
 
         let (s1, r1) = (slot.clone(), refs.clone());
-        let evicter = thread::spawn(move || begin_evict(&s1, sealed, 1, || count(&r1)).is_some());
+        let evicter =
+            thread::spawn(move || begin_evict(&HW, &s1, sealed, 1, || count(&r1)).is_some());
         let (s2, r2) = (slot.clone(), refs.clone());
         let client = thread::spawn(move || {
             // A get (reference, then the Dekker fence and a look at the word), a delete of what
@@ -409,9 +421,9 @@ fn a_delete_during_an_eviction_probe_is_not_lost() {
             fence(Ordering::SeqCst);
             let _ = s2.load_word();
             let w = s2.load_word();
-            let d = present(w) && begin_delete(&s2, w, 2, || count(&r2)).is_some();
+            let d = present(w) && begin_delete(&HW, &s2, w, 2, || count(&r2)).is_some();
             assert_eq!(RefTable::new(&r2).remove(0, 1), Some(0));
-            let r = after_release(&s2, 1, 2, || count(&r2)).is_some();
+            let r = after_release(&HW, &s2, 1, 2, || count(&r2)).is_some();
             (d, r)
         });
         let e = evicter.join().unwrap();
@@ -958,7 +970,11 @@ impl Victim {
     /// `Client::run_pending_delete`, the `last` of a drop: the delete pending on our last
     /// reference.
     fn run_pending_delete(&self) {
-        if after_release(&self.slot, PENDING.gen, 0, || self.refcount(PENDING.gen)).is_some() {
+        if after_release(&HW, &self.slot, PENDING.gen, 0, || {
+            self.refcount(PENDING.gen)
+        })
+        .is_some()
+        {
             self.free_payload();
         }
     }
@@ -975,6 +991,7 @@ impl Victim {
             return true;
         }
         dead.release_references(
+            &HW,
             self.table(),
             // `Store::entry_names_slot`.
             |slot, g16| {
@@ -1389,6 +1406,211 @@ fn xhost_ring_across_hosts_without_the_consumers_evictions_fails() {
     );
 }
 
+/// A host's view for the cross-host get/delete models: the line of host A's directory slot that
+/// the protocol moves (its state word and the other `AtomicU64` fields of its first line), and a
+/// line holding host B's pin table (one `RefTable` word: a pin of `(slot 0, gen 1)`).
+struct ShardView {
+    slot: Slot,
+    pins: Vec<AtomicU64>,
+    pad: Vec<AtomicU64>,
+}
+
+impl ShardView {
+    fn new() -> ShardView {
+        ShardView {
+            slot: Slot::new_free(),
+            pins: vec![AtomicU64::new(0)],
+            pad: (0..9).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Host `c`'s count of host B's pins on the object, from memory (the deleter's half).
+    fn pins_in_memory(&self, c: &Coherence) -> u32 {
+        evict(c, &self.pins);
+        u32::from(RefTable::new(&self.pins).count(0, SHARD_SEALED.gen))
+    }
+}
+
+impl loom_hosts::View for ShardView {
+    fn len(&self) -> usize {
+        16
+    }
+
+    fn word(&self, i: usize) -> &AtomicU64 {
+        let s = &self.slot;
+        match i {
+            0 => &s.word,
+            1 => &s.commit,
+            2 => &s.data_offset,
+            3 => &s.data_size,
+            4 => &s.last_access_ms,
+            5 => &s.created,
+            6 | 7 => &self.pad[i - 6],
+            8 => &self.pins[0],
+            _ => &self.pad[i - 7],
+        }
+    }
+}
+
+/// Host A's sealed object in the cross-host models.
+const SHARD_SEALED: Word = Word {
+    gen: 1,
+    state: state::SEALED,
+    flags: 0,
+    owner: 0,
+};
+
+/// Host A (index 0) has sealed the object and written the word back; host B (1) found it (its
+/// view holds the sealed word). `pinned`: B also holds a pin, written back. Then `knobs` apply.
+fn shard_hosts(pinned: bool, knobs: Knobs) -> std::sync::Arc<Hosts<ShardView>> {
+    let hosts = Hosts::with_views(vec![ShardView::new(), ShardView::new()]);
+    let (ca, cb) = (hosts.coherence(0), hosts.coherence(1));
+    let (a, b) = (hosts.view(0), hosts.view(1));
+    a.slot.store_word(SHARD_SEALED);
+    write_back(&ca, std::slice::from_ref(&a.slot.word));
+    evict(&cb, std::slice::from_ref(&b.slot.word));
+    assert_eq!(b.slot.load_word(), SHARD_SEALED);
+    if pinned {
+        RefTable::new(&b.pins).add(0, SHARD_SEALED.gen).unwrap();
+        write_back(&cb, &b.pins);
+    }
+    hosts.set_knobs(knobs);
+    hosts
+}
+
+/// Protocol v2's get of another host's object against that host's delete, through memory
+/// (`directory::acquire_sealed_remote` on host B — pin in B's own table, write back, fence, evict
+/// and re-read A's slot word — and `begin_delete` on host A, which writes its `DELETING` word
+/// back before its fence and evicts B's pin table before counting). Each host's stores reach the
+/// other only by these write-backs and evictions (`support/loom_hosts.rs`): never both "B holds
+/// it" and "A may free it".
+///
+/// Threads: 2; bound 2. Negative controls: with B's or A's write-backs, or B's or A's
+/// evictions, switched off, the model fails.
+fn remote_get_and_delete(knobs: Knobs) {
+    loom_hosts::model(None, move || {
+        let hosts = shard_hosts(false, knobs);
+        let (ha, hb) = (hosts.clone(), hosts.clone());
+        let deleter = thread::spawn(move || {
+            let (c, a) = (ha.coherence(0), ha.view(0));
+            begin_delete(&c, &a.slot, SHARD_SEALED, 1, || a.pins_in_memory(&c)).is_some()
+        });
+        let getter = thread::spawn(move || {
+            let (c, b) = (hb.coherence(1), hb.view(1));
+            let pins = RefTable::new(&b.pins);
+            acquire_sealed_remote(
+                &c,
+                &b.slot,
+                SHARD_SEALED,
+                || pins.add(0, SHARD_SEALED.gen).map(|_| &b.pins[..]),
+                || {
+                    pins.remove(0, SHARD_SEALED.gen);
+                },
+            )
+            .unwrap()
+            .is_some()
+        });
+        let (freed, held) = (deleter.join().unwrap(), getter.join().unwrap());
+        assert!(
+            !(freed && held),
+            "host A may free an object host B holds, across hosts"
+        );
+    });
+}
+
+#[test]
+fn a_remote_get_and_its_hosts_delete_never_both_win() {
+    remote_get_and_delete(Knobs::default());
+}
+
+#[test]
+#[should_panic(expected = "across hosts")]
+fn a_remote_get_without_its_pins_write_back_fails() {
+    remote_get_and_delete(Knobs {
+        skip_write_back: Some(1),
+        ..Knobs::default()
+    });
+}
+
+#[test]
+#[should_panic(expected = "across hosts")]
+fn a_remote_get_without_evicting_the_slot_word_fails() {
+    remote_get_and_delete(Knobs {
+        skip_evict: Some(1),
+        ..Knobs::default()
+    });
+}
+
+#[test]
+#[should_panic(expected = "across hosts")]
+fn a_delete_without_writing_back_its_deleting_word_fails() {
+    remote_get_and_delete(Knobs {
+        skip_write_back: Some(0),
+        ..Knobs::default()
+    });
+}
+
+#[test]
+#[should_panic(expected = "across hosts")]
+fn a_delete_without_evicting_the_remote_pins_fails() {
+    remote_get_and_delete(Knobs {
+        skip_evict: Some(0),
+        ..Knobs::default()
+    });
+}
+
+/// A delete on host A deferred by host B's pin is never lost when B releases meanwhile
+/// (`directory::release_remote` on B — unpin, write back, fence, evict and re-read the word: a
+/// pending delete → B tells A, here a flag standing for the release message on the ring to A,
+/// whose delivery the ring models check — then A's keeper runs `after_release`): the object is
+/// deleted exactly once. `begin_delete`'s restore writes `DELETE_PENDING` back before its second
+/// reference check, so either that check sees the pin gone or B's re-read sees the flag.
+///
+/// Threads: 2; bound 2. Negative control: with A's write-backs off (the restored flag never
+/// reaches B), the delete is lost.
+fn remote_release_and_deferred_delete(knobs: Knobs) {
+    loom_hosts::model(None, move || {
+        let hosts = shard_hosts(true, knobs);
+        let (ha, hb) = (hosts.clone(), hosts.clone());
+        let deleter = thread::spawn(move || {
+            let (c, a) = (ha.coherence(0), ha.view(0));
+            begin_delete(&c, &a.slot, SHARD_SEALED, 1, || a.pins_in_memory(&c)).is_some()
+        });
+        let releaser = thread::spawn(move || {
+            let (c, b) = (hb.coherence(1), hb.view(1));
+            release_remote(&c, &b.slot, SHARD_SEALED.gen, || {
+                RefTable::new(&b.pins).remove(0, SHARD_SEALED.gen);
+                &b.pins[..]
+            })
+        });
+        let deleted = deleter.join().unwrap();
+        let told = releaser.join().unwrap();
+        // Host A's keeper, on B's release message.
+        let (ca, a) = (hosts.coherence(0), hosts.view(0));
+        let deleted_on_release = told
+            && after_release(&ca, &a.slot, SHARD_SEALED.gen, 2, || a.pins_in_memory(&ca)).is_some();
+        assert_eq!(
+            u32::from(deleted) + u32::from(deleted_on_release),
+            1,
+            "the delete ran exactly once across hosts (told: {told})"
+        );
+    });
+}
+
+#[test]
+fn a_remote_release_never_loses_its_hosts_deferred_delete() {
+    remote_release_and_deferred_delete(Knobs::default());
+}
+
+#[test]
+#[should_panic(expected = "across hosts")]
+fn a_deferred_delete_without_writing_back_its_flag_is_lost() {
+    remote_release_and_deferred_delete(Knobs {
+        skip_write_back: Some(0),
+        ..Knobs::default()
+    });
+}
+
 /// The reaper's step 2 on a dead (lease-judged, so possibly only paused) creator's unsealed
 /// object, racing that creator's resumed seal and a getter that flags itself as waiting: exactly
 /// one of seal and abort wins, the loser is told (`AlreadySealed` / `Skipped`), and a waiter
@@ -1466,7 +1688,7 @@ fn a_taken_over_finisher_never_frees_twice_nor_the_next_objects_block() {
             flags: sealed.flags & !flags::WAITERS,
             ..sealed
         };
-        let deleting = begin_delete(&slots[i], sealed, 1, || 0).expect("unreferenced");
+        let deleting = begin_delete(&HW, &slots[i], sealed, 1, || 0).expect("unreferenced");
         let frees = Arc::new(AtomicU64::new(0));
         let free = |h: Arc<Heap>, frees: Arc<AtomicU64>| {
             move |offset: u64, size: Option<u64>| {
@@ -1477,7 +1699,7 @@ fn a_taken_over_finisher_never_frees_twice_nor_the_next_objects_block() {
         let (s1, f1) = (slots.clone(), free(h.clone(), frees.clone()));
         let finisher = thread::spawn(move || finish_slot(&Directory::new(&s1), i, deleting, f1));
         // The reaper: take the slot over, finish it, and reuse the slot (same id) and the heap.
-        let reaped = match resume_owned_delete(&slots[i], 1, 9, |_| 0) {
+        let reaped = match resume_owned_delete(&HW, &slots[i], 1, 9, |_| 0) {
             Some((_, Resumed::Finish(taken))) => Some(finish_slot(
                 &Directory::new(&slots),
                 i,
@@ -1682,7 +1904,8 @@ fn reap_steps_2_3_5(
         free(intent_offset, intent_size);
     }
     for i in started {
-        if let Some((_, Resumed::Finish(t))) = resume_owned_delete(&slots[i], owner, 9, |_| 0) {
+        if let Some((_, Resumed::Finish(t))) = resume_owned_delete(&HW, &slots[i], owner, 9, |_| 0)
+        {
             finish_slot(&dir, i, t, |o, s| free(o, s.unwrap().max(1)));
         }
     }
@@ -1716,7 +1939,9 @@ fn a_withdrawn_slot_is_never_finished_with_its_payload() {
             for (i, slot) in slots.iter().enumerate() {
                 let w = slot.load_word();
                 if w.state == state::DELETING && w.owner == 0 {
-                    if let Some((_, Resumed::Finish(t))) = resume_owned_delete(slot, 0, 9, |_| 0) {
+                    if let Some((_, Resumed::Finish(t))) =
+                        resume_owned_delete(&HW, slot, 0, 9, |_| 0)
+                    {
                         finish_slot(&dir, i, t, |o, s| free(o, s.unwrap().max(1)));
                     }
                 }

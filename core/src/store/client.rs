@@ -606,9 +606,13 @@ impl Client {
             && self.store.ref_table(self.index).count(index as u32, w.gen) == 0
         {
             let _op = OpGuard::begin(self.entry(), self.word);
-            if let Some(deleting) = after_release(slot, w.gen, self.owner_tag(), || {
-                self.store.refcount(index, w.gen)
-            }) {
+            if let Some(deleting) = after_release(
+                self.store.coherence(),
+                slot,
+                w.gen,
+                self.owner_tag(),
+                || self.store.refcount(index, w.gen),
+            ) {
                 let _ = self.store.complete_delete(index, deleting);
             }
         }
@@ -856,9 +860,11 @@ impl Client {
     /// runs the delete that was pending on it, if any.
     fn run_pending_delete(&self, index: usize, gen: u32) {
         let slot = self.store.directory().slot(index);
-        if let Some(deleting) = after_release(slot, gen, self.owner_tag(), || {
-            self.store.refcount(index, gen)
-        }) {
+        if let Some(deleting) =
+            after_release(self.store.coherence(), slot, gen, self.owner_tag(), || {
+                self.store.refcount(index, gen)
+            })
+        {
             crate::crash_point!("release.deferred_delete");
             let _ = self.store.complete_delete(index, deleting);
         }

@@ -38,8 +38,10 @@
 //! reused and the comparison is discarded. Writers fence (`Release`) after claiming and before
 //! writing the key, which pairs with that reader fence.
 
+use crate::coherence::Coherence;
 use crate::store::object_id::ObjectId;
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+use crate::xhost::lines::{evict, write_back};
 
 /// Slot states (the `state` byte of the state word).
 pub mod state {
@@ -722,6 +724,7 @@ pub fn acquire_sealed<E>(
 /// under us). An object in an eviction probe (`DELETING | EVICTING`) is marked `DELETE_PENDING`
 /// instead; the evicter runs the delete when it restores the object.
 pub fn begin_delete(
+    c: &Coherence,
     slot: &Slot,
     mut w: Word,
     deleter: u16,
@@ -738,7 +741,10 @@ pub fn begin_delete(
                 ..w
             };
             match slot.cas_word(w, marked) {
-                Ok(()) => return None,
+                Ok(()) => {
+                    publish_word(c, slot);
+                    return None;
+                }
                 Err(actual) if actual.gen == w.gen => {
                     w = actual;
                     continue;
@@ -764,8 +770,9 @@ pub fn begin_delete(
             w = actual;
             continue;
         }
+        publish_word(c, slot);
         crate::crash_point!("delete.deleting");
-        match settle(slot, deleting, w.owner, true, &refcount) {
+        match settle(c, slot, deleting, w.owner, true, &refcount) {
             Settled::Delete(d) => return Some(d),
             Settled::Kept => return None,
             Settled::Again(now) => w = now,
@@ -787,6 +794,7 @@ enum Settled {
 /// owns `deleting` (a `DELETING | SEALED_ORIGIN` word): the reference check, and the restore if
 /// it fails. `mark` adds `DELETE_PENDING` to the restored word (a delete; not an eviction).
 fn settle(
+    c: &Coherence,
     slot: &Slot,
     deleting: Word,
     restore_owner: u16,
@@ -815,7 +823,10 @@ fn settle(
             ..cur
         };
         match slot.cas_word(cur, restored) {
-            Ok(()) => break restored,
+            Ok(()) => {
+                publish_word(c, slot);
+                break restored;
+            }
             Err(actual)
                 if actual.gen == cur.gen
                     && actual.state == state::DELETING
@@ -847,7 +858,13 @@ fn settle(
 /// object in use is left as it was (eviction never marks anything delete-pending). A delete asked
 /// for during the probe (it finds `DELETING | EVICTING` and adds `DELETE_PENDING`) is run here
 /// when the object is restored, so it is never lost.
-pub fn begin_evict(slot: &Slot, w: Word, evicter: u16, refcount: impl Fn() -> u32) -> Option<Word> {
+pub fn begin_evict(
+    c: &Coherence,
+    slot: &Slot,
+    w: Word,
+    evicter: u16,
+    refcount: impl Fn() -> u32,
+) -> Option<Word> {
     if w.state != state::SEALED {
         return None;
     }
@@ -864,11 +881,12 @@ pub fn begin_evict(slot: &Slot, w: Word, evicter: u16, refcount: impl Fn() -> u3
         ..w
     };
     slot.cas_word(w, deleting).ok()?;
+    publish_word(c, slot);
     crate::crash_point!("evict.deleting");
-    match settle(slot, deleting, w.owner, false, &refcount) {
+    match settle(c, slot, deleting, w.owner, false, &refcount) {
         Settled::Delete(d) => Some(d),
         Settled::Kept => None,
-        Settled::Again(now) => begin_delete(slot, now, evicter, refcount),
+        Settled::Again(now) => begin_delete(c, slot, now, evicter, refcount),
     }
 }
 
@@ -890,7 +908,13 @@ pub enum Resumed {
 /// re-runs the check (the caller has erased the dead client's own table first): nobody holds it,
 /// finish; otherwise restore `SEALED` (`DELETE_PENDING` for a delete), exactly as the deleter
 /// would have. `DELETING` is thus not a point of no return until the check passed.
-pub fn resume_delete(slot: &Slot, w: Word, me: u16, refcount: impl Fn() -> u32) -> Resumed {
+pub fn resume_delete(
+    c: &Coherence,
+    slot: &Slot,
+    w: Word,
+    me: u16,
+    refcount: impl Fn() -> u32,
+) -> Resumed {
     if w.state != state::DELETING {
         return Resumed::Changed;
     }
@@ -900,15 +924,16 @@ pub fn resume_delete(slot: &Slot, w: Word, me: u16, refcount: impl Fn() -> u32) 
     if slot.cas_word(w, taken).is_err() {
         return Resumed::Changed;
     }
+    publish_word(c, slot);
     crate::crash_point!("resume.taken");
     if w.flags & flags::SEALED_ORIGIN == 0 || w.flags & flags::FINISHING != 0 {
         return Resumed::Finish(taken);
     }
     let mark = w.flags & flags::EVICTING == 0;
-    match settle(slot, taken, NO_OWNER, mark, &refcount) {
+    match settle(c, slot, taken, NO_OWNER, mark, &refcount) {
         Settled::Delete(d) => Resumed::Finish(d),
         Settled::Kept => Resumed::Kept,
-        Settled::Again(now) => match begin_delete(slot, now, me, refcount) {
+        Settled::Again(now) => match begin_delete(c, slot, now, me, refcount) {
             Some(d) => Resumed::Finish(d),
             None => Resumed::Kept,
         },
@@ -922,6 +947,7 @@ pub fn resume_delete(slot: &Slot, w: Word, me: u16, refcount: impl Fn() -> u32) 
 /// or taken over by someone else); otherwise the word it was taken from and the verdict,
 /// [`Resumed::Finish`] (the caller finishes it) or [`Resumed::Kept`].
 pub fn resume_owned_delete(
+    c: &Coherence,
     slot: &Slot,
     owner: u16,
     me: u16,
@@ -932,7 +958,7 @@ pub fn resume_owned_delete(
         if w.state != state::DELETING || w.owner != owner {
             return None;
         }
-        match resume_delete(slot, w, me, || refcount(w.gen)) {
+        match resume_delete(c, slot, w, me, || refcount(w.gen)) {
             Resumed::Changed => continue,
             decided => return Some((w, decided)),
         }
@@ -943,6 +969,7 @@ pub fn resume_owned_delete(
 /// delete is pending, tries it (see [`begin_delete`]). Returns the `DELETING` word if the caller
 /// must finish the delete.
 pub fn after_release(
+    c: &Coherence,
     slot: &Slot,
     gen: u32,
     releaser: u16,
@@ -952,10 +979,78 @@ pub fn after_release(
     fence(Ordering::SeqCst);
     let w = slot.load_word();
     if w.gen == gen && w.state == state::SEALED && w.flags & flags::DELETE_PENDING != 0 {
-        begin_delete(slot, w, releaser, refcount)
+        begin_delete(c, slot, w, releaser, refcount)
     } else {
         None
     }
+}
+
+/// Writes back the line of `slot`'s state word after a change of it that another host's getter
+/// or releaser must see (protocol v2: the slot's host is its only writer; readers on other hosts
+/// evict the line before each load, [`acquire_sealed_remote`], [`release_remote`]). Nothing with
+/// `hardware` coherence.
+fn publish_word(c: &Coherence, slot: &Slot) {
+    write_back(c, std::slice::from_ref(&slot.word));
+}
+
+/// [`acquire_sealed`] for a getter on another host than the slot's (protocol v2,
+/// `docs/protocol-v2.md`, "Gets"): the Dekker pair with deletion through memory, without
+/// cross-host coherence and without writing the slot.
+///
+/// `pin` records the reference in the getter's own host's table and returns the words it
+/// stored; they are written back, then `fence(SeqCst)` (`mfence`), then the slot word's line is
+/// evicted and re-read. The deleter ([`begin_delete`], on the slot's host) writes its `DELETING`
+/// word back before its fence and its `refcount` evicts the other hosts' tables before reading
+/// them. Both halves' stores reach memory before their loads go to memory, and memory orders
+/// them, so at least one half sees the other: the getter `DELETING` (it unpins: `unpin`, then
+/// [`release_remote`]'s duties are the caller's) or the deleter the pin (deferred). The slot is
+/// never written from this host (a remote get leaves `last_access_ms` alone).
+///
+/// # Errors
+/// What `pin` returns (then nothing was recorded and the word is not read).
+pub fn acquire_sealed_remote<'p, E>(
+    c: &Coherence,
+    slot: &Slot,
+    w: Word,
+    pin: impl FnOnce() -> Result<&'p [AtomicU64], E>,
+    unpin: impl FnOnce(),
+) -> Result<Option<Word>, E> {
+    let pinned = pin()?;
+    write_back(c, pinned);
+    // SeqCst fence: first half of the cross-host Dekker pair: pairs with the deleter's SeqCst
+    // fence in `settle`. With emulated or non-coherent memory the pairing is through memory: the
+    // write-back above completed before it, the eviction below follows it.
+    fence(Ordering::SeqCst);
+    evict(c, std::slice::from_ref(&slot.word));
+    let now = slot.load_word();
+    if now.gen != w.gen || now.state != state::SEALED {
+        unpin();
+        return Ok(None);
+    }
+    Ok(Some(now))
+}
+
+/// A getter on another host gives its reference on `(slot, gen)` back: `unpin` removes it from
+/// the host's table and returns the words it stored, which are written back; then
+/// `fence(SeqCst)`, evict and re-read the slot word. Returns `true` when a delete is pending on
+/// that object: the caller must tell the slot's host (a release message on the ring to it), whose
+/// keeper runs [`after_release`]. The slot's host writes `DELETE_PENDING` back before its second
+/// reference check (`settle`), so of the two at least one sees the other: this release the flag,
+/// or that check the reference gone. Never writes the slot.
+pub fn release_remote<'p>(
+    c: &Coherence,
+    slot: &Slot,
+    gen: u32,
+    unpin: impl FnOnce() -> &'p [AtomicU64],
+) -> bool {
+    let unpinned = unpin();
+    write_back(c, unpinned);
+    // SeqCst fence: pairs with the fence in `settle` after it restores the word with
+    // DELETE_PENDING (and wrote it back), as `after_release`'s does on one host.
+    fence(Ordering::SeqCst);
+    evict(c, std::slice::from_ref(&slot.word));
+    let w = slot.load_word();
+    w.gen == gen && w.state == state::SEALED && w.flags & flags::DELETE_PENDING != 0
 }
 
 #[cfg(all(test, not(loom)))]

@@ -178,8 +178,9 @@ impl Store {
             let slot = dir.slot(c.index);
             // `begin_evict` CASes from exactly the word of the scan: an object deleted, recreated
             // or being deleted since is not evicted on a stale judgment; it checks references.
-            let Some(deleting) = begin_evict(slot, w, evicter, || self.refcount(c.index, w.gen))
-            else {
+            let Some(deleting) = begin_evict(self.coherence(), slot, w, evicter, || {
+                self.refcount(c.index, w.gen)
+            }) else {
                 return Ok(false);
             };
             crate::crash_point!("evict.decided");

@@ -34,6 +34,7 @@
 //! client had started in between); `Client` runs its table writes through [`Registered`]. The loom
 //! models (`core/tests/loom.rs`) run both over entries and tables on the heap.
 
+use crate::coherence::Coherence;
 use crate::store::clients::{intent, op_seq, status, ClientEntry, EntryWord};
 use crate::store::directory::{
     acquire_sealed, begin_delete, flags, state, withdraw_unsealed, Directory, InsertError,
@@ -497,6 +498,7 @@ impl<'a> DeadEntry<'a> {
     /// `begin_delete` handed to us (as maintainer `reaper`). Returns the references released.
     pub fn release_references<'s>(
         &self,
+        c: &Coherence,
         table: RefTable<'_>,
         names_slot: impl Fn(u32, u16) -> Option<(&'s Slot, Word)>,
         reaper: u16,
@@ -518,7 +520,7 @@ impl<'a> DeadEntry<'a> {
             };
             if w.state == state::SEALED && w.flags & flags::DELETE_PENDING != 0 {
                 if let Some(deleting) =
-                    begin_delete(slot, w, reaper, || refcount(slot_index, w.gen))
+                    begin_delete(c, slot, w, reaper, || refcount(slot_index, w.gen))
                 {
                     complete(slot_index, deleting);
                 }

@@ -429,7 +429,9 @@ impl Store {
     /// in which case it is marked delete-pending and deleted by the last release.
     pub(crate) fn try_delete(&self, index: usize, w: Word, deleter: u16) -> Result<bool> {
         let slot = self.directory().slot(index);
-        match begin_delete(slot, w, deleter, || self.refcount(index, w.gen)) {
+        match begin_delete(self.coherence(), slot, w, deleter, || {
+            self.refcount(index, w.gen)
+        }) {
             Some(deleting) => self.complete_delete(index, deleting).map(|()| true),
             None => Ok(false),
         }

@@ -550,6 +550,7 @@ impl Store {
             return Ok(None);
         }
         report.released_references = dead.release_references(
+            self.coherence(),
             self.ref_table(index),
             |slot, g16| {
                 self.entry_names_slot(slot as usize, g16)
@@ -621,7 +622,9 @@ impl Store {
     /// `owner`'s any more.
     fn resume_deleting(&self, index: usize, owner: u16, reaper: u16) -> Result<Option<bool>> {
         let slot = self.directory().slot(index);
-        match resume_owned_delete(slot, owner, reaper, |gen| self.refcount(index, gen)) {
+        match resume_owned_delete(self.coherence(), slot, owner, reaper, |gen| {
+            self.refcount(index, gen)
+        }) {
             None => Ok(None),
             Some((w, Resumed::Finish(taken))) => {
                 let wake = w.flags & flags::WAITERS != 0;
@@ -781,7 +784,9 @@ impl Store {
                 && w.flags & flags::DELETE_PENDING != 0
                 && self.refcount(i, w.gen) == 0
             {
-                let deleting = begin_delete(slot, w, m.tag(), || self.refcount(i, w.gen));
+                let deleting = begin_delete(self.coherence(), slot, w, m.tag(), || {
+                    self.refcount(i, w.gen)
+                });
                 if let Some(deleting) = deleting {
                     if self.complete_delete(i, deleting).is_ok() {
                         finished += 1;

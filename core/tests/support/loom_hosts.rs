@@ -42,11 +42,30 @@ pub struct Knobs {
     pub skip_evict: Option<usize>,
 }
 
+/// What a host's view holds: the region's structures the model needs, as a numbered list of
+/// words. Word `i` of every host's view is the same word of the region; words `8k..8k+8` make
+/// line `k`. A structure with other fields than `AtomicU64`s (a directory `Slot`'s key words)
+/// lists only the words the protocol under test moves between hosts.
+pub trait View: Send + Sync + 'static {
+    fn len(&self) -> usize;
+    fn word(&self, i: usize) -> &AtomicU64;
+}
+
+impl View for Vec<AtomicU64> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn word(&self, i: usize) -> &AtomicU64 {
+        &self[i]
+    }
+}
+
 /// The device and the hosts' views (module docs). Only the views are loom atomics (the memory
 /// the protocol's threads race on); the device and the clean copies are plain words under the
 /// transfer lock, which every line transfer holds.
-pub struct Hosts {
-    views: Vec<Vec<AtomicU64>>,
+pub struct Hosts<V: View = Vec<AtomicU64>> {
+    views: Vec<V>,
     memory: loom::sync::Mutex<Memory>,
 }
 
@@ -57,7 +76,7 @@ struct Memory {
     knobs: Knobs,
 }
 
-impl fmt::Debug for Hosts {
+impl<V: View> fmt::Debug for Hosts<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hosts")
             .field("hosts", &self.views.len())
@@ -66,15 +85,26 @@ impl fmt::Debug for Hosts {
     }
 }
 
-impl Hosts {
+impl Hosts<Vec<AtomicU64>> {
     /// `hosts` hosts over a device of `words` words (rounded up to whole lines), all zero, with
     /// every write-back and eviction working (see [`Hosts::set_knobs`]).
-    pub fn new(hosts: usize, words: usize) -> std::sync::Arc<Hosts> {
+    pub fn new(hosts: usize, words: usize) -> std::sync::Arc<Self> {
         let words = words.div_ceil(LINE_WORDS) * LINE_WORDS;
-        std::sync::Arc::new(Hosts {
-            views: (0..hosts)
+        Hosts::with_views(
+            (0..hosts)
                 .map(|_| (0..words).map(|_| AtomicU64::new(0)).collect())
                 .collect(),
+        )
+    }
+}
+
+impl<V: View> Hosts<V> {
+    /// Hosts over `views` (one per host, all of one length, zero: the device starts zero).
+    pub fn with_views(views: Vec<V>) -> std::sync::Arc<Self> {
+        let hosts = views.len();
+        let words = views[0].len().div_ceil(LINE_WORDS) * LINE_WORDS;
+        std::sync::Arc::new(Hosts {
+            views,
             memory: loom::sync::Mutex::new(Memory {
                 device: vec![0; words],
                 clean: vec![vec![0; words]; hosts],
@@ -88,8 +118,8 @@ impl Hosts {
         self.memory.lock().unwrap().knobs = knobs;
     }
 
-    /// Host `h`'s view: the words its threads load, store and CAS.
-    pub fn view(&self, h: usize) -> &[AtomicU64] {
+    /// Host `h`'s view: the structures its threads load, store and CAS.
+    pub fn view(&self, h: usize) -> &V {
         &self.views[h]
     }
 
@@ -109,38 +139,40 @@ impl Hosts {
         )
     }
 
-    /// The lines of host `h`'s view that `ptr..ptr+len` overlaps.
+    /// The lines of host `h`'s view holding a word inside `ptr..ptr+len`, in order.
     ///
     /// # Panics
-    /// If the range is not inside host `h`'s view: the protocol handed its coherence a word of
-    /// another host's view, or of no view at all.
-    fn lines_of(&self, h: usize, ptr: *const u8, len: usize) -> std::ops::Range<usize> {
-        let size = std::mem::size_of::<AtomicU64>();
-        let base = self.views[h].as_ptr() as usize;
-        let start = (ptr as usize)
-            .checked_sub(base)
-            .filter(|off| off % size == 0 && len % size == 0)
-            .map(|off| off / size)
-            .filter(|w| w + len / size <= self.views[h].len())
-            .unwrap_or_else(|| panic!("a write-back or evict outside host {h}'s view"));
-        if len == 0 {
-            return 0..0;
-        }
-        start / LINE_WORDS..(start + len / size).div_ceil(LINE_WORDS)
+    /// If the range holds no word of host `h`'s view: the protocol handed its coherence a word
+    /// of another host's view, or of no view at all.
+    fn lines_of(&self, h: usize, ptr: *const u8, len: usize) -> Vec<usize> {
+        let range = ptr as usize..(ptr as usize).saturating_add(len);
+        let view = &self.views[h];
+        let mut lines: Vec<usize> = (0..view.len())
+            .filter(|&i| range.contains(&(view.word(i) as *const AtomicU64 as usize)))
+            .map(|i| i / LINE_WORDS)
+            .collect();
+        lines.dedup();
+        assert!(
+            len == 0 || !lines.is_empty(),
+            "a write-back or evict outside host {h}'s view"
+        );
+        lines
     }
 
-    fn words(line: usize) -> std::ops::Range<usize> {
-        line * LINE_WORDS..(line + 1) * LINE_WORDS
+    /// The words of line `line` that the view has.
+    fn words(&self, line: usize) -> std::ops::Range<usize> {
+        line * LINE_WORDS..((line + 1) * LINE_WORDS).min(self.views[0].len())
     }
 
     fn is_dirty(&self, m: &Memory, h: usize, line: usize) -> bool {
-        Self::words(line).any(|w| self.views[h][w].load(Ordering::Relaxed) != m.clean[h][w])
+        self.words(line)
+            .any(|w| self.views[h].word(w).load(Ordering::Relaxed) != m.clean[h][w])
     }
 
     /// View → device, whole; the clean copy records what was copied.
     fn copy_back(&self, m: &mut Memory, h: usize, line: usize) {
-        for w in Self::words(line) {
-            let v = self.views[h][w].load(Ordering::Relaxed);
+        for w in self.words(line) {
+            let v = self.views[h].word(w).load(Ordering::Relaxed);
             m.device[w] = v;
             m.clean[h][w] = v;
         }
@@ -148,10 +180,11 @@ impl Hosts {
 
     /// Device → view, keeping a word the host stored since its clean copy.
     fn refresh(&self, m: &mut Memory, h: usize, line: usize) {
-        for w in Self::words(line) {
+        for w in self.words(line) {
             let (d, c) = (m.device[w], m.clean[h][w]);
             if c != d
-                && self.views[h][w]
+                && self.views[h]
+                    .word(w)
                     .compare_exchange(c, d, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
             {
@@ -160,7 +193,7 @@ impl Hosts {
         }
     }
 
-    fn write_back_lines(&self, h: usize, lines: std::ops::Range<usize>) {
+    fn write_back_lines(&self, h: usize, lines: Vec<usize>) {
         let mut m = self.memory.lock().unwrap();
         if m.knobs.skip_write_back == Some(h) {
             return;
@@ -170,7 +203,7 @@ impl Hosts {
         }
     }
 
-    fn evict_lines(&self, h: usize, lines: std::ops::Range<usize>) {
+    fn evict_lines(&self, h: usize, lines: Vec<usize>) {
         let mut m = self.memory.lock().unwrap();
         if m.knobs.skip_evict == Some(h) {
             return;
@@ -204,13 +237,18 @@ impl Hosts {
 }
 
 /// One host's [`LineModel`].
-#[derive(Debug)]
-struct HostCache {
-    hosts: std::sync::Arc<Hosts>,
+struct HostCache<V: View> {
+    hosts: std::sync::Arc<Hosts<V>>,
     host: usize,
 }
 
-impl LineModel for HostCache {
+impl<V: View> fmt::Debug for HostCache<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HostCache({})", self.host)
+    }
+}
+
+impl<V: View> LineModel for HostCache<V> {
     fn write_back(&self, ptr: *const u8, len: usize) {
         let lines = self.hosts.lines_of(self.host, ptr, len);
         self.hosts.write_back_lines(self.host, lines);
