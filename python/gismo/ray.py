@@ -64,6 +64,7 @@ __all__ = [
     "client",
     "attach_seconds",
     "collect",
+    "keeper_period_s",
     "ray_lifetime_available",
     "install",
     "uninstall",
@@ -74,8 +75,13 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-#: How often the keeper thread looks at Ray's reference table.
+#: How often the keeper thread looks at Ray's reference table (at least: see
+#: ``KEEPER_MAX_CPU_SHARE``).
 KEEPER_PERIOD_S = 0.1
+
+#: The most of one core the keeper's background passes may take: with many handles a pass costs
+#: more (Ray's reference table is read whole), and the period grows to keep to this share.
+KEEPER_MAX_CPU_SHARE = 0.01
 
 _lock = threading.Lock()
 _client: Optional[Client] = None
@@ -190,6 +196,8 @@ class _Keeper:
         # object id -> owner's reference
         self._explicit: Dict[bytes, ObjectBuffer] = {}
         self._thread: Optional[threading.Thread] = None
+        #: Seconds between background passes (``_adapt``).
+        self.period_s = KEEPER_PERIOD_S
         # What the last background pass failed with (None: it succeeded).
         self._last_failure: Optional[str] = None
 
@@ -214,8 +222,18 @@ class _Keeper:
 
     def _run(self) -> None:
         while True:
-            time.sleep(KEEPER_PERIOD_S)
+            time.sleep(self.period_s)
+            cpu = time.thread_time()
             self.background_pass()
+            self._adapt(time.thread_time() - cpu)
+
+    def _adapt(self, pass_cpu_s: float) -> None:
+        """Sets the period so that passes take at most ``KEEPER_MAX_CPU_SHARE`` of a core: a pass
+        costs in proportion to the handles this process holds (Ray's whole reference table is
+        read, and every object is looked up), so with many handles it runs less often — at
+        10,000 handles about every 2.5 s instead of every 100 ms (``bench/bench_keeper.py``)."""
+        # 1.25: headroom for a next pass that costs more than this one.
+        self.period_s = max(KEEPER_PERIOD_S, 1.25 * pass_cpu_s / KEEPER_MAX_CPU_SHARE)
 
     def background_pass(self) -> None:
         """One pass of the keeper thread: a failure is logged once (with its traceback) until
@@ -258,10 +276,12 @@ class _Keeper:
             if self._ray or self._explicit:
                 # free() from any process marks the object; our reference is what holds it.
                 c = client()
-                for anchor in [a for a, (o, _) in self._ray.items() if c.delete_pending(o)]:
-                    freed.append(self._ray.pop(anchor))
-                for oid in [o for o in self._explicit if c.delete_pending(o)]:
-                    freed.append((oid, self._explicit.pop(oid)))
+                anchors = list(self._ray)
+                for i in c.pending_deletes([self._ray[a][0] for a in anchors]):
+                    freed.append(self._ray.pop(anchors[i]))
+                oids = list(self._explicit)
+                for i in c.pending_deletes(oids):
+                    freed.append((oids[i], self._explicit.pop(oids[i])))
         c = client() if freed else None
         for oid, pin in freed:
             pin.release()
@@ -332,8 +352,15 @@ def ray_lifetime_available() -> bool:
 
 
 def collect() -> int:
-    """Runs the keeper's pass now (it also runs every ``KEEPER_PERIOD_S`` seconds)."""
+    """Runs the keeper's pass now (it also runs in the background, every
+    :func:`keeper_period_s`)."""
     return _keeper.collect()
+
+
+def keeper_period_s() -> float:
+    """Seconds between the keeper's background passes in this process: ``KEEPER_PERIOD_S``,
+    longer when a pass costs more than ``KEEPER_MAX_CPU_SHARE`` of a core at that period."""
+    return _keeper.period_s
 
 
 def _contained_refs(refs: List[Any]):

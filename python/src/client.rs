@@ -248,11 +248,25 @@ impl Client {
     /// Whether `id` was deleted while referenced and waits for its last reference to go.
     fn delete_pending(&self, id: &[u8]) -> PyResult<bool> {
         let oid = id::parse(id)?;
-        Ok(self
-            .client()?
-            .store()
-            .lookup_summary(&oid)
-            .is_some_and(|s| s.delete_pending))
+        Ok(self.client()?.store().delete_pending(&oid))
+    }
+
+    /// The positions in `ids` of the objects whose delete is pending ([`delete_pending`] of
+    /// each, in one call: the keeper asks it for every object it holds on every pass).
+    fn pending_deletes(&self, py: Python<'_>, ids: Vec<Vec<u8>>) -> PyResult<Vec<usize>> {
+        let oids = ids
+            .iter()
+            .map(|id| id::parse(id))
+            .collect::<PyResult<Vec<_>>>()?;
+        let client = self.client()?;
+        let store = client.store();
+        Ok(py.detach(|| {
+            oids.iter()
+                .enumerate()
+                .filter(|(_, oid)| store.delete_pending(oid))
+                .map(|(i, _)| i)
+                .collect()
+        }))
     }
 
     /// Reclaims what dead clients held (see `docs/operations.md`): on this host, clients whose

@@ -133,6 +133,23 @@ def test_delete_is_deferred_while_read(client):
     assert client.refcount(ref.id) is None
 
 
+def test_pending_deletes_names_exactly_the_objects_whose_delete_waits(client):
+    refs = [gismo.put(np.arange(i + 1)) for i in range(5)]
+    held = [gismo.get(refs[i]) for i in (1, 3)]
+    for r in refs:
+        r.release()
+    for i in (1, 3, 4):
+        gismo.delete(refs[i])  # 1 and 3 are read: pending; 4 goes at once
+    ids = [r.id for r in refs] + [gismo.random_id()]  # plus one that never existed
+    assert client.pending_deletes(ids) == [1, 3]
+    assert [client.delete_pending(i) for i in ids] == [False, True, False, True, False, False]
+    del held
+    gc.collect()
+    assert client.pending_deletes(ids) == []
+    for i in (0, 2):
+        gismo.delete(refs[i])
+
+
 def test_create_seal_and_writable_buffer_rules(client):
     oid = gismo.random_id()
     wb = gismo.create(oid, 4, b"meta")

@@ -143,6 +143,19 @@ def test_a_failing_keeper_pass_is_logged_once_not_every_period(monkeypatch, capl
         assert len(caplog.records) == 3
 
 
+def test_the_keepers_period_grows_with_the_cost_of_a_pass_to_keep_its_cpu_share():
+    keeper = gr._Keeper()
+    keeper._adapt(0.0001)  # a cheap pass (few handles): the base period
+    assert keeper.period_s == gr.KEEPER_PERIOD_S
+    # 25 ms of CPU a pass (about 10,000 handles, bench/bench_keeper.py): passes at most every
+    # 25 ms / 1% with the headroom, so their CPU stays under KEEPER_MAX_CPU_SHARE.
+    keeper._adapt(0.025)
+    assert 0.025 / (keeper.period_s + 0.025) <= gr.KEEPER_MAX_CPU_SHARE
+    assert keeper.period_s <= 1.25 * 0.025 / gr.KEEPER_MAX_CPU_SHARE
+    keeper._adapt(0.0001)  # the handles went: back to the base period
+    assert keeper.period_s == gr.KEEPER_PERIOD_S
+
+
 def test_empty_allocates_in_place_and_seals_to_a_handle(client):
     pending = gr.empty((256, 1024), np.float32, lifetime="explicit")
     assert pending.array.flags.writeable and in_region_mapping(pending.array, client.region)

@@ -568,6 +568,15 @@ impl Store {
         })
     }
 
+    /// Whether the committed object `id` was deleted while referenced and waits for its last
+    /// reference (`DELETE_PENDING`): one directory lookup, no reference count — what a holder
+    /// that polls many objects asks (the keeper of `gismo.ray`, on every pass).
+    pub fn delete_pending(&self, id: &ObjectId) -> bool {
+        self.directory()
+            .lookup(id)
+            .is_some_and(|(_, w)| w.flags & flags::DELETE_PENDING != 0)
+    }
+
     /// The committed object `id`, if any.
     pub fn lookup_summary(&self, id: &ObjectId) -> Option<ObjectSummary> {
         let (index, _) = self.directory().lookup(id)?;

@@ -16,12 +16,14 @@ use crate::sync::{AtomicBool, AtomicU64, Ordering};
 /// Registers in the test tables.
 pub(super) const N: usize = 6;
 
-/// Fast periods for threads (the pause bound is generous: two shared cores).
+/// Fast periods for threads. The pause bound is what a thread of the test may be descheduled
+/// for on two shared cores while the rest of the suite runs (10 ms was broken there: a host
+/// expired its self-lease after 183 ms of silence, and joins lost their index).
 pub(super) const FAST: Timing = Timing {
-    heartbeat_ms: 10,
-    confirm_ms: 40,
-    lease_ms: 100,
-    pause_ms: 10,
+    heartbeat_ms: 20,
+    confirm_ms: 130,
+    lease_ms: 300,
+    pause_ms: 50,
 };
 
 pub(super) fn table(h: &Host) -> HostTable<'_> {
