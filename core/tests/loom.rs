@@ -1000,6 +1000,7 @@ impl Victim {
             },
             tag,
             |_, gen| self.refcount(gen),
+            |_, _| false,
             |_, _deleting| self.free_payload(),
         );
         if dead.still_dead() {

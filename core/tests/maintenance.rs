@@ -25,9 +25,13 @@ fn fresh_store(name: &str) -> (Arc<Store>, i32) {
 /// Starts this test binary as a child that holds objects in the region behind `fd`, as host
 /// `host`, and waits until it says it holds them.
 fn spawn_holder(fd: i32, host: &str) -> Child {
+    spawn_child(fd, host, "hold")
+}
+
+fn spawn_child(fd: i32, host: &str, role: &str) -> Child {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env(ROLE, "hold")
+        .env(ROLE, role)
         .env("GISMO_TEST_FD", fd.to_string())
         .env("GISMO_HOST", host)
         .stdout(Stdio::piped())
@@ -59,6 +63,9 @@ fn child() {
     let Ok(role) = std::env::var(ROLE) else {
         return;
     };
+    if role == "own" {
+        return own_objects();
+    }
     assert_eq!(role, "hold");
     let store = common::attach_inherited();
     let client = store.connect("maintenance-hold").unwrap();
@@ -78,6 +85,71 @@ fn child() {
     std::mem::forget(held);
     println!("READY");
     std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Objects this child owns: 200 and 201 created to die with it, 202 an ordinary one, each sealed
+/// and pinned by a `get` (as `gismo.ray`'s keeper pins what it put); then it waits to be killed.
+fn own_objects() {
+    let store = common::attach_inherited();
+    let client = store.connect("maintenance-own").unwrap();
+    for (id, dies) in [(200, true), (201, true), (202, false)] {
+        let info = CreateInfo {
+            dies_with_creator: dies,
+            ..CreateInfo::default()
+        };
+        let oid = ObjectId::from_u64(id);
+        client
+            .create(&oid, 4096, b"", &info)
+            .unwrap()
+            .seal()
+            .unwrap();
+        std::mem::forget(client.get(&oid, Some(Duration::ZERO)).unwrap().unwrap());
+    }
+    println!("READY");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// A killed creator's objects made with `dies_with_creator` are deleted by its reap (one at
+/// once, one its reader still holds when the reader lets go); its ordinary object stays,
+/// unreferenced. What makes a killed Ray cluster's `gismo.ray` objects leave the region.
+#[test]
+fn a_killed_creators_objects_that_die_with_it_are_deleted_by_its_reap() {
+    let (store, fd) = fresh_store("gismo-maintenance-dies-with-creator");
+    let reader = store.connect("reader").unwrap();
+    let baseline = store.stats().used_bytes;
+    let mut m = Maintainer::new(&store, MaintainerConfig::new("maintainer", 200)).unwrap();
+    let mut child = spawn_child(fd, &local_host(), "own");
+    let held = reader
+        .get(&ObjectId::from_u64(201), Some(Duration::ZERO))
+        .unwrap()
+        .expect("201 is sealed");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let reports = tick_until_reaped(&mut m);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].released_references, 3, "{:?}", reports[0]);
+    assert_eq!(
+        reports[0].deleted_objects, 1,
+        "200 at once: {:?}",
+        reports[0]
+    );
+    assert!(!reader.contains(&ObjectId::from_u64(200)).unwrap());
+    let o201 = store.lookup_summary(&ObjectId::from_u64(201)).unwrap();
+    assert!(o201.delete_pending && o201.refcount == 1, "{o201:?}");
+    assert_eq!(held.data().len(), 4096, "the reader's view stays valid");
+    let o202 = store.lookup_summary(&ObjectId::from_u64(202)).unwrap();
+    assert!(!o202.delete_pending && o202.refcount == 0, "{o202:?}");
+    drop(held);
+    assert!(
+        !reader.contains(&ObjectId::from_u64(201)).unwrap(),
+        "deleted at the release"
+    );
+    assert_eq!(
+        store.stats().used_bytes,
+        baseline + capacity_for(4096),
+        "only the ordinary object is left"
+    );
 }
 
 /// Ticks `m` on this process's monotonic clock until a tick reaps someone; returns the reports.

@@ -100,7 +100,7 @@ def empty(shape: Any, dtype: Any = float, *, lifetime: str = "ray") -> PendingAr
     oid = gismo.random_id()
     header = _codec._header("ndarray", dtype=np.lib.format.dtype_to_descr(dt), shape=list(shape))
     try:
-        wb = c.create(oid, count * dt.itemsize, header)
+        wb = c.create(oid, count * dt.itemsize, header, dies_with_creator=lifetime == "ray")
     except gismo.StoreFullError as e:
         raise gr._store_full(c, gr._region_uuid(c), e) from e
     pending = PendingArray(c, oid, wb, shape, dt)

@@ -407,13 +407,34 @@ def put(value: Any, *, lifetime: str = "ray") -> GismoRef:
     _pickling.depth = depth + 1
     try:
         pin = _codec.write(
-            c, oid, value, pickler=cloudpickle.Pickler, persistent_id=_contained_refs(refs)
+            _DyingWithThisProcess(c) if lifetime == "ray" else c,
+            oid,
+            value,
+            pickler=cloudpickle.Pickler,
+            persistent_id=_contained_refs(refs),
         )
     except gismo.StoreFullError as e:
         raise _store_full(c, region, e) from e
     finally:
         _pickling.depth = depth
     return _publish(c, oid, pin, refs, lifetime, region)
+
+
+class _DyingWithThisProcess:
+    """``c`` for ``_codec.write``, but its creates make objects that die with this process: Ray's
+    lifetime ends when the owner dies (its anchor is lost, ``OwnerDiedError``), so the region
+    object goes too — deleted when this process's client is reaped (at once if nobody reads it,
+    else at the last reader's release), by whichever process maintains the region. Without it a
+    killed Ray cluster left every object it had put in the region."""
+
+    def __init__(self, c: Client) -> None:
+        self._c = c
+
+    def create(self, oid: bytes, size: int, metadata: bytes = b""):
+        return self._c.create(oid, size, metadata, dies_with_creator=True)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._c, name)
 
 
 def _lifetime(lifetime: str) -> str:

@@ -116,27 +116,34 @@ impl Client {
     }
 
     /// Creates object `id` with `size` data bytes (and `metadata` stored after them) and returns
-    /// a writable buffer. Evicts unreferenced objects if the region is full.
-    #[pyo3(signature = (id, size, metadata=b"".as_slice()))]
+    /// a writable buffer. Evicts unreferenced objects if the region is full. With
+    /// `dies_with_creator`, the object is deleted when this process dies and its client is reaped
+    /// (Ray's rule for an object whose owner died; readers holding it keep it until they let go).
+    #[pyo3(signature = (id, size, metadata=b"".as_slice(), dies_with_creator=false))]
     fn create(
         &self,
         py: Python<'_>,
         id: &[u8],
         size: u64,
         metadata: &[u8],
+        dies_with_creator: bool,
     ) -> PyResult<WritableBuffer> {
         let oid = id::parse(id)?;
         let client = self.client()?;
         let buffer = py
             .detach(|| {
-                client.create(
-                    &oid,
-                    &OwnerAddress::default(),
-                    false,
-                    size,
-                    metadata,
-                    ObjectSource::CreatedByWorker,
-                )
+                if dies_with_creator {
+                    client.create_dying_with_client(&oid, size, metadata)
+                } else {
+                    client.create(
+                        &oid,
+                        &OwnerAddress::default(),
+                        false,
+                        size,
+                        metadata,
+                        ObjectSource::CreatedByWorker,
+                    )
+                }
             })
             .map_err(errors::to_py)?;
         let creation = Creation::new(client, buffer);

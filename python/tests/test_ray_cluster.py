@@ -178,32 +178,31 @@ def test_a_lost_object_raises_object_lost_on_a_worker_at_once(ray_cluster):
     assert gref.id.hex() in message
 
 
-def test_an_object_of_a_dead_owner_once_evicted_raises_object_lost(ray_cluster):
+def test_an_object_of_a_dead_owner_is_deleted_with_it_and_raises_object_lost(ray_cluster):
     _, driver, _ = ray_cluster
 
     @ray.remote(resources={"A": 1}, num_cpus=0)
     class Owner:
         def make(self):
-            return os.getpid(), gr.put(np.full(16 * MiB, 5, dtype=np.uint8))
+            return (
+                os.getpid(),
+                gr.put(np.full(16 * MiB, 5, dtype=np.uint8)),
+                gr.put(np.full(16 * MiB, 6, dtype=np.uint8), lifetime="explicit"),
+            )
 
     owner = Owner.remote()
-    pid, gref = ray.get(owner.make.remote())
+    pid, gref, kept = ray.get(owner.make.remote())
     assert int(gr.get(gref)[0]) == 5
-    os.kill(pid, signal.SIGKILL)  # the owner dies: Ray loses the anchor, its pin is reaped
-    # By gismo.ray's own maintainer (no server, no reap_dead call): then unreferenced, evictable.
-    wait_until(lambda: driver.refcount(gref.id) == 0, "the dead owner's pin to go")
-    # Fill the region with objects nobody may evict (as large as the orphan, so that evicting it
-    # makes room for one) until the orphan is evicted.
-    fillers = []
-    try:
-        while driver.contains(gref.id):
-            assert len(fillers) < 64, "the unreferenced object was never evicted"
-            fillers.append(gr.put(np.zeros(16 * MiB, dtype=np.uint8), lifetime="explicit"))
-        types, message, _ = ray.get(try_get.remote([gref]), timeout=60)
-        assert types is not None and "ObjectLostError" in types
-    finally:
-        for f in fillers:
-            gr.free(f)
+    os.kill(pid, signal.SIGKILL)  # the owner dies: Ray loses the anchor (OwnerDiedError)
+    # gismo.ray's own maintainer (no server, no reap_dead call) reaps it, and the object of Ray's
+    # lifetime goes with it, as in Ray.
+    wait_until(lambda: not driver.contains(gref.id), "the dead owner's object to be deleted")
+    types, message, _ = ray.get(try_get.remote([gref]), timeout=60)
+    assert types is not None and "ObjectLostError" in types, message
+    # An explicit-lifetime object outlives its creator, unreferenced, until freed.
+    assert driver.contains(kept.id) and driver.refcount(kept.id) == 0
+    assert int(gr.get(kept)[0]) == 6
+    gr.free(kept)
 
 
 @ray.remote(resources={"B": 1})

@@ -13,7 +13,7 @@ use crate::store::clients::{
     process_start_time, reap_flags, status, ClientEntry, EntryWord, HostIdentity,
 };
 use crate::store::directory::{
-    after_release, flags, seal_word, state, InsertError, SealRefused, Word, NO_OWNER,
+    after_release, flags, object_flags, seal_word, state, InsertError, SealRefused, Word, NO_OWNER,
 };
 use crate::store::error::{Result, StoreError};
 use crate::store::events::EventKind;
@@ -61,6 +61,11 @@ pub struct CreateInfo {
     pub owner: OwnerAddress,
     pub source: ObjectSource,
     pub is_mutable: bool,
+    /// Delete the object when its creator dies (is reaped), as Ray does with an object whose
+    /// owner died: for creators that own what they create (`gismo.ray.put` with Ray's lifetime),
+    /// so that nothing is left in the region when a whole Ray cluster is killed. Not for the
+    /// raylet's creates (Ray deletes those through the store).
+    pub dies_with_creator: bool,
 }
 
 /// What `delete` did.
@@ -424,7 +429,15 @@ impl Client {
                 s.metadata_size
                     .store(metadata_size as u32, Ordering::Relaxed);
                 s.last_access_ms.store(now, Ordering::Relaxed);
-                let obj_flags = u64::from(info.is_mutable);
+                let obj_flags = if info.is_mutable {
+                    object_flags::MUTABLE
+                } else {
+                    0
+                } | if info.dies_with_creator {
+                    object_flags::DIES_WITH_CREATOR
+                } else {
+                    0
+                };
                 s.created.store(
                     now << 16 | (info.source as u64) << 8 | obj_flags,
                     Ordering::Relaxed,

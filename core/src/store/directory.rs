@@ -90,6 +90,15 @@ pub mod flags {
     pub const FINISHING: u8 = 16;
 }
 
+/// Bits of the low byte of a slot's `created` word (set at create, immutable after).
+pub mod object_flags {
+    /// Ray's experimental mutable object (a channel).
+    pub const MUTABLE: u64 = 1;
+    /// Deleted when its creator is reaped (it died): Ray's lifetime for an object its creator
+    /// owns (`CreateInfo::dies_with_creator`). Readers holding it keep it until they release.
+    pub const DIES_WITH_CREATOR: u64 = 2;
+}
+
 /// Owner value meaning "no client".
 pub const NO_OWNER: u16 = u16::MAX;
 

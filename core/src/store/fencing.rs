@@ -494,8 +494,11 @@ impl<'a> DeadEntry<'a> {
     /// whose delete was pending on them is deleted. `names_slot(slot, g16)` gives the slot and
     /// its current word if a table entry's generation still names the slot's object; `refcount`
     /// sums the references on `(slot, gen)` of every live client (run by `begin_delete` after the
-    /// erasure, so ours do not count); `complete(slot, deleting)` finishes a delete
+    /// erasure, so ours do not count); `dies_with_victim(slot, word)` says whether a sealed object
+    /// it held dies with it (created by it with `CreateInfo::dies_with_creator`): deleted now as
+    /// well, deferred while others hold it; `complete(slot, deleting)` finishes a delete
     /// `begin_delete` handed to us (as maintainer `reaper`). Returns the references released.
+    #[allow(clippy::too_many_arguments)]
     pub fn release_references<'s>(
         &self,
         c: &Coherence,
@@ -503,6 +506,7 @@ impl<'a> DeadEntry<'a> {
         names_slot: impl Fn(u32, u16) -> Option<(&'s Slot, Word)>,
         reaper: u16,
         refcount: impl Fn(u32, u32) -> u32,
+        dies_with_victim: impl Fn(&Slot, Word) -> bool,
         mut complete: impl FnMut(u32, Word),
     ) -> u64 {
         let held = table.held();
@@ -518,7 +522,9 @@ impl<'a> DeadEntry<'a> {
             let Some((slot, w)) = names_slot(slot_index, g16) else {
                 continue;
             };
-            if w.state == state::SEALED && w.flags & flags::DELETE_PENDING != 0 {
+            if w.state == state::SEALED
+                && (w.flags & flags::DELETE_PENDING != 0 || dies_with_victim(slot, w))
+            {
                 if let Some(deleting) =
                     begin_delete(c, slot, w, reaper, || refcount(slot_index, w.gen))
                 {

@@ -47,7 +47,8 @@ use crate::store::clients::{
     process_liveness, reap_flags, status, EntryWord, HostIdentity, Liveness,
 };
 use crate::store::directory::{
-    abort_dead_owners_slot, begin_delete, flags, resume_owned_delete, state, DeadSlot, Resumed,
+    abort_dead_owners_slot, begin_delete, flags, object_flags, resume_owned_delete, state,
+    DeadSlot, Resumed,
 };
 use crate::store::error::{Result, StoreError};
 use crate::store::fencing::{DeadEntry, TakenIntent};
@@ -558,6 +559,10 @@ impl Store {
             },
             reaper,
             |slot, gen| self.refcount(slot as usize, gen),
+            |slot, w| {
+                w.owner == owner
+                    && slot.created.load(Ordering::Relaxed) & object_flags::DIES_WITH_CREATOR != 0
+            },
             |slot, deleting| match self.complete_delete(slot as usize, deleting) {
                 Ok(()) => report.deleted_objects += 1,
                 Err(err) => {

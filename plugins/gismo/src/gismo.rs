@@ -242,6 +242,23 @@ impl GismoClient {
         self.inner.store.reap_dead(me, lease_ms)
     }
 
+    /// Creates an object (evicting if the region is full) that is deleted when this client dies
+    /// and is reaped (`CreateInfo::dies_with_creator`): for a process that owns what it
+    /// creates, as `gismo.ray.put` with Ray's lifetime does. Otherwise as `create`.
+    ///
+    /// # Errors
+    /// As `create`.
+    pub fn create_dying_with_client(
+        &self,
+        id: &ObjectId,
+        data_size: u64,
+        metadata: &[u8],
+    ) -> Result<WritableBuffer, Status> {
+        let owner = OwnerAddress::default();
+        let source = ObjectSource::CreatedByWorker;
+        self.create_inner(id, &owner, false, data_size, metadata, source, true, true)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn create_inner(
         &self,
@@ -252,11 +269,13 @@ impl GismoClient {
         metadata: &[u8],
         source: ObjectSource,
         evict: bool,
+        dies_with_creator: bool,
     ) -> Result<WritableBuffer, Status> {
         let info = CreateInfo {
             owner: owner.clone(),
             source,
             is_mutable,
+            dies_with_creator,
         };
         let mode = if evict {
             CreateMode::EvictIfFull
@@ -294,7 +313,9 @@ impl ObjectStoreClient for GismoClient {
         metadata: &[u8],
         source: ObjectSource,
     ) -> Result<WritableBuffer, Status> {
-        self.create_inner(id, owner, is_mutable, data_size, metadata, source, true)
+        self.create_inner(
+            id, owner, is_mutable, data_size, metadata, source, true, false,
+        )
     }
 
     fn try_create_immediately(
@@ -305,7 +326,7 @@ impl ObjectStoreClient for GismoClient {
         metadata: &[u8],
         source: ObjectSource,
     ) -> Result<WritableBuffer, Status> {
-        self.create_inner(id, owner, false, data_size, metadata, source, false)
+        self.create_inner(id, owner, false, data_size, metadata, source, false, false)
     }
 
     fn seal(&self, id: &ObjectId) -> Result<(), Status> {
