@@ -101,9 +101,11 @@ def _arrow_type_of(value: Any) -> Optional[str]:
         kind, schema = "array", pa.schema([pa.field("_", value.type)])
     else:
         return None
-    if _ARROW_EXTENSION_KEY in schema.serialize().to_pybytes():
+    try:
+        extension = _ARROW_EXTENSION_KEY in schema.serialize().to_pybytes()
+    except pa.ArrowException:  # a schema IPC cannot write: pickled
         return None
-    return kind
+    return None if extension else kind
 
 
 def _arrow_stream(value: Any, kind: str):
@@ -174,8 +176,9 @@ def write(
     if _is_arrow_buffer(value):
         return _write_bytes(client, oid, memoryview(value), "arrow")
     arrow_type = _arrow_type_of(value)
-    if arrow_type is not None:
-        return _write_arrow(client, oid, value, arrow_type)
+    plan = _plan_arrow_stream(value, arrow_type) if arrow_type is not None else None
+    if plan is not None:
+        return _write_arrow(client, oid, arrow_type, *plan)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return _write_bytes(client, oid, memoryview(value), "bytes")
     return _write_pickle(client, oid, value, pickler, persistent_id)
@@ -197,13 +200,24 @@ def _write_bytes(client, oid: bytes, src: memoryview, kind: str):
         raise
 
 
-def _write_arrow(client, oid: bytes, value: Any, kind: str):
+def _plan_arrow_stream(value: Any, kind: str) -> Optional[Tuple[Any, List[Any], int]]:
+    """The schema, record batches and size in bytes of ``value``'s IPC stream, measured by
+    writing it to a ``MockOutputStream`` (no bytes are copied); ``None`` if IPC cannot write
+    it (then it is pickled)."""
     import pyarrow as pa
 
-    schema, batches = _arrow_stream(value, kind)
-    measure = pa.MockOutputStream()
-    _write_arrow_stream(measure, schema, batches)
-    size = measure.size()
+    try:
+        schema, batches = _arrow_stream(value, kind)
+        measure = pa.MockOutputStream()
+        _write_arrow_stream(measure, schema, batches)
+    except (pa.ArrowException, TypeError):  # a type IPC cannot write
+        return None
+    return schema, batches, measure.size()
+
+
+def _write_arrow(client, oid: bytes, kind: str, schema: Any, batches: List[Any], size: int):
+    import pyarrow as pa
+
     wb = client.create(oid, size, _header("arrow_ipc", type=kind))
     try:
         with memoryview(wb) as raw:
