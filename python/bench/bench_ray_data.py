@@ -21,7 +21,8 @@ times (a new seed each) and the median reported. After every run the shuffled da
 count and the sums of ``id`` and ``v`` are compared with the input's (outside the timing). Also
 reported per mode: the bytes received on the loopback interface during the timed shuffles
 (``/proc/net/dev``; the raylets' object managers move blocks over it, plus RPCs — anything else
-on the machine adds to it), divided by the runs.
+on the machine adds to it), divided by the runs, and the most of the region in use right after
+a run (in transparent mode: the input and output blocks, and any slices not yet freed).
 
     tools/ray-venv.sh                      # once; prints the venv (pyarrow, pandas for Ray Data)
     (cd python && maturin develop --release)
@@ -118,13 +119,14 @@ def run_mode(cluster, mode: str, region: str, args) -> dict:
         )
         # One untimed run: starts and warms the workers of every node.
         checksums(ds.random_shuffle(seed=1000).materialize())
-        times, moved = [], 0
+        times, moved, region_used = [], 0, 0
         for rep in range(args.reps):
             rx = loopback_rx_bytes()
             start = time.perf_counter()
             out = ds.random_shuffle(seed=rep).materialize()
             times.append(time.perf_counter() - start)
             moved += loopback_rx_bytes() - rx
+            region_used = max(region_used, gr.client().stats()["used_bytes"])
             if args.stats and rep == args.reps - 1:
                 print(f"--- {mode}, run {rep}: Ray Data stats\n{out.stats()}", flush=True)
             got = checksums(out)
@@ -136,6 +138,7 @@ def run_mode(cluster, mode: str, region: str, args) -> dict:
             "times_s": times,
             "loopback_bytes_per_run": moved / args.reps,
             "dataset_bytes": ds.size_bytes(),
+            "region_used_bytes_max": region_used,
             "checksums": list(expected),
         }
         if mode == "transparent":
@@ -179,7 +182,8 @@ def run(args) -> list:
                 f"{mode:>12}: median {row['median_s']:.3f} s of "
                 f"{', '.join(f'{t:.3f}' for t in row['times_s'])}; loopback "
                 f"{row['loopback_bytes_per_run'] / MiB:.1f} MiB/run; dataset "
-                f"{row['dataset_bytes'] / MiB:.1f} MiB; checksums ok",
+                f"{row['dataset_bytes'] / MiB:.1f} MiB; region in use after a run ≤ "
+                f"{row['region_used_bytes_max'] / MiB:.1f} MiB; checksums ok",
                 flush=True,
             )
     finally:
