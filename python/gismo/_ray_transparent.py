@@ -131,6 +131,9 @@ def _install_arrow() -> None:
     import ray.cloudpickle
     import ray.util
 
+    # Ray registers its own reducers (pyarrow.Table's) when it makes the serialization context:
+    # make sure it exists before reading them.
+    ray._private.worker.global_worker.get_serialization_context()
     dispatch = ray.cloudpickle.CloudPickler.dispatch
     for cls in _arrow_classes():
         if cls not in _arrow_previous:  # a second install() must not take ours for Ray's
