@@ -43,6 +43,9 @@ import uuid
 
 # Loopback only: Ray then uses 127.0.0.1 for every node, driver and worker (set before import).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# No usage reports (Ray's, and Ray Data's collector actor querying a Prometheus on localhost).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402

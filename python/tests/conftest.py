@@ -13,6 +13,10 @@ import pytest
 # Every Ray process the tests start listens on loopback only (Ray then uses 127.0.0.1 for every
 # node, driver and worker). Set before `import ray` anywhere in the session.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# No usage reports: Ray's own (to the network) and Ray Data's collector (a detached actor querying
+# a Prometheus on localhost that is not there).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
 
 import gismo  # noqa: E402
 
