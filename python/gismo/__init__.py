@@ -184,8 +184,9 @@ def disconnect() -> None:
 
 
 def put(value: Any, *, id: Optional[bytes] = None, client: Optional[Client] = None) -> ObjectRef:
-    """Stores ``value`` (NumPy array, bytes-like, ``pyarrow.Buffer``, or any picklable value) as a
-    new sealed object and returns its handle (``id`` defaults to a random one)."""
+    """Stores ``value`` (NumPy array, bytes-like, ``pyarrow.Buffer``, pyarrow table, record
+    batch or array — an Arrow IPC stream, read back in place —, or any picklable value) as a new
+    sealed object and returns its handle (``id`` defaults to a random one)."""
     c = client or _default()
     oid = random_id() if id is None else bytes(id)
     pin = _codec.write(c, oid, value)

@@ -11,6 +11,17 @@ allocation) holds a small header telling how to read them:
 * ``bytes`` — ``bytes``, ``bytearray`` or any C-contiguous buffer; read back as a read-only
   ``memoryview`` over the region.
 * ``arrow`` — a ``pyarrow.Buffer``; read back as ``pyarrow.py_buffer`` over the region.
+* ``arrow_ipc`` — a ``pyarrow.Table``, ``RecordBatch``, ``ChunkedArray`` or ``Array`` (``type``:
+  ``table``, ``record_batch``, ``chunked_array``, ``array``): the data is an Arrow IPC *stream*
+  (schema, record batches, end-of-stream marker; an array is the one column of a one-batch stream,
+  a chunked array the one column of a table), written straight into the object, whose size is
+  measured first by writing the same stream to a ``pyarrow.MockOutputStream`` — so the writer
+  copies the bytes once. IPC writes only the referenced range of a sliced value (pickling a slice
+  would carry its parent's whole buffers). Read back with ``pyarrow.ipc.open_stream`` over a
+  ``pyarrow.py_buffer`` of the region: every buffer of the result is a slice of the region's
+  mapping (no copy), immutable, and keeps the object referenced as long as it lives. Values with
+  extension types (which a reader that has not registered the type would get back as their
+  storage type) are pickled instead.
 * no header (an object made with ``create``/``seal`` or by another program) — read back as
   ``bytes`` are.
 * ``pickle`` — anything else, pickled with protocol 5 and its large buffers kept *out of band*:
@@ -69,6 +80,57 @@ def _is_arrow_buffer(value: Any) -> bool:
     return t.__module__.startswith("pyarrow") and t.__name__ == "Buffer"
 
 
+#: Field metadata key by which Arrow IPC marks an extension type.
+_ARROW_EXTENSION_KEY = b"ARROW:extension:name"
+
+
+def _arrow_type_of(value: Any) -> Optional[str]:
+    """The ``arrow_ipc`` type of a pyarrow data value written as an IPC stream, else ``None``
+    (not pyarrow data, or with an extension type somewhere in its schema)."""
+    if not type(value).__module__.startswith("pyarrow"):
+        return None
+    import pyarrow as pa
+
+    if isinstance(value, pa.Table):
+        kind, schema = "table", value.schema
+    elif isinstance(value, pa.RecordBatch):
+        kind, schema = "record_batch", value.schema
+    elif isinstance(value, pa.ChunkedArray):
+        kind, schema = "chunked_array", pa.schema([pa.field("_", value.type)])
+    elif isinstance(value, pa.Array):
+        kind, schema = "array", pa.schema([pa.field("_", value.type)])
+    else:
+        return None
+    try:
+        extension = _ARROW_EXTENSION_KEY in schema.serialize().to_pybytes()
+    except pa.ArrowException:  # a schema IPC cannot write: pickled
+        return None
+    return None if extension else kind
+
+
+def _arrow_stream(value: Any, kind: str):
+    """The schema and record batches of the IPC stream that holds ``value``."""
+    import pyarrow as pa
+
+    if kind == "table":
+        return value.schema, value.to_batches()
+    if kind == "record_batch":
+        return value.schema, [value]
+    if kind == "chunked_array":
+        table = pa.Table.from_arrays([value], names=["_"])
+        return table.schema, table.to_batches()
+    batch = pa.RecordBatch.from_arrays([value], names=["_"])
+    return batch.schema, [batch]
+
+
+def _write_arrow_stream(sink: Any, schema: Any, batches: Sequence[Any]) -> None:
+    import pyarrow as pa
+
+    with pa.ipc.new_stream(sink, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+
+
 def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
@@ -113,6 +175,10 @@ def write(
             raise
     if _is_arrow_buffer(value):
         return _write_bytes(client, oid, memoryview(value), "arrow")
+    arrow_type = _arrow_type_of(value)
+    plan = _plan_arrow_stream(value, arrow_type) if arrow_type is not None else None
+    if plan is not None:
+        return _write_arrow(client, oid, arrow_type, *plan)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return _write_bytes(client, oid, memoryview(value), "bytes")
     return _write_pickle(client, oid, value, pickler, persistent_id)
@@ -127,6 +193,48 @@ def _write_bytes(client, oid: bytes, src: memoryview, kind: str):
         if src.nbytes:
             with memoryview(wb) as dst:
                 dst[:] = src
+        return wb.seal()
+    except BaseException:
+        if wb.writable:
+            wb.abort()
+        raise
+
+
+def _plan_arrow_stream(value: Any, kind: str) -> Optional[Tuple[Any, List[Any], int]]:
+    """The schema, record batches and size in bytes of ``value``'s IPC stream, measured by
+    writing it to a ``MockOutputStream`` (no bytes are copied); ``None`` if IPC cannot write
+    it (then it is pickled)."""
+    import pyarrow as pa
+
+    try:
+        schema, batches = _arrow_stream(value, kind)
+        measure = pa.MockOutputStream()
+        _write_arrow_stream(measure, schema, batches)
+    except (pa.ArrowException, TypeError):  # a type IPC cannot write
+        return None
+    return schema, batches, measure.size()
+
+
+def _write_arrow(client, oid: bytes, kind: str, schema: Any, batches: List[Any], size: int):
+    import pyarrow as pa
+
+    wb = client.create(oid, size, _header("arrow_ipc", type=kind))
+    try:
+        with memoryview(wb) as raw:
+            # A mutable Arrow buffer over the new object (it holds an export of ``raw`` until it
+            # is collected: dropped before the memoryview is released, and before the seal).
+            target = pa.py_buffer(raw)
+            sink = pa.FixedSizeBufferWriter(target)
+            try:
+                _write_arrow_stream(sink, schema, batches)
+                written = sink.tell()
+            finally:
+                sink.close()
+                del sink, target
+        if written != size:
+            raise _native.GismoError(
+                f"Arrow IPC stream of {written} bytes, measured {size} (pyarrow changed it?)"
+            )
         return wb.seal()
     except BaseException:
         if wb.writable:
@@ -236,6 +344,8 @@ def read(
         import pyarrow
 
         return pyarrow.py_buffer(memoryview(buffer))
+    if kind == "arrow_ipc":
+        return _read_arrow(buffer, header.get("type"))
     if kind == "pickle":
         view = memoryview(buffer)
         bufs = [view[o : o + n] for o, n in header["buffers"]]
@@ -249,6 +359,26 @@ def read(
             )
         return _loads_with_refs(view[: header["main"]], bufs, list(contained()), refs)
     raise _native.GismoError(f"unknown object kind {kind!r} (written by a newer gismo?)")
+
+
+def _read_arrow(buffer: "_native.ObjectBuffer", kind: Any) -> Any:
+    import pyarrow as pa
+
+    if kind not in ("table", "record_batch", "chunked_array", "array"):
+        raise _native.GismoError(f"unknown Arrow value type {kind!r} (written by a newer gismo?)")
+    # A read-only Arrow buffer over the region: the reader slices it, so every buffer of the
+    # result is a view of the region whose parent holds this memoryview (and so the
+    # ObjectBuffer's export) until the last array goes.
+    source = pa.py_buffer(memoryview(buffer))
+    reader = pa.ipc.open_stream(source)
+    if kind == "table":
+        return reader.read_all()
+    if kind == "chunked_array":
+        return reader.read_all().column(0)
+    batches = list(reader)
+    if len(batches) != 1:
+        raise _native.GismoError(f"corrupt Arrow object: {len(batches)} record batches, not 1")
+    return batches[0] if kind == "record_batch" else batches[0].column(0)
 
 
 class _RefUnpickler(pickle.Unpickler):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -12,6 +13,10 @@ import pytest
 # Every Ray process the tests start listens on loopback only (Ray then uses 127.0.0.1 for every
 # node, driver and worker). Set before `import ray` anywhere in the session.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# No usage reports: Ray's own (to the network) and Ray Data's collector (a detached actor querying
+# a Prometheus on localhost that is not there).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
 
 import gismo  # noqa: E402
 
@@ -27,16 +32,39 @@ def fresh_region(size: int) -> str:
 def in_region_mapping(arr, region: str | None = None) -> bool:
     """Whether the array's bytes lie in this process's mapping of the region file (`region`, a
     `file:` spec; default: this process's `GISMO_REGION`)."""
+    return range_in_region_mapping(arr.__array_interface__["data"][0], arr.nbytes, region)
+
+
+def range_in_region_mapping(start: int, nbytes: int, region: str | None = None) -> bool:
+    """Whether the bytes [start, start + nbytes) lie in this process's mapping of the region file
+    (as `in_region_mapping`)."""
     path = (region or os.environ[gismo.REGION_ENV]).split(":", 1)[1]
-    start = arr.__array_interface__["data"][0]
     with open("/proc/self/maps") as maps:
         for line in maps:
             fields = line.split()
             if len(fields) >= 6 and fields[5] == path:
                 lo, hi = (int(x, 16) for x in fields[0].split("-"))
-                if lo <= start and start + arr.nbytes <= hi:
+                if lo <= start and start + nbytes <= hi:
                     return True
     return False
+
+
+def arrow_buffers(value) -> list:
+    """Every buffer (children's too) of a pyarrow Table, RecordBatch, ChunkedArray or Array."""
+    if hasattr(value, "columns"):  # Table, RecordBatch
+        return [b for column in value.columns for b in arrow_buffers(column)]
+    if hasattr(value, "chunks"):  # ChunkedArray
+        return [b for chunk in value.chunks for b in arrow_buffers(chunk)]
+    return [b for b in value.buffers() if b is not None]
+
+
+def arrow_in_region_mapping(value, region: str | None = None) -> bool:
+    """Whether every buffer of an Arrow value lies in this process's mapping of the region (and
+    is immutable): read in place, read-only."""
+    buffers = [b for b in arrow_buffers(value) if b.size]
+    return bool(buffers) and all(
+        not b.is_mutable and range_in_region_mapping(b.address, b.size, region) for b in buffers
+    )
 
 
 def remove_region(spec: str) -> None:
@@ -66,10 +94,20 @@ def ray_cluster():
     them, all attached to one region in /dev/shm, on loopback. Yields (cluster, driver client,
     region). Everything it makes (region, Ray session, temp dir) is removed on the way out, also
     when setting up fails half-way."""
+    with two_raylet_cluster() as started:
+        yield started
+
+
+@contextlib.contextmanager
+def two_raylet_cluster(
+    region_size: int = 256 << 20, runtime_env: dict | None = None, env_vars: dict | None = None
+):
+    """The cluster of `ray_cluster`, with a region of `region_size` bytes, and `runtime_env`
+    (such as a `worker_process_setup_hook`) and `env_vars` added to the job's runtime env."""
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
-    spec = fresh_region(256 << 20)
+    spec = fresh_region(region_size)
     # A private Ray temp root: `Cluster` writes its address file under the *default* Ray temp dir
     # (RAY_TMPDIR/ray) even when the head has its own temp_dir, so both point into it. Short, so
     # that Ray's socket paths fit sockaddr_un.
@@ -81,7 +119,7 @@ def ray_cluster():
     os.makedirs(temp_dir, exist_ok=True)
     cluster = None
     try:
-        driver = gismo.connect(spec, size=256 << 20, client_name="pytest-driver")
+        driver = gismo.connect(spec, size=region_size, client_name="pytest-driver")
         store = 128 << 20
         cluster = Cluster(
             initialize_head=True,
@@ -101,8 +139,8 @@ def ray_cluster():
         # Workers import the test modules by name (Ray pickles their functions by reference).
         here = os.path.dirname(os.path.abspath(__file__))
         path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-        env = {gismo.REGION_ENV: spec, "PYTHONPATH": path}
-        ray.init(address=cluster.address, runtime_env={"env_vars": env})
+        env = {gismo.REGION_ENV: spec, "PYTHONPATH": path, **(env_vars or {})}
+        ray.init(address=cluster.address, runtime_env={**(runtime_env or {}), "env_vars": env})
         yield cluster, driver, spec
     finally:
         ray.shutdown()

@@ -254,6 +254,72 @@ def test_arrow_buffers_round_trip_in_place(client):
     assert isinstance(got, pa.Buffer) and got.to_pybytes() == b"arrow bytes"
 
 
+def test_arrow_tables_batches_and_arrays_are_ipc_streams_read_in_place(client):
+    pa = pytest.importorskip("pyarrow")
+    from conftest import arrow_in_region_mapping
+
+    table = pa.table(
+        {
+            "x": np.arange(100_000, dtype=np.int64),
+            "s": pa.array([f"v{i}" for i in range(100_000)]),
+            "d": pa.array(["a", "b", None, "a"] * 25_000).dictionary_encode(),
+        }
+    )
+    values = [
+        table,
+        table.combine_chunks().to_batches()[0],
+        table.column("x"),
+        table.column("s").chunk(0),
+        pa.table({"empty": pa.array([], pa.int32())}),
+    ]
+    for value in values:
+        ref = gismo.put(value)
+        with gismo.get_buffer(ref) as buf:
+            assert buf.metadata.startswith(b'GSMO1{"kind":"arrow_ipc"')
+        got = gismo.get(ref)
+        assert type(got) is type(value) and got.equals(value)
+        if len(got):
+            assert arrow_in_region_mapping(got, client.region)
+        del got
+        gismo.delete(ref)
+
+
+def test_a_sliced_arrow_table_stores_only_its_slice(client):
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({"x": np.arange(1 << 20, dtype=np.int64)})  # 8 MiB
+    piece = table.slice(1000, 1000)
+    ref = gismo.put(piece)
+    with gismo.get_buffer(ref) as buf:
+        assert buf.nbytes < 16 * 1024  # 8,000 bytes of values and the stream's framing
+    assert gismo.get(ref).equals(piece)
+
+
+def test_an_arrow_view_keeps_its_object_until_the_last_buffer_goes(client):
+    pa = pytest.importorskip("pyarrow")
+    ref = gismo.put(pa.table({"x": np.arange(10_000, dtype=np.int64)}))
+    column = gismo.get(ref).column("x")  # the table goes, one column stays
+    gc.collect()
+    assert client.refcount(ref.id) == 2  # put's own reference and the column's
+    ref.release()
+    gismo.delete(ref)
+    assert gismo.contains(ref) and client.delete_pending(ref.id)
+    assert column.to_pylist()[-1] == 9_999
+    del column
+    gc.collect()
+    assert not gismo.contains(ref)
+
+
+def test_arrow_extension_types_are_pickled_not_ipc(client):
+    pa = pytest.importorskip("pyarrow")
+    tensors = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ones((4, 2, 2), np.float32))
+    ref = gismo.put(pa.table({"t": tensors}))
+    with gismo.get_buffer(ref) as buf:
+        assert buf.metadata.startswith(b'GSMO1{"kind":"pickle"')
+    got = gismo.get(ref)
+    assert isinstance(got.column("t").type, pa.FixedShapeTensorType)
+    assert got.column("t").equals(pa.chunked_array([tensors]))
+
+
 def test_ndarray_subclasses_keep_their_type(client):
     masked = np.ma.masked_array([1, 2, 3], mask=[False, True, False])
     got = gismo.get(gismo.put(masked))
