@@ -33,7 +33,9 @@ Failures are Ray-like, never hangs: a handle always names an object sealed befor
 existed, so ``get`` does not wait: an object that is gone raises :class:`ObjectLostError` (a
 ``ray.exceptions.ObjectLostError``) at once; a handle of another region raises
 :class:`RegionMismatchError`; a full region makes ``put`` raise :class:`ObjectStoreFullError`
-(a ``gismo.StoreFullError`` and a ``ray.exceptions.ObjectStoreFullError``). See
+(a ``gismo.StoreFullError`` and a ``ray.exceptions.ObjectStoreFullError``). A process that
+cannot map the region at all (:class:`RegionUnavailableError`) still gets values from ``get``:
+a copy fetched through Ray from a node that maps it (``gismo/_ray_fetch.py``). See
 ``docs/python.md``.
 """
 
