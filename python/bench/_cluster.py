@@ -6,7 +6,8 @@ store, and creates a region in ``/dev/shm`` that the driver attaches; ``job(...)
 driver to it with ``GISMO_REGION`` in every worker's environment (and, for transparent mode, the
 setup hook ``gismo.ray.install``). Everything either makes is removed on the way out, also when
 setting up fails half-way. Also here: the counters the benchmarks report (bytes received on the
-loopback interface; bytes created in the raylets' object stores) and the checksum they verify.
+loopback interface; bytes the raylets received over TCP, i.e. pulled from each other's object
+stores) and the checksum they verify.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import uuid
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 # Loopback only: Ray then uses 127.0.0.1 for every node, driver and worker (set before import).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -131,20 +133,32 @@ def loopback_rx_bytes() -> int:
     raise RuntimeError("no loopback interface in /proc/net/dev")
 
 
-def store_created_bytes() -> int:
-    """Bytes created so far in the object stores of every live raylet of the connected cluster
-    (Ray's ``GetNodeStats`` store stats, ``cumulative_created_bytes``): the objects tasks and
-    ``ray.put`` stored there, and the copies pulled in from other nodes. Objects Ray inlines
-    (under 100 KiB) never reach a store and are not counted."""
-    from ray._private.internal_api import node_stats
+def raylet_pids(c: Cluster) -> List[int]:
+    """The process ids of the cluster's raylets."""
+    return [n.all_processes["raylet"][0].process.pid for n in c.list_all_nodes()]
 
-    total = 0
-    for node in ray.nodes():
-        if node.get("Alive"):
-            reply = node_stats(
-                node["NodeManagerAddress"], node["NodeManagerPort"], include_memory_info=False
-            )
-            total += reply.store_stats.cumulative_created_bytes
+
+def raylet_rx_bytes(pids: Sequence[int]) -> Optional[int]:
+    """Bytes the raylets ``pids`` have received on their open TCP sockets (the kernel's
+    ``tcp_info`` counters, read with ``ss -tinp``). Between raylets on one machine that is
+    what their object managers pull from each other (Ray's chunked ``Push``) plus a few kilobytes
+    of RPCs; workers write their results into their own node's store through shared memory, and
+    reach their raylet over a Unix socket, so neither counts. A socket closed between two readings
+    takes its count with it (Ray keeps its connections between raylets open). ``None`` where
+    ``ss`` (iproute2) is not installed."""
+    if shutil.which("ss") is None:
+        return None
+    out = subprocess.run(["ss", "-tinpH"], capture_output=True, text=True, check=True).stdout
+    wanted = {f"pid={p}," for p in pids}
+    total, ours = 0, False
+    for line in out.splitlines():
+        if not line.startswith(("\t", " ")):  # a socket's first line: its owners
+            ours = any(w in line for w in wanted)
+            continue
+        if ours:
+            for field in line.split():
+                if field.startswith("bytes_received:"):
+                    total += int(field.split(":", 1)[1])
     return total
 
 
