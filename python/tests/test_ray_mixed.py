@@ -42,6 +42,28 @@ def maps_file(path: str) -> bool:
         return any(line.split()[5:6] == [path] for line in maps)
 
 
+def test_without_the_region_and_without_ray_get_raises_region_unavailable(monkeypatch):
+    """Outside Ray there is no node to fetch from: the attach error itself, typed, and the same
+    spec is not tried again at every call. (First in the module: Ray is not up yet.)"""
+    if ray.is_initialized():
+        pytest.skip("Ray is up in this process")
+    gismo.disconnect()
+    missing = fresh_region(0)
+    monkeypatch.setenv(gismo.REGION_ENV, missing)
+    monkeypatch.setattr(gr, "_client", None)
+    monkeypatch.setattr(gr, "_attach_failure", None)
+    ref = gr.GismoRef(gismo.random_id(), 8, None, "some-region-uuid")
+    with pytest.raises(gr.RegionUnavailableError) as first:
+        gr.get(ref)
+    assert isinstance(first.value, gismo.GismoError) and missing in str(first.value)
+    assert gr._attach_failure is not None and gr._attach_failure[0] == missing
+    with pytest.raises(gr.RegionUnavailableError):
+        gr.get_buffer(ref)
+    monkeypatch.delenv(gismo.REGION_ENV)  # another value of the variable is tried afresh
+    with pytest.raises(gr.RegionUnavailableError, match=gismo.REGION_ENV):
+        gr.client()
+
+
 @pytest.fixture(scope="module")
 def mixed_cluster():
     """Yields (cluster, driver client, region spec, path B cannot map). Everything it makes is
