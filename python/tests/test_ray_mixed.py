@@ -217,6 +217,27 @@ def test_a_node_without_the_region_gets_the_value_through_ray(mixed_cluster):
     ray.kill(reader)
 
 
+@ray.remote(resources={"A": 1})
+def produce_values():
+    inner = gr.put(np.full(1000, 7, dtype=np.uint8))  # a GismoRef inside a value
+    return [
+        gr.put(b"hello"),  # inlined by Ray: far under 100 KiB
+        gr.put({"a": np.arange(1 << 16, dtype=np.uint64), "s": "x", "inner": inner}),
+    ]
+
+
+@ray.remote(resources={"B": 1})
+def read_values(refs):
+    small, value = (gr.get(r) for r in refs)
+    return bytes(small), int(value["a"].sum()), value["s"], int(gr.get(value["inner"]).sum())
+
+
+def test_small_and_pickled_values_reach_a_node_without_the_region(mixed_cluster):
+    refs = ray.get(produce_values.remote(), timeout=120)
+    got = ray.get(read_values.remote(refs), timeout=120)
+    assert got == (b"hello", sum(range(1 << 16)), "x", 7000)
+
+
 def test_a_lost_object_raises_object_lost_on_a_node_without_the_region(mixed_cluster):
     _, driver, _, _ = mixed_cluster
     boxed, _ = ray.get(produce.remote(MiB, 2, "explicit"), timeout=120)
