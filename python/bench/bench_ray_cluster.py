@@ -30,31 +30,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 
-# Loopback only: Ray then uses 127.0.0.1 for every node, driver and worker (set before import).
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-
+import _cluster  # noqa: E402 - first: it sets Ray's loopback-only switch before Ray is imported
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
 
-import gismo  # noqa: E402
 import gismo.ray as gr  # noqa: E402
+from _cluster import checksum, loopback_rx_bytes, wait_region_empty  # noqa: E402
 
 MiB = 1 << 20
 PAGE = 4096
-
-
-def checksum(arr: np.ndarray) -> int:
-    flat = arr.reshape(-1).view(np.uint8)
-    head = flat[: flat.size // 8 * 8].view(np.uint64)
-    return int(np.bitwise_xor.reduce(head)) ^ int(flat[head.size * 8 :].sum())
 
 
 def touch(arr: np.ndarray) -> int:
@@ -87,101 +75,58 @@ class Consumer:
         return got - start, touched - start, checksum(arr)
 
 
-def read_bytes() -> int:
-    """Bytes received on the loopback interface so far."""
-    with open("/proc/net/dev") as f:
-        for line in f:
-            name, _, counters = line.partition(":")
-            if name.strip() == "lo":
-                return int(counters.split()[0])
-    raise RuntimeError("no loopback interface in /proc/net/dev")
-
-
-def wait_region_empty(client: gismo.Client, limit_s: float = 30.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while client.stats()["used_bytes"] > 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 def run(sizes_mib, reps: int) -> dict:
     biggest = max(sizes_mib) * MiB
     store = int(biggest * 1.5) + 256 * MiB
-    region = f"file:/dev/shm/gismo-bench-{uuid.uuid4().hex[:10]}"
-    # A private Ray temp root: `Cluster` writes its address file under the default Ray temp dir
-    # (RAY_TMPDIR/ray) even when the head has its own temp_dir, so both point into it.
-    ray_root = tempfile.mkdtemp(prefix="ray")
-    os.environ["RAY_TMPDIR"] = ray_root
-    temp_dir = os.path.join(ray_root, "ray")
-    os.makedirs(temp_dir, exist_ok=True)
-    cluster = None
-    try:
-        driver = gismo.connect(region, size=int(biggest * 1.5) + 256 * MiB, client_name="bench")
-        cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 1,
-                "resources": {"A": 1},
-                "object_store_memory": store,
-                "temp_dir": temp_dir,
-                "include_dashboard": False,
-                "node_ip_address": "127.0.0.1",
-            },
-        )
-        cluster.add_node(
-            num_cpus=1, resources={"B": 1}, object_store_memory=store, node_ip_address="127.0.0.1"
-        )
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, runtime_env={"env_vars": {gismo.REGION_ENV: region}})
-        # One-time attach per worker: fresh actor processes on B.
-        attach = [
-            ray.get(Consumer.options(resources={"B": 0.01}).remote().attach.remote())
-            for _ in range(3)
-        ]
-        producer = Producer.remote()
-        on_b = Consumer.options(resources={"B": 0.01}).remote()
-        on_a = Consumer.options(resources={"A": 0.01}).remote()
-        ray.get([on_b.attach.remote(), on_a.attach.remote()])
-        rows = []
-        for mib in sizes_mib:
-            n = mib * MiB
-            samples = {k: [] for k in ("ray_get", "ray_touch", "ray_bytes", "ray_put",
-                                       "gismo_get", "gismo_touch", "gismo_bytes", "gismo_put",
-                                       "local_get", "local_touch")}
-            for rep in range(reps):
-                for mode in ("ray", "gismo", "local"):
-                    boxed, want, put_s = ray.get(
-                        producer.make.remote(n, mode == "gismo", seed=rep)
-                    )
-                    consumer = on_a if mode == "local" else on_b
-                    before = read_bytes()
-                    get_s, touch_s, got = ray.get(consumer.consume.remote(boxed))
-                    moved = read_bytes() - before
-                    if got != want:
-                        raise SystemExit(f"checksum mismatch: {mode} {mib} MiB")
-                    samples[f"{mode}_get"].append(get_s)
-                    samples[f"{mode}_touch"].append(touch_s)
-                    if mode != "local":
-                        samples[f"{mode}_bytes"].append(moved)
-                        samples[f"{mode}_put"].append(put_s)
-                    del boxed
-                    if mode == "gismo":
-                        wait_region_empty(driver)
-            row = {"mib": mib, **{k: statistics.median(v) for k, v in samples.items()}}
-            # The first run's pages were never mapped in B's worker: page faults included.
-            row["gismo_touch_first"] = samples["gismo_touch"][0]
-            rows.append(row)
-            print(format_row(row), flush=True)
-        return {"attach_s": attach, "rows": rows, "reps": reps, "ray": ray.__version__}
-    finally:
-        ray.shutdown()
-        if cluster is not None:
-            cluster.shutdown()
-        gismo.disconnect()
-        try:
-            os.unlink(region.split(":", 1)[1])
-        except FileNotFoundError:
-            pass
-        shutil.rmtree(ray_root, ignore_errors=True)
+    nodes = [{"A": 1}, {"B": 1}]
+    with _cluster.cluster(nodes, object_store_bytes=store, region_bytes=store) as setup:
+        c, driver, region = setup
+        with _cluster.job(c.address, region):
+            return measure(driver, sizes_mib, reps)
+
+
+def measure(driver, sizes_mib, reps: int) -> dict:
+    """Runs the sizes on the connected cluster (see the module doc)."""
+    # One-time attach per worker: fresh actor processes on B.
+    attach = [
+        ray.get(Consumer.options(resources={"B": 0.01}).remote().attach.remote())
+        for _ in range(3)
+    ]
+    producer = Producer.remote()
+    on_b = Consumer.options(resources={"B": 0.01}).remote()
+    on_a = Consumer.options(resources={"A": 0.01}).remote()
+    ray.get([on_b.attach.remote(), on_a.attach.remote()])
+    rows = []
+    for mib in sizes_mib:
+        n = mib * MiB
+        samples = {k: [] for k in ("ray_get", "ray_touch", "ray_bytes", "ray_put",
+                                   "gismo_get", "gismo_touch", "gismo_bytes", "gismo_put",
+                                   "local_get", "local_touch")}
+        for rep in range(reps):
+            for mode in ("ray", "gismo", "local"):
+                boxed, want, put_s = ray.get(
+                    producer.make.remote(n, mode == "gismo", seed=rep)
+                )
+                consumer = on_a if mode == "local" else on_b
+                before = loopback_rx_bytes()
+                get_s, touch_s, got = ray.get(consumer.consume.remote(boxed))
+                moved = loopback_rx_bytes() - before
+                if got != want:
+                    raise SystemExit(f"checksum mismatch: {mode} {mib} MiB")
+                samples[f"{mode}_get"].append(get_s)
+                samples[f"{mode}_touch"].append(touch_s)
+                if mode != "local":
+                    samples[f"{mode}_bytes"].append(moved)
+                    samples[f"{mode}_put"].append(put_s)
+                del boxed
+                if mode == "gismo":
+                    wait_region_empty(driver)
+        row = {"mib": mib, **{k: statistics.median(v) for k, v in samples.items()}}
+        # The first run's pages were never mapped in B's worker: page faults included.
+        row["gismo_touch_first"] = samples["gismo_touch"][0]
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return {"attach_s": attach, "rows": rows, "reps": reps, "ray": ray.__version__}
 
 
 HEADER = (

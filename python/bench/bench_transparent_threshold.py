@@ -14,22 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import tempfile
 import time
-import uuid
 
-# Loopback only: Ray then uses 127.0.0.1 for every node, driver and worker (set before import).
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-
+import _cluster  # noqa: E402 - first: it sets Ray's loopback-only switch before Ray is imported
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
 
-import gismo  # noqa: E402
-import gismo.ray as gr  # noqa: E402
 from gismo import _ray_transparent as transparent  # noqa: E402
 
 KiB = 1 << 10
@@ -50,65 +41,29 @@ def consume(arr):
 
 
 def run(sizes, reps: int) -> list:
-    region = f"file:/dev/shm/gismo-bench-{uuid.uuid4().hex[:10]}"
-    ray_root = tempfile.mkdtemp(prefix="ray")
-    os.environ["RAY_TMPDIR"] = ray_root
-    temp_dir = os.path.join(ray_root, "ray")
-    os.makedirs(temp_dir, exist_ok=True)
-    cluster = None
     rows = []
-    try:
-        gismo.connect(region, size=512 * MiB, client_name="bench")
-        store = 256 * MiB
-        cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 1,
-                "resources": {"A": 1},
-                "object_store_memory": store,
-                "temp_dir": temp_dir,
-                "include_dashboard": False,
-                "node_ip_address": "127.0.0.1",
-            },
-        )
-        cluster.add_node(
-            num_cpus=1, resources={"B": 1}, object_store_memory=store, node_ip_address="127.0.0.1"
-        )
-        cluster.wait_for_nodes()
-        env = {gismo.REGION_ENV: region}
-        ray.init(
-            address=cluster.address,
-            runtime_env={"worker_process_setup_hook": "gismo.ray.install", "env_vars": env},
-        )
-        gr.install()
-        ray.get(consume.remote(produce.remote(MiB, 0, 0)))  # warm up both workers
-        for n in sizes:
-            row = {"bytes": n}
-            for name, threshold in (("ray", OFF), ("gismo", 0)):
-                times = []
-                for rep in range(reps):
-                    start = time.perf_counter()
-                    total, size = ray.get(consume.remote(produce.remote(n, threshold, rep)))
-                    times.append(time.perf_counter() - start)
-                    assert size == n
-                row[name] = statistics.median(times)
-            row["speedup"] = row["ray"] / row["gismo"]
-            rows.append(row)
-            print(
-                f"{n // KiB:>7} KiB  ray {row['ray'] * 1e3:7.2f} ms  gismo "
-                f"{row['gismo'] * 1e3:7.2f} ms  x{row['speedup']:.2f}",
-                flush=True,
-            )
-    finally:
-        ray.shutdown()
-        if cluster is not None:
-            cluster.shutdown()
-        gismo.disconnect()
-        try:
-            os.unlink(region.split(":", 1)[1])
-        except FileNotFoundError:
-            pass
-        shutil.rmtree(ray_root, ignore_errors=True)
+    nodes = [{"A": 1}, {"B": 1}]
+    with _cluster.cluster(nodes, object_store_bytes=256 * MiB, region_bytes=512 * MiB) as setup:
+        c, _, region = setup
+        with _cluster.job(c.address, region, transparent=True):
+            ray.get(consume.remote(produce.remote(MiB, 0, 0)))  # warm up both workers
+            for n in sizes:
+                row = {"bytes": n}
+                for name, threshold in (("ray", OFF), ("gismo", 0)):
+                    times = []
+                    for rep in range(reps):
+                        start = time.perf_counter()
+                        total, size = ray.get(consume.remote(produce.remote(n, threshold, rep)))
+                        times.append(time.perf_counter() - start)
+                        assert size == n
+                    row[name] = statistics.median(times)
+                row["speedup"] = row["ray"] / row["gismo"]
+                rows.append(row)
+                print(
+                    f"{n // KiB:>7} KiB  ray {row['ray'] * 1e3:7.2f} ms  gismo "
+                    f"{row['gismo'] * 1e3:7.2f} ms  x{row['speedup']:.2f}",
+                    flush=True,
+                )
     return rows
 
 

@@ -321,7 +321,18 @@ def read(
 
     ``contained`` returns the contained references of a pickle that names some (called only
     then)."""
-    header = _parse_header(buffer.metadata)
+    return read_view(buffer.metadata, memoryview(buffer), contained)
+
+
+def read_view(
+    metadata: bytes,
+    view: memoryview,
+    contained: Optional[Callable[[], Sequence[Any]]] = None,
+) -> Any:
+    """As :func:`read`, for an object given as its metadata and a view of its data (a copy that
+    ``gismo.ray`` fetched through Ray, on a node that cannot map the region): the value is made
+    of views of ``view``, which they keep alive."""
+    header = _parse_header(metadata)
     kind = header["kind"]
     if kind == "ndarray":
         np = _numpy()
@@ -337,17 +348,16 @@ def read(
         # Through a memoryview: NumPy drops its own buffer export at once and keeps only a
         # reference to the object it was given; the memoryview keeps the export counted, so the
         # ObjectBuffer refuses release() (and stays alive) while the array lives.
-        return np.frombuffer(memoryview(buffer), dtype=dtype, count=count).reshape(shape)
+        return np.frombuffer(view, dtype=dtype, count=count).reshape(shape)
     if kind == "bytes":
-        return memoryview(buffer)
+        return view
     if kind == "arrow":
         import pyarrow
 
-        return pyarrow.py_buffer(memoryview(buffer))
+        return pyarrow.py_buffer(view)
     if kind == "arrow_ipc":
-        return _read_arrow(buffer, header.get("type"))
+        return _read_arrow(view, header.get("type"))
     if kind == "pickle":
-        view = memoryview(buffer)
         bufs = [view[o : o + n] for o, n in header["buffers"]]
         refs = header.get("refs", 0)
         if not refs:
@@ -361,15 +371,15 @@ def read(
     raise _native.GismoError(f"unknown object kind {kind!r} (written by a newer gismo?)")
 
 
-def _read_arrow(buffer: "_native.ObjectBuffer", kind: Any) -> Any:
+def _read_arrow(view: memoryview, kind: Any) -> Any:
     import pyarrow as pa
 
     if kind not in ("table", "record_batch", "chunked_array", "array"):
         raise _native.GismoError(f"unknown Arrow value type {kind!r} (written by a newer gismo?)")
-    # A read-only Arrow buffer over the region: the reader slices it, so every buffer of the
-    # result is a view of the region whose parent holds this memoryview (and so the
-    # ObjectBuffer's export) until the last array goes.
-    source = pa.py_buffer(memoryview(buffer))
+    # A read-only Arrow buffer over the region (or over the copy fetched through Ray): the reader
+    # slices it, so every buffer of the result is a view whose parent holds this memoryview (and
+    # so the ObjectBuffer's export) until the last array goes.
+    source = pa.py_buffer(view)
     reader = pa.ipc.open_stream(source)
     if kind == "table":
         return reader.read_all()

@@ -68,3 +68,22 @@ class ObjectStoreFullError(gismo.StoreFullError, _RayObjectStoreFullError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "the GISMO region is full"
+
+
+class RegionUnavailableError(gismo.GismoError):
+    """This process cannot map a region: ``GISMO_REGION`` is unset, or names memory this node
+    does not have (a missing file or device, a mapping refused). Not the same as
+    :class:`RegionMismatchError` (mapped, but another region). ``gismo.ray.get`` then fetches the
+    value through Ray from a node that can map it; this error reaches the caller only when no
+    node could serve it (``tried`` says what each node answered) or where no fetch applies
+    (``put``, ``get_buffer``, ``free``)."""
+
+    def __init__(self, reason: str, tried: Optional[list] = None) -> None:
+        super().__init__(reason, tried or [])
+        self.reason = reason
+        self.tried = list(tried or [])
+
+    def __str__(self) -> str:
+        if not self.tried:
+            return self.reason
+        return f"{self.reason}; no node could serve it through Ray: " + "; ".join(self.tried)

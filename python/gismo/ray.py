@@ -33,7 +33,9 @@ Failures are Ray-like, never hangs: a handle always names an object sealed befor
 existed, so ``get`` does not wait: an object that is gone raises :class:`ObjectLostError` (a
 ``ray.exceptions.ObjectLostError``) at once; a handle of another region raises
 :class:`RegionMismatchError`; a full region makes ``put`` raise :class:`ObjectStoreFullError`
-(a ``gismo.StoreFullError`` and a ``ray.exceptions.ObjectStoreFullError``). See
+(a ``gismo.StoreFullError`` and a ``ray.exceptions.ObjectStoreFullError``). A process that
+cannot map the region at all (:class:`RegionUnavailableError`) still gets values from ``get``:
+a copy fetched through Ray from a node that maps it (``gismo/_ray_fetch.py``). See
 ``docs/python.md``.
 """
 
@@ -50,13 +52,19 @@ from typing import Any, Dict, List, Optional, Tuple
 import gismo
 from gismo import _codec
 from gismo._native import Client, ObjectBuffer
-from gismo._ray_errors import ObjectLostError, ObjectStoreFullError, RegionMismatchError
+from gismo._ray_errors import (
+    ObjectLostError,
+    ObjectStoreFullError,
+    RegionMismatchError,
+    RegionUnavailableError,
+)
 
 __all__ = [
     "GismoRef",
     "ObjectLostError",
     "ObjectStoreFullError",
     "RegionMismatchError",
+    "RegionUnavailableError",
     "put",
     "get",
     "get_buffer",
@@ -88,6 +96,9 @@ _client: Optional[Client] = None
 _attach_seconds: Optional[float] = None
 # The client whose region UUID was read last, and that UUID.
 _uuid_of: Tuple[Optional[Client], str] = (None, "")
+# Why the last attach from the environment failed, and the GISMO_REGION it tried: a process on a
+# node without the region does not retry the same spec at every get.
+_attach_failure: Optional[Tuple[Optional[str], str]] = None
 
 
 #: Set to ``0`` to keep ``gismo.ray`` from running the region's maintenance roles in this process.
@@ -114,8 +125,12 @@ def client() -> Client:
     """This process's client of the region, attached on first use (``GISMO_REGION``, or the
     region of an earlier ``gismo.connect()``). Also runs the region's maintenance roles here
     (``Client.start_maintenance``: reaping dead clients while this process holds the leader
-    lease) unless ``GISMO_RAY_MAINTAIN=0``."""
-    global _client, _attach_seconds
+    lease) unless ``GISMO_RAY_MAINTAIN=0``.
+
+    Raises :class:`RegionUnavailableError` when this process cannot map the region (no
+    ``GISMO_REGION``, or it names memory this node cannot map); a failed spec is not tried again
+    until ``GISMO_REGION`` changes or ``gismo.connect()`` attaches one."""
+    global _client, _attach_seconds, _attach_failure
     c = _client
     if c is not None and not c.closed:
         return c
@@ -125,15 +140,26 @@ def client() -> Client:
             if existing is not None:
                 _client = existing
             else:
-                region = os.environ.get(gismo.REGION_ENV)
-                if not region:
-                    raise gismo.GismoError(
-                        f"gismo.ray: set {gismo.REGION_ENV} in the workers' environment "
-                        "(runtime_env={'env_vars': {...}}) or call gismo.connect() first"
+                region = os.environ.get(gismo.REGION_ENV) or None
+                if _attach_failure is not None and _attach_failure[0] == region:
+                    raise RegionUnavailableError(_attach_failure[1])
+                if region is None:
+                    reason = (
+                        f"gismo.ray: no region here: set {gismo.REGION_ENV} in the workers' "
+                        "environment (runtime_env={'env_vars': {...}}) or call gismo.connect() "
+                        "first"
                     )
+                    _attach_failure = (region, reason)
+                    raise RegionUnavailableError(reason)
                 start = time.perf_counter()
-                _client = Client(region, client_name=f"gismo-ray-{os.getpid()}")
+                try:
+                    _client = Client(region, client_name=f"gismo-ray-{os.getpid()}")
+                except gismo.GismoError as e:
+                    reason = f"gismo.ray: this process cannot map {region}: {e}"
+                    _attach_failure = (region, reason)
+                    raise RegionUnavailableError(reason) from e
                 _attach_seconds = time.perf_counter() - start
+                _attach_failure = None
             _maintain(_client)
         return _client
 
@@ -158,22 +184,29 @@ class GismoRef:
     """A picklable handle to an object in the region. Resolve it with :func:`get`.
 
     ``region`` is the UUID of the region the object was put into (``None`` in handles that do not
-    say: then it is not checked)."""
+    say: then it is not checked). ``node`` is the Ray node id (hex) of the process that put it
+    (``None`` outside Ray): where a process that cannot map the region fetches the value first."""
 
-    __slots__ = ("id", "nbytes", "region", "_anchor", "__weakref__")
+    __slots__ = ("id", "nbytes", "region", "node", "_anchor", "__weakref__")
 
     def __init__(
-        self, id: bytes, nbytes: int, anchor: Any = None, region: Optional[str] = None
+        self,
+        id: bytes,
+        nbytes: int,
+        anchor: Any = None,
+        region: Optional[str] = None,
+        node: Optional[str] = None,
     ) -> None:
         self.id = id
         self.nbytes = nbytes
         self._anchor = anchor
         self.region = region
+        self.node = node
 
     def __reduce__(self):
         # The anchor is a Ray ObjectRef: pickled inside a task argument or return value, Ray
         # records it as borrowed, which is what keeps the object alive.
-        return (GismoRef, (self.id, self.nbytes, self._anchor, self.region))
+        return (GismoRef, (self.id, self.nbytes, self._anchor, self.region, self.node))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GismoRef) and other.id == self.id
@@ -474,15 +507,35 @@ def _publish(
         _keeper.track_ray(anchor.hex(), oid, pin)
     else:
         _keeper.track_explicit(oid, pin)
-    return GismoRef(oid, pin.nbytes, anchor, region)
+    return GismoRef(oid, pin.nbytes, anchor, region, _node_id())
+
+
+def _node_id() -> Optional[str]:
+    """This process's Ray node id (hex), ``None`` when Ray is not up here."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - a handle without a node is still a handle
+        return None
 
 
 def get(ref: GismoRef) -> Any:
     """The value behind ``ref``, read in place (read-only views that keep it alive).
 
     Never waits: raises :class:`ObjectLostError` if the object is gone and
-    :class:`RegionMismatchError` if this process is attached to another region."""
-    buffer = get_buffer(ref)
+    :class:`RegionMismatchError` if this process is attached to another region. In a process
+    that cannot map the region at all, the value is fetched through Ray from a node that can
+    (a copy in this node's Ray object store, read-only; one warning per process): see
+    ``gismo/_ray_fetch.py``."""
+    try:
+        buffer = get_buffer(ref)
+    except RegionUnavailableError as e:
+        from gismo import _ray_fetch
+
+        return _ray_fetch.fetch(ref, e)
     return _codec.read(buffer, lambda: _refs_of(ref))
 
 
@@ -500,7 +553,8 @@ def _refs_of(ref: GismoRef) -> List[Any]:
 
 def get_buffer(ref: GismoRef) -> ObjectBuffer:
     """The raw object behind ``ref`` (buffer protocol, ``with`` releases it). Raises as
-    :func:`get`."""
+    :func:`get`, and :class:`RegionUnavailableError` where this process cannot map the region
+    (only :func:`get` fetches through Ray)."""
     if not isinstance(ref, GismoRef):
         raise TypeError(f"expected a GismoRef, got {type(ref).__name__}")
     c = client()
