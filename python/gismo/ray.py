@@ -44,6 +44,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import socket
 import threading
 import time
 import warnings
@@ -105,20 +106,75 @@ _attach_failure: Optional[Tuple[Optional[str], str]] = None
 MAINTAIN_ENV = "GISMO_RAY_MAINTAIN"
 
 
+#: How often a gismo.ray process that is not its host's maintainer looks whether the role is free.
+HOST_ROLE_POLL_S = 0.2
+
+
 def _maintain(c: Client) -> None:
-    """Starts the region's maintenance roles on ``c`` (one process in the region leads: no
-    separately started gismo-server is needed for dead clients to be reaped)."""
+    """Runs the region's maintenance roles in *one* gismo.ray process of this host
+    (``_HostMaintainer``); among hosts (and with a gismo-server or raylet runner), the region's
+    leader lease picks who reaps. No separately started gismo-server is needed."""
     if os.environ.get(MAINTAIN_ENV, "1") == "0" or c.maintaining:
         return
-    try:
-        started = c.start_maintenance()
-    except gismo.GismoError as e:  # no client entry left, ...: others may still maintain
-        _log.warning("gismo.ray: not running the region's maintenance in this process: %s", e)
-        return
-    if started:
-        # A clean exit gives the lease up at once (another process leads within 100 ms instead
-        # of after the lease).
-        atexit.register(c.stop_maintenance)
+    _HostMaintainer(c).start()
+
+
+class _HostMaintainer:
+    """Which of this host's gismo.ray processes maintains the region: the one bound to the
+    abstract Unix socket ``\0gismo-maintainer-<region UUID>``. The name is host-local by nature
+    (per network namespace), leaves no file behind, and the kernel frees it when its holder exits,
+    however it exits, so another process takes the role over at its next poll
+    (``HOST_ROLE_POLL_S``) — a kill -9 of the maintainer costs no lease. The others poll from a
+    daemon thread (one ``bind`` every 200 ms). The holder gives the name up when its client
+    closes. Before this, every process maintained: one more client entry for each, and all of
+    them polling the leader lease."""
+
+    def __init__(self, c: Client) -> None:
+        self._client = c
+        self._name = "\0gismo-maintainer-" + _region_uuid(c)
+        self._sock: Optional[socket.socket] = None
+
+    def start(self) -> None:
+        # The first look now, so that the first process of a host maintains at once.
+        if self._step():
+            threading.Thread(target=self._run, name="gismo-host-role", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(HOST_ROLE_POLL_S)
+            if not self._step():
+                return
+
+    def _step(self) -> bool:
+        """One look; whether to keep looking (False once this process leads or its client is
+        closed and the role given up)."""
+        c = self._client
+        if c.closed:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            return False
+        if self._sock is not None:
+            return True  # holding: watch for the client's close
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.bind(self._name)
+        except OSError:  # EADDRINUSE: another process of this host maintains
+            s.close()
+            return True
+        self._sock = s
+        try:
+            started = c.start_maintenance()
+        except gismo.GismoError as e:  # no client entry left, ...: others may still maintain
+            _log.warning("gismo.ray: not running the region's maintenance in this process: %s", e)
+            s.close()
+            self._sock = None
+            return False
+        if started:
+            # A clean exit gives the lease up at once (another process leads within 100 ms
+            # instead of after the lease).
+            atexit.register(c.stop_maintenance)
+        return True
 
 
 def client() -> Client:
