@@ -98,6 +98,55 @@ def ray_cluster():
         yield started
 
 
+def get_failure(ref):
+    """Resolves a `GismoRef` with `gismo.ray.get` and reports how it failed: (the exception's
+    type names, its message, seconds taken), or (None, "", seconds). For tasks and actors that
+    report a failure to the test rather than raise it through Ray's wrappers."""
+    import time
+
+    import gismo.ray as gr
+
+    start = time.monotonic()
+    try:
+        gr.get(ref)
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        return [t.__name__ for t in type(e).__mro__], str(e), time.monotonic() - start
+    return None, "", time.monotonic() - start
+
+
+def ray_scratch():
+    """A private Ray temp root for a test cluster, and the environment it changes: returns
+    (root, temp_dir for the head node, the saved values of GISMO_REGION and RAY_TMPDIR). `Cluster`
+    writes its address file under the *default* Ray temp dir (RAY_TMPDIR/ray) even when the head
+    has its own temp_dir, so both point into it. Short, so that Ray's socket paths fit
+    sockaddr_un. Undone by `teardown_cluster`."""
+    ray_root = tempfile.mkdtemp(prefix="ray")
+    saved_env = {k: os.environ.get(k) for k in (gismo.REGION_ENV, "RAY_TMPDIR")}
+    os.environ["RAY_TMPDIR"] = ray_root
+    temp_dir = os.path.join(ray_root, "ray")
+    os.makedirs(temp_dir, exist_ok=True)
+    return ray_root, temp_dir, saved_env
+
+
+def teardown_cluster(cluster, spec: str, ray_root: str, saved_env: dict) -> None:
+    """Everything a test cluster's fixture made goes: the driver's Ray connection, the cluster
+    (if it started), the driver's region client, the environment (`ray_scratch`), the region and
+    the Ray temp root."""
+    import ray
+
+    ray.shutdown()
+    if cluster is not None:
+        cluster.shutdown()
+    gismo.disconnect()
+    for key, value in saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    remove_region(spec)
+    shutil.rmtree(ray_root, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def two_raylet_cluster(
     region_size: int = 256 << 20, runtime_env: dict | None = None, env_vars: dict | None = None
@@ -108,15 +157,8 @@ def two_raylet_cluster(
     from ray.cluster_utils import Cluster
 
     spec = fresh_region(region_size)
-    # A private Ray temp root: `Cluster` writes its address file under the *default* Ray temp dir
-    # (RAY_TMPDIR/ray) even when the head has its own temp_dir, so both point into it. Short, so
-    # that Ray's socket paths fit sockaddr_un.
-    ray_root = tempfile.mkdtemp(prefix="ray")
-    saved_env = {k: os.environ.get(k) for k in (gismo.REGION_ENV, "RAY_TMPDIR")}
+    ray_root, temp_dir, saved_env = ray_scratch()
     os.environ[gismo.REGION_ENV] = spec
-    os.environ["RAY_TMPDIR"] = ray_root
-    temp_dir = os.path.join(ray_root, "ray")
-    os.makedirs(temp_dir, exist_ok=True)
     cluster = None
     try:
         driver = gismo.connect(spec, size=region_size, client_name="pytest-driver")
@@ -143,14 +185,4 @@ def two_raylet_cluster(
         ray.init(address=cluster.address, runtime_env={**(runtime_env or {}), "env_vars": env})
         yield cluster, driver, spec
     finally:
-        ray.shutdown()
-        if cluster is not None:
-            cluster.shutdown()
-        gismo.disconnect()
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        remove_region(spec)
-        shutil.rmtree(ray_root, ignore_errors=True)
+        teardown_cluster(cluster, spec, ray_root, saved_env)

@@ -16,7 +16,7 @@ ray = pytest.importorskip("ray")
 
 import gismo  # noqa: E402
 import gismo.ray as gr  # noqa: E402
-from conftest import fresh_region, in_region_mapping, remove_region  # noqa: E402
+from conftest import fresh_region, get_failure, in_region_mapping, remove_region  # noqa: E402
 
 MiB = 1 << 20
 
@@ -158,12 +158,7 @@ def test_workers_attach_lazily_and_once(ray_cluster):
 @ray.remote(resources={"B": 1})
 def try_get(boxed):
     """Resolves a handle on node B and reports how it failed (type names, message, seconds)."""
-    start = time.monotonic()
-    try:
-        gr.get(boxed[0])
-    except Exception as e:  # noqa: BLE001 - reported to the test
-        return [t.__name__ for t in type(e).__mro__], str(e), time.monotonic() - start
-    return None, "", time.monotonic() - start
+    return get_failure(boxed[0])
 
 
 def test_a_lost_object_raises_object_lost_on_a_worker_at_once(ray_cluster):

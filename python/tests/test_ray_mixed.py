@@ -10,8 +10,6 @@ region, is added for the dead-producer test and removed in it."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 import warnings
 
@@ -22,7 +20,14 @@ ray = pytest.importorskip("ray")
 
 import gismo  # noqa: E402
 import gismo.ray as gr  # noqa: E402
-from conftest import LOOPBACK, fresh_region, in_region_mapping, remove_region  # noqa: E402
+from conftest import (  # noqa: E402
+    LOOPBACK,
+    fresh_region,
+    get_failure,
+    in_region_mapping,
+    ray_scratch,
+    teardown_cluster,
+)
 
 MiB = 1 << 20
 THRESHOLD = 256 * 1024
@@ -72,11 +77,7 @@ def mixed_cluster():
 
     spec = fresh_region(128 * MiB)
     missing = fresh_region(0)  # never created: node B's spec
-    ray_root = tempfile.mkdtemp(prefix="ray")
-    saved_env = {k: os.environ.get(k) for k in (gismo.REGION_ENV, "RAY_TMPDIR")}
-    os.environ["RAY_TMPDIR"] = ray_root
-    temp_dir = os.path.join(ray_root, "ray")
-    os.makedirs(temp_dir, exist_ok=True)
+    ray_root, temp_dir, saved_env = ray_scratch()
     cluster = None
     try:
         driver = gismo.connect(spec, size=128 * MiB, client_name="pytest-mixed-driver")
@@ -108,17 +109,7 @@ def mixed_cluster():
         )
         yield cluster, driver, spec, missing
     finally:
-        ray.shutdown()
-        if cluster is not None:
-            cluster.shutdown()
-        gismo.disconnect()
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        remove_region(spec)
-        shutil.rmtree(ray_root, ignore_errors=True)
+        teardown_cluster(cluster, spec, ray_root, saved_env)
 
 
 def node_of(resource: str) -> str:
@@ -165,12 +156,7 @@ class Reader:
         }
 
     def try_get(self, boxed):
-        start = time.monotonic()
-        try:
-            gr.get(boxed[0])
-        except Exception as e:  # noqa: BLE001 - reported to the test
-            return [t.__name__ for t in type(e).__mro__], str(e), time.monotonic() - start
-        return None, "", time.monotonic() - start
+        return get_failure(boxed[0])
 
     def fetched_yet(self):
         from gismo import _ray_fetch
