@@ -49,6 +49,8 @@
 //! | `a_remote_get_without_its_pins_write_back_fails`, `…_without_evicting_the_slot_word_fails`, `a_delete_without_writing_back_its_deleting_word_fails`, `a_delete_without_evicting_the_remote_pins_fails` | negative controls of the above: each missing write-back or eviction must fail | 2 | 0.01 s |
 //! | `a_remote_release_never_loses_its_hosts_deferred_delete` | `release_remote` on host B against `begin_delete` (restore with `DELETE_PENDING`) on host A, then `after_release` on B's message | 2 | 0.02 s |
 //! | `a_deferred_delete_without_writing_back_its_flag_is_lost` | negative control: host A's write-backs off | 2 | 0.01 s |
+//! | `one_id_created_on_two_hosts_at_once_is_confirmed_on_one` | `Directory::{insert_flagged, lookup_remote, publish_entry}`, `confirm_across_hosts` on two emulated hosts (each creating in its own shard) | 2 | 0.03 s |
+//! | `a_cross_host_create_without_writing_back_its_entry_fails`, `…_without_evicting_the_other_shard_fails` | negative controls of the above | 2 | 0.01 s |
 //!
 //! The reaper models compose `DeadEntry`'s steps in `Store::reap_client`'s order for a client that
 //! holds references only; its step 2 (unsealed objects) is modelled against a resumed creator's
@@ -64,8 +66,9 @@ use gismo_core::store::allocator::{summary_words, AllocHeads, Allocator, ChunkDe
 use gismo_core::store::clients::{count_references, status, ClientEntry, EntryWord};
 use gismo_core::store::directory::{
     abort_dead_owners_slot, acquire_sealed, acquire_sealed_remote, after_release, begin_delete,
-    begin_evict, finish_slot, flags, release_remote, resume_owned_delete, seal_word, state,
-    DeadSlot, Directory, Finished, InsertError, Inserted, Resumed, SealRefused, Slot, Word,
+    begin_evict, confirm_across_hosts, finish_slot, flags, release_remote, resume_owned_delete,
+    seal_word, state, DeadSlot, Directory, Finished, InsertError, Inserted, Resumed, SealRefused,
+    Slot, Unconfirmed, Word,
 };
 use gismo_core::store::events::{Event, EventCell, EventKind, EventRing, HostEntry};
 use gismo_core::store::fencing::{
@@ -86,7 +89,7 @@ use loom::sync::Arc;
 use loom::thread;
 #[path = "support/loom_hosts.rs"]
 mod loom_hosts;
-use loom_hosts::{Hosts, Knobs};
+use loom_hosts::{Cell, Hosts, Knobs};
 use std::time::Duration;
 
 /// The coherence of the same-host models: `hardware`, write-back and evict are no-ops.
@@ -1437,9 +1440,9 @@ impl loom_hosts::View for ShardView {
         16
     }
 
-    fn word(&self, i: usize) -> &AtomicU64 {
+    fn cell(&self, i: usize) -> Cell<'_> {
         let s = &self.slot;
-        match i {
+        Cell::U64(match i {
             0 => &s.word,
             1 => &s.commit,
             2 => &s.data_offset,
@@ -1449,7 +1452,7 @@ impl loom_hosts::View for ShardView {
             6 | 7 => &self.pad[i - 6],
             8 => &self.pins[0],
             _ => &self.pad[i - 7],
-        }
+        })
     }
 }
 
@@ -1608,6 +1611,122 @@ fn a_remote_release_never_loses_its_hosts_deferred_delete() {
 fn a_deferred_delete_without_writing_back_its_flag_is_lost() {
     remote_release_and_deferred_delete(Knobs {
         skip_write_back: Some(0),
+        ..Knobs::default()
+    });
+}
+
+/// A host's view for the cross-host create model: both hosts' directory shards (two slots each),
+/// every slot as two lines like the region's — the first with its state word, commit record and
+/// key, the second with its home word.
+struct CreateView {
+    shards: [Vec<Slot>; 2],
+}
+
+/// Cells per slot in `CreateView`: word, commit, the 7 key words (line 0), home (line 1).
+const SLOT_CELLS: usize = 10;
+
+impl CreateView {
+    fn new() -> CreateView {
+        CreateView {
+            shards: [0, 1].map(|_| (0..2).map(|_| Slot::new_free()).collect()),
+        }
+    }
+}
+
+impl loom_hosts::View for CreateView {
+    fn len(&self) -> usize {
+        2 * 2 * SLOT_CELLS
+    }
+
+    fn cell(&self, i: usize) -> Cell<'_> {
+        let s = &self.shards[i / (2 * SLOT_CELLS)][i / SLOT_CELLS % 2];
+        match i % SLOT_CELLS {
+            0 => Cell::U64(&s.word),
+            1 => Cell::U64(&s.commit),
+            9 => Cell::U64(s.home_word()),
+            k => Cell::U32(&s.id[k - 2]),
+        }
+    }
+
+    fn line(&self, i: usize) -> usize {
+        2 * (i / SLOT_CELLS) + usize::from(i % SLOT_CELLS == 9)
+    }
+}
+
+/// Protocol v2's create of one id by two hosts at once, each in its own shard
+/// (`Directory::insert_flagged` with `UNCONFIRMED`, then `directory::confirm_across_hosts`: write
+/// the entry back, fence, look the id up in the other shard from memory, lower host index wins a
+/// tie, the winner clears the flag): never both confirmed (a duplicate id across hosts); when
+/// nobody gave up waiting, exactly one. The loser's slot is free again.
+///
+/// Threads: 2; bound 2. Negative controls: with either host's write-backs or evictions off, both
+/// confirm.
+fn cross_host_create(knobs: Knobs) {
+    loom_hosts::model(None, move || {
+        let hosts = Hosts::with_views(vec![CreateView::new(), CreateView::new()]);
+        hosts.set_knobs(knobs);
+        let id = ObjectId::from_u64(42);
+        let creators: Vec<_> = (0..2usize)
+            .map(|h| {
+                let hosts = hosts.clone();
+                thread::spawn(move || {
+                    let (c, v) = (hosts.coherence(h), hosts.view(h));
+                    let mine = Directory::new(&v.shards[h]);
+                    let other = [((1 - h) as u32, Directory::new(&v.shards[1 - h]))];
+                    let ins = mine
+                        .insert_flagged(&id, 0, flags::UNCONFIRMED, |_| {})
+                        .expect("room");
+                    let mut waits = 0;
+                    let r = confirm_across_hosts(&c, &mine, ins, h as u32, &other, &id, || {
+                        waits += 1;
+                        thread::yield_now();
+                        waits <= 3
+                    });
+                    let left = mine.slot(ins.index).load_word();
+                    (r, left)
+                })
+            })
+            .collect();
+        let results: Vec<_> = creators.into_iter().map(|t| t.join().unwrap()).collect();
+        let confirmed = results.iter().filter(|(r, _)| r.is_ok()).count();
+        assert!(
+            confirmed <= 1,
+            "one id confirmed on both hosts, across hosts: {results:?}"
+        );
+        let gave_up = results
+            .iter()
+            .any(|(r, _)| matches!(r, Err(Unconfirmed::Busy { .. })));
+        if !gave_up {
+            assert_eq!(confirmed, 1, "nobody confirmed, across hosts: {results:?}");
+        }
+        for (r, left) in &results {
+            match r {
+                Ok(w) => assert!(w.flags & flags::UNCONFIRMED == 0 && w.state == state::CREATING),
+                Err(_) => assert_eq!(left.state, state::FREE, "the loser's slot is free"),
+            }
+        }
+    });
+}
+
+#[test]
+fn one_id_created_on_two_hosts_at_once_is_confirmed_on_one() {
+    cross_host_create(Knobs::default());
+}
+
+#[test]
+#[should_panic(expected = "across hosts")]
+fn a_cross_host_create_without_writing_back_its_entry_fails() {
+    cross_host_create(Knobs {
+        skip_write_back: Some(1),
+        ..Knobs::default()
+    });
+}
+
+#[test]
+#[should_panic(expected = "across hosts")]
+fn a_cross_host_create_without_evicting_the_other_shard_fails() {
+    cross_host_create(Knobs {
+        skip_evict: Some(0),
         ..Knobs::default()
     });
 }

@@ -88,6 +88,10 @@ pub mod flags {
     /// the payload; set by the compare-and-swap that claims the finish, so two finishers never
     /// both free.
     pub const FINISHING: u8 = 16;
+    /// Protocol v2: committed in this host's directory shard, not yet confirmed unique across
+    /// hosts ([`confirm_across_hosts`](super::confirm_across_hosts)). Set from the claim on, so
+    /// no other host ever reads the entry as confirmed before it is.
+    pub const UNCONFIRMED: u8 = 32;
 }
 
 /// Bits of the low byte of a slot's `created` word (set at create, immutable after).
@@ -228,6 +232,12 @@ impl Slot {
             creator_host: AtomicU32::new(0),
             home: AtomicU64::new(0),
         }
+    }
+
+    /// The home word of the keys whose home is this slot (for models that move it between
+    /// emulated hosts' views; the directory's own code reaches it directly).
+    pub fn home_word(&self) -> &AtomicU64 {
+        &self.home
     }
 
     pub fn load_word(&self) -> Word {
@@ -405,8 +415,40 @@ impl<'a> Directory<'a> {
         None
     }
 
+    /// [`Directory::lookup`] in another host's shard (protocol v2): the home word's line and then
+    /// the first line of every slot in its probe range are evicted before the scan reads them, so
+    /// it sees what that host wrote back. A slot's first line holds its word, its commit record
+    /// and its key: one line moves whole, so the scan's seqlock check sees a consistent snapshot.
+    /// Never writes.
+    pub fn lookup_remote(&self, c: &Coherence, id: &ObjectId) -> Option<(usize, Word)> {
+        let h = self.home_of(id);
+        evict(c, std::slice::from_ref(&self.slots[h].home));
+        // Acquire: pairs with the AcqRel commit CAS in `insert` (as in `lookup`), on the other
+        // host through memory: the eviction above made it read what that host wrote back.
+        let home = Home::unpack(self.slots[h].home.load(Ordering::Acquire));
+        for d in 0..=home.maxd as usize {
+            evict(
+                c,
+                std::slice::from_ref(&self.slots[(h + d) & self.mask].word),
+            );
+        }
+        self.lookup(id)
+    }
+
+    /// Writes back what a remote [`Directory::lookup_remote`] of the entry in slot `index` reads:
+    /// the slot's first line (word, commit record, key) and its home's home word.
+    pub fn publish_entry(&self, c: &Coherence, index: usize) {
+        let slot = &self.slots[index & self.mask];
+        write_back(c, std::slice::from_ref(&slot.word));
+        let (_, home) = slot.commit_info();
+        write_back(
+            c,
+            std::slice::from_ref(&self.slots[home as usize & self.mask].home),
+        );
+    }
+
     /// Claims the first free slot at or after `h`: `FREE → RESERVED` with a new generation.
-    fn claim(&self, h: usize, owner: u16) -> Result<(usize, Word), InsertError> {
+    fn claim(&self, h: usize, owner: u16, flags: u8) -> Result<(usize, Word), InsertError> {
         for d in 0..MAX_PROBE.min(self.slots.len()) {
             let index = (h + d) & self.mask;
             let slot = &self.slots[index];
@@ -415,7 +457,7 @@ impl<'a> Directory<'a> {
                 let new = Word {
                     gen: cur.gen.wrapping_add(1),
                     state: state::RESERVED,
-                    flags: 0,
+                    flags,
                     owner,
                 };
                 match slot.cas_word(cur, new) {
@@ -438,6 +480,18 @@ impl<'a> Directory<'a> {
         &self,
         id: &ObjectId,
         owner: u16,
+        init: impl FnOnce(&Slot),
+    ) -> Result<Inserted, InsertError> {
+        self.insert_flagged(id, owner, 0, init)
+    }
+
+    /// [`Directory::insert`] with `flags` on the slot's word from its claim on (protocol v2's
+    /// creates claim with [`flags::UNCONFIRMED`]).
+    pub fn insert_flagged(
+        &self,
+        id: &ObjectId,
+        owner: u16,
+        flags: u8,
         init: impl FnOnce(&Slot),
     ) -> Result<Inserted, InsertError> {
         let words = id.words();
@@ -493,7 +547,7 @@ impl<'a> Directory<'a> {
             let (index, d, w) = match mine {
                 Some(m) => m,
                 None => {
-                    let (index, w) = self.claim(h, owner)?;
+                    let (index, w) = self.claim(h, owner, flags)?;
                     let slot = &self.slots[index];
                     for (dst, src) in slot.id.iter().zip(words) {
                         dst.store(src, Ordering::Relaxed);
@@ -992,6 +1046,109 @@ pub fn after_release(
     } else {
         None
     }
+}
+
+/// Why [`confirm_across_hosts`] did not confirm the create. In both cases the caller's slot has
+/// been freed (withdrawn, written back); the caller frees its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unconfirmed {
+    /// Host `host` holds the id (confirmed there, or unconfirmed there and `host` is the lower
+    /// index, which wins the tie).
+    Exists { host: u32 },
+    /// Host `host` holds the id unconfirmed and its outcome did not come while `wait` allowed
+    /// (a dead host: its taker aborts its unsealed objects, then a retry succeeds).
+    Busy { host: u32 },
+}
+
+/// Protocol v2's create across hosts (`docs/protocol-v2.md`, "Creates"): ids are unique within
+/// a shard by v1's home-word commit; across shards, this. `ins` is this host's entry for `id`,
+/// just committed in its shard `dir` by [`Directory::insert_flagged`] with
+/// [`flags::UNCONFIRMED`]. It is written back (`publish_entry`), then `fence(SeqCst)`, then every
+/// other host's shard (`others`: host index and shard) is looked up from memory
+/// ([`Directory::lookup_remote`]). Another host's *confirmed* entry: withdraw, `Exists`. Another
+/// host's *unconfirmed* entry: the lower host index wins — a higher `me` withdraws (`Exists`); a
+/// lower `me` waits (`wait()` between looks; `false` gives up: withdraw, `Busy`) until that
+/// entry is gone (the other host withdrew) or confirmed (it did not see ours: withdraw,
+/// `Exists`). Then the flag is cleared and written back: `Ok` with the confirmed word.
+///
+/// Why exactly one of two racing creators confirms: both wrote their entries back before they
+/// looked (a Dekker pair through memory), so at least one sees the other's; the tie-break leaves
+/// one, and a lower host that saw the higher one's entry waits for its outcome, which is decided
+/// by whether the higher one saw the lower one's. Loom checks it over two emulated hosts, with
+/// each write-back and eviction as negative controls (`core/tests/loom.rs`).
+pub fn confirm_across_hosts(
+    c: &Coherence,
+    dir: &Directory<'_>,
+    ins: Inserted,
+    me: u32,
+    others: &[(u32, Directory<'_>)],
+    id: &ObjectId,
+    mut wait: impl FnMut() -> bool,
+) -> Result<Word, Unconfirmed> {
+    dir.publish_entry(c, ins.index);
+    // SeqCst fence: the cross-host Dekker pair of two creators of one id: pairs with the same
+    // fence in the other host's `confirm_across_hosts`; its write-back above completed before,
+    // the evictions of `lookup_remote` below follow.
+    fence(Ordering::SeqCst);
+    for (host, shard) in others {
+        // Until it is not there (or gone: the other host withdrew).
+        while let Some((_, w)) = shard.lookup_remote(c, id) {
+            let unconfirmed = w.flags & flags::UNCONFIRMED != 0 && w.state != state::DELETING;
+            if !unconfirmed || *host < me {
+                withdraw_unconfirmed(c, dir, ins);
+                return Err(Unconfirmed::Exists { host: *host });
+            }
+            // We are the lower index: the other withdraws if it saw us; wait for its outcome.
+            if !wait() {
+                withdraw_unconfirmed(c, dir, ins);
+                return Err(Unconfirmed::Busy { host: *host });
+            }
+        }
+    }
+    let slot = dir.slot(ins.index);
+    let mut w = slot.load_word();
+    loop {
+        let confirmed = Word {
+            flags: w.flags & !flags::UNCONFIRMED,
+            ..w
+        };
+        match slot.cas_word(w, confirmed) {
+            Ok(()) => {
+                publish_word(c, slot);
+                return Ok(confirmed);
+            }
+            // A local getter's WAITERS flag, a PENDING → CREATING helper: same generation.
+            Err(actual) if actual.gen == w.gen => w = actual,
+            Err(_) => return Err(Unconfirmed::Busy { host: me }),
+        }
+    }
+}
+
+/// The loser's half of [`confirm_across_hosts`]: its own unconfirmed entry freed (no reader can
+/// hold an unsealed object), written back so that a waiting lower host sees it gone.
+fn withdraw_unconfirmed(c: &Coherence, dir: &Directory<'_>, ins: Inserted) {
+    let slot = dir.slot(ins.index);
+    let mut w = slot.load_word();
+    while w.gen == ins.word.gen && w.state != state::FREE {
+        slot.commit.store(FREEING, Ordering::Relaxed);
+        let free = Word {
+            gen: w.gen,
+            state: state::FREE,
+            flags: 0,
+            owner: NO_OWNER,
+        };
+        match slot.cas_word(w, free) {
+            Ok(()) => {
+                #[cfg(not(loom))]
+                if w.flags & flags::WAITERS != 0 {
+                    crate::store::wait::wake_word(&slot.word);
+                }
+                break;
+            }
+            Err(actual) => w = actual,
+        }
+    }
+    publish_word(c, slot);
 }
 
 /// Writes back the line of `slot`'s state word after a change of it that another host's getter

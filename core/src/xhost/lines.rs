@@ -8,7 +8,7 @@ use crate::sync::AtomicU64;
 pub fn write_back(c: &Coherence, words: &[AtomicU64]) {
     // SAFETY: `words` is a live reference, so its bytes are mapped; under emulation they must be
     // in the host's view, which they are when they were taken from the store's region.
-    unsafe { c.flush(words.as_ptr().cast(), std::mem::size_of_val(words)) }
+    unsafe { c.flush_metadata(words.as_ptr().cast(), std::mem::size_of_val(words)) }
 }
 
 /// Evicts the lines holding `words` (`mfence` + `clflushopt` + `mfence`; a refetch under
@@ -19,5 +19,5 @@ pub fn write_back(c: &Coherence, words: &[AtomicU64]) {
 pub fn evict(c: &Coherence, words: &[AtomicU64]) {
     // SAFETY: as in `write_back`. Evicting a line this host dirtied writes it back first, on
     // hardware (`clflushopt`) and in the emulator alike, so no store of this host is lost.
-    unsafe { c.invalidate(words.as_ptr().cast(), std::mem::size_of_val(words)) }
+    unsafe { c.invalidate_metadata(words.as_ptr().cast(), std::mem::size_of_val(words)) }
 }

@@ -27,7 +27,7 @@
 use std::fmt;
 
 use gismo_platform::coherence::{Coherence, CoherenceMode, LineModel};
-use gismo_platform::sync::{AtomicU64, Ordering};
+use gismo_platform::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Words per 64-byte line.
 pub const LINE_WORDS: usize = 8;
@@ -42,13 +42,58 @@ pub struct Knobs {
     pub skip_evict: Option<usize>,
 }
 
+/// One word of a view: the region's fields are 64- and 32-bit atomics (a value of either is
+/// kept as a `u64` in the device and the clean copies).
+#[derive(Clone, Copy)]
+pub enum Cell<'a> {
+    U64(&'a AtomicU64),
+    U32(&'a AtomicU32),
+}
+
+impl Cell<'_> {
+    fn addr(self) -> usize {
+        match self {
+            Cell::U64(a) => a as *const AtomicU64 as usize,
+            Cell::U32(a) => a as *const AtomicU32 as usize,
+        }
+    }
+
+    fn load(self) -> u64 {
+        match self {
+            Cell::U64(a) => a.load(Ordering::Relaxed),
+            Cell::U32(a) => u64::from(a.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Compare-and-swap (Relaxed: the transfer lock orders the transfers).
+    fn cas(self, current: u64, new: u64) -> bool {
+        match self {
+            Cell::U64(a) => a
+                .compare_exchange(current, new, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok(),
+            Cell::U32(a) => a
+                .compare_exchange(
+                    current as u32,
+                    new as u32,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok(),
+        }
+    }
+}
+
 /// What a host's view holds: the region's structures the model needs, as a numbered list of
-/// words. Word `i` of every host's view is the same word of the region; words `8k..8k+8` make
-/// line `k`. A structure with other fields than `AtomicU64`s (a directory `Slot`'s key words)
-/// lists only the words the protocol under test moves between hosts.
+/// cells. Cell `i` of every host's view is the same field of the region; [`View::line`] says
+/// which line it lies in (by default cells `8k..8k+8` make line `k`). A structure lists the
+/// fields the protocol under test moves between hosts, grouped into lines as in the region (a
+/// directory slot's state word, commit record and key share its first line).
 pub trait View: Send + Sync + 'static {
     fn len(&self) -> usize;
-    fn word(&self, i: usize) -> &AtomicU64;
+    fn cell(&self, i: usize) -> Cell<'_>;
+    fn line(&self, i: usize) -> usize {
+        i / LINE_WORDS
+    }
 }
 
 impl View for Vec<AtomicU64> {
@@ -56,8 +101,8 @@ impl View for Vec<AtomicU64> {
         self.as_slice().len()
     }
 
-    fn word(&self, i: usize) -> &AtomicU64 {
-        &self[i]
+    fn cell(&self, i: usize) -> Cell<'_> {
+        Cell::U64(&self[i])
     }
 }
 
@@ -66,6 +111,8 @@ impl View for Vec<AtomicU64> {
 /// transfer lock, which every line transfer holds.
 pub struct Hosts<V: View = Vec<AtomicU64>> {
     views: Vec<V>,
+    /// The cells of each line.
+    lines: Vec<Vec<usize>>,
     memory: loom::sync::Mutex<Memory>,
 }
 
@@ -102,9 +149,18 @@ impl<V: View> Hosts<V> {
     /// Hosts over `views` (one per host, all of one length, zero: the device starts zero).
     pub fn with_views(views: Vec<V>) -> std::sync::Arc<Self> {
         let hosts = views.len();
-        let words = views[0].len().div_ceil(LINE_WORDS) * LINE_WORDS;
+        let words = views[0].len();
+        let mut lines: Vec<Vec<usize>> = Vec::new();
+        for i in 0..words {
+            let line = views[0].line(i);
+            if lines.len() <= line {
+                lines.resize(line + 1, Vec::new());
+            }
+            lines[line].push(i);
+        }
         std::sync::Arc::new(Hosts {
             views,
+            lines,
             memory: loom::sync::Mutex::new(Memory {
                 device: vec![0; words],
                 clean: vec![vec![0; words]; hosts],
@@ -148,9 +204,10 @@ impl<V: View> Hosts<V> {
         let range = ptr as usize..(ptr as usize).saturating_add(len);
         let view = &self.views[h];
         let mut lines: Vec<usize> = (0..view.len())
-            .filter(|&i| range.contains(&(view.word(i) as *const AtomicU64 as usize)))
-            .map(|i| i / LINE_WORDS)
+            .filter(|&i| range.contains(&view.cell(i).addr()))
+            .map(|i| view.line(i))
             .collect();
+        lines.sort_unstable();
         lines.dedup();
         assert!(
             len == 0 || !lines.is_empty(),
@@ -159,20 +216,20 @@ impl<V: View> Hosts<V> {
         lines
     }
 
-    /// The words of line `line` that the view has.
-    fn words(&self, line: usize) -> std::ops::Range<usize> {
-        line * LINE_WORDS..((line + 1) * LINE_WORDS).min(self.views[0].len())
+    /// The cells of line `line`, in order (a transfer copies them in that order).
+    fn words(&self, line: usize) -> impl Iterator<Item = usize> + '_ {
+        self.lines.get(line).into_iter().flatten().copied()
     }
 
     fn is_dirty(&self, m: &Memory, h: usize, line: usize) -> bool {
         self.words(line)
-            .any(|w| self.views[h].word(w).load(Ordering::Relaxed) != m.clean[h][w])
+            .any(|w| self.views[h].cell(w).load() != m.clean[h][w])
     }
 
     /// View → device, whole; the clean copy records what was copied.
     fn copy_back(&self, m: &mut Memory, h: usize, line: usize) {
         for w in self.words(line) {
-            let v = self.views[h].word(w).load(Ordering::Relaxed);
+            let v = self.views[h].cell(w).load();
             m.device[w] = v;
             m.clean[h][w] = v;
         }
@@ -182,12 +239,7 @@ impl<V: View> Hosts<V> {
     fn refresh(&self, m: &mut Memory, h: usize, line: usize) {
         for w in self.words(line) {
             let (d, c) = (m.device[w], m.clean[h][w]);
-            if c != d
-                && self.views[h]
-                    .word(w)
-                    .compare_exchange(c, d, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
+            if c != d && self.views[h].cell(w).cas(c, d) {
                 m.clean[h][w] = d;
             }
         }
@@ -216,9 +268,9 @@ impl<V: View> Hosts<V> {
         }
     }
 
-    /// A write-back host `h`'s cache may do at any time: the line holding word `word`, if dirty.
+    /// A write-back host `h`'s cache may do at any time: the line holding cell `word`, if dirty.
     pub fn spontaneous_write_back(&self, h: usize, word: usize) {
-        let line = word / LINE_WORDS;
+        let line = self.views[h].line(word);
         let mut m = self.memory.lock().unwrap();
         if self.is_dirty(&m, h, line) {
             self.copy_back(&mut m, h, line);
@@ -228,7 +280,7 @@ impl<V: View> Hosts<V> {
     /// A refill host `h`'s cache may do at any time (a clean line dropped and fetched again, a
     /// prefetch): the line holding word `word`, if clean.
     pub fn spontaneous_refresh(&self, h: usize, word: usize) {
-        let line = word / LINE_WORDS;
+        let line = self.views[h].line(word);
         let mut m = self.memory.lock().unwrap();
         if !self.is_dirty(&m, h, line) {
             self.refresh(&mut m, h, line);

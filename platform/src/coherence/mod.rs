@@ -357,6 +357,36 @@ impl Coherence {
         }
     }
 
+    /// [`flush`](Self::flush) for words of the region's metadata (protocol v2's single-writer
+    /// lines: a directory slot's word, a pin, a ring cell). The same, except under the
+    /// payload-only emulator ([`EmulatedHost`], feature `emulation`), which emulates payloads in a
+    /// private view and leaves the metadata in the shared mapping, coherent: there, nothing.
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` is mapped (inside the host's view under the whole-region emulator).
+    pub unsafe fn flush_metadata(&self, ptr: *const u8, len: usize) {
+        #[cfg(feature = "emulation")]
+        if self.emulated.is_some() {
+            return;
+        }
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.flush(ptr, len) }
+    }
+
+    /// [`invalidate`](Self::invalidate) for words of the region's metadata; nothing under the
+    /// payload-only emulator (see [`flush_metadata`](Self::flush_metadata)).
+    ///
+    /// # Safety
+    /// As [`invalidate`](Self::invalidate).
+    pub unsafe fn invalidate_metadata(&self, ptr: *const u8, len: usize) {
+        #[cfg(feature = "emulation")]
+        if self.emulated.is_some() {
+            return;
+        }
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.invalidate(ptr, len) }
+    }
+
     /// Whether the strategy has neither write back nor non-temporal stores (the portable one).
     fn without_instructions(&self) -> bool {
         self.strategy.flush == FlushInstr::None && self.strategy.nt == NtStores::None
