@@ -88,7 +88,9 @@ def main() -> None:
         print(json.dumps(result))
     finally:
         ray.shutdown()
-        gismo.connected() and gismo.connected().close()
+        c = gismo.connected()
+        if c is not None:
+            c.close()
         os.unlink(region_path)
 
 

@@ -39,6 +39,7 @@ Ray's own object store).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import pickle
@@ -147,12 +148,15 @@ def write(
     *,
     pickler: type = pickle.Pickler,
     persistent_id: Optional[PersistentId] = None,
+    dies_with_creator: bool = False,
 ) -> "_native.ObjectBuffer":
     """Creates object ``oid`` holding ``value``, seals it, and returns it (referenced).
+    ``dies_with_creator``: deleted when this process's client is reaped (``Client.create``).
 
     A value that is pickled uses ``pickler`` (a ``pickle.Pickler`` subclass, such as
     ``ray.cloudpickle.Pickler``); ``persistent_id`` takes contained references out of the stream
     (see the module docs)."""
+    create = functools.partial(client.create, dies_with_creator=dies_with_creator)
     np = _numpy()
     # Exactly ndarray: subclasses (masked arrays, matrices) keep their type through pickle.
     if np is not None and type(value) is np.ndarray and not value.dtype.hasobject:
@@ -161,7 +165,7 @@ def write(
             dtype=np.lib.format.dtype_to_descr(value.dtype),
             shape=list(value.shape),
         )
-        wb = client.create(oid, value.nbytes, header)
+        wb = create(oid, value.nbytes, header)
         try:
             if value.nbytes:
                 with memoryview(wb) as raw:
@@ -174,21 +178,21 @@ def write(
                 wb.abort()
             raise
     if _is_arrow_buffer(value):
-        return _write_bytes(client, oid, memoryview(value), "arrow")
+        return _write_bytes(create, oid, memoryview(value), "arrow")
     arrow_type = _arrow_type_of(value)
     plan = _plan_arrow_stream(value, arrow_type) if arrow_type is not None else None
     if plan is not None:
-        return _write_arrow(client, oid, arrow_type, *plan)
+        return _write_arrow(create, oid, arrow_type, *plan)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return _write_bytes(client, oid, memoryview(value), "bytes")
-    return _write_pickle(client, oid, value, pickler, persistent_id)
+        return _write_bytes(create, oid, memoryview(value), "bytes")
+    return _write_pickle(create, oid, value, pickler, persistent_id)
 
 
-def _write_bytes(client, oid: bytes, src: memoryview, kind: str):
+def _write_bytes(create, oid: bytes, src: memoryview, kind: str):
     if not src.c_contiguous:
         raise ValueError("only C-contiguous buffers can be stored as bytes")
     src = src.cast("B") if src.format != "B" or src.ndim != 1 else src
-    wb = client.create(oid, src.nbytes, _header(kind))
+    wb = create(oid, src.nbytes, _header(kind))
     try:
         if src.nbytes:
             with memoryview(wb) as dst:
@@ -215,10 +219,10 @@ def _plan_arrow_stream(value: Any, kind: str) -> Optional[Tuple[Any, List[Any], 
     return schema, batches, measure.size()
 
 
-def _write_arrow(client, oid: bytes, kind: str, schema: Any, batches: List[Any], size: int):
+def _write_arrow(create, oid: bytes, kind: str, schema: Any, batches: List[Any], size: int):
     import pyarrow as pa
 
-    wb = client.create(oid, size, _header("arrow_ipc", type=kind))
+    wb = create(oid, size, _header("arrow_ipc", type=kind))
     try:
         with memoryview(wb) as raw:
             # A mutable Arrow buffer over the new object (it holds an export of ``raw`` until it
@@ -279,7 +283,7 @@ def _dumps(value: Any, pickler: type, persistent_id: Optional[PersistentId], buf
         p.clear_memo()
 
 
-def _write_pickle(client, oid: bytes, value: Any, pickler: type, persistent_id):
+def _write_pickle(create, oid: bytes, value: Any, pickler: type, persistent_id):
     buffers: List[pickle.PickleBuffer] = []
     if pickler is pickle.Pickler and persistent_id is None:
         main, refs = pickle.dumps(value, protocol=5, buffer_callback=buffers.append), 0
@@ -295,7 +299,7 @@ def _write_pickle(client, oid: bytes, value: Any, pickler: type, persistent_id):
     fields: dict = {"main": len(main), "buffers": layout}
     if refs:
         fields["refs"] = refs
-    wb = client.create(oid, end, _header("pickle", **fields))
+    wb = create(oid, end, _header("pickle", **fields))
     try:
         if end:
             with memoryview(wb) as dst:

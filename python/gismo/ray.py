@@ -146,8 +146,9 @@ class _HostMaintainer:
                 return
 
     def _step(self) -> bool:
-        """One look; whether to keep looking (False once this process leads or its client is
-        closed and the role given up)."""
+        """One look; whether to keep looking: True while waiting for the role and while holding
+        it (to give it up when the client closes), False once the client is closed or the
+        maintenance could not start."""
         c = self._client
         if c.closed:
             if self._sock is not None:
@@ -495,35 +496,21 @@ def put(value: Any, *, lifetime: str = "ray") -> GismoRef:
     depth = getattr(_pickling, "depth", 0)
     _pickling.depth = depth + 1
     try:
+        # Ray's lifetime ends when the owner dies (its anchor is lost, OwnerDiedError): the
+        # region object goes too, deleted when this process's client is reaped.
         pin = _codec.write(
-            _DyingWithThisProcess(c) if lifetime == "ray" else c,
+            c,
             oid,
             value,
             pickler=cloudpickle.Pickler,
             persistent_id=_contained_refs(refs),
+            dies_with_creator=lifetime == "ray",
         )
     except gismo.StoreFullError as e:
         raise _store_full(c, region, e) from e
     finally:
         _pickling.depth = depth
     return _publish(c, oid, pin, refs, lifetime, region)
-
-
-class _DyingWithThisProcess:
-    """``c`` for ``_codec.write``, but its creates make objects that die with this process: Ray's
-    lifetime ends when the owner dies (its anchor is lost, ``OwnerDiedError``), so the region
-    object goes too — deleted when this process's client is reaped (at once if nobody reads it,
-    else at the last reader's release), by whichever process maintains the region. Without it a
-    killed Ray cluster left every object it had put in the region."""
-
-    def __init__(self, c: Client) -> None:
-        self._c = c
-
-    def create(self, oid: bytes, size: int, metadata: bytes = b""):
-        return self._c.create(oid, size, metadata, dies_with_creator=True)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._c, name)
 
 
 def _lifetime(lifetime: str) -> str:

@@ -1124,31 +1124,16 @@ pub fn confirm_across_hosts(
     }
 }
 
-/// The loser's half of [`confirm_across_hosts`]: its own unconfirmed entry freed (no reader can
-/// hold an unsealed object), written back so that a waiting lower host sees it gone.
+/// The loser's half of [`confirm_across_hosts`]: its own unconfirmed entry withdrawn
+/// ([`withdraw_unsealed`]: one CAS to `FREE`; no reader can hold an unsealed object), written back
+/// so that a waiting lower host sees it gone.
 fn withdraw_unconfirmed(c: &Coherence, dir: &Directory<'_>, ins: Inserted) {
-    let slot = dir.slot(ins.index);
-    let mut w = slot.load_word();
-    while w.gen == ins.word.gen && w.state != state::FREE {
-        slot.commit.store(FREEING, Ordering::Relaxed);
-        let free = Word {
-            gen: w.gen,
-            state: state::FREE,
-            flags: 0,
-            owner: NO_OWNER,
-        };
-        match slot.cas_word(w, free) {
-            Ok(()) => {
-                #[cfg(not(loom))]
-                if w.flags & flags::WAITERS != 0 {
-                    crate::store::wait::wake_word(&slot.word);
-                }
-                break;
-            }
-            Err(actual) => w = actual,
-        }
-    }
-    publish_word(c, slot);
+    withdraw_unsealed(dir, ins.index, ins.word, |_slot| {
+        // (Loom models have no futex waits: nothing to wake.)
+        #[cfg(not(loom))]
+        crate::store::wait::wake_word(&_slot.word);
+    });
+    publish_word(c, dir.slot(ins.index));
 }
 
 /// Writes back the line of `slot`'s state word after a change of it that another host's getter
